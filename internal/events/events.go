@@ -1,0 +1,125 @@
+// Package events owns the event vocabulary of tandem and the audit log: every
+// state transition (node or link up/down, lease lost, takeover, resource
+// start/stop/failure, admin action, RAID health) is an Event published on a
+// Bus; the audit log, metrics, API and UI consume it. It imports nothing of
+// ours; any package may import it.
+package events
+
+import (
+	"sync"
+	"time"
+)
+
+// Kind names what happened. Kinds are stable strings: they are part of the
+// audit log format and of `tandem events --kind`.
+type Kind string
+
+// Cluster kinds.
+const (
+	NodeUp        Kind = "node_up"
+	NodeDown      Kind = "node_down"
+	LinkUp        Kind = "link_up"
+	LinkDown      Kind = "link_down"
+	LeaseAcquired Kind = "lease_acquired"
+	LeaseLost     Kind = "lease_lost"
+	Takeover      Kind = "takeover"
+	Placement     Kind = "placement"
+	GroupStarted  Kind = "group_started"
+	GroupStopped  Kind = "group_stopped"
+	ResStart      Kind = "resource_start"
+	ResStop       Kind = "resource_stop"
+	ResFailure    Kind = "resource_failure"
+	AdminAction   Kind = "admin_action"
+	QuorumLost    Kind = "quorum_lost"
+	QuorumGained  Kind = "quorum_gained"
+	LeaderChanged Kind = "leader_changed"
+	PacketDropped Kind = "packet_dropped"
+)
+
+// RAID health kinds (mirroring mdadm --monitor event names).
+const (
+	RaidFail             Kind = "Fail"
+	RaidDegradedArray    Kind = "DegradedArray"
+	RaidSpareActive      Kind = "SpareActive"
+	RaidRebuildStarted   Kind = "RebuildStarted"
+	RaidRebuildProgress  Kind = "RebuildProgress"
+	RaidRebuildFinished  Kind = "RebuildFinished"
+	RaidChecksumRepaired Kind = "ChecksumRepaired"
+	RaidMismatchesFound  Kind = "MismatchesFound"
+)
+
+// Event is one transition. Fields that do not apply stay empty; Attrs holds
+// kind-specific details (milliseconds of a takeover, an error text, …).
+type Event struct {
+	Time    time.Time      `json:"time"`
+	Kind    Kind           `json:"kind"`
+	Node    string         `json:"node,omitempty"`    // node that reports it
+	Subject string         `json:"subject,omitempty"` // node, link, group, resource or array it is about
+	Group   string         `json:"group,omitempty"`
+	Epoch   uint64         `json:"epoch,omitempty"`
+	Actor   string         `json:"actor,omitempty"` // who made an admin action
+	Message string         `json:"message,omitempty"`
+	Attrs   map[string]any `json:"attrs,omitempty"`
+}
+
+// Sink consumes events. Implementations must not block for long.
+type Sink interface {
+	Publish(Event)
+}
+
+// Bus fans an event out to every subscribed sink, in subscription order.
+type Bus struct {
+	mu    sync.RWMutex
+	sinks []Sink
+}
+
+// Subscribe adds a sink.
+func (b *Bus) Subscribe(s Sink) {
+	b.mu.Lock()
+	b.sinks = append(b.sinks, s)
+	b.mu.Unlock()
+}
+
+// Publish delivers e to every sink.
+func (b *Bus) Publish(e Event) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for _, s := range b.sinks {
+		s.Publish(e)
+	}
+}
+
+// SinkFunc adapts a function to Sink.
+type SinkFunc func(Event)
+
+func (f SinkFunc) Publish(e Event) { f(e) }
+
+// Recorder is an in-memory sink for tests.
+type Recorder struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (r *Recorder) Publish(e Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+}
+
+// Events returns a copy of what was recorded.
+func (r *Recorder) Events() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Event(nil), r.events...)
+}
+
+// OfKind returns the recorded events of kind k.
+func (r *Recorder) OfKind(k Kind) []Event {
+	var out []Event
+	for _, e := range r.Events() {
+		if e.Kind == k {
+			out = append(out, e)
+		}
+	}
+	return out
+}

@@ -1,0 +1,90 @@
+package resource
+
+import (
+	"context"
+	"sync"
+)
+
+// Mem is an in-memory Agent for tests of the manager and of whole in-process
+// clusters. Failures are injected by setting the error fields; Hang makes the
+// next calls block until their context ends.
+type Mem struct {
+	mu         sync.Mutex
+	running    bool
+	StartErr   error
+	StopErr    error
+	MonitorErr error
+	Hang       bool
+	Starts     int
+	Stops      int
+	// OnChange, if set, is called after every successful start or stop with
+	// the new running state (tests use it to record a timeline).
+	OnChange func(running bool)
+}
+
+func (m *Mem) Start(ctx context.Context) error {
+	return m.op(ctx, func() error {
+		if m.StartErr != nil {
+			return m.StartErr
+		}
+		m.running = true
+		m.Starts++
+		if m.OnChange != nil {
+			m.OnChange(true)
+		}
+		return nil
+	})
+}
+
+func (m *Mem) Stop(ctx context.Context) error {
+	return m.op(ctx, func() error {
+		if m.StopErr != nil {
+			return m.StopErr
+		}
+		m.running = false
+		m.Stops++
+		if m.OnChange != nil {
+			m.OnChange(false)
+		}
+		return nil
+	})
+}
+
+func (m *Mem) Monitor(ctx context.Context) error {
+	return m.op(ctx, func() error {
+		if m.MonitorErr != nil {
+			return m.MonitorErr
+		}
+		if !m.running {
+			return ErrNotRunning
+		}
+		return nil
+	})
+}
+
+// Running reports the simulated state.
+func (m *Mem) Running() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running
+}
+
+// Set changes fields under the lock.
+func (m *Mem) Set(f func(m *Mem)) {
+	m.mu.Lock()
+	f(m)
+	m.mu.Unlock()
+}
+
+func (m *Mem) op(ctx context.Context, f func() error) error {
+	m.mu.Lock()
+	hang := m.Hang
+	m.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return f()
+}
