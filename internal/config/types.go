@@ -9,17 +9,17 @@ import "time"
 
 // Config is the whole cluster configuration.
 type Config struct {
-	Cluster  string   `yaml:"cluster"`
-	KeyFile  string   `yaml:"key_file"`
-	Insecure bool     `yaml:"insecure"`
-	StateDir string   `yaml:"state_dir"`
-	Port     int      `yaml:"port"`
-	Nodes    []Node   `yaml:"nodes"`
-	Witness  *Node    `yaml:"witness"`
-	Timing   Timing   `yaml:"timing"`
-	API      API      `yaml:"api"`
-	Events   Events   `yaml:"events"`
-	Groups   []Group  `yaml:"groups"`
+	Cluster  string  `yaml:"cluster"`
+	KeyFile  string  `yaml:"key_file"`
+	Insecure bool    `yaml:"insecure"`
+	StateDir string  `yaml:"state_dir"`
+	Port     int     `yaml:"port"`
+	Nodes    []Node  `yaml:"nodes"`
+	Witness  *Node   `yaml:"witness"`
+	Timing   Timing  `yaml:"timing"`
+	API      API     `yaml:"api"`
+	Events   Events  `yaml:"events"`
+	Groups   []Group `yaml:"groups"`
 }
 
 // Node is a cluster member (a data node, or the witness).

@@ -1,0 +1,54 @@
+// Command tandem is the whole of tandem in one binary: the node agent, the
+// witness, the CLI that talks to the agent's API, the RAID tools and the demo.
+// It only wires packages together.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// subcommands is filled by the init functions of this package's files, one
+// file per area (raid.go, config.go, …), so each area wires itself.
+var subcommands []func() *cobra.Command
+
+// exitError carries a process exit status through cobra.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// exitWith makes a command end the process with code after printing err.
+func exitWith(code int, err error) error { return &exitError{code: code, err: err} }
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "tandem",
+		Short:         "tandem: a hot-standby cluster manager (two nodes + witness, floating IP, replicated storage)",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	for _, mk := range subcommands {
+		root.AddCommand(mk())
+	}
+	return root
+}
+
+func main() {
+	err := newRoot().Execute()
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "tandem:", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		os.Exit(ee.code)
+	}
+	os.Exit(1)
+}
