@@ -1,0 +1,153 @@
+// Package lease owns the arithmetic of tandem's group leases (DESIGN S1),
+// with no I/O and no clock of its own: every call takes `now`.
+//
+// A group runs on node X only while X holds a lease for (group, epoch). X
+// holds it while a majority of voters have vouched for it: a voter vouches
+// (Grant) only if its replicated state names X as the group's holder at that
+// epoch and it has not vouched for anybody else within the last Duration. X
+// counts its lease from the moment it SENT the request that was granted and
+// shortens it by the clock-drift bound, so X's lease always ends before the
+// promise of every voter that granted it. Any two majorities share a voter,
+// so a new holder cannot collect a majority until the old holder's lease has
+// ended by the old holder's own clock.
+//
+// A voter that restarts has forgotten its promises, so it grants nothing for
+// one Duration after start (grace). A holder that stops cleanly releases its
+// lease so a planned switchover need not wait for expiry.
+//
+// Imported by internal/heartbeat only.
+package lease
+
+import (
+	"sort"
+	"time"
+)
+
+// Params are the timing of leases.
+type Params struct {
+	Duration time.Duration // how long a voter's promise lasts
+	Drift    float64       // bound on the rate difference of any two clocks (0.01 = 1 %)
+}
+
+// HolderDuration is how long a holder may use a grant, counted from the
+// request's send time: shortened twice by the drift bound, once for each
+// clock involved.
+func (p Params) HolderDuration() time.Duration {
+	return time.Duration(float64(p.Duration) * (1 - 2*p.Drift))
+}
+
+// GraceDuration is how long a restarted voter refuses every request.
+func (p Params) GraceDuration() time.Duration {
+	return time.Duration(float64(p.Duration) * (1 + p.Drift))
+}
+
+// Promise is a voter's word that it vouches for Holder at Epoch until Until.
+type Promise struct {
+	Holder string
+	Epoch  uint64
+	Until  time.Time
+}
+
+// Voter is one voter's promise table.
+type Voter struct {
+	p        Params
+	started  time.Time
+	promises map[string]Promise
+}
+
+// NewVoter returns a voter that started at now.
+func NewVoter(p Params, now time.Time) *Voter {
+	return &Voter{p: p, started: now, promises: map[string]Promise{}}
+}
+
+// Decision is the outcome of a grant request, with the reason when refused.
+type Decision int
+
+const (
+	Granted Decision = iota
+	RefusedNotHolder
+	RefusedPromised
+	RefusedGrace
+)
+
+func (d Decision) String() string {
+	return [...]string{"granted", "refused: state names another holder or epoch",
+		"refused: promised to another holder", "refused: voter restarted recently"}[d]
+}
+
+// Grant decides on holder's request for group at epoch. stateHolder and
+// stateEpoch are what this voter's applied replicated state says.
+func (v *Voter) Grant(now time.Time, group, holder string, epoch uint64, stateHolder string, stateEpoch uint64) Decision {
+	if holder != stateHolder || epoch != stateEpoch {
+		return RefusedNotHolder
+	}
+	if now.Sub(v.started) < v.p.GraceDuration() {
+		return RefusedGrace
+	}
+	if cur, ok := v.promises[group]; ok && now.Before(cur.Until) && (cur.Holder != holder || cur.Epoch != epoch) {
+		return RefusedPromised
+	}
+	v.promises[group] = Promise{Holder: holder, Epoch: epoch, Until: now.Add(v.p.Duration)}
+	return Granted
+}
+
+// Release drops the promise for group if it is holder's at epoch.
+func (v *Voter) Release(group, holder string, epoch uint64) {
+	if cur, ok := v.promises[group]; ok && cur.Holder == holder && cur.Epoch == epoch {
+		delete(v.promises, group)
+	}
+}
+
+// Promised returns the live promise for group, if any.
+func (v *Voter) Promised(now time.Time, group string) (Promise, bool) {
+	cur, ok := v.promises[group]
+	if !ok || !now.Before(cur.Until) {
+		return Promise{}, false
+	}
+	return cur, true
+}
+
+// Claim is a holder's view of its lease on one group at one epoch.
+type Claim struct {
+	Group  string
+	Epoch  uint64
+	p      Params
+	quorum int
+	// granted maps voter → send time of the newest granted request.
+	granted map[string]time.Time
+}
+
+// NewClaim starts a claim on group at epoch needing quorum voters.
+func NewClaim(p Params, group string, epoch uint64, quorum int) *Claim {
+	return &Claim{Group: group, Epoch: epoch, p: p, quorum: quorum, granted: map[string]time.Time{}}
+}
+
+// Granted records that voter granted a request sent at sentAt.
+func (c *Claim) Granted(voter string, sentAt time.Time) {
+	if prev, ok := c.granted[voter]; !ok || sentAt.After(prev) {
+		c.granted[voter] = sentAt
+	}
+}
+
+// Until returns when the lease ends: the quorum-th newest grant plus the
+// holder duration. ok is false when fewer than quorum voters ever granted.
+func (c *Claim) Until() (time.Time, bool) {
+	if len(c.granted) < c.quorum {
+		return time.Time{}, false
+	}
+	sent := make([]time.Time, 0, len(c.granted))
+	for _, t := range c.granted {
+		sent = append(sent, t)
+	}
+	sort.Slice(sent, func(i, j int) bool { return sent[i].After(sent[j]) })
+	return sent[c.quorum-1].Add(c.p.HolderDuration()), true
+}
+
+// Valid reports whether the lease is held at now.
+func (c *Claim) Valid(now time.Time) bool {
+	until, ok := c.Until()
+	return ok && now.Before(until)
+}
+
+// Quorum is the majority of n voters.
+func Quorum(n int) int { return n/2 + 1 }
