@@ -11,6 +11,7 @@ import (
 	_ "github.com/mdlayher/arp"
 	_ "github.com/mdlayher/ndp"
 	_ "github.com/prometheus/client_golang/prometheus"
+	_ "github.com/prometheus/client_golang/prometheus/promhttp"
 	_ "github.com/spf13/cobra"
 	_ "github.com/vishvananda/netlink"
 	_ "github.com/vishvananda/netns"

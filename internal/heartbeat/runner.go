@@ -1,0 +1,303 @@
+package heartbeat
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"tandem/internal/clock"
+	"tandem/internal/seal"
+)
+
+// RunnerConfig wires an Engine to a Transport.
+type RunnerConfig struct {
+	Engine Config
+	// Key is the cluster key; nil runs in plaintext (insecure: true).
+	Key []byte
+	// Addrs[i][j] is voter i's address on link j (index-aligned with
+	// Engine.Voters). A datagram counts only if it comes from the address
+	// its authenticated header claims.
+	Addrs     [][]netip.AddrPort
+	Transport Transport
+	Clock     clock.Clock
+	Logger    *slog.Logger
+	// OnChange receives every transition, in order, from one goroutine.
+	OnChange func(Change)
+	// Registerer receives the metrics (nil: none).
+	Registerer prometheus.Registerer
+}
+
+// Runner runs an Engine: it ticks it on time, seals and sends its datagrams,
+// opens and checks received ones, and counts what it drops. All methods are
+// safe for concurrent use.
+type Runner struct {
+	cfg    RunnerConfig
+	mu     sync.Mutex
+	eng    *Engine
+	sealer *seal.Sealer
+	opener *seal.Opener
+	drops  map[string]uint64
+	wake   chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+	start  time.Time
+
+	mDrops *prometheus.CounterVec
+	mSent  prometheus.Counter
+	mRecv  prometheus.Counter
+}
+
+// Drop reasons, as counted in Drops and tandem_heartbeat_dropped_total.
+const (
+	DropUnknownSource = "unknown_source"
+	DropMalformed     = "malformed"
+	DropAuth          = "auth"
+	DropReplay        = "replay"
+	DropPlaintext     = "plaintext"
+	DropConfig        = "config_mismatch"
+)
+
+// StartRunner starts the engine's goroutine.
+func StartRunner(cfg RunnerConfig) *Runner {
+	now := cfg.Clock.Now()
+	boot := uint64(time.Now().UnixNano())
+	r := &Runner{
+		cfg:    cfg,
+		eng:    New(cfg.Engine, now),
+		sealer: seal.NewSealer(cfg.Key, uint8(cfg.Engine.Self), boot),
+		opener: seal.NewOpener(cfg.Key),
+		drops:  map[string]uint64{},
+		wake:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+		start:  now,
+		mDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_heartbeat_dropped_total",
+			Help: "Datagrams dropped, by reason (forged, tampered, replayed, from outside the cluster, malformed).",
+		}, []string{"reason"}),
+		mSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tandem_heartbeat_sent_total", Help: "Datagrams sent."}),
+		mRecv: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tandem_heartbeat_received_total", Help: "Datagrams accepted."}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(r.mDrops, r.mSent, r.mRecv)
+	}
+	go r.loop()
+	return r
+}
+
+func (r *Runner) loop() {
+	defer close(r.done)
+	timer := r.cfg.Clock.NewTimer(0)
+	defer timer.Stop()
+	recv := r.cfg.Transport.Recv()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case d, ok := <-recv:
+			if !ok {
+				recv = nil
+				continue
+			}
+			r.handle(d)
+		case <-timer.C():
+			now := r.cfg.Clock.Now()
+			r.mu.Lock()
+			out := r.eng.Tick(now)
+			r.mu.Unlock()
+			r.send(out)
+		case <-r.wake:
+		}
+		now := r.cfg.Clock.Now()
+		r.mu.Lock()
+		next := r.eng.NextTick(now)
+		changes := r.eng.Changes()
+		r.mu.Unlock()
+		if r.cfg.OnChange != nil {
+			for _, c := range changes {
+				r.cfg.OnChange(c)
+			}
+		}
+		timer.Stop()
+		timer.Reset(next.Sub(now))
+	}
+}
+
+func (r *Runner) handle(d Datagram) {
+	now := r.cfg.Clock.Now()
+	r.mu.Lock()
+	h, payload, err := r.opener.Open(d.Data, now.Sub(r.start).Nanoseconds())
+	if err != nil {
+		r.mu.Unlock()
+		r.drop(openReason(err))
+		return
+	}
+	s, l := int(h.Sender), int(h.Link)
+	if s >= len(r.cfg.Addrs) || s == r.cfg.Engine.Self || l != d.Link || l >= len(r.cfg.Addrs[s]) || r.cfg.Addrs[s][l] != d.From {
+		r.mu.Unlock()
+		r.drop(DropUnknownSource)
+		return
+	}
+	m, err := Decode(payload)
+	if err != nil {
+		r.mu.Unlock()
+		r.drop(DropMalformed)
+		return
+	}
+	if m.ConfigHash != r.cfg.Engine.ConfigHash {
+		r.mu.Unlock()
+		r.drop(DropConfig)
+		return
+	}
+	out := r.eng.Receive(now, s, l, m)
+	r.mu.Unlock()
+	r.mRecv.Inc()
+	r.send(out)
+}
+
+func openReason(err error) string {
+	switch {
+	case errors.Is(err, seal.ErrAuth):
+		return DropAuth
+	case errors.Is(err, seal.ErrReplay):
+		return DropReplay
+	case errors.Is(err, seal.ErrInsecure), errors.Is(err, seal.ErrSecure):
+		return DropPlaintext
+	}
+	return DropMalformed
+}
+
+func (r *Runner) drop(reason string) {
+	r.mu.Lock()
+	first := r.drops[reason] == 0
+	r.drops[reason]++
+	r.mu.Unlock()
+	r.mDrops.WithLabelValues(reason).Inc()
+	if first && r.cfg.Logger != nil {
+		r.cfg.Logger.Warn("dropping datagrams", "reason", reason)
+	}
+}
+
+func (r *Runner) send(out []Outgoing) {
+	if len(out) == 0 {
+		return
+	}
+	type packet struct {
+		link int
+		to   netip.AddrPort
+		b    []byte
+	}
+	var packets []packet
+	r.mu.Lock()
+	for _, o := range out {
+		payload, err := o.Msg.Append(nil)
+		if err != nil {
+			if r.cfg.Logger != nil {
+				r.cfg.Logger.Error("cannot encode heartbeat", "err", err)
+			}
+			continue
+		}
+		if o.To >= len(r.cfg.Addrs) || o.Link >= len(r.cfg.Addrs[o.To]) {
+			continue
+		}
+		b := r.sealer.Seal(nil, uint8(o.Link), payload)
+		packets = append(packets, packet{o.Link, r.cfg.Addrs[o.To][o.Link], b})
+	}
+	r.mu.Unlock()
+	for _, p := range packets {
+		if err := r.cfg.Transport.Send(p.link, p.to, p.b); err == nil {
+			r.mSent.Inc()
+		}
+	}
+}
+
+func (r *Runner) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// SetState installs the applied replicated state (see Engine.SetState).
+func (r *Runner) SetState(groups map[string]GroupState, applied uint64) {
+	r.mu.Lock()
+	r.eng.SetState(groups, applied)
+	r.mu.Unlock()
+	r.poke()
+}
+
+// Lease returns this node's lease on group (see Engine.Lease).
+func (r *Runner) Lease(group string) (epoch uint64, until time.Time, ok bool) {
+	now := r.cfg.Clock.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.eng.Lease(group, now)
+}
+
+// Release gives the lease on group at epoch back (after a clean stop).
+func (r *Runner) Release(group string, epoch uint64) {
+	now := r.cfg.Clock.Now()
+	r.mu.Lock()
+	out := r.eng.Release(now, group, epoch)
+	r.mu.Unlock()
+	r.send(out)
+	r.poke()
+}
+
+// Status returns peer and link liveness.
+func (r *Runner) Status() Status {
+	now := r.cfg.Clock.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.eng.Status(now)
+}
+
+// Up reports whether this node sees voter i alive.
+func (r *Runner) Up(i int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.eng.Up(i)
+}
+
+// Reachable reports whether voter i is alive as far as this node can tell
+// (see Engine.Reachable).
+func (r *Runner) Reachable(i int) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.eng.Reachable(i)
+}
+
+// LastHeard is when voter i last proved alive to this node.
+func (r *Runner) LastHeard(i int) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.eng.LastHeard(i)
+}
+
+// Drops returns the dropped datagram counts by reason.
+func (r *Runner) Drops() map[string]uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]uint64{}
+	for k, v := range r.drops {
+		out[k] = v
+	}
+	return out
+}
+
+// Stop ends the goroutine and closes the transport.
+func (r *Runner) Stop() {
+	select {
+	case <-r.stop:
+	default:
+		close(r.stop)
+	}
+	<-r.done
+	r.cfg.Transport.Close()
+}
