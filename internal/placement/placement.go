@@ -1,0 +1,189 @@
+// Package placement owns the decision of where each group should run. It is
+// pure: Decide takes the configuration of the groups, the replicated state,
+// what the deciding node knows of liveness, and the time, and returns the
+// place commands to propose. Only the consensus leader runs it. It imports
+// internal/config (types only) and internal/state.
+//
+// Rules, per group:
+//   - A node is eligible when it is in the group's nodes, reachable, not in
+//     standby or maintenance, and not banned for the group (a hard failure,
+//     or restarts exhausted, within failure_timeout). A blocked group (fatal
+//     failure) is eligible nowhere.
+//   - score(n) = 100 × (len(prefer) − position of n in prefer), 0 if absent.
+//   - No holder: place on the best eligible node (highest score, then config
+//     order). A never-placed group waits up to Settle after the decider
+//     became leader for its best-scored node to show up, so a cold start
+//     places it once, on its preferred node.
+//   - Holder not eligible: move to the best eligible node; if there is none,
+//     stop it ("") when the holder is alive, or leave it when the holder is
+//     unreachable (nobody can run it safely anyway).
+//   - Holder eligible: failback when a better node exists and
+//     score(best) > score(holder) + stickiness: manual never; auto once best
+//     has been reachable for Settle; delay D once best has been reachable for D.
+//   - Cluster maintenance: no decisions. A holder in node maintenance is left
+//     alone.
+package placement
+
+import (
+	"fmt"
+	"time"
+
+	"tandem/internal/config"
+	"tandem/internal/state"
+)
+
+// Input is everything a decision depends on.
+type Input struct {
+	Now    time.Time
+	Groups []config.Group
+	State  *state.State
+	// Reachable: nodes the decider believes alive (seen by it, or by a
+	// voter it sees). ReachableSince: since when, continuously.
+	Reachable      map[string]bool
+	ReachableSince map[string]time.Time
+	// LastHeard and DownAt describe an unreachable node, to time takeovers.
+	LastHeard map[string]time.Time
+	DownAt    map[string]time.Time
+	// LeaderSince is when the decider became leader.
+	LeaderSince time.Time
+	// Settle is how long a returning or starting node must be reachable
+	// before a group moves to it by preference (not by necessity).
+	Settle time.Duration
+}
+
+// Decide returns the place commands for every group that should move.
+func Decide(in Input) []state.Command {
+	if in.State.Maintenance {
+		return nil
+	}
+	var out []state.Command
+	for i := range in.Groups {
+		if c, ok := decideGroup(in, &in.Groups[i]); ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func decideGroup(in Input, g *config.Group) (state.Command, bool) {
+	gs := in.State.Groups[g.Name]
+	if gs == nil {
+		gs = &state.Group{}
+	}
+	holder := gs.Holder
+	place := func(to, reason string) (state.Command, bool) {
+		c := state.Command{Op: state.OpPlace, Time: in.Now, Group: g.Name, Holder: to, Epoch: gs.Epoch, Reason: reason}
+		if holder != "" && !in.Reachable[holder] {
+			c.Takeover = &state.Takeover{From: holder, To: to, At: in.Now, DownAt: in.DownAt[holder]}
+			if lh, down := in.LastHeard[holder], in.DownAt[holder]; !lh.IsZero() && !down.IsZero() {
+				c.Takeover.DetectMs = down.Sub(lh).Milliseconds()
+			}
+		}
+		return c, true
+	}
+	if holder != "" && in.nodeState(holder).Maintenance {
+		return state.Command{}, false
+	}
+	if gs.Blocked != "" {
+		if holder != "" {
+			return place("", "blocked: "+gs.Blocked)
+		}
+		return state.Command{}, false
+	}
+	best, ok := in.best(g, gs)
+	switch {
+	case holder == "":
+		if !ok {
+			return state.Command{}, false
+		}
+		if gs.Epoch == 0 && score(g, best) < topScore(g) && in.Now.Sub(in.LeaderSince) < in.Settle {
+			return state.Command{}, false // cold start: give the preferred node a moment
+		}
+		return place(best, "start")
+	case !in.eligible(g, gs, holder):
+		why := in.whyNot(g, gs, holder)
+		if ok {
+			return place(best, fmt.Sprintf("%s %s", holder, why))
+		}
+		if in.Reachable[holder] {
+			return place("", fmt.Sprintf("%s %s and no other node is eligible", holder, why))
+		}
+		return state.Command{}, false
+	}
+	if !ok || best == holder || score(g, best) <= score(g, holder)+g.Stickiness {
+		return state.Command{}, false
+	}
+	up := in.Now.Sub(in.ReachableSince[best])
+	switch g.Failback.Mode {
+	case config.FailbackAuto:
+		if up >= in.Settle {
+			return place(best, "failback to preferred node")
+		}
+	case config.FailbackDelay:
+		if up >= g.Failback.Delay {
+			return place(best, fmt.Sprintf("failback to preferred node after %v", g.Failback.Delay))
+		}
+	}
+	return state.Command{}, false
+}
+
+func (in Input) nodeState(n string) state.Node {
+	if s := in.State.Nodes[n]; s != nil {
+		return *s
+	}
+	return state.Node{}
+}
+
+func (in Input) eligible(g *config.Group, gs *state.Group, n string) bool {
+	return in.whyNot(g, gs, n) == ""
+}
+
+// whyNot says why n cannot run g, or "" when it can.
+func (in Input) whyNot(g *config.Group, gs *state.Group, n string) string {
+	allowed := false
+	for _, m := range g.Nodes {
+		allowed = allowed || m == n
+	}
+	switch {
+	case !allowed:
+		return "is not among the group's nodes"
+	case !in.Reachable[n]:
+		return "is unreachable"
+	case in.nodeState(n).Standby:
+		return "is in standby"
+	case in.nodeState(n).Maintenance:
+		return "is in maintenance"
+	}
+	if f := gs.Failures[n]; f != nil && f.Banned && f.ActiveFailure(in.Now, g.FailureTimeout.D()) {
+		return "is banned after failures (" + f.Reason + ")"
+	}
+	return ""
+}
+
+func (in Input) best(g *config.Group, gs *state.Group) (string, bool) {
+	best, bestScore := "", -1
+	for _, n := range g.Nodes {
+		if !in.eligible(g, gs, n) {
+			continue
+		}
+		s := score(g, n)
+		if n == gs.Holder {
+			s += g.Stickiness
+		}
+		if s > bestScore {
+			best, bestScore = n, s
+		}
+	}
+	return best, best != ""
+}
+
+func score(g *config.Group, n string) int {
+	for i, p := range g.Prefer {
+		if p == n {
+			return 100 * (len(g.Prefer) - i)
+		}
+	}
+	return 0
+}
+
+func topScore(g *config.Group) int { return 100 * len(g.Prefer) }

@@ -1,0 +1,254 @@
+// Package state owns tandem's replicated cluster state — who holds each
+// group at which epoch, node standby and maintenance flags, fail counts —
+// and the commands that change it. Apply is deterministic and does no I/O:
+// the consensus adapter feeds it committed log entries, so every node
+// computes the same state. Commands carry their own timestamps (taken by the
+// proposer) for that reason. It imports only leaf packages.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// State is the whole replicated state.
+type State struct {
+	Index       uint64            `json:"index"` // last applied log index
+	Groups      map[string]*Group `json:"groups"`
+	Nodes       map[string]*Node  `json:"nodes"`
+	Maintenance bool              `json:"maintenance"` // cluster-wide: nothing is managed
+}
+
+// Group is the placement of one group.
+type Group struct {
+	Holder string    `json:"holder"` // "" = runs nowhere
+	Epoch  uint64    `json:"epoch"`  // grows on every change of holder (S2)
+	Since  time.Time `json:"since"`
+	Reason string    `json:"reason"`
+	// Blocked is set by a fatal failure: the group runs nowhere until
+	// `tandem cleanup`.
+	Blocked  string              `json:"blocked,omitempty"`
+	Failures map[string]*Failure `json:"failures,omitempty"` // by node
+	// Takeover describes the last unplanned move, for status and events.
+	Takeover *Takeover `json:"takeover,omitempty"`
+}
+
+// Failure counts the failures of a group on one node.
+type Failure struct {
+	Count  int       `json:"count"`
+	Last   time.Time `json:"last"`
+	Banned bool      `json:"banned"` // the group may not run on this node (until expiry or cleanup)
+	Reason string    `json:"reason"`
+}
+
+// Takeover is how a group moved after a failure.
+type Takeover struct {
+	From     string    `json:"from"`
+	To       string    `json:"to"`
+	At       time.Time `json:"at"`
+	DetectMs int64     `json:"detect_ms"`
+	DownAt   time.Time `json:"down_at"`
+}
+
+// Node is the per-node admin state.
+type Node struct {
+	Standby     bool `json:"standby"`
+	Maintenance bool `json:"maintenance"`
+}
+
+// New returns an empty state.
+func New() *State {
+	return &State{Groups: map[string]*Group{}, Nodes: map[string]*Node{}}
+}
+
+// Op names a command.
+type Op string
+
+const (
+	OpPlace       Op = "place"       // set a group's holder (epoch+1)
+	OpStandby     Op = "standby"     // node standby on/off
+	OpMaintenance Op = "maintenance" // cluster or node maintenance on/off
+	OpFailure     Op = "failure"     // a resource of a group failed on a node
+	OpCleanup     Op = "cleanup"     // forget a group's failures
+	OpNoop        Op = "noop"        // advances followers' commit index
+)
+
+// Command is one change, as proposed and logged.
+type Command struct {
+	Op     Op        `json:"op"`
+	Time   time.Time `json:"time"` // proposer's clock
+	Actor  string    `json:"actor,omitempty"`
+	Group  string    `json:"group,omitempty"`
+	Node   string    `json:"node,omitempty"`
+	Holder string    `json:"holder,omitempty"`
+	// Epoch: for place, the epoch the proposer saw (the command applies only
+	// if it is still current); for failure, the epoch the failure happened at.
+	Epoch  uint64 `json:"epoch,omitempty"`
+	On     bool   `json:"on,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// failure
+	Severity string `json:"severity,omitempty"` // soft, hard, fatal
+	GaveUp   bool   `json:"gave_up,omitempty"`  // restarts in place exhausted
+	// place after a failure
+	Takeover *Takeover `json:"takeover,omitempty"`
+}
+
+// Encode serializes a command for the log.
+func (c Command) Encode() []byte {
+	b, err := json.Marshal(c)
+	if err != nil {
+		panic(err) // plain struct; cannot fail
+	}
+	return b
+}
+
+// DecodeCommand parses a logged command.
+func DecodeCommand(b []byte) (Command, error) {
+	var c Command
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("state: bad command: %w", err)
+	}
+	return c, nil
+}
+
+// ErrStaleEpoch is returned when a place command was computed from an
+// epoch that is no longer current (someone else moved the group first).
+var ErrStaleEpoch = errors.New("state: stale epoch")
+
+// IsStaleEpoch reports whether err is ErrStaleEpoch.
+func IsStaleEpoch(err error) bool { return errors.Is(err, ErrStaleEpoch) }
+
+// Group returns the group's state, creating it (holder "", epoch 0).
+func (s *State) Group(name string) *Group {
+	g := s.Groups[name]
+	if g == nil {
+		g = &Group{}
+		s.Groups[name] = g
+	}
+	return g
+}
+
+// Node returns the node's admin state, creating it.
+func (s *State) Node(name string) *Node {
+	n := s.Nodes[name]
+	if n == nil {
+		n = &Node{}
+		s.Nodes[name] = n
+	}
+	return n
+}
+
+// Apply applies c at log index. A rejected command (stale epoch) changes
+// nothing but the index.
+func (s *State) Apply(index uint64, c Command) error {
+	s.Index = index
+	switch c.Op {
+	case OpPlace:
+		g := s.Group(c.Group)
+		if c.Epoch != g.Epoch {
+			return fmt.Errorf("%w: group %s is at epoch %d, command computed at %d", ErrStaleEpoch, c.Group, g.Epoch, c.Epoch)
+		}
+		g.Epoch++
+		g.Holder = c.Holder
+		g.Since = c.Time
+		g.Reason = c.Reason
+		if c.Takeover != nil {
+			t := *c.Takeover
+			g.Takeover = &t
+		}
+	case OpStandby:
+		s.Node(c.Node).Standby = c.On
+	case OpMaintenance:
+		if c.Node == "" {
+			s.Maintenance = c.On
+		} else {
+			s.Node(c.Node).Maintenance = c.On
+		}
+	case OpFailure:
+		g := s.Group(c.Group)
+		if c.Epoch != g.Epoch {
+			return fmt.Errorf("%w: failure of group %s reported at epoch %d, now %d", ErrStaleEpoch, c.Group, c.Epoch, g.Epoch)
+		}
+		if g.Failures == nil {
+			g.Failures = map[string]*Failure{}
+		}
+		f := g.Failures[c.Node]
+		if f == nil {
+			f = &Failure{}
+			g.Failures[c.Node] = f
+		}
+		f.Count++
+		f.Last = c.Time
+		f.Reason = c.Reason
+		if c.GaveUp || c.Severity == "hard" || c.Severity == "fatal" {
+			f.Banned = true
+		}
+		if c.Severity == "fatal" {
+			g.Blocked = c.Reason
+		}
+	case OpCleanup:
+		g := s.Group(c.Group)
+		g.Failures = nil
+		g.Blocked = ""
+	case OpNoop:
+	default:
+		return fmt.Errorf("state: unknown op %q", c.Op)
+	}
+	return nil
+}
+
+// Clone returns a deep copy (for readers outside the apply goroutine).
+func (s *State) Clone() *State {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err)
+	}
+	c := New()
+	if err := json.Unmarshal(b, c); err != nil {
+		panic(err)
+	}
+	if c.Groups == nil {
+		c.Groups = map[string]*Group{}
+	}
+	if c.Nodes == nil {
+		c.Nodes = map[string]*Node{}
+	}
+	return c
+}
+
+// Marshal and Unmarshal are the snapshot format.
+func (s *State) Marshal() ([]byte, error) { return json.Marshal(s) }
+
+// Unmarshal restores a snapshot.
+func Unmarshal(b []byte) (*State, error) {
+	s := New()
+	if err := json.Unmarshal(b, s); err != nil {
+		return nil, fmt.Errorf("state: bad snapshot: %w", err)
+	}
+	if s.Groups == nil {
+		s.Groups = map[string]*Group{}
+	}
+	if s.Nodes == nil {
+		s.Nodes = map[string]*Node{}
+	}
+	return s, nil
+}
+
+// ActiveFailure reports whether f still counts at now: it has not expired
+// after failureTimeout (0 = never expires).
+func (f *Failure) ActiveFailure(now time.Time, failureTimeout time.Duration) bool {
+	return f != nil && (failureTimeout <= 0 || now.Sub(f.Last) < failureTimeout)
+}
+
+// GroupNames returns the group names in order.
+func (s *State) GroupNames() []string {
+	names := make([]string, 0, len(s.Groups))
+	for n := range s.Groups {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
