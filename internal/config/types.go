@@ -20,6 +20,8 @@ type Config struct {
 	API      API     `yaml:"api"`
 	Events   Events  `yaml:"events"`
 	Groups   []Group `yaml:"groups"`
+
+	src *source // where Parse found each field; nil when built in code
 }
 
 // Node is a cluster member (a data node, or the witness).

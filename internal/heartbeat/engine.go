@@ -81,6 +81,10 @@ type Engine struct {
 	reported   map[string]time.Time // group → lease end last reported
 	releases   map[LeaseRelease]int // still to announce, rounds left
 	changes    []Change
+	// viewChanged: a peer went up or down since the last round; the next
+	// Tick sends a round at once so other voters learn the new view
+	// (placement reads it) without waiting an interval.
+	viewChanged bool
 }
 
 // New returns an engine that starts at now.
@@ -156,6 +160,9 @@ func (e *Engine) Release(now time.Time, group string, epoch uint64) []Outgoing {
 // NextTick is when Tick must be called next.
 func (e *Engine) NextTick(now time.Time) time.Time {
 	next := e.lastRound.Add(e.cfg.Interval)
+	if e.viewChanged {
+		return now
+	}
 	if e.wantsRetry(now) {
 		if r := e.lastRound.Add(e.cfg.Retry); r.Before(next) {
 			next = r
@@ -199,17 +206,18 @@ func (e *Engine) wantsRetry(now time.Time) bool {
 // lease ends.
 func (e *Engine) Tick(now time.Time) []Outgoing {
 	var out []Outgoing
-	due := now.Sub(e.lastRound) >= e.cfg.Interval ||
+	e.detect(now)
+	due := e.viewChanged || now.Sub(e.lastRound) >= e.cfg.Interval ||
 		(e.wantsRetry(now) && now.Sub(e.lastRound) >= e.cfg.Retry)
 	if due {
 		out = e.sendRound(now)
 	}
-	e.detect(now)
 	e.reportLeases(now)
 	return out
 }
 
 func (e *Engine) sendRound(now time.Time) []Outgoing {
+	e.viewChanged = false
 	e.round++
 	e.lastRound = now
 	e.sent.add(e.round, now)
@@ -339,6 +347,7 @@ func (e *Engine) detect(now time.Time) {
 		}
 		if anyUp != p.up {
 			p.up, p.since = anyUp, now
+			e.viewChanged = true
 			k := PeerDown
 			if anyUp {
 				k = PeerUp

@@ -13,12 +13,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Prepare makes cmd start as the leader of a new process group and makes
-// cancelling it (its context ending) SIGKILL the whole group, so helpers a
-// script spawned die with it.
+// Prepare makes cmd start as the leader of a new process group; when cmd
+// was made with exec.CommandContext, the end of the context SIGKILLs the
+// whole group, so helpers a script spawned die with it.
 func Prepare(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return Signal(cmd.Process.Pid, syscall.SIGKILL) }
+	if cmd.Cancel != nil { // set by CommandContext
+		cmd.Cancel = func() error { return Signal(cmd.Process.Pid, syscall.SIGKILL) }
+	}
 }
 
 // Signal sends sig to every process in group pgid. A group that no longer
