@@ -2,8 +2,10 @@ package proc
 
 import (
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 )
@@ -55,8 +57,8 @@ func CheckEnvValue(name, value string) error {
 }
 
 // LookPath resolves file against the PATH found in env (not the agent's own
-// PATH, which exec.Command would use). A name with a slash is returned as
-// is.
+// PATH, which exec.Command would use). A name with a slash is only checked.
+// Errors wrap exec.ErrNotFound, fs.ErrNotExist or fs.ErrPermission.
 func LookPath(file string, env []string) (string, error) {
 	if strings.Contains(file, "/") {
 		return file, checkExecutable(file)
@@ -76,7 +78,7 @@ func LookPath(file string, env []string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%q not found in PATH %s", file, path)
+	return "", fmt.Errorf("%w: %q in PATH %s", exec.ErrNotFound, file, path)
 }
 
 func checkExecutable(path string) error {
@@ -85,7 +87,7 @@ func checkExecutable(path string) error {
 		return err
 	}
 	if fi.IsDir() || fi.Mode().Perm()&0o111 == 0 {
-		return fmt.Errorf("%s is not an executable file", path)
+		return fmt.Errorf("%s is not an executable file: %w", path, fs.ErrPermission)
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package proc
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os/exec"
 	"syscall"
@@ -37,14 +36,14 @@ type Result struct {
 
 // Run runs c until it exits or ctx ends; at the end of ctx the whole
 // process group is SIGKILLed and reaped. The error is for a child that
-// could not be started at all (not found: wraps exec.ErrNotFound).
+// could not be started at all (see LookPath for the classes it wraps).
 func Run(ctx context.Context, c Cmd) (Result, error) {
 	if len(c.Argv) == 0 {
 		return Result{}, errors.New("empty command")
 	}
 	path, err := LookPath(c.Argv[0], c.Env)
 	if err != nil {
-		return Result{}, fmt.Errorf("%w: %v", exec.ErrNotFound, err)
+		return Result{}, err
 	}
 	cmd := exec.CommandContext(ctx, path, c.Argv[1:]...)
 	cmd.Args[0] = c.Argv[0]

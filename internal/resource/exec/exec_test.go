@@ -1,0 +1,341 @@
+package exec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"tandem/internal/config"
+	"tandem/internal/resource"
+	"tandem/internal/resource/exec/proc"
+	"tandem/internal/resource/exec/proc/proctest"
+)
+
+var server string // path of the test HTTP server binary
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tandem-exec-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	server, err = proctest.BuildServer(dir)
+	code := 1
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	} else {
+		code = m.Run()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newAgent(t *testing.T, spec config.Exec, opts ...Option) *Agent {
+	t.Helper()
+	a, err := New("web", spec, testLogger(t), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Stop(context.Background()) })
+	return a
+}
+
+func get(url string) error {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	return nil
+}
+
+func TestServiceLifecycleWithEachCheck(t *testing.T) {
+	for _, kind := range []string{"tcp", "http", "command"} {
+		t.Run(kind, func(t *testing.T) {
+			addr, err := proctest.FreeAddr()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			chk := map[string]*config.Check{
+				"tcp":  {TCP: addr},
+				"http": {HTTP: "http://" + addr + "/"},
+				// The server writes its pid file before it listens; the
+				// command also proves the service env reaches the check.
+				"command": {Command: []string{"sh", "-c", `test "$WHO" = web && test -s ` + pidFile + ` && test -d /proc/$(cat ` + pidFile + `)`}},
+			}[kind]
+			a := newAgent(t, config.Exec{
+				Command: []string{server, "-addr", addr, "-pidfile", pidFile, "-ready-after", "300ms"},
+				Env:     map[string]string{"WHO": "web"},
+				Check:   chk,
+			})
+			if err := a.Monitor(ctxFor(t, time.Second)); !resource.IsNotRunning(err) {
+				t.Fatalf("Monitor before start = %v, want not running", err)
+			}
+			if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if kind != "command" { // the command check passes before the listener is up
+				if err := get("http://" + addr + "/"); err != nil {
+					t.Fatalf("service not serving after Start: %v", err)
+				}
+			}
+			pid := a.PID()
+			if err := a.Start(ctxFor(t, 5*time.Second)); err != nil || a.PID() != pid {
+				t.Fatalf("second Start = %v, pid %d → %d; want a no-op", err, pid, a.PID())
+			}
+			if err := a.Monitor(ctxFor(t, time.Second)); err != nil {
+				t.Fatalf("Monitor = %v", err)
+			}
+			if err := a.Stop(ctxFor(t, 5*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Monitor(ctxFor(t, time.Second)); !resource.IsNotRunning(err) {
+				t.Fatalf("Monitor after stop = %v, want not running", err)
+			}
+			if err := get("http://" + addr + "/"); err == nil {
+				t.Fatal("service still answers after Stop")
+			}
+			proctest.WaitGroupGone(t, pid)
+			if err := a.Stop(ctxFor(t, time.Second)); err != nil {
+				t.Fatalf("second Stop = %v", err)
+			}
+		})
+	}
+}
+
+func TestKill9IsNoticedAtOnce(t *testing.T) {
+	addr, _ := proctest.FreeAddr()
+	a := newAgent(t, config.Exec{Command: []string{server, "-addr", addr}, Check: &config.Check{TCP: addr}})
+	if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	pid := a.PID()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ex := <-a.Exited():
+		if ex.PID != pid || ex.Code != -1 || ex.Status != "signal: killed" {
+			t.Errorf("exit notice = %+v", ex)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no exit notice within 2s of kill -9")
+	}
+	err := a.Monitor(ctxFor(t, time.Second))
+	if err == nil || resource.IsNotRunning(err) || resource.SeverityOf(err) != resource.Soft ||
+		!strings.Contains(err.Error(), "exited unexpectedly: signal: killed") {
+		t.Fatalf("Monitor after kill -9 = %v, want a soft failure", err)
+	}
+	// Restart in place.
+	if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if a.PID() == pid || a.Monitor(ctxFor(t, time.Second)) != nil {
+		t.Fatal("restart did not bring up a new healthy process")
+	}
+}
+
+func TestStopEscalatesToSIGKILL(t *testing.T) {
+	addr, _ := proctest.FreeAddr()
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	a := newAgent(t, config.Exec{
+		Command:    []string{server, "-addr", addr, "-pidfile", pidFile, "-ignore-term", "-child"},
+		StopSignal: "TERM",
+		Check:      &config.Check{TCP: addr},
+	})
+	if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	child := proctest.ReadPID(t, pidFile+".child")
+	pid := a.PID()
+	start := time.Now()
+	if err := a.Stop(ctxFor(t, 400*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 350*time.Millisecond || d > 3*time.Second {
+		t.Errorf("Stop took %v; want the TERM grace then a prompt kill", d)
+	}
+	proctest.WaitGroupGone(t, pid)
+	if err := syscall.Kill(child, 0); !errors.Is(err, syscall.ESRCH) {
+		// The child may linger as a zombie of init; Members already proved it is not live.
+		t.Logf("child %d: kill -0 = %v", child, err)
+	}
+	select {
+	case ex := <-a.Exited():
+		t.Errorf("a requested stop was announced as an unexpected exit: %+v", ex)
+	default:
+	}
+}
+
+func TestStopSignalIsConfigurable(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "got")
+	a := newAgent(t, config.Exec{
+		Command:    []string{"sh", "-c", `trap 'echo INT > ` + out + `; exit 0' INT; while :; do sleep 0.05; done`},
+		StopSignal: "SIGINT",
+	}, WithSettle(50*time.Millisecond))
+	if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Stop(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(out); strings.TrimSpace(string(b)) != "INT" {
+		t.Errorf("process saw %q, want INT", b)
+	}
+}
+
+func TestStartFailures(t *testing.T) {
+	t.Run("exits at once", func(t *testing.T) {
+		a := newAgent(t, config.Exec{Command: []string{"sh", "-c", "echo bad flag >&2; exit 3"}})
+		err := a.Start(ctxFor(t, 5*time.Second))
+		if resource.SeverityOf(err) != resource.Soft || err == nil || !strings.Contains(err.Error(), "exit status 3") {
+			t.Fatalf("Start = %v, want soft failure with exit status 3", err)
+		}
+		if err := a.Monitor(ctxFor(t, time.Second)); !resource.IsNotRunning(err) {
+			t.Errorf("Monitor after failed start = %v", err)
+		}
+	})
+	t.Run("not installed", func(t *testing.T) {
+		a := newAgent(t, config.Exec{Command: []string{"/nonexistent/daemon"}})
+		if err := a.Start(ctxFor(t, 5*time.Second)); resource.SeverityOf(err) != resource.Hard {
+			t.Fatalf("Start = %v, want hard failure", err)
+		}
+	})
+	t.Run("never healthy", func(t *testing.T) {
+		addr, _ := proctest.FreeAddr()
+		other, _ := proctest.FreeAddr()
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		a := newAgent(t, config.Exec{
+			Command: []string{server, "-addr", addr, "-pidfile", pidFile},
+			Check:   &config.Check{HTTP: "http://" + other + "/"},
+		})
+		err := a.Start(ctxFor(t, 500*time.Millisecond))
+		if err == nil || resource.SeverityOf(err) != resource.Soft || !strings.Contains(err.Error(), "check did not pass") ||
+			!errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Start = %v, want soft failure: check did not pass", err)
+		}
+		proctest.WaitGroupGone(t, proctest.ReadPID(t, pidFile))
+		if err := a.Monitor(ctxFor(t, time.Second)); !resource.IsNotRunning(err) {
+			t.Errorf("Monitor after failed start = %v", err)
+		}
+	})
+}
+
+func TestMonitorReportsFailingCheck(t *testing.T) {
+	sick := filepath.Join(t.TempDir(), "sick")
+	a := newAgent(t, config.Exec{
+		Command: []string{"sleep", "30"},
+		Check:   &config.Check{Command: []string{"sh", "-c", "echo feeling sick; test ! -e " + sick}},
+	})
+	if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(sick, nil, 0o644)
+	err := a.Monitor(ctxFor(t, time.Second))
+	if err == nil || resource.SeverityOf(err) != resource.Soft || resource.IsNotRunning(err) ||
+		!strings.Contains(err.Error(), `exit status 1: "feeling sick"`) {
+		t.Fatalf("Monitor = %v, want soft failure quoting the check", err)
+	}
+}
+
+func TestEnvironmentIsCleanAndMerged(t *testing.T) {
+	t.Setenv("TANDEM_LEAK", "secret")
+	out := filepath.Join(t.TempDir(), "env")
+	dir := t.TempDir()
+	a := newAgent(t, config.Exec{
+		Command: []string{"sh", "-c", `env > ` + out + `; pwd >> ` + out + `; exec sleep 30`},
+		Env:     map[string]string{"FOO": "bar baz"},
+		Dir:     dir,
+	}, WithSettle(50*time.Millisecond))
+	if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(out)
+	got := string(b)
+	for _, want := range []string{"FOO=bar baz\n", "PATH=" + proc.DefaultPath + "\n", dir + "\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("child env/cwd lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "TANDEM_LEAK") {
+		t.Error("the agent's environment leaked into the child")
+	}
+}
+
+// countingHandler counts log records and their size.
+type countingHandler struct {
+	records, bytes atomic.Int64
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.records.Add(1)
+	n := len(r.Message)
+	r.Attrs(func(a slog.Attr) bool { n += len(a.Value.String()); return true })
+	h.bytes.Add(int64(n))
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+func TestGarbageOutputIsBounded(t *testing.T) {
+	addr, _ := proctest.FreeAddr()
+	h := &countingHandler{}
+	a, err := New("spew", config.Exec{
+		Command: []string{server, "-addr", addr, "-spew", "8000000"},
+		Check:   &config.Check{TCP: addr},
+	}, slog.New(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop(context.Background())
+	if err := a.Start(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Stop(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// 8 MB of random bytes hold ~31000 newlines; the rate limit lets the
+	// burst through and folds the rest into a count.
+	if r, b := h.records.Load(), h.bytes.Load(); r > 2*logBurstForTest || b > 2<<20 {
+		t.Errorf("logged %d records, %d bytes for 8 MB of garbage; want bounded", r, b)
+	} else {
+		t.Logf("8 MB of garbage → %d log records, %d bytes", r, b)
+	}
+}
+
+const logBurstForTest = 200
+
+var _ io.Writer = testWriter{}
