@@ -1,0 +1,352 @@
+// Package consensus owns agreement on the cluster state: hashicorp/raft
+// across every voter (data nodes and the witness), bbolt storage, an
+// authenticated and encrypted stream layer keyed from the cluster key,
+// forwarding of proposals to the leader, and steering leadership to the
+// witness. Steering matters for failover time: when the witness leads, the
+// death of a data node never coincides with a raft election, so the
+// takeover is decided as soon as the death is detected.
+//
+// Imported by internal/node only; it imports internal/state.
+package consensus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"tandem/internal/state"
+)
+
+// Voter is a member of the raft configuration.
+type Voter struct {
+	Name  string
+	Addrs []netip.AddrPort // TCP addresses, one per link, in preference order
+}
+
+// Config configures a consensus member.
+type Config struct {
+	Self   string
+	Voters []Voter
+	Key    []byte // nil: plaintext (insecure: true)
+	Dir    string // raft data; "" keeps everything in memory (tests)
+	// Timeout is raft's heartbeat and election timeout.
+	Timeout time.Duration
+	Logger  *slog.Logger
+	// OnApply is called, in log order, after each applied entry with a
+	// copy of the new state. It must not block for long.
+	OnApply func(st *state.State, c state.Command, err error)
+	// PreferLeader, if set, is a voter that should lead whenever it is up.
+	PreferLeader string
+	// PreferredUp reports whether PreferLeader looks alive (from heartbeats).
+	PreferredUp func() bool
+}
+
+// Consensus is one member of the raft group.
+type Consensus struct {
+	cfg    Config
+	raft   *raft.Raft
+	fsm    *fsm
+	mux    *mux
+	trans  *raft.NetworkTransport
+	closer []func() error
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+// ErrNoLeader is returned when no leader is known (no quorum, or an
+// election is in progress).
+var ErrNoLeader = errors.New("consensus: no leader")
+
+// Start opens storage, bootstraps on first start, and joins the group.
+func Start(cfg Config) (*Consensus, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	var self *Voter
+	peers := map[raft.ServerAddress][]netip.AddrPort{}
+	var servers []raft.Server
+	for i := range cfg.Voters {
+		v := &cfg.Voters[i]
+		peers[raft.ServerAddress(v.Name)] = v.Addrs
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(v.Name), Address: raft.ServerAddress(v.Name)})
+		if v.Name == cfg.Self {
+			self = v
+		}
+	}
+	if self == nil {
+		return nil, fmt.Errorf("consensus: %q is not a voter", cfg.Self)
+	}
+	c := &Consensus{cfg: cfg, fsm: &fsm{st: state.New(), onApply: cfg.OnApply}, stop: make(chan struct{})}
+	m, err := newMux(self.Addrs, peers, cfg.Key, 2*cfg.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	c.mux = m
+	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{cfg.Logger}})
+	c.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: m, MaxPool: 3, Timeout: 5 * cfg.Timeout, Logger: hlog,
+	})
+	m.start(c.serveForward)
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.Self)
+	rc.HeartbeatTimeout = cfg.Timeout
+	rc.ElectionTimeout = cfg.Timeout
+	rc.LeaderLeaseTimeout = cfg.Timeout / 2
+	rc.Logger = hlog
+	rc.SnapshotThreshold = 1024
+	rc.TrailingLogs = 1024
+
+	var logs raft.LogStore
+	var stable raft.StableStore
+	var snaps raft.SnapshotStore
+	if cfg.Dir == "" {
+		mem := raft.NewInmemStore()
+		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
+	} else {
+		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+			c.shutdownTransport()
+			return nil, fmt.Errorf("consensus: %w", err)
+		}
+		bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+		if err != nil {
+			c.shutdownTransport()
+			return nil, fmt.Errorf("consensus: open %s: %w", filepath.Join(cfg.Dir, "raft.db"), err)
+		}
+		c.closer = append(c.closer, bolt.Close)
+		fs, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog)
+		if err != nil {
+			bolt.Close()
+			c.shutdownTransport()
+			return nil, fmt.Errorf("consensus: %w", err)
+		}
+		logs, stable, snaps = bolt, bolt, fs
+	}
+	existing, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		c.Shutdown()
+		return nil, fmt.Errorf("consensus: %w", err)
+	}
+	if !existing {
+		// Every voter bootstraps with the same configuration, so the
+		// cluster forms whichever voters start first.
+		if err := raft.BootstrapCluster(rc, logs, stable, snaps, c.trans, raft.Configuration{Servers: servers}); err != nil {
+			c.Shutdown()
+			return nil, fmt.Errorf("consensus: bootstrap: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(rc, c.fsm, logs, stable, snaps, c.trans)
+	if err != nil {
+		c.Shutdown()
+		return nil, fmt.Errorf("consensus: %w", err)
+	}
+	c.raft = r
+	if cfg.PreferLeader != "" && cfg.PreferLeader != cfg.Self {
+		c.wg.Add(1)
+		go c.steer()
+	}
+	return c, nil
+}
+
+func (c *Consensus) shutdownTransport() {
+	if c.trans != nil {
+		c.trans.Close()
+	}
+	if c.mux != nil {
+		c.mux.Close()
+	}
+}
+
+// Shutdown leaves the group and closes storage.
+func (c *Consensus) Shutdown() error {
+	select {
+	case <-c.stop:
+		return nil
+	default:
+		close(c.stop)
+	}
+	c.wg.Wait()
+	var errs []error
+	if c.raft != nil {
+		errs = append(errs, c.raft.Shutdown().Error())
+	}
+	c.shutdownTransport()
+	for _, f := range c.closer {
+		errs = append(errs, f())
+	}
+	return errors.Join(errs...)
+}
+
+// State returns a copy of the applied state.
+func (c *Consensus) State() *state.State { return c.fsm.state() }
+
+// IsLeader reports whether this member leads.
+func (c *Consensus) IsLeader() bool { return c.raft.State() == raft.Leader }
+
+// Leader returns the current leader's name, or "".
+func (c *Consensus) Leader() string {
+	_, id := c.raft.LeaderWithID()
+	return string(id)
+}
+
+// LeaderCh signals leadership changes of this member (true: became leader).
+func (c *Consensus) LeaderCh() <-chan bool { return c.raft.LeaderCh() }
+
+// Stats returns raft's own counters (term, indexes, state) for status.
+func (c *Consensus) Stats() map[string]string { return c.raft.Stats() }
+
+// Propose commits cmd through the leader, wherever it is, and returns the
+// error Apply returned for it (for example a stale epoch).
+func (c *Consensus) Propose(ctx context.Context, cmd state.Command) error {
+	if c.IsLeader() {
+		return c.applyLocal(ctx, cmd)
+	}
+	leader := c.Leader()
+	if leader == "" {
+		return ErrNoLeader
+	}
+	return c.forward(ctx, leader, cmd)
+}
+
+func (c *Consensus) applyLocal(ctx context.Context, cmd state.Command) error {
+	timeout := 5 * c.cfg.Timeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	f := c.raft.Apply(cmd.Encode(), timeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return fmt.Errorf("%w: %v", ErrNoLeader, err)
+		}
+		return fmt.Errorf("consensus: apply: %w", err)
+	}
+	// Followers learn that an entry is committed with the next append;
+	// send one now rather than after CommitTimeout, so the new holder of a
+	// group hears of it within a round trip.
+	c.raft.Apply(state.Command{Op: state.OpNoop}.Encode(), timeout)
+	if err, ok := f.Response().(error); ok && err != nil {
+		return err
+	}
+	return nil
+}
+
+type forwardRequest struct {
+	Command state.Command `json:"command"`
+}
+
+type forwardResponse struct {
+	Error    string `json:"error,omitempty"`
+	Stale    bool   `json:"stale,omitempty"`
+	NoLeader bool   `json:"no_leader,omitempty"`
+}
+
+func (c *Consensus) forward(ctx context.Context, leader string, cmd state.Command) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*c.cfg.Timeout)
+		defer cancel()
+	}
+	conn, err := c.mux.dial(ctx, raft.ServerAddress(leader), purposeForward)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+	}
+	defer conn.Close()
+	if d, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(d)
+	}
+	if err := json.NewEncoder(conn).Encode(forwardRequest{Command: cmd}); err != nil {
+		return fmt.Errorf("consensus: forward to %s: %w", leader, err)
+	}
+	var resp forwardResponse
+	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
+		return fmt.Errorf("consensus: forward to %s: %w", leader, err)
+	}
+	switch {
+	case resp.Stale:
+		return fmt.Errorf("%w: %s", state.ErrStaleEpoch, resp.Error)
+	case resp.NoLeader:
+		return fmt.Errorf("%w: %s", ErrNoLeader, resp.Error)
+	case resp.Error != "":
+		return errors.New(resp.Error)
+	}
+	return nil
+}
+
+func (c *Consensus) serveForward(conn net.Conn) {
+	conn.SetDeadline(time.Now().Add(10 * c.cfg.Timeout))
+	var req forwardRequest
+	if err := json.NewDecoder(&limitedReader{conn, 1 << 20}).Decode(&req); err != nil {
+		return
+	}
+	var resp forwardResponse
+	if !c.IsLeader() {
+		resp.NoLeader, resp.Error = true, "not the leader"
+	} else if err := c.applyLocal(context.Background(), req.Command); err != nil {
+		resp.Error = err.Error()
+		resp.Stale = state.IsStaleEpoch(err)
+		resp.NoLeader = errors.Is(err, ErrNoLeader)
+	}
+	json.NewEncoder(conn).Encode(resp)
+}
+
+// steer hands leadership to the preferred voter whenever this member leads
+// and the preferred one looks alive.
+func (c *Consensus) steer() {
+	defer c.wg.Done()
+	t := time.NewTicker(10 * c.cfg.Timeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		}
+		if !c.IsLeader() || (c.cfg.PreferredUp != nil && !c.cfg.PreferredUp()) {
+			continue
+		}
+		c.cfg.Logger.Info("handing raft leadership to the preferred voter", "to", c.cfg.PreferLeader)
+		f := c.raft.LeadershipTransferToServer(raft.ServerID(c.cfg.PreferLeader), raft.ServerAddress(c.cfg.PreferLeader))
+		if err := f.Error(); err != nil {
+			c.cfg.Logger.Warn("leadership transfer failed", "to", c.cfg.PreferLeader, "err", err)
+		}
+	}
+}
+
+// limitedReader caps what a forwarded request may send.
+type limitedReader struct {
+	c net.Conn
+	n int64
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errors.New("consensus: request too large")
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.c.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
+
+// slogWriter turns hclog's lines into slog records.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn(strings.TrimSpace(string(p)), "component", "raft")
+	return len(p), nil
+}

@@ -1,0 +1,142 @@
+package consensus
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"tandem/internal/state"
+)
+
+func freeAddr(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return netip.MustParseAddrPort(ln.Addr().String())
+}
+
+type cluster struct {
+	members map[string]*Consensus
+	mu      sync.Mutex
+	applied map[string][]state.Command
+}
+
+func startCluster(t *testing.T, key []byte, prefer string) *cluster {
+	t.Helper()
+	names := []string{"a", "b", "w"}
+	var voters []Voter
+	for _, n := range names {
+		voters = append(voters, Voter{Name: n, Addrs: []netip.AddrPort{freeAddr(t)}})
+	}
+	cl := &cluster{members: map[string]*Consensus{}, applied: map[string][]state.Command{}}
+	for _, n := range names {
+		n := n
+		c, err := Start(Config{Self: n, Voters: voters, Key: key, Timeout: 100 * time.Millisecond,
+			PreferLeader: prefer, PreferredUp: func() bool { return true },
+			OnApply: func(st *state.State, c state.Command, err error) {
+				cl.mu.Lock()
+				if c.Op != state.OpNoop {
+					cl.applied[n] = append(cl.applied[n], c)
+				}
+				cl.mu.Unlock()
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl.members[n] = c
+		t.Cleanup(func() { c.Shutdown() })
+	}
+	return cl
+}
+
+func (cl *cluster) waitLeader(t *testing.T, want string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for n, c := range cl.members {
+			if c.IsLeader() && (want == "" || n == want) {
+				return n
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no leader (want %q)", want)
+	return ""
+}
+
+func TestProposeFromFollowerAndStaleEpoch(t *testing.T) {
+	cl := startCluster(t, bytes.Repeat([]byte{1}, 32), "")
+	leader := cl.waitLeader(t, "")
+	var follower *Consensus
+	for n, c := range cl.members {
+		if n != leader {
+			follower = c
+		}
+	}
+	ctx := context.Background()
+	if err := follower.Propose(ctx, state.Command{Op: state.OpPlace, Group: "g", Holder: "a", Epoch: 0}); err != nil {
+		t.Fatal(err)
+	}
+	err := follower.Propose(ctx, state.Command{Op: state.OpPlace, Group: "g", Holder: "b", Epoch: 0})
+	if !state.IsStaleEpoch(err) {
+		t.Fatalf("stale epoch through forwarding: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		ok := true
+		for _, c := range cl.members {
+			g := c.State().Groups["g"]
+			ok = ok && g != nil && g.Holder == "a" && g.Epoch == 1
+		}
+		if ok {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("state not replicated to every member")
+}
+
+func TestLeadershipSteersToWitness(t *testing.T) {
+	cl := startCluster(t, nil, "w")
+	cl.waitLeader(t, "w")
+}
+
+func TestWrongKeyIsRefused(t *testing.T) {
+	cfg, _ := tlsConfig(bytes.Repeat([]byte{1}, 32))
+	other, _ := tlsConfig(bytes.Repeat([]byte{2}, 32))
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { c.(*tls.Conn).Handshake(); c.Close() }()
+		}
+	}()
+	c, err := tls.Dial("tcp", ln.Addr().String(), other)
+	if err == nil {
+		err = c.Handshake()
+		c.Close()
+	}
+	if err == nil {
+		t.Fatal("handshake with a different cluster key succeeded")
+	}
+	c, err = tls.Dial("tcp", ln.Addr().String(), cfg)
+	if err != nil {
+		t.Fatalf("same key: %v", err)
+	}
+	c.Close()
+}
