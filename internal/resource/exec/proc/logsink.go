@@ -3,6 +3,7 @@ package proc
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -75,6 +76,9 @@ func (w *LogWriter) Tee(f func(line string)) { w.tee = f }
 func (w *LogWriter) emit(line string, truncated bool) {
 	if w.tee != nil {
 		w.tee(line)
+	}
+	if strings.TrimSpace(line) == "" {
+		return // blank lines carry nothing worth a log record
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
