@@ -1,0 +1,128 @@
+package vipguard
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"tandem/internal/clock"
+)
+
+// Mem is an in-memory Guard for tests of other packages: allowances expire
+// on the injected clock, and every Allow and Revoke is recorded.
+type Mem struct {
+	clock clock.Clock
+
+	mu      sync.Mutex
+	guarded map[netip.Addr]bool
+	until   map[netip.Addr]time.Time
+	calls   []Call
+	err     error
+}
+
+// Call is one recorded Allow (Remaining > 0) or Revoke (Remaining == 0).
+type Call struct {
+	At        time.Time
+	VIP       netip.Addr
+	Remaining time.Duration
+}
+
+// NewMem returns an empty guard whose allowances run on c.
+func NewMem(c clock.Clock) *Mem {
+	return &Mem{clock: c, guarded: map[netip.Addr]bool{}, until: map[netip.Addr]time.Time{}}
+}
+
+// Fail makes every later call return err (nil heals).
+func (m *Mem) Fail(err error) {
+	m.mu.Lock()
+	m.err = err
+	m.mu.Unlock()
+}
+
+func (m *Mem) Install(vips []netip.Prefix) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return m.err
+	}
+	m.guarded = addrs(vips)
+	return nil
+}
+
+func (m *Mem) Allow(vip netip.Addr, remaining time.Duration) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return m.err
+	}
+	vip = vip.Unmap()
+	if !m.guarded[vip] {
+		return notGuarded(vip)
+	}
+	d := elementTimeout(remaining)
+	if d <= 0 {
+		return m.revokeLocked(vip)
+	}
+	now := m.clock.Now()
+	m.until[vip] = now.Add(d)
+	m.calls = append(m.calls, Call{At: now, VIP: vip, Remaining: d})
+	return nil
+}
+
+func (m *Mem) Revoke(vip netip.Addr) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return m.err
+	}
+	return m.revokeLocked(vip.Unmap())
+}
+
+func (m *Mem) revokeLocked(vip netip.Addr) error {
+	delete(m.until, vip)
+	m.calls = append(m.calls, Call{At: m.clock.Now(), VIP: vip})
+	return nil
+}
+
+func (m *Mem) Remaining(vip netip.Addr) (time.Duration, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return 0, m.err
+	}
+	vip = vip.Unmap()
+	if !m.guarded[vip] {
+		return 0, notGuarded(vip)
+	}
+	return m.remainingLocked(vip), nil
+}
+
+func (m *Mem) remainingLocked(vip netip.Addr) time.Duration {
+	left := m.until[vip].Sub(m.clock.Now())
+	if left <= 0 {
+		return 0
+	}
+	return left
+}
+
+// Allowed reports whether the kernel would let vip speak now.
+func (m *Mem) Allowed(vip netip.Addr) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.guarded[vip.Unmap()] && m.remainingLocked(vip.Unmap()) > 0
+}
+
+// Calls returns the recorded Allow and Revoke calls in order.
+func (m *Mem) Calls() []Call {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]Call(nil), m.calls...)
+}
+
+func (m *Mem) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.guarded = map[netip.Addr]bool{}
+	m.until = map[netip.Addr]time.Time{}
+	return nil
+}

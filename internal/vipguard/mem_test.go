@@ -1,0 +1,55 @@
+package vipguard
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"tandem/internal/clock"
+)
+
+func TestMemAllowanceExpiresOnTheFakeClock(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1000, 0))
+	g := NewMem(clk)
+	a := netip.MustParseAddr("10.0.0.50")
+	if err := g.Allow(a, time.Second); !IsNotGuarded(err) {
+		t.Fatalf("allow before install: %v", err)
+	}
+	if err := g.Install([]netip.Prefix{netip.MustParsePrefix("10.0.0.50/24")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Allow(a, 300*time.Millisecond+700*time.Microsecond); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := g.Remaining(a); left != 300*time.Millisecond {
+		t.Errorf("remaining %v: sub-millisecond part must be dropped", left)
+	}
+	clk.Advance(299 * time.Millisecond)
+	if !g.Allowed(a) {
+		t.Error("silenced before the lease ended")
+	}
+	clk.Advance(time.Millisecond)
+	if g.Allowed(a) {
+		t.Error("still allowed at the lease end")
+	}
+	if err := g.Allow(a, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Revoke(a); err != nil || g.Allowed(a) {
+		t.Errorf("revoke: %v allowed=%v", err, g.Allowed(a))
+	}
+	calls := g.Calls()
+	if len(calls) != 3 || calls[0].Remaining != 300*time.Millisecond || calls[2].Remaining != 0 {
+		t.Errorf("calls %+v", calls)
+	}
+	boom := errors.New("boom")
+	g.Fail(boom)
+	if err := g.Allow(a, time.Second); !errors.Is(err, boom) {
+		t.Errorf("injected failure: %v", err)
+	}
+}
+
+func TestMemIsAGuard(t *testing.T) {
+	var _ Guard = NewMem(clock.Real{})
+}

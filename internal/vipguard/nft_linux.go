@@ -1,0 +1,250 @@
+package vipguard
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultTable is the name of the inet and arp tables the guard owns.
+const DefaultTable = "tandem"
+
+// Options configure an NFT guard.
+type Options struct {
+	// Table names our inet and arp tables; DefaultTable when empty.
+	Table string
+	// NetNS is the path of a network namespace file (e.g. /run/netns/x) to
+	// guard instead of the caller's own; tests use it.
+	NetNS string
+}
+
+// NFT is the Linux Guard: an inet table and an arp table, each with a set of
+// guarded VIPs and a set of allowed VIPs whose elements time out.
+type NFT struct {
+	mu       sync.Mutex // one batch at a time on conn
+	conn     *nftables.Conn
+	nsFile   *os.File
+	connOpts []nftables.ConnOption
+	rs       *ruleset
+	guarded  map[netip.Addr]bool
+}
+
+// NewNFT opens a lasting netlink connection (Allow runs every heartbeat, so
+// it must not pay for a new socket each time). Nothing is installed yet.
+func NewNFT(o Options) (*NFT, error) {
+	if o.Table == "" {
+		o.Table = DefaultTable
+	}
+	g := &NFT{rs: newRuleset(o.Table), guarded: map[netip.Addr]bool{}}
+	opts := []nftables.ConnOption{nftables.AsLasting()}
+	if o.NetNS != "" {
+		f, err := os.Open(o.NetNS)
+		if err != nil {
+			return nil, fmt.Errorf("vipguard: %w", err)
+		}
+		g.nsFile = f
+		opts = append(opts, nftables.WithNetNSFd(int(f.Fd())))
+	}
+	g.connOpts = opts
+	conn, err := nftables.New(opts...)
+	if err != nil {
+		g.closeNS()
+		return nil, fmt.Errorf("vipguard: netlink: %w", err)
+	}
+	g.conn = conn
+	return g, nil
+}
+
+// Install creates or updates both tables in one atomic batch. The guarded
+// sets and the chains are rewritten; the allowed sets are kept.
+func (g *NFT) Install(vips []netip.Prefix) error {
+	want := addrs(vips)
+	var v4, v6 []nftables.SetElement
+	for a := range want {
+		if a.Is4() {
+			v4 = append(v4, nftables.SetElement{Key: a.AsSlice()})
+		} else {
+			v6 = append(v6, nftables.SetElement{Key: a.AsSlice()})
+		}
+	}
+	r := g.rs
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c := g.conn
+	c.AddTable(r.inet)
+	c.AddTable(r.arp)
+	for _, s := range []*nftables.Set{r.vips4, r.vips6, r.allowed4, r.allowed6, r.arpVIPs, r.arpAllowed} {
+		if err := c.AddSet(s, nil); err != nil {
+			return g.abort(fmt.Errorf("vipguard: install: set %s: %w", s.Name, err))
+		}
+	}
+	fill := map[*nftables.Set][]nftables.SetElement{r.vips4: v4, r.vips6: v6, r.arpVIPs: v4}
+	for s, elems := range fill {
+		c.FlushSet(s)
+		if len(elems) == 0 {
+			continue
+		}
+		if err := c.SetAddElements(s, elems); err != nil {
+			return g.abort(fmt.Errorf("vipguard: install: set %s: %w", s.Name, err))
+		}
+	}
+	for chain, rules := range r.rules() {
+		c.AddChain(chain)
+		c.FlushChain(chain)
+		for _, exprs := range rules {
+			c.AddRule(&nftables.Rule{Table: chain.Table, Chain: chain, Exprs: exprs})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("vipguard: install: %w", err)
+	}
+	g.guarded = want
+	return nil
+}
+
+// Allow refreshes vip's elements in one batch. Each allowed set gets
+// add (so the delete cannot fail), delete, add with the new timeout: the
+// kernel applies a batch atomically, so the VIP never blinks, and this
+// shortens or extends the element on every kernel (re-adding alone updates
+// the timeout only on recent kernels).
+func (g *NFT) Allow(vip netip.Addr, remaining time.Duration) error {
+	vip = vip.Unmap()
+	d := elementTimeout(remaining)
+	if d <= 0 {
+		return g.Revoke(vip)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.guarded[vip] {
+		return notGuarded(vip)
+	}
+	key := vip.AsSlice()
+	for _, s := range g.allowedSets(vip) {
+		if err := g.replace(s, key, d); err != nil {
+			return g.abort(fmt.Errorf("vipguard: allow %s: %w", vip, err))
+		}
+	}
+	if err := g.conn.Flush(); err != nil {
+		return fmt.Errorf("vipguard: allow %s: %w", vip, err)
+	}
+	return nil
+}
+
+func (g *NFT) replace(s *nftables.Set, key []byte, d time.Duration) error {
+	el := []nftables.SetElement{{Key: key, Timeout: d}}
+	if err := g.conn.SetAddElements(s, el); err != nil {
+		return err
+	}
+	if err := g.conn.SetDeleteElements(s, []nftables.SetElement{{Key: key}}); err != nil {
+		return err
+	}
+	return g.conn.SetAddElements(s, el)
+}
+
+// Revoke deletes vip's elements (adding a 1 ms one first so the delete
+// cannot fail). It does not need Install: a restarted agent can silence what
+// its predecessor allowed. No table at all means nothing to revoke.
+func (g *NFT) Revoke(vip netip.Addr) error {
+	vip = vip.Unmap()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	key := vip.AsSlice()
+	for _, s := range g.allowedSets(vip) {
+		err := g.conn.SetAddElements(s, []nftables.SetElement{{Key: key, Timeout: time.Millisecond}})
+		if err == nil {
+			err = g.conn.SetDeleteElements(s, []nftables.SetElement{{Key: key}})
+		}
+		if err != nil {
+			return g.abort(fmt.Errorf("vipguard: revoke %s: %w", vip, err))
+		}
+	}
+	if err := g.conn.Flush(); err != nil && !isNotFound(err) {
+		return fmt.Errorf("vipguard: revoke %s: %w", vip, err)
+	}
+	return nil
+}
+
+// Remaining reads the kernel's own countdown of vip's inet element.
+func (g *NFT) Remaining(vip netip.Addr) (time.Duration, error) {
+	vip = vip.Unmap()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.guarded[vip] {
+		return 0, notGuarded(vip)
+	}
+	set := g.allowedSets(vip)[0]
+	elems, err := g.conn.GetSetElements(set)
+	if err != nil {
+		return 0, fmt.Errorf("vipguard: remaining %s: %w", vip, err)
+	}
+	key := vip.AsSlice()
+	for _, e := range elems {
+		if slices.Equal(e.Key, key) {
+			return e.Expires, nil
+		}
+	}
+	return 0, nil
+}
+
+// Close deletes both tables and the connection. Missing tables are fine.
+func (g *NFT) Close() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.conn.DelTable(g.rs.inet)
+	g.conn.DelTable(g.rs.arp)
+	err := g.conn.Flush()
+	if err != nil && isNotFound(err) {
+		// One table was missing and the kernel rejected the whole batch:
+		// delete each on its own.
+		err = nil
+		for _, t := range []*nftables.Table{g.rs.inet, g.rs.arp} {
+			g.conn.DelTable(t)
+			if e := g.conn.Flush(); e != nil && !isNotFound(e) {
+				err = errors.Join(err, e)
+			}
+		}
+	}
+	g.guarded = map[netip.Addr]bool{}
+	err = errors.Join(err, g.conn.CloseLasting(), g.closeNS())
+	if err != nil {
+		return fmt.Errorf("vipguard: close: %w", err)
+	}
+	return nil
+}
+
+func (g *NFT) allowedSets(vip netip.Addr) []*nftables.Set {
+	if vip.Is4() {
+		return []*nftables.Set{g.rs.allowed4, g.rs.arpAllowed}
+	}
+	return []*nftables.Set{g.rs.allowed6}
+}
+
+// abort drops a half-built batch (the library cannot discard queued
+// messages, so the connection is replaced) and returns err.
+func (g *NFT) abort(err error) error {
+	_ = g.conn.CloseLasting()
+	conn, dialErr := nftables.New(g.connOpts...)
+	if dialErr != nil {
+		return errors.Join(err, fmt.Errorf("vipguard: netlink: %w", dialErr))
+	}
+	g.conn = conn
+	return err
+}
+
+func (g *NFT) closeNS() error {
+	if g.nsFile == nil {
+		return nil
+	}
+	err := g.nsFile.Close()
+	g.nsFile = nil
+	return err
+}
+
+func isNotFound(err error) bool { return errors.Is(err, unix.ENOENT) }

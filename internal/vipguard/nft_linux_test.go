@@ -1,0 +1,279 @@
+package vipguard
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"tandem/internal/netutil"
+)
+
+// testBase prefixes every namespace these tests create (see netutil.RemoveStale).
+const testBase = "tvipg"
+
+var nsSeq atomic.Int32
+
+func needRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("vipguard: needs root (network namespaces, nftables); skipped")
+	}
+}
+
+func removeStale(t testing.TB) {
+	t.Helper()
+	removed, err := netutil.RemoveStale(testBase)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) > 0 {
+		t.Logf("removed stale namespaces %v", removed)
+	}
+}
+
+// newNS returns a fresh namespace deleted at cleanup.
+func newNS(t testing.TB) *netutil.NS {
+	t.Helper()
+	needRoot(t)
+	removeStale(t)
+	ns, err := netutil.NewNS(fmt.Sprintf("%s-n%d", netutil.UniquePrefix(testBase), nsSeq.Add(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ns.Delete(); err != nil {
+			t.Error(err)
+		}
+	})
+	return ns
+}
+
+// newGuard returns a guard on ns, closed at cleanup.
+func newGuard(t testing.TB, ns *netutil.NS) *NFT {
+	t.Helper()
+	g, err := NewNFT(Options{NetNS: ns.Path()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	return g
+}
+
+func nft(t testing.TB, ns *netutil.NS, args ...string) string {
+	t.Helper()
+	out, err := ns.Command(t.Context(), "nft", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("nft %v: %v: %s", args, err, out)
+	}
+	return string(out)
+}
+
+var (
+	vip4 = netip.MustParsePrefix("10.77.0.100/24")
+	vip6 = netip.MustParsePrefix("fd77::100/64")
+)
+
+func TestInstallIsIdempotentAndKeepsAllowances(t *testing.T) {
+	ns := newNS(t)
+	g := newGuard(t, ns)
+	if err := g.Install([]netip.Prefix{vip4, vip6}); err != nil {
+		t.Fatal(err)
+	}
+	first := nft(t, ns, "list", "ruleset")
+	for _, want := range []string{
+		"table inet tandem", "table arp tandem",
+		"ip daddr @vips4 ip daddr != @allowed4 counter packets 0 bytes 0 drop",
+		"ip6 saddr @vips6 ip6 saddr != @allowed6",
+		"hook input priority raw", "hook output priority raw",
+		"10.77.0.100", "fd77::100",
+	} {
+		if !strings.Contains(first, want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, first)
+		}
+	}
+	t.Logf("ruleset:\n%s", first)
+	if err := g.Allow(vip4.Addr(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Install([]netip.Prefix{vip4, vip6}); err != nil {
+		t.Fatal(err)
+	}
+	if got := nft(t, ns, "list", "chain", "inet", "tandem", "input"); strings.Count(got, "drop") != 3 {
+		t.Errorf("rules duplicated by a second Install:\n%s", got)
+	}
+	if left, err := g.Remaining(vip4.Addr()); err != nil || left < 50*time.Second {
+		t.Errorf("allowance lost by Install: %v %v", left, err)
+	}
+	// A new VIP list replaces the guarded set.
+	other := netip.MustParsePrefix("10.77.0.101/24")
+	if err := g.Install([]netip.Prefix{other}); err != nil {
+		t.Fatal(err)
+	}
+	got := nft(t, ns, "list", "set", "inet", "tandem", "vips4")
+	if !strings.Contains(got, "10.77.0.101") || strings.Contains(got, "10.77.0.100") {
+		t.Errorf("vips4 after re-install:\n%s", got)
+	}
+	if err := g.Allow(vip4.Addr(), time.Second); !IsNotGuarded(err) {
+		t.Errorf("Allow of an unguarded VIP: %v", err)
+	}
+}
+
+func TestElementExpiresOnTime(t *testing.T) {
+	ns := newNS(t)
+	g := newGuard(t, ns)
+	if err := g.Install([]netip.Prefix{vip4, vip6}); err != nil {
+		t.Fatal(err)
+	}
+	for _, vip := range []netip.Addr{vip4.Addr(), vip6.Addr()} {
+		const timeout = 400 * time.Millisecond
+		start := time.Now()
+		if err := g.Allow(vip, timeout); err != nil {
+			t.Fatal(err)
+		}
+		var lastSeen time.Duration
+		for {
+			left, err := g.Remaining(vip)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if left == 0 {
+				break
+			}
+			lastSeen = time.Since(start)
+			if lastSeen > 2*timeout {
+				t.Fatalf("%s still allowed after %v", vip, lastSeen)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		gone := time.Since(start)
+		t.Logf("%s: %v element last seen at %v, gone by %v", vip, timeout, lastSeen, gone)
+		if gone < timeout-50*time.Millisecond || gone > timeout+50*time.Millisecond {
+			t.Errorf("%s: gone after %v, want %v±50ms", vip, gone, timeout)
+		}
+	}
+}
+
+func TestAllowShortensAndExtends(t *testing.T) {
+	ns := newNS(t)
+	g := newGuard(t, ns)
+	if err := g.Install([]netip.Prefix{vip4, vip6}); err != nil {
+		t.Fatal(err)
+	}
+	for _, vip := range []netip.Addr{vip4.Addr(), vip6.Addr()} {
+		for _, d := range []time.Duration{10 * time.Second, time.Second, 5 * time.Second} {
+			if err := g.Allow(vip, d); err != nil {
+				t.Fatal(err)
+			}
+			left, err := g.Remaining(vip)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if left > d || left < d-100*time.Millisecond {
+				t.Errorf("%s: Allow(%v) left %v", vip, d, left)
+			}
+		}
+	}
+	// The arp table follows the inet one.
+	if got := nft(t, ns, "list", "set", "arp", "tandem", "allowed4"); !strings.Contains(got, "10.77.0.100 timeout 5s") {
+		t.Errorf("arp allowed4:\n%s", got)
+	}
+}
+
+func TestRevoke(t *testing.T) {
+	ns := newNS(t)
+	// Revoking before anything is installed (a restarted agent) succeeds.
+	if err := newGuard(t, ns).Revoke(vip4.Addr()); err != nil {
+		t.Fatalf("revoke without tables: %v", err)
+	}
+	g := newGuard(t, ns)
+	if err := g.Install([]netip.Prefix{vip4, vip6}); err != nil {
+		t.Fatal(err)
+	}
+	for _, vip := range []netip.Addr{vip4.Addr(), vip6.Addr()} {
+		if err := g.Allow(vip, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // the second revoke finds nothing, and succeeds
+			if err := g.Revoke(vip); err != nil {
+				t.Fatal(err)
+			}
+			if left, err := g.Remaining(vip); err != nil || left != 0 {
+				t.Errorf("%s after revoke: %v %v", vip, left, err)
+			}
+		}
+		if err := g.Allow(vip, 0); err != nil { // no time left revokes too
+			t.Fatal(err)
+		}
+	}
+	if got := nft(t, ns, "list", "set", "arp", "tandem", "allowed4"); strings.Contains(got, "10.77.0.100") {
+		t.Errorf("arp allowed4 after revoke:\n%s", got)
+	}
+}
+
+func TestCloseRemovesTables(t *testing.T) {
+	ns := newNS(t)
+	g, err := NewNFT(Options{NetNS: ns.Path()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Install([]netip.Prefix{vip4}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := nft(t, ns, "list", "tables"); strings.TrimSpace(got) != "" {
+		t.Errorf("tables left after Close: %s", got)
+	}
+	// Closing a guard that installed nothing succeeds.
+	g2, err := NewNFT(Options{NetNS: ns.Path()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g2.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRefreshCost measures Allow (the per-heartbeat refresh) against the
+// baseline it replaces: running the nft CLI for the same change.
+func TestRefreshCost(t *testing.T) {
+	ns := newNS(t)
+	g := newGuard(t, ns)
+	if err := g.Install([]netip.Prefix{vip4, vip6}); err != nil {
+		t.Fatal(err)
+	}
+	measure := func(n int, f func() error) []time.Duration {
+		var ds []time.Duration
+		for range n {
+			start := time.Now()
+			if err := f(); err != nil {
+				t.Fatal(err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		slices.Sort(ds)
+		return ds
+	}
+	v4 := measure(500, func() error { return g.Allow(vip4.Addr(), 300*time.Millisecond) })
+	v6 := measure(500, func() error { return g.Allow(vip6.Addr(), 300*time.Millisecond) })
+	cli := measure(10, func() error {
+		return exec.Command("ip", "netns", "exec", ns.Name, "nft", "add", "element", "inet", "tandem", "allowed4",
+			"{ 10.77.0.100 timeout 300ms }").Run()
+	})
+	med := func(ds []time.Duration) time.Duration { return ds[len(ds)/2] }
+	p99 := func(ds []time.Duration) time.Duration { return ds[len(ds)*99/100] }
+	t.Logf("Allow IPv4 (inet+arp, 6 messages, 1 batch): median %v p99 %v", med(v4), p99(v4))
+	t.Logf("Allow IPv6 (inet, 3 messages, 1 batch): median %v p99 %v", med(v6), p99(v6))
+	t.Logf("baseline nft CLI via ip netns exec: median %v; Allow IPv4 costs %.4f of it",
+		med(cli), float64(med(v4))/float64(med(cli)))
+	if med(v4) > 5*time.Millisecond {
+		t.Errorf("Allow median %v: too slow for a 50 ms heartbeat", med(v4))
+	}
+}
