@@ -16,23 +16,17 @@ import (
 	"tandem/internal/resource/exec/proc/proctest"
 )
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func TestTCP(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	if err := TCP(ctxFor(t, time.Second), addr); err != nil {
+	if err := TCP(proctest.Ctx(t, time.Second), addr); err != nil {
 		t.Errorf("listening port: %v", err)
 	}
 	ln.Close()
-	err = TCP(ctxFor(t, time.Second), addr)
+	err = TCP(proctest.Ctx(t, time.Second), addr)
 	if err == nil || !strings.Contains(err.Error(), "check: tcp "+addr) {
 		t.Errorf("closed port: %v", err)
 	}
@@ -65,7 +59,7 @@ func TestHTTPStatusClasses(t *testing.T) {
 		"/broken":   `status 503 Service Unavailable: "database down"`,
 		"/endless":  "status 500 Internal Server Error: \"garbage\uFFFDgarbage",
 	} {
-		err := HTTP(ctxFor(t, 5*time.Second), srv.URL+path)
+		err := HTTP(proctest.Ctx(t, 5*time.Second), srv.URL+path)
 		switch {
 		case wantErr == "" && err != nil:
 			t.Errorf("%s: %v", path, err)
@@ -93,7 +87,7 @@ func TestHTTPHungServerBoundedByContext(t *testing.T) {
 		}
 	}()
 	start := time.Now()
-	err = HTTP(ctxFor(t, 200*time.Millisecond), "http://"+ln.Addr().String()+"/")
+	err = HTTP(proctest.Ctx(t, 200*time.Millisecond), "http://"+ln.Addr().String()+"/")
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err = %v, want deadline exceeded", err)
 	}
@@ -104,14 +98,14 @@ func TestHTTPHungServerBoundedByContext(t *testing.T) {
 
 func TestCommand(t *testing.T) {
 	env := proc.Env(nil)
-	if err := Command(ctxFor(t, 5*time.Second), []string{"true"}, env); err != nil {
+	if err := Command(proctest.Ctx(t, 5*time.Second), []string{"true"}, env); err != nil {
 		t.Errorf("true: %v", err)
 	}
-	err := Command(ctxFor(t, 5*time.Second), []string{"sh", "-c", "echo not ready; exit 4"}, env)
+	err := Command(proctest.Ctx(t, 5*time.Second), []string{"sh", "-c", "echo not ready; exit 4"}, env)
 	if err == nil || !strings.Contains(err.Error(), `exit status 4: "not ready"`) {
 		t.Errorf("exit 4: %v", err)
 	}
-	if err := Command(ctxFor(t, 5*time.Second), []string{"no-such-check"}, env); err == nil {
+	if err := Command(proctest.Ctx(t, 5*time.Second), []string{"no-such-check"}, env); err == nil {
 		t.Error("missing command passed")
 	}
 }
@@ -119,7 +113,7 @@ func TestCommand(t *testing.T) {
 func TestCommandKilledWithGroupAtDeadline(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pgid")
 	start := time.Now()
-	err := Command(ctxFor(t, 300*time.Millisecond),
+	err := Command(proctest.Ctx(t, 300*time.Millisecond),
 		[]string{"sh", "-c", "echo $$ > " + pidFile + "; sleep 30 & sleep 30"}, proc.Env(nil))
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "killed at deadline") {
 		t.Errorf("err = %v, want killed at deadline", err)
@@ -133,7 +127,7 @@ func TestCommandKilledWithGroupAtDeadline(t *testing.T) {
 func TestCommandLeavesNothingBehind(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "pgid")
 	// Healthy, but leaves a background child holding the output pipe.
-	err := Command(ctxFor(t, 5*time.Second),
+	err := Command(proctest.Ctx(t, 5*time.Second),
 		[]string{"sh", "-c", "echo $$ > " + pidFile + "; sleep 30 & exit 0"}, proc.Env(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +146,7 @@ func TestNewPicksTheConfiguredProbe(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := p(ctxFor(t, time.Second)); err != nil {
+		if err := p(proctest.Ctx(t, time.Second)); err != nil {
 			t.Errorf("%+v: %v", spec, err)
 		}
 	}

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -40,26 +38,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func newAgent(t *testing.T, spec config.Exec, opts ...Option) *Agent {
 	t.Helper()
-	a, err := New("web", spec, testLogger(t), opts...)
+	a, err := New("web", spec, proctest.Logger(t), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,10 +81,10 @@ func TestServiceLifecycleWithEachCheck(t *testing.T) {
 				Env:     map[string]string{"WHO": "web"},
 				Check:   chk,
 			})
-			if err := a.Monitor(ctxFor(t, time.Second)); !resource.IsNotRunning(err) {
+			if err := a.Monitor(proctest.Ctx(t, time.Second)); !resource.IsNotRunning(err) {
 				t.Fatalf("Monitor before start = %v, want not running", err)
 			}
-			if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+			if err := a.Start(proctest.Ctx(t, 5*time.Second)); err != nil {
 				t.Fatal(err)
 			}
 			if kind != "command" { // the command check passes before the listener is up
@@ -112,23 +93,23 @@ func TestServiceLifecycleWithEachCheck(t *testing.T) {
 				}
 			}
 			pid := a.PID()
-			if err := a.Start(ctxFor(t, 5*time.Second)); err != nil || a.PID() != pid {
+			if err := a.Start(proctest.Ctx(t, 5*time.Second)); err != nil || a.PID() != pid {
 				t.Fatalf("second Start = %v, pid %d → %d; want a no-op", err, pid, a.PID())
 			}
-			if err := a.Monitor(ctxFor(t, time.Second)); err != nil {
+			if err := a.Monitor(proctest.Ctx(t, time.Second)); err != nil {
 				t.Fatalf("Monitor = %v", err)
 			}
-			if err := a.Stop(ctxFor(t, 5*time.Second)); err != nil {
+			if err := a.Stop(proctest.Ctx(t, 5*time.Second)); err != nil {
 				t.Fatal(err)
 			}
-			if err := a.Monitor(ctxFor(t, time.Second)); !resource.IsNotRunning(err) {
+			if err := a.Monitor(proctest.Ctx(t, time.Second)); !resource.IsNotRunning(err) {
 				t.Fatalf("Monitor after stop = %v, want not running", err)
 			}
 			if err := get("http://" + addr + "/"); err == nil {
 				t.Fatal("service still answers after Stop")
 			}
 			proctest.WaitGroupGone(t, pid)
-			if err := a.Stop(ctxFor(t, time.Second)); err != nil {
+			if err := a.Stop(proctest.Ctx(t, time.Second)); err != nil {
 				t.Fatalf("second Stop = %v", err)
 			}
 		})
@@ -138,7 +119,7 @@ func TestServiceLifecycleWithEachCheck(t *testing.T) {
 func TestKill9IsNoticedAtOnce(t *testing.T) {
 	addr, _ := proctest.FreeAddr()
 	a := newAgent(t, config.Exec{Command: []string{server, "-addr", addr}, Check: &config.Check{TCP: addr}})
-	if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+	if err := a.Start(proctest.Ctx(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	pid := a.PID()
@@ -153,16 +134,16 @@ func TestKill9IsNoticedAtOnce(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("no exit notice within 2s of kill -9")
 	}
-	err := a.Monitor(ctxFor(t, time.Second))
+	err := a.Monitor(proctest.Ctx(t, time.Second))
 	if err == nil || resource.IsNotRunning(err) || resource.SeverityOf(err) != resource.Soft ||
 		!strings.Contains(err.Error(), "exited unexpectedly: signal: killed") {
 		t.Fatalf("Monitor after kill -9 = %v, want a soft failure", err)
 	}
 	// Restart in place.
-	if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+	if err := a.Start(proctest.Ctx(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if a.PID() == pid || a.Monitor(ctxFor(t, time.Second)) != nil {
+	if a.PID() == pid || a.Monitor(proctest.Ctx(t, time.Second)) != nil {
 		t.Fatal("restart did not bring up a new healthy process")
 	}
 }
@@ -175,13 +156,13 @@ func TestStopEscalatesToSIGKILL(t *testing.T) {
 		StopSignal: "TERM",
 		Check:      &config.Check{TCP: addr},
 	})
-	if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+	if err := a.Start(proctest.Ctx(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	child := proctest.ReadPID(t, pidFile+".child")
 	pid := a.PID()
 	start := time.Now()
-	if err := a.Stop(ctxFor(t, 400*time.Millisecond)); err != nil {
+	if err := a.Stop(proctest.Ctx(t, 400*time.Millisecond)); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < 350*time.Millisecond || d > 3*time.Second {
@@ -205,10 +186,10 @@ func TestStopSignalIsConfigurable(t *testing.T) {
 		Command:    []string{"sh", "-c", `trap 'echo INT > ` + out + `; exit 0' INT; while :; do sleep 0.05; done`},
 		StopSignal: "SIGINT",
 	}, WithSettle(50*time.Millisecond))
-	if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+	if err := a.Start(proctest.Ctx(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Stop(ctxFor(t, 5*time.Second)); err != nil {
+	if err := a.Stop(proctest.Ctx(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(out); strings.TrimSpace(string(b)) != "INT" {
@@ -219,17 +200,17 @@ func TestStopSignalIsConfigurable(t *testing.T) {
 func TestStartFailures(t *testing.T) {
 	t.Run("exits at once", func(t *testing.T) {
 		a := newAgent(t, config.Exec{Command: []string{"sh", "-c", "echo bad flag >&2; exit 3"}})
-		err := a.Start(ctxFor(t, 5*time.Second))
+		err := a.Start(proctest.Ctx(t, 5*time.Second))
 		if resource.SeverityOf(err) != resource.Soft || err == nil || !strings.Contains(err.Error(), "exit status 3") {
 			t.Fatalf("Start = %v, want soft failure with exit status 3", err)
 		}
-		if err := a.Monitor(ctxFor(t, time.Second)); !resource.IsNotRunning(err) {
+		if err := a.Monitor(proctest.Ctx(t, time.Second)); !resource.IsNotRunning(err) {
 			t.Errorf("Monitor after failed start = %v", err)
 		}
 	})
 	t.Run("not installed", func(t *testing.T) {
 		a := newAgent(t, config.Exec{Command: []string{"/nonexistent/daemon"}})
-		if err := a.Start(ctxFor(t, 5*time.Second)); resource.SeverityOf(err) != resource.Hard {
+		if err := a.Start(proctest.Ctx(t, 5*time.Second)); resource.SeverityOf(err) != resource.Hard {
 			t.Fatalf("Start = %v, want hard failure", err)
 		}
 	})
@@ -241,13 +222,13 @@ func TestStartFailures(t *testing.T) {
 			Command: []string{server, "-addr", addr, "-pidfile", pidFile},
 			Check:   &config.Check{HTTP: "http://" + other + "/"},
 		})
-		err := a.Start(ctxFor(t, 500*time.Millisecond))
+		err := a.Start(proctest.Ctx(t, 500*time.Millisecond))
 		if err == nil || resource.SeverityOf(err) != resource.Soft || !strings.Contains(err.Error(), "check did not pass") ||
 			!errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Start = %v, want soft failure: check did not pass", err)
 		}
 		proctest.WaitGroupGone(t, proctest.ReadPID(t, pidFile))
-		if err := a.Monitor(ctxFor(t, time.Second)); !resource.IsNotRunning(err) {
+		if err := a.Monitor(proctest.Ctx(t, time.Second)); !resource.IsNotRunning(err) {
 			t.Errorf("Monitor after failed start = %v", err)
 		}
 	})
@@ -259,11 +240,11 @@ func TestMonitorReportsFailingCheck(t *testing.T) {
 		Command: []string{"sleep", "30"},
 		Check:   &config.Check{Command: []string{"sh", "-c", "echo feeling sick; test ! -e " + sick}},
 	})
-	if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+	if err := a.Start(proctest.Ctx(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(sick, nil, 0o644)
-	err := a.Monitor(ctxFor(t, time.Second))
+	err := a.Monitor(proctest.Ctx(t, time.Second))
 	if err == nil || resource.SeverityOf(err) != resource.Soft || resource.IsNotRunning(err) ||
 		!strings.Contains(err.Error(), `exit status 1: "feeling sick"`) {
 		t.Fatalf("Monitor = %v, want soft failure quoting the check", err)
@@ -279,7 +260,7 @@ func TestEnvironmentIsCleanAndMerged(t *testing.T) {
 		Env:     map[string]string{"FOO": "bar baz"},
 		Dir:     dir,
 	}, WithSettle(50*time.Millisecond))
-	if err := a.Start(ctxFor(t, 5*time.Second)); err != nil {
+	if err := a.Start(proctest.Ctx(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(out)
@@ -294,25 +275,9 @@ func TestEnvironmentIsCleanAndMerged(t *testing.T) {
 	}
 }
 
-// countingHandler counts log records and their size.
-type countingHandler struct {
-	records, bytes atomic.Int64
-}
-
-func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
-	h.records.Add(1)
-	n := len(r.Message)
-	r.Attrs(func(a slog.Attr) bool { n += len(a.Value.String()); return true })
-	h.bytes.Add(int64(n))
-	return nil
-}
-func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
-
 func TestGarbageOutputIsBounded(t *testing.T) {
 	addr, _ := proctest.FreeAddr()
-	h := &countingHandler{}
+	h := &proctest.CountingHandler{}
 	a, err := New("spew", config.Exec{
 		Command: []string{server, "-addr", addr, "-spew", "8000000"},
 		Check:   &config.Check{TCP: addr},
@@ -321,15 +286,15 @@ func TestGarbageOutputIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.Stop(context.Background())
-	if err := a.Start(ctxFor(t, 10*time.Second)); err != nil {
+	if err := a.Start(proctest.Ctx(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Stop(ctxFor(t, 5*time.Second)); err != nil {
+	if err := a.Stop(proctest.Ctx(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	// 8 MB of random bytes hold ~31000 newlines; the rate limit lets the
 	// burst through and folds the rest into a count.
-	if r, b := h.records.Load(), h.bytes.Load(); r > 2*logBurstForTest || b > 2<<20 {
+	if r, b := h.Records.Load(), h.Bytes.Load(); r > 2*logBurstForTest || b > 2<<20 {
 		t.Errorf("logged %d records, %d bytes for 8 MB of garbage; want bounded", r, b)
 	} else {
 		t.Logf("8 MB of garbage → %d log records, %d bytes", r, b)
@@ -338,4 +303,3 @@ func TestGarbageOutputIsBounded(t *testing.T) {
 
 const logBurstForTest = 200
 
-var _ io.Writer = testWriter{}

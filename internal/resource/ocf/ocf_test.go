@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,26 +16,9 @@ import (
 	"tandem/internal/resource/exec/proc/proctest"
 )
 
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-func ctxFor(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func newAgent(t *testing.T, instance string, spec config.OCF, opts ...Option) *Agent {
 	t.Helper()
-	a, err := New(instance, spec, testLogger(t), opts...)
+	a, err := New(instance, spec, proctest.Logger(t), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +68,7 @@ func TestDummyLifecycle(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "dummy.state")
 	a := newAgent(t, "dummy1", config.OCF{Agent: "heartbeat/Dummy", Params: map[string]string{"state": state}},
 		WithMonitorInterval(10*time.Second))
-	ctx := ctxFor(t, 20*time.Second)
+	ctx := proctest.Ctx(t, 20*time.Second)
 	wantNotRunning(t, "Monitor before start", a.Monitor(ctx))
 	if err := a.Validate(ctx); err != nil {
 		t.Fatalf("Validate = %v", err)
@@ -115,13 +97,13 @@ func TestDummyInvalidStateDirIsHard(t *testing.T) {
 	a := newAgent(t, "dummy2", config.OCF{Agent: "heartbeat/Dummy", Params: map[string]string{"state": "/nonexistent/dir/state"}})
 	// Dummy's validate-all exits OCF_ERR_ARGS for a state directory it
 	// cannot write.
-	wantFailure(t, "Validate", a.Validate(ctxFor(t, 10*time.Second)), resource.Hard, "OCF_ERR_ARGS (2)")
+	wantFailure(t, "Validate", a.Validate(proctest.Ctx(t, 10*time.Second)), resource.Hard, "OCF_ERR_ARGS (2)")
 }
 
 func TestMetaDataOfRealAgents(t *testing.T) {
 	requireAgent(t, "heartbeat/Dummy")
 	requireAgent(t, "heartbeat/anything")
-	ctx := ctxFor(t, 20*time.Second)
+	ctx := proctest.Ctx(t, 20*time.Second)
 	b, err := newAgent(t, "d", config.OCF{Agent: "heartbeat/Dummy"}).MetaData(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +129,7 @@ func TestMetaDataOfRealAgents(t *testing.T) {
 
 func TestExitCodesOfARealProcess(t *testing.T) {
 	root := fakeRoot(t, map[string]string{"code": `exit "$OCF_RESKEY_rc"`})
-	ctx := ctxFor(t, 20*time.Second)
+	ctx := proctest.Ctx(t, 20*time.Second)
 	for _, tc := range []struct {
 		rc      int
 		action  string
@@ -188,7 +170,7 @@ func TestExitReasonAndSeverity(t *testing.T) {
 		"notinstalled": `echo "INFO: looking for the binary" >&2; echo "ERROR: /usr/sbin/xd not found" >&2; echo >&2; exit 5`,
 		"novalidate":   `exit 3`,
 	})
-	ctx := ctxFor(t, 10*time.Second)
+	ctx := proctest.Ctx(t, 10*time.Second)
 	a := newAgent(t, "x", config.OCF{Agent: "tandemtest/unconfigured", Root: root})
 	wantFailure(t, "start exit 6", a.Start(ctx), resource.Fatal, "OCF_ERR_CONFIGURED (6): config file /etc/x.conf missing")
 	a = newAgent(t, "x", config.OCF{Agent: "tandemtest/notinstalled", Root: root})
@@ -202,7 +184,7 @@ func TestExitReasonAndSeverity(t *testing.T) {
 func TestMissingOrUnrunnableAgentIsHard(t *testing.T) {
 	root := fakeRoot(t, map[string]string{"noexec": "exit 0"})
 	os.Chmod(filepath.Join(root, "resource.d", "tandemtest", "noexec"), 0o644)
-	ctx := ctxFor(t, 10*time.Second)
+	ctx := proctest.Ctx(t, 10*time.Second)
 	wantFailure(t, "missing agent", newAgent(t, "x", config.OCF{Agent: "tandemtest/nope", Root: root}).Start(ctx),
 		resource.Hard, "not installed")
 	wantFailure(t, "non-executable agent", newAgent(t, "x", config.OCF{Agent: "tandemtest/noexec", Root: root}).Monitor(ctx),
@@ -215,10 +197,10 @@ func TestEnvironment(t *testing.T) {
 	t.Setenv("TANDEM_LEAK", "secret")
 	a := newAgent(t, "web-1", config.OCF{Agent: "tandemtest/env", Root: root,
 		Params: map[string]string{"out": out, "config": "/etc/web.conf"}}, WithMonitorInterval(10*time.Second))
-	if err := a.Monitor(ctxFor(t, 5*time.Second)); err != nil {
+	if err := a.Monitor(proctest.Ctx(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Start(ctxFor(t, 3*time.Second)); err != nil {
+	if err := a.Start(proctest.Ctx(t, 3*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	read := func(action string) map[string]string {
@@ -263,7 +245,7 @@ func TestHungAgentIsKilledWithItsGroup(t *testing.T) {
 	root := fakeRoot(t, map[string]string{"hang": `echo $$ > "$OCF_RESKEY_pidfile"; sleep 60 & sleep 60`})
 	a := newAgent(t, "hung", config.OCF{Agent: "tandemtest/hang", Root: root, Params: map[string]string{"pidfile": pidFile}})
 	start := time.Now()
-	err := a.Start(ctxFor(t, 400*time.Millisecond))
+	err := a.Start(proctest.Ctx(t, 400*time.Millisecond))
 	wantFailure(t, "hung start", err, resource.Soft, "timed out after")
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err does not wrap DeadlineExceeded: %v", err)
@@ -274,29 +256,15 @@ func TestHungAgentIsKilledWithItsGroup(t *testing.T) {
 	proctest.WaitGroupGone(t, proctest.ReadPID(t, pidFile))
 }
 
-// countingHandler counts log records and their size.
-type countingHandler struct{ records, bytes atomic.Int64 }
-
-func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
-	h.records.Add(1)
-	n := len(r.Message)
-	r.Attrs(func(a slog.Attr) bool { n += len(a.Value.String()); return true })
-	h.bytes.Add(int64(n))
-	return nil
-}
-func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
-
 func TestGarbageSpewingAgent(t *testing.T) {
 	root := fakeRoot(t, map[string]string{"spew": `head -c 4000000 /dev/urandom; head -c 4000000 /dev/urandom >&2; exit "$OCF_RESKEY_rc"`})
 	for _, rc := range []string{"0", "1"} {
-		h := &countingHandler{}
+		h := &proctest.CountingHandler{}
 		a, err := New("spew", config.OCF{Agent: "tandemtest/spew", Root: root, Params: map[string]string{"rc": rc}}, slog.New(h))
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = a.Start(ctxFor(t, 10*time.Second))
+		err = a.Start(proctest.Ctx(t, 10*time.Second))
 		if rc == "0" && err != nil {
 			t.Errorf("Start = %v", err)
 		}
@@ -306,7 +274,7 @@ func TestGarbageSpewingAgent(t *testing.T) {
 				t.Errorf("error quoting garbage is %d bytes", len(err.Error()))
 			}
 		}
-		if r, b := h.records.Load(), h.bytes.Load(); r > 1000 || b > 2<<20 {
+		if r, b := h.Records.Load(), h.Bytes.Load(); r > 1000 || b > 2<<20 {
 			t.Errorf("8 MB of garbage logged as %d records, %d bytes; want bounded", r, b)
 		} else {
 			t.Logf("8 MB of garbage → %d log records, %d bytes", r, b)
@@ -316,7 +284,7 @@ func TestGarbageSpewingAgent(t *testing.T) {
 
 func TestMetaDataTooLarge(t *testing.T) {
 	root := fakeRoot(t, map[string]string{"big": `head -c 2000000 /dev/zero; exit 0`})
-	_, err := newAgent(t, "big", config.OCF{Agent: "tandemtest/big", Root: root}).MetaData(ctxFor(t, 10*time.Second))
+	_, err := newAgent(t, "big", config.OCF{Agent: "tandemtest/big", Root: root}).MetaData(proctest.Ctx(t, 10*time.Second))
 	if err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("MetaData = %v, want too large", err)
 	}
