@@ -6,7 +6,9 @@
 // signals the whole group, waits until the deadline, then SIGKILLs it.
 // Death of the process is seen at once by a waiter goroutine and announced
 // on Exited, so the manager need not wait for the next monitor tick. It
-// implements resource.Agent; the manager constructs it from config.Exec.
+// implements resource.Agent; the manager constructs it from config.Exec
+// and is its only importer. It imports config, resource, check and
+// exec/proc.
 package exec
 
 import (
@@ -297,6 +299,9 @@ func (a *Agent) Monitor(ctx context.Context) error {
 		return fmt.Errorf("exec: %s: %w", a.name, resource.ErrNotRunning)
 	}
 	if r.hasExited() {
+		if r.stopping.Load() { // Stop is tidying up after it
+			return fmt.Errorf("exec: %s: %w", a.name, resource.ErrNotRunning)
+		}
 		return resource.Failf(resource.Soft, "exec: %s: process %d exited unexpectedly: %s", a.name, r.pid, r.exit.Status)
 	}
 	if a.probe != nil {

@@ -56,3 +56,22 @@ func TestParseMetaDataRejectsGarbage(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseMetaData(f *testing.F) {
+	f.Add([]byte(sampleMetaData))
+	f.Add([]byte(`<resource-agent name="x"><parameters><parameter name="a" required="1"/></parameters></resource-agent>`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseMetaData(b)
+		if err != nil {
+			return
+		}
+		if m.Name == "" {
+			t.Fatal("accepted meta-data without a name")
+		}
+		for _, n := range m.Missing(nil) {
+			if !slices.Contains(m.Required(), n) {
+				t.Fatalf("Missing lists %q, which is not required", n)
+			}
+		}
+	})
+}

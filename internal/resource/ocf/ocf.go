@@ -1,7 +1,8 @@
 // Package ocf owns the ocf resource agent: it runs any OCF 1.1 resource
 // agent (the scripts of Debian's resource-agents package, or a vendor's) as
 // Pacemaker does, and turns its exit codes into resource.Agent results. It
-// implements resource.Agent; the manager constructs it from config.OCF. It
+// implements resource.Agent; the manager constructs it from config.OCF,
+// and the config check uses MetaData to report missing parameters. It
 // imports config, resource and exec/proc.
 //
 // Every action runs as a child in its own process group, with a clean

@@ -146,3 +146,38 @@ func TestParseSignal(t *testing.T) {
 		}
 	}
 }
+
+// FuzzLines checks, for any chunking of any input, that no emitted line
+// exceeds MaxLine and that short lines come out exactly as written.
+func FuzzLines(f *testing.F) {
+	f.Add([]byte("a\nbb\n\nccc"), uint8(2))
+	f.Add(bytes.Repeat([]byte("x"), MaxLine+3), uint8(7))
+	f.Fuzz(func(t *testing.T, in []byte, split uint8) {
+		var got []string
+		l := NewLines(func(s string, _ bool) { got = append(got, s) })
+		step := int(split) + 1
+		for i := 0; i < len(in); i += step {
+			l.Write(in[i:min(i+step, len(in))])
+		}
+		l.Close()
+		var want []string
+		parts := bytes.Split(in, []byte("\n"))
+		if len(parts[len(parts)-1]) == 0 {
+			parts = parts[:len(parts)-1]
+		}
+		for _, p := range parts {
+			if len(p) > MaxLine {
+				p = p[:MaxLine]
+			}
+			want = append(want, Clean(p))
+		}
+		for _, s := range got {
+			if len(s) > 3*MaxLine { // Clean may widen bytes into U+FFFD
+				t.Fatalf("line of %d bytes", len(s))
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	})
+}
