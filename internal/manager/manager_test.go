@@ -1,0 +1,255 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"tandem/internal/clock"
+	"tandem/internal/events"
+	"tandem/internal/resource"
+	"tandem/internal/state"
+	"tandem/internal/vipguard"
+)
+
+// fakeLease is a LeaseSource whose lease the test sets.
+type fakeLease struct {
+	mu       sync.Mutex
+	epoch    uint64
+	until    time.Time
+	released []uint64
+}
+
+func (f *fakeLease) Lease(string) (uint64, time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.epoch, f.until, time.Now().Before(f.until)
+}
+
+func (f *fakeLease) Release(_ string, e uint64) {
+	f.mu.Lock()
+	f.released = append(f.released, e)
+	f.mu.Unlock()
+}
+
+func (f *fakeLease) set(epoch uint64, d time.Duration) {
+	f.mu.Lock()
+	f.epoch, f.until = epoch, time.Now().Add(d)
+	f.mu.Unlock()
+}
+
+type fakeReporter struct {
+	mu   sync.Mutex
+	cmds []state.Command
+}
+
+func (f *fakeReporter) Propose(_ context.Context, c state.Command) error {
+	f.mu.Lock()
+	f.cmds = append(f.cmds, c)
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeReporter) get() []state.Command {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]state.Command(nil), f.cmds...)
+}
+
+type rig struct {
+	m      *Manager
+	lease  *fakeLease
+	rep    *fakeReporter
+	rec    *events.Recorder
+	guard  *vipguard.Mem
+	agents []*resource.Mem
+	orderMu *sync.Mutex
+	order   *[]string
+	cancel  context.CancelFunc
+}
+
+func starts(a *resource.Mem) (n int) {
+	a.Set(func(m *resource.Mem) { n = m.Starts })
+	return n
+}
+
+var vip = netip.MustParseAddr("10.9.0.50")
+
+func newRig(t *testing.T, maxRestarts int) *rig {
+	mu := &sync.Mutex{}
+	order := []string{}
+	r := &rig{orderMu: mu, lease: &fakeLease{}, rep: &fakeReporter{}, rec: &events.Recorder{}, guard: vipguard.NewMem(clock.Real{}), order: &order}
+	r.guard.Install([]netip.Prefix{netip.PrefixFrom(vip, 24)})
+	g := Group{Name: "web", MaxRestarts: maxRestarts, FailureTimeout: time.Minute}
+	for _, name := range []string{"ip", "app", "check"} {
+		name := name
+		a := &resource.Mem{OnChange: func(on bool) {
+			mu.Lock()
+			order = append(order, map[bool]string{true: "start ", false: "stop "}[on]+name)
+			mu.Unlock()
+		}}
+		r.agents = append(r.agents, a)
+		res := Resource{Name: name, Kind: "mem", Agent: a, MonitorInterval: 20 * time.Millisecond,
+			StartTimeout: 200 * time.Millisecond, StopTimeout: 200 * time.Millisecond, MonitorTimeout: 100 * time.Millisecond}
+		if name == "ip" {
+			res.VIP, res.Kind = vip, "vip"
+		}
+		g.Resources = append(g.Resources, res)
+	}
+	r.m = New(Config{Node: "a", Groups: []Group{g}, Lease: r.lease, Guard: r.guard, Reporter: r.rep,
+		Clock: clock.Real{}, Events: r.rec, Margin: 5 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.m.Run(ctx)
+	t.Cleanup(func() { cancel(); r.m.Wait() })
+	return r
+}
+
+func (r *rig) orderSnapshot() []string {
+	r.orderMu.Lock()
+	defer r.orderMu.Unlock()
+	return append([]string(nil), (*r.order)...)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func holderState(holder string, epoch uint64) *state.State {
+	st := state.New()
+	st.Groups["web"] = &state.Group{Holder: holder, Epoch: epoch}
+	return st
+}
+
+func phase(m *Manager) string { return m.Status()[0].Phase }
+
+func TestStartsInOrderOnlyWithLease(t *testing.T) {
+	r := newRig(t, 3)
+	r.m.SetState(holderState("a", 1))
+	time.Sleep(30 * time.Millisecond) // no lease yet: nothing may start
+	if len(r.orderSnapshot()) != 0 {
+		t.Fatalf("started without a lease: %v", r.orderSnapshot())
+	}
+	r.lease.set(1, time.Hour)
+	r.m.LeaseChanged("web", false)
+	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
+	if got := r.orderSnapshot(); len(got) != 3 || got[0] != "start ip" || got[2] != "start check" {
+		t.Fatalf("start order %v", got)
+	}
+	if left, _ := r.guard.Remaining(vip); left < 30*time.Minute {
+		t.Fatalf("VIP not allowed in the guard for the lease: %v", left)
+	}
+	if len(r.rec.OfKind(events.GroupStarted)) != 1 {
+		t.Fatal("no group_started event")
+	}
+}
+
+func TestMoveAwayStopsInReverseAndReleases(t *testing.T) {
+	r := newRig(t, 3)
+	r.lease.set(1, time.Hour)
+	r.m.SetState(holderState("a", 1))
+	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
+	r.m.SetState(holderState("b", 2))
+	waitFor(t, "stopped", func() bool { return phase(r.m) == PhaseStopped })
+	got := r.orderSnapshot()[3:]
+	if len(got) != 3 || got[0] != "stop check" || got[2] != "stop ip" {
+		t.Fatalf("stop order %v", got)
+	}
+	waitFor(t, "release", func() bool {
+		r.lease.mu.Lock()
+		defer r.lease.mu.Unlock()
+		return len(r.lease.released) == 1 && r.lease.released[0] == 1
+	})
+}
+
+func TestLeaseLostFencesVIPFirst(t *testing.T) {
+	r := newRig(t, 3)
+	r.lease.set(1, 300*time.Millisecond)
+	r.m.SetState(holderState("a", 1))
+	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
+	// No renewal: the worker must stop the group by itself before the end,
+	// VIP first.
+	waitFor(t, "stopped", func() bool { return phase(r.m) == PhaseStopped })
+	got := r.orderSnapshot()[3:]
+	if len(got) != 3 || got[0] != "stop ip" || got[1] != "stop check" || got[2] != "stop app" {
+		t.Fatalf("fence order %v", got)
+	}
+	if left, _ := r.guard.Remaining(vip); left != 0 {
+		t.Fatalf("VIP still allowed in the guard: %v", left)
+	}
+	if len(r.rec.OfKind(events.LeaseLost)) == 0 {
+		t.Fatal("no lease_lost event")
+	}
+}
+
+func TestRestartInPlaceThenGiveUp(t *testing.T) {
+	r := newRig(t, 2)
+	r.lease.set(1, time.Hour)
+	r.m.SetState(holderState("a", 1))
+	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
+	r.agents[1].Set(func(m *resource.Mem) { m.MonitorErr = errors.New("app crashed") })
+	waitFor(t, "first restart", func() bool { return starts(r.agents[1]) >= 2 })
+	// ip was not restarted: only app and what follows it.
+	if starts(r.agents[0]) != 1 || starts(r.agents[2]) < 2 {
+		t.Fatalf("restart scope: ip %d check %d", starts(r.agents[0]), starts(r.agents[2]))
+	}
+	waitFor(t, "give up", func() bool { return phase(r.m) == PhaseFailed })
+	waitFor(t, "gave-up report", func() bool {
+		for _, c := range r.rep.get() {
+			if c.Op == state.OpFailure && c.GaveUp && c.Epoch == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	if r.agents[0].Running() || r.agents[1].Running() {
+		t.Fatal("group not stopped after giving up")
+	}
+	// It stays failed at this epoch; a new epoch (moved back later) retries.
+	time.Sleep(50 * time.Millisecond)
+	if phase(r.m) != PhaseFailed {
+		t.Fatalf("phase %s", phase(r.m))
+	}
+}
+
+func TestHungStartIsKilledAtTimeout(t *testing.T) {
+	r := newRig(t, 3)
+	r.agents[1].Set(func(m *resource.Mem) { m.Hang = true })
+	r.lease.set(1, time.Hour)
+	r.m.SetState(holderState("a", 1))
+	waitFor(t, "failed", func() bool { return phase(r.m) == PhaseFailed })
+	st := r.m.Status()[0]
+	if st.LastError == "" {
+		t.Fatal("no error recorded")
+	}
+	fails := r.rec.OfKind(events.ResFailure)
+	if len(fails) == 0 || fails[0].Subject != "app" {
+		t.Fatalf("failure events %+v", fails)
+	}
+}
+
+func TestMaintenanceLeavesThingsRunning(t *testing.T) {
+	r := newRig(t, 3)
+	r.lease.set(1, time.Hour)
+	r.m.SetState(holderState("a", 1))
+	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
+	st := holderState("b", 2)
+	st.Maintenance = true
+	r.m.SetState(st)
+	waitFor(t, "unmanaged", func() bool { return phase(r.m) == PhaseUnmanaged })
+	r.agents[1].Set(func(m *resource.Mem) { m.MonitorErr = errors.New("would fail") })
+	time.Sleep(60 * time.Millisecond)
+	if !r.agents[0].Running() || starts(r.agents[1]) != 1 {
+		t.Fatal("maintenance must not stop, restart or monitor")
+	}
+}
