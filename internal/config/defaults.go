@@ -1,0 +1,185 @@
+package config
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The default timing profile. It is chosen to meet the failover target
+// (median ≤ 300 ms from a crash until the VIP answers from the standby):
+// detection takes at most NodeTimeout, which leaves half the budget to decide
+// and start.
+const (
+	// Three heartbeats fit in a node timeout, so one or two lost packets
+	// never declare a node dead; 20 small packets a second per link cost
+	// nothing measurable.
+	DefaultHeartbeatInterval = 50 * time.Millisecond
+	// Three missed heartbeats: detection within 150 ms.
+	DefaultNodeTimeout = 150 * time.Millisecond
+	// Equal to the node timeout, so by the time a dead holder is detected
+	// its lease has run out too and a takeover waits only for the drift
+	// margin.
+	DefaultLease = DefaultNodeTimeout
+	// Quartz clocks, even without NTP, differ in rate by far less than
+	// 100 ppm; 1 % is a hundredfold margin and costs 1.5 ms on the lease.
+	DefaultMaxClockDrift = 0.01
+	// Twice the node timeout: raft changes leader only after the failure
+	// detector has surely seen the failure, and a busy 2-core machine does
+	// not cause leader churn.
+	DefaultRaftTimeout = 2 * DefaultNodeTimeout
+)
+
+// DefaultTiming returns the default timing profile.
+func DefaultTiming() Timing {
+	return Timing{
+		HeartbeatInterval: Duration(DefaultHeartbeatInterval),
+		NodeTimeout:       Duration(DefaultNodeTimeout),
+		Lease:             Duration(DefaultLease),
+		MaxClockDrift:     DefaultMaxClockDrift,
+		RaftTimeout:       Duration(DefaultRaftTimeout),
+	}
+}
+
+// Default returns the cluster-wide defaults. Cluster, KeyFile, Nodes,
+// Witness and Groups have none: they describe the user's machines.
+func Default() Config {
+	const stateDir = "/var/lib/tandem" // the FHS place for persistent state
+	return Config{
+		StateDir: stateDir,
+		// One number for UDP heartbeats and TCP raft: one firewall rule
+		// per peer covers the whole cluster.
+		Port:   7789,
+		Timing: DefaultTiming(),
+		API: API{
+			// /run is cleared at boot, so a stale socket never outlives
+			// its agent; the directory's mode guards who may connect.
+			Socket: "/run/tandem/tandem.sock",
+			// Remote control is opt-in: it needs a token file.
+			TCPPort: 0,
+			// When TCP is on, listening only on the node's first link
+			// address keeps the API off public interfaces by default.
+			BindAll: false,
+		},
+		Events: Events{
+			// Everything a node keeps lives under one directory.
+			File: filepath.Join(stateDir, "events.jsonl"),
+			// Six months is the usual audit horizon and, at a few
+			// hundred bytes per event, a few megabytes.
+			Retention: Duration(180 * Day),
+		},
+	}
+}
+
+// DefaultGroup returns a group's defaults. Nodes (all data nodes) and Prefer
+// (the first of Nodes) depend on the cluster and are filled by ApplyDefaults.
+func DefaultGroup() Group {
+	return Group{
+		// Every move is an outage; moving back on its own doubles it and
+		// can flap when the preferred node is sick. The admin chooses when.
+		Failback: Failback{Mode: FailbackManual},
+		// Outweighs the preference for a node, so a running group stays
+		// where it is unless failback says otherwise.
+		Stickiness: 100,
+		// A transient crash is cheaper to restart in place than to fail
+		// over, but a service that keeps dying moves within a few
+		// monitor intervals.
+		MaxRestarts: 3,
+		// Failures from an old incident should not bar a node for ever;
+		// ten minutes is long enough to stop a crash loop from
+		// ping-ponging between nodes.
+		FailureTimeout: Duration(10 * time.Minute),
+	}
+}
+
+// DefaultResource returns the operation timing of a resource of kind ("vip",
+// "exec", "ocf", or "" when unknown). The name (kind-index) depends on the
+// resource's place in its group and is filled by ApplyDefaults.
+func DefaultResource(kind string) Resource {
+	r := Resource{
+		// Two seconds notices a dead service quickly at the cost of one
+		// cheap probe.
+		MonitorInterval: Duration(2 * time.Second),
+		// Pacemaker's default operation timeout: long enough for most
+		// services to start or stop cleanly.
+		StartTimeout: Duration(20 * time.Second),
+		StopTimeout:  Duration(20 * time.Second),
+		// A probe that takes longer than this is a failure in itself.
+		MonitorTimeout: Duration(10 * time.Second),
+	}
+	switch kind {
+	case "vip":
+		// A netlink query costs nothing, and a lost VIP is the most
+		// visible failure there is.
+		r.MonitorInterval = Duration(time.Second)
+	case "ocf":
+		// OCF agents are shell scripts that fork many processes; 10 s is
+		// what Pacemaker setups commonly use.
+		r.MonitorInterval = Duration(10 * time.Second)
+	}
+	return r
+}
+
+// DefaultVIP returns a vip resource's defaults.
+func DefaultVIP() VIP {
+	return VIP{
+		// Switches and hosts that miss the first announcement (a busy
+		// CPU, a port still settling) get four more chances within half
+		// a second.
+		GARPCount:    5,
+		GARPInterval: Duration(100 * time.Millisecond),
+	}
+}
+
+// DefaultExec returns an exec resource's defaults.
+func DefaultExec() Exec {
+	// TERM is the conventional request to shut down cleanly; the stop
+	// timeout ends in KILL.
+	return Exec{StopSignal: "TERM"}
+}
+
+// DefaultOCF returns an ocf resource's defaults.
+func DefaultOCF() OCF {
+	// Where Debian's resource-agents package installs.
+	return OCF{Root: "/usr/lib/ocf"}
+}
+
+// ApplyDefaults fills the defaults that depend on other fields, and fields
+// left at a zero value that can never be meant: an empty events file
+// (<state_dir>/events.jsonl), a zero lease (= node_timeout), an empty
+// failback (manual), a group's empty nodes (all data nodes) and prefer (the
+// first of its nodes), and a resource's empty name (<kind>-<index>). It also
+// writes stop signals without their "SIG" prefix. Parse
+// calls it; code that builds a Config from Default… values calls it before
+// Validate.
+func (c *Config) ApplyDefaults() {
+	if c.Events.File == "" && c.StateDir != "" {
+		c.Events.File = filepath.Join(c.StateDir, "events.jsonl")
+	}
+	if c.Timing.Lease == 0 {
+		c.Timing.Lease = c.Timing.NodeTimeout
+	}
+	for gi := range c.Groups {
+		g := &c.Groups[gi]
+		if g.Failback.Mode == "" {
+			g.Failback.Mode = FailbackManual
+		}
+		if len(g.Nodes) == 0 {
+			g.Nodes = c.dataNodeNames()
+		}
+		if len(g.Prefer) == 0 && len(g.Nodes) > 0 {
+			g.Prefer = StringList{g.Nodes[0]}
+		}
+		for ri := range g.Resources {
+			r := &g.Resources[ri]
+			if r.Name == "" && r.Kind() != "" {
+				r.Name = fmt.Sprintf("%s-%d", r.Kind(), ri)
+			}
+			if r.Exec != nil {
+				// "SIGTERM" and "TERM" mean the same; agents see one form.
+				r.Exec.StopSignal = strings.TrimPrefix(r.Exec.StopSignal, "SIG")
+			}
+		}
+	}
+}
