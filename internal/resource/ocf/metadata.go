@@ -1,6 +1,7 @@
 package ocf
 
 import (
+	"context"
 	"encoding/xml"
 	"fmt"
 	"slices"
@@ -105,4 +106,20 @@ func (m *MetaData) Unknown(params map[string]string) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// CheckParams asks the agent for its meta-data and compares the configured
+// parameters with it: missing lists required parameters not configured
+// (an error at config check), unknown lists configured parameters the agent
+// does not declare (most likely a typo).
+func (a *Agent) CheckParams(ctx context.Context) (missing, unknown []string, err error) {
+	b, err := a.MetaData(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := ParseMetaData(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", a.prefix("meta-data"), err)
+	}
+	return m.Missing(a.params), m.Unknown(a.params), nil
 }

@@ -125,6 +125,11 @@ func TestMetaDataOfRealAgents(t *testing.T) {
 	if got := m.Missing(map[string]string{"pidfile": "/run/x.pid"}); len(got) != 1 || got[0] != "binfile" {
 		t.Errorf("anything: Missing = %q, want [binfile]", got)
 	}
+	missing, unknown, err := newAgent(t, "a", config.OCF{Agent: "heartbeat/anything",
+		Params: map[string]string{"pidfile": "/run/x.pid", "cmdline_option": "-v"}}).CheckParams(ctx)
+	if err != nil || len(missing) != 1 || missing[0] != "binfile" || len(unknown) != 1 || unknown[0] != "cmdline_option" {
+		t.Errorf("CheckParams = %q, %q, %v; want [binfile], [cmdline_option]", missing, unknown, err)
+	}
 }
 
 func TestExitCodesOfARealProcess(t *testing.T) {
