@@ -302,4 +302,3 @@ func TestGarbageOutputIsBounded(t *testing.T) {
 }
 
 const logBurstForTest = 200
-
