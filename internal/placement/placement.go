@@ -10,6 +10,9 @@
 //     or restarts exhausted, within failure_timeout). A blocked group (fatal
 //     failure) is eligible nowhere.
 //   - score(n) = 100 × (len(prefer) − position of n in prefer), 0 if absent.
+//   - A group pinned by an admin failover stays on its pinned node while
+//     that node is eligible (no failback away from it), and goes there first
+//     when it has to move.
 //   - No holder: place on the best eligible node (highest score, then config
 //     order). A never-placed group waits up to Settle after the decider
 //     became leader for its best-scored node to show up, so a cold start
@@ -91,6 +94,12 @@ func decideGroup(in Input, g *config.Group) (state.Command, bool) {
 		return state.Command{}, false
 	}
 	best, ok := in.best(g, gs)
+	if gs.Pinned != "" && in.eligible(g, gs, gs.Pinned) {
+		if holder == gs.Pinned {
+			return state.Command{}, false
+		}
+		best, ok = gs.Pinned, true
+	}
 	switch {
 	case holder == "":
 		if !ok {

@@ -219,3 +219,16 @@ func TestAgainstBruteForce(t *testing.T) {
 		}
 	}
 }
+
+func TestPinnedGroupStaysPut(t *testing.T) {
+	g := []config.Group{group("g", []string{"a"}, config.Failback{Mode: config.FailbackAuto})}
+	st := held("b", 2)
+	st.Groups["g"].Pinned = "b"
+	if c := Decide(input(g, st, "a", "b")); len(c) != 0 {
+		t.Fatalf("pinned group failed back: %+v", c)
+	}
+	st.Node("b").Standby = true
+	if c := one(t, Decide(input(g, st, "a", "b"))); c.Holder != "a" {
+		t.Fatalf("pinned node in standby: %+v", c)
+	}
+}

@@ -34,6 +34,13 @@ type Group struct {
 	Failures map[string]*Failure `json:"failures,omitempty"` // by node
 	// Takeover describes the last unplanned move, for status and events.
 	Takeover *Takeover `json:"takeover,omitempty"`
+	// Running is set when the holder reports the group started at Epoch.
+	Running   bool      `json:"running"`
+	StartedAt time.Time `json:"started_at,omitempty"`
+	// Pinned is where an admin failover put the group: placement keeps it
+	// there while that node is eligible, whatever the preference, until
+	// cleanup.
+	Pinned string `json:"pinned,omitempty"`
 }
 
 // Failure counts the failures of a group on one node.
@@ -73,6 +80,7 @@ const (
 	OpMaintenance Op = "maintenance" // cluster or node maintenance on/off
 	OpFailure     Op = "failure"     // a resource of a group failed on a node
 	OpCleanup     Op = "cleanup"     // forget a group's failures
+	OpStarted     Op = "started"     // the holder started the group at an epoch
 	OpNoop        Op = "noop"        // advances followers' commit index
 )
 
@@ -155,10 +163,22 @@ func (s *State) Apply(index uint64, c Command) error {
 		g.Holder = c.Holder
 		g.Since = c.Time
 		g.Reason = c.Reason
+		g.Running = false
+		g.StartedAt = time.Time{}
 		if c.Takeover != nil {
 			t := *c.Takeover
 			g.Takeover = &t
 		}
+		if c.Actor != "" { // an admin failover pins the group
+			g.Pinned = c.Holder
+		}
+	case OpStarted:
+		g := s.Group(c.Group)
+		if c.Epoch != g.Epoch || c.Node != g.Holder {
+			return fmt.Errorf("%w: group %s started at epoch %d, now %d", ErrStaleEpoch, c.Group, c.Epoch, g.Epoch)
+		}
+		g.Running = true
+		g.StartedAt = c.Time
 	case OpStandby:
 		s.Node(c.Node).Standby = c.On
 	case OpMaintenance:
@@ -185,6 +205,9 @@ func (s *State) Apply(index uint64, c Command) error {
 		f.Reason = c.Reason
 		if c.GaveUp || c.Severity == "hard" || c.Severity == "fatal" {
 			f.Banned = true
+			if c.Node == g.Holder {
+				g.Running = false
+			}
 		}
 		if c.Severity == "fatal" {
 			g.Blocked = c.Reason
@@ -193,6 +216,7 @@ func (s *State) Apply(index uint64, c Command) error {
 		g := s.Group(c.Group)
 		g.Failures = nil
 		g.Blocked = ""
+		g.Pinned = ""
 	case OpNoop:
 	default:
 		return fmt.Errorf("state: unknown op %q", c.Op)
