@@ -33,7 +33,7 @@ func newConfigCmd() *cobra.Command {
 			}
 			if probs := config.AsProblems(err); probs != nil {
 				fmt.Fprintln(cmd.ErrOrStderr(), probs.Error())
-				return exitWith(2, fmt.Errorf("%s: %d problem%s", path, len(probs), map[bool]string{true: "s"}[len(probs) != 1]))
+				return exitWith(2, fmt.Errorf("%s: %d problem(s)", path, len(probs)))
 			}
 			if err != nil {
 				return exitWith(2, err)

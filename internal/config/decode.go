@@ -1,9 +1,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
-	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -100,7 +100,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, path string, v reflect.Value) {
 		idx, ok := fields[key.Value]
 		switch {
 		case !ok:
-			d.addf(key, fpath, "unknown field (known: %s)", strings.Join(fieldNames(v.Type()), ", "))
+			d.addf(key, fpath, "unknown field (%s)", suggest(key.Value, fieldNames(v.Type())))
 			continue
 		case seen[key.Value] > 0:
 			d.addf(key, fpath, "given twice (first on line %d)", seen[key.Value])
@@ -181,9 +181,12 @@ func (d *decoder) decodeScalar(n *yaml.Node, path string, v reflect.Value, null 
 	case reflect.String:
 		v.SetString(n.Value)
 	case reflect.Int:
-		var i int64
-		if i, err = strconv.ParseInt(strings.ReplaceAll(n.Value, "_", ""), 0, 64); err == nil {
-			v.SetInt(i)
+		var i int
+		if err = n.Decode(&i); err == nil && n.ShortTag() != "!!int" {
+			err = errors.New("not an integer") // yaml.v3 would truncate 1.5 to 1
+		}
+		if err == nil {
+			v.SetInt(int64(i))
 		}
 	case reflect.Bool:
 		var b bool
@@ -282,4 +285,39 @@ func join(path, field string) string {
 		return field
 	}
 	return path + "." + field
+}
+
+// suggest names the known field closest to a misspelt one, or lists them all.
+func suggest(name string, known []string) string {
+	best, bestDist := "", 3 // more than two edits away is not a typo
+	for _, k := range known {
+		if d := editDistance(name, k); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best != "" {
+		return "did you mean " + best + "?"
+	}
+	return "known: " + strings.Join(known, ", ")
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }

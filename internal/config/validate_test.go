@@ -77,6 +77,13 @@ var validateTests = []struct {
 		"t.yaml:16: colour: unknown field (known: cluster, key_file, insecure, state_dir, port, nodes, witness, timing, api, events, groups)"}},
 	{"unknown nested field", map[int]string{13: "      - vip: {address: 10.0.0.50/24, interface: eth0, mask: 24}"}, "", []string{
 		"t.yaml:13: groups[0].resources[0].vip.mask: unknown field (known: address, interface, garp_count, garp_interval)"}},
+	{"misspelt field", map[int]string{7: "timing: {heartbeat_intervall: 50ms}"}, "", []string{
+		"t.yaml:7: timing.heartbeat_intervall: unknown field (did you mean heartbeat_interval?)"}},
+	{"misspelt top-level field", map[int]string{2: "keyfile: /etc/tandem/cluster.key"}, "", []string{
+		`t.yaml: key_file: required (create one with "tandem keygen"), unless insecure: true`,
+		"t.yaml:2: keyfile: unknown field (did you mean key_file?)"}},
+	{"integer forms", nil, "port: 0x1E61\n", nil},
+	{"fraction for an integer", nil, "port: 7789.5\n", []string{`t.yaml:16: port: expected a whole number, got "7789.5"`}},
 	{"field given twice", map[int]string{2: "key_file: /a\nkey_file: /b"}, "", []string{
 		"t.yaml:3: key_file: given twice (first on line 2)"}},
 	{"not a number", nil, "port: abc\n", []string{`t.yaml:16: port: expected a whole number, got "abc"`}},
