@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	osexec "os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -214,9 +215,17 @@ func (a *Agent) awaitReady(ctx context.Context, r *run) error {
 			a.name, why, a.clock.Since(start).Round(time.Millisecond), err)
 	}
 	exitedErr := func(last error) error {
-		err := fmt.Errorf("%s", r.exit.Status)
+		r.drain(a.clock) // so the last words on stderr are in
+		why := r.exit.Status
+		if line := r.lastStderr(); line != "" {
+			why += ": " + line
+		}
+		if r.exit.Code == 0 {
+			why += " (exec supervises a foreground process: do not let it daemonize)"
+		}
+		err := errors.New(why)
 		if last != nil {
-			err = fmt.Errorf("%s (last check: %w)", r.exit.Status, last)
+			err = fmt.Errorf("%s (last check: %w)", why, last)
 		}
 		return resource.Failf(resource.Soft, "exec: %s: start: process exited: %w", a.name, err)
 	}
@@ -345,9 +354,33 @@ type run struct {
 	exit    Exit          // valid once done is closed
 	outputs []*output
 
+	mu      sync.Mutex
+	lastErr string // last non-blank stderr line, quoted when start fails
+
 	running  atomic.Bool // Start returned success
 	stopping atomic.Bool // Stop (or a failed Start) is ending it
 	notified atomic.Bool
+}
+
+// maxQuoted bounds the process's own words in an error.
+const maxQuoted = 300
+
+func (r *run) noteStderr(line string) {
+	if line = strings.TrimSpace(line); line == "" {
+		return
+	}
+	if len(line) > maxQuoted {
+		line = strings.ToValidUTF8(line[:maxQuoted], "") + "…"
+	}
+	r.mu.Lock()
+	r.lastErr = line
+	r.mu.Unlock()
+}
+
+func (r *run) lastStderr() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastErr
 }
 
 func (r *run) hasExited() bool {
@@ -380,7 +413,11 @@ func (a *Agent) launch() (*run, error) {
 	proc.Prepare(cmd)
 	r := &run{done: make(chan struct{})}
 	for _, stream := range []string{"stdout", "stderr"} {
-		o, err := newOutput(proc.NewLogWriter(a.logger, a.clock, "stream", stream))
+		lw := proc.NewLogWriter(a.logger, a.clock, "stream", stream)
+		if stream == "stderr" {
+			lw.Tee(r.noteStderr)
+		}
+		o, err := newOutput(lw)
 		if err != nil {
 			r.closeOutputs()
 			return nil, err

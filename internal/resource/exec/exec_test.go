@@ -201,11 +201,33 @@ func TestStartFailures(t *testing.T) {
 	t.Run("exits at once", func(t *testing.T) {
 		a := newAgent(t, config.Exec{Command: []string{"sh", "-c", "echo bad flag >&2; exit 3"}})
 		err := a.Start(proctest.Ctx(t, 5*time.Second))
-		if resource.SeverityOf(err) != resource.Soft || err == nil || !strings.Contains(err.Error(), "exit status 3") {
-			t.Fatalf("Start = %v, want soft failure with exit status 3", err)
+		if resource.SeverityOf(err) != resource.Soft || err == nil || !strings.Contains(err.Error(), "exit status 3: bad flag") {
+			t.Fatalf("Start = %v, want soft failure with exit status 3 and the stderr line", err)
 		}
 		if err := a.Monitor(proctest.Ctx(t, time.Second)); !resource.IsNotRunning(err) {
 			t.Errorf("Monitor after failed start = %v", err)
+		}
+	})
+	t.Run("daemonizes", func(t *testing.T) {
+		addr, _ := proctest.FreeAddr()
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		a := newAgent(t, config.Exec{Command: []string{server, "-daemon", "-addr", addr, "-pidfile", pidFile}})
+		err := a.Start(proctest.Ctx(t, 5*time.Second))
+		if err == nil || !strings.Contains(err.Error(), "exit status 0 (exec supervises a foreground process") {
+			t.Fatalf("Start = %v, want a hint not to daemonize", err)
+		}
+		// The detached daemon escaped our group, as daemons do; clean it up.
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			if b, err := os.ReadFile(pidFile); err == nil && len(b) > 0 {
+				pid := proctest.ReadPID(t, pidFile)
+				syscall.Kill(pid, syscall.SIGKILL)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("detached test daemon never wrote its pid file")
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	})
 	t.Run("not installed", func(t *testing.T) {
