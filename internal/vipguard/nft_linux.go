@@ -36,6 +36,8 @@ type NFT struct {
 	guarded  map[netip.Addr]bool
 }
 
+var _ Guard = (*NFT)(nil)
+
 // NewNFT opens a lasting netlink connection (Allow runs every heartbeat, so
 // it must not pay for a new socket each time). Nothing is installed yet.
 func NewNFT(o Options) (*NFT, error) {

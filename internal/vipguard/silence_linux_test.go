@@ -1,0 +1,387 @@
+package vipguard
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"tandem/internal/netutil"
+)
+
+// The tests below put a guarded VIP on node A of a lab and probe it from a
+// client namespace C the way a LAN client would: TCP connect and ARP / NDP
+// resolution. They show the kernel silencing the VIP when the allowance
+// runs out with nobody refreshing it.
+
+const (
+	lease     = 300 * time.Millisecond
+	probeWait = 100 * time.Millisecond // per-probe timeout; precision comes from probe start times
+	vipPort   = 7100
+)
+
+type silenceLab struct {
+	a, c  *netutil.Host
+	guard *NFT
+}
+
+func newSilenceLab(t *testing.T) *silenceLab {
+	t.Helper()
+	needRoot(t)
+	removeStale(t)
+	lab, err := netutil.NewLab(fmt.Sprintf("%sl%d", netutil.UniquePrefix(testBase), nsSeq.Add(1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	a, err := lab.AddHost("a", netip.MustParsePrefix("10.77.0.1/24"), netip.MustParsePrefix("fd77::1/64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := lab.AddHost("c", netip.MustParsePrefix("10.77.0.3/24"), netip.MustParsePrefix("fd77::3/64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = a.Do(func() error {
+		link, err := netlink.LinkByName(netutil.HostLink)
+		if err != nil {
+			return err
+		}
+		for _, p := range []netip.Prefix{vip4, vip6} {
+			if err := netlink.AddrAdd(link, netutil.NetlinkAddr(p)); err != nil {
+				return err
+			}
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", vipPort))
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conn.Close()
+			}
+		}()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGuard(t, a.NS)
+	if err := g.Install([]netip.Prefix{vip4, vip6}); err != nil {
+		t.Fatal(err)
+	}
+	return &silenceLab{a: a, c: c, guard: g}
+}
+
+// probes is what a LAN client can try against the VIPs; they run in the
+// calling thread's namespace.
+func probes() map[string]func() error {
+	link := netutil.HostLink
+	return map[string]func() error{
+		"tcp4": func() error { return netutil.DialTCP(netip.AddrPortFrom(vip4.Addr(), vipPort), probeWait) },
+		"tcp6": func() error { return netutil.DialTCP(netip.AddrPortFrom(vip6.Addr(), vipPort), probeWait) },
+		"arp": func() error {
+			_, err := netutil.ResolveARP(link, vip4.Addr(), probeWait)
+			return err
+		},
+		"ndp": func() error {
+			_, err := netutil.ResolveNDP(link, vip6.Addr(), probeWait)
+			return err
+		},
+	}
+}
+
+// allAnswer checks that every probe succeeds from the client.
+func (l *silenceLab) allAnswer(t *testing.T) {
+	t.Helper()
+	err := l.c.Do(func() error {
+		for name, probe := range probes() {
+			if err := probe(); err != nil {
+				return fmt.Errorf("%s while allowed: %w", name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// outcome is one probe kind's view of the silence, from the probes' start
+// times: when it last got an answer and when the failures that followed
+// began. A probe that overran its timeout by far was starved of CPU (the
+// machine is shared) and counts as neither.
+type outcome struct {
+	lastOK, onset      time.Time
+	failures, overruns int
+}
+
+func (o *outcome) record(start time.Time, err error) (failed bool) {
+	switch elapsed := time.Since(start); {
+	case err == nil:
+		o.lastOK, o.onset = start, time.Time{}
+	case elapsed > probeWait+probeWait/2:
+		o.overruns++
+	default:
+		if o.onset.IsZero() {
+			o.onset = start
+		}
+		o.failures++
+		return true
+	}
+	return false
+}
+
+// watch runs every probe kind in its own thread in the client namespace,
+// back to back, until each has failed three times in a row or deadline.
+func (l *silenceLab) watch(deadline time.Time) map[string]*outcome {
+	var (
+		out = map[string]*outcome{}
+		wg  sync.WaitGroup
+	)
+	for name, probe := range probes() {
+		o := &outcome{}
+		out[name] = o
+		wg.Go(func() {
+			l.c.Do(func() error {
+				for streak := 0; streak < 3 && time.Now().Before(deadline); {
+					start := time.Now()
+					if o.record(start, probe()) {
+						streak++
+					} else {
+						streak = 0
+					}
+					time.Sleep(time.Millisecond)
+				}
+				return nil
+			})
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// checkSilence asserts that every probe kind was answered until about
+// lease after the last refresh and never after: the VIP went silent between
+// the last answered probe and the first unanswered one. A window wider than
+// a few milliseconds means the probes were starved of CPU; that is logged,
+// not failed, as long as the window overlaps the lease end.
+func checkSilence(t *testing.T, lastRefresh time.Time, out map[string]*outcome) {
+	t.Helper()
+	const early, late = 50 * time.Millisecond, 10 * time.Millisecond
+	for name, o := range out {
+		if o.onset.IsZero() {
+			t.Errorf("%s: VIP never went silent", name)
+			continue
+		}
+		from, to := o.lastOK.Sub(lastRefresh), o.onset.Sub(lastRefresh)
+		t.Logf("%s: silent between %v and %v after the last refresh (lease %v; %d starved probes)",
+			name, from.Round(10*time.Microsecond), to.Round(10*time.Microsecond), lease, o.overruns)
+		if from > lease+late {
+			t.Errorf("%s: answered %v after the last refresh, past the %v lease", name, from, lease)
+		}
+		if to < lease-early {
+			t.Errorf("%s: silent %v after the last refresh, before the %v lease ended", name, to, lease)
+		}
+		if to-from > 30*time.Millisecond {
+			t.Logf("%s: window %v wide: probes were starved of CPU", name, to-from)
+		}
+	}
+}
+
+// TestVIPGoesSilentWhenNobodyRefreshes: the frozen agent in its simplest
+// form — one Allow, then nothing.
+func TestVIPGoesSilentWhenNobodyRefreshes(t *testing.T) {
+	l := newSilenceLab(t)
+	// Unguarded state first: the sets exist but nothing is allowed, so the
+	// VIP is silent from the start.
+	// (Asked with raw ARP: a TCP probe would leave the client's neighbour
+	// entry incomplete, delaying the next probes by the ARP retry time.)
+	if _, err := l.c.ResolveARP(netutil.HostLink, vip4.Addr(), 50*time.Millisecond); err == nil {
+		t.Fatal("VIP answered ARP before any Allow")
+	}
+	if _, err := l.c.ResolveNDP(netutil.HostLink, vip6.Addr(), 50*time.Millisecond); err == nil {
+		t.Fatal("VIP answered NDP before any Allow")
+	}
+	for _, v := range []netip.Addr{vip4.Addr(), vip6.Addr()} {
+		if err := l.guard.Allow(v, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.allAnswer(t)
+	refresh := time.Now()
+	for _, v := range []netip.Addr{vip4.Addr(), vip6.Addr()} {
+		if err := l.guard.Allow(v, lease); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkSilence(t, refresh, l.watch(refresh.Add(3*lease)))
+	// The drops were the guard's: each probe kind hit its rule's counter.
+	ruleset := nft(t, l.a.NS, "list", "ruleset")
+	for _, rule := range []string{
+		"ip daddr @vips4 ip daddr != @allowed4 counter packets ",
+		"ip6 daddr @vips6 ip6 daddr != @allowed6 counter packets ",
+		"icmpv6 type nd-neighbor-solicit @th,64,128 @vips6 @th,64,128 != @allowed6 counter packets ",
+		"arp operation request arp daddr ip @vips4 arp daddr ip != @allowed4 counter packets ",
+	} {
+		i := strings.Index(ruleset, rule)
+		if i < 0 || strings.HasPrefix(ruleset[i+len(rule):], "0 ") {
+			t.Errorf("rule %q dropped nothing", rule)
+		}
+	}
+	if t.Failed() {
+		t.Log(ruleset)
+	}
+}
+
+// TestVIPGoesSilentWhenRefresherIsFrozen: a real process refreshes every
+// 50 ms and is then SIGSTOPped (or SIGKILLed); the kernel must silence the
+// VIP one lease after its last refresh.
+func TestVIPGoesSilentWhenRefresherIsFrozen(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGSTOP, syscall.SIGKILL} {
+		t.Run(sig.String(), func(t *testing.T) {
+			l := newSilenceLab(t)
+			r := startRefresher(t, l.a.NS)
+			r.waitRefreshes(t, 5)
+			l.allAnswer(t)
+			// Longer than a lease of steady answers proves the refresher,
+			// not the first allowance, keeps the VIP up.
+			for name, o := range l.watch(time.Now().Add(2 * lease)) {
+				if o.failures > 0 {
+					t.Fatalf("%s failed %d times while the VIP was being refreshed", name, o.failures)
+				}
+			}
+			if err := r.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			stopped := time.Now()
+			out := l.watch(stopped.Add(3 * lease))
+			last := r.lastRefresh()
+			t.Logf("%v %v after the last refresh", sig, stopped.Sub(last).Round(time.Microsecond))
+			checkSilence(t, last, out)
+		})
+	}
+}
+
+// refresher is a child process (this test binary) refreshing the lease.
+type refresher struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	last time.Time
+	n    int
+}
+
+const refresherEnv = "TANDEM_VIPGUARD_REFRESHER"
+
+func startRefresher(t *testing.T, ns *netutil.NS) *refresher {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^TestRefresherChild$")
+	cmd.Env = append(os.Environ(), refresherEnv+"="+ns.Path())
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &refresher{cmd: cmd}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			f := strings.Fields(sc.Text())
+			if len(f) != 2 || f[0] != "refreshed" {
+				continue
+			}
+			ns, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				continue
+			}
+			r.mu.Lock()
+			r.last, r.n = time.Unix(0, ns), r.n+1
+			r.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel() // SIGKILL, which also ends a stopped process
+		cmd.Wait()
+		<-done
+	})
+	return r
+}
+
+func (r *refresher) waitRefreshes(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		r.mu.Lock()
+		got := r.n
+		r.mu.Unlock()
+		if got >= n {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("refresher made fewer than %d refreshes in 5s", n)
+}
+
+func (r *refresher) lastRefresh() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
+
+// TestRefresherChild is the refresher process, not a test: it runs only
+// when startRefresher sets its environment variable. Each line it prints
+// carries the time taken just before the refresh, so the lease it set ends
+// no earlier than that time plus lease.
+func TestRefresherChild(t *testing.T) {
+	nsPath := os.Getenv(refresherEnv)
+	if nsPath == "" {
+		t.Skip("helper process for TestVIPGoesSilentWhenRefresherIsFrozen")
+	}
+	g, err := NewNFT(Options{NetNS: nsPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Install([]netip.Prefix{vip4, vip6}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		at := time.Now()
+		for _, v := range []netip.Addr{vip4.Addr(), vip6.Addr()} {
+			if err := g.Allow(v, lease); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fmt.Printf("refreshed %d\n", at.UnixNano())
+		time.Sleep(50 * time.Millisecond)
+	}
+}
