@@ -181,7 +181,6 @@ func (k *checker) envNames(path string, m map[string]string, what string) {
 	}
 }
 
-
 func (k *checker) check(path string, ch *Check) {
 	k.exactlyOne(path, []string{"tcp", "http", "command"}, ch.TCP != "", ch.HTTP != "", len(ch.Command) > 0)
 	if ch.TCP != "" {
