@@ -112,6 +112,20 @@ func (m *Manager) Run(ctx context.Context) {
 // Wait waits for the workers to end after Run's context ended.
 func (m *Manager) Wait() { m.wg.Wait() }
 
+// StopAll stops every group running here and releases its lease (the agent
+// is shutting down). Call it after Wait.
+func (m *Manager) StopAll() {
+	for _, w := range m.workers {
+		if w.anyRunning() {
+			w.mu.Lock()
+			epoch := w.epoch
+			w.mu.Unlock()
+			w.stopAll(context.Background(), true, "agent shutting down")
+			m.cfg.Lease.Release(w.g.Name, epoch)
+		}
+	}
+}
+
 // SetState hands the applied cluster state to every worker.
 func (m *Manager) SetState(st *state.State) {
 	now := m.cfg.Clock.Now()

@@ -60,12 +60,12 @@ func (f *fakeReporter) get() []state.Command {
 }
 
 type rig struct {
-	m      *Manager
-	lease  *fakeLease
-	rep    *fakeReporter
-	rec    *events.Recorder
-	guard  *vipguard.Mem
-	agents []*resource.Mem
+	m       *Manager
+	lease   *fakeLease
+	rep     *fakeReporter
+	rec     *events.Recorder
+	guard   *vipguard.Mem
+	agents  []*resource.Mem
 	orderMu *sync.Mutex
 	order   *[]string
 	cancel  context.CancelFunc

@@ -242,6 +242,7 @@ func (w *worker) start(ctx context.Context, v view, mineSince time.Time) {
 	}
 	w.setPhase(PhaseRunning)
 	started := clk.Now()
+	w.report(ctx, state.Command{Op: state.OpStarted, Group: w.g.Name, Node: w.m.cfg.Node, Epoch: v.epoch})
 	attrs := map[string]any{"lease_wait_ms": leaseAt.Sub(mineSince).Milliseconds(), "start_ms": started.Sub(leaseAt).Milliseconds()}
 	w.publish(events.Event{Kind: events.GroupStarted, Subject: w.g.Name, Epoch: v.epoch, Attrs: attrs})
 	if tk := v.takeover; tk != nil && tk.To == w.m.cfg.Node {
