@@ -79,9 +79,11 @@ func DefaultGroup() Group {
 		// Every move is an outage; moving back on its own doubles it and
 		// can flap when the preferred node is sick. The admin chooses when.
 		Failback: Failback{Mode: FailbackManual},
-		// Outweighs the preference for a node, so a running group stays
-		// where it is unless failback says otherwise.
-		Stickiness: 100,
+		// Failback already says whether a group moves back; stickiness is
+		// only an extra threshold for auto and delayed failback (a move
+		// happens when the better node's preference score exceeds the
+		// current one's by more than it), so it starts at 0.
+		Stickiness: 0,
 		// A transient crash is cheaper to restart in place than to fail
 		// over, but a service that keeps dying moves within a few
 		// monitor intervals.

@@ -37,7 +37,7 @@ func TestParseAppliesDefaults(t *testing.T) {
 		t.Errorf("group nodes %v prefer %v, want all data nodes and the first", g.Nodes, g.Prefer)
 	}
 	dg := DefaultGroup()
-	if g.Failback != dg.Failback || g.Stickiness != 100 || g.MaxRestarts != 3 || g.FailureTimeout != Duration(10*time.Minute) {
+	if g.Failback != dg.Failback || g.Stickiness != 0 || g.MaxRestarts != 3 || g.FailureTimeout != Duration(10*time.Minute) {
 		t.Errorf("group defaults: %+v", g)
 	}
 	wantNames := []string{"vip-0", "exec-1", "ocf-2"}
