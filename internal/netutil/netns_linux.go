@@ -49,15 +49,19 @@ func (n *NS) Path() string { return filepath.Join(NamedDir, n.Name) }
 // Do runs f with its OS thread inside the namespace. Sockets f creates stay
 // in the namespace after Do returns, so a listener or packet socket made in
 // Do can be used from any goroutine.
-func (n *NS) Do(f func() error) error {
+func (n *NS) Do(f func() error) error { return DoIn(n.Path(), f) }
+
+// DoIn is Do for the namespace whose file is path (/run/netns/x,
+// /proc/PID/ns/net).
+func DoIn(path string, f func() error) error {
 	return onFreshThread(func() error {
-		h, err := netns.GetFromPath(n.Path())
+		h, err := netns.GetFromPath(path)
 		if err != nil {
-			return fmt.Errorf("netutil: open namespace %s: %w", n.Name, err)
+			return fmt.Errorf("netutil: open namespace %s: %w", path, err)
 		}
 		defer h.Close()
 		if err := netns.Set(h); err != nil {
-			return fmt.Errorf("netutil: enter namespace %s: %w", n.Name, err)
+			return fmt.Errorf("netutil: enter namespace %s: %w", path, err)
 		}
 		return f()
 	})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/mdlayher/arp"
@@ -80,7 +81,7 @@ func ResolveNDP(link string, ip netip.Addr, timeout time.Duration) (net.Hardware
 		if err != nil {
 			return err
 		}
-		c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
+		c, _, err := ndp.Listen(ZoneSafe(ifi), ndp.LinkLocal)
 		if err != nil {
 			return err
 		}
@@ -167,4 +168,16 @@ func neighState(s int) string {
 		return name
 	}
 	return fmt.Sprintf("nud(%#x)", s)
+}
+
+// ZoneSafe returns a copy of ifi whose Name is its index. Go resolves IPv6
+// zone names through one process-wide cache, refreshed at most once a
+// minute from whichever namespace the refreshing thread is in, so in a
+// process that works in several namespaces "eth0" may resolve to another
+// namespace's eth0. A numeric zone is used as the index itself. Hand the
+// copy to APIs that take the zone from ifi.Name (mdlayher/ndp).
+func ZoneSafe(ifi *net.Interface) *net.Interface {
+	c := *ifi
+	c.Name = strconv.Itoa(ifi.Index)
+	return &c
 }

@@ -1,0 +1,412 @@
+package vip
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mdlayher/arp"
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/ndp"
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
+
+	"tandem/internal/config"
+	"tandem/internal/netutil"
+	"tandem/internal/resource"
+	"tandem/internal/vipguard"
+)
+
+// These tests run the agent for real: two node namespaces A and B and a
+// client C on one bridge. The VIP moves from A to B and the client must
+// follow at once, from the announcements alone.
+
+const testBase = "tvipa"
+
+const vipPort = 7200
+
+type node struct {
+	*netutil.Host
+	guard *vipguard.NFT
+}
+
+type vipLab struct {
+	a, b node
+	c    *netutil.Host
+}
+
+func newVIPLab(t *testing.T, vips ...netip.Prefix) *vipLab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("vip: needs root (network namespaces, netlink, raw sockets); skipped")
+	}
+	if removed, err := netutil.RemoveStale(testBase); err != nil {
+		t.Fatal(err)
+	} else if len(removed) > 0 {
+		t.Logf("removed stale namespaces %v", removed)
+	}
+	lab, err := netutil.NewLab(fmt.Sprintf("%s%s", netutil.UniquePrefix(testBase), strings.ReplaceAll(t.Name(), "/", "")[4:9]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	host := func(name string, n int) *netutil.Host {
+		h, err := lab.AddHost(name, netip.MustParsePrefix(fmt.Sprintf("10.77.1.%d/24", n)),
+			netip.MustParsePrefix(fmt.Sprintf("fd77:1::%d/64", n)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	l := &vipLab{a: node{Host: host("a", 1)}, b: node{Host: host("b", 2)}, c: host("c", 3)}
+	for _, n := range []*node{&l.a, &l.b} {
+		g, err := vipguard.NewNFT(vipguard.Options{NetNS: n.Path()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.Close() })
+		if err := g.Install(vips); err != nil {
+			t.Fatal(err)
+		}
+		n.guard = g
+		listen(t, n.Host)
+	}
+	return l
+}
+
+// listen accepts and closes TCP connections on vipPort in h.
+func listen(t *testing.T, h *netutil.Host) {
+	t.Helper()
+	var ln net.Listener
+	if err := h.Do(func() (err error) { ln, err = net.Listen("tcp", fmt.Sprintf(":%d", vipPort)); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+}
+
+func (l *vipLab) agent(t *testing.T, n node, spec config.VIP) *Agent {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(testWriter{t}, nil)).With("node", n.Name)
+	a, err := New("vip-0", spec, n.guard, log, WithNetNS(n.Path()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Stop(context.Background()) })
+	return a
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+func hostHas(t *testing.T, h *netutil.Host, vip netip.Addr) bool {
+	t.Helper()
+	present, err := hostNet(h.Path()).hasAddr(netutil.HostLink, vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return present
+}
+
+// captured is one announcement seen by the client.
+type captured struct {
+	at    time.Time
+	from  net.HardwareAddr
+	reply bool // ARP reply form (IPv4 only)
+}
+
+// capture records, in C, announcements of vip until stop is closed.
+func capture(t *testing.T, c *netutil.Host, vip netip.Addr, stop <-chan struct{}) func() []captured {
+	t.Helper()
+	var (
+		mu  sync.Mutex
+		got []captured
+		rd  func() error
+	)
+	add := func(cp captured) { mu.Lock(); got = append(got, cp); mu.Unlock() }
+	err := c.Do(func() error {
+		ifi, err := net.InterfaceByName(netutil.HostLink)
+		if err != nil {
+			return err
+		}
+		if vip.Is4() {
+			conn, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_ARP, nil)
+			if err != nil {
+				return err
+			}
+			rd = func() error {
+				defer conn.Close()
+				buf := make([]byte, 1500)
+				for {
+					conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+					n, _, err := conn.ReadFrom(buf)
+					select {
+					case <-stop:
+						return nil
+					default:
+					}
+					if err != nil {
+						continue
+					}
+					var f ethernet.Frame
+					var p arp.Packet
+					if f.UnmarshalBinary(buf[:n]) != nil || p.UnmarshalBinary(f.Payload) != nil {
+						continue
+					}
+					if p.SenderIP == vip && p.TargetIP == vip && bytes.Equal(f.Destination, ethernet.Broadcast) {
+						add(captured{time.Now(), p.SenderHardwareAddr, p.Operation == arp.OperationReply})
+					}
+				}
+			}
+			return nil
+		}
+		conn, _, err := ndp.Listen(netutil.ZoneSafe(ifi), ndp.LinkLocal)
+		if err != nil {
+			return err
+		}
+		rd = func() error {
+			defer conn.Close()
+			for {
+				conn.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+				msg, _, _, err := conn.ReadFrom()
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
+				if err != nil {
+					continue
+				}
+				na, ok := msg.(*ndp.NeighborAdvertisement)
+				if !ok || na.TargetAddress != vip || !na.Override || na.Solicited {
+					continue
+				}
+				for _, o := range na.Options {
+					if lla, ok := o.(*ndp.LinkLayerAddress); ok && lla.Direction == ndp.Target {
+						add(captured{at: time.Now(), from: lla.Addr})
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); rd() }()
+	return func() []captured {
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return got
+	}
+}
+
+func TestVIPMovesAndClientFollows(t *testing.T) {
+	for _, addr := range []string{"10.77.1.100/24", "fd77:1::100/64"} {
+		t.Run(addr, func(t *testing.T) {
+			vipP := netip.MustParsePrefix(addr)
+			vip := vipP.Addr()
+			l := newVIPLab(t, vipP)
+			spec := config.DefaultVIP()
+			spec.Address, spec.Interface = addr, netutil.HostLink
+			agentA, agentB := l.agent(t, l.a, spec), l.agent(t, l.b, spec)
+			ctx := t.Context()
+			target := netip.AddrPortFrom(vip, vipPort)
+
+			// A holds the VIP; the client learns A's MAC by talking to it.
+			if err := l.a.guard.Allow(vip, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if err := agentA.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := agentA.Monitor(ctx); err != nil {
+				t.Fatalf("monitor on A: %v", err)
+			}
+			if err := l.c.DialTCP(target, time.Second); err != nil {
+				t.Fatalf("client to VIP on A: %v", err)
+			}
+			if mac, state, _ := l.c.Neighbor(netutil.HostLink, vip); !bytes.Equal(mac, l.a.MAC) {
+				t.Fatalf("client's neighbour entry %v (%s), want A's %v", mac, state, l.a.MAC)
+			}
+
+			// Switch over to B, capturing B's announcements at the client.
+			stop := make(chan struct{})
+			seen := capture(t, l.c, vip, stop)
+			if err := agentA.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if hostHas(t, l.a.Host, vip) {
+				t.Fatal("A still has the VIP after Stop")
+			}
+			if err := agentA.Monitor(ctx); !resource.IsNotRunning(err) {
+				t.Errorf("monitor on A after stop: %v", err)
+			}
+			if err := l.b.guard.Allow(vip, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			started := time.Now()
+			if err := agentB.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			returned := time.Since(started)
+			// The first announcement went out before Start returned: the
+			// client's cache follows within moments, with no traffic of its own.
+			var mac net.HardwareAddr
+			var state string
+			for deadline := time.Now().Add(200 * time.Millisecond); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				if mac, state, _ = l.c.Neighbor(netutil.HostLink, vip); bytes.Equal(mac, l.b.MAC) {
+					break
+				}
+			}
+			if !bytes.Equal(mac, l.b.MAC) {
+				t.Fatalf("client's neighbour entry %v (%s) after B's start, want B's %v", mac, state, l.b.MAC)
+			}
+			t.Logf("B's Start returned in %v; client's cache pointed at B %v after Start began",
+				returned.Round(time.Microsecond), time.Since(started).Round(time.Microsecond))
+			if err := l.c.DialTCP(target, time.Second); err != nil {
+				t.Fatalf("client to VIP on B: %v", err)
+			}
+			if vip.Is4() {
+				out, err := l.c.Command(ctx, "arping", "-c", "1", "-w", "2", "-r", "-i", netutil.HostLink, vip.String()).CombinedOutput()
+				if err != nil || !strings.Contains(string(out), l.b.MAC.String()) {
+					t.Errorf("arping from the client: %v: %q, want B's MAC %v", err, out, l.b.MAC)
+				}
+			}
+
+			// All garp_count announcements, garp_interval apart.
+			interval := spec.GARPInterval.D()
+			time.Sleep(time.Duration(spec.GARPCount)*interval + 100*time.Millisecond)
+			close(stop)
+			checkAnnouncements(t, seen(), l.b.MAC, vip.Is4(), spec.GARPCount, interval)
+
+			if err := agentB.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if hostHas(t, l.b.Host, vip) {
+				t.Error("B still has the VIP after Stop")
+			}
+			if left, _ := l.b.guard.Remaining(vip); left != 0 {
+				t.Errorf("B's guard still allows the VIP for %v after Stop", left)
+			}
+		})
+	}
+}
+
+func checkAnnouncements(t *testing.T, seen []captured, mac net.HardwareAddr, v4 bool, count int, interval time.Duration) {
+	t.Helper()
+	var times []time.Time
+	replies := 0
+	for _, c := range seen {
+		if !bytes.Equal(c.from, mac) {
+			t.Errorf("announcement from %v, want only B's %v", c.from, mac)
+			continue
+		}
+		if c.reply {
+			replies++
+			continue
+		}
+		times = append(times, c.at)
+	}
+	if len(times) != count {
+		t.Errorf("client saw %d announcements, want %d", len(times), count)
+	}
+	if v4 && replies != count {
+		t.Errorf("client saw %d ARP replies beside %d requests, want %d", replies, len(times), count)
+	}
+	var gaps []string
+	for i := 1; i < len(times); i++ {
+		gap := times[i].Sub(times[i-1])
+		gaps = append(gaps, gap.Round(time.Millisecond).String())
+		if gap < interval*8/10 {
+			t.Errorf("announcements %d and %d only %v apart (interval %v)", i, i+1, gap, interval)
+		}
+	}
+	t.Logf("%d announcements, gaps %v", len(times), gaps)
+}
+
+func TestMonitorOnRealInterfaces(t *testing.T) {
+	addr := "10.77.1.100/24"
+	vipP := netip.MustParsePrefix(addr)
+	l := newVIPLab(t, vipP)
+	spec := config.DefaultVIP()
+	spec.Address, spec.Interface, spec.GARPCount = addr, netutil.HostLink, 1
+	a := l.agent(t, l.a, spec)
+	ctx := t.Context()
+	if err := a.Start(ctx); err == nil {
+		t.Fatal("started without an allowance")
+	}
+	if hostHas(t, l.a.Host, vipP.Addr()) {
+		t.Fatal("address added without an allowance")
+	}
+	if err := l.a.guard.Allow(vipP.Addr(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // idempotent
+		if err := a.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Monitor(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.a.SetLinkUp(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Monitor(ctx); resource.SeverityOf(err) != resource.Hard {
+		t.Errorf("monitor with the link down: %v", err)
+	}
+	if err := l.a.SetLinkUp(true); err != nil {
+		t.Fatal(err)
+	}
+	// Someone removes the address behind the agent's back.
+	if _, err := hostNet(l.a.Path()).delAddr(netutil.HostLink, vipP.Addr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Monitor(ctx); !resource.IsNotRunning(err) {
+		t.Errorf("monitor with the address gone: %v", err)
+	}
+	if err := a.Stop(ctx); err != nil {
+		t.Errorf("stop of a removed address: %v", err)
+	}
+	spec.Interface = "nosuch0"
+	missing := l.agent(t, l.a, spec)
+	if err := l.a.guard.Allow(vipP.Addr(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := missing.Monitor(ctx); resource.SeverityOf(err) != resource.Hard {
+		t.Errorf("monitor on a missing interface: %v", err)
+	}
+	if err := missing.Start(ctx); resource.SeverityOf(err) != resource.Hard {
+		t.Errorf("start on a missing interface: %v", err)
+	}
+	if err := missing.Stop(ctx); err != nil {
+		t.Errorf("stop on a missing interface: %v", err)
+	}
+}
