@@ -227,6 +227,14 @@ func (a *Agent) startBurst(ann announcer, n int) *burst {
 				return
 			case <-tick.C():
 			}
+			// Gratuitous ARP leaves through a packet socket, past the
+			// guard's nftables rules: a node whose lease ran out (a stalled
+			// manager that has not stopped us yet) must not keep pointing
+			// the LAN at a VIP the kernel has silenced.
+			if left, err := a.guard.Remaining(a.prefix.Addr()); err != nil || left <= 0 {
+				a.log.Warn("vip: announcements stopped: the lease guard no longer allows the VIP", "sent", sent+1, "err", err)
+				return
+			}
 			if err := ann.announce(); err != nil {
 				a.log.Warn("vip: announcement failed", "n", sent+2, "err", err)
 			}

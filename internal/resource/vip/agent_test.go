@@ -330,3 +330,25 @@ func TestNewRejectsBadSpecs(t *testing.T) {
 		t.Error("start with a done context succeeded")
 	}
 }
+
+func TestAnnouncementsStopWhenTheLeaseEnds(t *testing.T) {
+	r := newRig(t, "10.0.0.50/24")
+	if err := r.guard.Allow(netip.MustParseAddr("10.0.0.50"), 250*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.agent.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	r.nextAnnouncement(t)
+	for range 2 { // at 100 and 200 ms the lease still runs
+		r.clk.Advance(r.spec.GARPInterval.D())
+		r.nextAnnouncement(t)
+	}
+	r.clk.Advance(time.Minute)
+	if err := r.agent.Stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.announcements(); n != 0 {
+		t.Errorf("%d announcements after the lease ended", n)
+	}
+}
