@@ -232,16 +232,19 @@ func capture(t *testing.T, c *netutil.Host, vip netip.Addr, stop <-chan struct{}
 	}
 }
 
+// vipSpec is the default spec for addr on the lab's interface.
+func vipSpec(addr string) config.VIP {
+	spec := config.DefaultVIP()
+	spec.Address, spec.Interface = addr, netutil.HostLink
+	return spec
+}
+
 func TestVIPMovesAndClientFollows(t *testing.T) {
 	for _, addr := range []string{"10.77.1.100/24", "fd77:1::100/64"} {
 		t.Run(addr, func(t *testing.T) {
-			vipP := netip.MustParsePrefix(addr)
-			vip := vipP.Addr()
-			l := newVIPLab(t, vipP)
-			spec := config.DefaultVIP()
-			spec.Address, spec.Interface = addr, netutil.HostLink
+			l, spec := newVIPLab(t, netip.MustParsePrefix(addr)), vipSpec(addr)
 			agentA, agentB := l.agent(t, l.a, spec), l.agent(t, l.b, spec)
-			ctx := t.Context()
+			ctx, vip := t.Context(), netip.MustParsePrefix(addr).Addr()
 			target := netip.AddrPortFrom(vip, vipPort)
 
 			// A holds the VIP; the client learns A's MAC by talking to it.
@@ -365,9 +368,8 @@ func checkAnnouncements(t *testing.T, seen []captured, mac net.HardwareAddr, v4 
 func TestMonitorOnRealInterfaces(t *testing.T) {
 	addr := "10.77.1.100/24"
 	vipP := netip.MustParsePrefix(addr)
-	l := newVIPLab(t, vipP)
-	spec := config.DefaultVIP()
-	spec.Address, spec.Interface, spec.GARPCount = addr, netutil.HostLink, 1
+	l, spec := newVIPLab(t, vipP), vipSpec(addr)
+	spec.GARPCount = 1
 	a := l.agent(t, l.a, spec)
 	ctx := t.Context()
 	if err := a.Start(ctx); err == nil {
@@ -430,13 +432,9 @@ func TestFrozenHolderNeverAnswersBesideTheNewOne(t *testing.T) {
 	const lease = 300 * time.Millisecond
 	for _, addr := range []string{"10.77.1.100/24", "fd77:1::100/64"} {
 		t.Run(addr, func(t *testing.T) {
-			vipP := netip.MustParsePrefix(addr)
-			vip := vipP.Addr()
-			l := newVIPLab(t, vipP)
-			spec := config.DefaultVIP()
-			spec.Address, spec.Interface = addr, netutil.HostLink
+			l, spec := newVIPLab(t, netip.MustParsePrefix(addr)), vipSpec(addr)
 			agentA, agentB := l.agent(t, l.a, spec), l.agent(t, l.b, spec)
-			ctx := t.Context()
+			ctx, vip := t.Context(), netip.MustParsePrefix(addr).Addr()
 			target := netip.AddrPortFrom(vip, vipPort)
 
 			if err := l.a.guard.Allow(vip, lease); err != nil {
