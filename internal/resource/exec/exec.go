@@ -39,9 +39,12 @@ const (
 	// alive before Start calls it started: long enough to catch a bad flag
 	// or a missing config file, short enough not to slow a failover.
 	DefaultSettle = 250 * time.Millisecond
-	// DefaultCheckInterval spaces health probes while starting: a service
-	// is usually ready within tens of milliseconds of listening.
+	// DefaultCheckInterval is the longest gap between health probes while
+	// starting. Probes start 5 ms apart and back off to it: a service is
+	// usually ready within a few milliseconds, and every millisecond of a
+	// start is part of a failover.
 	DefaultCheckInterval = 100 * time.Millisecond
+	firstCheckInterval   = 5 * time.Millisecond
 	// probeTimeout bounds one probe while starting, so one hung probe
 	// does not use up the whole start deadline.
 	probeTimeout = time.Second
@@ -245,6 +248,7 @@ func (a *Agent) awaitReady(ctx context.Context, r *run) error {
 		}
 	}
 	var last error
+	wait := min(firstCheckInterval, a.interval)
 	for {
 		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 		last = a.probe(pctx)
@@ -255,7 +259,8 @@ func (a *Agent) awaitReady(ctx context.Context, r *run) error {
 		if last == nil {
 			return nil
 		}
-		t := a.clock.NewTimer(a.interval)
+		t := a.clock.NewTimer(wait)
+		wait = min(2*wait, a.interval)
 		select {
 		case <-r.done:
 			t.Stop()

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"tandem/internal/api"
+	"tandem/internal/config"
+	"tandem/internal/keyfile"
+	"tandem/internal/node"
+)
+
+func init() {
+	subcommands = append(subcommands,
+		func() *cobra.Command { return newAgentCmd("agent", false) },
+		func() *cobra.Command { return newAgentCmd("witness", true) })
+}
+
+const defaultConfig = "/etc/tandem/tandem.yaml"
+
+type agentFlags struct {
+	config   string
+	node     string
+	stateDir string
+	socket   string
+	logLevel string
+}
+
+func newAgentCmd(use string, witness bool) *cobra.Command {
+	var f agentFlags
+	short := "Run the tandem agent of this data node (foreground)"
+	if witness {
+		short = "Run the tandem witness, the third voter (foreground; it never runs resources)"
+	}
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runAgent(cmd, f, witness)
+		},
+	}
+	cmd.Flags().StringVarP(&f.config, "config", "c", defaultConfig, "cluster configuration file")
+	cmd.Flags().StringVar(&f.node, "node", "", "this node's name (default: the node whose link address is on a local interface, or the host name)")
+	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "override state_dir from the configuration")
+	cmd.Flags().StringVar(&f.socket, "socket", "", "override api.socket from the configuration")
+	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func runAgent(cmd *cobra.Command, f agentFlags, witness bool) error {
+	cfg, err := config.Load(f.config)
+	if probs := config.AsProblems(err); probs != nil {
+		fmt.Fprintln(cmd.ErrOrStderr(), probs.Error())
+		return exitWith(2, fmt.Errorf("%s: %d problem(s); nothing started", f.config, len(probs)))
+	}
+	if err != nil {
+		return exitWith(2, err)
+	}
+	if f.stateDir != "" {
+		if cfg.Events.File == cfg.StateDir+"/events.jsonl" {
+			cfg.Events.File = f.stateDir + "/events.jsonl"
+		}
+		cfg.StateDir = f.stateDir
+	}
+	if f.socket != "" {
+		cfg.API.Socket = f.socket
+	}
+	self, err := whoAmI(cfg, f.node, witness)
+	if err != nil {
+		return exitWith(2, err)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return exitWith(2, fmt.Errorf("--log-level: %w", err))
+	}
+	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})).With("node", self)
+	if !witness {
+		if err := cfg.CheckLocal(); err != nil {
+			if probs := config.AsProblems(err); probs != nil {
+				fmt.Fprintln(cmd.ErrOrStderr(), probs.Error())
+			}
+			return exitWith(2, fmt.Errorf("this machine cannot run node %s; nothing started", self))
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n, err := node.Start(node.Options{Config: cfg, Self: self, Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	defer n.Stop()
+	token := ""
+	if cfg.API.TCPPort != 0 {
+		if token, err = keyfile.LoadToken(cfg.API.TokenFile); err != nil {
+			return err
+		}
+	}
+	srv := api.NewServer(n, token, reg, log)
+	defer srv.Close()
+	if err := srv.ServeUnix(cfg.API.Socket); err != nil {
+		return err
+	}
+	if cfg.API.TCPPort != 0 {
+		host := "0.0.0.0"
+		if !cfg.API.BindAll {
+			me, _ := cfg.NodeByName(self)
+			addrs, err := cfg.LinkAddrs(me)
+			if err != nil {
+				return err
+			}
+			host = addrs[0].Addr().String()
+		}
+		if err := srv.ServeTCP(net.JoinHostPort(host, strconv.Itoa(cfg.API.TCPPort))); err != nil {
+			return err
+		}
+	}
+	log.Info("agent running", "cluster", cfg.Cluster, "role", map[bool]string{true: "witness", false: "node"}[witness], "socket", cfg.API.Socket)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("stopping", "signal", s.String())
+	return nil
+}
+
+// whoAmI picks this machine's node: --node, else the voter whose link
+// address is configured on a local interface, else the host name.
+func whoAmI(cfg *config.Config, flag string, witness bool) (string, error) {
+	check := func(name string) (string, error) {
+		if _, ok := cfg.NodeByName(name); !ok {
+			return "", fmt.Errorf("%q is not a node of cluster %s (nodes: %s)", name, cfg.Cluster, voterNames(cfg))
+		}
+		if cfg.IsWitness(name) != witness {
+			if witness {
+				return "", fmt.Errorf("%q is a data node: run `tandem agent`", name)
+			}
+			return "", fmt.Errorf("%q is the witness: run `tandem witness`", name)
+		}
+		return name, nil
+	}
+	if flag != "" {
+		return check(flag)
+	}
+	if witness && cfg.Witness != nil {
+		return cfg.Witness.Name, nil
+	}
+	local := map[netip.Addr]bool{}
+	if ifAddrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range ifAddrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				local[p.Addr()] = true
+			}
+		}
+	}
+	for _, v := range cfg.Voters() {
+		addrs, err := cfg.LinkAddrs(v)
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if local[a.Addr()] && cfg.IsWitness(v.Name) == witness {
+				return v.Name, nil
+			}
+		}
+	}
+	if h, err := os.Hostname(); err == nil {
+		if name, err := check(h); err == nil {
+			return name, nil
+		}
+	}
+	return "", errors.New("cannot tell which node this machine is: no link address is local and the host name is not a node; pass --node")
+}
+
+func voterNames(cfg *config.Config) string {
+	s := ""
+	for i, v := range cfg.Voters() {
+		if i > 0 {
+			s += ", "
+		}
+		s += v.Name
+	}
+	return s
+}

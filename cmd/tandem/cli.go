@@ -1,0 +1,428 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"tandem/internal/api"
+	"tandem/internal/config"
+	"tandem/internal/keyfile"
+	"tandem/internal/node"
+)
+
+func init() {
+	subcommands = append(subcommands, newStatusCmd, newFailoverCmd, newStandbyCmd(true), newStandbyCmd(false),
+		newMaintenanceCmd, newCleanupCmd, newEventsCmd)
+}
+
+// clientFlags choose the agent to talk to: its unix socket (default), or
+// TCP with a token.
+type clientFlags struct {
+	socket    string
+	addr      string
+	tokenFile string
+	config    string
+}
+
+func (f *clientFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.socket, "socket", "", "agent's unix socket (default: api.socket of --config, else /run/tandem/tandem.sock)")
+	cmd.Flags().StringVar(&f.addr, "api", "", "agent's TCP API address HOST:PORT (needs --token-file)")
+	cmd.Flags().StringVar(&f.tokenFile, "token-file", "", "bearer token file for --api")
+	cmd.Flags().StringVarP(&f.config, "config", "c", defaultConfig, "cluster configuration (only to find the socket)")
+}
+
+func (f *clientFlags) client() (*api.Client, error) {
+	if f.addr != "" {
+		if f.tokenFile == "" {
+			return nil, exitWith(2, fmt.Errorf("--api needs --token-file"))
+		}
+		tok, err := keyfile.LoadToken(f.tokenFile)
+		if err != nil {
+			return nil, exitWith(2, err)
+		}
+		return api.NewTCPClient(f.addr, tok), nil
+	}
+	sock := f.socket
+	if sock == "" {
+		sock = "/run/tandem/tandem.sock"
+		if c, err := config.Load(f.config); err == nil {
+			sock = c.API.Socket
+		}
+	}
+	return api.NewUnixClient(sock), nil
+}
+
+func ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 30*time.Second)
+}
+
+func newStatusCmd() *cobra.Command {
+	var f clientFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Who is active, since when, and are all nodes and links healthy",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			cx, cancel := ctx()
+			defer cancel()
+			s, err := c.Status(cx)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), s)
+			}
+			printStatus(cmd.OutOrStdout(), s, time.Now())
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := now.Sub(t).Round(time.Second)
+	if d < time.Second {
+		return "just now"
+	}
+	return d.String() + " ago"
+}
+
+func printStatus(w io.Writer, s node.Status, now time.Time) {
+	quorum := "quorum"
+	if !s.Quorum {
+		quorum = "NO QUORUM"
+	}
+	leader := s.Leader
+	if leader == "" {
+		leader = "none"
+	}
+	fmt.Fprintf(w, "cluster %s — seen from %s (%s) — %s, raft leader %s\n", s.Cluster, s.Node, s.Role, quorum, leader)
+	if s.Maintenance {
+		fmt.Fprintln(w, "MAINTENANCE MODE: nothing is managed")
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GROUP\tACTIVE ON\tSTATE\tEPOCH\tSINCE\tNOTES")
+	for _, g := range s.Groups {
+		on := g.Holder
+		if on == "" {
+			on = "-"
+		}
+		st := "stopped"
+		switch {
+		case g.Blocked != "":
+			st = "BLOCKED"
+		case g.Running:
+			st = "running"
+		case g.Holder != "":
+			st = "starting"
+		}
+		var notes []string
+		if g.Reason != "" {
+			notes = append(notes, g.Reason)
+		}
+		if g.Blocked != "" {
+			notes = append(notes, "blocked: "+g.Blocked+" (tandem cleanup "+g.Name+")")
+		}
+		if g.Pinned != "" {
+			notes = append(notes, "pinned to "+g.Pinned)
+		}
+		if len(g.Failures) > 0 {
+			var fs []string
+			for n, c := range g.Failures {
+				fs = append(fs, fmt.Sprintf("%s×%d", n, c))
+			}
+			sort.Strings(fs)
+			notes = append(notes, "failures "+strings.Join(fs, " "))
+		}
+		if len(g.Banned) > 0 {
+			notes = append(notes, "banned on "+strings.Join(g.Banned, ","))
+		}
+		if t := g.Takeover; t != nil && t.To == g.Holder {
+			notes = append(notes, fmt.Sprintf("took over from %s (detect %d ms)", t.From, t.DetectMs))
+		}
+		since := g.StartedAt
+		if since.IsZero() {
+			since = g.Since
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", g.Name, on, st, g.Epoch, ago(now, since), strings.Join(notes, "; "))
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tSINCE\tLINKS (rtt, loss)")
+	for _, n := range s.Nodes {
+		st := "up"
+		if !n.Up {
+			st = "DOWN"
+		}
+		if n.Standby {
+			st += ", standby"
+		}
+		if n.Maintenance {
+			st += ", maintenance"
+		}
+		name := n.Name
+		if n.Self {
+			name += " (this)"
+		}
+		var links []string
+		for _, l := range n.Links {
+			if l.Up {
+				links = append(links, fmt.Sprintf("#%d up %.2fms %.0f%%", l.Index, l.RTT, l.Loss*100))
+			} else {
+				links = append(links, fmt.Sprintf("#%d DOWN", l.Index))
+			}
+		}
+		if n.Self {
+			links = []string{"-"}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, n.Role, st, ago(now, n.Since), strings.Join(links, ", "))
+	}
+	tw.Flush()
+	if len(s.Local) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "ON %s\tPHASE\tRESOURCES\tRESTARTS\tLAST ERROR\n", strings.ToUpper(s.Node))
+		for _, g := range s.Local {
+			var rs []string
+			for _, r := range g.Resources {
+				mark := "-"
+				if r.Running {
+					mark = "+"
+				}
+				rs = append(rs, mark+r.Name)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", g.Name, g.Phase, strings.Join(rs, " "), g.Restarts, g.LastError)
+		}
+		tw.Flush()
+	}
+	var drops []string
+	for k, v := range s.Drops {
+		drops = append(drops, fmt.Sprintf("%s %d", k, v))
+	}
+	if len(drops) > 0 {
+		sort.Strings(drops)
+		fmt.Fprintf(w, "\ndropped datagrams: %s\n", strings.Join(drops, ", "))
+	}
+}
+
+func newFailoverCmd() *cobra.Command {
+	var f clientFlags
+	var to string
+	cmd := &cobra.Command{
+		Use:   "failover GROUP",
+		Short: "Planned switchover of GROUP to another node (--to NODE, or the best other node)",
+		Long: "failover stops GROUP on its node, which hands its lease back, and starts it on the\n" +
+			"target at once. The group stays pinned to the target until `tandem cleanup GROUP`.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			cx, cancel := ctx()
+			defer cancel()
+			got, err := c.Failover(cx, args[0], to)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s is moving to %s\n", args[0], got)
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&to, "to", "", "target node")
+	return cmd
+}
+
+func newStandbyCmd(on bool) func() *cobra.Command {
+	return func() *cobra.Command {
+		var f clientFlags
+		use, short := "standby NODE", "Move every group off NODE and keep them off"
+		if !on {
+			use, short = "unstandby NODE", "Let NODE run groups again"
+		}
+		cmd := &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := f.client()
+				if err != nil {
+					return err
+				}
+				cx, cancel := ctx()
+				defer cancel()
+				if err := c.Standby(cx, args[0], on); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: standby %s\n", args[0], onOff(on))
+				return nil
+			},
+		}
+		f.add(cmd)
+		return cmd
+	}
+}
+
+func onOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
+}
+
+func newMaintenanceCmd() *cobra.Command {
+	var f clientFlags
+	var nodeName string
+	cmd := &cobra.Command{
+		Use:       "maintenance on|off",
+		Short:     "Stop managing (resources are left as they are) or resume",
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"on", "off"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if args[0] != "on" && args[0] != "off" {
+				return exitWith(2, fmt.Errorf("maintenance takes on or off, not %q", args[0]))
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			cx, cancel := ctx()
+			defer cancel()
+			if err := c.Maintenance(cx, nodeName, args[0] == "on"); err != nil {
+				return err
+			}
+			scope := "cluster"
+			if nodeName != "" {
+				scope = nodeName
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: maintenance %s\n", scope, args[0])
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&nodeName, "node", "", "only this node (default: the whole cluster)")
+	return cmd
+}
+
+func newCleanupCmd() *cobra.Command {
+	var f clientFlags
+	cmd := &cobra.Command{
+		Use:   "cleanup GROUP",
+		Short: "Forget GROUP's failures, bans, fatal block and admin pin",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			cx, cancel := ctx()
+			defer cancel()
+			if err := c.Cleanup(cx, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: failures cleared\n", args[0])
+			return nil
+		},
+	}
+	f.add(cmd)
+	return cmd
+}
+
+func newEventsCmd() *cobra.Command {
+	var f clientFlags
+	var kinds, group, nodeName, subject, since string
+	var limit int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "Show the audit log of this node (every transition and admin action)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			q := url.Values{}
+			for k, v := range map[string]string{"kind": kinds, "group": group, "node": nodeName, "subject": subject, "since": since} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			if limit > 0 {
+				q.Set("limit", fmt.Sprint(limit))
+			}
+			cx, cancel := ctx()
+			defer cancel()
+			evs, err := c.Events(cx, q)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				for _, e := range evs {
+					enc.Encode(e)
+				}
+				return nil
+			}
+			for _, e := range evs {
+				line := fmt.Sprintf("%s %-16s", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Kind)
+				for _, kv := range [][2]string{{"node", e.Node}, {"group", e.Group}, {"subject", e.Subject}, {"actor", e.Actor}} {
+					if kv[1] != "" {
+						line += " " + kv[0] + "=" + kv[1]
+					}
+				}
+				if e.Epoch != 0 {
+					line += fmt.Sprintf(" epoch=%d", e.Epoch)
+				}
+				if e.Message != "" {
+					line += " — " + e.Message
+				}
+				if len(e.Attrs) > 0 {
+					b, _ := json.Marshal(e.Attrs)
+					line += " " + string(b)
+				}
+				fmt.Fprintln(out, line)
+			}
+			return nil
+		},
+	}
+	f.add(cmd)
+	cmd.Flags().StringVar(&kinds, "kind", "", "only these kinds, comma-separated (e.g. takeover,node_down)")
+	cmd.Flags().StringVar(&group, "group", "", "only this group")
+	cmd.Flags().StringVar(&nodeName, "node", "", "only events reported by this node")
+	cmd.Flags().StringVar(&subject, "subject", "", "only events about this node, link, group or resource")
+	cmd.Flags().StringVar(&since, "since", "", "only since an RFC 3339 time or a duration back (1h)")
+	cmd.Flags().IntVar(&limit, "limit", 0, "only the newest N")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines")
+	return cmd
+}

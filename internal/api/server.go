@@ -1,0 +1,294 @@
+// Package api owns tandem's control API: HTTP/JSON on a unix socket (who
+// may connect is the socket's file mode; the caller is identified by its
+// uid) and, when configured, on TCP with a bearer token. The CLI speaks only
+// to it. It imports internal/node for the operations, status types and
+// error classes; cmd wires it.
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"tandem/internal/consensus"
+	"tandem/internal/events"
+	"tandem/internal/node"
+	"tandem/internal/state"
+)
+
+// Backend is what the API drives (a *node.Node).
+type Backend interface {
+	Status() node.Status
+	Failover(ctx context.Context, group, to, actor string) (string, error)
+	Standby(ctx context.Context, nodeName string, on bool, actor string) error
+	Maintenance(ctx context.Context, nodeName string, on bool, actor string) error
+	Cleanup(ctx context.Context, group, actor string) error
+	ReadEvents(f events.Filter) ([]events.Event, error)
+}
+
+// Server serves the API.
+type Server struct {
+	backend  Backend
+	token    string
+	gatherer prometheus.Gatherer
+	log      *slog.Logger
+	servers  []*http.Server
+}
+
+// NewServer returns a server; token "" disables TCP listeners.
+func NewServer(b Backend, token string, g prometheus.Gatherer, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{backend: b, token: token, gatherer: g, log: log}
+}
+
+type ctxKey struct{}
+
+// ServeUnix listens on a unix socket at path (mode 0660 in a 0750
+// directory, so only root and the socket's group may connect).
+func (s *Server) ServeUnix(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return fmt.Errorf("api: %s is in use by a running agent", path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return fmt.Errorf("api: %w", err)
+	}
+	srv := &http.Server{Handler: s.handler(false), ReadHeaderTimeout: 5 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, ctxKey{}, unixActor(c))
+		}}
+	s.servers = append(s.servers, srv)
+	go srv.Serve(ln)
+	return nil
+}
+
+// ServeTCP listens on addr; every request needs the bearer token.
+func (s *Server) ServeTCP(addr string) error {
+	if s.token == "" {
+		return errors.New("api: a TCP listener needs a token")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	srv := &http.Server{Handler: s.handler(true), ReadHeaderTimeout: 5 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, ctxKey{}, "token@"+c.RemoteAddr().String())
+		}}
+	s.servers = append(s.servers, srv)
+	go srv.Serve(ln)
+	return nil
+}
+
+// Close stops every listener.
+func (s *Server) Close() {
+	for _, srv := range s.servers {
+		srv.Close()
+	}
+}
+
+func (s *Server) handler(needToken bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.backend.Status())
+	})
+	mux.HandleFunc("POST /v1/groups/{group}/failover", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			To string `json:"to"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		to, err := s.backend.Failover(r.Context(), r.PathValue("group"), req.To, actor(r))
+		s.reply(w, err, map[string]string{"group": r.PathValue("group"), "to": to})
+	})
+	mux.HandleFunc("POST /v1/groups/{group}/cleanup", func(w http.ResponseWriter, r *http.Request) {
+		s.reply(w, s.backend.Cleanup(r.Context(), r.PathValue("group"), actor(r)), map[string]string{"group": r.PathValue("group")})
+	})
+	mux.HandleFunc("POST /v1/nodes/{node}/standby", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			On *bool `json:"on"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if req.On == nil {
+			writeError(w, http.StatusBadRequest, errors.New(`body must be {"on": true|false}`))
+			return
+		}
+		s.reply(w, s.backend.Standby(r.Context(), r.PathValue("node"), *req.On, actor(r)), map[string]any{"node": r.PathValue("node"), "standby": *req.On})
+	})
+	mux.HandleFunc("POST /v1/maintenance", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			On   *bool  `json:"on"`
+			Node string `json:"node"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if req.On == nil {
+			writeError(w, http.StatusBadRequest, errors.New(`body must be {"on": true|false, "node": optional}`))
+			return
+		}
+		s.reply(w, s.backend.Maintenance(r.Context(), req.Node, *req.On, actor(r)), map[string]any{"maintenance": *req.On, "node": req.Node})
+	})
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		f, err := parseFilter(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err)
+			return
+		}
+		evs, err := s.backend.ReadEvents(f)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err)
+			return
+		}
+		if evs == nil {
+			evs = []events.Event{}
+		}
+		writeJSON(w, http.StatusOK, evs)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	})
+	if s.gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	}
+	var h http.Handler = mux
+	if needToken {
+		h = s.requireToken(mux)
+	}
+	return limitBody(h)
+}
+
+func (s *Server) requireToken(next http.Handler) http.Handler {
+	want := []byte("Bearer " + s.token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tandem"`)
+			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func limitBody(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func actor(r *http.Request) string {
+	if a, ok := r.Context().Value(ctxKey{}).(string); ok {
+		return a
+	}
+	return "unknown"
+}
+
+func (s *Server) reply(w http.ResponseWriter, err error, ok any) {
+	if err == nil {
+		writeJSON(w, http.StatusOK, ok)
+		return
+	}
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, node.ErrNotFound):
+		code = http.StatusNotFound
+	case errors.Is(err, node.ErrInvalid):
+		code = http.StatusBadRequest
+	case errors.Is(err, node.ErrConflict), state.IsStaleEpoch(err):
+		code = http.StatusConflict
+	case errors.Is(err, consensus.ErrNoLeader):
+		code = http.StatusServiceUnavailable
+	}
+	writeError(w, code, err)
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if r.ContentLength == 0 {
+		return true
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %w", err))
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+// parseFilter reads ?kind=a,b&group=&node=&subject=&since=RFC3339|duration&limit=N.
+func parseFilter(r *http.Request) (events.Filter, error) {
+	q := r.URL.Query()
+	f := events.Filter{Group: q.Get("group"), Node: q.Get("node"), Subject: q.Get("subject")}
+	if k := q.Get("kind"); k != "" {
+		for _, s := range strings.Split(k, ",") {
+			f.Kinds = append(f.Kinds, events.Kind(strings.TrimSpace(s)))
+		}
+	}
+	if s := q.Get("since"); s != "" {
+		t, err := parseSince(s, time.Now())
+		if err != nil {
+			return f, err
+		}
+		f.Since = t
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 0 {
+			return f, fmt.Errorf("limit %q is not a non-negative integer", l)
+		}
+		f.Limit = n
+	}
+	return f, nil
+}
+
+// parseSince accepts an RFC 3339 time or a duration back from now ("1h").
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, fmt.Errorf("since %q is neither an RFC 3339 time nor a duration like 1h", s)
+}

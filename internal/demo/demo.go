@@ -1,0 +1,357 @@
+// Package demo owns `tandem demo`: it starts node1, node2 and a witness as
+// separate tandem processes (as root, each in its own network namespace with
+// a real VIP and a client namespace probing it; otherwise on loopback
+// addresses, without a VIP), runs a small HTTP service as a group, kills the
+// active node, and reports what happened: detect / decide / start times,
+// the unavailable window the client saw and whether two nodes ever answered.
+// It cleans up after itself, also on Ctrl-C and on failure. cmd wires it.
+package demo
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"tandem/internal/api"
+	"tandem/internal/events"
+	"tandem/internal/keyfile"
+	"tandem/internal/node"
+	"tandem/internal/probe"
+)
+
+// Options configure a demo run.
+type Options struct {
+	Binary   string    // the tandem executable to run the nodes with
+	Out      io.Writer // progress for humans (nil: none)
+	Loopback bool      // force loopback mode even as root
+	Keep     bool      // keep the work directory (logs) after the run
+}
+
+// Result is what `tandem demo --json` prints.
+type Result struct {
+	Mode          string   `json:"mode"` // netns or loopback
+	FailoverMs    float64  `json:"failover_ms"`
+	UnavailableMs float64  `json:"unavailable_ms"`
+	SplitBrain    bool     `json:"split_brain"`
+	OK            bool     `json:"ok"`
+	DetectMs      int64    `json:"detect_ms"`
+	DecideMs      int64    `json:"decide_ms"`
+	StartMs       int64    `json:"start_ms"`
+	From          string   `json:"from"`
+	To            string   `json:"to"`
+	Probes        int      `json:"probes"`
+	FailedProbes  int      `json:"failed_probes"`
+	Why           []string `json:"split_brain_why,omitempty"`
+	Notes         []string `json:"notes,omitempty"`
+	WorkDir       string   `json:"work_dir,omitempty"`
+}
+
+// env is one way of running the three nodes and the client.
+type env interface {
+	// setup prepares hosts; config returns the cluster config text.
+	setup(ctx context.Context) error
+	config(dir, key string) string
+	// command runs the tandem binary as host h ("node1", "node2",
+	// "witness", "client").
+	command(ctx context.Context, h string, args ...string) *exec.Cmd
+	// kill kills everything of host h (a node crash).
+	kill(h string, agent *os.Process) error
+	// probeTargets are the URLs the client probes.
+	probeTargets() []string
+	// arp is the client's interface and the VIP to watch ("" = none).
+	arp() (string, string)
+	notes() []string
+	close() error
+}
+
+type run struct {
+	opts   Options
+	env    env
+	dir    string
+	agents map[string]*exec.Cmd
+	say    func(format string, args ...any)
+}
+
+// Run runs the demo.
+func Run(ctx context.Context, opts Options) (res Result, err error) {
+	r := &run{opts: opts, agents: map[string]*exec.Cmd{}, say: func(string, ...any) {}}
+	if opts.Out != nil {
+		r.say = func(format string, args ...any) { fmt.Fprintf(opts.Out, format+"\n", args...) }
+	}
+	r.dir, err = os.MkdirTemp("", "tandem-demo-")
+	if err != nil {
+		return res, err
+	}
+	res.WorkDir = r.dir
+	if os.Geteuid() == 0 && !opts.Loopback {
+		r.env, res.Mode = newNetnsEnv(), "netns"
+	} else {
+		r.env, res.Mode = newLoopbackEnv(), "loopback"
+	}
+	res.Notes = r.env.notes()
+	defer func() {
+		r.stopAgents()
+		if cerr := r.env.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("demo: cleanup: %w", cerr)
+		}
+		if !opts.Keep && err == nil {
+			os.RemoveAll(r.dir)
+			res.WorkDir = ""
+		}
+	}()
+	if err := r.env.setup(ctx); err != nil {
+		return res, fmt.Errorf("demo: set up hosts: %w", err)
+	}
+	key, err := keyfile.Generate()
+	if err != nil {
+		return res, err
+	}
+	keyPath := filepath.Join(r.dir, "cluster.key")
+	if err := keyfile.Write(keyPath, key, false); err != nil {
+		return res, err
+	}
+	cfgPath := filepath.Join(r.dir, "tandem.yaml")
+	if err := os.WriteFile(cfgPath, []byte(r.env.config(r.dir, keyPath)), 0o600); err != nil {
+		return res, err
+	}
+	r.say("starting witness, node1 and node2 as separate processes (%s mode, work dir %s)", res.Mode, r.dir)
+	for _, h := range []string{"witness", "node1", "node2"} {
+		if err := r.startAgent(ctx, h, cfgPath); err != nil {
+			return res, err
+		}
+	}
+	r.say("waiting for the group to run on node1…")
+	if err := r.waitRunning(ctx, "node1", "node1", 20*time.Second); err != nil {
+		return res, err
+	}
+
+	// Probe, then crash node1.
+	pctx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	var mu sync.Mutex
+	var samples []probe.Sample
+	var arps []probe.ARPSample
+	seen2 := make(chan struct{})
+	var once sync.Once
+	record := func(rec probe.Record) {
+		mu.Lock()
+		defer mu.Unlock()
+		if rec.HTTP != nil {
+			samples = append(samples, *rec.HTTP)
+			if rec.HTTP.Node == "node2" {
+				once.Do(func() { close(seen2) })
+			}
+		}
+		if rec.ARP != nil {
+			arps = append(arps, *rec.ARP)
+		}
+	}
+	probeDone, err := r.startProbe(pctx, record)
+	if err != nil {
+		return res, err
+	}
+	select {
+	case <-time.After(1500 * time.Millisecond):
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	r.say("killing node1 (SIGKILL to its agent and its service)…")
+	fault := time.Now()
+	if err := r.env.kill("node1", r.agents["node1"].Process); err != nil {
+		return res, fmt.Errorf("demo: kill node1: %w", err)
+	}
+	r.agents["node1"].Wait()
+	delete(r.agents, "node1")
+	select {
+	case <-seen2:
+	case <-time.After(10 * time.Second):
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	time.Sleep(1500 * time.Millisecond) // keep watching: the old node must stay silent
+	stopProbe()
+	<-probeDone
+
+	mu.Lock()
+	rep := probe.Analyze(samples, arps, fault, 10*time.Millisecond)
+	mu.Unlock()
+	res.FailoverMs, res.UnavailableMs, res.SplitBrain, res.Why = rep.FailoverMs, rep.UnavailableMs, rep.SplitBrain, rep.Why
+	res.From, res.To, res.Probes, res.FailedProbes = rep.Before, rep.After, len(samples), rep.Failed
+	if tk, ok := r.takeover("node2"); ok {
+		res.DetectMs, res.DecideMs, res.StartMs = attrInt(tk, "detect_ms"), attrInt(tk, "decide_ms"), attrInt(tk, "start_ms")
+	} else {
+		res.Notes = append(res.Notes, "node2 recorded no takeover event")
+	}
+	res.OK = rep.Moved && rep.After == "node2" && !rep.SplitBrain
+	return res, nil
+}
+
+func attrInt(e events.Event, k string) int64 {
+	if v, ok := e.Attrs[k].(float64); ok {
+		return int64(v)
+	}
+	return 0
+}
+
+func (r *run) startAgent(ctx context.Context, h, cfgPath string) error {
+	sub := "agent"
+	if h == "witness" {
+		sub = "witness"
+	}
+	cmd := r.env.command(ctx, h, sub, "-c", cfgPath, "--node", h,
+		"--state-dir", filepath.Join(r.dir, h), "--socket", r.socket(h))
+	logf, err := os.Create(filepath.Join(r.dir, h+".log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("demo: start %s: %w", h, err)
+	}
+	r.agents[h] = cmd
+	return nil
+}
+
+func (r *run) socket(h string) string { return filepath.Join(r.dir, h+".sock") }
+
+// waitRunning polls node ask's API until group web runs on want.
+func (r *run) waitRunning(ctx context.Context, ask, want string, timeout time.Duration) error {
+	c := api.NewUnixClient(r.socket(ask))
+	deadline := time.Now().Add(timeout)
+	var last node.Status
+	var lastErr error
+	for time.Now().Before(deadline) {
+		cx, cancel := context.WithTimeout(ctx, time.Second)
+		s, err := c.Status(cx)
+		cancel()
+		lastErr = err
+		if err == nil {
+			last = s
+			for _, g := range s.Groups {
+				if g.Name == "web" && g.Holder == want && g.Running {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	b, _ := json.Marshal(last.Groups)
+	return fmt.Errorf("demo: group web not running on %s after %v (last status %s, last error %v; logs in %s)", want, timeout, b, lastErr, r.dir)
+}
+
+// startProbe runs the prober as the client host and feeds its records.
+func (r *run) startProbe(ctx context.Context, record func(probe.Record)) (<-chan struct{}, error) {
+	args := []string{"probe", "--interval", "10ms", "--timeout", "200ms"}
+	for _, t := range r.env.probeTargets() {
+		args = append(args, "--url", t)
+	}
+	if iface, vip := r.env.arp(); vip != "" {
+		args = append(args, "--arp-iface", iface, "--arp-vip", vip)
+	}
+	cmd := r.env.command(context.Background(), "client", args...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = io.Discard
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("demo: start the probe: %w", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		<-ctx.Done()
+		cmd.Process.Signal(syscall.SIGTERM)
+	}()
+	tee, err := os.Create(filepath.Join(r.dir, "probe.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		defer close(done)
+		defer tee.Close()
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			tee.Write(append(sc.Bytes(), '\n'))
+			var rec probe.Record
+			if json.Unmarshal(sc.Bytes(), &rec) == nil {
+				record(rec)
+			}
+		}
+		cmd.Wait()
+	}()
+	return done, nil
+}
+
+func (r *run) takeover(h string) (events.Event, bool) {
+	evs, err := events.ReadFile(filepath.Join(r.dir, h, "events.jsonl"), events.Filter{Kinds: []events.Kind{events.Takeover}})
+	if err != nil || len(evs) == 0 {
+		return events.Event{}, false
+	}
+	return evs[len(evs)-1], true
+}
+
+func (r *run) stopAgents() {
+	for _, cmd := range r.agents {
+		cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for h, cmd := range r.agents {
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		delete(r.agents, h)
+	}
+}
+
+// Print writes the human report.
+func Print(w io.Writer, res Result) {
+	fmt.Fprintf(w, "\ntandem demo (%s mode)\n", res.Mode)
+	fmt.Fprintf(w, "  node1 was killed; the group moved %s → %s\n", orDash(res.From), orDash(res.To))
+	fmt.Fprintf(w, "  detect %d ms + decide %d ms + start %d ms (from node2's audit log)\n", res.DetectMs, res.DecideMs, res.StartMs)
+	fmt.Fprintf(w, "  the client saw the service unavailable for %.0f ms (first answer from node2 %.0f ms after the kill)\n", res.UnavailableMs, res.FailoverMs)
+	fmt.Fprintf(w, "  probes: %d (%d failed)\n", res.Probes, res.FailedProbes)
+	if res.SplitBrain {
+		fmt.Fprintf(w, "  SPLIT BRAIN: %s\n", strings.Join(res.Why, "; "))
+	} else {
+		fmt.Fprintf(w, "  split brain: none (no answer from two nodes")
+		if res.Mode == "netns" {
+			fmt.Fprintf(w, ", never two MACs for the VIP")
+		}
+		fmt.Fprintln(w, ")")
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
+	if res.OK {
+		fmt.Fprintln(w, "  OK")
+	} else {
+		fmt.Fprintln(w, "  NOT OK")
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,79 @@
+package demo
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// killTree SIGKILLs pid and every process descended from it (the agent and
+// the services it started in their own process groups): a node crash.
+func killTree(pid int) error {
+	pids := []int{pid}
+	parent := parents()
+	for i := 0; i < len(pids); i++ {
+		for child, p := range parent {
+			if p == pids[i] {
+				pids = append(pids, child)
+			}
+		}
+	}
+	for _, p := range pids {
+		syscall.Kill(p, syscall.SIGKILL)
+	}
+	return nil
+}
+
+// parents maps every running pid to its parent.
+func parents() map[int]int {
+	out := map[int]int{}
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold spaces and parentheses.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 {
+			continue
+		}
+		if ppid, err := strconv.Atoi(f[1]); err == nil {
+			out[pid] = ppid
+		}
+	}
+	return out
+}
+
+// pidsInNetns returns the processes whose network namespace is the one
+// bound at path.
+func pidsInNetns(path string) []int {
+	var st syscall.Stat_t
+	if syscall.Stat(path, &st) != nil {
+		return nil
+	}
+	want := "net:[" + strconv.FormatUint(st.Ino, 10) + "]"
+	var out []int
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if l, err := os.Readlink(filepath.Join("/proc", d.Name(), "ns", "net")); err == nil && l == want {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

@@ -1,0 +1,237 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"tandem/internal/events"
+	"tandem/internal/heartbeat"
+	"tandem/internal/manager"
+	"tandem/internal/state"
+)
+
+// Failover moves group to node to (or to the best other eligible node when
+// to is ""), as a planned switchover: the holder stops the group and
+// releases its lease, the target starts it at once. The group is pinned to
+// its new node until `tandem cleanup`.
+func (n *Node) Failover(ctx context.Context, group, to, actor string) (string, error) {
+	g, ok := n.cfg.GroupByName(group)
+	if !ok {
+		return "", fmt.Errorf("%w: no group %q (groups: %v)", ErrNotFound, group, groupNames(n))
+	}
+	st := n.State()
+	gs := st.Group(group)
+	if to == "" {
+		for _, c := range g.Nodes {
+			if c != gs.Holder && n.eligibleTarget(st, c) == nil {
+				to = c
+				break
+			}
+		}
+		if to == "" {
+			return "", fmt.Errorf("%w: no other node can run %s now", ErrConflict, group)
+		}
+	}
+	if !slices.Contains(g.Nodes, to) {
+		return "", fmt.Errorf("%w: %q is not one of group %s's nodes %v", ErrInvalid, to, group, g.Nodes)
+	}
+	if to == gs.Holder {
+		return to, fmt.Errorf("%w: %s already runs on %s", ErrConflict, group, to)
+	}
+	if err := n.eligibleTarget(st, to); err != nil {
+		return "", err
+	}
+	err := n.cons.Propose(ctx, state.Command{Op: state.OpPlace, Time: time.Now(), Actor: actor, Group: group,
+		Holder: to, Epoch: gs.Epoch, Reason: "admin failover by " + actor})
+	if err != nil {
+		return "", err
+	}
+	n.publish(events.Event{Kind: events.AdminAction, Subject: group, Group: group, Actor: actor,
+		Message: fmt.Sprintf("failover %s to %s", group, to)})
+	return to, nil
+}
+
+func (n *Node) eligibleTarget(st *state.State, to string) error {
+	idx := n.voterIndex(to)
+	if idx < 0 || n.cfg.IsWitness(to) {
+		return fmt.Errorf("%w: %q is not a data node", ErrInvalid, to)
+	}
+	if !n.hb.Reachable(idx) {
+		return fmt.Errorf("%w: %s is unreachable", ErrConflict, to)
+	}
+	if ns := st.Nodes[to]; ns != nil && (ns.Standby || ns.Maintenance) {
+		return fmt.Errorf("%w: %s is in standby or maintenance", ErrConflict, to)
+	}
+	return nil
+}
+
+func (n *Node) voterIndex(name string) int {
+	for i, v := range n.voters {
+		if v.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func groupNames(n *Node) []string {
+	var out []string
+	for _, g := range n.cfg.Groups {
+		out = append(out, g.Name)
+	}
+	return out
+}
+
+// Standby puts a data node in standby (everything moves off it) or back.
+func (n *Node) Standby(ctx context.Context, node string, on bool, actor string) error {
+	if i := n.voterIndex(node); i < 0 || n.cfg.IsWitness(node) {
+		return fmt.Errorf("%w: no data node %q", ErrNotFound, node)
+	}
+	if err := n.cons.Propose(ctx, state.Command{Op: state.OpStandby, Time: time.Now(), Actor: actor, Node: node, On: on}); err != nil {
+		return err
+	}
+	n.publish(events.Event{Kind: events.AdminAction, Subject: node, Actor: actor, Message: fmt.Sprintf("standby %s %s", node, onOff(on))})
+	return nil
+}
+
+// Maintenance turns maintenance on or off for the cluster (node "") or one
+// node: resources are left as they are and nothing is managed.
+func (n *Node) Maintenance(ctx context.Context, node string, on bool, actor string) error {
+	if node != "" {
+		if i := n.voterIndex(node); i < 0 || n.cfg.IsWitness(node) {
+			return fmt.Errorf("%w: no data node %q", ErrNotFound, node)
+		}
+	}
+	if err := n.cons.Propose(ctx, state.Command{Op: state.OpMaintenance, Time: time.Now(), Actor: actor, Node: node, On: on}); err != nil {
+		return err
+	}
+	scope := "cluster"
+	if node != "" {
+		scope = node
+	}
+	n.publish(events.Event{Kind: events.AdminAction, Subject: scope, Actor: actor, Message: fmt.Sprintf("maintenance %s %s", scope, onOff(on))})
+	return nil
+}
+
+// Cleanup forgets a group's failures, bans, fatal block and pin.
+func (n *Node) Cleanup(ctx context.Context, group, actor string) error {
+	if _, ok := n.cfg.GroupByName(group); !ok {
+		return fmt.Errorf("%w: no group %q (groups: %v)", ErrNotFound, group, groupNames(n))
+	}
+	if err := n.cons.Propose(ctx, state.Command{Op: state.OpCleanup, Time: time.Now(), Actor: actor, Group: group}); err != nil {
+		return err
+	}
+	n.publish(events.Event{Kind: events.AdminAction, Subject: group, Group: group, Actor: actor, Message: "cleanup " + group})
+	return nil
+}
+
+func onOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
+}
+
+// Status is what `tandem status` shows.
+type Status struct {
+	Cluster     string                `json:"cluster"`
+	Node        string                `json:"node"`
+	Role        string                `json:"role"` // node or witness
+	Leader      string                `json:"leader"`
+	Quorum      bool                  `json:"quorum"`
+	Maintenance bool                  `json:"maintenance"`
+	Uptime      float64               `json:"uptime_s"`
+	Nodes       []NodeStatus          `json:"nodes"`
+	Groups      []GroupStatus         `json:"groups"`
+	Drops       map[string]uint64     `json:"dropped_datagrams,omitempty"`
+	Raft        map[string]string     `json:"raft,omitempty"`
+	Local       []manager.GroupStatus `json:"local,omitempty"`
+}
+
+// NodeStatus is one voter as this node sees it.
+type NodeStatus struct {
+	Name        string                 `json:"name"`
+	Role        string                 `json:"role"`
+	Up          bool                   `json:"up"`
+	Self        bool                   `json:"self,omitempty"`
+	Standby     bool                   `json:"standby,omitempty"`
+	Maintenance bool                   `json:"maintenance,omitempty"`
+	Since       time.Time              `json:"since"`
+	Links       []heartbeat.LinkStatus `json:"links,omitempty"`
+}
+
+// GroupStatus is one group cluster-wide.
+type GroupStatus struct {
+	Name      string          `json:"name"`
+	Holder    string          `json:"holder"`
+	Epoch     uint64          `json:"epoch"`
+	Running   bool            `json:"running"`
+	Since     time.Time       `json:"since"`
+	StartedAt time.Time       `json:"started_at,omitempty"`
+	Reason    string          `json:"reason,omitempty"`
+	Blocked   string          `json:"blocked,omitempty"`
+	Pinned    string          `json:"pinned,omitempty"`
+	Failures  map[string]int  `json:"failures,omitempty"`
+	Banned    []string        `json:"banned,omitempty"`
+	Takeover  *state.Takeover `json:"last_takeover,omitempty"`
+}
+
+// Status returns the cluster as this node sees it.
+func (n *Node) Status() Status {
+	st := n.State()
+	hs := n.hb.Status()
+	s := Status{Cluster: n.cfg.Cluster, Node: n.self, Role: n.role(n.self), Leader: n.cons.Leader(),
+		Maintenance: st.Maintenance, Uptime: time.Since(n.started).Seconds(), Drops: n.hb.Drops(), Raft: n.cons.Stats()}
+	s.Quorum = s.Leader != ""
+	peers := map[string]heartbeat.PeerStatus{}
+	for _, p := range hs.Peers {
+		peers[p.Name] = p
+	}
+	for _, v := range n.voters {
+		ns := NodeStatus{Name: v.Name, Role: n.role(v.Name), Self: v.Name == n.self}
+		if ns.Self {
+			ns.Up, ns.Since = true, n.started
+		} else if p, ok := peers[v.Name]; ok {
+			ns.Up, ns.Since, ns.Links = p.Up, p.Since, p.Links
+		}
+		if a := st.Nodes[v.Name]; a != nil {
+			ns.Standby, ns.Maintenance = a.Standby, a.Maintenance
+		}
+		s.Nodes = append(s.Nodes, ns)
+	}
+	for _, g := range n.cfg.Groups {
+		gs := st.Group(g.Name)
+		out := GroupStatus{Name: g.Name, Holder: gs.Holder, Epoch: gs.Epoch, Running: gs.Running, Since: gs.Since,
+			StartedAt: gs.StartedAt, Reason: gs.Reason, Blocked: gs.Blocked, Pinned: gs.Pinned, Takeover: gs.Takeover}
+		for node, f := range gs.Failures {
+			if f.ActiveFailure(time.Now(), g.FailureTimeout.D()) {
+				if out.Failures == nil {
+					out.Failures = map[string]int{}
+				}
+				out.Failures[node] = f.Count
+				if f.Banned {
+					out.Banned = append(out.Banned, node)
+				}
+			}
+		}
+		s.Groups = append(s.Groups, out)
+	}
+	if n.mgr != nil {
+		s.Local = n.mgr.Status()
+	}
+	return s
+}
+
+func (n *Node) role(name string) string {
+	if n.cfg.IsWitness(name) {
+		return "witness"
+	}
+	return "node"
+}
+
+// ReadEvents returns this node's audit log, filtered.
+func (n *Node) ReadEvents(f events.Filter) ([]events.Event, error) {
+	return events.ReadFile(n.AuditFile(), f)
+}

@@ -1,0 +1,520 @@
+// Package node wires one tandem agent (a data node or the witness): the
+// heartbeat runner, consensus, the placement decider (on the leader), the
+// manager and its resource agents, the kernel VIP guard, the audit log and
+// the admin operations the API exposes. It holds no logic of its own beyond
+// wiring and translating between the pieces. Imported by cmd and the API.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"tandem/internal/clock"
+	"tandem/internal/config"
+	"tandem/internal/consensus"
+	"tandem/internal/events"
+	"tandem/internal/heartbeat"
+	"tandem/internal/keyfile"
+	"tandem/internal/lease"
+	"tandem/internal/manager"
+	"tandem/internal/placement"
+	"tandem/internal/state"
+	"tandem/internal/vipguard"
+)
+
+// Options configure a node.
+type Options struct {
+	Config *config.Config
+	Self   string
+	Logger *slog.Logger
+	// Registerer receives metrics (nil: a private registry).
+	Registerer prometheus.Registerer
+	// Transport overrides the UDP heartbeat transport (in-process tests).
+	Transport heartbeat.Transport
+	// Guard overrides the kernel VIP guard (nil: nftables when the config
+	// has VIPs).
+	Guard vipguard.Guard
+	// NoGuard runs VIPs without the kernel guard (tests without root).
+	NoGuard bool
+	// InMemoryRaft keeps raft in memory (in-process tests).
+	InMemoryRaft bool
+}
+
+// Node is a running agent.
+type Node struct {
+	opts    Options
+	cfg     *config.Config
+	self    string
+	selfIdx int
+	voters  []config.Node
+	log     *slog.Logger
+	clk     clock.Clock
+	bus     *events.Bus
+	audit   *events.Log
+	hb      *heartbeat.Runner
+	cons    *consensus.Consensus
+	mgr     *manager.Manager
+	guard   vipguard.Guard
+	reg     prometheus.Registerer
+	started time.Time
+
+	mu          sync.Mutex
+	st          *state.State
+	leaderSince time.Time
+	reach       map[string]reachInfo
+
+	decide chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type reachInfo struct {
+	up        bool
+	since     time.Time
+	lastHeard time.Time
+}
+
+// Start brings the node up.
+func Start(opts Options) (*Node, error) {
+	cfg := opts.Config
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	n := &Node{opts: opts, cfg: cfg, self: opts.Self, log: opts.Logger.With("node", opts.Self), clk: clock.Real{},
+		bus: &events.Bus{}, reg: opts.Registerer, st: state.New(), reach: map[string]reachInfo{},
+		decide: make(chan struct{}, 1), started: time.Now()}
+	n.voters = cfg.Voters()
+	n.selfIdx = -1
+	for i, v := range n.voters {
+		if v.Name == opts.Self {
+			n.selfIdx = i
+		}
+	}
+	if n.selfIdx < 0 {
+		return nil, fmt.Errorf("node: %q is neither a node nor the witness of cluster %s", opts.Self, cfg.Cluster)
+	}
+	var key []byte
+	if !cfg.Insecure {
+		k, err := keyfile.Load(cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		key = k
+	}
+	addrs := make([][]netip.AddrPort, len(n.voters))
+	var cvoters []consensus.Voter
+	var hpeers []heartbeat.Peer
+	for i, v := range n.voters {
+		a, err := cfg.LinkAddrs(v)
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		addrs[i] = a
+		cvoters = append(cvoters, consensus.Voter{Name: v.Name, Addrs: a})
+		hpeers = append(hpeers, heartbeat.Peer{Name: v.Name, Links: len(a)})
+	}
+
+	ok := false
+	defer func() {
+		if !ok {
+			n.Stop()
+		}
+	}()
+	// Audit log first, so start-up problems are recorded.
+	evFile := cfg.Events.File
+	if evFile == "" {
+		evFile = filepath.Join(cfg.StateDir, "events.jsonl")
+	}
+	audit, err := events.OpenLog(evFile, cfg.Events.Retention.D())
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.audit = audit
+	if err := audit.Compact(); err != nil {
+		n.log.Warn("cannot compact the audit log", "err", err)
+	}
+	n.bus.Subscribe(audit)
+
+	// The kernel guard and the resource agents (data nodes only).
+	isWitness := cfg.IsWitness(opts.Self)
+	var groups []manager.Group
+	if !isWitness {
+		vips, err := configVIPs(cfg)
+		if err != nil {
+			return nil, err
+		}
+		n.guard = opts.Guard
+		if len(vips) > 0 && n.guard == nil && !opts.NoGuard {
+			g, err := vipguard.NewNFT(vipguard.Options{})
+			if err != nil {
+				return nil, fmt.Errorf("node: the kernel VIP guard is needed for VIPs (run as root): %w", err)
+			}
+			n.guard = g
+		}
+		if n.guard != nil {
+			if err := n.guard.Install(vips); err != nil {
+				return nil, fmt.Errorf("node: install the kernel VIP guard: %w", err)
+			}
+		}
+		if groups, err = buildGroups(cfg, opts.Self, n.guard, n.log); err != nil {
+			return nil, err
+		}
+	}
+
+	// Heartbeats and leases.
+	tr := opts.Transport
+	if tr == nil {
+		u, err := heartbeat.ListenUDP(addrs[n.selfIdx])
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		tr = u
+	}
+	t := cfg.Timing
+	n.hb = heartbeat.StartRunner(heartbeat.RunnerConfig{
+		Engine: heartbeat.Config{
+			Self: n.selfIdx, Voters: hpeers, ConfigHash: configHash(cfg),
+			Interval: t.HeartbeatInterval.D(), Timeout: t.NodeTimeout.D(),
+			Retry: retryInterval(t.HeartbeatInterval.D()),
+			Lease: lease.Params{Duration: t.Lease.D(), Drift: t.MaxClockDrift},
+		},
+		Key: key, Addrs: addrs, Transport: tr, Clock: n.clk, Logger: n.log,
+		OnChange: n.onHeartbeat, Registerer: n.reg,
+	})
+
+	if !isWitness {
+		n.mgr = manager.New(manager.Config{
+			Node: opts.Self, Groups: groups, Lease: n.hb, Guard: n.guard, Reporter: n,
+			Clock: n.clk, Logger: n.log, Events: n.bus, Margin: fenceMargin(t.HeartbeatInterval.D()),
+		})
+	}
+
+	// Consensus.
+	prefer := ""
+	preferIdx := -1
+	if cfg.Witness != nil {
+		prefer = cfg.Witness.Name
+		preferIdx = len(n.voters) - 1
+	}
+	dir := filepath.Join(cfg.StateDir, "raft")
+	if opts.InMemoryRaft {
+		dir = ""
+	}
+	cons, err := consensus.Start(consensus.Config{
+		Self: opts.Self, Voters: cvoters, Key: key, Dir: dir, Timeout: t.RaftTimeout.D(),
+		Logger: n.log, OnApply: n.onApply, PreferLeader: prefer,
+		PreferredUp: func() bool { return preferIdx >= 0 && n.hb.Up(preferIdx) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.cons = cons
+
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	if n.mgr != nil {
+		n.mgr.Run(ctx)
+	}
+	n.wg.Add(2)
+	go n.leaderLoop(ctx)
+	go n.decideLoop(ctx)
+	n.publish(events.Event{Kind: events.NodeUp, Subject: opts.Self, Message: "agent started"})
+	ok = true
+	return n, nil
+}
+
+// retryInterval is how often a wanted lease is re-requested: short, so a
+// takeover starts within a few ms of the old lease's end.
+func retryInterval(interval time.Duration) time.Duration {
+	r := interval / 10
+	if r < 2*time.Millisecond {
+		r = 2 * time.Millisecond
+	}
+	return r
+}
+
+// fenceMargin: a group is fenced this long before its lease ends. The
+// kernel guard silences the VIP at the exact end anyway; the margin makes
+// the agent itself remove the address first when it is not frozen.
+func fenceMargin(interval time.Duration) time.Duration {
+	m := interval / 5
+	if m < 5*time.Millisecond {
+		m = 5 * time.Millisecond
+	}
+	return m
+}
+
+// configHash fingerprints what every voter must agree on; heartbeats from
+// a node with another voter list are dropped and counted.
+func configHash(cfg *config.Config) uint32 {
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%s|%d|", cfg.Cluster, cfg.Port)
+	for _, v := range cfg.Voters() {
+		fmt.Fprintf(h, "%s=%v;", v.Name, v.Links)
+	}
+	fmt.Fprintf(h, "|%v|%v", cfg.Timing.Lease, cfg.Timing.MaxClockDrift)
+	return h.Sum32()
+}
+
+// Stop stops the groups this node runs, leaves the cluster and closes
+// everything.
+func (n *Node) Stop() {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.mgr != nil {
+		n.mgr.Wait()
+		n.mgr.StopAll()
+	}
+	n.wg.Wait()
+	if n.cons != nil {
+		n.cons.Shutdown()
+	}
+	if n.hb != nil {
+		n.hb.Stop()
+	}
+	if n.guard != nil && n.opts.Guard == nil {
+		n.guard.Close()
+	}
+	if n.audit != nil {
+		n.publish(events.Event{Kind: events.NodeDown, Subject: n.self, Message: "agent stopped"})
+		n.audit.Close()
+	}
+}
+
+func (n *Node) publish(e events.Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	if e.Node == "" {
+		e.Node = n.self
+	}
+	n.bus.Publish(e)
+}
+
+// Events returns the bus, for extra sinks (metrics, tests).
+func (n *Node) Events() *events.Bus { return n.bus }
+
+// AuditFile is the path of this node's audit log.
+func (n *Node) AuditFile() string {
+	if n.cfg.Events.File != "" {
+		return n.cfg.Events.File
+	}
+	return filepath.Join(n.cfg.StateDir, "events.jsonl")
+}
+
+// onHeartbeat receives the heartbeat runner's transitions.
+func (n *Node) onHeartbeat(c heartbeat.Change) {
+	switch c.Kind {
+	case heartbeat.PeerUp, heartbeat.PeerDown:
+		k := events.NodeUp
+		if c.Kind == heartbeat.PeerDown {
+			k = events.NodeDown
+		}
+		n.publish(events.Event{Time: c.At, Kind: k, Subject: c.Peer, Attrs: map[string]any{"last_heard": c.LastHeard}})
+		n.poke()
+	case heartbeat.LinkUp, heartbeat.LinkDown:
+		k := events.LinkUp
+		if c.Kind == heartbeat.LinkDown {
+			k = events.LinkDown
+		}
+		n.publish(events.Event{Time: c.At, Kind: k, Subject: fmt.Sprintf("%s/%d", c.Peer, c.Link)})
+	case heartbeat.LeaseAcquired:
+		n.publish(events.Event{Time: c.At, Kind: events.LeaseAcquired, Group: c.Group, Epoch: c.Epoch})
+		if n.mgr != nil {
+			n.mgr.LeaseChanged(c.Group, false)
+		}
+	case heartbeat.LeaseExtended:
+		if n.mgr != nil {
+			n.mgr.LeaseChanged(c.Group, false)
+		}
+	case heartbeat.LeaseLost:
+		if n.mgr != nil {
+			n.mgr.LeaseChanged(c.Group, true)
+		}
+	}
+}
+
+// onApply receives every applied command with the new state.
+func (n *Node) onApply(st *state.State, c state.Command, err error) {
+	n.mu.Lock()
+	n.st = st
+	n.mu.Unlock()
+	groups := map[string]heartbeat.GroupState{}
+	for name, g := range st.Groups {
+		groups[name] = heartbeat.GroupState{Holder: g.Holder, Epoch: g.Epoch}
+	}
+	n.hb.SetState(groups, st.Index)
+	if n.mgr != nil {
+		n.mgr.SetState(st)
+	}
+	if err == nil && c.Op == state.OpPlace && n.cons != nil && n.cons.IsLeader() {
+		g := st.Groups[c.Group]
+		attrs := map[string]any{"reason": c.Reason, "to": c.Holder}
+		if c.Takeover != nil {
+			attrs["detect_ms"] = c.Takeover.DetectMs
+			if !c.Takeover.DownAt.IsZero() {
+				attrs["decide_ms"] = time.Since(c.Takeover.DownAt).Milliseconds()
+			}
+		}
+		n.publish(events.Event{Kind: events.Placement, Subject: c.Group, Group: c.Group, Epoch: g.Epoch, Actor: c.Actor,
+			Message: fmt.Sprintf("%s → %s: %s", orNowhere(c.Takeover), orNone(c.Holder), c.Reason), Attrs: attrs})
+	}
+	n.poke()
+}
+
+func orNowhere(t *state.Takeover) string {
+	if t == nil {
+		return "placement"
+	}
+	return "takeover from " + t.From
+}
+
+func orNone(h string) string {
+	if h == "" {
+		return "nowhere"
+	}
+	return h
+}
+
+// Propose implements manager.Reporter.
+func (n *Node) Propose(ctx context.Context, c state.Command) error {
+	return n.cons.Propose(ctx, c)
+}
+
+func (n *Node) poke() {
+	select {
+	case n.decide <- struct{}{}:
+	default:
+	}
+}
+
+func (n *Node) leaderLoop(ctx context.Context) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case isLeader := <-n.cons.LeaderCh():
+			n.mu.Lock()
+			if isLeader {
+				n.leaderSince = time.Now()
+			}
+			n.mu.Unlock()
+			n.publish(events.Event{Kind: events.LeaderChanged, Subject: n.cons.Leader(), Message: fmt.Sprintf("this node leads: %v", isLeader)})
+			n.poke()
+		}
+	}
+}
+
+// decideLoop runs placement on the leader whenever something changes and
+// at every heartbeat interval.
+func (n *Node) decideLoop(ctx context.Context) {
+	defer n.wg.Done()
+	tick := time.NewTicker(n.cfg.Timing.HeartbeatInterval.D())
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-n.decide:
+		}
+		n.updateReach()
+		if !n.cons.IsLeader() {
+			continue
+		}
+		n.runPlacement(ctx)
+	}
+}
+
+// updateReach tracks since when each data node is reachable, and when it
+// stopped being so.
+func (n *Node) updateReach() {
+	now := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i, v := range n.voters {
+		up := n.hb.Reachable(i)
+		r := n.reach[v.Name]
+		if up != r.up || r.since.IsZero() {
+			r.up, r.since = up, now
+			if !up {
+				r.lastHeard = n.hb.LastHeard(i)
+			}
+			n.reach[v.Name] = r
+		}
+	}
+}
+
+func (n *Node) runPlacement(ctx context.Context) {
+	n.mu.Lock()
+	in := placement.Input{
+		Now: time.Now(), Groups: n.cfg.Groups, State: n.st.Clone(),
+		Reachable: map[string]bool{}, ReachableSince: map[string]time.Time{},
+		LastHeard: map[string]time.Time{}, DownAt: map[string]time.Time{},
+		LeaderSince: n.leaderSince, Settle: settle(n.cfg),
+	}
+	for _, v := range n.cfg.Nodes {
+		r := n.reach[v.Name]
+		in.Reachable[v.Name] = r.up
+		if r.up {
+			in.ReachableSince[v.Name] = r.since
+		} else {
+			in.DownAt[v.Name] = r.since
+			in.LastHeard[v.Name] = r.lastHeard
+		}
+	}
+	n.mu.Unlock()
+	for _, c := range placement.Decide(in) {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := n.cons.Propose(pctx, c)
+		cancel()
+		if err != nil && !state.IsStaleEpoch(err) {
+			n.log.Warn("placement not committed", "group", c.Group, "to", c.Holder, "err", err)
+		}
+	}
+}
+
+// settle is how long a node must be reachable before a group moves to it
+// by preference: several node timeouts, so a flapping link cannot make a
+// group flap.
+func settle(cfg *config.Config) time.Duration {
+	s := 10 * cfg.Timing.NodeTimeout.D()
+	if s < time.Second {
+		s = time.Second
+	}
+	return s
+}
+
+// State returns a copy of the applied cluster state.
+func (n *Node) State() *state.State {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.st.Clone()
+}
+
+// Name is this node's name.
+func (n *Node) Name() string { return n.self }
+
+// Config is the cluster configuration.
+func (n *Node) Config() *config.Config { return n.cfg }
+
+// ErrNotFound and ErrInvalid classify admin errors for the API.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrInvalid  = errors.New("invalid request")
+	ErrConflict = errors.New("conflict")
+)

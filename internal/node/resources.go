@@ -1,0 +1,90 @@
+package node
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	"tandem/internal/config"
+	"tandem/internal/manager"
+	"tandem/internal/resource"
+	"tandem/internal/resource/exec"
+	"tandem/internal/resource/ocf"
+	"tandem/internal/resource/vip"
+	"tandem/internal/vipguard"
+)
+
+// buildGroups turns the configured groups into the manager's, building one
+// agent per resource.
+// configVIPs returns every VIP of the configuration.
+func configVIPs(cfg *config.Config) ([]netip.Prefix, error) {
+	var vips []netip.Prefix
+	for _, g := range cfg.Groups {
+		for _, r := range g.Resources {
+			if r.VIP != nil {
+				p, err := netip.ParsePrefix(r.VIP.Address)
+				if err != nil {
+					return nil, fmt.Errorf("node: group %s: resource %s: %w", g.Name, r.Name, err)
+				}
+				vips = append(vips, p)
+			}
+		}
+	}
+	return vips, nil
+}
+
+func buildGroups(cfg *config.Config, self string, guard vipguard.Guard, log *slog.Logger) ([]manager.Group, error) {
+	me, _ := cfg.NodeByName(self)
+	selfAddr := ""
+	if addrs, err := cfg.LinkAddrs(me); err == nil && len(addrs) > 0 {
+		selfAddr = addrs[0].Addr().String()
+	}
+	var groups []manager.Group
+	for _, g := range cfg.Groups {
+		mg := manager.Group{Name: g.Name, MaxRestarts: g.MaxRestarts, FailureTimeout: g.FailureTimeout.D()}
+		for _, r := range g.Resources {
+			agent, addr, err := buildAgent(self, selfAddr, g.Name, r, guard, log)
+			if err != nil {
+				return nil, fmt.Errorf("node: group %s: resource %s: %w", g.Name, r.Name, err)
+			}
+			mr := manager.Resource{
+				Name: r.Name, Kind: r.Kind(), Agent: agent,
+				MonitorInterval: r.MonitorInterval.D(), StartTimeout: r.StartTimeout.D(),
+				StopTimeout: r.StopTimeout.D(), MonitorTimeout: r.MonitorTimeout.D(),
+			}
+			if addr.IsValid() {
+				mr.VIP = addr.Addr()
+			}
+			mg.Resources = append(mg.Resources, mr)
+		}
+		groups = append(groups, mg)
+	}
+	return groups, nil
+}
+
+func buildAgent(self, selfAddr, group string, r config.Resource, guard vipguard.Guard, log *slog.Logger) (resource.Agent, netip.Prefix, error) {
+	log = log.With("group", group, "resource", r.Name)
+	switch {
+	case r.VIP != nil:
+		p, err := netip.ParsePrefix(r.VIP.Address)
+		if err != nil {
+			return nil, netip.Prefix{}, err
+		}
+		a, err := vip.New(r.Name, *r.VIP, guard, log)
+		return a, p, err
+	case r.Exec != nil:
+		spec := *r.Exec
+		// The same configuration runs on every node; these tell a
+		// command where it runs.
+		spec.Env = map[string]string{"TANDEM_NODE": self, "TANDEM_NODE_ADDR": selfAddr, "TANDEM_GROUP": group, "TANDEM_RESOURCE": r.Name}
+		for k, v := range r.Exec.Env {
+			spec.Env[k] = v
+		}
+		a, err := exec.New(r.Name, spec, log)
+		return a, netip.Prefix{}, err
+	case r.OCF != nil:
+		a, err := ocf.New(group+"-"+r.Name, *r.OCF, log, ocf.WithMonitorInterval(r.MonitorInterval.D()))
+		return a, netip.Prefix{}, err
+	}
+	return nil, netip.Prefix{}, fmt.Errorf("no resource kind set")
+}
