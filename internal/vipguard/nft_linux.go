@@ -104,7 +104,7 @@ func (g *NFT) Install(vips []netip.Prefix) error {
 			c.AddRule(&nftables.Rule{Table: chain.Table, Chain: chain, Exprs: exprs})
 		}
 	}
-	if err := c.Flush(); err != nil {
+	if err := g.flush(); err != nil {
 		return fmt.Errorf("vipguard: install: %w", err)
 	}
 	g.guarded = want
@@ -133,7 +133,7 @@ func (g *NFT) Allow(vip netip.Addr, remaining time.Duration) error {
 			return g.abort(fmt.Errorf("vipguard: allow %s: %w", vip, err))
 		}
 	}
-	if err := g.conn.Flush(); err != nil {
+	if err := g.flush(); err != nil {
 		return fmt.Errorf("vipguard: allow %s: %w", vip, err)
 	}
 	return nil
@@ -167,7 +167,7 @@ func (g *NFT) Revoke(vip netip.Addr) error {
 			return g.abort(fmt.Errorf("vipguard: revoke %s: %w", vip, err))
 		}
 	}
-	if err := g.conn.Flush(); err != nil && !isNotFound(err) {
+	if err := g.flush(); err != nil && !isNotFound(err) {
 		return fmt.Errorf("vipguard: revoke %s: %w", vip, err)
 	}
 	return nil
@@ -228,16 +228,28 @@ func (g *NFT) allowedSets(vip netip.Addr) []*nftables.Set {
 	return []*nftables.Set{g.rs.allowed6}
 }
 
+// flush sends the batch. After a failure the connection may hold replies
+// nobody read (the library stops reading at some errors), so it is replaced.
+func (g *NFT) flush() error {
+	err := g.conn.Flush()
+	if err != nil {
+		return errors.Join(err, g.redial())
+	}
+	return nil
+}
+
 // abort drops a half-built batch (the library cannot discard queued
 // messages, so the connection is replaced) and returns err.
-func (g *NFT) abort(err error) error {
+func (g *NFT) abort(err error) error { return errors.Join(err, g.redial()) }
+
+func (g *NFT) redial() error {
 	_ = g.conn.CloseLasting()
-	conn, dialErr := nftables.New(g.connOpts...)
-	if dialErr != nil {
-		return errors.Join(err, fmt.Errorf("vipguard: netlink: %w", dialErr))
+	conn, err := nftables.New(g.connOpts...)
+	if err != nil {
+		return fmt.Errorf("vipguard: netlink: %w", err)
 	}
 	g.conn = conn
-	return err
+	return nil
 }
 
 func (g *NFT) closeNS() error {
