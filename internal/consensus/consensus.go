@@ -209,16 +209,33 @@ func (c *Consensus) LeaderCh() <-chan bool { return c.raft.LeaderCh() }
 func (c *Consensus) Stats() map[string]string { return c.raft.Stats() }
 
 // Propose commits cmd through the leader, wherever it is, and returns the
-// error Apply returned for it (for example a stale epoch).
+// error Apply returned for it (for example a stale epoch). While no leader
+// is known (an election) it waits, until ctx ends or for at most five
+// timeouts when ctx has no deadline.
 func (c *Consensus) Propose(ctx context.Context, cmd state.Command) error {
-	if c.IsLeader() {
-		return c.applyLocal(ctx, cmd)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*c.cfg.Timeout)
+		defer cancel()
 	}
-	leader := c.Leader()
-	if leader == "" {
-		return ErrNoLeader
+	for {
+		var err error
+		if c.IsLeader() {
+			err = c.applyLocal(ctx, cmd)
+		} else if leader := c.Leader(); leader == "" {
+			err = ErrNoLeader
+		} else {
+			err = c.forward(ctx, leader, cmd)
+		}
+		if !errors.Is(err, ErrNoLeader) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	return c.forward(ctx, leader, cmd)
 }
 
 func (c *Consensus) applyLocal(ctx context.Context, cmd state.Command) error {
@@ -303,16 +320,25 @@ func (c *Consensus) serveForward(conn net.Conn) {
 }
 
 // steer hands leadership to the preferred voter whenever this member leads
-// and the preferred one looks alive.
+// and the preferred one looks alive: at once on becoming leader, and
+// checked again every timeout.
 func (c *Consensus) steer() {
 	defer c.wg.Done()
-	t := time.NewTicker(10 * c.cfg.Timeout)
+	t := time.NewTicker(c.cfg.Timeout)
 	defer t.Stop()
+	obs := make(chan raft.Observation, 4)
+	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	c.raft.RegisterObserver(o)
+	defer c.raft.DeregisterObserver(o)
 	for {
 		select {
 		case <-c.stop:
 			return
 		case <-t.C:
+		case <-obs:
 		}
 		if !c.IsLeader() || (c.cfg.PreferredUp != nil && !c.cfg.PreferredUp()) {
 			continue

@@ -48,10 +48,13 @@ const (
 	LeaseAcquired
 	LeaseExtended
 	LeaseLost
+	// PeerView: a peer reported a different set of voters it sees; the
+	// placement decider reads views, so it wants to know at once.
+	PeerView
 )
 
 func (k ChangeKind) String() string {
-	return [...]string{"peer_up", "peer_down", "link_up", "link_down", "lease_acquired", "lease_extended", "lease_lost"}[k]
+	return [...]string{"peer_up", "peer_down", "link_up", "link_down", "lease_acquired", "lease_extended", "lease_lost", "peer_view"}[k]
 }
 
 // Change is one transition.
@@ -283,8 +286,9 @@ func (e *Engine) Receive(now time.Time, from, link int, m *Message) []Outgoing {
 			p.lastHeard = now
 		}
 		l.noteRTT(now.Sub(sentAt) - time.Duration(m.EchoDelay)*time.Microsecond)
-		if m.Kind == KindHeartbeat {
+		if m.Kind == KindHeartbeat && m.Seen != p.seen {
 			p.seen = m.Seen
+			e.changes = append(e.changes, Change{At: now, Kind: PeerView, Peer: p.name})
 		}
 	}
 	for _, r := range m.Releases {

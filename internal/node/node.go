@@ -325,6 +325,8 @@ func (n *Node) onHeartbeat(c heartbeat.Change) {
 		}
 		n.publish(events.Event{Time: c.At, Kind: k, Subject: c.Peer, Attrs: map[string]any{"last_heard": c.LastHeard}})
 		n.poke()
+	case heartbeat.PeerView:
+		n.poke()
 	case heartbeat.LinkUp, heartbeat.LinkDown:
 		k := events.LinkUp
 		if c.Kind == heartbeat.LinkDown {
