@@ -125,6 +125,9 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 		a.log.Info("vip added")
 	}
+	if err := a.net.awaitLocal(ctx, vip); err != nil {
+		return a.errorf(resource.Soft, "start: %w", err)
+	}
 	if a.count == 0 {
 		return nil
 	}

@@ -66,6 +66,8 @@ func (f *fakeNet) addAddr(iface string, p netip.Prefix) error {
 	return nil
 }
 
+func (f *fakeNet) awaitLocal(context.Context, netip.Addr) error { return nil }
+
 func (f *fakeNet) delAddr(iface string, ip netip.Addr) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -1,6 +1,7 @@
 package vip
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -16,6 +17,9 @@ type netOps interface {
 	hasAddr(iface string, ip netip.Addr) (bool, error)
 	// addAddr puts p on iface; IPv6 without duplicate address detection.
 	addAddr(iface string, p netip.Prefix) error
+	// awaitLocal returns once the kernel delivers packets for ip locally
+	// (or ctx ends).
+	awaitLocal(ctx context.Context, ip netip.Addr) error
 	// delAddr removes ip from iface and says whether it was there; an
 	// absent address is not an error.
 	delAddr(iface string, ip netip.Addr) (removed bool, err error)

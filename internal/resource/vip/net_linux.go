@@ -1,11 +1,13 @@
 package vip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
@@ -120,6 +122,40 @@ func (n *linuxNet) addAddr(iface string, p netip.Prefix) error {
 		}
 		return err
 	})
+}
+
+// awaitLocal polls the kernel's route for ip until it is a local one. IPv6
+// inserts an address's local route from its DAD work queue, even with
+// IFA_F_NODAD, so for a moment after the add the address is listed while
+// packets to it are dropped (Ip6InAddrErrors); announcing the VIP then would
+// point clients at a node that drops their first packets (TCP retries its
+// SYN only after a second). IPv4 routes are in place when the add returns.
+func (n *linuxNet) awaitLocal(ctx context.Context, ip netip.Addr) error {
+	for {
+		local, err := n.isLocal(ip)
+		if err != nil || local {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s is not local yet: %w", ip, ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+func (n *linuxNet) isLocal(ip netip.Addr) (bool, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	h, err := n.handle()
+	if err != nil {
+		return false, fmt.Errorf("netlink: %w", err)
+	}
+	routes, err := h.RouteGet(ip.AsSlice())
+	if err != nil {
+		return false, fmt.Errorf("route to %s: %w", ip, err)
+	}
+	return len(routes) > 0 && routes[0].Type == unix.RTN_LOCAL, nil
 }
 
 func (n *linuxNet) delAddr(iface string, ip netip.Addr) (removed bool, err error) {

@@ -3,6 +3,7 @@
 package vip
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -15,10 +16,11 @@ var errNotLinux = errors.New("vip: floating addresses need Linux")
 
 func hostNet(string) netOps { return otherNet{} }
 
-func (otherNet) link(string) (linkInfo, error)            { return linkInfo{}, errNotLinux }
-func (otherNet) hasAddr(string, netip.Addr) (bool, error) { return false, errNotLinux }
-func (otherNet) addAddr(string, netip.Prefix) error       { return errNotLinux }
-func (otherNet) delAddr(string, netip.Addr) (bool, error) { return false, errNotLinux }
+func (otherNet) link(string) (linkInfo, error)                { return linkInfo{}, errNotLinux }
+func (otherNet) hasAddr(string, netip.Addr) (bool, error)     { return false, errNotLinux }
+func (otherNet) addAddr(string, netip.Prefix) error           { return errNotLinux }
+func (otherNet) awaitLocal(context.Context, netip.Addr) error { return errNotLinux }
+func (otherNet) delAddr(string, netip.Addr) (bool, error)     { return false, errNotLinux }
 func (otherNet) announcer(string, netip.Addr, net.HardwareAddr) (announcer, error) {
 	return nil, errNotLinux
 }
