@@ -1,0 +1,365 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"tandem/internal/blockdev"
+	"tandem/internal/nbd/wire"
+)
+
+const (
+	// workersPerConn is how many requests one connection runs at once,
+	// as nbdkit's default 16 threads: enough queue depth for real disks.
+	workersPerConn = 16
+	// connBudget bounds the payload bytes one connection holds in flight.
+	// nbdcopy keeps 64 × 256 KiB per connection; the kernel client far less.
+	connBudget = 64 << 20
+	// drainTimeout bounds how long replies may take to reach a client once
+	// the connection is ending, so a client that stops reading cannot hold
+	// a shutdown forever.
+	drainTimeout = 10 * time.Second
+	// unixSendBuffer is asked for on unix sockets (the kernel caps it at
+	// net.core.wmem_max).
+	unixSendBuffer = 4 << 20
+)
+
+// errDisconnect is the clean end of transmission (NBD_CMD_DISC).
+var errDisconnect = errors.New("nbd: client disconnected")
+
+// serverConn is one client connection: the handshake, then workers that
+// take turns reading a request, run it, and send its reply, so replies go
+// out in whatever order requests finish. A worker does all three itself
+// (as nbdkit's threads do): no hand-offs between goroutines per request.
+type serverConn struct {
+	s      *Server
+	nc     net.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+	log    *slog.Logger
+
+	exp    *export
+	budget *budget
+
+	readMu sync.Mutex
+	br     *bufio.Reader
+	endErr error // why no more requests are read; guarded by readMu
+
+	writeMu sync.Mutex
+	broken  bool // a reply could not be sent; guarded by writeMu
+}
+
+// job is one request read off the wire.
+type job struct {
+	req    wire.Request
+	buf    *buffer // payload (WRITE) or destination (READ)
+	weight int64
+	errno  uint32 // set when the request is refused without running
+}
+
+// stop makes the connection finish: no new requests are read, those in
+// flight complete and their replies are sent for at most drainTimeout.
+// Called with s.mu held.
+func (sc *serverConn) stop() {
+	sc.cancel()
+	sc.nc.SetReadDeadline(time.Unix(1, 0))
+	sc.nc.SetWriteDeadline(time.Now().Add(drainTimeout))
+}
+
+func (sc *serverConn) serve() {
+	defer sc.s.untrack(sc)
+	defer sc.nc.Close()
+	defer sc.cancel()
+	s := sc.s
+	s.metrics.connAccepted()
+	sc.log = s.log.With("remote", sc.nc.RemoteAddr().String())
+
+	if s.handshakeTimeout > 0 {
+		sc.nc.SetDeadline(time.Now().Add(s.handshakeTimeout))
+	}
+	// Small: headers are batched by it, payloads bypass it.
+	br := bufio.NewReaderSize(sc.nc, 4<<10)
+	exp, err := s.negotiate(br, bufio.NewWriterSize(sc.nc, 4<<10))
+	if err != nil {
+		if !errors.Is(err, errAbort) && sc.ctx.Err() == nil {
+			sc.log.Info("nbd: handshake failed", "err", err)
+			s.metrics.connDropped()
+		}
+		return
+	}
+	sc.nc.SetDeadline(time.Time{})
+	if sc.ctx.Err() != nil {
+		return // Close ran during the handshake; its deadline may be cleared
+	}
+	sc.exp, sc.br = exp, br
+	if uc, ok := sc.nc.(*net.UnixConn); ok {
+		// The default (~208 KiB) is smaller than one 256 KiB nbdcopy read
+		// reply, so every reply would stall the sender mid-write. TCP
+		// autotunes its own buffer.
+		uc.SetWriteBuffer(unixSendBuffer)
+	}
+	sc.log = sc.log.With("export", exp.Name)
+	sc.log.Debug("nbd: transmission started")
+	exp.metrics.connActive(1)
+	defer exp.metrics.connActive(-1)
+	sc.transmit()
+}
+
+func (sc *serverConn) transmit() {
+	sc.budget = newBudget(connBudget)
+	defer sc.budget.killOnDone(sc.ctx)()
+	var wg sync.WaitGroup
+	for range workersPerConn {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sc.work()
+		}()
+	}
+	// Requests already read run to completion (a write is acknowledged
+	// only after WriteAt returned, and FUA after Flush) and their replies
+	// go out, as the spec asks after NBD_CMD_DISC.
+	wg.Wait()
+
+	err := sc.endErr
+	switch {
+	case errors.Is(err, errDisconnect):
+		sc.log.Debug("nbd: client disconnected")
+	case sc.ctx.Err() != nil:
+		sc.log.Debug("nbd: connection stopped", "err", err)
+	case errors.Is(err, io.EOF):
+		sc.log.Info("nbd: client hung up without NBD_CMD_DISC")
+	default:
+		sc.log.Warn("nbd: dropping connection", "err", err)
+		sc.s.metrics.connDropped()
+	}
+}
+
+// work is one worker: read a request, run it, reply, until reading ends.
+func (sc *serverConn) work() {
+	var hdr [wire.SimpleReplySize]byte
+	iov := make(net.Buffers, 0, 2)
+	for {
+		j, ok := sc.next()
+		if !ok {
+			return
+		}
+		errno, data := j.errno, []byte(nil)
+		if errno == 0 {
+			start := time.Now()
+			var err error
+			data, err = sc.exec(j.req, j.buf)
+			if err != nil {
+				errno, data = errnoFor(err), nil
+				sc.log.Warn("nbd: device error", "op", wire.CmdName(j.req.Type), "offset", j.req.Offset, "length", j.req.Length, "err", err)
+			}
+			sc.exp.metrics.request(j.req, errno, start)
+		} else {
+			sc.exp.metrics.request(j.req, errno, time.Time{})
+		}
+		wire.PutSimpleReply(hdr[:], errno, j.req.Handle)
+		iov = append(iov[:0], hdr[:])
+		if data != nil {
+			iov = append(iov, data)
+		}
+		sc.send(&iov)
+		putBuffer(j.buf)
+		if j.weight > 0 {
+			sc.budget.release(j.weight)
+		}
+	}
+}
+
+// send writes one reply. After a failed write the connection is finished:
+// reading stops and later replies are dropped.
+func (sc *serverConn) send(iov *net.Buffers) {
+	sc.writeMu.Lock()
+	defer sc.writeMu.Unlock()
+	if sc.broken {
+		return
+	}
+	if _, err := iov.WriteTo(sc.nc); err != nil {
+		sc.broken = true
+		if !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
+			sc.log.Info("nbd: sending a reply failed", "err", err)
+		}
+		sc.cancel()
+		sc.nc.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// next reads the next request. It returns false once the client
+// disconnected, broke the protocol or the server is stopping; the reason is
+// kept in endErr.
+func (sc *serverConn) next() (job, bool) {
+	sc.readMu.Lock()
+	defer sc.readMu.Unlock()
+	if sc.endErr != nil {
+		return job{}, false
+	}
+	j, err := sc.read()
+	if err != nil {
+		sc.endErr = err
+		// Replies still owed go out, but a client that stopped reading
+		// cannot keep the connection open.
+		sc.nc.SetWriteDeadline(time.Now().Add(drainTimeout))
+		return job{}, false
+	}
+	return j, true
+}
+
+// read decodes one request and its payload. Invalid requests whose framing
+// is intact come back with errno set (a refused write's payload is read
+// and dropped); anything that loses framing is an error that ends the
+// connection.
+func (sc *serverConn) read() (job, error) {
+	var hdr [wire.RequestSize]byte
+	if _, err := io.ReadFull(sc.br, hdr[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return job{}, fmt.Errorf("nbd: client vanished mid-request header: %w", err)
+		}
+		return job{}, err
+	}
+	req, err := wire.DecodeRequest(hdr[:])
+	if err != nil {
+		return job{}, err
+	}
+	if req.Type == wire.CmdDisc {
+		return job{}, errDisconnect
+	}
+	if req.Type == wire.CmdWrite && req.Length > MaxPayload {
+		// Its payload cannot be trusted to be what the header says.
+		return job{}, fmt.Errorf("nbd: write of %d bytes exceeds the %d-byte maximum", req.Length, MaxPayload)
+	}
+	j := job{req: req, errno: sc.check(req)}
+	if j.errno != 0 {
+		if req.Type == wire.CmdWrite {
+			if _, err := io.CopyN(io.Discard, sc.br, int64(req.Length)); err != nil {
+				return job{}, fmt.Errorf("nbd: client vanished mid-write (handle %#x, %d bytes): %w", req.Handle, req.Length, err)
+			}
+		}
+		return j, nil
+	}
+	if req.Type != wire.CmdWrite && req.Type != wire.CmdRead {
+		return j, nil
+	}
+	j.weight = int64(max(req.Length, 1))
+	if !sc.budget.acquire(j.weight) {
+		return job{}, fmt.Errorf("nbd: connection stopping: %w", context.Cause(sc.ctx))
+	}
+	j.buf = getBuffer(int(req.Length))
+	if req.Type == wire.CmdWrite {
+		if _, err := io.ReadFull(sc.br, j.buf.b[:req.Length]); err != nil {
+			putBuffer(j.buf)
+			sc.budget.release(j.weight)
+			return job{}, fmt.Errorf("nbd: client vanished mid-write (handle %#x, %d bytes): %w", req.Handle, req.Length, err)
+		}
+	}
+	return j, nil
+}
+
+// check validates a request against the export before it runs.
+func (sc *serverConn) check(r wire.Request) uint32 {
+	e := sc.exp
+	allowed := wire.CmdFlagFUA // valid on every command once SEND_FUA is offered
+	switch r.Type {
+	case wire.CmdRead:
+		if r.Length > MaxPayload {
+			return wire.EINVAL
+		}
+	case wire.CmdWrite, wire.CmdTrim, wire.CmdFlush:
+	case wire.CmdWriteZeroes:
+		allowed |= wire.CmdFlagNoHole
+	default: // CACHE, BLOCK_STATUS and unknown commands are not offered
+		return wire.EINVAL
+	}
+	if r.Flags&^allowed != 0 {
+		return wire.EINVAL
+	}
+	if r.Type == wire.CmdFlush {
+		return 0
+	}
+	if e.ReadOnly && r.Type != wire.CmdRead {
+		return wire.EPERM
+	}
+	if r.Offset > e.size || uint64(r.Length) > e.size-r.Offset {
+		return wire.EINVAL
+	}
+	if (r.Offset|uint64(r.Length))%uint64(e.bs.Min) != 0 {
+		return wire.EINVAL
+	}
+	return 0
+}
+
+// exec runs one validated request on the device.
+func (sc *serverConn) exec(r wire.Request, buf *buffer) ([]byte, error) {
+	dev := sc.exp.Device
+	off, n := int64(r.Offset), int64(r.Length)
+	var err error
+	switch r.Type {
+	case wire.CmdRead:
+		p := buf.b[:n]
+		got, err := dev.ReadAt(p, off)
+		if got == len(p) {
+			return p, nil // io.EOF with a full read is fine
+		}
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	case wire.CmdWrite:
+		_, err = dev.WriteAt(buf.b[:n], off)
+	case wire.CmdFlush:
+		if sc.exp.ReadOnly {
+			return nil, nil
+		}
+		return nil, dev.Flush()
+	case wire.CmdTrim:
+		// A hint: devices that cannot discard simply keep the data.
+		if t, ok := dev.(blockdev.Trimmer); ok && n > 0 {
+			err = t.Trim(off, n)
+		}
+	case wire.CmdWriteZeroes:
+		err = writeZeroes(dev, off, n, r.Flags&wire.CmdFlagNoHole != 0)
+	}
+	if err == nil && r.Flags&wire.CmdFlagFUA != 0 {
+		err = dev.Flush()
+	}
+	return nil, err
+}
+
+// writeZeroes zeroes [off, off+n). With NO_HOLE the range must stay
+// allocated; a ZeroWriter may deallocate, so then zero buffers are written.
+func writeZeroes(dev blockdev.Device, off, n int64, noHole bool) error {
+	if zw, ok := dev.(blockdev.ZeroWriter); ok && !noHole {
+		return zw.WriteZeroes(off, n)
+	}
+	for n > 0 {
+		c := min(n, int64(len(zeroes)))
+		if _, err := dev.WriteAt(zeroes[:c], off); err != nil {
+			return err
+		}
+		off, n = off+c, n-c
+	}
+	return nil
+}
+
+// errnoFor maps a device error to an NBD error value.
+func errnoFor(err error) uint32 {
+	switch {
+	case errors.Is(err, blockdev.ErrOutOfRange):
+		return wire.EINVAL
+	case errors.Is(err, syscall.ENOSPC):
+		return wire.ENOSPC
+	}
+	return wire.EIO
+}

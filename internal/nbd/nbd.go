@@ -1,0 +1,268 @@
+// Package nbd owns tandem's Network Block Device server: it serves
+// blockdev.Device volumes to the kernel nbd-client, qemu and libnbd tools
+// (fixed newstyle handshake, OPT_GO/INFO/LIST/ABORT/EXPORT_NAME; READ, WRITE,
+// FLUSH, FUA, TRIM, WRITE_ZEROES, DISC), and a small client used by tests and
+// by other packages' in-process tests. The wire format lives in nbd/wire; the
+// nbdkit comparison in nbd/nbdbench. It imports blockdev and nbd/wire only;
+// cmd/ and the storage packages (raid, replication) may import it.
+package nbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"tandem/internal/blockdev"
+	"tandem/internal/nbd/wire"
+)
+
+// MaxPayload is the largest READ or WRITE we accept, and the maximum block
+// size we advertise: the 32 MiB every client assumes when it is not told.
+const MaxPayload = 32 << 20
+
+// preferredBlockSize is advertised as NBD_INFO_BLOCK_SIZE preferred: the page
+// size, so clients avoid read-modify-write in the page cache below us.
+const preferredBlockSize = 4096
+
+// defaultHandshakeTimeout bounds how long a client may take to choose an
+// export, so a connection that never finishes the handshake cannot pin a
+// goroutine forever. Transmission has no timeout: kernel clients idle for
+// days.
+const defaultHandshakeTimeout = 30 * time.Second
+
+// ErrServerClosed is returned by Serve after Close.
+var ErrServerClosed = errors.New("nbd: server closed")
+
+// Export is one named volume served over NBD.
+type Export struct {
+	Name        string
+	Description string
+	Device      blockdev.Device
+	ReadOnly    bool
+	// MultiConn advertises NBD_FLAG_CAN_MULTI_CONN: set it only when a
+	// Flush through one connection makes writes acknowledged on every
+	// connection durable (true for any Device whose Flush covers all
+	// writes that returned, such as blockdev.File).
+	MultiConn bool
+	// MinBlockSize, when above 1, is advertised and enforced: requests
+	// whose offset or length are not multiples of it get EINVAL. Use it
+	// for devices opened with O_DIRECT. It must be a power of two up to
+	// 64 KiB; 0 means 1.
+	MinBlockSize uint32
+}
+
+// export is an Export with what the handshake advertises worked out once.
+type export struct {
+	Export
+	size    uint64
+	flags   uint16
+	bs      wire.BlockSize
+	metrics *exportMetrics
+}
+
+func newExport(e Export) (*export, error) {
+	if e.Device == nil {
+		return nil, fmt.Errorf("nbd: export %q: no device", e.Name)
+	}
+	if len(e.Name) > wire.MaxStringLen || len(e.Description) > wire.MaxStringLen {
+		return nil, fmt.Errorf("nbd: export %q: name or description longer than %d bytes", e.Name, wire.MaxStringLen)
+	}
+	min := e.MinBlockSize
+	if min == 0 {
+		min = 1
+	}
+	if min&(min-1) != 0 || min > 64<<10 {
+		return nil, fmt.Errorf("nbd: export %q: minimum block size %d is not a power of two up to 64 KiB", e.Name, min)
+	}
+	size := e.Device.Size()
+	if size < 0 {
+		return nil, fmt.Errorf("nbd: export %q: negative size %d", e.Name, size)
+	}
+	flags := wire.FlagHasFlags
+	if e.ReadOnly {
+		flags |= wire.FlagReadOnly
+	} else {
+		flags |= wire.FlagSendFlush | wire.FlagSendFUA | wire.FlagSendTrim | wire.FlagSendWriteZeroes
+	}
+	if e.MultiConn {
+		flags |= wire.FlagCanMultiConn
+	}
+	return &export{
+		Export: e,
+		size:   uint64(size),
+		flags:  flags,
+		bs:     wire.BlockSize{Min: min, Preferred: max(preferredBlockSize, min), Max: MaxPayload},
+	}, nil
+}
+
+// Server serves exports over NBD. Create it with NewServer, run Serve on
+// one or more listeners, stop it with Close.
+type Server struct {
+	log              *slog.Logger
+	exports          []*export
+	configErr        error
+	handshakeTimeout time.Duration
+	metrics          *metrics
+
+	mu        sync.Mutex
+	closed    bool
+	listeners map[net.Listener]struct{}
+	conns     map[*serverConn]struct{}
+	connWG    sync.WaitGroup
+}
+
+// NewServer returns a server for exports. The first export is also the
+// default one that clients reach with an empty export name. Problems with
+// the exports (duplicate names, no device) are reported by Serve.
+func NewServer(logger *slog.Logger, exports ...Export) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		log:              logger,
+		handshakeTimeout: defaultHandshakeTimeout,
+		listeners:        map[net.Listener]struct{}{},
+		conns:            map[*serverConn]struct{}{},
+	}
+	seen := map[string]bool{}
+	var errs []error
+	for _, e := range exports {
+		if seen[e.Name] {
+			errs = append(errs, fmt.Errorf("nbd: export %q listed twice", e.Name))
+			continue
+		}
+		seen[e.Name] = true
+		x, err := newExport(e)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		s.exports = append(s.exports, x)
+	}
+	if len(exports) == 0 {
+		errs = append(errs, errors.New("nbd: no exports"))
+	}
+	s.configErr = errors.Join(errs...)
+	return s
+}
+
+// SetHandshakeTimeout changes how long a client may take before it enters
+// transmission (default 30 s). Call it before Serve.
+func (s *Server) SetHandshakeTimeout(d time.Duration) { s.handshakeTimeout = d }
+
+// lookup finds an export by name; the empty name is the default export.
+func (s *Server) lookup(name string) *export {
+	for _, e := range s.exports {
+		if e.Name == name {
+			return e
+		}
+	}
+	if name == "" && len(s.exports) > 0 {
+		return s.exports[0]
+	}
+	return nil
+}
+
+// Serve accepts connections on ln until Close, then returns ErrServerClosed.
+// It may be called for several listeners at once.
+func (s *Server) Serve(ln net.Listener) error {
+	if s.configErr != nil {
+		return s.configErr
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of descriptors or similar: back off as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("nbd: accept failed, retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("nbd: accept: %w", err)
+		}
+		backoff = 0
+		sc := &serverConn{s: s, nc: nc}
+		sc.ctx, sc.cancel = context.WithCancel(context.Background())
+		if !s.track(sc) {
+			nc.Close()
+			return ErrServerClosed
+		}
+		go sc.serve()
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+func (s *Server) track(sc *serverConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[sc] = struct{}{}
+	s.connWG.Add(1)
+	return true
+}
+
+func (s *Server) untrack(sc *serverConn) {
+	s.mu.Lock()
+	delete(s.conns, sc)
+	s.mu.Unlock()
+	s.connWG.Done()
+}
+
+// Close stops every listener, stops reading new requests on every
+// connection, lets requests already read finish and send their replies,
+// then closes the connections. It returns once all are closed.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	var errs []error
+	for ln := range s.listeners {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, fmt.Errorf("nbd: close listener %s: %w", ln.Addr(), err))
+		}
+	}
+	for sc := range s.conns {
+		sc.stop()
+	}
+	s.mu.Unlock()
+	s.connWG.Wait()
+	return errors.Join(errs...)
+}
+
+// Exports returns the names of the exports served.
+func (s *Server) Exports() []string {
+	names := make([]string, len(s.exports))
+	for i, e := range s.exports {
+		names[i] = e.Name
+	}
+	return names
+}

@@ -1,0 +1,327 @@
+// Package nbdbench measures tandem's NBD server against nbdkit's file
+// plugin on the same machine in the same run, with nbdcopy moving data each
+// way, and reports throughputs and ratios (our / nbdkit). It runs external
+// programs (nbdkit, nbdcopy), so it belongs in benchmarks and in
+// `tandem raid bench`, never in the I/O path. It imports blockdev and nbd;
+// cmd/ and benchmark tests may import it.
+package nbdbench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"tandem/internal/blockdev"
+	"tandem/internal/nbd"
+)
+
+// Options configures Compare. Zero values take the defaults noted.
+type Options struct {
+	// Device is served by our server; File by `nbdkit file`. They may be
+	// the same storage (a single-member array and its member file).
+	Device blockdev.Device
+	File   string
+	// Size is how many bytes each nbdcopy moves (1 GiB in the target).
+	// Both Device and File must hold at least Size bytes; larger ones are
+	// served truncated to Size (nbdkit through its truncate filter).
+	Size int64
+	// Rounds alternates the two servers this many times and reports the
+	// median of each figure (default 3).
+	Rounds int
+	// Flush passes --flush to nbdcopy so uploads end durable; without it
+	// the write figure is the servers' speed into the page cache.
+	Flush bool
+	// TempDir holds the sockets and the upload source (default os.TempDir).
+	TempDir string
+}
+
+// Throughput is one server's nbdcopy rates in bytes per second.
+type Throughput struct {
+	Write float64 // nbdcopy local file → NBD
+	Read  float64 // nbdcopy NBD → null:
+}
+
+// Result is the outcome of Compare.
+type Result struct {
+	Size       int64
+	Rounds     int
+	Ours       Throughput
+	Nbdkit     Throughput
+	WriteRatio float64 // Ours.Write / Nbdkit.Write
+	ReadRatio  float64 // Ours.Read / Nbdkit.Read
+	Commands   []string
+	// Samples holds every round's figures, in run order.
+	OursSamples, NbdkitSamples []Throughput
+}
+
+func (r Result) String() string {
+	mb := func(v float64) float64 { return v / 1e6 }
+	return fmt.Sprintf("nbdcopy %d MiB, median of %d rounds: write tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; read tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f",
+		r.Size>>20, r.Rounds, mb(r.Ours.Write), mb(r.Nbdkit.Write), r.WriteRatio, mb(r.Ours.Read), mb(r.Nbdkit.Read), r.ReadRatio)
+}
+
+// CompareWithNbdkit serves dev with our server and file with `nbdkit file`,
+// runs nbdcopy each way against both (size bytes, 3 rounds, no --flush) and
+// returns the throughputs and ratios.
+func CompareWithNbdkit(ctx context.Context, dev blockdev.Device, file string, size int64) (Result, error) {
+	return Compare(ctx, Options{Device: dev, File: file, Size: size})
+}
+
+// Missing returns the programs Compare needs that are not installed.
+func Missing() []string {
+	var out []string
+	for _, p := range []string{"nbdkit", "nbdcopy"} {
+		if _, err := exec.LookPath(p); err != nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Compare runs the comparison described by o.
+func Compare(ctx context.Context, o Options) (Result, error) {
+	if m := Missing(); len(m) > 0 {
+		return Result{}, fmt.Errorf("nbdbench: missing programs %v (Debian packages nbdkit, libnbd-bin)", m)
+	}
+	if o.Rounds <= 0 {
+		o.Rounds = 3
+	}
+	if o.Size <= 0 || o.Device == nil || o.File == "" {
+		return Result{}, errors.New("nbdbench: need a device, a file and a positive size")
+	}
+	if o.Device.Size() < o.Size {
+		return Result{}, fmt.Errorf("nbdbench: device holds %d bytes, less than %d", o.Device.Size(), o.Size)
+	}
+	st, err := os.Stat(o.File)
+	if err != nil {
+		return Result{}, fmt.Errorf("nbdbench: %w", err)
+	}
+	if st.Size() < o.Size {
+		return Result{}, fmt.Errorf("nbdbench: %s holds %d bytes, less than %d", o.File, st.Size(), o.Size)
+	}
+	dir, err := os.MkdirTemp(o.TempDir, "nbdbench")
+	if err != nil {
+		return Result{}, fmt.Errorf("nbdbench: %w", err)
+	}
+	defer os.RemoveAll(dir)
+
+	src := filepath.Join(dir, "src")
+	if err := writeRandomFile(src, o.Size); err != nil {
+		return Result{}, err
+	}
+
+	ourURI, stopOurs, err := serveOurs(dir, o.Device, o.Size)
+	if err != nil {
+		return Result{}, err
+	}
+	defer stopOurs()
+	kitURI, kitCmd, stopKit, err := serveNbdkit(ctx, dir, o.File, st.Size(), o.Size)
+	if err != nil {
+		return Result{}, err
+	}
+	defer stopKit()
+
+	copyArgs := []string{}
+	if o.Flush {
+		copyArgs = append(copyArgs, "--flush")
+	}
+	res := Result{Size: o.Size, Rounds: o.Rounds}
+	res.Commands = []string{
+		kitCmd,
+		"nbdcopy " + join(copyArgs) + src + " <uri>   (write)",
+		"nbdcopy " + join(copyArgs) + "<uri> null:   (read)",
+	}
+	var ours, kit [2][]float64 // [0] write, [1] read
+	syncOurs := o.Device.Flush
+	syncKit := func() error { return fsync(o.File) }
+	// One untimed upload through each server first: block allocation in a
+	// fresh file and cold page cache would otherwise count against
+	// whoever goes first.
+	for _, uri := range []string{ourURI, kitURI} {
+		if _, err := timedCopy(ctx, o.Size, append(slices.Clone(copyArgs), src, uri)...); err != nil {
+			return res, err
+		}
+	}
+	if err := syncOurs(); err != nil {
+		return res, fmt.Errorf("nbdbench: flush after warm-up: %w", err)
+	}
+	for round := range o.Rounds {
+		// Alternate who goes first so page-cache warmth and background
+		// writeback do not always favour the same server.
+		order := []int{0, 1}
+		if round%2 == 1 {
+			order = []int{1, 0}
+		}
+		for _, who := range order {
+			uri, flush, out := ourURI, syncOurs, &ours
+			if who == 1 {
+				uri, flush, out = kitURI, syncKit, &kit
+			}
+			w, err := timedCopy(ctx, o.Size, append(slices.Clone(copyArgs), src, uri)...)
+			if err != nil {
+				return res, err
+			}
+			// Write back outside the clock so it does not land on the next run.
+			if err := flush(); err != nil {
+				return res, fmt.Errorf("nbdbench: flush after write: %w", err)
+			}
+			r, err := timedCopy(ctx, o.Size, append(slices.Clone(copyArgs), uri, "null:")...)
+			if err != nil {
+				return res, err
+			}
+			out[0] = append(out[0], w)
+			out[1] = append(out[1], r)
+			if who == 0 {
+				res.OursSamples = append(res.OursSamples, Throughput{Write: w, Read: r})
+			} else {
+				res.NbdkitSamples = append(res.NbdkitSamples, Throughput{Write: w, Read: r})
+			}
+		}
+	}
+	res.Ours = Throughput{Write: median(ours[0]), Read: median(ours[1])}
+	res.Nbdkit = Throughput{Write: median(kit[0]), Read: median(kit[1])}
+	res.WriteRatio = res.Ours.Write / res.Nbdkit.Write
+	res.ReadRatio = res.Ours.Read / res.Nbdkit.Read
+	return res, nil
+}
+
+func join(args []string) string {
+	s := ""
+	for _, a := range args {
+		s += a + " "
+	}
+	return s
+}
+
+// timedCopy runs nbdcopy and returns bytes per second.
+func timedCopy(ctx context.Context, size int64, args ...string) (float64, error) {
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, "nbdcopy", args...).CombinedOutput()
+	el := time.Since(start)
+	if err != nil {
+		return 0, fmt.Errorf("nbdbench: nbdcopy %v: %w: %s", args, err, out)
+	}
+	return float64(size) / el.Seconds(), nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// writeRandomFile writes size incompressible, non-zero bytes so neither
+// nbdcopy's zero detection nor sparse files can shortcut the copy.
+func writeRandomFile(path string, size int64) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("nbdbench: %w", err)
+	}
+	r := rand.NewChaCha8([32]byte{'t', 'a', 'n', 'd', 'e', 'm'})
+	if _, err := io.CopyBuffer(f, io.LimitReader(r, size), make([]byte, 1<<20)); err != nil {
+		f.Close()
+		return fmt.Errorf("nbdbench: write %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func fsync(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// serveOurs serves the first size bytes of dev on a unix socket.
+func serveOurs(dir string, dev blockdev.Device, size int64) (uri string, stop func(), err error) {
+	sock := filepath.Join(dir, "tandem.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return "", nil, fmt.Errorf("nbdbench: %w", err)
+	}
+	if dev.Size() != size {
+		dev = &window{Device: dev, size: size}
+	}
+	srv := nbd.NewServer(nil, nbd.Export{Name: "bench", Device: dev, MultiConn: true})
+	done := make(chan struct{})
+	go func() {
+		srv.Serve(ln)
+		close(done)
+	}()
+	return "nbd+unix:///bench?socket=" + sock, func() { srv.Close(); <-done }, nil
+}
+
+// serveNbdkit starts `nbdkit file` on a unix socket and waits until it
+// listens (nbdkit writes its PID file only then).
+func serveNbdkit(ctx context.Context, dir, file string, fileSize, size int64) (uri, cmdline string, stop func(), err error) {
+	sock := filepath.Join(dir, "nbdkit.sock")
+	pidfile := filepath.Join(dir, "nbdkit.pid")
+	args := []string{"--foreground", "--exit-with-parent", "-U", sock, "-P", pidfile}
+	if fileSize != size {
+		args = append(args, "--filter=truncate")
+	}
+	args = append(args, "file", "file="+file)
+	if fileSize != size {
+		args = append(args, "truncate="+strconv.FormatInt(size, 10))
+	}
+	cmd := exec.Command("nbdkit", args...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", "", nil, fmt.Errorf("nbdbench: start nbdkit: %w", err)
+	}
+	stop = func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(pidfile); err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			stop()
+			return "", "", nil, errors.New("nbdbench: nbdkit did not start listening within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return "nbd+unix:///?socket=" + sock, "nbdkit " + join(args), stop, nil
+}
+
+// window shows the first size bytes of a larger device.
+type window struct {
+	blockdev.Device
+	size int64
+}
+
+func (w *window) Size() int64 { return w.size }
+
+func (w *window) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > w.size {
+		return 0, blockdev.ErrOutOfRange
+	}
+	return w.Device.ReadAt(p, off)
+}
+
+func (w *window) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > w.size {
+		return 0, blockdev.ErrOutOfRange
+	}
+	return w.Device.WriteAt(p, off)
+}
+
+// Close leaves the caller's device open.
+func (w *window) Close() error { return nil }
