@@ -30,7 +30,8 @@ type Guard interface {
 	Install(vips []netip.Prefix) error
 	// Allow lets vip speak for remaining, counted from now, replacing any
 	// earlier allowance (also a longer one). A remaining under a millisecond
-	// revokes. vip must be guarded.
+	// revokes. vip must be guarded. If the kernel state is gone (a firewall
+	// reload flushed the ruleset), Allow installs it again first.
 	Allow(vip netip.Addr, remaining time.Duration) error
 	// Revoke silences vip now. Revoking a silent VIP succeeds.
 	Revoke(vip netip.Addr) error

@@ -67,7 +67,12 @@ func NewNFT(o Options) (*NFT, error) {
 // Install creates or updates both tables in one atomic batch. The guarded
 // sets and the chains are rewritten; the allowed sets are kept.
 func (g *NFT) Install(vips []netip.Prefix) error {
-	want := addrs(vips)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.installLocked(addrs(vips))
+}
+
+func (g *NFT) installLocked(want map[netip.Addr]bool) error {
 	var v4, v6 []nftables.SetElement
 	for a := range want {
 		if a.Is4() {
@@ -76,10 +81,7 @@ func (g *NFT) Install(vips []netip.Prefix) error {
 			v6 = append(v6, nftables.SetElement{Key: a.AsSlice()})
 		}
 	}
-	r := g.rs
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	c := g.conn
+	r, c := g.rs, g.conn
 	c.AddTable(r.inet)
 	c.AddTable(r.arp)
 	for _, s := range []*nftables.Set{r.vips4, r.vips6, r.allowed4, r.allowed6, r.arpVIPs, r.arpAllowed} {
@@ -127,16 +129,29 @@ func (g *NFT) Allow(vip netip.Addr, remaining time.Duration) error {
 	if !g.guarded[vip] {
 		return notGuarded(vip)
 	}
-	key := vip.AsSlice()
-	for _, s := range g.allowedSets(vip) {
-		if err := g.replace(s, key, d); err != nil {
-			return g.abort(fmt.Errorf("vipguard: allow %s: %w", vip, err))
+	err := g.allowLocked(vip, d)
+	if isNotFound(err) {
+		// Our tables are gone: someone flushed the ruleset (Debian's
+		// nftables.conf starts with "flush ruleset"), leaving every VIP
+		// unguarded. Put them back now rather than run unguarded.
+		if err = g.installLocked(g.guarded); err == nil {
+			err = g.allowLocked(vip, d)
 		}
 	}
-	if err := g.flush(); err != nil {
+	if err != nil {
 		return fmt.Errorf("vipguard: allow %s: %w", vip, err)
 	}
 	return nil
+}
+
+func (g *NFT) allowLocked(vip netip.Addr, d time.Duration) error {
+	key := vip.AsSlice()
+	for _, s := range g.allowedSets(vip) {
+		if err := g.replace(s, key, d); err != nil {
+			return g.abort(err)
+		}
+	}
+	return g.flush()
 }
 
 func (g *NFT) replace(s *nftables.Set, key []byte, d time.Duration) error {

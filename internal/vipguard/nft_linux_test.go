@@ -277,3 +277,21 @@ func TestRefreshCost(t *testing.T) {
 		t.Errorf("Allow median %v: too slow for a 50 ms heartbeat", med(v4))
 	}
 }
+
+func TestAllowReinstallsAfterARulesetFlush(t *testing.T) {
+	ns := newNS(t)
+	g := newGuard(t, ns)
+	if err := g.Install([]netip.Prefix{vip4, vip6}); err != nil {
+		t.Fatal(err)
+	}
+	nft(t, ns, "flush", "ruleset") // what a firewall reload does
+	if err := g.Allow(vip4.Addr(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	got := nft(t, ns, "list", "ruleset")
+	for _, want := range []string{"table arp tandem", "elements = { 10.77.0.100 timeout 1m", "fd77::100", "chain output"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("after flush and Allow the ruleset lacks %q:\n%s", want, got)
+		}
+	}
+}
