@@ -1,0 +1,476 @@
+package raid
+
+import (
+	"errors"
+	"fmt"
+
+	"tandem/internal/blockdev"
+)
+
+// piece is the part of a request that falls in one data chunk of a stripe.
+type piece struct {
+	s       int64
+	d       int
+	inChunk int64 // offset in the chunk
+	n       int64
+	bufOff  int64 // offset in the caller's buffer
+}
+
+// pieces splits [off, off+n) into per-chunk pieces, in order.
+func (g Geometry) pieces(off, n int64) []piece {
+	var out []piece
+	for done := int64(0); done < n; {
+		s, d, in := g.Locate(off + done)
+		l := min(g.Chunk-in, n-done)
+		out = append(out, piece{s, d, in, l, done})
+		done += l
+	}
+	return out
+}
+
+func (a *Array) checkIO(off, n int64) error {
+	if off < 0 || n < 0 || off+n > a.geo.Size() {
+		return fmt.Errorf("raid: %w: offset %d length %d size %d", blockdev.ErrOutOfRange, off, n, a.geo.Size())
+	}
+	return nil
+}
+
+// ReadAt reads from the array. Blocks are verified against their checksums;
+// a bad or unreadable block is rebuilt from redundancy, returned, rewritten
+// and reported.
+func (a *Array) ReadAt(p []byte, off int64) (int, error) {
+	if err := a.checkIO(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	ps := a.geo.pieces(off, int64(len(p)))
+	s0, s1 := ps[0].s, ps[len(ps)-1].s+1
+	h := a.locks.lock(s0, s1, false)
+	slow, err := a.readFast(p, ps)
+	if err == nil && len(slow) > 0 {
+		var repair []piece
+		repair, err = a.readSlow(p, slow, false)
+		if err == nil && len(repair) > 0 {
+			a.locks.unlock(h)
+			h = a.locks.lock(repair[0].s, repair[len(repair)-1].s+1, true)
+			_, err = a.readSlow(p, repair, true)
+		}
+	}
+	a.locks.unlock(h)
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// readFast reads every piece from one in-sync copy, merging contiguous
+// member ranges into single reads, and returns the pieces that need the
+// slow path (member missing, read error, checksum mismatch).
+func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
+	v, err := a.view()
+	if err != nil {
+		return nil, err
+	}
+	g := a.geo
+	type run struct {
+		m        *member
+		off, end int64 // data-area offsets, block aligned
+		pieces   []int
+		buf      []byte
+		failed   bool
+		verify   bool
+	}
+	var runs []*run
+	last := map[*member]*run{}
+	var slow []piece
+	var locs [MaxMembers]Loc
+	mirror := g.Level == Raid1
+	for i, pc := range ps {
+		var m *member
+		var loc Loc
+		cands := g.DataLocs(pc.s, pc.d, locs[:0])
+		if mirror && len(cands) > 1 {
+			// Spread mirror reads: alternate members every 64 chunks.
+			k := int(pc.s/64) % len(cands)
+			cands = append(cands[k:], cands[:k]...)
+		}
+		for _, l := range cands {
+			if mm := v.readable(l.Member, pc.s); mm != nil {
+				m, loc = mm, l
+				break
+			}
+		}
+		if m == nil {
+			slow = append(slow, pc)
+			continue
+		}
+		lo := (loc.Off + pc.inChunk) &^ (BlockSize - 1)
+		hi := (loc.Off + pc.inChunk + pc.n + BlockSize - 1) &^ (BlockSize - 1)
+		verify := a.checksums && !a.pendingAt(pc.s)
+		if r := last[m]; r != nil && r.end == lo && r.verify == verify {
+			r.end = hi
+			r.pieces = append(r.pieces, i)
+			continue
+		}
+		r := &run{m: m, off: lo, end: hi, pieces: []int{i}, verify: verify}
+		runs = append(runs, r)
+		last[m] = r
+	}
+	// One goroutine per member; its runs in order.
+	byMember := map[*member][]*run{}
+	var order []*member
+	for _, r := range runs {
+		if _, ok := byMember[r.m]; !ok {
+			order = append(order, r.m)
+		}
+		byMember[r.m] = append(byMember[r.m], r)
+	}
+	locOf := func(pc piece, m *member) Loc {
+		for _, l := range g.DataLocs(pc.s, pc.d, locs[:0]) {
+			if v.slot[l.Member] == m || v.repl[l.Member] == m {
+				return l
+			}
+		}
+		return Loc{}
+	}
+	errs := parallel(len(order), func(k int) error {
+		m := order[k]
+		for _, r := range byMember[m] {
+			r.buf = alignedBuf(int(r.end - r.off))
+			if _, err := m.dev.ReadAt(r.buf, m.lay.DataOff+r.off); err != nil {
+				r.failed = true
+				return fmt.Errorf("read at %d: %w", r.off, err)
+			}
+			var sums []uint32
+			var valid []bool
+			if r.verify && m.crc != nil {
+				var err error
+				if sums, valid, err = m.crc.getRange(r.off/BlockSize, int(r.end-r.off)/BlockSize); err != nil {
+					r.failed = true
+					return err
+				}
+			}
+			for _, i := range r.pieces {
+				pc := ps[i]
+				l := locOf(pc, m)
+				at := l.Off + pc.inChunk - r.off
+				if sums != nil {
+					for b := at &^ (BlockSize - 1); b < at+pc.n; b += BlockSize {
+						if valid[b/BlockSize] && blockCRC(r.buf[b:b+BlockSize]) != sums[b/BlockSize] {
+							ps[i].n = -pc.n // mark bad; restored below
+							break
+						}
+					}
+				}
+				if ps[i].n > 0 {
+					copy(p[pc.bufOff:pc.bufOff+pc.n], r.buf[at:at+pc.n])
+				}
+			}
+		}
+		return nil
+	})
+	for k, err := range errs {
+		if err != nil {
+			a.stats.readErrors.Add(1)
+			a.memberFailed(order[k], err)
+		}
+	}
+	for _, r := range runs {
+		for _, i := range r.pieces {
+			if ps[i].n < 0 {
+				ps[i].n = -ps[i].n
+				slow = append(slow, ps[i])
+			} else if r.failed {
+				slow = append(slow, ps[i])
+			}
+		}
+		if r.buf != nil {
+			freeBuf(r.buf)
+		}
+	}
+	return slow, nil
+}
+
+// readSlow serves pieces through readRows, stripe by stripe. Without
+// repair, pieces whose stripe needs a repair are returned for a retry under
+// an exclusive lock.
+func (a *Array) readSlow(p []byte, ps []piece, repair bool) ([]piece, error) {
+	v, err := a.view()
+	if err != nil {
+		return nil, err
+	}
+	var again []piece
+	for _, pc := range ps {
+		lo := pc.inChunk &^ (BlockSize - 1)
+		hi := (pc.inChunk + pc.n + BlockSize - 1) &^ (BlockSize - 1)
+		sr, err := a.readRows(v, pc.s, lo, hi, false, repair)
+		if errors.Is(err, errNeedsRepair) {
+			again = append(again, pc)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		copy(p[pc.bufOff:pc.bufOff+pc.n], sr.data[pc.d][pc.inChunk-lo:])
+		sr.free()
+	}
+	return again, nil
+}
+
+// stripePlan is one stripe's part of a write.
+type stripePlan struct {
+	s      int64
+	lo, hi int64 // block-aligned rows covering every piece (bytes in chunk)
+	pieces []piece
+	full   bool // every data chunk entirely overwritten
+}
+
+// WriteAt writes to the array. Full stripes are written with parity
+// computed from the new data alone; partial stripes read what they need,
+// log the new blocks to the journal (RAID 5/6) and then write in place.
+func (a *Array) WriteAt(p []byte, off int64) (int, error) {
+	if err := a.checkIO(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	g := a.geo
+	ps := g.pieces(off, int64(len(p)))
+	s0, s1 := ps[0].s, ps[len(ps)-1].s+1
+	h := a.locks.lock(s0, s1, true)
+	defer a.locks.unlock(h)
+	a.beginWrite(s0, s1)
+	defer a.endWrite(s0, s1)
+	var plans []*stripePlan
+	for _, pc := range ps {
+		if len(plans) == 0 || plans[len(plans)-1].s != pc.s {
+			plans = append(plans, &stripePlan{s: pc.s, lo: g.Chunk})
+		}
+		sp := plans[len(plans)-1]
+		sp.pieces = append(sp.pieces, pc)
+		sp.lo = min(sp.lo, pc.inChunk&^(BlockSize-1))
+		sp.hi = max(sp.hi, (pc.inChunk+pc.n+BlockSize-1)&^(BlockSize-1))
+	}
+	for _, sp := range plans {
+		covered := int64(0)
+		for _, pc := range sp.pieces {
+			covered += pc.n
+		}
+		sp.full = covered == g.StripeBytes()
+	}
+	if a.jr != nil {
+		for _, sp := range plans {
+			if sp.full && a.jr.isLive(sp.s) {
+				a.checkpointJournal()
+				break
+			}
+		}
+	}
+	v, err := a.view()
+	if err != nil {
+		return 0, err
+	}
+	var ws []memberWrite
+	var jts []journalTarget
+	var bufs [][]byte
+	defer func() {
+		for _, b := range bufs {
+			freeBuf(b)
+		}
+	}()
+	k := g.DataChunks()
+	var locs [MaxMembers]Loc
+	for _, sp := range plans {
+		rows := sp.hi - sp.lo
+		// The content of every data chunk over [lo, hi): new bytes over old.
+		data := make([][]byte, k)
+		touched := make([]bool, k)
+		aligned := true
+		for _, pc := range sp.pieces {
+			touched[pc.d] = true
+			aligned = aligned && pc.inChunk == sp.lo && pc.n == rows
+		}
+		needOld := !sp.full && (g.ParityChunks() > 0 || !aligned)
+		var old *stripeRows
+		if needOld {
+			old, err = a.readRows(v, sp.s, sp.lo, sp.hi, false, true)
+			if err != nil {
+				return 0, err
+			}
+			for d := range data {
+				data[d] = old.data[d]
+			}
+			defer old.free()
+		} else {
+			for d := range data {
+				data[d] = alignedBuf(int(rows))
+				bufs = append(bufs, data[d])
+			}
+		}
+		for _, pc := range sp.pieces {
+			copy(data[pc.d][pc.inChunk-sp.lo:], p[pc.bufOff:pc.bufOff+pc.n])
+		}
+		for d := 0; d < k; d++ {
+			if !touched[d] {
+				continue
+			}
+			for _, l := range g.DataLocs(sp.s, d, locs[:0]) {
+				for _, m := range v.writable(l.Member, nil) {
+					ws = append(ws, memberWrite{m, l.Off + sp.lo, data[d]})
+				}
+			}
+		}
+		if g.ParityChunks() == 0 {
+			continue
+		}
+		pbuf := alignedBuf(int(rows))
+		bufs = append(bufs, pbuf)
+		var qbuf []byte
+		if g.ParityChunks() == 2 {
+			qbuf = alignedBuf(int(rows))
+			bufs = append(bufs, qbuf)
+		}
+		genParity(data, pbuf, qbuf)
+		pm, qm := g.ParityMembers(sp.s)
+		var parityMembers []*member
+		for _, pq := range []struct {
+			slot int
+			buf  []byte
+		}{{pm, pbuf}, {qm, qbuf}} {
+			if pq.slot < 0 {
+				continue
+			}
+			for _, m := range v.writable(pq.slot, nil) {
+				ws = append(ws, memberWrite{m, sp.s*g.Chunk + sp.lo, pq.buf})
+				parityMembers = append(parityMembers, m)
+			}
+		}
+		if !sp.full && len(parityMembers) > 0 {
+			e := &journalEntry{Stripe: sp.s, RowLo: sp.lo / BlockSize, RowHi: sp.hi / BlockSize}
+			for d := 0; d < k; d++ {
+				if touched[d] {
+					e.Slots |= 1 << d
+					e.Payload = append(e.Payload, data[d]...)
+				}
+			}
+			e.Slots |= 1 << k
+			e.Payload = append(e.Payload, pbuf...)
+			if qbuf != nil {
+				e.Slots |= 1 << (k + 1)
+				e.Payload = append(e.Payload, qbuf...)
+			}
+			jts = append(jts, journalTarget{e, parityMembers})
+		}
+	}
+	var seqs []uint64
+	if len(jts) > 0 {
+		seqs = a.logEntries(jts)
+		defer a.entriesDone(seqs)
+	}
+	if err := a.issueWrites(ws); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Flush makes every write acknowledged before it durable on every member:
+// dirty checksum pages are written and all members synced. It also advances
+// the journal checkpoint and clears idle bitmap bits.
+func (a *Array) Flush() error {
+	a.flushMu.Lock()
+	defer a.flushMu.Unlock()
+	start := a.opts.Clock.Now()
+	a.mu.RLock()
+	if a.closed {
+		a.mu.RUnlock()
+		return ErrClosed
+	}
+	ms := a.liveMembersLocked()
+	a.mu.RUnlock()
+	var applied, prev uint64
+	if a.jr != nil {
+		a.jr.mu.Lock()
+		applied, prev = a.jr.appliedLocked(), a.jr.written
+		a.jr.mu.Unlock()
+	}
+	errs := parallel(len(ms), func(i int) error {
+		if ms[i].crc != nil {
+			if err := ms[i].crc.flush(); err != nil {
+				return err
+			}
+		}
+		if err := ms[i].dev.Flush(); err != nil {
+			return ms[i].errorf("flush: %w", err)
+		}
+		return nil
+	})
+	for i, err := range errs {
+		if err != nil {
+			a.memberFailed(ms[i], err)
+		}
+	}
+	a.mu.RLock()
+	failed := a.failed
+	a.mu.RUnlock()
+	if failed {
+		return ErrFailed
+	}
+	if a.jr != nil {
+		a.jr.mu.Lock()
+		a.jr.dropDurableLocked(prev)
+		a.jr.mu.Unlock()
+		if applied > prev {
+			a.writeCheckpoint(ms, applied)
+			a.jr.mu.Lock()
+			a.jr.written = max(a.jr.written, applied)
+			a.jr.mu.Unlock()
+		}
+	}
+	a.clearIdleBits(start, false)
+	return nil
+}
+
+// Close flushes, stops background work, marks the array clean and releases
+// the members (it closes their devices).
+func (a *Array) Close() error {
+	a.jobs.close()
+	ferr := a.Flush()
+	if ferr == nil {
+		a.clearIdleBits(a.opts.Clock.Now().Add(1), true)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return ErrClosed
+	}
+	if ferr == nil && !a.failed {
+		if a.jr != nil {
+			ms := a.liveMembersLocked()
+			a.syncMembers(ms)
+			a.jr.mu.Lock()
+			seq := a.jr.seq
+			a.jr.mu.Unlock()
+			a.writeCheckpoint(ms, seq)
+		}
+		a.clean = a.resync.Load() == nil
+		ferr = a.writeSuperblocksLocked(false)
+	}
+	a.closed = true
+	var errs []error
+	if ferr != nil {
+		errs = append(errs, ferr)
+	}
+	for _, list := range [][]*member{a.slots, a.repl, a.spares, a.faulty} {
+		for _, m := range list {
+			if m != nil {
+				if err := m.dev.Close(); err != nil {
+					errs = append(errs, m.errorf("close: %w", err))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,102 @@
+package raid
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"tandem/internal/blockdev"
+)
+
+// member is one device of an open array.
+type member struct {
+	id    int // order of arrival, for stable sorting
+	name  string
+	dev   blockdev.Device
+	uuid  UUID
+	lay   diskLayout
+	crc   *crcTable // nil when checksums are off
+	sbSeq uint64    // page sequence of the last superblock written
+
+	role     int32 // slot, RoleSpare or RoleFaulty (guarded by Array.mu)
+	lastSlot int32
+	failed   atomic.Bool
+	rec      atomic.Pointer[recovery] // non-nil while being rebuilt
+}
+
+// recovery tracks the rebuild of a member: stripes below pos are in sync;
+// with only set, stripes outside those bitmap regions were in sync from the
+// start (a re-added member that missed a few writes).
+type recovery struct {
+	pos   atomic.Int64
+	only  bitset // regions to rebuild; nil = all
+	spb   int64  // stripes per bitmap bit
+	readd bool   // a returning member, not a spare
+}
+
+func (r *recovery) needs(s int64) bool {
+	return r.only == nil || r.only.has(s/r.spb)
+}
+
+// inSyncAt reports whether m holds valid data for stripe s.
+func (m *member) inSyncAt(s int64) bool {
+	if m == nil || m.failed.Load() {
+		return false
+	}
+	r := m.rec.Load()
+	return r == nil || s < r.pos.Load() || !r.needs(s)
+}
+
+func (m *member) usable() bool { return m != nil && !m.failed.Load() }
+
+func (m *member) errorf(format string, args ...any) error {
+	return fmt.Errorf("raid: member %s: "+format, append([]any{m.name}, args...)...)
+}
+
+// view is a snapshot of who holds which slot, taken under Array.mu after
+// the stripe range is locked.
+type view struct {
+	slot []*member // current holder of each slot (in sync or rebuilding)
+	repl []*member // member being built to replace the holder
+}
+
+// readable returns the member of slot i if it has valid data for stripe s.
+func (v *view) readable(i int, s int64) *member {
+	if m := v.slot[i]; m.inSyncAt(s) {
+		return m
+	}
+	if m := v.repl[i]; m.inSyncAt(s) {
+		return m
+	}
+	return nil
+}
+
+// writable appends the members a write to slot i must reach.
+func (v *view) writable(i int, dst []*member) []*member {
+	if m := v.slot[i]; m.usable() {
+		dst = append(dst, m)
+	}
+	if m := v.repl[i]; m.usable() {
+		dst = append(dst, m)
+	}
+	return dst
+}
+
+// parallel runs fn(0..n-1) concurrently and returns their errors.
+func parallel(n int, fn func(i int) error) []error {
+	errs := make([]error, n)
+	if n == 1 {
+		errs[0] = fn(0)
+		return errs
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn(i)
+		}()
+	}
+	wg.Wait()
+	return errs
+}

@@ -1,0 +1,280 @@
+package raid
+
+import (
+	"errors"
+	"fmt"
+
+	"tandem/internal/events"
+)
+
+// slotOf returns the slot m holds or is being built for, or -1.
+func (a *Array) slotOf(m *member) int {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for i := range a.slots {
+		if a.slots[i] == m || a.repl[i] == m {
+			return i
+		}
+	}
+	return -1
+}
+
+// runRebuild brings m (a slot holder or replacement under recovery) in
+// sync, window by window, each window locked so I/O continues around it.
+// It returns false when stopped.
+func (a *Array) runRebuild(m *member, stop <-chan struct{}) bool {
+	r := m.rec.Load()
+	slot := a.slotOf(m)
+	if r == nil || slot < 0 {
+		return true
+	}
+	g := a.geo
+	total := int64(0)
+	for s := r.pos.Load(); s < g.Stripes(); s++ {
+		if r.needs(s) {
+			total++
+		}
+	}
+	a.log.Info("raid: rebuild started", "array", a.name, "member", m.name, "slot", slot, "stripes", total)
+	a.emit(events.RaidRebuildStarted, fmt.Sprintf("rebuilding %s into slot %d", m.name, slot), map[string]any{"member": m.name, "slot": slot, "stripes": total})
+	p := a.startProgress("rebuild", m.name, total)
+	p.stop = stop
+	W := a.windowStripes()
+	lastSave := r.pos.Load()
+	for s0 := r.pos.Load(); s0 < g.Stripes(); s0 = r.pos.Load() {
+		s1 := min(s0+W, g.Stripes())
+		n := int64(0)
+		for s := s0; s < s1; s++ {
+			if r.needs(s) {
+				n++
+			}
+		}
+		if n == 0 {
+			r.pos.Store(s1)
+			continue
+		}
+		h := a.locks.lock(s0, s1, true)
+		v, err := a.view()
+		if err != nil || m.failed.Load() {
+			a.locks.unlock(h)
+			return err == nil // member gone: next job; array gone: stop
+		}
+		bytes, err := a.rebuildWindow(v, m, slot, r, s0, s1)
+		r.pos.Store(s1)
+		a.locks.unlock(h)
+		if err != nil {
+			a.log.Error("raid: rebuild window", "array", a.name, "member", m.name, "stripes", fmt.Sprintf("%d-%d", s0, s1), "err", err)
+			if errors.Is(err, ErrFailed) {
+				return false
+			}
+		}
+		if s1-lastSave >= max(g.Stripes()/20, W) {
+			lastSave = s1
+			a.mu.Lock()
+			a.writeSuperblocksLocked(false)
+			a.mu.Unlock()
+		}
+		if !p.step(n, bytes) {
+			return false
+		}
+	}
+	a.finishRebuild(m, slot, r)
+	return true
+}
+
+// rebuildWindow writes m's chunks of stripes [s0,s1) computed from the
+// other members.
+func (a *Array) rebuildWindow(v *view, m *member, slot int, r *recovery, s0, s1 int64) (int64, error) {
+	g := a.geo
+	var ws []memberWrite
+	var bufs [][]byte
+	defer func() {
+		for _, b := range bufs {
+			freeBuf(b)
+		}
+	}()
+	var win *window
+	if a.rowAligned() {
+		win = a.readWindow(s0, s1, func(i int) *member {
+			if i == slot {
+				// A replacement copies from the member it replaces.
+				if old := v.slot[i]; old != m && inSyncRange(old, s0, s1) {
+					return old
+				}
+				return nil
+			}
+			for _, mm := range []*member{v.slot[i], v.repl[i]} {
+				if inSyncRange(mm, s0, s1) {
+					return mm
+				}
+			}
+			return nil
+		}, a.checksums)
+		defer win.free()
+	}
+	var firstErr error
+	for s := s0; s < s1; s++ {
+		if !r.needs(s) {
+			continue
+		}
+		role, loc := g.RoleOf(s, slot)
+		if role == RoleNone {
+			continue
+		}
+		buf := alignedBuf(int(g.Chunk))
+		bufs = append(bufs, buf)
+		if win == nil || !a.fromWindow(win, s, slot, role, buf) {
+			sr, err := a.readRows(v, s, 0, g.Chunk, role < 0, true)
+			if err != nil {
+				firstErr = err
+				continue
+			}
+			switch role {
+			case RoleP:
+				copy(buf, sr.p)
+			case RoleQ:
+				copy(buf, sr.q)
+			default:
+				copy(buf, sr.data[role])
+			}
+			sr.free()
+		}
+		ws = append(ws, memberWrite{m, loc.Off, buf})
+	}
+	if err := a.issueWrites(ws); err != nil {
+		return 0, err
+	}
+	return int64(len(ws)) * g.Chunk, firstErr
+}
+
+// fromWindow computes slot's chunk of stripe s from a window; false means
+// the window lacks what is needed (fall back to readRows).
+func (a *Array) fromWindow(w *window, s int64, slot int, role Role, out []byte) bool {
+	g := a.geo
+	switch g.Level {
+	case Raid1:
+		for i := 0; i < g.Members; i++ {
+			if c := w.at(i, s); c != nil {
+				copy(out, c)
+				return true
+			}
+		}
+		return false
+	case Raid0:
+		if c := w.at(slot, s); c != nil {
+			copy(out, c)
+			return true
+		}
+		return false
+	}
+	// RAID 5/6: gather data and parity by stripe position.
+	k := g.DataChunks()
+	if c := w.at(slot, s); c != nil && w.src[slot] != nil {
+		copy(out, c) // replacement: the old member still has it
+		return true
+	}
+	data := make([][]byte, k)
+	var lost []int
+	var locs [1]Loc
+	scratch := [][]byte{}
+	defer func() {
+		for _, b := range scratch {
+			freeBuf(b)
+		}
+	}()
+	tmp := func(src []byte) []byte {
+		b := alignedBuf(int(g.Chunk))
+		scratch = append(scratch, b)
+		if src != nil {
+			copy(b, src)
+		}
+		return b
+	}
+	for d := 0; d < k; d++ {
+		mi := g.DataLocs(s, d, locs[:0])[0].Member
+		c := w.at(mi, s)
+		if mi == slot || c == nil {
+			lost = append(lost, d)
+			if mi == slot && role == Role(d) {
+				data[d] = out
+			} else {
+				data[d] = tmp(nil)
+			}
+			continue
+		}
+		data[d] = c
+	}
+	pm, qm := g.ParityMembers(s)
+	p := w.at(pm, s)
+	if pm == slot || p == nil {
+		lost = append(lost, k)
+		if role == RoleP {
+			p = out
+		} else {
+			p = tmp(nil)
+		}
+	} else {
+		p = tmp(p) // reconstruct may not write into the window's copy, but keep it pristine
+	}
+	var q []byte
+	if qm >= 0 {
+		q = w.at(qm, s)
+		if qm == slot || q == nil {
+			lost = append(lost, k+1)
+			if role == RoleQ {
+				q = out
+			} else {
+				q = tmp(nil)
+			}
+		} else {
+			q = tmp(q)
+		}
+	}
+	if len(lost) > g.ParityChunks() {
+		return false
+	}
+	return reconstruct(data, p, q, lost) == nil
+}
+
+// inSyncRange reports whether m holds valid data for all of [s0, s1).
+func inSyncRange(m *member, s0, s1 int64) bool {
+	if !m.usable() {
+		return false
+	}
+	for s := s0; s < s1; s++ {
+		if !m.inSyncAt(s) {
+			return false
+		}
+	}
+	return true
+}
+
+// finishRebuild marks m in sync and, for a replacement, retires the member
+// it replaced.
+func (a *Array) finishRebuild(m *member, slot int, r *recovery) {
+	a.mu.Lock()
+	if m.failed.Load() || a.failed {
+		a.mu.Unlock()
+		return
+	}
+	m.rec.Store(nil)
+	wasSpare := !r.readd
+	if a.repl[slot] == m {
+		old := a.slots[slot]
+		a.slots[slot], a.repl[slot] = m, nil
+		if old != nil {
+			old.failed.Store(true)
+			old.role = RoleFaulty
+			a.faulty = append(a.faulty, old)
+			a.log.Info("raid: replaced", "array", a.name, "old", old.name, "new", m.name)
+		}
+	}
+	a.writeSuperblocksLocked(true)
+	a.writeBitmapLocked(nil)
+	a.mu.Unlock()
+	a.log.Info("raid: rebuild finished", "array", a.name, "member", m.name)
+	a.emit(events.RaidRebuildFinished, fmt.Sprintf("rebuild of %s finished", m.name), map[string]any{"member": m.name, "slot": slot})
+	if wasSpare {
+		a.emit(events.RaidSpareActive, fmt.Sprintf("%s is now active in slot %d", m.name, slot), map[string]any{"member": m.name, "slot": slot})
+	}
+}

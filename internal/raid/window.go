@@ -1,0 +1,172 @@
+package raid
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+)
+
+// window is the content of stripes [s0, s1) as read from every member in
+// one sequential I/O each, for the levels whose stripe s sits at row s of
+// every member (0, 1, 5, 6). Rebuild, resync and check use it; stripes with
+// a problem fall back to readRows.
+type window struct {
+	s0, s1 int64
+	chunk  int64
+	bufs   []([]byte) // per slot; nil when not read
+	src    []*member
+	bad    [][]bool // per slot, per stripe: a block failed its checksum
+}
+
+func (a *Array) rowAligned() bool { return a.geo.Level != Raid10 }
+
+// readWindow reads stripes [s0,s1) from the members of every slot for
+// which use returns a member (nil skips the slot).
+func (a *Array) readWindow(s0, s1 int64, use func(slot int) *member, verify bool) *window {
+	g := a.geo
+	w := &window{s0: s0, s1: s1, chunk: g.Chunk, bufs: make([][]byte, g.Members), src: make([]*member, g.Members), bad: make([][]bool, g.Members)}
+	for i := range w.src {
+		w.src[i] = use(i)
+	}
+	n := int((s1 - s0) * g.Chunk)
+	parallel(g.Members, func(i int) error {
+		m := w.src[i]
+		if m == nil {
+			return nil
+		}
+		buf := alignedBuf(n)
+		if _, err := m.dev.ReadAt(buf, m.lay.DataOff+s0*g.Chunk); err != nil {
+			freeBuf(buf)
+			w.src[i] = nil
+			a.stats.readErrors.Add(1)
+			a.memberFailed(m, fmt.Errorf("read at %d: %w", s0*g.Chunk, err))
+			return nil
+		}
+		w.bufs[i] = buf
+		w.bad[i] = make([]bool, s1-s0)
+		if verify && m.crc != nil {
+			blocks := n / BlockSize
+			sums, valid, err := m.crc.getRange(s0*g.Chunk/BlockSize, blocks)
+			if err != nil {
+				return nil
+			}
+			perChunk := int(g.Chunk / BlockSize)
+			for b := 0; b < blocks; b++ {
+				if valid[b] && blockCRC(buf[b*BlockSize:(b+1)*BlockSize]) != sums[b] {
+					w.bad[i][b/perChunk] = true
+				}
+			}
+		}
+		return nil
+	})
+	return w
+}
+
+// at returns slot i's chunk of stripe s, or nil if it was not read or is bad.
+func (w *window) at(i int, s int64) []byte {
+	if w.bufs[i] == nil || w.bad[i][s-w.s0] {
+		return nil
+	}
+	o := (s - w.s0) * w.chunk
+	return w.bufs[i][o : o+w.chunk]
+}
+
+func (w *window) free() {
+	for _, b := range w.bufs {
+		if b != nil {
+			freeBuf(b)
+		}
+	}
+}
+
+// memberWrite is one write to a member's data area (buf aligned).
+type memberWrite struct {
+	m   *member
+	off int64
+	buf []byte
+}
+
+// issueWrites merges contiguous writes per member, records their
+// checksums, writes them in parallel and fails members whose write fails.
+// It returns ErrFailed if the array did not survive.
+func (a *Array) issueWrites(ws []memberWrite) error {
+	if len(ws) == 0 {
+		return nil
+	}
+	sort.SliceStable(ws, func(i, j int) bool {
+		if ws[i].m != ws[j].m {
+			return ws[i].m.id < ws[j].m.id
+		}
+		return ws[i].off < ws[j].off
+	})
+	var runs []memberWrite
+	var owned []bool
+	for i := 0; i < len(ws); {
+		j := i + 1
+		end := ws[i].off + int64(len(ws[i].buf))
+		for j < len(ws) && ws[j].m == ws[i].m && ws[j].off == end {
+			end += int64(len(ws[j].buf))
+			j++
+		}
+		if j == i+1 {
+			runs = append(runs, ws[i])
+			owned = append(owned, false)
+		} else {
+			buf := alignedBuf(int(end - ws[i].off))
+			o := 0
+			for _, w := range ws[i:j] {
+				o += copy(buf[o:], w.buf)
+			}
+			runs = append(runs, memberWrite{ws[i].m, ws[i].off, buf})
+			owned = append(owned, true)
+		}
+		i = j
+	}
+	for _, r := range runs {
+		if r.m.crc != nil {
+			if err := r.m.crc.set(r.off, r.buf); err != nil {
+				a.memberFailed(r.m, err)
+			}
+		}
+	}
+	// Group runs by member: one goroutine per member, its runs in order.
+	byMember := map[*member][]memberWrite{}
+	var order []*member
+	for _, r := range runs {
+		if _, ok := byMember[r.m]; !ok {
+			order = append(order, r.m)
+		}
+		byMember[r.m] = append(byMember[r.m], r)
+	}
+	errs := parallel(len(order), func(i int) error {
+		m := order[i]
+		if m.failed.Load() {
+			return nil
+		}
+		for _, r := range byMember[m] {
+			if _, err := m.dev.WriteAt(r.buf, m.lay.DataOff+r.off); err != nil {
+				return fmt.Errorf("write at %d: %w", r.off, err)
+			}
+		}
+		return nil
+	})
+	for i, err := range errs {
+		if err != nil {
+			a.memberFailed(order[i], err)
+		}
+	}
+	for i, r := range runs {
+		if owned[i] {
+			freeBuf(r.buf)
+		}
+	}
+	a.mu.RLock()
+	failed := a.failed
+	a.mu.RUnlock()
+	if failed {
+		return ErrFailed
+	}
+	return nil
+}
+
+var errStopped = errors.New("raid: job stopped")
