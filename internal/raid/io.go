@@ -78,8 +78,9 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 		m        *member
 		off, end int64 // data-area offsets, block aligned
 		pieces   []int
+		at       []int64 // data-area offset of each piece
 		buf      []byte
-		failed   bool
+		done     bool // read and verified; pieces copied unless marked bad
 		verify   bool
 	}
 	var runs []*run
@@ -112,9 +113,10 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 		if r := last[m]; r != nil && r.end == lo && r.verify == verify {
 			r.end = hi
 			r.pieces = append(r.pieces, i)
+			r.at = append(r.at, loc.Off+pc.inChunk)
 			continue
 		}
-		r := &run{m: m, off: lo, end: hi, pieces: []int{i}, verify: verify}
+		r := &run{m: m, off: lo, end: hi, pieces: []int{i}, at: []int64{loc.Off + pc.inChunk}, verify: verify}
 		runs = append(runs, r)
 		last[m] = r
 	}
@@ -127,20 +129,11 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 		}
 		byMember[r.m] = append(byMember[r.m], r)
 	}
-	locOf := func(pc piece, m *member) Loc {
-		for _, l := range g.DataLocs(pc.s, pc.d, locs[:0]) {
-			if v.slot[l.Member] == m || v.repl[l.Member] == m {
-				return l
-			}
-		}
-		return Loc{}
-	}
 	errs := parallel(len(order), func(k int) error {
 		m := order[k]
 		for _, r := range byMember[m] {
 			r.buf = alignedBuf(int(r.end - r.off))
 			if _, err := m.dev.ReadAt(r.buf, m.lay.DataOff+r.off); err != nil {
-				r.failed = true
 				return fmt.Errorf("read at %d: %w", r.off, err)
 			}
 			var sums []uint32
@@ -148,14 +141,12 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 			if r.verify && m.crc != nil {
 				var err error
 				if sums, valid, err = m.crc.getRange(r.off/BlockSize, int(r.end-r.off)/BlockSize); err != nil {
-					r.failed = true
 					return err
 				}
 			}
-			for _, i := range r.pieces {
+			for x, i := range r.pieces {
 				pc := ps[i]
-				l := locOf(pc, m)
-				at := l.Off + pc.inChunk - r.off
+				at := r.at[x] - r.off
 				if sums != nil {
 					for b := at &^ (BlockSize - 1); b < at+pc.n; b += BlockSize {
 						if valid[b/BlockSize] && blockCRC(r.buf[b:b+BlockSize]) != sums[b/BlockSize] {
@@ -168,6 +159,7 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 					copy(p[pc.bufOff:pc.bufOff+pc.n], r.buf[at:at+pc.n])
 				}
 			}
+			r.done = true
 		}
 		return nil
 	})
@@ -182,7 +174,7 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 			if ps[i].n < 0 {
 				ps[i].n = -ps[i].n
 				slow = append(slow, ps[i])
-			} else if r.failed {
+			} else if !r.done {
 				slow = append(slow, ps[i])
 			}
 		}

@@ -194,6 +194,7 @@ func (a *Array) activateSpares() {
 		r := &recovery{spb: a.lay.StripesPerBit}
 		sp.rec.Store(r)
 		a.slots[i] = sp
+		a.forgetSlotLocked(i)
 		changed = true
 		a.log.Info("raid: spare takes slot", "array", a.name, "member", sp.name, "slot", i)
 	}
@@ -297,4 +298,20 @@ func (a *Array) startProgress(kind, member string, total int64) *pacer {
 	a.jobs.busy = true
 	a.jobs.mu.Unlock()
 	return &pacer{a: a, start: p.Started, total: total, prog: p}
+}
+
+// forgetSlotLocked makes former members of slot i ineligible for a bitmap
+// re-add: once another member fills the slot, bits get cleared again and no
+// longer record what they missed.
+func (a *Array) forgetSlotLocked(i int) {
+	for k := range a.absent {
+		if a.absent[k].Slot == int32(i) {
+			a.absent[k].Slot = -1
+		}
+	}
+	for _, f := range a.faulty {
+		if f.lastSlot == int32(i) {
+			f.lastSlot = -1
+		}
+	}
 }
