@@ -44,7 +44,9 @@ func (m *Mem) WriteAt(p []byte, off int64) (int, error) {
 
 func (m *Mem) Flush() error {
 	m.mu.Lock()
-	copy(m.durable, m.data)
+	for _, w := range m.pending {
+		copy(m.durable[w.off:], w.data)
+	}
 	m.pending = nil
 	m.mu.Unlock()
 	return nil
@@ -79,6 +81,10 @@ func (m *Mem) CrashKeeping(keep func(i int) bool) *Mem {
 	copy(c.durable, c.data)
 	return c
 }
+
+// Flush applies the pending writes in order, which leaves durable equal to
+// data: every change to data goes through WriteAt (or FlipBit, which
+// changes both).
 
 // FlipBit corrupts the medium: bit (0..7) of the byte at off is inverted in
 // both the live and the durable image, as a decaying sector would.
