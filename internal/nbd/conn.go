@@ -80,7 +80,7 @@ func (sc *serverConn) serve() {
 	defer sc.nc.Close()
 	defer sc.cancel()
 	s := sc.s
-	s.metrics.connAccepted()
+	s.metrics.Load().connAccepted()
 	sc.log = s.log.With("remote", sc.nc.RemoteAddr().String())
 
 	if s.handshakeTimeout > 0 {
@@ -92,7 +92,7 @@ func (sc *serverConn) serve() {
 	if err != nil {
 		if !errors.Is(err, errAbort) && sc.ctx.Err() == nil {
 			sc.log.Info("nbd: handshake failed", "err", err)
-			s.metrics.connDropped()
+			s.metrics.Load().connDropped()
 		}
 		return
 	}
@@ -109,8 +109,9 @@ func (sc *serverConn) serve() {
 	}
 	sc.log = sc.log.With("export", exp.Name)
 	sc.log.Debug("nbd: transmission started")
-	exp.metrics.connActive(1)
-	defer exp.metrics.connActive(-1)
+	em := exp.metrics.Load()
+	em.connActive(1)
+	defer em.connActive(-1)
 	sc.transmit()
 }
 
@@ -140,7 +141,7 @@ func (sc *serverConn) transmit() {
 		sc.log.Info("nbd: client hung up without NBD_CMD_DISC")
 	default:
 		sc.log.Warn("nbd: dropping connection", "err", err)
-		sc.s.metrics.connDropped()
+		sc.s.metrics.Load().connDropped()
 	}
 }
 
@@ -162,9 +163,9 @@ func (sc *serverConn) work() {
 				errno, data = errnoFor(err), nil
 				sc.log.Warn("nbd: device error", "op", wire.CmdName(j.req.Type), "offset", j.req.Offset, "length", j.req.Length, "err", err)
 			}
-			sc.exp.metrics.request(j.req, errno, start)
+			sc.exp.metrics.Load().request(j.req, errno, start)
 		} else {
-			sc.exp.metrics.request(j.req, errno, time.Time{})
+			sc.exp.metrics.Load().request(j.req, errno, time.Time{})
 		}
 		wire.PutSimpleReply(hdr[:], errno, j.req.Handle)
 		iov = append(iov[:0], hdr[:])

@@ -30,8 +30,8 @@ type exportMetrics struct {
 	written  prometheus.Counter
 }
 
-// RegisterMetrics registers the server's metrics on reg. Call it before
-// Serve. Series: tandem_nbd_connections_accepted_total,
+// RegisterMetrics registers the server's metrics on reg; connections and
+// requests are counted from then on. Series: tandem_nbd_connections_accepted_total,
 // tandem_nbd_connections{export}, tandem_nbd_connections_dropped_total
 // (protocol violations and mid-request disconnects),
 // tandem_nbd_requests_total{export,op,result},
@@ -60,7 +60,6 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	s.metrics = m
 	for _, e := range s.exports {
 		em := &exportMetrics{
 			active:  m.active.WithLabelValues(e.Name),
@@ -73,8 +72,9 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 			em.fail[t] = m.requests.WithLabelValues(e.Name, op, "error")
 			em.duration[t] = m.durationVec.WithLabelValues(e.Name, op)
 		}
-		e.metrics = em
+		e.metrics.Store(em)
 	}
+	s.metrics.Store(m)
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"tandem/internal/blockdev"
@@ -61,7 +62,7 @@ type export struct {
 	size    uint64
 	flags   uint16
 	bs      wire.BlockSize
-	metrics *exportMetrics
+	metrics atomic.Pointer[exportMetrics]
 }
 
 func newExport(e Export) (*export, error) {
@@ -106,7 +107,7 @@ type Server struct {
 	exports          []*export
 	configErr        error
 	handshakeTimeout time.Duration
-	metrics          *metrics
+	metrics          atomic.Pointer[metrics]
 
 	mu        sync.Mutex
 	closed    bool
