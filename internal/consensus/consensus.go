@@ -52,6 +52,9 @@ type Config struct {
 	PreferLeader string
 	// PreferredUp reports whether PreferLeader looks alive (from heartbeats).
 	PreferredUp func() bool
+	// Cut, for in-process partition tests only, reports that traffic from
+	// one voter to another is blocked.
+	Cut func(from, to string) bool
 }
 
 // Consensus is one member of the raft group.
@@ -90,10 +93,11 @@ func Start(cfg Config) (*Consensus, error) {
 		return nil, fmt.Errorf("consensus: %q is not a voter", cfg.Self)
 	}
 	c := &Consensus{cfg: cfg, fsm: &fsm{st: state.New(), onApply: cfg.OnApply}, stop: make(chan struct{})}
-	m, err := newMux(self.Addrs, peers, cfg.Key, 2*cfg.Timeout)
+	m, err := newMux(cfg.Self, self.Addrs, peers, cfg.Key, 2*cfg.Timeout)
 	if err != nil {
 		return nil, err
 	}
+	m.cut = cfg.Cut
 	c.mux = m
 	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{cfg.Logger}})
 	c.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{

@@ -31,6 +31,7 @@ const (
 // connections to the raft transport and forwarded commands to a handler.
 // It is the raft.StreamLayer.
 type mux struct {
+	name      string // this voter
 	self      netip.AddrPort
 	listeners []net.Listener
 	addrs     map[raft.ServerAddress][]netip.AddrPort
@@ -41,10 +42,14 @@ type mux struct {
 	once      sync.Once
 	wg        sync.WaitGroup
 	dialTO    time.Duration
+	// cut, when set, reports that traffic from one voter to another is
+	// blocked (in-process partition tests); connections between them then
+	// fail, both ways, as TCP does when either direction is lost.
+	cut func(from, to string) bool
 }
 
-func newMux(listen []netip.AddrPort, peers map[raft.ServerAddress][]netip.AddrPort, key []byte, dialTimeout time.Duration) (*mux, error) {
-	m := &mux{addrs: peers, raftConns: make(chan net.Conn, 16), closed: make(chan struct{}), dialTO: dialTimeout}
+func newMux(name string, listen []netip.AddrPort, peers map[raft.ServerAddress][]netip.AddrPort, key []byte, dialTimeout time.Duration) (*mux, error) {
+	m := &mux{name: name, addrs: peers, raftConns: make(chan net.Conn, 16), closed: make(chan struct{}), dialTO: dialTimeout}
 	if key != nil {
 		cfg, err := tlsConfig(key)
 		if err != nil {
@@ -104,12 +109,20 @@ func (m *mux) route(c net.Conn) {
 		}
 		c = tc
 	}
-	var b [1]byte
+	// purpose, then the dialer's name (length-prefixed; authenticated by
+	// the handshake, used for logs and partition tests)
+	var b [2]byte
 	if _, err := io.ReadFull(c, b[:]); err != nil {
 		c.Close()
 		return
 	}
+	peer := make([]byte, b[1])
+	if _, err := io.ReadFull(c, peer); err != nil {
+		c.Close()
+		return
+	}
 	c.SetDeadline(time.Time{})
+	c = m.filter(c, string(peer))
 	switch b[0] {
 	case purposeRaft:
 		select {
@@ -133,11 +146,14 @@ func (m *mux) dial(ctx context.Context, to raft.ServerAddress, purpose byte) (ne
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("consensus: unknown voter %q", to)
 	}
+	if m.cut != nil && (m.cut(m.name, string(to)) || m.cut(string(to), m.name)) {
+		return nil, fmt.Errorf("consensus: dial %s: %w", to, errCut)
+	}
 	var errs []error
 	for _, a := range addrs {
 		c, err := m.dialOne(ctx, a, purpose)
 		if err == nil {
-			return c, nil
+			return m.filter(c, string(to)), nil
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", a, err))
 	}
@@ -163,12 +179,49 @@ func (m *mux) dialOne(ctx context.Context, a netip.AddrPort, purpose byte) (net.
 		}
 		c = tc
 	}
-	if _, err := c.Write([]byte{purpose}); err != nil {
+	hello := append([]byte{purpose, byte(len(m.name))}, m.name...)
+	if _, err := c.Write(hello); err != nil {
 		c.Close()
 		return nil, err
 	}
 	c.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// filter wraps c so it fails while the path to peer is cut.
+func (m *mux) filter(c net.Conn, peer string) net.Conn {
+	if m.cut == nil {
+		return c
+	}
+	return &cutConn{Conn: c, blocked: func() bool { return m.cut(m.name, peer) || m.cut(peer, m.name) }}
+}
+
+type cutConn struct {
+	net.Conn
+	blocked func() bool
+}
+
+var errCut = errors.New("consensus: path cut (partition test)")
+
+func (c *cutConn) Read(p []byte) (int, error) {
+	if c.blocked() {
+		c.Conn.Close()
+		return 0, errCut
+	}
+	n, err := c.Conn.Read(p)
+	if err == nil && c.blocked() {
+		c.Conn.Close()
+		return 0, errCut
+	}
+	return n, err
+}
+
+func (c *cutConn) Write(p []byte) (int, error) {
+	if c.blocked() {
+		c.Conn.Close()
+		return 0, errCut
+	}
+	return c.Conn.Write(p)
 }
 
 // raft.StreamLayer

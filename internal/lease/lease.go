@@ -11,6 +11,16 @@
 // so a new holder cannot collect a majority until the old holder's lease has
 // ended by the old holder's own clock.
 //
+// Safety rests only on that exclusivity and on the timing: any two
+// majorities share a voter, and a voter vouches for one (holder, epoch) of
+// a group at a time. The replicated state is an admission policy on top: a
+// voter refuses a request for an epoch older than the one it has applied,
+// or for the epoch it has applied but another holder. A request for an
+// epoch NEWER than the voter has applied is granted: the requester applied
+// that epoch from the committed log, so the voter is merely behind (the
+// leader may have died before replicating to it), and refusing would let
+// the lease lapse until an election completes.
+//
 // A voter that restarts has forgotten its promises, so it grants nothing for
 // one Duration after start (grace). A holder that stops cleanly releases its
 // lease so a planned switchover need not wait for expiry.
@@ -65,7 +75,7 @@ type Decision int
 
 const (
 	Granted Decision = iota
-	RefusedNotHolder
+	RefusedNotHolder // the voter's state has a newer epoch, or another holder at this one
 	RefusedPromised
 	RefusedGrace
 )
@@ -78,7 +88,7 @@ func (d Decision) String() string {
 // Grant decides on holder's request for group at epoch. stateHolder and
 // stateEpoch are what this voter's applied replicated state says.
 func (v *Voter) Grant(now time.Time, group, holder string, epoch uint64, stateHolder string, stateEpoch uint64) Decision {
-	if holder != stateHolder || epoch != stateEpoch {
+	if epoch < stateEpoch || (epoch == stateEpoch && holder != stateHolder) {
 		return RefusedNotHolder
 	}
 	if now.Sub(v.started) < v.p.GraceDuration() {

@@ -281,6 +281,9 @@ func (w *worker) stopAll(ctx context.Context, vipFirst bool, why string) {
 	for _, i := range order {
 		w.stopOne(ctx, i, why)
 	}
+	if w.anyRunning() {
+		return // a stop failed: stay in stopping, retried on the next pass
+	}
 	w.mu.Lock()
 	failed := w.failedEpoch == w.epoch && w.phase != PhaseUnmanaged
 	w.mu.Unlock()
@@ -309,11 +312,16 @@ func (w *worker) stopOne(ctx context.Context, i int, why string) {
 	// own timeout: resources must not be left half-stopped.
 	err := w.call(context.WithoutCancel(ctx), r, r.StopTimeout, r.Agent.Stop)
 	w.mu.Lock()
-	w.res[i].running = false
+	// A failed stop leaves the resource counted as running, so the next
+	// pass tries again: we cannot fence a node, so we keep stopping.
+	w.res[i].running = err != nil
 	w.res[i].lastErr = errText(err)
+	if err != nil {
+		w.lastErr = r.Name + ": stop failed: " + err.Error()
+	}
 	w.mu.Unlock()
 	if err != nil {
-		w.log.Error("stop failed", "resource", r.Name, "err", err)
+		w.log.Error("stop failed; will retry", "resource", r.Name, "err", err)
 		w.publish(events.Event{Kind: events.ResFailure, Subject: r.Name, Epoch: w.epoch, Message: "stop failed: " + err.Error(),
 			Attrs: map[string]any{"op": "stop"}})
 		return

@@ -17,6 +17,18 @@ import (
 // releases its lease, the target starts it at once. The group is pinned to
 // its new node until `tandem cleanup`.
 func (n *Node) Failover(ctx context.Context, group, to, actor string) (string, error) {
+	// This node's copy of the state may lag the leader's by a commit; a
+	// stale epoch is retried with the newer state.
+	for attempt := 0; ; attempt++ {
+		got, err := n.failover(ctx, group, to, actor)
+		if !state.IsStaleEpoch(err) || attempt == 4 || ctx.Err() != nil {
+			return got, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (n *Node) failover(ctx context.Context, group, to, actor string) (string, error) {
 	g, ok := n.cfg.GroupByName(group)
 	if !ok {
 		return "", fmt.Errorf("%w: no group %q (groups: %v)", ErrNotFound, group, groupNames(n))

@@ -27,6 +27,7 @@ import (
 	"tandem/internal/lease"
 	"tandem/internal/manager"
 	"tandem/internal/placement"
+	"tandem/internal/resource"
 	"tandem/internal/state"
 	"tandem/internal/vipguard"
 )
@@ -47,6 +48,12 @@ type Options struct {
 	NoGuard bool
 	// InMemoryRaft keeps raft in memory (in-process tests).
 	InMemoryRaft bool
+	// Agent, if set, builds every resource agent instead of the real
+	// vip/exec/ocf agents (in-process tests).
+	Agent func(group string, r config.Resource) resource.Agent
+	// Cut, for in-process partition tests, blocks consensus traffic from
+	// one voter to another (heartbeats are cut in the fake network).
+	Cut func(from, to string) bool
 }
 
 // Node is a running agent.
@@ -168,7 +175,7 @@ func Start(opts Options) (*Node, error) {
 				return nil, fmt.Errorf("node: install the kernel VIP guard: %w", err)
 			}
 		}
-		if groups, err = buildGroups(cfg, opts.Self, n.guard, n.log); err != nil {
+		if groups, err = buildGroups(cfg, opts.Self, n.guard, opts.Agent, n.log); err != nil {
 			return nil, err
 		}
 	}
@@ -216,6 +223,7 @@ func Start(opts Options) (*Node, error) {
 		Self: opts.Self, Voters: cvoters, Key: key, Dir: dir, Timeout: t.RaftTimeout.D(),
 		Logger: n.log, OnApply: n.onApply, PreferLeader: prefer,
 		PreferredUp: func() bool { return preferIdx >= 0 && n.hb.Up(preferIdx) },
+		Cut:         opts.Cut,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
@@ -290,6 +298,27 @@ func (n *Node) Stop() {
 	}
 	if n.audit != nil {
 		n.publish(events.Event{Kind: events.NodeDown, Subject: n.self, Message: "agent stopped"})
+		n.audit.Close()
+	}
+}
+
+// Crash stops the node the way a power cut or SIGKILL would: no resource
+// is stopped and no lease is released (in-process tests).
+func (n *Node) Crash() {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.mgr != nil {
+		n.mgr.Wait()
+	}
+	n.wg.Wait()
+	if n.cons != nil {
+		n.cons.Shutdown()
+	}
+	if n.hb != nil {
+		n.hb.Stop()
+	}
+	if n.audit != nil {
 		n.audit.Close()
 	}
 }

@@ -33,7 +33,7 @@ func configVIPs(cfg *config.Config) ([]netip.Prefix, error) {
 	return vips, nil
 }
 
-func buildGroups(cfg *config.Config, self string, guard vipguard.Guard, log *slog.Logger) ([]manager.Group, error) {
+func buildGroups(cfg *config.Config, self string, guard vipguard.Guard, override func(string, config.Resource) resource.Agent, log *slog.Logger) ([]manager.Group, error) {
 	me, _ := cfg.NodeByName(self)
 	selfAddr := ""
 	if addrs, err := cfg.LinkAddrs(me); err == nil && len(addrs) > 0 {
@@ -43,7 +43,17 @@ func buildGroups(cfg *config.Config, self string, guard vipguard.Guard, log *slo
 	for _, g := range cfg.Groups {
 		mg := manager.Group{Name: g.Name, MaxRestarts: g.MaxRestarts, FailureTimeout: g.FailureTimeout.D()}
 		for _, r := range g.Resources {
-			agent, addr, err := buildAgent(self, selfAddr, g.Name, r, guard, log)
+			var agent resource.Agent
+			var addr netip.Prefix
+			var err error
+			if override != nil {
+				agent = override(g.Name, r)
+				if r.VIP != nil {
+					addr, err = netip.ParsePrefix(r.VIP.Address)
+				}
+			} else {
+				agent, addr, err = buildAgent(self, selfAddr, g.Name, r, guard, log)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("node: group %s: resource %s: %w", g.Name, r.Name, err)
 			}

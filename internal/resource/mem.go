@@ -3,6 +3,7 @@ package resource
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Mem is an in-memory Agent for tests of the manager and of whole in-process
@@ -80,9 +81,16 @@ func (m *Mem) op(ctx context.Context, f func() error) error {
 	m.mu.Lock()
 	hang := m.Hang
 	m.mu.Unlock()
-	if hang {
-		<-ctx.Done()
-		return ctx.Err()
+	for hang {
+		// Hang until the context ends or the test clears Hang (a thaw).
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+		m.mu.Lock()
+		hang = m.Hang
+		m.mu.Unlock()
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -1,0 +1,475 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"tandem/internal/clock"
+	"tandem/internal/config"
+	"tandem/internal/heartbeat"
+	"tandem/internal/keyfile"
+	"tandem/internal/resource"
+	"tandem/internal/vipguard"
+)
+
+// In-process clusters: three real nodes (heartbeats, raft, placement,
+// manager) in one process, heartbeats over a fake network that can cut
+// paths one way, raft over loopback TCP with the same cuts, resources as
+// in-memory agents and the kernel VIP guard as its in-memory twin. The
+// invariant checked everywhere is S1 on the wire: at no instant does the
+// guard of two nodes allow the VIP.
+
+var testVIP = netip.MustParseAddr("10.99.0.50")
+
+type tcluster struct {
+	t      *testing.T
+	dir    string
+	yaml   string
+	fnet   *heartbeat.FakeNet
+	mu     sync.Mutex
+	cuts   map[[2]string]bool
+	nodes  map[string]*Node
+	guards map[string][]*vipguard.Mem // every guard a node ever had (restarts)
+	agents map[string]map[string]*resource.Mem
+	starts map[string]int // group starts per node, over all restarts
+}
+
+func freePort(t *testing.T, ip string) int {
+	for i := 0; i < 50; i++ {
+		ln, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		// the same port must be free on every node address
+		ok := true
+		for _, other := range []string{"127.0.0.21", "127.0.0.22", "127.0.0.23"} {
+			l, err := net.Listen("tcp", fmt.Sprintf("%s:%d", other, p))
+			if err != nil {
+				ok = false
+				break
+			}
+			l.Close()
+		}
+		if ok {
+			return p
+		}
+	}
+	t.Fatal("no free port")
+	return 0
+}
+
+func newCluster(t *testing.T, failback string) *tcluster {
+	dir := t.TempDir()
+	key, _ := keyfile.Generate()
+	if err := keyfile.Write(filepath.Join(dir, "key"), key, false); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t, "127.0.0.21")
+	c := &tcluster{t: t, dir: dir, fnet: heartbeat.NewFakeNet(clock.Real{}), cuts: map[[2]string]bool{},
+		nodes: map[string]*Node{}, guards: map[string][]*vipguard.Mem{}, agents: map[string]map[string]*resource.Mem{},
+		starts: map[string]int{}}
+	c.yaml = fmt.Sprintf(`cluster: inproc
+key_file: %s/key
+port: %d
+# Relaxed against the defaults: many nodes share one test process on a
+# busy 2-core machine, and a stall of the whole process must not look like
+# a failure of one node. Failover times are measured by the e2e bench.
+timing: {heartbeat_interval: 50ms, node_timeout: 400ms, raft_timeout: 800ms}
+nodes:
+  - {name: a, links: [127.0.0.21]}
+  - {name: b, links: [127.0.0.22]}
+witness: {name: w, links: [127.0.0.23]}
+groups:
+  - name: web
+    prefer: a
+    failback: %s
+    max_restarts: 1
+    resources:
+      - exec: {command: [/bin/true]}
+        monitor_interval: 50ms
+        stop_timeout: 1s
+      - vip: {address: %s/24, interface: eth0}
+        monitor_interval: 50ms
+        stop_timeout: 1s
+`, dir, port, failback, testVIP)
+	t.Cleanup(c.stopAll)
+	return c
+}
+
+func (c *tcluster) start(name string) {
+	c.t.Helper()
+	cfg, err := config.Parse("inproc.yaml", []byte(c.yaml))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cfg.StateDir = filepath.Join(c.dir, name)
+	cfg.Events.File = filepath.Join(c.dir, name, "events.jsonl")
+	me, _ := cfg.NodeByName(name)
+	addrs, _ := cfg.LinkAddrs(me)
+	tr, err := c.fnet.Endpoint(name, addrs)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	guard := vipguard.NewMem(clock.Real{})
+	c.mu.Lock()
+	c.guards[name] = append(c.guards[name], guard)
+	c.agents[name] = map[string]*resource.Mem{}
+	c.mu.Unlock()
+	n, err := Start(Options{Config: cfg, Self: name, Transport: tr, Guard: guard,
+		Agent: func(group string, r config.Resource) resource.Agent {
+			m := &resource.Mem{}
+			if r.Exec != nil {
+				m.OnChange = func(on bool) {
+					if on {
+						c.mu.Lock()
+						c.starts[name]++
+						c.mu.Unlock()
+					}
+				}
+			}
+			c.mu.Lock()
+			c.agents[name][r.Name] = m
+			c.mu.Unlock()
+			return m
+		},
+		Cut: func(from, to string) bool {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.cuts[[2]string{from, to}]
+		},
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.nodes[name] = n
+	c.mu.Unlock()
+}
+
+func (c *tcluster) startAll() {
+	for _, n := range []string{"w", "a", "b"} {
+		c.start(n)
+	}
+}
+
+func (c *tcluster) crash(name string) {
+	c.mu.Lock()
+	n := c.nodes[name]
+	delete(c.nodes, name)
+	c.mu.Unlock()
+	if n != nil {
+		n.Crash()
+	}
+}
+
+func (c *tcluster) stopAll() {
+	c.mu.Lock()
+	nodes := c.nodes
+	c.nodes = map[string]*Node{}
+	c.mu.Unlock()
+	for _, n := range nodes {
+		n.Crash()
+	}
+	c.checkS1()
+}
+
+// cut blocks from→to (heartbeats and raft); cutBoth both ways.
+func (c *tcluster) cut(from, to string) {
+	c.mu.Lock()
+	c.cuts[[2]string{from, to}] = true
+	c.mu.Unlock()
+	c.fnet.Cut(from, to)
+}
+
+func (c *tcluster) cutBoth(a, b string) { c.cut(a, b); c.cut(b, a) }
+
+func (c *tcluster) isolate(name string) {
+	for _, o := range []string{"a", "b", "w"} {
+		if o != name {
+			c.cutBoth(name, o)
+		}
+	}
+}
+
+func (c *tcluster) heal() {
+	c.mu.Lock()
+	c.cuts = map[[2]string]bool{}
+	c.mu.Unlock()
+	c.fnet.Heal()
+}
+
+// running reports whether name runs the group's service (its exec agent).
+func (c *tcluster) running(name string) bool {
+	c.mu.Lock()
+	a := c.agents[name]["exec-0"]
+	_, alive := c.nodes[name]
+	c.mu.Unlock()
+	return alive && a != nil && a.Running()
+}
+
+func (c *tcluster) waitFor(what string, timeout time.Duration, cond func() bool) time.Duration {
+	c.t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			c.t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// stays checks that cond holds for the whole of d.
+func (c *tcluster) stays(what string, d time.Duration, cond func() bool) {
+	c.t.Helper()
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if !cond() {
+			c.dumpEvents()
+			c.t.Fatalf("%s stopped holding", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (c *tcluster) dumpEvents() {
+	for _, n := range []string{"a", "b", "w"} {
+		b, _ := os.ReadFile(filepath.Join(c.dir, n, "events.jsonl"))
+		c.t.Logf("events of %s:\n%s", n, b)
+	}
+}
+
+func (c *tcluster) holder() (string, uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range []string{"w", "a", "b"} {
+		if nd := c.nodes[n]; nd != nil {
+			g := nd.State().Group("web")
+			return g.Holder, g.Epoch
+		}
+	}
+	return "", 0
+}
+
+// checkS1 verifies from every guard's history that no two nodes were ever
+// allowed to answer for the VIP at the same instant.
+func (c *tcluster) checkS1() {
+	type span struct {
+		node     string
+		from, to time.Time
+	}
+	var spans []span
+	c.mu.Lock()
+	for name, gs := range c.guards {
+		for _, g := range gs {
+			calls := g.Calls()
+			for i, call := range calls {
+				if call.Remaining <= 0 {
+					continue
+				}
+				end := call.At.Add(call.Remaining)
+				if i+1 < len(calls) && calls[i+1].At.Before(end) {
+					end = calls[i+1].At
+				}
+				spans = append(spans, span{name, call.At, end})
+			}
+		}
+	}
+	c.mu.Unlock()
+	sort.Slice(spans, func(i, j int) bool { return spans[i].from.Before(spans[j].from) })
+	for i := range spans {
+		for j := i + 1; j < len(spans) && spans[j].from.Before(spans[i].to); j++ {
+			if spans[j].node != spans[i].node {
+				c.t.Errorf("S1 violated: %s allowed the VIP until %s while %s was allowed from %s",
+					spans[i].node, spans[i].to.Format("15:04:05.000"), spans[j].node, spans[j].from.Format("15:04:05.000"))
+				return
+			}
+		}
+	}
+}
+
+func (c *tcluster) waitRunningOn(name string) time.Duration {
+	c.t.Helper()
+	return c.waitFor("web running on "+name, 10*time.Second, func() bool { return c.running(name) })
+}
+
+func TestInProcessCrashOfActive(t *testing.T) {
+	c := newCluster(t, "manual")
+	c.startAll()
+	c.waitRunningOn("a")
+	c.waitFor("raft leadership on the witness", 5*time.Second, func() bool { return c.nodes["w"].cons.IsLeader() })
+	c.crash("a")
+	took := c.waitRunningOn("b")
+	t.Logf("crash → running on b: %v", took)
+	if took > 1500*time.Millisecond {
+		t.Errorf("takeover took %v", took)
+	}
+	c.start("a")
+	c.stays("group on b after a returns (manual failback)", time.Second, func() bool { return c.running("b") && !c.running("a") })
+}
+
+func TestInProcessIsolatedActiveStopsBeforeTakeover(t *testing.T) {
+	c := newCluster(t, "manual")
+	c.startAll()
+	c.waitRunningOn("a")
+	c.isolate("a")
+	c.waitRunningOn("b")
+	if c.running("a") {
+		t.Fatal("a still runs the group after b took over")
+	}
+	c.heal()
+	c.stays("group on b after the heal", time.Second, func() bool { return c.running("b") && !c.running("a") })
+}
+
+func TestInProcessFrozenActive(t *testing.T) {
+	c := newCluster(t, "manual")
+	c.startAll()
+	c.waitRunningOn("a")
+	// Freeze: a hears nothing, says nothing and its agents hang.
+	c.mu.Lock()
+	for _, m := range c.agents["a"] {
+		m.Set(func(m *resource.Mem) { m.Hang = true })
+	}
+	c.mu.Unlock()
+	c.isolate("a")
+	c.waitRunningOn("b")
+	// Thaw.
+	c.mu.Lock()
+	for _, m := range c.agents["a"] {
+		m.Set(func(m *resource.Mem) { m.Hang = false })
+	}
+	c.mu.Unlock()
+	c.heal()
+	c.waitFor("a to stop after the thaw", 5*time.Second, func() bool { return !c.running("a") })
+	c.stays("group only on b", time.Second, func() bool { return c.running("b") && !c.running("a") })
+}
+
+func TestInProcessPartitionBetweenNodesKeepsPrimary(t *testing.T) {
+	c := newCluster(t, "manual")
+	c.startAll()
+	c.waitRunningOn("a")
+	_, epoch := c.holder()
+	c.cutBoth("a", "b")
+	c.stays("group on a while a and b cannot talk", 1500*time.Millisecond, func() bool { return c.running("a") && !c.running("b") })
+	if h, e := c.holder(); h != "a" || e != epoch {
+		c.dumpEvents()
+		t.Fatalf("placement changed: %s@%d, was epoch %d", h, e, epoch)
+	}
+	c.heal()
+}
+
+func TestInProcessOneWayPartitionKeepsPrimary(t *testing.T) {
+	c := newCluster(t, "manual")
+	c.startAll()
+	c.waitRunningOn("a")
+	c.cut("a", "b") // b no longer hears a; a still hears b
+	c.stays("group on a", 1500*time.Millisecond, func() bool { return c.running("a") && !c.running("b") })
+	c.heal()
+	c.cut("b", "a")
+	c.stays("group on a", 1500*time.Millisecond, func() bool { return c.running("a") && !c.running("b") })
+}
+
+func TestInProcessWitnessLossThenPrimaryLoss(t *testing.T) {
+	c := newCluster(t, "manual")
+	c.startAll()
+	c.waitRunningOn("a")
+	c.crash("w")
+	c.stays("group on a without the witness", time.Second, func() bool { return c.running("a") })
+	c.crash("a")
+	// b alone is no majority: it must not run the group, ever.
+	c.stays("group stopped everywhere", 2*time.Second, func() bool { return !c.running("b") })
+	// The witness returns: now b and w are a majority and b takes over.
+	c.start("w")
+	c.waitRunningOn("b")
+}
+
+func TestInProcessColdStartRunsGroupOnce(t *testing.T) {
+	c := newCluster(t, "manual")
+	c.startAll()
+	c.waitRunningOn("a")
+	for _, n := range []string{"a", "b", "w"} {
+		c.crash(n)
+	}
+	c.mu.Lock()
+	c.starts = map[string]int{}
+	c.mu.Unlock()
+	// Simultaneous start of all three.
+	var wg sync.WaitGroup
+	for _, n := range []string{"b", "w", "a"} {
+		wg.Add(1)
+		go func(n string) { defer wg.Done(); c.start(n) }(n)
+	}
+	wg.Wait()
+	c.waitRunningOn("a")
+	c.stays("group only on a", time.Second, func() bool { return c.running("a") && !c.running("b") })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.starts["a"] != 1 || c.starts["b"] != 0 {
+		t.Fatalf("starts after cold start: %v, want a once", c.starts)
+	}
+}
+
+func TestInProcessPlannedSwitchoverAndStandby(t *testing.T) {
+	c := newCluster(t, "auto")
+	c.startAll()
+	c.waitRunningOn("a")
+	ctx := context.Background()
+	if _, err := c.nodes["b"].Failover(ctx, "web", "b", "test"); err != nil {
+		t.Fatal(err)
+	}
+	took := c.waitRunningOn("b")
+	t.Logf("planned switchover: %v", took)
+	// pinned: auto failback must not take it back
+	c.stays("pinned to b", 1500*time.Millisecond, func() bool { return c.running("b") })
+	if err := c.nodes["a"].Standby(ctx, "b", true, "test"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitRunningOn("a")
+	if err := c.nodes["a"].Cleanup(ctx, "web", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nodes["a"].Standby(ctx, "b", false, "test"); err != nil {
+		t.Fatal(err)
+	}
+	c.stays("on a, its preferred node", time.Second, func() bool { return c.running("a") && !c.running("b") })
+	if _, err := c.nodes["a"].Failover(ctx, "nope", "", "test"); err == nil {
+		t.Fatal("failover of an unknown group succeeded")
+	}
+	if _, err := c.nodes["a"].Failover(ctx, "web", "w", "test"); err == nil {
+		t.Fatal("failover to the witness succeeded")
+	}
+}
+
+func TestInProcessMonitorFailureRestartsThenMoves(t *testing.T) {
+	c := newCluster(t, "manual")
+	c.startAll()
+	c.waitRunningOn("a")
+	c.mu.Lock()
+	app := c.agents["a"]["exec-0"]
+	c.mu.Unlock()
+	app.Set(func(m *resource.Mem) { m.MonitorErr = resource.Failf(resource.Soft, "crashed") })
+	// max_restarts 1: one restart in place, then the group moves to b.
+	c.waitRunningOn("b")
+	n := 0
+	app.Set(func(m *resource.Mem) { n = m.Starts })
+	if n != 2 {
+		c.dumpEvents()
+		t.Fatalf("a started the app %d times, want 2 (one restart in place)", n)
+	}
+	st := c.nodes["b"].Status()
+	if len(st.Groups) != 1 || len(st.Groups[0].Banned) != 1 || st.Groups[0].Banned[0] != "a" {
+		t.Fatalf("a not banned: %+v", st.Groups)
+	}
+}
+
+func TestMain(m *testing.M) { os.Exit(m.Run()) }
