@@ -72,18 +72,18 @@ type Change struct {
 // Engine is the pure heartbeat and lease state machine of one node. It is
 // not safe for concurrent use; the adapter serializes calls.
 type Engine struct {
-	cfg        Config
-	round      uint64
-	lastRound  time.Time
-	sent       sentRounds
-	peers      []*peerState
-	voter      *lease.Voter
-	state      map[string]GroupState
-	applied    uint64
-	claims     map[string]*lease.Claim
-	reported   map[string]time.Time // group → lease end last reported
-	releases   map[LeaseRelease]int // still to announce, rounds left
-	changes    []Change
+	cfg       Config
+	round     uint64
+	lastRound time.Time
+	sent      sentRounds
+	peers     []*peerState
+	voter     *lease.Voter
+	state     map[string]GroupState
+	applied   uint64
+	claims    map[string]*lease.Claim
+	reported  map[string]time.Time // group → lease end last reported
+	releases  map[LeaseRelease]int // still to announce, rounds left
+	changes   []Change
 	// viewChanged: a peer went up or down since the last round; the next
 	// Tick sends a round at once so other voters learn the new view
 	// (placement reads it) without waiting an interval.

@@ -74,8 +74,8 @@ func NewVoter(p Params, now time.Time) *Voter {
 type Decision int
 
 const (
-	Granted Decision = iota
-	RefusedNotHolder // the voter's state has a newer epoch, or another holder at this one
+	Granted          Decision = iota
+	RefusedNotHolder          // the voter's state has a newer epoch, or another holder at this one
 	RefusedPromised
 	RefusedGrace
 )
