@@ -128,7 +128,17 @@ func (a *Array) checkStripe(v *view, s int64, repair bool) (badBlocks int64, mis
 	var fix []memberWrite
 	for _, h := range all {
 		if anyBad(h.cr.bad) {
-			continue // counted above, repaired by readRows
+			// Parity levels: readRows rebuilt and rewrote it. Mirrors:
+			// readRows stopped at the first good copy, so fix this one here.
+			if repair && g.Copies() > 1 {
+				for r, bad := range h.cr.bad {
+					if bad {
+						o := int64(r) * BlockSize
+						fix = append(fix, memberWrite{h.m, h.loc.Off + o, sr.data[0][o : o+BlockSize]})
+					}
+				}
+			}
+			continue
 		}
 		var want []byte
 		switch role, _ := g.RoleOf(s, h.loc.Member); role {
@@ -149,8 +159,12 @@ func (a *Array) checkStripe(v *view, s int64, repair bool) (badBlocks int64, mis
 		}
 	}
 	if len(fix) > 0 {
+		n := int64(0)
+		for _, w := range fix {
+			n += int64(len(w.buf)) / BlockSize
+		}
 		err = a.issueWrites(fix)
-		a.stats.repaired.Add(int64(len(fix)) * chunk / BlockSize)
+		a.stats.repaired.Add(n)
 	}
 	return badBlocks, mismatch, err
 }
