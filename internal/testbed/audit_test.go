@@ -1,0 +1,121 @@
+package testbed
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"tandem/internal/events"
+	"tandem/internal/probe"
+)
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+
+func ev(ms int, k events.Kind, epoch uint64) events.Event {
+	return events.Event{Time: at(ms), Kind: k, Group: "web", Epoch: epoch}
+}
+
+// cleanFailover: node1 runs epoch 1, is killed at 1000; node2 acquires
+// epoch 2 at 1160 and runs it.
+func cleanFailover() AuditInput {
+	return AuditInput{
+		Logs: map[string][]events.Event{
+			"node1": {ev(100, events.LeaseAcquired, 1), ev(120, events.GroupStarted, 1)},
+			"node2": {ev(1160, events.LeaseAcquired, 2), ev(1180, events.GroupStarted, 2)},
+			"witness": {
+				{Time: at(90), Kind: events.Placement, Group: "web", Epoch: 1},
+				{Time: at(1155), Kind: events.Placement, Group: "web", Epoch: 2},
+			},
+		},
+		Faults: []Fault{{At: at(1000), Kind: FaultKill, Host: "node1"}},
+		Lease:  150 * time.Millisecond, End: at(3000), Slack: 5 * time.Millisecond,
+	}
+}
+
+func TestCleanFailoverPassesTheAudit(t *testing.T) {
+	in := cleanFailover()
+	in.Answers = map[string]probe.Timeline{"web": {Samples: []probe.Sample{
+		{Sent: at(500), Done: at(501), Node: "node1"},
+		{Sent: at(1200), Done: at(1201), Node: "node2"},
+	}}}
+	if p := CheckAudit(in); len(p) != 0 {
+		t.Fatal(p)
+	}
+	spans := LeaseSpans(in)
+	if len(spans) != 2 || !spans[0].To.Equal(at(1000)) || spans[1].Ended != "end of run" {
+		t.Fatalf("%v", spans)
+	}
+}
+
+func TestOverlappingHoldersAreReported(t *testing.T) {
+	in := cleanFailover()
+	in.Faults = nil // node1 was never incapacitated: it still held its lease
+	p := CheckAudit(in)
+	if len(p) != 1 || !strings.Contains(p[0], "two lease holders at once") {
+		t.Fatal(p)
+	}
+}
+
+func TestCutOffHolderKeepsItsLeaseOneLeaseLonger(t *testing.T) {
+	in := cleanFailover()
+	in.Faults = []Fault{{At: at(1050), Kind: FaultCutOff, Host: "node1"}}
+	// 1050 + 150 > 1160: node2 acquired while node1 may still have held.
+	if p := CheckAudit(in); len(p) != 1 {
+		t.Fatal(p)
+	}
+	// node1 logged its loss in time: fine.
+	in.Logs["node1"] = append(in.Logs["node1"], ev(1150, events.LeaseLost, 1), ev(1151, events.GroupStopped, 1))
+	if p := CheckAudit(in); len(p) != 0 {
+		t.Fatal(p)
+	}
+}
+
+func TestEpochsMustGrow(t *testing.T) {
+	in := cleanFailover()
+	in.Logs["node2"] = []events.Event{ev(1160, events.LeaseAcquired, 1), ev(1180, events.GroupStarted, 1)}
+	in.Logs["witness"] = append(in.Logs["witness"], events.Event{Time: at(2000), Kind: events.Placement, Group: "web", Epoch: 1})
+	p := strings.Join(CheckAudit(in), "\n")
+	for _, want := range []string{"started on node2 at epoch 1 after node1 started it at epoch 1", "placement at epoch 1 after epoch 2"} {
+		if !strings.Contains(p, want) {
+			t.Errorf("missing %q in:\n%s", want, p)
+		}
+	}
+}
+
+func TestAnswerOutsideTheLeaseIsReported(t *testing.T) {
+	in := cleanFailover()
+	in.Answers = map[string]probe.Timeline{"web": {Samples: []probe.Sample{{Sent: at(1100), Done: at(1101), Node: "node1"}}}}
+	p := CheckAudit(in)
+	if len(p) != 1 || !strings.Contains(p[0], "node1 answered a probe sent at") {
+		t.Fatal(p)
+	}
+}
+
+func TestIncapacities(t *testing.T) {
+	log := []Fault{
+		{At: at(10), Kind: FaultKill, Host: "node1"},
+		{At: at(20), Kind: FaultFreeze, Host: "node2"},
+		{At: at(30), Kind: FaultStart, Host: "node1"},
+		{At: at(40), Kind: FaultCutOff, Host: "witness"},
+		{At: at(50), Kind: FaultThaw, Host: "node2"},
+		{At: at(60), Kind: FaultHeal},
+		{At: at(70), Kind: FaultIsolate, Host: "node1"},
+	}
+	got := Incapacities(log)
+	want := []Incapacity{
+		{Host: "node1", From: at(10), To: at(30), Why: FaultKill},
+		{Host: "node2", From: at(20), To: at(50), Why: FaultFreeze},
+		{Host: "witness", From: at(40), To: at(60), Why: FaultCutOff},
+		{Host: "node1", From: at(70), Why: FaultIsolate},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("%d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}

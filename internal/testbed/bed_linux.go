@@ -1,0 +1,431 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"tandem/internal/netutil"
+)
+
+// Options configure a bed.
+type Options struct {
+	// Binary is the tandem executable the hosts run (see BuildTandem).
+	Binary string
+	// Logf receives progress (t.Logf); nil discards it.
+	Logf func(format string, args ...any)
+	// Base starts every name the bed creates (default "ttb"); the owner's
+	// pid follows it, which is how stale leftovers are recognised.
+	Base string
+	// Keep keeps the work directory (logs, audit logs, probe timeline).
+	Keep bool
+}
+
+// Bed is a set of hosts: node1 and node2 on both links, the witness and the
+// client on link 0. Methods are safe for concurrent use.
+type Bed struct {
+	Prefix string
+	Dir    string
+	Binary string
+
+	opts  Options
+	logf  func(string, ...any)
+	lab   *netutil.Lab
+	hosts map[string]*Host
+
+	mu       sync.Mutex
+	procs    []*exec.Cmd
+	faults   []Fault
+	drops    map[string]map[dropRule]bool // host → active nftables drops
+	slow     map[hostLink]bool            // links with a tbf qdisc
+	failed   bool
+	closed   bool
+	cluster  *Cluster
+	checkers []*Checker
+}
+
+// Host is one machine of the bed.
+type Host struct {
+	Name  string
+	NS    *netutil.NS
+	Addrs []netip.Addr // one per link
+	MACs  []string     // of eth<i>
+	ports []string     // switch port of each link
+}
+
+// Iface is the name of a host's interface on link i.
+func Iface(link int) string { return "eth" + strconv.Itoa(link) }
+
+// The bed's addressing: link i is 10.88.i.0/24; hosts have fixed numbers.
+var hostNumber = map[string]int{"node1": 1, "node2": 2, "witness": 3, "client": 10}
+
+// hostLinks is how many links each host has: the data nodes have two
+// heartbeat paths; the witness and the client sit on link 0 only.
+var hostLinks = map[string]int{"node1": 2, "node2": 2, "witness": 1, "client": 1}
+
+// DataNodes are the bed's data nodes.
+var DataNodes = []string{"node1", "node2"}
+
+func linkAddr(link, host int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 88, byte(link), byte(host)})
+}
+
+// VIPAddr is the i-th floating address (10.88.0.100+i) on link 0.
+func VIPAddr(i int) netip.Addr { return linkAddr(0, 100+i) }
+
+var bedSeq atomic.Int32
+
+// New builds a bed: it installs missing tools, removes what dead runs of
+// the same base left behind, then creates the switch and the hosts.
+func New(ctx context.Context, opts Options) (b *Bed, err error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("testbed: needs root (network namespaces, nftables)")
+	}
+	if opts.Base == "" {
+		opts.Base = "ttb"
+	}
+	b = &Bed{opts: opts, Binary: opts.Binary, logf: opts.Logf, hosts: map[string]*Host{},
+		drops: map[string]map[dropRule]bool{}, slow: map[hostLink]bool{}}
+	if b.logf == nil {
+		b.logf = func(string, ...any) {}
+	}
+	if err := EnsureTools(ctx, b.logf, "ip", "nft", "tc"); err != nil {
+		return nil, err
+	}
+	if removed := RemoveStale(opts.Base); len(removed) > 0 {
+		b.logf("testbed: removed leftovers of dead runs: %s", strings.Join(removed, ", "))
+	}
+	b.Prefix = netutil.UniquePrefix(opts.Base) + string(rune('a'+bedSeq.Add(1)%26))
+	if b.Dir, err = os.MkdirTemp("", b.Prefix+"-"); err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	register(b)
+	defer func() {
+		if err != nil {
+			b.Close()
+			b = nil
+		}
+	}()
+	if b.lab, err = netutil.NewLab(b.Prefix); err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	if err := b.lab.Switch.Do(func() error { return addBridge("br1") }); err != nil {
+		return nil, fmt.Errorf("testbed: second bridge: %w", err)
+	}
+	for _, name := range []string{"node1", "node2", "witness", "client"} {
+		if err := b.addHost(name); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+func (b *Bed) addHost(name string) error {
+	n := hostNumber[name]
+	lh, err := b.lab.AddHost(name, netip.PrefixFrom(linkAddr(0, n), 24))
+	if err != nil {
+		return fmt.Errorf("testbed: %w", err)
+	}
+	h := &Host{Name: name, NS: lh.NS, Addrs: []netip.Addr{linkAddr(0, n)}, MACs: []string{lh.MAC.String()}, ports: []string{lh.Port}}
+	for link := 1; link < hostLinks[name]; link++ {
+		port := fmt.Sprintf("q%d-%s", link, name)
+		if len(port) > 15 {
+			port = port[:15]
+		}
+		addr := netip.PrefixFrom(linkAddr(link, n), 24)
+		mac, err := b.plug(h.NS, "br"+strconv.Itoa(link), port, Iface(link), addr)
+		if err != nil {
+			return fmt.Errorf("testbed: host %s link %d: %w", name, link, err)
+		}
+		h.Addrs = append(h.Addrs, addr.Addr())
+		h.MACs = append(h.MACs, mac)
+		h.ports = append(h.ports, port)
+	}
+	b.hosts[name] = h
+	return nil
+}
+
+func addBridge(name string) error {
+	off := false
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}, MulticastSnooping: &off}
+	if err := netlink.LinkAdd(br); err != nil {
+		return err
+	}
+	return netlink.LinkSetUp(br)
+}
+
+// plug connects ns to bridge br in the switch namespace through a veth
+// pair (port in the switch, ifname in the host) and configures addr.
+func (b *Bed) plug(ns *netutil.NS, br, port, ifname string, addr netip.Prefix) (string, error) {
+	err := b.lab.Switch.Do(func() error {
+		hostNS, err := netns.GetFromPath(ns.Path())
+		if err != nil {
+			return err
+		}
+		defer hostNS.Close()
+		bridge, err := netlink.LinkByName(br)
+		if err != nil {
+			return err
+		}
+		veth := &netlink.Veth{
+			LinkAttrs: netlink.LinkAttrs{Name: port, MasterIndex: bridge.Attrs().Index},
+			PeerName:  ifname, PeerNamespace: netlink.NsFd(hostNS),
+		}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return err
+		}
+		return setUp(port, true)
+	})
+	if err != nil {
+		return "", err
+	}
+	var mac string
+	err = ns.Do(func() error {
+		link, err := netlink.LinkByName(ifname)
+		if err != nil {
+			return err
+		}
+		mac = link.Attrs().HardwareAddr.String()
+		if err := netlink.AddrAdd(link, netutil.NetlinkAddr(addr)); err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(link)
+	})
+	return mac, err
+}
+
+func setUp(name string, up bool) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	if up {
+		return netlink.LinkSetUp(link)
+	}
+	return netlink.LinkSetDown(link)
+}
+
+// Host returns the named host (node1, node2, witness, client).
+func (b *Bed) Host(name string) *Host {
+	h, ok := b.hosts[name]
+	if !ok {
+		panic("testbed: no host " + name)
+	}
+	return h
+}
+
+// NodeOfMAC names the host whose link-0 interface has mac ("" if none).
+func (b *Bed) NodeOfMAC(mac string) string {
+	for _, h := range b.hosts {
+		for _, m := range h.MACs {
+			if m == mac {
+				return h.Name
+			}
+		}
+	}
+	return ""
+}
+
+// Command runs a program on host h. It is killed when the bed closes.
+func (b *Bed) Command(h string, name string, args ...string) *exec.Cmd {
+	cmd := b.Host(h).NS.Command(context.Background(), name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// start starts cmd and tracks it for Close.
+func (b *Bed) start(cmd *exec.Cmd) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return errors.New("testbed: closed")
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	b.procs = append(b.procs, cmd)
+	go func() { cmd.Wait() }()
+	return nil
+}
+
+// Fail marks the run failed: Close keeps the work directory.
+func (b *Bed) Fail() {
+	b.mu.Lock()
+	b.failed = true
+	b.mu.Unlock()
+}
+
+// Close stops every process on the hosts (thawing frozen ones first),
+// deletes the namespaces (and with them links, qdiscs and nftables tables)
+// and removes the work directory unless the run failed or Keep is set.
+// It is safe to call more than once.
+func (b *Bed) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	checkers, procs := b.checkers, b.procs
+	b.mu.Unlock()
+	defer unregister(b)
+	for _, c := range checkers {
+		c.Stop()
+	}
+	for _, cmd := range procs {
+		if cmd.Process != nil {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Process.Kill()
+		}
+	}
+	var errs []error
+	if b.lab != nil {
+		for _, h := range b.lab.Hosts {
+			killNamespace(h.Path())
+		}
+		errs = append(errs, b.lab.Close())
+	}
+	b.mu.Lock()
+	keep := b.failed || b.opts.Keep
+	b.mu.Unlock()
+	if b.Dir != "" {
+		if keep {
+			os.WriteFile(filepath.Join(b.Dir, keepMarker), nil, 0o644)
+			b.logf("testbed: logs kept in %s", b.Dir)
+		} else {
+			os.RemoveAll(b.Dir)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// killNamespace thaws and kills every process in the namespace at path and
+// waits (briefly) until none is left, so the namespace can go.
+func killNamespace(path string) {
+	signalAll(path, syscall.SIGCONT)
+	for i := 0; i < 100; i++ {
+		if signalAll(path, syscall.SIGKILL) == 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// keepMarker in a work directory keeps RemoveStale from deleting the logs
+// of a failed run.
+const keepMarker = "KEEP"
+
+// RemoveStale removes what runs of base whose process is gone left behind:
+// processes in their namespaces, the namespaces themselves and unmarked
+// work directories. It returns what it removed.
+func RemoveStale(base string) []string {
+	var removed []string
+	entries, _ := os.ReadDir(netutil.NamedDir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), base) && !ownerAlive(strings.TrimPrefix(e.Name(), base)) {
+			killNamespace(filepath.Join(netutil.NamedDir, e.Name()))
+		}
+	}
+	if names, _ := netutil.RemoveStale(base); len(names) > 0 {
+		removed = append(removed, names...)
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), base+"[0-9]*"))
+	for _, d := range dirs {
+		if ownerAlive(strings.TrimPrefix(filepath.Base(d), base)) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(d, keepMarker)); err == nil {
+			continue
+		}
+		if os.RemoveAll(d) == nil {
+			removed = append(removed, d)
+		}
+	}
+	return removed
+}
+
+// ownerAlive reports whether rest starts with the pid of a running process.
+func ownerAlive(rest string) bool {
+	end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
+	if end < 0 {
+		end = len(rest)
+	}
+	pid, err := strconv.Atoi(rest[:end])
+	if err != nil || pid <= 0 {
+		return false
+	}
+	return syscall.Kill(pid, 0) != syscall.ESRCH
+}
+
+var (
+	liveMu sync.Mutex
+	live   = map[*Bed]bool{}
+)
+
+func register(b *Bed) {
+	liveMu.Lock()
+	live[b] = true
+	liveMu.Unlock()
+}
+
+func unregister(b *Bed) {
+	liveMu.Lock()
+	delete(live, b)
+	liveMu.Unlock()
+}
+
+// CloseAll closes every bed of this process.
+func CloseAll() {
+	liveMu.Lock()
+	beds := make([]*Bed, 0, len(live))
+	for b := range live {
+		beds = append(beds, b)
+	}
+	liveMu.Unlock()
+	for _, b := range beds {
+		b.Close()
+	}
+}
+
+// CloseOnSignal makes SIGINT, SIGTERM and SIGHUP close every bed before the
+// process exits (for test binaries: `go test` has no hook for Ctrl-C).
+func CloseOnSignal() {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-c
+		fmt.Fprintf(os.Stderr, "testbed: %v: tearing the beds down\n", s)
+		CloseAll()
+		os.Exit(128 + int(s.(syscall.Signal)))
+	}()
+}
+
+// CloseBefore closes every bed shortly before deadline (a test binary's
+// -timeout panics without running cleanups).
+func CloseBefore(deadline time.Time) {
+	if deadline.IsZero() {
+		return
+	}
+	d := time.Until(deadline) - 5*time.Second
+	if d < 0 {
+		d = 0
+	}
+	time.AfterFunc(d, func() {
+		fmt.Fprintln(os.Stderr, "testbed: the test binary's deadline is near: tearing the beds down")
+		CloseAll()
+	})
+}

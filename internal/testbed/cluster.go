@@ -1,0 +1,133 @@
+package testbed
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// Spec describes the tandem cluster a bed runs.
+type Spec struct {
+	// Groups default to one group "web" preferring node1.
+	Groups []GroupSpec
+	// Timing overrides fields of the config's timing section
+	// ("heartbeat_interval": "50ms"); empty keeps tandem's defaults.
+	Timing map[string]string
+	// Links is the number of heartbeat links of each data node, 1 or 2
+	// (default 2; the witness always has one).
+	Links int
+}
+
+// GroupSpec is one group: the bed's HTTP service (answering with the
+// node's name) on Port, then a VIP.
+type GroupSpec struct {
+	Name     string
+	Prefer   string // default node1
+	Failback string // "" is tandem's default (manual)
+	// MaxRestarts is written as given when not "" (tandem's default is 3).
+	MaxRestarts string
+	Port        int // default 8080 + the group's index
+	VIP         int // index for VIPAddr; default the group's index
+	// MonitorInterval of the service (default 200ms, so a dead service
+	// is noticed quickly).
+	MonitorInterval string
+}
+
+// DefaultGroup is the group most scenarios use.
+func DefaultGroup() GroupSpec { return GroupSpec{Name: "web", Prefer: "node1"} }
+
+func (s Spec) withDefaults() Spec {
+	if len(s.Groups) == 0 {
+		s.Groups = []GroupSpec{DefaultGroup()}
+	}
+	if s.Links == 0 {
+		s.Links = 2
+	}
+	groups := make([]GroupSpec, len(s.Groups))
+	for i, g := range s.Groups {
+		if g.Prefer == "" {
+			g.Prefer = "node1"
+		}
+		if g.Port == 0 {
+			g.Port = 8080 + i
+		}
+		if g.VIP == 0 {
+			g.VIP = i
+		}
+		if g.MonitorInterval == "" {
+			g.MonitorInterval = "200ms"
+		}
+		groups[i] = g
+	}
+	s.Groups = groups
+	return s
+}
+
+// Group returns the spec of the named group.
+func (s Spec) Group(name string) (GroupSpec, bool) {
+	for _, g := range s.withDefaults().Groups {
+		if g.Name == name {
+			return g, true
+		}
+	}
+	return GroupSpec{}, false
+}
+
+// linkList renders a host's heartbeat links for the config.
+func linkList(addrs []netip.Addr, n int) string {
+	var out []string
+	for i, a := range addrs {
+		if i < n {
+			out = append(out, a.String())
+		}
+	}
+	return "[" + strings.Join(out, ", ") + "]"
+}
+
+// renderConfig writes the cluster's tandem.yaml. addrs maps host → link
+// addresses; binary runs the service.
+func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary string) string {
+	s = s.withDefaults()
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster: testbed\nkey_file: %s\nstate_dir: %s\nnodes:\n", keyFile, dir)
+	for _, n := range DataNodes {
+		fmt.Fprintf(&b, "  - {name: %s, links: %s}\n", n, linkList(addrs[n], s.Links))
+	}
+	fmt.Fprintf(&b, "witness: {name: witness, links: %s}\n", linkList(addrs["witness"], 1))
+	if len(s.Timing) > 0 {
+		b.WriteString("timing:\n")
+		var keys []string
+		for k := range s.Timing {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&b, "  %s: %s\n", k, s.Timing[k])
+		}
+	}
+	b.WriteString("groups:\n")
+	for _, g := range s.Groups {
+		fmt.Fprintf(&b, "  - name: %s\n    prefer: %s\n", g.Name, g.Prefer)
+		if g.Failback != "" {
+			fmt.Fprintf(&b, "    failback: %s\n", g.Failback)
+		}
+		if g.MaxRestarts != "" {
+			fmt.Fprintf(&b, "    max_restarts: %s\n", g.MaxRestarts)
+		}
+		fmt.Fprintf(&b, `    resources:
+      - name: service
+        exec:
+          command: [%s, demo-service, --all, --port, "%d"]
+          check: {tcp: "127.0.0.1:%d"}
+        monitor_interval: %s
+      - name: vip
+        vip: {address: %s/24, interface: %s}
+`, binary, g.Port, g.Port, g.MonitorInterval, VIPAddr(g.VIP), Iface(0))
+	}
+	return b.String()
+}
+
+// ServiceMatch is the command-line fragment of group g's service process
+// (for KillService).
+func ServiceMatch(g GroupSpec) string { return fmt.Sprintf("demo-service --all --port %d", g.Port) }

@@ -1,0 +1,301 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"tandem/internal/api"
+	"tandem/internal/events"
+	"tandem/internal/keyfile"
+	"tandem/internal/node"
+)
+
+// Cluster is tandem running on the bed: an agent on node1 and node2 and
+// the witness, each a separate process in its host's namespace.
+type Cluster struct {
+	Bed        *Bed
+	Spec       Spec
+	ConfigPath string
+
+	mu     sync.Mutex
+	agents map[string]*exec.Cmd
+}
+
+// Voters are the hosts that run a tandem agent.
+var Voters = []string{"node1", "node2", "witness"}
+
+// NewCluster writes a key and the config for spec; Start runs the agents.
+func (b *Bed) NewCluster(spec Spec) (*Cluster, error) {
+	if b.Binary == "" {
+		return nil, errors.New("testbed: no tandem binary (Options.Binary)")
+	}
+	key, err := keyfile.Generate()
+	if err != nil {
+		return nil, err
+	}
+	keyPath := filepath.Join(b.Dir, "cluster.key")
+	if err := keyfile.Write(keyPath, key, true); err != nil {
+		return nil, err
+	}
+	hostAddrs := map[string][]netip.Addr{}
+	for name, h := range b.hosts {
+		hostAddrs[name] = h.Addrs
+	}
+	c := &Cluster{Bed: b, Spec: spec.withDefaults(), ConfigPath: filepath.Join(b.Dir, "tandem.yaml"), agents: map[string]*exec.Cmd{}}
+	cfg := renderConfig(spec, hostAddrs, b.Dir, keyPath, b.Binary)
+	if err := os.WriteFile(c.ConfigPath, []byte(cfg), 0o600); err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	b.mu.Lock()
+	b.cluster = c
+	b.mu.Unlock()
+	return c, nil
+}
+
+// StateDir is host h's state directory (raft, audit log).
+func (c *Cluster) StateDir(h string) string { return filepath.Join(c.Bed.Dir, h) }
+
+// Socket is host h's API socket.
+func (c *Cluster) Socket(h string) string { return filepath.Join(c.Bed.Dir, h+".sock") }
+
+// Client talks to host h's agent.
+func (c *Cluster) Client(h string) *api.Client { return api.NewUnixClient(c.Socket(h)) }
+
+// Start starts the agents of the named hosts (all voters when none is
+// named), at once.
+func (c *Cluster) Start(hosts ...string) error {
+	if len(hosts) == 0 {
+		hosts = Voters
+	}
+	for _, h := range hosts {
+		if err := c.startAgent(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) startAgent(h string) error {
+	sub := "agent"
+	if h == "witness" {
+		sub = "witness"
+	}
+	logf, err := os.OpenFile(filepath.Join(c.Bed.Dir, h+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("testbed: %w", err)
+	}
+	defer logf.Close()
+	os.Remove(c.Socket(h))
+	cmd := c.Bed.Command(h, c.Bed.Binary, sub, "-c", c.ConfigPath, "--node", h,
+		"--state-dir", c.StateDir(h), "--socket", c.Socket(h))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	c.Bed.record(Fault{Kind: FaultStart, Host: h, Detail: "tandem " + sub})
+	if err := c.Bed.start(cmd); err != nil {
+		return fmt.Errorf("testbed: start %s: %w", h, err)
+	}
+	c.mu.Lock()
+	c.agents[h] = cmd
+	c.mu.Unlock()
+	return nil
+}
+
+// Stop stops host h's agent cleanly (SIGTERM: it stops its groups and
+// leaves) and waits until every process of the host has exited.
+func (c *Cluster) Stop(ctx context.Context, h string) error {
+	c.mu.Lock()
+	cmd := c.agents[h]
+	delete(c.agents, h)
+	c.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return nil
+	}
+	c.Bed.record(Fault{Kind: FaultStop, Host: h})
+	cmd.Process.Signal(syscall.SIGTERM)
+	return waitFor(ctx, 10*time.Second, 10*time.Millisecond, func() (bool, error) {
+		return len(processesIn(c.Bed.Host(h).NS.Path())) == 0, nil
+	}, "the processes of %s to exit after SIGTERM", h)
+}
+
+// Restart crashes host h (SIGKILL) and starts its agent again on the
+// same state.
+func (c *Cluster) Restart(h string) (Fault, error) {
+	f := c.Bed.Kill(h)
+	return f, c.startAgent(h)
+}
+
+// Status asks host h's agent.
+func (c *Cluster) Status(ctx context.Context, h string) (node.Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	return c.Client(h).Status(ctx)
+}
+
+// View is what the cluster says of a group, from the raft leader (or,
+// without one, from any agent that answers).
+type View struct {
+	From    string // who answered
+	Leader  string
+	Holder  string
+	Epoch   uint64
+	Running bool
+	Up      map[string]bool // voters up as From sees them
+}
+
+// GroupView asks every agent in parallel and returns the leader's view
+// of group.
+func (c *Cluster) GroupView(ctx context.Context, group string) (View, error) {
+	type answer struct {
+		h string
+		s node.Status
+		e error
+	}
+	ch := make(chan answer, len(Voters))
+	for _, h := range Voters {
+		go func() {
+			s, err := c.Status(ctx, h)
+			ch <- answer{h, s, err}
+		}()
+	}
+	var best *answer
+	var errs []error
+	for range Voters {
+		a := <-ch
+		if a.e != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a.h, a.e))
+			continue
+		}
+		if best == nil || rank(a.s) > rank(best.s) {
+			best = &a
+		}
+	}
+	if best == nil {
+		return View{}, fmt.Errorf("testbed: no agent answers: %w", errors.Join(errs...))
+	}
+	v := View{From: best.h, Leader: best.s.Leader, Up: map[string]bool{}}
+	for _, n := range best.s.Nodes {
+		v.Up[n.Name] = n.Up
+	}
+	for _, g := range best.s.Groups {
+		if g.Name == group {
+			v.Holder, v.Epoch, v.Running = g.Holder, g.Epoch, g.Running
+		}
+	}
+	return v, nil
+}
+
+// rank prefers the leader's status, then one with quorum.
+func rank(s node.Status) int {
+	switch {
+	case s.Leader == s.Node:
+		return 2
+	case s.Quorum:
+		return 1
+	}
+	return 0
+}
+
+// WaitRunning waits until the cluster says group runs on h.
+func (c *Cluster) WaitRunning(ctx context.Context, group, h string, timeout time.Duration) error {
+	var last View
+	return waitFor(ctx, timeout, 20*time.Millisecond, func() (bool, error) {
+		v, err := c.GroupView(ctx, group)
+		last = v
+		return err == nil && v.Holder == h && v.Running, nil
+	}, "group %s to run on %s (last view %+v)", group, h, &last)
+}
+
+// WaitUp waits until the leader sees every named voter up.
+func (c *Cluster) WaitUp(ctx context.Context, timeout time.Duration, hosts ...string) error {
+	var last View
+	return waitFor(ctx, timeout, 20*time.Millisecond, func() (bool, error) {
+		v, err := c.GroupView(ctx, "")
+		last = v
+		if err != nil || v.Leader == "" {
+			return false, nil
+		}
+		for _, h := range hosts {
+			if !v.Up[h] {
+				return false, nil
+			}
+		}
+		return true, nil
+	}, "%v to be up (last view %+v)", hosts, &last)
+}
+
+// Events reads host h's audit log.
+func (c *Cluster) Events(h string) ([]events.Event, error) {
+	evs, err := events.ReadFile(filepath.Join(c.StateDir(h), "events.jsonl"), events.Filter{})
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return evs, err
+}
+
+// Logs reads every voter's audit log.
+func (c *Cluster) Logs() (map[string][]events.Event, error) {
+	out := map[string][]events.Event{}
+	for _, h := range Voters {
+		evs, err := c.Events(h)
+		if err != nil {
+			return nil, err
+		}
+		out[h] = evs
+	}
+	return out, nil
+}
+
+// WaitEvent waits until host h's audit log has an event at or after
+// since that match accepts, and returns it.
+func (c *Cluster) WaitEvent(ctx context.Context, h string, since time.Time, timeout time.Duration, match func(events.Event) bool) (events.Event, error) {
+	var got events.Event
+	err := waitFor(ctx, timeout, 10*time.Millisecond, func() (bool, error) {
+		evs, err := c.Events(h)
+		if err != nil {
+			return false, nil // a line being written
+		}
+		for _, e := range evs {
+			if !e.Time.Before(since) && match(e) {
+				got = e
+				return true, nil
+			}
+		}
+		return false, nil
+	}, "an event on %s", h)
+	return got, err
+}
+
+// Kind matches events of kind k about group g ("" = any group).
+func Kind(k events.Kind, g string) func(events.Event) bool {
+	return func(e events.Event) bool { return e.Kind == k && (g == "" || e.Group == g) }
+}
+
+// waitFor polls cond every step until it holds, fails, ctx ends or
+// timeout passes; the error names what was awaited.
+func waitFor(ctx context.Context, timeout, step time.Duration, cond func() (bool, error), what string, args ...any) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := cond()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("testbed: gave up after %v waiting for "+what, append([]any{timeout}, args...)...)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(step):
+		}
+	}
+}

@@ -1,0 +1,290 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func (b *Bed) record(f Fault) Fault {
+	if f.At.IsZero() {
+		f.At = time.Now()
+	}
+	b.mu.Lock()
+	b.faults = append(b.faults, f)
+	b.mu.Unlock()
+	b.logf("fault: %s", f)
+	return f
+}
+
+// Faults returns the fault log so far.
+func (b *Bed) Faults() []Fault {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]Fault(nil), b.faults...)
+}
+
+// Kill SIGKILLs every process on host h: a crash of the machine's software
+// (the namespace's kernel state — addresses, nftables — stays, as after a
+// daemon crash; Isolate models a machine that is gone).
+func (b *Bed) Kill(h string) Fault {
+	f := b.record(Fault{Kind: FaultKill, Host: h})
+	path := b.Host(h).NS.Path()
+	for i := 0; i < 50 && signalAll(path, syscall.SIGKILL) > 0; i++ {
+		time.Sleep(2 * time.Millisecond)
+	}
+	return f
+}
+
+// Freeze SIGSTOPs every process on host h (a hung machine whose kernel
+// still answers, the worst case for a floating IP).
+func (b *Bed) Freeze(h string) Fault {
+	f := b.record(Fault{Kind: FaultFreeze, Host: h})
+	signalAll(b.Host(h).NS.Path(), syscall.SIGSTOP)
+	return f
+}
+
+// Thaw SIGCONTs every process on host h.
+func (b *Bed) Thaw(h string) Fault {
+	f := b.record(Fault{Kind: FaultThaw, Host: h})
+	signalAll(b.Host(h).NS.Path(), syscall.SIGCONT)
+	return f
+}
+
+// KillService SIGKILLs the processes on host h whose command line contains
+// match (a managed service dying under its agent).
+func (b *Bed) KillService(h, match string) (Fault, error) {
+	f := Fault{Kind: FaultKillService, Host: h, Detail: match, At: time.Now()}
+	n := 0
+	for _, pid := range processesIn(b.Host(h).NS.Path()) {
+		if strings.Contains(cmdline(pid), match) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			n++
+		}
+	}
+	if n == 0 {
+		return f, fmt.Errorf("testbed: no process on %s matches %q", h, match)
+	}
+	return b.record(f), nil
+}
+
+// dropRule drops IP packets from host From to host To (on every link),
+// filtered in To's namespace.
+type dropRule struct{ From, To string }
+
+// CutOff drops all traffic between host h and the other voters (both
+// ways, every link). The client still reaches h: a node that lost its
+// peers but not its clients is where two actives would show.
+func (b *Bed) CutOff(h string) (Fault, error) {
+	f := b.record(Fault{Kind: FaultCutOff, Host: h})
+	var rules []dropRule
+	for _, p := range []string{"node1", "node2", "witness"} {
+		if p != h {
+			rules = append(rules, dropRule{h, p}, dropRule{p, h})
+		}
+	}
+	return f, b.addDrops(rules...)
+}
+
+// Partition drops all traffic between a and c, both ways.
+func (b *Bed) Partition(a, c string) (Fault, error) {
+	f := b.record(Fault{Kind: FaultPartition, Host: a, Peer: c})
+	return f, b.addDrops(dropRule{a, c}, dropRule{c, a})
+}
+
+// OneWay drops the traffic from a to c; c still reaches a.
+func (b *Bed) OneWay(a, c string) (Fault, error) {
+	f := b.record(Fault{Kind: FaultOneWay, Host: a, Peer: c})
+	return f, b.addDrops(dropRule{a, c})
+}
+
+func (b *Bed) addDrops(rules ...dropRule) error {
+	b.mu.Lock()
+	touched := map[string]bool{}
+	for _, r := range rules {
+		if b.drops[r.To] == nil {
+			b.drops[r.To] = map[dropRule]bool{}
+		}
+		b.drops[r.To][r] = true
+		touched[r.To] = true
+	}
+	b.mu.Unlock()
+	for h := range touched {
+		if err := b.applyDrops(h); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// faultTable is the bed's own nftables table in each host; tandem's VIP
+// guard has tables of its own, which the bed never touches.
+const faultTable = "ttbfault"
+
+// applyDrops replaces host h's fault table with its current drop rules,
+// in one nft transaction.
+func (b *Bed) applyDrops(h string) error {
+	b.mu.Lock()
+	var srcs []string
+	for r := range b.drops[h] {
+		for _, a := range b.Host(r.From).Addrs {
+			srcs = append(srcs, a.String())
+		}
+	}
+	b.mu.Unlock()
+	sort.Strings(srcs)
+	script := fmt.Sprintf("table inet %s\ndelete table inet %s\n", faultTable, faultTable)
+	if len(srcs) > 0 {
+		script += fmt.Sprintf("table inet %s {\n chain input {\n  type filter hook input priority -300; policy accept;\n  ip saddr { %s } drop\n }\n}\n",
+			faultTable, strings.Join(srcs, ", "))
+	}
+	return b.run(h, script, "nft", "-f", "-")
+}
+
+// run runs a tool on host h, with stdin.
+func (b *Bed) run(h, stdin string, name string, args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := b.Host(h).NS.Command(ctx, name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("testbed: %s on %s: %w: %s", name, h, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// Isolate takes every link of host h down at the switch: the machine is
+// gone from the network (a pulled cable, a dead NIC or a dead host).
+func (b *Bed) Isolate(h string) (Fault, error) {
+	f := b.record(Fault{Kind: FaultIsolate, Host: h})
+	for i := range b.Host(h).ports {
+		if err := b.setPort(h, i, false); err != nil {
+			return f, err
+		}
+	}
+	return f, nil
+}
+
+// LinkDown takes host h's link i down at the switch.
+func (b *Bed) LinkDown(h string, link int) (Fault, error) {
+	f := b.record(Fault{Kind: FaultLinkDown, Host: h, Detail: Iface(link)})
+	return f, b.setPort(h, link, false)
+}
+
+// LinkUp brings host h's link i back.
+func (b *Bed) LinkUp(h string, link int) (Fault, error) {
+	f := b.record(Fault{Kind: FaultLinkUp, Host: h, Detail: Iface(link)})
+	return f, b.setPort(h, link, true)
+}
+
+func (b *Bed) setPort(h string, link int, up bool) error {
+	port := b.Host(h).ports[link]
+	if err := b.lab.Switch.Do(func() error { return setUp(port, up) }); err != nil {
+		return fmt.Errorf("testbed: %s link %d up=%v: %w", h, link, up, err)
+	}
+	return nil
+}
+
+// Flap takes host h's links down for down and up for up, count times, then
+// leaves them up. It returns early when ctx ends.
+func (b *Bed) Flap(ctx context.Context, h string, links []int, down, up time.Duration, count int) error {
+	for i := 0; i < count; i++ {
+		for _, l := range links {
+			if _, err := b.LinkDown(h, l); err != nil {
+				return err
+			}
+		}
+		sleepCtx(ctx, down)
+		for _, l := range links {
+			if _, err := b.LinkUp(h, l); err != nil {
+				return err
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		sleepCtx(ctx, up)
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// Slow shapes host h's outgoing traffic on link with a token bucket
+// (tbf): rate like "64kbit", and packets wait up to latency in the queue
+// before being dropped. The kernel here has no netem; a slow, narrow link
+// is what tbf can make.
+func (b *Bed) Slow(h string, link int, rate string, latency time.Duration) (Fault, error) {
+	f := b.record(Fault{Kind: FaultSlow, Host: h, Detail: fmt.Sprintf("%s rate %s latency %v", Iface(link), rate, latency)})
+	err := b.run(h, "", "tc", "qdisc", "replace", "dev", Iface(link), "root", "tbf",
+		"rate", rate, "burst", "1600", "latency", fmt.Sprintf("%dms", latency.Milliseconds()))
+	if err == nil {
+		b.mu.Lock()
+		b.slow[hostLink{h, link}] = true
+		b.mu.Unlock()
+	}
+	return f, err
+}
+
+// Heal undoes every network fault: drops, links down and slow links.
+func (b *Bed) Heal() (Fault, error) {
+	f := b.record(Fault{Kind: FaultHeal})
+	b.mu.Lock()
+	var hosts []string
+	for h := range b.drops {
+		hosts = append(hosts, h)
+	}
+	b.drops = map[string]map[dropRule]bool{}
+	slow := b.slow
+	b.slow = map[hostLink]bool{}
+	b.mu.Unlock()
+	var errs []string
+	for _, h := range hosts {
+		if err := b.applyDrops(h); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	for _, h := range b.hosts {
+		for i := range h.ports {
+			if err := b.setPort(h.Name, i, true); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+	}
+	for hl := range slow {
+		if err := b.run(hl.host, "", "tc", "qdisc", "del", "dev", Iface(hl.link), "root"); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if len(errs) > 0 {
+		return f, fmt.Errorf("testbed: heal: %s", strings.Join(errs, "; "))
+	}
+	return f, nil
+}
+
+// processRunning reports whether a process whose command line contains
+// match runs on host h.
+func (b *Bed) processRunning(h, match string) bool {
+	for _, pid := range processesIn(b.Host(h).NS.Path()) {
+		if pidAlive(pid) && strings.Contains(cmdline(pid), match) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostLink is one link of one host.
+type hostLink struct {
+	host string
+	link int
+}
