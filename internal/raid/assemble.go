@@ -17,6 +17,7 @@ type AssembleOptions struct {
 type MemberProblem struct {
 	Name string
 	Err  error
+	dev  UUID // its identity when it had a superblock of the array
 }
 
 func (p MemberProblem) Error() string { return fmt.Sprintf("%s: %v", p.Name, p.Err) }
@@ -60,7 +61,7 @@ func Assemble(offered []Member, ao AssembleOptions, o Options) (*Array, error) {
 	for _, m := range offered {
 		sb, seq, err := readSuperblock(m.Dev)
 		if err != nil {
-			problems = append(problems, MemberProblem{m.Name, err})
+			problems = append(problems, MemberProblem{Name: m.Name, Err: err})
 			continue
 		}
 		if want == nil && (ao.Name == "" || ao.Name == sb.Name) {
@@ -68,7 +69,7 @@ func Assemble(offered []Member, ao AssembleOptions, o Options) (*Array, error) {
 			want = &u
 		}
 		if sb.Array != *wantOr(want) {
-			problems = append(problems, MemberProblem{m.Name, fmt.Errorf("belongs to another array (%q %s)", sb.Name, sb.Array)})
+			problems = append(problems, MemberProblem{Name: m.Name, Err: fmt.Errorf("belongs to another array (%q %s)", sb.Name, sb.Array)})
 			continue
 		}
 		cands = append(cands, candidate{m, sb, seq})
@@ -110,7 +111,7 @@ func Assemble(offered []Member, ao AssembleOptions, o Options) (*Array, error) {
 			why = fmt.Errorf("role %d out of range", ent.Role)
 		}
 		if why != nil {
-			problems = append(problems, MemberProblem{c.Name, why})
+			problems = append(problems, MemberProblem{c.Name, why, c.sb.Dev})
 			continue
 		}
 		seen[c.sb.Dev] = c.Name
@@ -247,3 +248,110 @@ func assembleError(msg string, problems []MemberProblem) error {
 
 // LeftOut lists the members offered to Assemble that were not used.
 func (a *Array) LeftOut() []MemberProblem { return a.leftOut }
+
+// Inspect describes an array from the superblocks of the members offered,
+// without opening it or writing anything (status of an array not served).
+func Inspect(offered []Member, ao AssembleOptions) (Status, []MemberProblem, error) {
+	var problems []MemberProblem
+	var cands []candidate
+	want := ao.UUID
+	for _, m := range offered {
+		sb, _, err := readSuperblock(m.Dev)
+		if err != nil {
+			problems = append(problems, MemberProblem{Name: m.Name, Err: err})
+			continue
+		}
+		if want == nil && (ao.Name == "" || ao.Name == sb.Name) {
+			u := sb.Array
+			want = &u
+		}
+		if sb.Array != *wantOr(want) {
+			problems = append(problems, MemberProblem{Name: m.Name, Err: fmt.Errorf("belongs to another array (%q %s)", sb.Name, sb.Array)})
+			continue
+		}
+		cands = append(cands, candidate{m, sb, 0})
+	}
+	if len(cands) == 0 {
+		return Status{}, problems, assembleError("no member of the array found", problems)
+	}
+	fresh := cands[0].sb
+	for _, c := range cands {
+		if c.sb.Events > fresh.Events {
+			fresh = c.sb
+		}
+	}
+	g := fresh.Geometry
+	st := Status{Name: fresh.Name, UUID: fresh.Array.String(), Level: g.Level.String(), Chunk: g.Chunk, Size: g.Size(),
+		Slots: g.Members, Events: fresh.Events, Checksums: fresh.checksums()}
+	if g.Layout != LayoutDefault {
+		st.Layout = g.Layout.String()
+	}
+	names := map[UUID]string{}
+	for _, c := range cands {
+		if c.sb.Events+1 >= fresh.Events {
+			names[c.sb.Dev] = c.Name
+		} else {
+			problems = append(problems, MemberProblem{Name: c.Name, Err: fmt.Errorf("stale: event counter %d, array at %d", c.sb.Events, fresh.Events)})
+		}
+	}
+	dirty := false
+	for _, c := range cands {
+		if d, ok := fresh.device(c.sb.Dev); ok && d.Role != RoleFaulty && c.sb.Events+1 >= fresh.Events {
+			dirty = dirty || !c.sb.Clean
+		}
+	}
+	slots := make([]*MemberStatus, g.Members)
+	rebuilding := false
+	for _, d := range fresh.Devices {
+		name, here := names[d.UUID]
+		if !here {
+			continue
+		}
+		switch {
+		case d.Role == RoleSpare:
+			st.Members = append(st.Members, MemberStatus{Name: name, Slot: -1, State: "spare"})
+		case d.Role == RoleFaulty:
+			st.Members = append(st.Members, MemberStatus{Name: name, Slot: -1, State: "faulty"})
+		case int(d.Role) < g.Members:
+			state := "in_sync"
+			if d.Recovery >= 0 {
+				state, rebuilding = "rebuilding", true
+			} else {
+				st.InSync++
+			}
+			if slots[d.Role] != nil {
+				state = "replacing"
+			}
+			ms := MemberStatus{Name: name, Slot: int(d.Role), State: state}
+			if slots[d.Role] == nil {
+				slots[d.Role] = &ms
+			} else {
+				st.Members = append(st.Members, ms)
+			}
+		}
+	}
+	var out []MemberStatus
+	for i, s := range slots {
+		if s == nil {
+			out = append(out, MemberStatus{Name: "(missing)", Slot: i, State: "missing"})
+		} else {
+			out = append(out, *s)
+		}
+	}
+	st.Members = append(out, st.Members...)
+	switch {
+	case !g.Survives(func(i int) bool {
+		return slots[i] == nil || slots[i].State != "in_sync" && slots[i].State != "replacing"
+	}):
+		st.State = "failed"
+	case rebuilding:
+		st.State = "rebuilding"
+	case st.InSync < g.Members:
+		st.State = "degraded"
+	case dirty:
+		st.State = "active" // not stopped cleanly, or in use
+	default:
+		st.State = "clean"
+	}
+	return st, problems, nil
+}

@@ -54,7 +54,9 @@ func planLayout(p layoutParams) (diskLayout, error) {
 	}
 	l.JournalOff = l.CRCOff + 2*l.CRCPages*BlockSize
 	if g.ParityChunks() > 0 {
-		l.JournalSize = max(minJournalSize, p.JournalSize/BlockSize*BlockSize)
+		// At most 1/16 of a small member goes to the journal.
+		j := min(p.JournalSize, p.MemberSize/16)
+		l.JournalSize = max(minJournalSize, j/BlockSize*BlockSize)
 		if need := 2*BlockSize + BlockSize + int64(g.Members)*g.Chunk; l.JournalSize < 2*need {
 			l.JournalSize = 2 * need // room for two of the largest entries
 		}

@@ -44,6 +44,15 @@ func (a *Array) Remove(name string) error {
 	defer a.mu.Unlock()
 	m := a.findLocked(name)
 	if m == nil {
+		// A faulty member left out at assembly is already detached; its
+		// role table entry stays so it can be re-added with a bitmap resync.
+		for _, p := range a.leftOut {
+			for _, d := range a.absent {
+				if p.Name == name && d.UUID == p.dev {
+					return nil
+				}
+			}
+		}
 		return fmt.Errorf("%w: %s", ErrNoMember, name)
 	}
 	switch m.role {

@@ -1,0 +1,5 @@
+package main
+
+import "tandem/internal/raidcli"
+
+func init() { subcommands = append(subcommands, raidcli.Command) }

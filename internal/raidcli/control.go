@@ -1,0 +1,162 @@
+package raidcli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"tandem/internal/raid"
+)
+
+// The control socket of a served array: HTTP/JSON over a unix socket in the
+// state dir (0600, so only root acts on arrays).
+
+type controlRequest struct {
+	Member string `json:"member,omitempty"`
+	Path   string `json:"path,omitempty"`
+	Repair bool   `json:"repair,omitempty"`
+	Bytes  int64  `json:"bytes,omitempty"`
+}
+
+type controlServer struct {
+	g   *globals
+	a   *raid.Array
+	rec *record
+	mu  sync.Mutex // serializes admin actions and record updates
+	srv *http.Server
+	ln  net.Listener
+}
+
+func startControl(g *globals, a *raid.Array, rec *record) (*controlServer, error) {
+	path := socketPath(g.stateDir, a.Name())
+	if err := os.MkdirAll(raidDir(g.stateDir), 0o750); err != nil {
+		return nil, fmt.Errorf("raid: %w", err)
+	}
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("raid: array %s is already served (control socket %s answers)", a.Name(), path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("raid: control socket: %w", err)
+	}
+	os.Chmod(path, 0o600)
+	cs := &controlServer{g: g, a: a, rec: rec, ln: ln}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { reply(w, a.Status(), nil) })
+	mux.HandleFunc("POST /fail", cs.handle(func(q controlRequest) (any, error) { return nil, a.Fail(q.Member) }))
+	mux.HandleFunc("POST /remove", cs.handle(func(q controlRequest) (any, error) { return nil, a.Remove(q.Member) }))
+	mux.HandleFunc("POST /add", cs.handle(func(q controlRequest) (any, error) {
+		m, err := openMember(q.Path)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.Add(m); err != nil {
+			m.Dev.Close()
+			return nil, err
+		}
+		return nil, cs.record(q.Path)
+	}))
+	mux.HandleFunc("POST /replace", cs.handle(func(q controlRequest) (any, error) {
+		m, err := openMember(q.Path)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.Replace(q.Member, m); err != nil {
+			m.Dev.Close()
+			return nil, err
+		}
+		return nil, cs.record(q.Path)
+	}))
+	mux.HandleFunc("POST /check", cs.handle(func(q controlRequest) (any, error) { return a.Check(context.Background(), q.Repair) }))
+	mux.HandleFunc("POST /rate", cs.handle(func(q controlRequest) (any, error) { a.SetRebuildRate(q.Bytes); return nil, nil }))
+	cs.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go cs.srv.Serve(ln)
+	return cs, nil
+}
+
+func (cs *controlServer) record(path string) error {
+	if cs.rec == nil {
+		return nil
+	}
+	cs.rec.addMembers(path)
+	return saveRecord(cs.g.stateDir, cs.rec)
+}
+
+func (cs *controlServer) handle(fn func(controlRequest) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var q controlRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&q); err != nil && !errors.Is(err, io.EOF) {
+			reply(w, nil, fmt.Errorf("raid: bad request: %w", err))
+			return
+		}
+		cs.mu.Lock()
+		v, err := fn(q)
+		cs.mu.Unlock()
+		reply(w, v, err)
+	}
+}
+
+func reply(w http.ResponseWriter, v any, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		w.WriteHeader(http.StatusConflict)
+		json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+		return
+	}
+	if v == nil {
+		v = map[string]string{"result": "ok"}
+	}
+	json.NewEncoder(w).Encode(v)
+}
+
+func (cs *controlServer) close() {
+	cs.srv.Close()
+	os.Remove(socketPath(cs.g.stateDir, cs.a.Name()))
+}
+
+// controlClient talks to a served array; nil when it is not served.
+type controlClient struct{ hc *http.Client }
+
+func (g *globals) control(name string) *controlClient {
+	path := socketPath(g.stateDir, name)
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return nil
+	}
+	c.Close()
+	return &controlClient{hc: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		},
+	}}}
+}
+
+func (c *controlClient) call(method, op string, q controlRequest, out any) error {
+	body, _ := json.Marshal(q)
+	req, _ := http.NewRequest(method, "http://raid/"+op, bytes.NewReader(body))
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("raid: control socket: %w", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		json.Unmarshal(b, &e)
+		return errors.New(e.Error)
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}

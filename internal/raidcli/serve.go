@@ -1,0 +1,96 @@
+package raidcli
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"tandem/internal/nbd"
+)
+
+func serveCmd(g *globals) *cobra.Command {
+	var listen, export, rate string
+	cmd := &cobra.Command{
+		Use:   "serve NAME | M1 M2 … --listen ADDR",
+		Short: "Serve an array as an NBD export until interrupted; fail/remove/add/replace/check then act on it",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			t, err := g.resolve(args)
+			if err != nil {
+				return err
+			}
+			if t.rec != nil && g.control(t.rec.Name) != nil {
+				return fmt.Errorf("raid: array %s is already served", t.rec.Name)
+			}
+			log := g.logger()
+			bus, done := g.bus(log)
+			defer done()
+			o := g.options(log, bus)
+			if rate != "" {
+				if o.RebuildRate, err = parseSize(rate); err != nil {
+					return err
+				}
+			}
+			a, err := g.assemble(t, o)
+			if err != nil {
+				return err
+			}
+			rec, _ := loadRecord(g.stateDir, a.Name())
+			cs, err := startControl(g, a, rec)
+			if err != nil {
+				a.Close()
+				return err
+			}
+			network, addr := "tcp", listen
+			if p, ok := strings.CutPrefix(listen, "unix:"); ok {
+				network, addr = "unix", p
+				os.Remove(p)
+			}
+			ln, err := net.Listen(network, addr)
+			if err != nil {
+				cs.close()
+				a.Close()
+				return fmt.Errorf("raid: listen %s: %w", listen, err)
+			}
+			if export == "" {
+				export = a.Name()
+			}
+			geo := a.Geometry()
+			srv := nbd.NewServer(log, nbd.Export{
+				Name:        export,
+				Description: fmt.Sprintf("tandem %s %s, %d members", geo.Level, a.Name(), geo.Members),
+				Device:      a,
+				// Array.Flush makes every write that returned durable on every
+				// member, whichever connection sent it.
+				MultiConn: true,
+			})
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(ln) }()
+			fmt.Fprintf(g.out, "serving %s (%d MiB) as NBD export %q on %s; control socket %s\n",
+				a.Name(), a.Size()>>20, export, ln.Addr(), socketPath(g.stateDir, a.Name()))
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			select {
+			case <-ctx.Done():
+			case err = <-served:
+			}
+			srv.Close()
+			cs.close()
+			if errors.Is(err, nbd.ErrServerClosed) {
+				err = nil
+			}
+			return errors.Join(err, a.Close())
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:10809", "address to serve NBD on: HOST:PORT or unix:PATH")
+	cmd.Flags().StringVar(&export, "export", "", "export name (default: the array name)")
+	cmd.Flags().StringVar(&rate, "rebuild-rate", "", "limit rebuild and resync to this many bytes per second (e.g. 50M)")
+	cmd.Flags().BoolVar(&g.force, "force", false, "start a dirty, degraded RAID 5/6")
+	return cmd
+}
