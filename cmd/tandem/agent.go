@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"syscall"
 
@@ -35,6 +36,7 @@ type agentFlags struct {
 	stateDir string
 	socket   string
 	logLevel string
+	cpuProf  string
 }
 
 func newAgentCmd(use string, witness bool) *cobra.Command {
@@ -56,6 +58,8 @@ func newAgentCmd(use string, witness bool) *cobra.Command {
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "override state_dir from the configuration")
 	cmd.Flags().StringVar(&f.socket, "socket", "", "override api.socket from the configuration")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile to this file until the agent stops")
+	cmd.Flags().MarkHidden("cpuprofile")
 	return cmd
 }
 
@@ -93,6 +97,14 @@ func runAgent(cmd *cobra.Command, f agentFlags, witness bool) error {
 			}
 			return exitWith(2, fmt.Errorf("this machine cannot run node %s; nothing started", self))
 		}
+	}
+	if f.cpuProf != "" {
+		pf, err := os.Create(f.cpuProf)
+		if err != nil {
+			return err
+		}
+		pprof.StartCPUProfile(pf)
+		defer func() { pprof.StopCPUProfile(); pf.Close() }()
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -20,6 +20,8 @@ func init() { subcommands = append(subcommands, newDemoCmd, newDemoServiceCmd, n
 
 func newDemoCmd() *cobra.Command {
 	var asJSON, loopback, keep bool
+	var fault string
+	var idle time.Duration
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run a 3-process cluster on this machine, kill the active node and show the failover",
@@ -33,7 +35,7 @@ func newDemoCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			opts := demo.Options{Loopback: loopback, Keep: keep}
+			opts := demo.Options{Loopback: loopback, Keep: keep, Fault: fault, Idle: idle}
 			if !asJSON {
 				opts.Out = cmd.OutOrStdout()
 			}
@@ -54,6 +56,8 @@ func newDemoCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	cmd.Flags().BoolVar(&loopback, "loopback", false, "use loopback addresses even as root (no VIP)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the work directory with the nodes' logs and audit logs")
+	cmd.Flags().StringVar(&fault, "fault", "kill", "kill (SIGKILL the active node) or switchover (planned failover to node2)")
+	cmd.Flags().DurationVar(&idle, "idle", 0, "first measure the idle agents' CPU and memory for this long (e.g. 30s)")
 	return cmd
 }
 

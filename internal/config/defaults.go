@@ -25,10 +25,12 @@ const (
 	// Quartz clocks, even without NTP, differ in rate by far less than
 	// 100 ppm; 1 % is a hundredfold margin and costs 1.5 ms on the lease.
 	DefaultMaxClockDrift = 0.01
-	// Twice the node timeout: raft changes leader only after the failure
-	// detector has surely seen the failure, and a busy 2-core machine does
-	// not cause leader churn.
-	DefaultRaftTimeout = 2 * DefaultNodeTimeout
+	// Raft leads from the witness, so a data node's death never waits for
+	// an election; the raft timeout only matters when the witness (or a
+	// leading data node right after start) dies. One second keeps the
+	// leader's heartbeats (every timeout/10 to timeout/5) and so the idle
+	// agent's CPU low, and a busy machine does not cause leader churn.
+	DefaultRaftTimeout = time.Second
 )
 
 // DefaultTiming returns the default timing profile.

@@ -110,6 +110,10 @@ func Start(cfg Config) (*Consensus, error) {
 	rc.HeartbeatTimeout = cfg.Timeout
 	rc.ElectionTimeout = cfg.Timeout
 	rc.LeaderLeaseTimeout = cfg.Timeout / 2
+	// Followers learn of commits with the next append; Propose appends a
+	// no-op right after each commit, so the idle leader need not send
+	// empty appends more often than it sends heartbeats.
+	rc.CommitTimeout = cfg.Timeout
 	rc.Logger = hlog
 	rc.SnapshotThreshold = 1024
 	rc.TrailingLogs = 1024

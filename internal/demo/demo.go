@@ -35,6 +35,12 @@ type Options struct {
 	Out      io.Writer // progress for humans (nil: none)
 	Loopback bool      // force loopback mode even as root
 	Keep     bool      // keep the work directory (logs) after the run
+	// Fault is "kill" (SIGKILL node1, the default) or "switchover"
+	// (`tandem failover web --to node2`, a planned move).
+	Fault string
+	// Idle, if set, measures the agents' CPU and memory for this long
+	// while the cluster is idle, before the fault.
+	Idle time.Duration
 }
 
 // Result is what `tandem demo --json` prints.
@@ -52,8 +58,12 @@ type Result struct {
 	Probes        int      `json:"probes"`
 	FailedProbes  int      `json:"failed_probes"`
 	Why           []string `json:"split_brain_why,omitempty"`
-	Notes         []string `json:"notes,omitempty"`
-	WorkDir       string   `json:"work_dir,omitempty"`
+	Fault         string   `json:"fault"`
+	// Idle is each agent's CPU (% of one core) and resident memory while
+	// the cluster was idle, when Options.Idle was set.
+	Idle    map[string]Usage `json:"idle,omitempty"`
+	Notes   []string         `json:"notes,omitempty"`
+	WorkDir string           `json:"work_dir,omitempty"`
 }
 
 // env is one way of running the three nodes and the client.
@@ -165,13 +175,38 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	case <-ctx.Done():
 		return res, ctx.Err()
 	}
-	r.say("killing node1 (SIGKILL to its agent and its service)…")
-	fault := time.Now()
-	if err := r.env.kill("node1", r.agents["node1"].Process); err != nil {
-		return res, fmt.Errorf("demo: kill node1: %w", err)
+	if opts.Idle > 0 {
+		r.say("measuring the idle agents for %v…", opts.Idle)
+		if res.Idle, err = r.measureIdle(ctx, opts.Idle); err != nil {
+			return res, err
+		}
 	}
-	r.agents["node1"].Wait()
-	delete(r.agents, "node1")
+	if opts.Fault == "" {
+		opts.Fault = "kill"
+	}
+	res.Fault = opts.Fault
+	var fault time.Time
+	switch opts.Fault {
+	case "kill":
+		r.say("killing node1 (SIGKILL to its agent and its service)…")
+		fault = time.Now()
+		if err := r.env.kill("node1", r.agents["node1"].Process); err != nil {
+			return res, fmt.Errorf("demo: kill node1: %w", err)
+		}
+		r.agents["node1"].Wait()
+		delete(r.agents, "node1")
+	case "switchover":
+		r.say("planned switchover: tandem failover web --to node2…")
+		fault = time.Now()
+		cx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := api.NewUnixClient(r.socket("node1")).Failover(cx, "web", "node2")
+		cancel()
+		if err != nil {
+			return res, fmt.Errorf("demo: failover: %w", err)
+		}
+	default:
+		return res, fmt.Errorf("demo: unknown fault %q (kill or switchover)", opts.Fault)
+	}
 	select {
 	case <-seen2:
 	case <-time.After(10 * time.Second):
@@ -187,10 +222,12 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	mu.Unlock()
 	res.FailoverMs, res.UnavailableMs, res.SplitBrain, res.Why = rep.FailoverMs, rep.UnavailableMs, rep.SplitBrain, rep.Why
 	res.From, res.To, res.Probes, res.FailedProbes = rep.Before, rep.After, len(samples), rep.Failed
-	if tk, ok := r.takeover("node2"); ok {
-		res.DetectMs, res.DecideMs, res.StartMs = attrInt(tk, "detect_ms"), attrInt(tk, "decide_ms"), attrInt(tk, "start_ms")
-	} else {
-		res.Notes = append(res.Notes, "node2 recorded no takeover event")
+	if opts.Fault == "kill" {
+		if tk, ok := r.takeover("node2"); ok {
+			res.DetectMs, res.DecideMs, res.StartMs = attrInt(tk, "detect_ms"), attrInt(tk, "decide_ms"), attrInt(tk, "start_ms")
+		} else {
+			res.Notes = append(res.Notes, "node2 recorded no takeover event")
+		}
 	}
 	res.OK = rep.Moved && rep.After == "node2" && !rep.SplitBrain
 	return res, nil
@@ -326,9 +363,18 @@ func (r *run) stopAgents() {
 // Print writes the human report.
 func Print(w io.Writer, res Result) {
 	fmt.Fprintf(w, "\ntandem demo (%s mode)\n", res.Mode)
-	fmt.Fprintf(w, "  node1 was killed; the group moved %s → %s\n", orDash(res.From), orDash(res.To))
-	fmt.Fprintf(w, "  detect %d ms + decide %d ms + start %d ms (from node2's audit log)\n", res.DetectMs, res.DecideMs, res.StartMs)
-	fmt.Fprintf(w, "  the client saw the service unavailable for %.0f ms (first answer from node2 %.0f ms after the kill)\n", res.UnavailableMs, res.FailoverMs)
+	if res.Fault == "switchover" {
+		fmt.Fprintf(w, "  planned switchover; the group moved %s → %s\n", orDash(res.From), orDash(res.To))
+	} else {
+		fmt.Fprintf(w, "  node1 was killed; the group moved %s → %s\n", orDash(res.From), orDash(res.To))
+		fmt.Fprintf(w, "  detect %d ms + decide %d ms + start %d ms (from node2's audit log)\n", res.DetectMs, res.DecideMs, res.StartMs)
+	}
+	for _, h := range []string{"node1", "node2", "witness"} {
+		if u, ok := res.Idle[h]; ok {
+			fmt.Fprintf(w, "  idle %s: %.2f%% of a core, %.1f MB resident\n", h, u.CPUPercent, u.RSSMB)
+		}
+	}
+	fmt.Fprintf(w, "  the client saw the service unavailable for %.0f ms (first answer from node2 %.0f ms after the fault)\n", res.UnavailableMs, res.FailoverMs)
 	fmt.Fprintf(w, "  probes: %d (%d failed)\n", res.Probes, res.FailedProbes)
 	if res.SplitBrain {
 		fmt.Fprintf(w, "  SPLIT BRAIN: %s\n", strings.Join(res.Why, "; "))

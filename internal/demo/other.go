@@ -2,6 +2,22 @@
 
 package demo
 
+import (
+	"context"
+	"errors"
+	"time"
+)
+
 func newNetnsEnv() env { return newLoopbackEnv() }
 
 func killTree(pid int) error { return nil }
+
+// Usage is a process's CPU share and resident memory over a window.
+type Usage struct {
+	CPUPercent float64 `json:"cpu_percent"`
+	RSSMB      float64 `json:"rss_mb"`
+}
+
+func (r *run) measureIdle(ctx context.Context, d time.Duration) (map[string]Usage, error) {
+	return nil, errors.New("demo: idle measurement needs Linux /proc")
+}

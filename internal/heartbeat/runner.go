@@ -35,16 +35,17 @@ type RunnerConfig struct {
 // opens and checks received ones, and counts what it drops. All methods are
 // safe for concurrent use.
 type Runner struct {
-	cfg    RunnerConfig
-	mu     sync.Mutex
-	eng    *Engine
-	sealer *seal.Sealer
-	opener *seal.Opener
-	drops  map[string]uint64
-	wake   chan struct{}
-	stop   chan struct{}
-	done   chan struct{}
-	start  time.Time
+	cfg       RunnerConfig
+	deliverMu sync.Mutex
+	mu        sync.Mutex
+	eng       *Engine
+	sealer    *seal.Sealer
+	opener    *seal.Opener
+	drops     map[string]uint64
+	wake      chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
+	start     time.Time
 
 	mDrops *prometheus.CounterVec
 	mSent  prometheus.Counter
@@ -87,6 +88,12 @@ func StartRunner(cfg RunnerConfig) *Runner {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(r.mDrops, r.mSent, r.mRecv)
 	}
+	if d, ok := cfg.Transport.(DirectReceiver); ok {
+		d.SetHandler(func(dg Datagram) {
+			r.handle(dg)
+			r.deliverChanges()
+		})
+	}
 	go r.loop()
 	return r
 }
@@ -114,18 +121,31 @@ func (r *Runner) loop() {
 			r.send(out)
 		case <-r.wake:
 		}
+		r.deliverChanges()
 		now := r.cfg.Clock.Now()
 		r.mu.Lock()
 		next := r.eng.NextTick(now)
-		changes := r.eng.Changes()
 		r.mu.Unlock()
-		if r.cfg.OnChange != nil {
-			for _, c := range changes {
-				r.cfg.OnChange(c)
-			}
-		}
 		timer.Stop()
 		timer.Reset(next.Sub(now))
+	}
+}
+
+// deliverChanges hands the engine's transitions to OnChange, in order, one
+// caller at a time (datagrams may be handled on reader goroutines).
+func (r *Runner) deliverChanges() {
+	r.deliverMu.Lock()
+	defer r.deliverMu.Unlock()
+	r.mu.Lock()
+	changes := r.eng.Changes()
+	r.mu.Unlock()
+	if r.cfg.OnChange != nil {
+		for _, c := range changes {
+			r.cfg.OnChange(c)
+		}
+	}
+	if len(changes) > 0 {
+		r.poke() // the next deadline may have moved
 	}
 }
 

@@ -450,11 +450,12 @@ func (n *Node) leaderLoop(ctx context.Context) {
 	}
 }
 
-// decideLoop runs placement on the leader whenever something changes and
-// at every heartbeat interval.
+// decideLoop runs placement on the leader whenever something changes
+// (liveness, views, applied commands, leadership) and every 200 ms for the
+// time-based rules (failback delays, cold-start settle, failure expiry).
 func (n *Node) decideLoop(ctx context.Context) {
 	defer n.wg.Done()
-	tick := time.NewTicker(n.cfg.Timing.HeartbeatInterval.D())
+	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		select {
