@@ -176,7 +176,7 @@ func Create(members, spares []Member, co CreateOptions, o Options) (*Array, erro
 	// Every region starts dirty: the initial resync makes parity and
 	// checksums agree with whatever the members held.
 	bm := newBitmap(lay.bitmapBits(g), lay.StripesPerBit, lay.BitmapPages)
-	for r := int64(0); r < bm.nbits; r++ {
+	for r := int64(0); r < bm.nbits && !co.AssumeClean; r++ {
 		bm.bits.set(r)
 	}
 	errs2 := parallel(len(ms), func(i int) error {

@@ -120,53 +120,45 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 		runs = append(runs, r)
 		last[m] = r
 	}
-	// One goroutine per member; its runs in order.
-	byMember := map[*member][]*run{}
-	var order []*member
-	for _, r := range runs {
-		if _, ok := byMember[r.m]; !ok {
-			order = append(order, r.m)
+	// Every run in parallel: members are often files on one disk, which
+	// serves several requests at once better than one after the other.
+	errs := parallel(len(runs), func(k int) error {
+		r := runs[k]
+		m := r.m
+		r.buf = alignedBuf(int(r.end - r.off))
+		if _, err := m.dev.ReadAt(r.buf, m.lay.DataOff+r.off); err != nil {
+			return fmt.Errorf("read at %d: %w", r.off, err)
 		}
-		byMember[r.m] = append(byMember[r.m], r)
-	}
-	errs := parallel(len(order), func(k int) error {
-		m := order[k]
-		for _, r := range byMember[m] {
-			r.buf = alignedBuf(int(r.end - r.off))
-			if _, err := m.dev.ReadAt(r.buf, m.lay.DataOff+r.off); err != nil {
-				return fmt.Errorf("read at %d: %w", r.off, err)
+		var sums []uint32
+		var valid []bool
+		if r.verify && m.crc != nil {
+			var err error
+			if sums, valid, err = m.crc.getRange(r.off/BlockSize, int(r.end-r.off)/BlockSize); err != nil {
+				return err
 			}
-			var sums []uint32
-			var valid []bool
-			if r.verify && m.crc != nil {
-				var err error
-				if sums, valid, err = m.crc.getRange(r.off/BlockSize, int(r.end-r.off)/BlockSize); err != nil {
-					return err
-				}
-			}
-			for x, i := range r.pieces {
-				pc := ps[i]
-				at := r.at[x] - r.off
-				if sums != nil {
-					for b := at &^ (BlockSize - 1); b < at+pc.n; b += BlockSize {
-						if valid[b/BlockSize] && blockCRC(r.buf[b:b+BlockSize]) != sums[b/BlockSize] {
-							ps[i].n = -pc.n // mark bad; restored below
-							break
-						}
+		}
+		for x, i := range r.pieces {
+			pc := ps[i]
+			at := r.at[x] - r.off
+			if sums != nil {
+				for b := at &^ (BlockSize - 1); b < at+pc.n; b += BlockSize {
+					if valid[b/BlockSize] && blockCRC(r.buf[b:b+BlockSize]) != sums[b/BlockSize] {
+						ps[i].n = -pc.n // mark bad; restored below
+						break
 					}
 				}
-				if ps[i].n > 0 {
-					copy(p[pc.bufOff:pc.bufOff+pc.n], r.buf[at:at+pc.n])
-				}
 			}
-			r.done = true
+			if ps[i].n > 0 {
+				copy(p[pc.bufOff:pc.bufOff+pc.n], r.buf[at:at+pc.n])
+			}
 		}
+		r.done = true
 		return nil
 	})
 	for k, err := range errs {
 		if err != nil {
 			a.stats.readErrors.Add(1)
-			a.memberFailed(order[k], err)
+			a.memberFailed(runs[k].m, err)
 		}
 	}
 	for _, r := range runs {

@@ -73,6 +73,10 @@ type CreateOptions struct {
 	NoChecksums bool
 	// Force overwrites members that carry another array's superblock.
 	Force bool
+	// AssumeClean skips the initial resync (mdadm --assume-clean): parity
+	// and checksums of regions never written are garbage until written or
+	// repaired. For members known to be zero, and for benchmarks.
+	AssumeClean bool
 }
 
 func (c CreateOptions) withDefaults() CreateOptions {

@@ -213,3 +213,7 @@ func recoverTwoData(data [][]byte, p, q []byte, x, y int) {
 		dy[i] = pxy[i] ^ v
 	}
 }
+
+// GenParity computes P, and Q when q is not nil, of equal-length data
+// blocks, exactly as the array does (exported for `tandem raid bench`).
+func GenParity(data [][]byte, p, q []byte) { genParity(data, p, q) }

@@ -129,30 +129,19 @@ func (a *Array) issueWrites(ws []memberWrite) error {
 			}
 		}
 	}
-	// Group runs by member: one goroutine per member, its runs in order.
-	byMember := map[*member][]memberWrite{}
-	var order []*member
-	for _, r := range runs {
-		if _, ok := byMember[r.m]; !ok {
-			order = append(order, r.m)
-		}
-		byMember[r.m] = append(byMember[r.m], r)
-	}
-	errs := parallel(len(order), func(i int) error {
-		m := order[i]
-		if m.failed.Load() {
+	errs := parallel(len(runs), func(i int) error {
+		r := runs[i]
+		if r.m.failed.Load() {
 			return nil
 		}
-		for _, r := range byMember[m] {
-			if _, err := m.dev.WriteAt(r.buf, m.lay.DataOff+r.off); err != nil {
-				return fmt.Errorf("write at %d: %w", r.off, err)
-			}
+		if _, err := r.m.dev.WriteAt(r.buf, r.m.lay.DataOff+r.off); err != nil {
+			return fmt.Errorf("write at %d: %w", r.off, err)
 		}
 		return nil
 	})
 	for i, err := range errs {
 		if err != nil {
-			a.memberFailed(order[i], err)
+			a.memberFailed(runs[i].m, err)
 		}
 	}
 	for i, r := range runs {
