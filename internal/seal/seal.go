@@ -210,20 +210,15 @@ func (o *Opener) Open(b []byte, now int64) (Header, []byte, error) {
 		}
 		return h, nil, ErrSecure
 	}
+	// Authenticate first, so a forged datagram is counted as forged
+	// whatever boot it claims; only then judge its freshness.
 	w := o.senders[h.Sender]
-	fresh := w == nil || h.Boot > w.boot || (h.Boot < w.boot && now-o.lastHeard[h.Sender] > o.BootSwitchAfter)
-	if !fresh && h.Boot != w.boot {
-		return h, nil, ErrReplay
-	}
 	cand := w
-	if fresh {
+	if w == nil || h.Boot != w.boot {
 		cand = &window{boot: h.Boot}
 		if o.key != nil {
 			cand.aead = newAEAD(DeriveKey(o.key, h.Sender, h.Boot))
 		}
-	}
-	if !cand.check(h.Counter) {
-		return h, nil, ErrReplay
 	}
 	payload := b[HeaderSize:]
 	if cand.aead != nil {
@@ -231,6 +226,12 @@ func (o *Opener) Open(b []byte, now int64) (Header, []byte, error) {
 		if err != nil {
 			return h, nil, ErrAuth
 		}
+	}
+	if w != nil && h.Boot < w.boot && now-o.lastHeard[h.Sender] <= o.BootSwitchAfter {
+		return h, nil, ErrReplay // an older boot while the current one is alive
+	}
+	if !cand.check(h.Counter) {
+		return h, nil, ErrReplay
 	}
 	// Only an authenticated datagram may move the window or switch boots.
 	cand.mark(h.Counter)
