@@ -42,6 +42,8 @@ func Command() *cobra.Command {
 with superblocks, a write-intent bitmap, a write-hole journal, checksums, hot
 spares and online rebuild. Arrays are recorded in <state-dir>/raid; commands
 take a recorded NAME or the member paths, as mdadm does.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
 		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
 			g.out, g.errOut = cmd.OutOrStdout(), cmd.ErrOrStderr()
 		},
