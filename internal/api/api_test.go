@@ -37,7 +37,7 @@ func (f *fakeBackend) Standby(_ context.Context, n string, on bool, actor string
 	return nil
 }
 func (f *fakeBackend) Maintenance(context.Context, string, bool, string) error { return nil }
-func (f *fakeBackend) Cleanup(context.Context, string, string) error         { return nil }
+func (f *fakeBackend) Cleanup(context.Context, string, string) error           { return nil }
 func (f *fakeBackend) ReadEvents(fl events.Filter) ([]events.Event, error) {
 	return []events.Event{{Kind: events.Takeover, Group: fl.Group}}, nil
 }

@@ -193,7 +193,9 @@ func TestNegotiateHangsUp(t *testing.T) {
 // panic, must end (the input is finite), must only choose our exports, and
 // must only ever send well-formed replies.
 func FuzzNegotiate(f *testing.F) {
-	fixed := func() *clientScript { return (&clientScript{}).flags(wire.ClientFlagFixedNewstyle | wire.ClientFlagNoZeroes) }
+	fixed := func() *clientScript {
+		return (&clientScript{}).flags(wire.ClientFlagFixedNewstyle | wire.ClientFlagNoZeroes)
+	}
 	f.Add(fixed().opt(wire.OptGo, wire.AppendInfoRequest(nil, wire.InfoRequest{Name: "vol", Infos: []uint16{1, 2, 3}})).b)
 	f.Add(fixed().opt(wire.OptList, nil).opt(wire.OptInfo, wire.AppendInfoRequest(nil, wire.InfoRequest{Name: "ro"})).opt(wire.OptAbort, nil).b)
 	f.Add(fixed().opt(wire.OptStructuredReply, nil).opt(wire.OptExportName, []byte("vol")).b)

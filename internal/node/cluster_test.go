@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"tandem/internal/clock"
 	"tandem/internal/config"
 	"tandem/internal/heartbeat"
@@ -40,6 +42,7 @@ type tcluster struct {
 	guards map[string][]*vipguard.Mem // every guard a node ever had (restarts)
 	agents map[string]map[string]*resource.Mem
 	starts map[string]int // group starts per node, over all restarts
+	regs   map[string]*prometheus.Registry
 }
 
 func freePort(t *testing.T, ip string) int {
@@ -77,7 +80,7 @@ func newCluster(t *testing.T, failback string) *tcluster {
 	port := freePort(t, "127.0.0.21")
 	c := &tcluster{t: t, dir: dir, fnet: heartbeat.NewFakeNet(clock.Real{}), cuts: map[[2]string]bool{},
 		nodes: map[string]*Node{}, guards: map[string][]*vipguard.Mem{}, agents: map[string]map[string]*resource.Mem{},
-		starts: map[string]int{}}
+		starts: map[string]int{}, regs: map[string]*prometheus.Registry{}}
 	c.yaml = fmt.Sprintf(`cluster: inproc
 key_file: %s/key
 port: %d
@@ -125,7 +128,11 @@ func (c *tcluster) start(name string) {
 	c.guards[name] = append(c.guards[name], guard)
 	c.agents[name] = map[string]*resource.Mem{}
 	c.mu.Unlock()
-	n, err := Start(Options{Config: cfg, Self: name, Transport: tr, Guard: guard,
+	reg := prometheus.NewRegistry()
+	c.mu.Lock()
+	c.regs[name] = reg
+	c.mu.Unlock()
+	n, err := Start(Options{Config: cfg, Self: name, Transport: tr, Guard: guard, Registerer: reg,
 		Agent: func(group string, r config.Resource) resource.Agent {
 			m := &resource.Mem{}
 			if r.Exec != nil {
@@ -442,6 +449,19 @@ func TestInProcessPlannedSwitchoverAndStandby(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.stays("on a, its preferred node", time.Second, func() bool { return c.running("a") && !c.running("b") })
+	mfs, err := c.regs["a"].Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, mf := range mfs {
+		seen[mf.GetName()] = true
+	}
+	for _, name := range []string{"tandem_group_epoch", "tandem_group_active", "tandem_link_rtt_seconds", "tandem_quorum", "tandem_heartbeat_sent_total"} {
+		if !seen[name] {
+			t.Errorf("metric %s missing", name)
+		}
+	}
 	if _, err := c.nodes["a"].Failover(ctx, "nope", "", "test"); err == nil {
 		t.Fatal("failover of an unknown group succeeded")
 	}

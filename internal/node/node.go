@@ -230,6 +230,9 @@ func Start(opts Options) (*Node, error) {
 	}
 	n.cons = cons
 
+	if err := n.reg.Register(newCollector(n)); err != nil {
+		return nil, fmt.Errorf("node: metrics: %w", err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	if n.mgr != nil {
