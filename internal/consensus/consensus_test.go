@@ -29,9 +29,11 @@ type cluster struct {
 	applied map[string][]state.Command
 }
 
-func startCluster(t *testing.T, key []byte, prefer string) *cluster {
+func startCluster(t *testing.T, key []byte, prefer string, names ...string) *cluster {
 	t.Helper()
-	names := []string{"a", "b", "w"}
+	if len(names) == 0 {
+		names = []string{"a", "b", "w"}
+	}
 	var voters []Voter
 	for _, n := range names {
 		voters = append(voters, Voter{Name: n, Addrs: []netip.AddrPort{freeAddr(t)}})
@@ -139,4 +141,19 @@ func TestWrongKeyIsRefused(t *testing.T) {
 		t.Fatalf("same key: %v", err)
 	}
 	c.Close()
+}
+
+func TestNineVotersAgree(t *testing.T) {
+	names := []string{"n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "w"}
+	cl := startCluster(t, nil, "w", names...)
+	cl.waitLeader(t, "w")
+	// Four members gone: five of nine still commit.
+	for _, n := range []string{"n1", "n2", "n3", "n4"} {
+		cl.members[n].Shutdown()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cl.members["n8"].Propose(ctx, state.Command{Op: state.OpPlace, Group: "g", Holder: "n5"}); err != nil {
+		t.Fatalf("five of nine did not commit: %v", err)
+	}
 }

@@ -297,3 +297,31 @@ func TestReplayedRequestIsNotGranted(t *testing.T) {
 		t.Fatal("message with another config hash acked")
 	}
 }
+
+// TestFiveVoters: the same engine serves larger clusters. With five voters
+// a holder keeps its lease with two others dead, and loses it when it is
+// on the minority side of a partition.
+func TestFiveVoters(t *testing.T) {
+	s := newSim(t, []string{"a", "b", "c", "d", "w"}, 1)
+	s.setState(map[string]GroupState{"g": {Holder: "a", Epoch: 1}})
+	s.run(ms(400))
+	if _, _, ok := s.engines[0].Lease("g", s.now); !ok {
+		t.Fatal("a has no lease with five voters")
+	}
+	s.alive[3], s.alive[4] = false, false // d and w die: a, b, c are a majority
+	s.run(ms(500))
+	if _, _, ok := s.engines[0].Lease("g", s.now); !ok {
+		t.Fatal("a lost its lease with three of five voters alive")
+	}
+	s.alive[3], s.alive[4] = true, true
+	s.run(ms(300))
+	minority := map[int]bool{0: true, 1: true}
+	s.drop = func(from, to, link int) bool { return minority[from] != minority[to] }
+	s.run(ms(400))
+	if _, _, ok := s.engines[0].Lease("g", s.now); ok {
+		t.Fatal("a kept its lease on the minority side of a partition")
+	}
+	if !s.engines[2].Reachable(2) || s.engines[2].Reachable(0) {
+		t.Fatal("majority side's view is wrong")
+	}
+}
