@@ -110,7 +110,9 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 		lo := (loc.Off + pc.inChunk) &^ (BlockSize - 1)
 		hi := (loc.Off + pc.inChunk + pc.n + BlockSize - 1) &^ (BlockSize - 1)
 		verify := a.checksums && !a.pendingAt(pc.s)
-		if r := last[m]; r != nil && r.end == lo && r.verify == verify {
+		// Gaps of up to a chunk (the parity chunk between two data chunks of
+		// a member) are read and discarded: one larger read beats two.
+		if r := last[m]; r != nil && r.end <= lo && lo-r.end <= g.Chunk && r.verify == verify {
 			r.end = hi
 			r.pieces = append(r.pieces, i)
 			r.at = append(r.at, loc.Off+pc.inChunk)

@@ -221,9 +221,13 @@ func (a *Array) nextRebuild() *member {
 	return nil
 }
 
-// windowStripes is how many stripes a job handles per lock: about 1 MiB of
-// member I/O, so rebuild runs at sequential speed.
+// windowStripes is how many stripes resync and check handle per lock:
+// about 1 MiB of member I/O, so they run at sequential speed.
 func (a *Array) windowStripes() int64 { return max(1, (1<<20)/a.geo.Chunk) }
+
+// jobWindow is the rebuild window: 4 MiB per member, large sequential I/O
+// while user I/O waits at most one window.
+func (a *Array) jobWindow() int64 { return max(1, (4<<20)/a.geo.Chunk) }
 
 // pacer enforces the rate limit and computes rate and ETA.
 type pacer struct {

@@ -1,7 +1,6 @@
 package raid
 
 import (
-	"errors"
 	"fmt"
 
 	"tandem/internal/events"
@@ -39,9 +38,19 @@ func (a *Array) runRebuild(m *member, stop <-chan struct{}) bool {
 	a.emit(events.RaidRebuildStarted, fmt.Sprintf("rebuilding %s into slot %d", m.name, slot), map[string]any{"member": m.name, "slot": slot, "stripes": total})
 	p := a.startProgress("rebuild", m.name, total)
 	p.stop = stop
-	W := a.windowStripes()
+	W := a.jobWindow()
 	lastSave := r.pos.Load()
-	for s0 := r.pos.Load(); s0 < g.Stripes(); s0 = r.pos.Load() {
+	// The write of one window overlaps the reads of the next: a window's
+	// lock is released only once its write is done.
+	var inflight chan struct{}
+	wait := func() {
+		if inflight != nil {
+			<-inflight
+			inflight = nil
+		}
+	}
+	defer wait()
+	for s0 := r.pos.Load(); s0 < g.Stripes(); {
 		s1 := min(s0+W, g.Stripes())
 		n := int64(0)
 		for s := s0; s < s1; s++ {
@@ -50,7 +59,7 @@ func (a *Array) runRebuild(m *member, stop <-chan struct{}) bool {
 			}
 		}
 		if n == 0 {
-			r.pos.Store(s1)
+			s0 = s1
 			continue
 		}
 		h := a.locks.lock(s0, s1, true)
@@ -59,40 +68,51 @@ func (a *Array) runRebuild(m *member, stop <-chan struct{}) bool {
 			a.locks.unlock(h)
 			return err == nil // member gone: next job; array gone: stop
 		}
-		bytes, err := a.rebuildWindow(v, m, slot, r, s0, s1)
-		r.pos.Store(s1)
-		a.locks.unlock(h)
+		ws, bufs, err := a.rebuildWindow(v, m, slot, r, s0, s1)
 		if err != nil {
 			a.log.Error("raid: rebuild window", "array", a.name, "member", m.name, "stripes", fmt.Sprintf("%d-%d", s0, s1), "err", err)
-			if errors.Is(err, ErrFailed) {
-				return false
-			}
 		}
+		wait()
+		done := make(chan struct{})
+		inflight = done
+		end := s1
+		go func() {
+			defer close(done)
+			if err := a.issueWrites(ws); err != nil {
+				a.log.Error("raid: rebuild write", "array", a.name, "member", m.name, "err", err)
+			}
+			for _, b := range bufs {
+				freeBuf(b)
+			}
+			r.pos.Store(end)
+			a.locks.unlock(h)
+		}()
 		if s1-lastSave >= max(g.Stripes()/20, W) {
+			wait()
 			lastSave = s1
 			a.mu.Lock()
 			a.writeSuperblocksLocked(false)
 			a.mu.Unlock()
 		}
-		if !p.step(n, bytes) {
+		if !p.step(n, int64(len(ws))*g.Chunk) {
 			return false
 		}
+		s0 = s1
+	}
+	wait()
+	if m.failed.Load() {
+		return true
 	}
 	a.finishRebuild(m, slot, r)
 	return true
 }
 
-// rebuildWindow writes m's chunks of stripes [s0,s1) computed from the
-// other members.
-func (a *Array) rebuildWindow(v *view, m *member, slot int, r *recovery, s0, s1 int64) (int64, error) {
+// rebuildWindow computes m's chunks of stripes [s0,s1) from the other
+// members; the caller writes them and frees the buffers.
+func (a *Array) rebuildWindow(v *view, m *member, slot int, r *recovery, s0, s1 int64) ([]memberWrite, [][]byte, error) {
 	g := a.geo
 	var ws []memberWrite
 	var bufs [][]byte
-	defer func() {
-		for _, b := range bufs {
-			freeBuf(b)
-		}
-	}()
 	var win *window
 	if a.rowAligned() {
 		win = a.readWindow(s0, s1, func(i int) *member {
@@ -141,10 +161,7 @@ func (a *Array) rebuildWindow(v *view, m *member, slot int, r *recovery, s0, s1 
 		}
 		ws = append(ws, memberWrite{m, loc.Off, buf})
 	}
-	if err := a.issueWrites(ws); err != nil {
-		return 0, err
-	}
-	return int64(len(ws)) * g.Chunk, firstErr
+	return ws, bufs, firstErr
 }
 
 // fromWindow computes slot's chunk of stripe s from a window; false means

@@ -99,8 +99,8 @@ func (a *Array) issueWrites(ws []memberWrite) error {
 		}
 		return ws[i].off < ws[j].off
 	})
-	var runs []memberWrite
-	var owned []bool
+	type run struct{ i, j int } // ws[i:j] are contiguous on one member
+	var runs []run
 	for i := 0; i < len(ws); {
 		j := i + 1
 		end := ws[i].off + int64(len(ws[i].buf))
@@ -108,45 +108,43 @@ func (a *Array) issueWrites(ws []memberWrite) error {
 			end += int64(len(ws[j].buf))
 			j++
 		}
-		if j == i+1 {
-			runs = append(runs, ws[i])
-			owned = append(owned, false)
-		} else {
-			buf := alignedBuf(int(end - ws[i].off))
-			o := 0
-			for _, w := range ws[i:j] {
-				o += copy(buf[o:], w.buf)
-			}
-			runs = append(runs, memberWrite{ws[i].m, ws[i].off, buf})
-			owned = append(owned, true)
-		}
+		runs = append(runs, run{i, j})
 		i = j
 	}
-	for _, r := range runs {
-		if r.m.crc != nil {
-			if err := r.m.crc.set(r.off, r.buf); err != nil {
-				a.memberFailed(r.m, err)
+	// Each run gathers, checksums and writes in its own goroutine, so the
+	// copying and CRC work is spread over the cores too.
+	errs := parallel(len(runs), func(k int) error {
+		r := runs[k]
+		m := ws[r.i].m
+		buf := ws[r.i].buf
+		if r.j > r.i+1 {
+			n := 0
+			for _, w := range ws[r.i:r.j] {
+				n += len(w.buf)
+			}
+			buf = alignedBuf(n)
+			defer freeBuf(buf)
+			o := 0
+			for _, w := range ws[r.i:r.j] {
+				o += copy(buf[o:], w.buf)
 			}
 		}
-	}
-	errs := parallel(len(runs), func(i int) error {
-		r := runs[i]
-		if r.m.failed.Load() {
+		if m.crc != nil {
+			if err := m.crc.set(ws[r.i].off, buf); err != nil {
+				return err
+			}
+		}
+		if m.failed.Load() {
 			return nil
 		}
-		if _, err := r.m.dev.WriteAt(r.buf, r.m.lay.DataOff+r.off); err != nil {
-			return fmt.Errorf("write at %d: %w", r.off, err)
+		if _, err := m.dev.WriteAt(buf, m.lay.DataOff+ws[r.i].off); err != nil {
+			return fmt.Errorf("write at %d: %w", ws[r.i].off, err)
 		}
 		return nil
 	})
-	for i, err := range errs {
+	for k, err := range errs {
 		if err != nil {
-			a.memberFailed(runs[i].m, err)
-		}
-	}
-	for i, r := range runs {
-		if owned[i] {
-			freeBuf(r.buf)
+			a.memberFailed(ws[runs[k].i].m, err)
 		}
 	}
 	a.mu.RLock()
