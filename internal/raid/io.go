@@ -269,6 +269,7 @@ func (a *Array) WriteAt(p []byte, off int64) (int, error) {
 	}()
 	k := g.DataChunks()
 	var locs [MaxMembers]Loc
+	plans, ws, bufs = a.planFullRun(v, p, plans, ws, bufs)
 	for _, sp := range plans {
 		rows := sp.hi - sp.lo
 		// The content of every data chunk over [lo, hi): new bytes over old.
@@ -459,4 +460,73 @@ func (a *Array) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// planFullRun handles the longest run of consecutive full stripes of a
+// write for the row-aligned levels (0, 1, 5, 6): the new data is copied once,
+// straight into one buffer per member slot laid out as the member will hold
+// it, parity is computed in place there, and each member gets one write. It
+// returns the plans left for the general path.
+func (a *Array) planFullRun(v *view, p []byte, plans []*stripePlan, ws []memberWrite, bufs [][]byte) ([]*stripePlan, []memberWrite, [][]byte) {
+	g := a.geo
+	if g.Level == Raid10 {
+		return plans, ws, bufs
+	}
+	i0, i1 := 0, 0 // the longest run of full plans: plans[i0:i1]
+	for i := 0; i < len(plans); {
+		j := i
+		for j < len(plans) && plans[j].full {
+			j++
+		}
+		if j-i > i1-i0 {
+			i0, i1 = i, j
+		}
+		i = max(j, i+1)
+	}
+	if i1-i0 < 2 {
+		return plans, ws, bufs
+	}
+	run := plans[i0:i1]
+	f0, n := run[0].s, int64(len(run))
+	chunk := g.Chunk
+	if g.Level == Raid1 {
+		buf := alignedBuf(int(n * chunk))
+		bufs = append(bufs, buf)
+		copy(buf, p[run[0].pieces[0].bufOff:])
+		for i := 0; i < g.Members; i++ {
+			for _, m := range v.writable(i, nil) {
+				ws = append(ws, memberWrite{m, f0 * chunk, buf})
+			}
+		}
+	} else {
+		slot := make([][]byte, g.Members)
+		for i := range slot {
+			slot[i] = alignedBuf(int(n * chunk))
+			bufs = append(bufs, slot[i])
+		}
+		var locs [1]Loc
+		data := make([][]byte, g.DataChunks())
+		for x, sp := range run {
+			o := int64(x) * chunk
+			for _, pc := range sp.pieces {
+				mi := g.DataLocs(sp.s, pc.d, locs[:0])[0].Member
+				copy(slot[mi][o:o+chunk], p[pc.bufOff:pc.bufOff+chunk])
+				data[pc.d] = slot[mi][o : o+chunk]
+			}
+			if pm, qm := g.ParityMembers(sp.s); pm >= 0 {
+				var q []byte
+				if qm >= 0 {
+					q = slot[qm][o : o+chunk]
+				}
+				genParity(data, slot[pm][o:o+chunk], q)
+			}
+		}
+		for i := range slot {
+			for _, m := range v.writable(i, nil) {
+				ws = append(ws, memberWrite{m, f0 * chunk, slot[i]})
+			}
+		}
+	}
+	rest := append(append([]*stripePlan(nil), plans[:i0]...), plans[i1:]...)
+	return rest, ws, bufs
 }
