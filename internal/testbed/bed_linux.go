@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +34,14 @@ type Options struct {
 	Base string
 	// Keep keeps the work directory (logs, audit logs, probe timeline).
 	Keep bool
+	// NormalPriority runs the daemons and the prober at normal priority.
+	// By default they run under SCHED_RR (chrt -r 10), as corosync runs
+	// itself: on a shared 2-core machine a normal process can wake up
+	// 200 ms late, longer than tandem's 150 ms node timeout, and the bed
+	// would measure the neighbours instead of the cluster. tandem and
+	// keepalived always get the same treatment. TANDEM_BED_SCHED=normal
+	// sets it from the environment.
+	NormalPriority bool
 }
 
 // Bed is a set of hosts: node1 and node2 on both links, the witness and the
@@ -98,12 +107,15 @@ func New(ctx context.Context, opts Options) (b *Bed, err error) {
 	if opts.Base == "" {
 		opts.Base = "ttb"
 	}
+	if os.Getenv("TANDEM_BED_SCHED") == "normal" {
+		opts.NormalPriority = true
+	}
 	b = &Bed{opts: opts, Binary: opts.Binary, logf: opts.Logf, hosts: map[string]*Host{},
 		drops: map[string]map[dropRule]bool{}, slow: map[hostLink]bool{}}
 	if b.logf == nil {
 		b.logf = func(string, ...any) {}
 	}
-	if err := EnsureTools(ctx, b.logf, "ip", "nft", "tc"); err != nil {
+	if err := EnsureTools(ctx, b.logf, "ip", "nft", "tc", "chrt"); err != nil {
 		return nil, err
 	}
 	if removed := RemoveStale(opts.Base); len(removed) > 0 {
@@ -240,8 +252,15 @@ func (b *Bed) NodeOfMAC(mac string) string {
 	return ""
 }
 
-// Command runs a program on host h. It is killed when the bed closes.
+// rtPriority is the SCHED_RR priority of the bed's daemons.
+const rtPriority = "10"
+
+// Command runs a program on host h, under SCHED_RR unless
+// Options.NormalPriority. It is killed when the bed closes.
 func (b *Bed) Command(h string, name string, args ...string) *exec.Cmd {
+	if !b.opts.NormalPriority {
+		name, args = "chrt", append([]string{"-r", rtPriority, name}, args...)
+	}
 	cmd := b.Host(h).NS.Command(context.Background(), name, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	return cmd
@@ -254,13 +273,38 @@ func (b *Bed) start(cmd *exec.Cmd) error {
 	if b.closed {
 		return errors.New("testbed: closed")
 	}
-	if err := cmd.Start(); err != nil {
+	if err := spawn(cmd); err != nil {
 		return err
 	}
 	b.procs = append(b.procs, cmd)
 	go func() { cmd.Wait() }()
 	return nil
 }
+
+// spawn starts cmd from one OS thread that lives as long as the process.
+// Pdeathsig fires when the thread that forked the child exits, not the
+// process, and Go ends any thread whose goroutine exits while locked to it
+// — which every namespace switch (netutil's Do) does. A child started from
+// such a thread would be SIGKILLed at a random later moment.
+func spawn(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnCh = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked: this thread is never reused or ended
+			for f := range spawnCh {
+				f()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	spawnCh <- func() { errc <- cmd.Start() }
+	return <-errc
+}
+
+var (
+	spawnOnce sync.Once
+	spawnCh   chan func()
+)
 
 // Fail marks the run failed: Close keeps the work directory.
 func (b *Bed) Fail() {

@@ -31,20 +31,29 @@ func (b *Bed) Faults() []Fault {
 // (the namespace's kernel state — addresses, nftables — stays, as after a
 // daemon crash; Isolate models a machine that is gone).
 func (b *Bed) Kill(h string) Fault {
-	f := b.record(Fault{Kind: FaultKill, Host: h})
 	path := b.Host(h).NS.Path()
+	pids := processesIn(path) // before the clock starts: /proc takes ms
+	f := Fault{Kind: FaultKill, Host: h, At: time.Now()}
+	for _, p := range pids {
+		syscall.Kill(p, syscall.SIGKILL)
+	}
 	for i := 0; i < 50 && signalAll(path, syscall.SIGKILL) > 0; i++ {
 		time.Sleep(2 * time.Millisecond)
 	}
-	return f
+	return b.record(f)
 }
 
 // Freeze SIGSTOPs every process on host h (a hung machine whose kernel
 // still answers, the worst case for a floating IP).
 func (b *Bed) Freeze(h string) Fault {
-	f := b.record(Fault{Kind: FaultFreeze, Host: h})
-	signalAll(b.Host(h).NS.Path(), syscall.SIGSTOP)
-	return f
+	path := b.Host(h).NS.Path()
+	pids := processesIn(path)
+	f := Fault{Kind: FaultFreeze, Host: h, At: time.Now()}
+	for _, p := range pids {
+		syscall.Kill(p, syscall.SIGSTOP)
+	}
+	signalAll(path, syscall.SIGSTOP) // anything forked meanwhile
+	return b.record(f)
 }
 
 // Thaw SIGCONTs every process on host h.
@@ -71,9 +80,12 @@ func (b *Bed) KillService(h, match string) (Fault, error) {
 	return b.record(f), nil
 }
 
-// dropRule drops IP packets from host From to host To (on every link),
-// filtered in To's namespace.
-type dropRule struct{ From, To string }
+// dropRule drops IP packets from host From to host To on one link (Link
+// -1: every link), filtered in To's namespace.
+type dropRule struct {
+	From, To string
+	Link     int
+}
 
 // CutOff drops all traffic between host h and the other voters (both
 // ways, every link). The client still reaches h: a node that lost its
@@ -83,7 +95,7 @@ func (b *Bed) CutOff(h string) (Fault, error) {
 	var rules []dropRule
 	for _, p := range []string{"node1", "node2", "witness"} {
 		if p != h {
-			rules = append(rules, dropRule{h, p}, dropRule{p, h})
+			rules = append(rules, dropRule{h, p, -1}, dropRule{p, h, -1})
 		}
 	}
 	return f, b.addDrops(rules...)
@@ -92,13 +104,20 @@ func (b *Bed) CutOff(h string) (Fault, error) {
 // Partition drops all traffic between a and c, both ways.
 func (b *Bed) Partition(a, c string) (Fault, error) {
 	f := b.record(Fault{Kind: FaultPartition, Host: a, Peer: c})
-	return f, b.addDrops(dropRule{a, c}, dropRule{c, a})
+	return f, b.addDrops(dropRule{a, c, -1}, dropRule{c, a, -1})
+}
+
+// PartitionLink drops the traffic between a and c on one link only, both
+// ways (a heartbeat path lost while the others work).
+func (b *Bed) PartitionLink(a, c string, link int) (Fault, error) {
+	f := b.record(Fault{Kind: FaultPartition, Host: a, Peer: c, Detail: Iface(link)})
+	return f, b.addDrops(dropRule{a, c, link}, dropRule{c, a, link})
 }
 
 // OneWay drops the traffic from a to c; c still reaches a.
 func (b *Bed) OneWay(a, c string) (Fault, error) {
 	f := b.record(Fault{Kind: FaultOneWay, Host: a, Peer: c})
-	return f, b.addDrops(dropRule{a, c})
+	return f, b.addDrops(dropRule{a, c, -1})
 }
 
 func (b *Bed) addDrops(rules ...dropRule) error {
@@ -129,9 +148,13 @@ const faultTable = "ttbfault"
 func (b *Bed) applyDrops(h string) error {
 	b.mu.Lock()
 	var srcs []string
+	seen := map[string]bool{}
 	for r := range b.drops[h] {
-		for _, a := range b.Host(r.From).Addrs {
-			srcs = append(srcs, a.String())
+		for i, a := range b.Host(r.From).Addrs {
+			if (r.Link < 0 || r.Link == i) && !seen[a.String()] {
+				seen[a.String()] = true
+				srcs = append(srcs, a.String())
+			}
 		}
 	}
 	b.mu.Unlock()

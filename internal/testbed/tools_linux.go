@@ -18,6 +18,7 @@ var toolPackages = map[string]string{
 	"tc":         "iproute2",
 	"nft":        "nftables",
 	"keepalived": "keepalived",
+	"chrt":       "util-linux",
 }
 
 var installMu sync.Mutex
