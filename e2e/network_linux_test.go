@@ -226,4 +226,3 @@ func (r *run) noNodeDown(since time.Time) {
 		}
 	}
 }
-
