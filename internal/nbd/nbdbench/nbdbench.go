@@ -34,8 +34,8 @@ type Options struct {
 	// Both Device and File must hold at least Size bytes; larger ones are
 	// served truncated to Size (nbdkit through its truncate filter).
 	Size int64
-	// Rounds alternates the two servers this many times and reports the
-	// median of each figure (default 3).
+	// Rounds times both servers this many times, back to back in
+	// alternating order, and reports medians (default 5).
 	Rounds int
 	// Flush passes --flush to nbdcopy so uploads end durable; without it
 	// the write figure is the servers' speed into the page cache.
@@ -56,21 +56,21 @@ type Result struct {
 	Rounds     int
 	Ours       Throughput
 	Nbdkit     Throughput
-	WriteRatio float64 // Ours.Write / Nbdkit.Write
-	ReadRatio  float64 // Ours.Read / Nbdkit.Read
+	WriteRatio float64 // median over rounds of our write / nbdkit's
+	ReadRatio  float64 // median over rounds of our read / nbdkit's
 	Commands   []string
-	// Samples holds every round's figures, in run order.
+	// The samples hold every round's figures, in run order.
 	OursSamples, NbdkitSamples []Throughput
 }
 
 func (r Result) String() string {
 	mb := func(v float64) float64 { return v / 1e6 }
-	return fmt.Sprintf("nbdcopy %d MiB, median of %d rounds: write tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; read tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f",
+	return fmt.Sprintf("nbdcopy %d MiB, medians of %d rounds: write tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; read tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f",
 		r.Size>>20, r.Rounds, mb(r.Ours.Write), mb(r.Nbdkit.Write), r.WriteRatio, mb(r.Ours.Read), mb(r.Nbdkit.Read), r.ReadRatio)
 }
 
 // CompareWithNbdkit serves dev with our server and file with `nbdkit file`,
-// runs nbdcopy each way against both (size bytes, 3 rounds, no --flush) and
+// runs nbdcopy each way against both (size bytes, 5 rounds, no --flush) and
 // returns the throughputs and ratios.
 func CompareWithNbdkit(ctx context.Context, dev blockdev.Device, file string, size int64) (Result, error) {
 	return Compare(ctx, Options{Device: dev, File: file, Size: size})
@@ -93,7 +93,7 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("nbdbench: missing programs %v (Debian packages nbdkit, libnbd-bin)", m)
 	}
 	if o.Rounds <= 0 {
-		o.Rounds = 3
+		o.Rounds = 5
 	}
 	if o.Size <= 0 || o.Device == nil || o.File == "" {
 		return Result{}, errors.New("nbdbench: need a device, a file and a positive size")
@@ -140,57 +140,63 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 		"nbdcopy " + join(copyArgs) + src + " <uri>   (write)",
 		"nbdcopy " + join(copyArgs) + "<uri> null:   (read)",
 	}
-	var ours, kit [2][]float64 // [0] write, [1] read
-	syncOurs := o.Device.Flush
-	syncKit := func() error { return fsync(o.File) }
+	type server struct {
+		uri   string
+		flush func() error
+	}
+	servers := [2]server{
+		{ourURI, o.Device.Flush},
+		{kitURI, func() error { return fsync(o.File) }},
+	}
 	// One untimed upload through each server first: block allocation in a
-	// fresh file and cold page cache would otherwise count against
+	// fresh file and a cold page cache would otherwise count against
 	// whoever goes first.
-	for _, uri := range []string{ourURI, kitURI} {
-		if _, err := timedCopy(ctx, o.Size, append(slices.Clone(copyArgs), src, uri)...); err != nil {
+	for _, sv := range servers {
+		if _, err := timedCopy(ctx, o.Size, append(slices.Clone(copyArgs), src, sv.uri)...); err != nil {
 			return res, err
 		}
-	}
-	if err := syncOurs(); err != nil {
-		return res, fmt.Errorf("nbdbench: flush after warm-up: %w", err)
-	}
-	for round := range o.Rounds {
-		// Alternate who goes first so page-cache warmth and background
-		// writeback do not always favour the same server.
-		order := []int{0, 1}
-		if round%2 == 1 {
-			order = []int{1, 0}
+		if err := sv.flush(); err != nil {
+			return res, fmt.Errorf("nbdbench: flush after warm-up: %w", err)
 		}
+	}
+	// Each round times both servers back to back, in alternating order, so
+	// the two figures of a round share the machine's load of the moment;
+	// the ratios reported are the medians of the per-round ratios.
+	var writeRatios, readRatios []float64
+	for round := range o.Rounds {
+		order := [2]int{round % 2, 1 - round%2}
+		var w, r [2]float64
 		for _, who := range order {
-			uri, flush, out := ourURI, syncOurs, &ours
-			if who == 1 {
-				uri, flush, out = kitURI, syncKit, &kit
-			}
-			w, err := timedCopy(ctx, o.Size, append(slices.Clone(copyArgs), src, uri)...)
-			if err != nil {
+			if w[who], err = timedCopy(ctx, o.Size, append(slices.Clone(copyArgs), src, servers[who].uri)...); err != nil {
 				return res, err
 			}
 			// Write back outside the clock so it does not land on the next run.
-			if err := flush(); err != nil {
+			if err := servers[who].flush(); err != nil {
 				return res, fmt.Errorf("nbdbench: flush after write: %w", err)
 			}
-			r, err := timedCopy(ctx, o.Size, append(slices.Clone(copyArgs), uri, "null:")...)
-			if err != nil {
+		}
+		for _, who := range order {
+			if r[who], err = timedCopy(ctx, o.Size, append(slices.Clone(copyArgs), servers[who].uri, "null:")...); err != nil {
 				return res, err
 			}
-			out[0] = append(out[0], w)
-			out[1] = append(out[1], r)
-			if who == 0 {
-				res.OursSamples = append(res.OursSamples, Throughput{Write: w, Read: r})
-			} else {
-				res.NbdkitSamples = append(res.NbdkitSamples, Throughput{Write: w, Read: r})
-			}
 		}
+		res.OursSamples = append(res.OursSamples, Throughput{Write: w[0], Read: r[0]})
+		res.NbdkitSamples = append(res.NbdkitSamples, Throughput{Write: w[1], Read: r[1]})
+		writeRatios = append(writeRatios, w[0]/w[1])
+		readRatios = append(readRatios, r[0]/r[1])
 	}
-	res.Ours = Throughput{Write: median(ours[0]), Read: median(ours[1])}
-	res.Nbdkit = Throughput{Write: median(kit[0]), Read: median(kit[1])}
-	res.WriteRatio = res.Ours.Write / res.Nbdkit.Write
-	res.ReadRatio = res.Ours.Read / res.Nbdkit.Read
+	pick := func(s []Throughput, f func(Throughput) float64) float64 {
+		v := make([]float64, len(s))
+		for i, t := range s {
+			v[i] = f(t)
+		}
+		return median(v)
+	}
+	write := func(t Throughput) float64 { return t.Write }
+	read := func(t Throughput) float64 { return t.Read }
+	res.Ours = Throughput{Write: pick(res.OursSamples, write), Read: pick(res.OursSamples, read)}
+	res.Nbdkit = Throughput{Write: pick(res.NbdkitSamples, write), Read: pick(res.NbdkitSamples, read)}
+	res.WriteRatio, res.ReadRatio = median(writeRatios), median(readRatios)
 	return res, nil
 }
 

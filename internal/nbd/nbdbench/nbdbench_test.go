@@ -21,7 +21,7 @@ func TestCompareWithNbdkit(t *testing.T) {
 	full := os.Getenv("TANDEM_NBD_BENCH") != ""
 	size, rounds := int64(32<<20), 1
 	if full {
-		size, rounds = 1<<30, 3
+		size, rounds = 1<<30, 5
 		if v, err := strconv.Atoi(os.Getenv("TANDEM_NBD_BENCH_MIB")); err == nil {
 			size = int64(v) << 20
 		}
@@ -47,7 +47,11 @@ func TestCompareWithNbdkit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Log(res)
-	t.Logf("samples (MB/s): tandem %v nbdkit %v", res.OursSamples, res.NbdkitSamples)
+	for i := range res.OursSamples {
+		o, k := res.OursSamples[i], res.NbdkitSamples[i]
+		t.Logf("round %d: write tandem %.0f nbdkit %.0f MB/s (%.2f), read tandem %.0f nbdkit %.0f MB/s (%.2f)",
+			i+1, o.Write/1e6, k.Write/1e6, o.Write/k.Write, o.Read/1e6, k.Read/1e6, o.Read/k.Read)
+	}
 	for _, c := range res.Commands {
 		t.Log(c)
 	}
