@@ -238,12 +238,30 @@ func Start(opts Options) (*Node, error) {
 	if n.mgr != nil {
 		n.mgr.Run(ctx)
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.leaderLoop(ctx)
 	go n.decideLoop(ctx)
+	go n.compactLoop(ctx)
 	n.publish(events.Event{Kind: events.NodeUp, Subject: opts.Self, Message: "agent started"})
 	ok = true
 	return n, nil
+}
+
+// compactLoop drops audit events older than the retention once a day.
+func (n *Node) compactLoop(ctx context.Context) {
+	defer n.wg.Done()
+	t := time.NewTicker(24 * time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := n.audit.Compact(); err != nil {
+				n.log.Warn("cannot compact the audit log", "err", err)
+			}
+		}
+	}
 }
 
 // retryInterval is how often a wanted lease is re-requested: short, so a
