@@ -133,6 +133,14 @@ func (w *worker) reconcile(ctx context.Context) {
 	w.mu.Unlock()
 	if v.maintenance {
 		w.setPhase(PhaseUnmanaged)
+		// Unmanaged resources stay up: keep the kernel guard open while
+		// the lease holds, or the VIP goes silent one lease later.
+		w.mu.Lock()
+		runEpoch := w.epoch
+		w.mu.Unlock()
+		if ok, until := w.lease(runEpoch); ok && w.anyRunning() {
+			w.refreshGuard(until)
+		}
 		return
 	}
 	if wasUnmanaged {
