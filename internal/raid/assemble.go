@@ -99,10 +99,10 @@ func Assemble(offered []Member, ao AssembleOptions, o Options) (*Array, error) {
 			why = fmt.Errorf("duplicate of %s (same member identity)", seen[c.sb.Dev])
 		case !ok:
 			why = errors.New("not in the array's role table (removed)")
-		case ent.Role == RoleFaulty:
-			why = errors.New("marked faulty in the array; re-add it with add")
 		case c.sb.Events+1 < fresh.Events:
 			why = fmt.Errorf("stale: event counter %d, array at %d; re-add it with add", c.sb.Events, fresh.Events)
+		case ent.Role == RoleFaulty:
+			why = errors.New("marked faulty in the array; re-add it with add")
 		case c.sb.Geometry != fresh.Geometry || c.sb.Layout != fresh.Layout:
 			why = errors.New("superblock disagrees with the array's geometry")
 		case c.Dev.Size() < fresh.Layout.DataOff+fresh.Layout.MemberData:

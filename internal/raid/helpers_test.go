@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -198,3 +199,11 @@ func levelCases() []levelCase {
 }
 
 const testMemberSize = 1 << 20
+
+// waitGoroutines lets background goroutines (the job runner) reach their
+// next wait on the fake clock.
+func waitGoroutines() {
+	for i := 0; i < 50; i++ {
+		runtime.Gosched()
+	}
+}

@@ -223,11 +223,12 @@ func (a *Array) nextRebuild() *member {
 
 // windowStripes is how many stripes resync and check handle per lock:
 // about 1 MiB of member I/O, so they run at sequential speed.
-func (a *Array) windowStripes() int64 { return max(1, (1<<20)/a.geo.Chunk) }
+func (a *Array) windowStripes() int64 { return max(1, min((1<<20)/a.geo.Chunk, a.geo.Stripes()/32)) }
 
 // jobWindow is the rebuild window: 4 MiB per member, large sequential I/O
 // while user I/O waits at most one window.
-func (a *Array) jobWindow() int64 { return max(1, (4<<20)/a.geo.Chunk) }
+// Small arrays still get some 32 windows, so progress moves in steps.
+func (a *Array) jobWindow() int64 { return max(1, min((4<<20)/a.geo.Chunk, a.geo.Stripes()/32)) }
 
 // pacer enforces the rate limit and computes rate and ETA.
 type pacer struct {
