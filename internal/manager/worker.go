@@ -47,6 +47,9 @@ type worker struct {
 	lastErr     string
 	guardUntil  time.Time
 	leaseAt     time.Time
+	// takeoverAt is the epoch whose takeover was reported: a restart at the
+	// same epoch (after a lost lease) is not another takeover.
+	takeoverAt uint64
 }
 
 func (w *worker) poke() {
@@ -253,7 +256,11 @@ func (w *worker) start(ctx context.Context, v view, mineSince time.Time) {
 	w.report(ctx, state.Command{Op: state.OpStarted, Group: w.g.Name, Node: w.m.cfg.Node, Epoch: v.epoch})
 	attrs := map[string]any{"lease_wait_ms": leaseAt.Sub(mineSince).Milliseconds(), "start_ms": started.Sub(leaseAt).Milliseconds()}
 	w.publish(events.Event{Kind: events.GroupStarted, Subject: w.g.Name, Epoch: v.epoch, Attrs: attrs})
-	if tk := v.takeover; tk != nil && tk.To == w.m.cfg.Node {
+	w.mu.Lock()
+	first := w.takeoverAt != v.epoch
+	w.takeoverAt = v.epoch
+	w.mu.Unlock()
+	if tk := v.takeover; tk != nil && tk.To == w.m.cfg.Node && first {
 		// detect: last heard → declared down (leader's clock); decide:
 		// declared down → this node applied the placement (wall clocks of
 		// two machines); start: applied → lease → resources started.
