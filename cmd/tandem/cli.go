@@ -16,6 +16,7 @@ import (
 
 	"tandem/internal/api"
 	"tandem/internal/config"
+	"tandem/internal/events"
 	"tandem/internal/keyfile"
 	"tandem/internal/node"
 )
@@ -62,8 +63,15 @@ func (f *clientFlags) client() (*api.Client, error) {
 	return api.NewUnixClient(sock), nil
 }
 
-func ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), 30*time.Second)
+// call runs f with a client of the chosen agent and a 30 s deadline.
+func (f *clientFlags) call(fn func(ctx context.Context, c *api.Client) error) error {
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return fn(ctx, c)
 }
 
 func newStatusCmd() *cobra.Command {
@@ -74,21 +82,17 @@ func newStatusCmd() *cobra.Command {
 		Short: "Who is active, since when, and are all nodes and links healthy",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			cx, cancel := ctx()
-			defer cancel()
-			s, err := c.Status(cx)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), s)
-			}
-			printStatus(cmd.OutOrStdout(), s, time.Now())
-			return nil
+			return f.call(func(ctx context.Context, c *api.Client) error {
+				s, err := c.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), s)
+				}
+				printStatus(cmd.OutOrStdout(), s, time.Now())
+				return nil
+			})
 		},
 	}
 	f.add(cmd)
@@ -243,18 +247,14 @@ func newFailoverCmd() *cobra.Command {
 			"target at once. The group stays pinned to the target until `tandem cleanup GROUP`.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			cx, cancel := ctx()
-			defer cancel()
-			got, err := c.Failover(cx, args[0], to)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s is moving to %s\n", args[0], got)
-			return nil
+			return f.call(func(ctx context.Context, c *api.Client) error {
+				got, err := c.Failover(ctx, args[0], to)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s is moving to %s\n", args[0], got)
+				return nil
+			})
 		},
 	}
 	f.add(cmd)
@@ -274,17 +274,13 @@ func newStandbyCmd(on bool) func() *cobra.Command {
 			Short: short,
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				c, err := f.client()
-				if err != nil {
-					return err
-				}
-				cx, cancel := ctx()
-				defer cancel()
-				if err := c.Standby(cx, args[0], on); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: standby %s\n", args[0], onOff(on))
-				return nil
+				return f.call(func(ctx context.Context, c *api.Client) error {
+					if err := c.Standby(ctx, args[0], on); err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: standby %s\n", args[0], onOff(on))
+					return nil
+				})
 			},
 		}
 		f.add(cmd)
@@ -311,21 +307,17 @@ func newMaintenanceCmd() *cobra.Command {
 			if args[0] != "on" && args[0] != "off" {
 				return exitWith(2, fmt.Errorf("maintenance takes on or off, not %q", args[0]))
 			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			cx, cancel := ctx()
-			defer cancel()
-			if err := c.Maintenance(cx, nodeName, args[0] == "on"); err != nil {
-				return err
-			}
-			scope := "cluster"
-			if nodeName != "" {
-				scope = nodeName
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: maintenance %s\n", scope, args[0])
-			return nil
+			return f.call(func(ctx context.Context, c *api.Client) error {
+				if err := c.Maintenance(ctx, nodeName, args[0] == "on"); err != nil {
+					return err
+				}
+				scope := "cluster"
+				if nodeName != "" {
+					scope = nodeName
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: maintenance %s\n", scope, args[0])
+				return nil
+			})
 		},
 	}
 	f.add(cmd)
@@ -340,17 +332,13 @@ func newCleanupCmd() *cobra.Command {
 		Short: "Forget GROUP's failures, bans, fatal block and admin pin",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			cx, cancel := ctx()
-			defer cancel()
-			if err := c.Cleanup(cx, args[0]); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: failures cleared\n", args[0])
-			return nil
+			return f.call(func(ctx context.Context, c *api.Client) error {
+				if err := c.Cleanup(ctx, args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: failures cleared\n", args[0])
+				return nil
+			})
 		},
 	}
 	f.add(cmd)
@@ -367,10 +355,6 @@ func newEventsCmd() *cobra.Command {
 		Short: "Show the audit log of this node (every transition and admin action)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			for k, v := range map[string]string{"kind": kinds, "group": group, "node": nodeName, "subject": subject, "since": since} {
 				if v != "" {
@@ -380,9 +364,11 @@ func newEventsCmd() *cobra.Command {
 			if limit > 0 {
 				q.Set("limit", fmt.Sprint(limit))
 			}
-			cx, cancel := ctx()
-			defer cancel()
-			evs, err := c.Events(cx, q)
+			var evs []events.Event
+			err := f.call(func(ctx context.Context, c *api.Client) (err error) {
+				evs, err = c.Events(ctx, q)
+				return err
+			})
 			if err != nil {
 				return err
 			}
