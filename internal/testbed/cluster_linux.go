@@ -230,6 +230,15 @@ func (c *Cluster) WaitUp(ctx context.Context, timeout time.Duration, hosts ...st
 	}, "%v to be up (last view %+v)", hosts, &last)
 }
 
+// WaitMaintenance waits until host h's agent reports cluster maintenance
+// on (or off).
+func (c *Cluster) WaitMaintenance(ctx context.Context, h string, on bool, timeout time.Duration) error {
+	return waitFor(ctx, timeout, 20*time.Millisecond, func() (bool, error) {
+		s, err := c.Status(ctx, h)
+		return err == nil && s.Maintenance == on, nil
+	}, "maintenance %v on %s", on, h)
+}
+
 // Events reads host h's audit log.
 func (c *Cluster) Events(h string) ([]events.Event, error) {
 	evs, err := events.ReadFile(filepath.Join(c.StateDir(h), "events.jsonl"), events.Filter{})

@@ -26,6 +26,7 @@ const (
 	FaultSlow        FaultKind = "slow"         // tbf on a host's link
 	FaultKillService FaultKind = "kill_service" // SIGKILL a managed service
 	FaultHeal        FaultKind = "heal"         // every drop, link and qdisc fault undone
+	FaultAdmin       FaultKind = "admin"        // an operator's action (Detail says which)
 )
 
 // Fault is one entry of the bed's fault log.

@@ -295,9 +295,15 @@ func (b *Bed) Heal() (Fault, error) {
 	return f, nil
 }
 
-// processRunning reports whether a process whose command line contains
+// Mark records an operator's action (a switchover, standby, maintenance)
+// in the fault log, so its effect can be measured like a fault's.
+func (b *Bed) Mark(what, host, peer string) Fault {
+	return b.record(Fault{Kind: FaultAdmin, Host: host, Peer: peer, Detail: what})
+}
+
+// ServiceRunning reports whether a process whose command line contains
 // match runs on host h.
-func (b *Bed) processRunning(h, match string) bool {
+func (b *Bed) ServiceRunning(h, match string) bool {
 	for _, pid := range processesIn(b.Host(h).NS.Path()) {
 		if pidAlive(pid) && strings.Contains(cmdline(pid), match) {
 			return true
