@@ -82,6 +82,11 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 		buf      []byte
 		done     bool // read and verified; pieces copied unless marked bad
 		verify   bool
+		// direct: the run maps to p[pOff:pOff+end-off] exactly, so it can be
+		// read straight into the caller's buffer when that is aligned.
+		direct bool
+		pOff   int64
+		owned  bool
 	}
 	var runs []*run
 	last := map[*member]*run{}
@@ -113,12 +118,14 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 		// Gaps of up to a chunk (the parity chunk between two data chunks of
 		// a member) are read and discarded: one larger read beats two.
 		if r := last[m]; r != nil && r.end <= lo && lo-r.end <= g.Chunk && r.verify == verify {
+			r.direct = r.direct && r.end == lo && lo == loc.Off+pc.inChunk && hi == lo+pc.n && pc.bufOff == r.pOff+(lo-r.off)
 			r.end = hi
 			r.pieces = append(r.pieces, i)
 			r.at = append(r.at, loc.Off+pc.inChunk)
 			continue
 		}
-		r := &run{m: m, off: lo, end: hi, pieces: []int{i}, at: []int64{loc.Off + pc.inChunk}, verify: verify}
+		r := &run{m: m, off: lo, end: hi, pieces: []int{i}, at: []int64{loc.Off + pc.inChunk}, verify: verify,
+			direct: lo == loc.Off+pc.inChunk && hi == lo+pc.n, pOff: pc.bufOff}
 		runs = append(runs, r)
 		last[m] = r
 	}
@@ -127,7 +134,11 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 	errs := parallel(len(runs), func(k int) error {
 		r := runs[k]
 		m := r.m
-		r.buf = alignedBuf(int(r.end - r.off))
+		if r.direct && uintptrOf(p[r.pOff:])%BlockSize == 0 {
+			r.buf = p[r.pOff : r.pOff+r.end-r.off] // no bounce buffer, no copy
+		} else {
+			r.buf, r.owned, r.direct = alignedBuf(int(r.end-r.off)), true, false
+		}
 		if _, err := m.dev.ReadAt(r.buf, m.lay.DataOff+r.off); err != nil {
 			return fmt.Errorf("read at %d: %w", r.off, err)
 		}
@@ -150,7 +161,7 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 					}
 				}
 			}
-			if ps[i].n > 0 {
+			if ps[i].n > 0 && !r.direct {
 				copy(p[pc.bufOff:pc.bufOff+pc.n], r.buf[at:at+pc.n])
 			}
 		}
@@ -172,7 +183,7 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 				slow = append(slow, ps[i])
 			}
 		}
-		if r.buf != nil {
+		if r.owned {
 			freeBuf(r.buf)
 		}
 	}

@@ -144,6 +144,18 @@ func (b *bench) raw() (rates, error) {
 
 // array creates a fresh array of at least the bench size.
 func (b *bench) array(bl benchLevel, extra int, o raid.Options) (*raid.Array, []string, error) {
+	return b.arrayOpen(bl, extra, o, openMember)
+}
+
+func openBuffered(path string) (raid.Member, error) {
+	d, err := blockdev.OpenFile(path, false)
+	if err != nil {
+		return raid.Member{}, err
+	}
+	return raid.Member{Name: path, Dev: d}, nil
+}
+
+func (b *bench) arrayOpen(bl benchLevel, extra int, o raid.Options, open func(string) (raid.Member, error)) (*raid.Array, []string, error) {
 	g := raid.Geometry{Level: bl.level, Members: bl.members, Chunk: 64 << 10}.Normalize()
 	perMember := b.size/int64(g.DataChunks())*int64(g.Copies()) + 64<<20
 	var paths []string
@@ -155,7 +167,7 @@ func (b *bench) array(bl benchLevel, extra int, o raid.Options) (*raid.Array, []
 			return nil, nil, err
 		}
 		paths = append(paths, p)
-		m, err := openMember(p)
+		m, err := open(p)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -277,20 +289,29 @@ func (b *bench) rebuild(bl benchLevel) error {
 }
 
 // nbd compares a single-member RAID 0 served by tandem's NBD server with
-// nbdkit's file plugin serving the same file (nbdcopy each way).
+// nbdkit's file plugin (nbdcopy each way). nbdkit serves its own file of
+// the same size on the same disk, not the member itself: its writes would
+// land over the array's metadata and under its checksums. Like nbdkit's
+// file plugin, the member is opened without O_DIRECT here, so the figure
+// compares the two servers rather than page cache against O_DIRECT.
 func (b *bench) nbd(ctx context.Context, rounds int) error {
 	if missing := nbdbench.Missing(); len(missing) > 0 {
 		fmt.Fprintf(b.out, "nbd: skipped: %v not installed (Debian: nbdkit, libnbd-bin)\n", missing)
 		return nil
 	}
-	a, paths, err := b.array(benchLevel{raid.Raid0, 1}, 0, raid.Options{})
+	a, paths, err := b.arrayOpen(benchLevel{raid.Raid0, 1}, 0, raid.Options{}, openBuffered)
 	defer removeAll(paths)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
 	n := min(b.size, a.Size()&^(1<<20-1))
-	res, err := nbdbench.Compare(ctx, nbdbench.Options{Device: a, File: paths[0], Size: n, Rounds: rounds, TempDir: b.dir})
+	plain := filepath.Join(b.dir, "nbdkit-file")
+	if err := createFile(plain, n); err != nil {
+		return err
+	}
+	defer os.Remove(plain)
+	res, err := nbdbench.Compare(ctx, nbdbench.Options{Device: a, File: plain, Size: n, Rounds: rounds, TempDir: b.dir})
 	if err != nil {
 		return fmt.Errorf("raid: bench nbd: %w", err)
 	}
