@@ -35,7 +35,7 @@ var benchLevels = map[string]benchLevel{
 
 func benchCmd(g *globals) *cobra.Command {
 	var dir, size, levels, rebuild string
-	var nbdRounds int
+	var nbdRounds, rounds int
 	var skipNBD bool
 	cmd := &cobra.Command{
 		Use:   "bench [--dir D] [--size S]",
@@ -53,7 +53,7 @@ func benchCmd(g *globals) *cobra.Command {
 				}
 				defer os.RemoveAll(dir)
 			}
-			b := &bench{g: g, dir: dir, size: n, out: g.out}
+			b := &bench{g: g, dir: dir, size: n, out: g.out, rounds: max(1, rounds)}
 			fmt.Fprintf(g.out, "tandem raid bench: %d MiB per run in %s; members are files on the same disk, O_DIRECT, 1 MiB requests\n", n>>20, dir)
 			var errs []error
 			for _, name := range strings.Split(levels, ",") {
@@ -80,19 +80,21 @@ func benchCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&dir, "dir", "", "directory for the member files (default: a temporary directory)")
-	f.StringVar(&size, "size", "1G", "bytes written and read per run")
+	f.StringVar(&size, "size", "512M", "bytes written and read per run")
 	f.StringVar(&levels, "levels", "raid0,raid1,raid5,raid6,raid10", "levels for the sequential test")
 	f.StringVar(&rebuild, "rebuild", "raid1,raid5", "levels for the rebuild test")
-	f.IntVar(&nbdRounds, "nbd-rounds", 1, "rounds of the NBD comparison (median reported)")
+	f.IntVar(&nbdRounds, "nbd-rounds", 3, "rounds of the NBD comparison (median reported)")
+	f.IntVar(&rounds, "rounds", 3, "rounds of raw-then-array sequential runs (median ratio reported)")
 	f.BoolVar(&skipNBD, "no-nbd", false, "skip the NBD comparison with nbdkit")
 	return cmd
 }
 
 type bench struct {
-	g    *globals
-	dir  string
-	size int64
-	out  io.Writer
+	rounds int
+	g      *globals
+	dir    string
+	size   int64
+	out    io.Writer
 }
 
 type rates struct{ write, read float64 } // bytes per second
@@ -130,7 +132,7 @@ func seq(d blockdev.Device, n int64, buf []byte) (rates, error) {
 // raw measures one file of the bench size on the same disk.
 func (b *bench) raw() (rates, error) {
 	p := filepath.Join(b.dir, "raw")
-	if err := createFile(p, b.size); err != nil {
+	if err := createPrealloc(p, b.size); err != nil {
 		return rates{}, err
 	}
 	defer os.Remove(p)
@@ -163,7 +165,7 @@ func (b *bench) arrayOpen(bl benchLevel, extra int, o raid.Options, open func(st
 	for i := 0; i < bl.members+extra; i++ {
 		p := filepath.Join(b.dir, fmt.Sprintf("%s-%d", bl.level, i))
 		os.Remove(p)
-		if err := createFile(p, perMember); err != nil {
+		if err := createPrealloc(p, perMember); err != nil {
 			return nil, nil, err
 		}
 		paths = append(paths, p)
@@ -190,26 +192,54 @@ func removeAll(paths []string) {
 }
 
 func (b *bench) sequential(bl benchLevel) error {
-	raw, err := b.raw()
-	if err != nil {
-		return fmt.Errorf("raid: bench raw: %w", err)
-	}
 	a, paths, err := b.array(bl, 0, raid.Options{})
 	defer removeAll(paths)
 	if err != nil {
 		return fmt.Errorf("raid: bench %s: %w", bl.level, err)
 	}
+	defer a.Close()
 	n := min(b.size, a.Size()&^(1<<20-1))
-	got, err := seq(a, n, b.buffer())
 	frac := a.Geometry().DataFraction()
-	a.Close()
-	if err != nil {
-		return fmt.Errorf("raid: bench %s: %w", bl.level, err)
+	// Rounds alternate raw and array so both see the same disk weather; the
+	// median of the per-round ratios is reported.
+	var wrs, rrs, raws, arrs []float64
+	for r := 0; r < b.rounds; r++ {
+		raw, err := b.raw()
+		if err != nil {
+			return fmt.Errorf("raid: bench raw: %w", err)
+		}
+		got, err := seq(a, n, b.buffer())
+		if err != nil {
+			return fmt.Errorf("raid: bench %s: %w", bl.level, err)
+		}
+		wrs = append(wrs, got.write/(raw.write*frac))
+		rrs = append(rrs, got.read/raw.read)
+		raws = append(raws, raw.write, raw.read)
+		arrs = append(arrs, got.write, got.read)
 	}
-	wr, rr := got.write/(raw.write*frac), got.read/raw.read
-	fmt.Fprintf(b.out, "%-7s x%d: write %.2f of raw×%.2f (%.0f vs %.0f MB/s raw)  read %.2f of raw (%.0f vs %.0f MB/s)  %s\n",
-		bl.level, bl.members, wr, frac, got.write/1e6, raw.write/1e6, rr, got.read/1e6, raw.read/1e6, verdict(wr >= 0.8 && rr >= 0.8, "≥0.80 each"))
+	wr, rr := median(wrs), median(rrs)
+	fmt.Fprintf(b.out, "%-7s x%d: write %.2f of raw×%.2f  read %.2f of raw  (median of %d rounds; array %s MB/s, raw %s MB/s)  %s\n",
+		bl.level, bl.members, wr, frac, rr, b.rounds, pairs(arrs), pairs(raws), verdict(wr >= 0.8 && rr >= 0.8, "≥0.80 each"))
 	return nil
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	for i := 1; i < len(s); i++ {
+		for k := i; k > 0 && s[k] < s[k-1]; k-- {
+			s[k], s[k-1] = s[k-1], s[k]
+		}
+	}
+	return s[len(s)/2]
+}
+
+// pairs prints write/read pairs: "685/689 702/700".
+func pairs(v []float64) string {
+	var out []string
+	for i := 0; i+1 < len(v); i += 2 {
+		out = append(out, fmt.Sprintf("%.0f/%.0f", v[i]/1e6, v[i+1]/1e6))
+	}
+	return strings.Join(out, " ")
 }
 
 func verdict(ok bool, target string) string {
@@ -318,5 +348,19 @@ func (b *bench) nbd(ctx context.Context, rounds int) error {
 	fmt.Fprintf(b.out, "nbd single-member raid0 vs nbdkit file (nbdcopy %d MiB): write %.2f, read %.2f of nbdkit (%.0f/%.0f vs %.0f/%.0f MB/s)  %s\n",
 		n>>20, res.WriteRatio, res.ReadRatio, res.Ours.Write/1e6, res.Ours.Read/1e6, res.Nbdkit.Write/1e6, res.Nbdkit.Read/1e6,
 		verdict(res.WriteRatio >= 0.9 && res.ReadRatio >= 0.9, "≥0.90"))
+	return nil
+}
+
+// createPrealloc creates a file with its blocks allocated, for the raw
+// baseline and the members alike.
+func createPrealloc(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("raid: %w", err)
+	}
+	defer f.Close()
+	if err := preallocate(f, size); err != nil {
+		return f.Truncate(size)
+	}
 	return nil
 }
