@@ -112,4 +112,6 @@ type peerState struct {
 	lastHeard time.Time
 	// seen is the peer's own view (bit i: it sees voter i), as last reported.
 	seen uint16
+	// applied is the peer's applied consensus index, as last reported.
+	applied uint64
 }

@@ -286,6 +286,9 @@ func (e *Engine) Receive(now time.Time, from, link int, m *Message) []Outgoing {
 			p.lastHeard = now
 		}
 		l.noteRTT(now.Sub(sentAt) - time.Duration(m.EchoDelay)*time.Microsecond)
+		if m.Applied > p.applied || m.Kind == KindHeartbeat {
+			p.applied = m.Applied
+		}
 		if m.Kind == KindHeartbeat && m.Seen != p.seen {
 			p.seen = m.Seen
 			e.changes = append(e.changes, Change{At: now, Kind: PeerView, Peer: p.name})
@@ -420,6 +423,9 @@ func (e *Engine) Reachable(i int) bool {
 	}
 	return false
 }
+
+// Applied is voter i's applied consensus index as it last reported it.
+func (e *Engine) Applied(i int) uint64 { return e.peers[i].applied }
 
 // LastHeard is when voter i last proved alive to this node.
 func (e *Engine) LastHeard(i int) time.Time { return e.peers[i].lastHeard }

@@ -293,6 +293,13 @@ func (r *Runner) Reachable(i int) bool {
 	return r.eng.Reachable(i)
 }
 
+// Applied is voter i's applied consensus index as it last reported it.
+func (r *Runner) Applied(i int) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.eng.Applied(i)
+}
+
 // LastHeard is when voter i last proved alive to this node.
 func (r *Runner) LastHeard(i int) time.Time {
 	r.mu.Lock()

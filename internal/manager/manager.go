@@ -58,6 +58,13 @@ type Reporter interface {
 	Propose(ctx context.Context, c state.Command) error
 }
 
+// GuardMargin is how much earlier than the lease the kernel VIP guard's
+// allowance ends: it covers the time between reading the clock and the
+// kernel inserting the element (a netlink round trip, longer when the
+// machine is loaded). It costs nothing in failover time: a new holder waits
+// for the voters' promises, which end after the old holder's lease.
+const GuardMargin = 25 * time.Millisecond
+
 // Config wires a Manager.
 type Config struct {
 	Node     string

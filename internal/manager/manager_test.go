@@ -253,3 +253,20 @@ func TestMaintenanceLeavesThingsRunning(t *testing.T) {
 		t.Fatal("maintenance must not stop, restart or monitor")
 	}
 }
+
+func TestResourceStoppedDuringMaintenanceIsRecovered(t *testing.T) {
+	r := newRig(t, 3)
+	r.lease.set(1, time.Hour)
+	r.m.SetState(holderState("a", 1))
+	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
+	st := holderState("a", 1)
+	st.Maintenance = true
+	r.m.SetState(st)
+	waitFor(t, "unmanaged", func() bool { return phase(r.m) == PhaseUnmanaged })
+	r.agents[1].Stop(context.Background()) // an admin stops the app by hand
+	r.m.SetState(holderState("a", 1))
+	waitFor(t, "app restarted", func() bool { return r.agents[1].Running() && phase(r.m) == PhaseRunning })
+	if len(r.rec.OfKind(events.ResFailure)) == 0 {
+		t.Fatal("the stopped resource was not recorded as a failure")
+	}
+}

@@ -197,6 +197,21 @@ func (w *worker) probe(ctx context.Context) {
 		w.mu.Unlock()
 	}
 	if w.anyRunning() {
+		// A group that should run here but lost a resource while it was
+		// unmanaged: count the missing ones as running, so the next
+		// monitor finds them stopped and recovers them as any failure
+		// (restart in place, recorded, up to max_restarts).
+		v, _ := w.getView()
+		if v.holder == w.m.cfg.Node {
+			w.mu.Lock()
+			for i := range w.res {
+				if !w.res[i].running {
+					w.res[i].running = true
+					w.res[i].nextMonitor = time.Time{}
+				}
+			}
+			w.mu.Unlock()
+		}
 		w.setPhase(PhaseRunning)
 	} else {
 		w.setPhase(PhaseStopped)
@@ -382,7 +397,10 @@ func (w *worker) refreshGuard(until time.Time) {
 	if same {
 		return
 	}
-	left := until.Sub(w.m.cfg.Clock.Now())
+	// The kernel counts the element's timeout from when the netlink batch
+	// lands, a little after `now` (more on a loaded machine), so the
+	// allowance ends GuardMargin before the lease to stay inside it.
+	left := until.Sub(w.m.cfg.Clock.Now()) - GuardMargin
 	for _, r := range w.g.Resources {
 		if r.VIP.IsValid() {
 			if err := w.m.cfg.Guard.Allow(r.VIP, left); err != nil {

@@ -78,6 +78,11 @@ type Node struct {
 	st          *state.State
 	leaderSince time.Time
 	reach       map[string]reachInfo
+	// lastReal is the index of the last applied command that was not a
+	// no-op; lastNudge when the leader last appended one for a lagging
+	// follower.
+	lastReal  uint64
+	lastNudge time.Time
 
 	decide chan struct{}
 	cancel context.CancelFunc
@@ -403,6 +408,9 @@ func (n *Node) onHeartbeat(c heartbeat.Change) {
 func (n *Node) onApply(st *state.State, c state.Command, err error) {
 	n.mu.Lock()
 	n.st = st
+	if c.Op != state.OpNoop {
+		n.lastReal = st.Index
+	}
 	n.mu.Unlock()
 	groups := map[string]heartbeat.GroupState{}
 	for name, g := range st.Groups {
@@ -489,6 +497,7 @@ func (n *Node) decideLoop(ctx context.Context) {
 		if !n.cons.IsLeader() {
 			continue
 		}
+		n.nudgeLaggards()
 		n.runPlacement(ctx)
 	}
 }
@@ -538,6 +547,29 @@ func (n *Node) runPlacement(ctx context.Context) {
 		if err != nil && !state.IsStaleEpoch(err) {
 			n.log.Warn("placement not committed", "group", c.Group, "to", c.Holder, "err", err)
 		}
+	}
+}
+
+// nudgeLaggards appends a no-op when a live voter reports it has not
+// applied the latest command: a follower learns of commits only with the
+// next append, and an idle leader sends none for CommitTimeout (a node
+// restarting or reconnecting would otherwise wait that long for its state).
+func (n *Node) nudgeLaggards() {
+	n.mu.Lock()
+	last, since := n.lastReal, time.Since(n.lastNudge)
+	n.mu.Unlock()
+	if since < 100*time.Millisecond {
+		return
+	}
+	for i := range n.voters {
+		if i == n.selfIdx || !n.hb.Up(i) || n.hb.Applied(i) >= last {
+			continue
+		}
+		n.mu.Lock()
+		n.lastNudge = time.Now()
+		n.mu.Unlock()
+		go n.cons.Propose(context.Background(), state.Command{Op: state.OpNoop})
+		return
 	}
 }
 
