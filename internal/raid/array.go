@@ -382,13 +382,9 @@ func (a *Array) failMemberLocked(m *member, cause error) {
 	}
 	for i := range a.slots {
 		if a.slots[i] == m {
-			a.slots[i] = nil
-			if r := a.repl[i]; r != nil && r.rec.Load() == nil {
-				a.slots[i], a.repl[i] = r, nil
-			} else if r != nil && r.rec.Load() != nil {
-				// The replacement is not complete: it becomes an ordinary rebuild.
-				a.slots[i], a.repl[i] = r, nil
-			}
+			// A replacement in progress takes the slot and goes on as an
+			// ordinary rebuild, now from the other members.
+			a.slots[i], a.repl[i] = a.repl[i], nil
 		}
 		if a.repl[i] == m {
 			a.repl[i] = nil

@@ -438,6 +438,16 @@ func (a *Array) Close() error {
 	ferr := a.Flush()
 	if ferr == nil {
 		a.clearIdleBits(a.opts.Clock.Now().Add(1), true)
+		if a.jr != nil {
+			// Everything is in place and synced: nothing is left to replay.
+			a.mu.RLock()
+			ms := a.liveMembersLocked()
+			a.mu.RUnlock()
+			a.jr.mu.Lock()
+			seq := a.jr.seq
+			a.jr.mu.Unlock()
+			a.writeCheckpoint(ms, seq)
+		}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -445,14 +455,6 @@ func (a *Array) Close() error {
 		return ErrClosed
 	}
 	if ferr == nil && !a.failed {
-		if a.jr != nil {
-			ms := a.liveMembersLocked()
-			a.syncMembers(ms)
-			a.jr.mu.Lock()
-			seq := a.jr.seq
-			a.jr.mu.Unlock()
-			a.writeCheckpoint(ms, seq)
-		}
 		a.clean = a.resync.Load() == nil
 		ferr = a.writeSuperblocksLocked(false)
 	}

@@ -1,6 +1,7 @@
 package raid
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -128,16 +129,17 @@ func (a *Array) Add(nm Member) error {
 	}
 	a.writeBitmapLocked([]*member{m})
 	if a.jr != nil {
+		// Entries an old journal on this device may hold are not ours to replay.
 		a.jr.mu.Lock()
 		cp := a.jr.written
-		a.jr.mu.Unlock()
-		a.jr.mu.Lock()
 		a.jr.cpSeq++
 		cps := a.jr.cpSeq
 		a.jr.mu.Unlock()
 		payload := make([]byte, 8)
-		putU64(payload, cp)
-		writeMetaPage(m, a.uuid, a.lay.JournalOff, checkpointKind, 0, cps, payload)
+		binary.LittleEndian.PutUint64(payload, cp)
+		if err := writeMetaPage(m, a.uuid, a.lay.JournalOff, checkpointKind, 0, cps, payload); err != nil {
+			return err
+		}
 	}
 	err := a.writeSuperblocksLocked(true)
 	a.emit(events.AdminAction, fmt.Sprintf("member %s added", nm.Name), map[string]any{"member": nm.Name, "readd": readd >= 0})

@@ -67,5 +67,3 @@ func pickPage(a, b []byte, seed UUID, kind [4]byte, index uint32) (seq uint64, p
 
 // pageSlot is which copy (0 = A, 1 = B) version seq is written to.
 func pageSlot(seq uint64) int64 { return int64(seq & 1) }
-
-func putU64(b []byte, v uint64) { binary.LittleEndian.PutUint64(b, v) }
