@@ -55,33 +55,9 @@ type candidate struct {
 // with every reason otherwise. A dirty, degraded RAID 5/6 needs Force.
 func Assemble(offered []Member, ao AssembleOptions, o Options) (*Array, error) {
 	o = o.withDefaults()
-	var problems []MemberProblem
-	var cands []candidate
-	want := ao.UUID
-	for _, m := range offered {
-		sb, seq, err := readSuperblock(m.Dev)
-		if err != nil {
-			problems = append(problems, MemberProblem{Name: m.Name, Err: err})
-			continue
-		}
-		if want == nil && (ao.Name == "" || ao.Name == sb.Name) {
-			u := sb.Array
-			want = &u
-		}
-		if sb.Array != *wantOr(want) {
-			problems = append(problems, MemberProblem{Name: m.Name, Err: fmt.Errorf("belongs to another array (%q %s)", sb.Name, sb.Array)})
-			continue
-		}
-		cands = append(cands, candidate{m, sb, seq})
-	}
-	if len(cands) == 0 {
-		return nil, assembleError("no member of the array found", problems)
-	}
-	fresh := cands[0].sb
-	for _, c := range cands {
-		if c.sb.Events > fresh.Events {
-			fresh = c.sb
-		}
+	cands, fresh, problems, err := candidates(offered, ao)
+	if err != nil {
+		return nil, err
 	}
 	a := &Array{name: fresh.Name, uuid: fresh.Array, geo: fresh.Geometry, lay: fresh.Layout, checksums: fresh.checksums(),
 		created: fresh.Created, opts: o, log: o.Logger, events: fresh.Events}
@@ -203,7 +179,7 @@ func Assemble(offered []Member, ao AssembleOptions, o Options) (*Array, error) {
 	}
 	a.mu.Lock()
 	a.clean = false
-	err := a.writeSuperblocksLocked(true)
+	err = a.writeSuperblocksLocked(true)
 	a.writeBitmapLocked(nil)
 	a.mu.Unlock()
 	if err != nil {
@@ -219,6 +195,40 @@ func Assemble(offered []Member, ao AssembleOptions, o Options) (*Array, error) {
 	o.Logger.Info("raid: assembled", "array", a.name, "level", g.Level.String(), "members", len(accepted), "degraded", degraded, "resync", a.resync.Load() != nil)
 	a.jobs.kick()
 	return a, nil
+}
+
+// candidates reads the superblocks of the offered members, keeps those of
+// the wanted array and returns the freshest superblock.
+func candidates(offered []Member, ao AssembleOptions) ([]candidate, *superblock, []MemberProblem, error) {
+	var problems []MemberProblem
+	var cands []candidate
+	want := ao.UUID
+	for _, m := range offered {
+		sb, seq, err := readSuperblock(m.Dev)
+		if err != nil {
+			problems = append(problems, MemberProblem{Name: m.Name, Err: err})
+			continue
+		}
+		if want == nil && (ao.Name == "" || ao.Name == sb.Name) {
+			u := sb.Array
+			want = &u
+		}
+		if sb.Array != *wantOr(want) {
+			problems = append(problems, MemberProblem{Name: m.Name, Err: fmt.Errorf("belongs to another array (%q %s)", sb.Name, sb.Array)})
+			continue
+		}
+		cands = append(cands, candidate{m, sb, seq})
+	}
+	if len(cands) == 0 {
+		return nil, nil, problems, assembleError("no member of the array found", problems)
+	}
+	fresh := cands[0].sb
+	for _, c := range cands {
+		if c.sb.Events > fresh.Events {
+			fresh = c.sb
+		}
+	}
+	return cands, fresh, problems, nil
 }
 
 func wantOr(u *UUID) *UUID {
@@ -252,33 +262,9 @@ func (a *Array) LeftOut() []MemberProblem { return a.leftOut }
 // Inspect describes an array from the superblocks of the members offered,
 // without opening it or writing anything (status of an array not served).
 func Inspect(offered []Member, ao AssembleOptions) (Status, []MemberProblem, error) {
-	var problems []MemberProblem
-	var cands []candidate
-	want := ao.UUID
-	for _, m := range offered {
-		sb, _, err := readSuperblock(m.Dev)
-		if err != nil {
-			problems = append(problems, MemberProblem{Name: m.Name, Err: err})
-			continue
-		}
-		if want == nil && (ao.Name == "" || ao.Name == sb.Name) {
-			u := sb.Array
-			want = &u
-		}
-		if sb.Array != *wantOr(want) {
-			problems = append(problems, MemberProblem{Name: m.Name, Err: fmt.Errorf("belongs to another array (%q %s)", sb.Name, sb.Array)})
-			continue
-		}
-		cands = append(cands, candidate{m, sb, 0})
-	}
-	if len(cands) == 0 {
-		return Status{}, problems, assembleError("no member of the array found", problems)
-	}
-	fresh := cands[0].sb
-	for _, c := range cands {
-		if c.sb.Events > fresh.Events {
-			fresh = c.sb
-		}
+	cands, fresh, problems, err := candidates(offered, ao)
+	if err != nil {
+		return Status{}, problems, err
 	}
 	g := fresh.Geometry
 	st := Status{Name: fresh.Name, UUID: fresh.Array.String(), Level: g.Level.String(), Chunk: g.Chunk, Size: g.Size(),
