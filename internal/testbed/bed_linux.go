@@ -277,8 +277,27 @@ func (b *Bed) start(cmd *exec.Cmd) error {
 		return err
 	}
 	b.procs = append(b.procs, cmd)
-	go func() { cmd.Wait() }()
+	go func() {
+		err := cmd.Wait()
+		b.mu.Lock()
+		closed := b.closed
+		b.mu.Unlock()
+		if !closed && err != nil && !killed(err) {
+			b.logf("testbed: %s exited: %v", strings.Join(cmd.Args[3:], " "), err)
+		}
+	}()
 	return nil
+}
+
+// killed reports whether a process ended by a signal (the bed's faults).
+func killed(err error) bool {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok {
+			return ws.Signaled()
+		}
+	}
+	return false
 }
 
 // spawn starts cmd from one OS thread that lives as long as the process.

@@ -37,8 +37,22 @@ func (b *Bed) Kill(h string) Fault {
 	for _, p := range pids {
 		syscall.Kill(p, syscall.SIGKILL)
 	}
-	for i := 0; i < 50 && signalAll(path, syscall.SIGKILL) > 0; i++ {
-		time.Sleep(2 * time.Millisecond)
+	// Wait until every thread of every process is gone, so a restart finds
+	// its ports and file locks free: a killed process's leader turns
+	// zombie (and leaves the namespace's process list) while its other
+	// threads may still hold the files for a long time on a loaded machine.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		more := processesIn(path)
+		for _, p := range more {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		pids = append(pids, more...)
+		if len(more) == 0 && allExited(pids) {
+			break
+		}
+	}
+	if d := time.Since(f.At); d > 200*time.Millisecond {
+		b.logf("testbed: the processes of %s took %v to exit after SIGKILL", h, d.Round(time.Millisecond))
 	}
 	return b.record(f)
 }

@@ -54,6 +54,20 @@ func cmdline(pid int) string {
 	return strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
 }
 
+// allExited reports whether every pid has exited completely: gone, or a
+// zombie whose threads have all ended (only then are its files closed).
+func allExited(pids []int) bool {
+	for _, p := range pids {
+		if pidAlive(p) {
+			return false
+		}
+		if tasks, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(p), "task")); err == nil && len(tasks) > 1 {
+			return false
+		}
+	}
+	return true
+}
+
 // pidAlive reports whether pid runs (and is not a zombie).
 func pidAlive(pid int) bool {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
