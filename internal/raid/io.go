@@ -503,9 +503,15 @@ func (a *Array) planFullRun(v *view, p []byte, plans []*stripePlan, ws []memberW
 	f0, n := run[0].s, int64(len(run))
 	chunk := g.Chunk
 	if g.Level == Raid1 {
-		buf := alignedBuf(int(n * chunk))
-		bufs = append(bufs, buf)
-		copy(buf, p[run[0].pieces[0].bufOff:])
+		// Every member gets the caller's bytes as they are: no copy at all
+		// when the caller's buffer is aligned.
+		src := p[run[0].pieces[0].bufOff:][:n*chunk]
+		buf := src
+		if uintptrOf(src)%BlockSize != 0 {
+			buf = alignedBuf(int(n * chunk))
+			bufs = append(bufs, buf)
+			copy(buf, src)
+		}
 		for i := 0; i < g.Members; i++ {
 			for _, m := range v.writable(i, nil) {
 				ws = append(ws, memberWrite{m, f0 * chunk, buf})
