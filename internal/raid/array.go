@@ -58,7 +58,7 @@ type Array struct {
 	resync  atomic.Pointer[resyncState]
 	jobs    *jobRunner
 	stats   arrayStats
-	writeMu sync.Mutex // makes the clean -> dirty superblock transition once
+	metrics *metrics
 }
 
 type arrayStats struct {

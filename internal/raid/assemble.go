@@ -186,6 +186,13 @@ func Assemble(offered []Member, ao AssembleOptions, o Options) (*Array, error) {
 		return nil, err
 	}
 	a.jobs = newJobRunner(a, !o.NoBackground)
+	if o.Registerer != nil {
+		a.metrics = newMetrics(a)
+		if err := o.Registerer.Register(a.metrics); err != nil {
+			o.Logger.Warn("raid: metrics not registered", "array", a.name, "err", err)
+			a.metrics = nil
+		}
+	}
 	for _, p := range problems {
 		o.Logger.Warn("raid: member left out", "array", a.name, "member", p.Name, "reason", p.Err)
 	}

@@ -14,5 +14,9 @@
 // events.Bus it is given (Fail, DegradedArray, SpareActive, Rebuild…,
 // ChecksumRepaired, MismatchesFound).
 //
-// It imports blockdev, clock and events only; cmd/ and raidcli import it.
+// Its health is also exported as Prometheus metrics (tandem_raid_*) on the
+// Registerer in Options.
+//
+// It imports blockdev, clock and events of ours (and the Prometheus client);
+// cmd/, raidcli and the storage layers above it import it.
 package raid

@@ -435,6 +435,9 @@ func (a *Array) Flush() error {
 // the members (it closes their devices).
 func (a *Array) Close() error {
 	a.jobs.close()
+	if a.metrics != nil {
+		a.opts.Registerer.Unregister(a.metrics)
+	}
 	ferr := a.Flush()
 	if ferr == nil {
 		a.clearIdleBits(a.opts.Clock.Now().Add(1), true)

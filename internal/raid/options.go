@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"tandem/internal/clock"
 	"tandem/internal/events"
 )
@@ -16,6 +18,9 @@ type Options struct {
 	Events events.Sink
 	// Node is put in events' Node field.
 	Node string
+	// Registerer, when set, gets the array's metrics (tandem_raid_*),
+	// unregistered again by Close.
+	Registerer prometheus.Registerer
 	// RebuildRate limits rebuild and resync, in bytes of member data written
 	// per second; 0 means unlimited (md's speed_limit_max is unlimited-ish too).
 	RebuildRate int64

@@ -13,6 +13,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"tandem/internal/raid"
 )
 
@@ -35,7 +38,7 @@ type controlServer struct {
 	ln  net.Listener
 }
 
-func startControl(g *globals, a *raid.Array, rec *record) (*controlServer, error) {
+func startControl(g *globals, a *raid.Array, rec *record, metrics prometheus.Gatherer) (*controlServer, error) {
 	path := socketPath(g.stateDir, a.Name())
 	if err := os.MkdirAll(raidDir(g.stateDir), 0o750); err != nil {
 		return nil, fmt.Errorf("raid: %w", err)
@@ -53,6 +56,7 @@ func startControl(g *globals, a *raid.Array, rec *record) (*controlServer, error
 	cs := &controlServer{g: g, a: a, rec: rec, ln: ln}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { reply(w, a.Status(), nil) })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("POST /fail", cs.handle(func(q controlRequest) (any, error) { return nil, a.Fail(q.Member) }))
 	mux.HandleFunc("POST /remove", cs.handle(func(q controlRequest) (any, error) { return nil, a.Remove(q.Member) }))
 	mux.HandleFunc("POST /add", cs.handle(func(q controlRequest) (any, error) {

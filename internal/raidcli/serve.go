@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"tandem/internal/nbd"
@@ -32,6 +33,8 @@ func serveCmd(g *globals) *cobra.Command {
 			bus, done := g.bus(log)
 			defer done()
 			o := g.options(log, bus)
+			reg := prometheus.NewRegistry()
+			o.Registerer = reg
 			if rate != "" {
 				if o.RebuildRate, err = parseSize(rate); err != nil {
 					return err
@@ -42,7 +45,7 @@ func serveCmd(g *globals) *cobra.Command {
 				return err
 			}
 			rec, _ := loadRecord(g.stateDir, a.Name())
-			cs, err := startControl(g, a, rec)
+			cs, err := startControl(g, a, rec, reg)
 			if err != nil {
 				a.Close()
 				return err
