@@ -83,8 +83,8 @@ func (sc *serverConn) serve() {
 	s.metrics.Load().connAccepted()
 	sc.log = s.log.With("remote", sc.nc.RemoteAddr().String())
 
-	if s.handshakeTimeout > 0 {
-		sc.nc.SetDeadline(time.Now().Add(s.handshakeTimeout))
+	if d := time.Duration(s.handshakeTimeout.Load()); d > 0 {
+		sc.nc.SetDeadline(time.Now().Add(d))
 	}
 	// Small: headers are batched by it, payloads bypass it.
 	br := bufio.NewReaderSize(sc.nc, 4<<10)

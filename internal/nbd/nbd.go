@@ -106,7 +106,7 @@ type Server struct {
 	log              *slog.Logger
 	exports          []*export
 	configErr        error
-	handshakeTimeout time.Duration
+	handshakeTimeout atomic.Int64 // time.Duration
 	metrics          atomic.Pointer[metrics]
 
 	mu        sync.Mutex
@@ -124,11 +124,11 @@ func NewServer(logger *slog.Logger, exports ...Export) *Server {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		log:              logger,
-		handshakeTimeout: defaultHandshakeTimeout,
-		listeners:        map[net.Listener]struct{}{},
-		conns:            map[*serverConn]struct{}{},
+		log:       logger,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*serverConn]struct{}{},
 	}
+	s.handshakeTimeout.Store(int64(defaultHandshakeTimeout))
 	seen := map[string]bool{}
 	var errs []error
 	for _, e := range exports {
@@ -151,9 +151,9 @@ func NewServer(logger *slog.Logger, exports ...Export) *Server {
 	return s
 }
 
-// SetHandshakeTimeout changes how long a client may take before it enters
-// transmission (default 30 s). Call it before Serve.
-func (s *Server) SetHandshakeTimeout(d time.Duration) { s.handshakeTimeout = d }
+// SetHandshakeTimeout changes how long a new client may take before it
+// enters transmission (default 30 s; 0 means no limit).
+func (s *Server) SetHandshakeTimeout(d time.Duration) { s.handshakeTimeout.Store(int64(d)) }
 
 // lookup finds an export by name; the empty name is the default export.
 func (s *Server) lookup(name string) *export {

@@ -55,7 +55,8 @@ func rawSession(t testing.TB, ts *testServer, export string) (net.Conn, *bufio.R
 func waitClosed(t testing.TB, what string, nc net.Conn, br *bufio.Reader) {
 	t.Helper()
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.Copy(io.Discard, br); err != nil {
+	// A reset is a hang-up too: the server closed with our bytes unread.
+	if _, err := io.Copy(io.Discard, br); err != nil && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("%s: server did not hang up: %v", what, err)
 	}
 }
@@ -581,4 +582,32 @@ func TestExportConfigErrors(t *testing.T) {
 	if err := s.Serve(ln); !errors.Is(err, ErrServerClosed) {
 		t.Errorf("Serve after Close: %v", err)
 	}
+}
+
+// A client that never finishes the handshake is dropped after the
+// handshake timeout, and one idling in it does not hold up Close.
+func TestHandshakeTimeoutAndCloseDuringHandshake(t *testing.T) {
+	ts := startServer(t, Export{Name: "vol", Device: blockdev.NewMem(4096)})
+	ts.SetHandshakeTimeout(50 * time.Millisecond)
+	nc, err := net.Dial("unix", ts.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	waitClosed(t, "silent client", nc, bufio.NewReader(nc)) // reads the greeting, then EOF
+
+	ts.SetHandshakeTimeout(time.Hour)
+	idle, err := net.Dial("unix", ts.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	br := bufio.NewReader(idle)
+	if _, err := clientGreeting(idle, br); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, "client idle in the handshake", idle, br)
 }
