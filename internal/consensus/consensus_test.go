@@ -13,16 +13,6 @@ import (
 	"tandem/internal/state"
 )
 
-func freeAddr(t *testing.T) netip.AddrPort {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return netip.MustParseAddrPort(ln.Addr().String())
-}
-
 type cluster struct {
 	members map[string]*Consensus
 	mu      sync.Mutex
@@ -34,9 +24,20 @@ func startCluster(t *testing.T, key []byte, prefer string, names ...string) *clu
 	if len(names) == 0 {
 		names = []string{"a", "b", "w"}
 	}
+	// Hold every listener until all ports are chosen, so no two members
+	// get the same free port.
 	var voters []Voter
+	var held []net.Listener
 	for _, n := range names {
-		voters = append(voters, Voter{Name: n, Addrs: []netip.AddrPort{freeAddr(t)}})
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, ln)
+		voters = append(voters, Voter{Name: n, Addrs: []netip.AddrPort{netip.MustParseAddrPort(ln.Addr().String())}})
+	}
+	for _, ln := range held {
+		ln.Close()
 	}
 	cl := &cluster{members: map[string]*Consensus{}, applied: map[string][]state.Command{}}
 	for _, n := range names {

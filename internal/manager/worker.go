@@ -50,6 +50,9 @@ type worker struct {
 	// takeoverAt is the epoch whose takeover was reported: a restart at the
 	// same epoch (after a lost lease) is not another takeover.
 	takeoverAt uint64
+	// haveView: the replicated state has been seen once; probed: the
+	// resources were probed at start, to find what a predecessor left.
+	haveView, probed bool
 }
 
 func (w *worker) poke() {
@@ -65,6 +68,7 @@ func (w *worker) setView(v view, now time.Time) {
 		w.mineSince = now
 	}
 	w.v = v
+	w.haveView = true
 	w.mu.Unlock()
 	w.poke()
 }
@@ -130,6 +134,16 @@ func (w *worker) lease(epoch uint64) (bool, time.Time) {
 }
 
 func (w *worker) reconcile(ctx context.Context) {
+	w.mu.Lock()
+	probeNow := w.haveView && !w.probed
+	w.probed = w.probed || probeNow
+	w.mu.Unlock()
+	if probeNow {
+		// A predecessor agent (crashed, killed) may have left resources
+		// running: the VIP on its interface, an OCF daemon. Probe once,
+		// so what runs here without a lease is stopped, VIP first.
+		w.probe(ctx)
+	}
 	v, mineSince := w.getView()
 	w.mu.Lock()
 	wasUnmanaged := w.phase == PhaseUnmanaged

@@ -71,6 +71,7 @@ type Node struct {
 	cons    *consensus.Consensus
 	mgr     *manager.Manager
 	guard   vipguard.Guard
+	vips    []netip.Prefix
 	reg     prometheus.Registerer
 	started time.Time
 
@@ -167,6 +168,7 @@ func Start(opts Options) (*Node, error) {
 		if err != nil {
 			return nil, err
 		}
+		n.vips = vips
 		n.guard = opts.Guard
 		if len(vips) > 0 && n.guard == nil && !opts.NoGuard {
 			g, err := vipguard.NewNFT(vipguard.Options{})
@@ -319,8 +321,15 @@ func (n *Node) Stop() {
 	if n.hb != nil {
 		n.hb.Stop()
 	}
-	if n.guard != nil && n.opts.Guard == nil {
-		n.guard.Close()
+	// The guard's tables stay: a VIP left configured (by a crashed
+	// predecessor, or a stop that failed) must stay silenced after this
+	// agent is gone. Removing them would let the kernel answer for it.
+	if n.guard != nil {
+		for _, v := range n.vips {
+			if err := n.guard.Revoke(v.Addr()); err != nil {
+				n.log.Error("cannot silence VIP on stop", "vip", v, "err", err)
+			}
+		}
 	}
 	if n.audit != nil {
 		n.publish(events.Event{Kind: events.NodeDown, Subject: n.self, Message: "agent stopped"})
