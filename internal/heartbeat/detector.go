@@ -62,6 +62,8 @@ func (l *linkState) noteRound(r uint64) {
 		l.recv |= 1
 	case l.hi-r < 64:
 		l.recv |= 1 << (l.hi - r)
+	default: // far behind: the peer restarted; start a new loss window
+		l.first, l.hi, l.recv = r, r, 1
 	}
 }
 

@@ -274,7 +274,12 @@ func (e *Engine) Receive(now time.Time, from, link int, m *Message) []Outgoing {
 		return nil
 	}
 	l := &p.links[link]
-	if m.Kind == KindHeartbeat && m.Round > l.echoRound {
+	// Echo the newest heartbeat by arrival, not the highest round: a peer
+	// that restarted counts from 1 again and would otherwise get back only
+	// rounds of its previous life, unknown to it, and see this node down
+	// for as long as that life lasted. (An older round echoed after a
+	// reordering is still judged fresh or not by its sender.)
+	if m.Kind == KindHeartbeat {
 		l.echoRound, l.echoAt = m.Round, now
 	}
 	l.noteRound(m.Round)

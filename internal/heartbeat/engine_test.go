@@ -325,3 +325,22 @@ func TestFiveVoters(t *testing.T) {
 		t.Fatal("majority side's view is wrong")
 	}
 }
+
+// A restarted peer counts its rounds from 1 again. It must see the others
+// up at once, not only once its new rounds pass the highest one of its
+// previous life (found by the e2e suite: a witness restarted after a few
+// seconds saw neither node for seconds, so it could not decide a takeover).
+func TestRestartedPeerSeesThePeersAtOnce(t *testing.T) {
+	s := newSim(t, []string{"a", "b", "w"}, 2)
+	s.run(3 * time.Second)
+	s.engines[2] = New(s.engines[2].cfg, s.now)
+	s.run(ms(200))
+	for _, j := range []int{0, 1} {
+		if !s.engines[2].Up(j) {
+			t.Errorf("the restarted w does not see %d", j)
+		}
+		if !s.engines[j].Up(2) {
+			t.Errorf("%d does not see the restarted w", j)
+		}
+	}
+}
