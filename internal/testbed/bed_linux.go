@@ -32,7 +32,8 @@ type Options struct {
 	// Base starts every name the bed creates (default "ttb"); the owner's
 	// pid follows it, which is how stale leftovers are recognised.
 	Base string
-	// Keep keeps the work directory (logs, audit logs, probe timeline).
+	// Keep keeps the work directory (logs, audit logs, probe timeline);
+	// TANDEM_BED_KEEP=1 sets it from the environment.
 	Keep bool
 	// NormalPriority runs the daemons and the prober at normal priority.
 	// By default they run under SCHED_RR (chrt -r 10), as corosync runs
@@ -109,6 +110,9 @@ func New(ctx context.Context, opts Options) (b *Bed, err error) {
 	}
 	if os.Getenv("TANDEM_BED_SCHED") == "normal" {
 		opts.NormalPriority = true
+	}
+	if os.Getenv("TANDEM_BED_KEEP") != "" {
+		opts.Keep = true
 	}
 	b = &Bed{opts: opts, Binary: opts.Binary, logf: opts.Logf, hosts: map[string]*Host{},
 		drops: map[string]map[dropRule]bool{}, slow: map[hostLink]bool{}}

@@ -212,14 +212,15 @@ func (c *Cluster) WaitRunning(ctx context.Context, group, h string, timeout time
 	}, "group %s to run on %s (last view %+v)", group, h, &last)
 }
 
-// WaitUp waits until the leader sees every named voter up.
+// WaitUp waits until there is a raft leader (one that says so itself) and
+// it sees every named voter up.
 func (c *Cluster) WaitUp(ctx context.Context, timeout time.Duration, hosts ...string) error {
 	var last View
 	return waitFor(ctx, timeout, 20*time.Millisecond, func() (bool, error) {
 		v, err := c.GroupView(ctx, "")
 		last = v
-		if err != nil || v.Leader == "" {
-			return false, nil
+		if err != nil || v.Leader == "" || v.From != v.Leader {
+			return false, nil // no leader, or only a stale name of one
 		}
 		for _, h := range hosts {
 			if !v.Up[h] {
@@ -237,6 +238,32 @@ func (c *Cluster) WaitMaintenance(ctx context.Context, h string, on bool, timeou
 		s, err := c.Status(ctx, h)
 		return err == nil && s.Maintenance == on, nil
 	}, "maintenance %v on %s", on, h)
+}
+
+// WaitSeenBy waits until observer's agent reports every named voter up
+// (its own heartbeat view, not the leader's).
+func (c *Cluster) WaitSeenBy(ctx context.Context, observer string, timeout time.Duration, hosts ...string) error {
+	var last []string
+	return waitFor(ctx, timeout, 20*time.Millisecond, func() (bool, error) {
+		s, err := c.Status(ctx, observer)
+		if err != nil {
+			return false, nil
+		}
+		up := map[string]bool{}
+		last = last[:0]
+		for _, n := range s.Nodes {
+			up[n.Name] = n.Up
+			if n.Up {
+				last = append(last, n.Name)
+			}
+		}
+		for _, h := range hosts {
+			if !up[h] {
+				return false, nil
+			}
+		}
+		return true, nil
+	}, "%s to see %v up (it sees %v)", observer, hosts, &last)
 }
 
 // Events reads host h's audit log.
