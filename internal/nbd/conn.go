@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,9 +19,15 @@ import (
 )
 
 const (
-	// workersPerConn is how many requests one connection runs at once,
+	// workersPerConn is how many requests one connection may run at once,
 	// as nbdkit's default 16 threads: enough queue depth for real disks.
 	workersPerConn = 16
+	// promoteAfter is how long a request may run before another worker
+	// is started to read the next one. Quick requests (page cache, memory)
+	// run one after another on the worker that read them, with no
+	// hand-off between goroutines; slow ones (disks, fsync) get company,
+	// up to workersPerConn.
+	promoteAfter = 100 * time.Microsecond
 	// connBudget bounds the payload bytes one connection holds in flight.
 	// nbdcopy keeps 64 × 256 KiB per connection; the kernel client far less.
 	connBudget = 64 << 20
@@ -39,7 +46,11 @@ var errDisconnect = errors.New("nbd: client disconnected")
 // serverConn is one client connection: the handshake, then workers that
 // take turns reading a request, run it, and send its reply, so replies go
 // out in whatever order requests finish. A worker does all three itself
-// (as nbdkit's threads do): no hand-offs between goroutines per request.
+// (as nbdkit's threads do), so a request is never handed between
+// goroutines. Workers are started on demand: while requests finish within
+// promoteAfter one worker suffices; a request running longer starts
+// another worker to read on, and a worker that finds someone else
+// already reading when it is done retires.
 type serverConn struct {
 	s      *Server
 	nc     net.Conn
@@ -56,6 +67,13 @@ type serverConn struct {
 
 	writeMu sync.Mutex
 	broken  bool // a reply could not be sent; guarded by writeMu
+
+	readers atomic.Int32 // workers in next(): reading or waiting to
+
+	poolMu  sync.Mutex
+	workers int           // running; guarded by poolMu
+	ending  bool          // no more workers start; guarded by poolMu
+	done    chan struct{} // closed when the last worker has gone
 }
 
 // job is one request read off the wire.
@@ -118,18 +136,12 @@ func (sc *serverConn) serve() {
 func (sc *serverConn) transmit() {
 	sc.budget = newBudget(connBudget)
 	defer sc.budget.killOnDone(sc.ctx)()
-	var wg sync.WaitGroup
-	for range workersPerConn {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sc.work()
-		}()
-	}
+	sc.done = make(chan struct{})
+	sc.spawn()
 	// Requests already read run to completion (a write is acknowledged
 	// only after WriteAt returned, and FUA after Flush) and their replies
 	// go out, as the spec asks after NBD_CMD_DISC.
-	wg.Wait()
+	<-sc.done
 
 	err := sc.endErr
 	switch {
@@ -145,10 +157,42 @@ func (sc *serverConn) transmit() {
 	}
 }
 
-// work is one worker: read a request, run it, reply, until reading ends.
+// spawn starts a worker unless the connection is ending or has its
+// fill of them.
+func (sc *serverConn) spawn() {
+	sc.poolMu.Lock()
+	defer sc.poolMu.Unlock()
+	if sc.ending || sc.workers >= workersPerConn {
+		return
+	}
+	sc.workers++
+	go sc.work()
+}
+
+// promote runs when a request has taken promoteAfter: if nobody is
+// reading the next request meanwhile, start a worker that will.
+func (sc *serverConn) promote() {
+	if sc.readers.Load() == 0 {
+		sc.spawn()
+	}
+}
+
+// work is one worker: read a request, run it, reply; again, until reading
+// ends or another worker has taken over reading.
 func (sc *serverConn) work() {
+	defer func() {
+		sc.poolMu.Lock()
+		sc.workers--
+		if sc.workers == 0 {
+			sc.ending = true
+			close(sc.done)
+		}
+		sc.poolMu.Unlock()
+	}()
 	var hdr [wire.SimpleReplySize]byte
 	iov := make(net.Buffers, 0, 2)
+	watchdog := time.AfterFunc(time.Hour, sc.promote)
+	watchdog.Stop()
 	for {
 		j, ok := sc.next()
 		if !ok {
@@ -157,8 +201,10 @@ func (sc *serverConn) work() {
 		errno, data := j.errno, []byte(nil)
 		if errno == 0 {
 			start := time.Now()
+			watchdog.Reset(promoteAfter)
 			var err error
 			data, err = sc.exec(j.req, j.buf)
+			watchdog.Stop()
 			if err != nil {
 				errno, data = errnoFor(err), nil
 				sc.log.Warn("nbd: device error", "op", wire.CmdName(j.req.Type), "offset", j.req.Offset, "length", j.req.Length, "err", err)
@@ -176,6 +222,9 @@ func (sc *serverConn) work() {
 		putBuffer(j.buf)
 		if j.weight > 0 {
 			sc.budget.release(j.weight)
+		}
+		if sc.readers.Load() > 0 {
+			return // someone is reading already: one fewer worker
 		}
 	}
 }
@@ -202,6 +251,8 @@ func (sc *serverConn) send(iov *net.Buffers) {
 // disconnected, broke the protocol or the server is stopping; the reason is
 // kept in endErr.
 func (sc *serverConn) next() (job, bool) {
+	sc.readers.Add(1)
+	defer sc.readers.Add(-1)
 	sc.readMu.Lock()
 	defer sc.readMu.Unlock()
 	if sc.endErr != nil {
