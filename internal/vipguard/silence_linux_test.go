@@ -191,6 +191,14 @@ func checkSilence(t *testing.T, lastRefresh time.Time, out map[string]*outcome) 
 	const early, late = 50 * time.Millisecond, 10 * time.Millisecond
 	for name, o := range out {
 		if o.onset.IsZero() {
+			if o.overruns > 0 && o.lastOK.Sub(lastRefresh) <= lease+late {
+				// Every probe after the lease end overran: the machine was
+				// too busy to tell silence from slowness, but nothing
+				// answered after the lease, which is the property.
+				t.Logf("%s: no answer after %v, but every later probe was starved (%d); silence not timed",
+					name, o.lastOK.Sub(lastRefresh), o.overruns)
+				continue
+			}
 			t.Errorf("%s: VIP never went silent", name)
 			continue
 		}
