@@ -16,8 +16,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"tandem/internal/blockdev"
@@ -61,12 +63,17 @@ type Result struct {
 	Commands   []string
 	// The samples hold every round's figures, in run order.
 	OursSamples, NbdkitSamples []Throughput
+	// Context for reading the figures: our process's GOMAXPROCS, the
+	// CPUs, and the load average before and after (Linux only).
+	GOMAXPROCS, NumCPU    int
+	LoadBefore, LoadAfter string
 }
 
 func (r Result) String() string {
 	mb := func(v float64) float64 { return v / 1e6 }
-	return fmt.Sprintf("nbdcopy %d MiB, medians of %d rounds: write tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; read tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f",
-		r.Size>>20, r.Rounds, mb(r.Ours.Write), mb(r.Nbdkit.Write), r.WriteRatio, mb(r.Ours.Read), mb(r.Nbdkit.Read), r.ReadRatio)
+	return fmt.Sprintf("nbdcopy %d MiB, medians of %d rounds: write tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; read tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f (GOMAXPROCS %d, %d CPUs, load %s → %s)",
+		r.Size>>20, r.Rounds, mb(r.Ours.Write), mb(r.Nbdkit.Write), r.WriteRatio, mb(r.Ours.Read), mb(r.Nbdkit.Read), r.ReadRatio,
+		r.GOMAXPROCS, r.NumCPU, r.LoadBefore, r.LoadAfter)
 }
 
 // CompareWithNbdkit serves dev with our server and file with `nbdkit file`,
@@ -134,7 +141,7 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 	if o.Flush {
 		copyArgs = append(copyArgs, "--flush")
 	}
-	res := Result{Size: o.Size, Rounds: o.Rounds}
+	res := Result{Size: o.Size, Rounds: o.Rounds, GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(), LoadBefore: loadAverage()}
 	res.Commands = []string{
 		kitCmd,
 		"nbdcopy " + join(copyArgs) + src + " <uri>   (write)",
@@ -197,7 +204,22 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 	res.Ours = Throughput{Write: pick(res.OursSamples, write), Read: pick(res.OursSamples, read)}
 	res.Nbdkit = Throughput{Write: pick(res.NbdkitSamples, write), Read: pick(res.NbdkitSamples, read)}
 	res.WriteRatio, res.ReadRatio = median(writeRatios), median(readRatios)
+	res.LoadAfter = loadAverage()
 	return res, nil
+}
+
+// loadAverage returns the 1, 5 and 15 minute load averages, or "" where
+// the system does not publish them.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func join(args []string) string {
