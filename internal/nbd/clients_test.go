@@ -232,7 +232,8 @@ func TestClientFioVerify(t *testing.T) {
 		{"--rw=randrw", "--bsrange=512-64k", "--iodepth=16"},
 	} {
 		args := append([]string{"--name=verify", "--ioengine=nbd", "--uri=" + ts.uri("vol"),
-			"--size=16M", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--output-format=normal"}, job...)
+			"--size=16M", "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0",
+			"--output-format=normal"}, job...)
 		out := run(t, "fio", args...)
 		if !strings.Contains(out, "err= 0") {
 			t.Fatalf("fio %v:\n%s", job, out)
