@@ -59,6 +59,7 @@ type Array struct {
 	jobs    *jobRunner
 	stats   arrayStats
 	metrics *metrics
+	wb      *writeBehind // nil when Options.WriteBehind < 0
 }
 
 type arrayStats struct {

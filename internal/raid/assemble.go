@@ -186,6 +186,9 @@ func Assemble(offered []Member, ao AssembleOptions, o Options) (*Array, error) {
 		return nil, err
 	}
 	a.jobs = newJobRunner(a, !o.NoBackground)
+	if o.WriteBehind > 0 {
+		a.wb = newWriteBehind(a, o.WriteBehind)
+	}
 	if o.Registerer != nil {
 		a.metrics = newMetrics(a)
 		if err := o.Registerer.Register(a.metrics); err != nil {

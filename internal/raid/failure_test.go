@@ -110,6 +110,7 @@ func TestReAddResyncsOnlyWhatChanged(t *testing.T) {
 				t.Fatal(err)
 			}
 			ta.write(make([]byte, 5000), 3*ta.a.geo.Chunk+100) // one small write while m1 is out
+			ta.a.Flush()                                       // out of the write-behind queue, onto the others
 			if err := ta.a.Add(Member{"m1", ta.faults[1]}); err != nil {
 				t.Fatal(err)
 			}

@@ -45,6 +45,9 @@ func (a *Array) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if a.wb != nil {
+		a.wb.waitFor(off, int64(len(p)))
+	}
 	ps := a.geo.pieces(off, int64(len(p)))
 	s0, s1 := ps[0].s, ps[len(ps)-1].s+1
 	h := a.locks.lock(s0, s1, false)
@@ -224,9 +227,8 @@ type stripePlan struct {
 	full   bool // every data chunk entirely overwritten
 }
 
-// WriteAt writes to the array. Full stripes are written with parity
-// computed from the new data alone; partial stripes read what they need,
-// log the new blocks to the journal (RAID 5/6) and then write in place.
+// WriteAt writes to the array: into the write-behind queue when it has
+// one (see writeBehind), else at once.
 func (a *Array) WriteAt(p []byte, off int64) (int, error) {
 	if err := a.checkIO(off, int64(len(p))); err != nil {
 		return 0, err
@@ -234,6 +236,25 @@ func (a *Array) WriteAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if a.wb != nil {
+		queued, err := a.wb.write(p, off)
+		if err != nil {
+			return 0, err
+		}
+		if queued {
+			return len(p), nil
+		}
+		if err := a.wb.drain(); err != nil {
+			return 0, err
+		}
+	}
+	return a.writeSync(p, off)
+}
+
+// writeSync writes at once. Full stripes are written with parity computed
+// from the new data alone; partial stripes read what they need, log the new
+// blocks to the journal (RAID 5/6) and then write in place.
+func (a *Array) writeSync(p []byte, off int64) (int, error) {
 	g := a.geo
 	ps := g.pieces(off, int64(len(p)))
 	s0, s1 := ps[0].s, ps[len(ps)-1].s+1
@@ -378,6 +399,11 @@ func (a *Array) WriteAt(p []byte, off int64) (int, error) {
 // dirty checksum pages are written and all members synced. It also advances
 // the journal checkpoint and clears idle bitmap bits.
 func (a *Array) Flush() error {
+	if a.wb != nil {
+		if err := a.wb.drain(); err != nil {
+			return err
+		}
+	}
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
 	start := a.opts.Clock.Now()
@@ -439,6 +465,9 @@ func (a *Array) Close() error {
 		a.opts.Registerer.Unregister(a.metrics)
 	}
 	ferr := a.Flush()
+	if a.wb != nil {
+		a.wb.stop()
+	}
 	if ferr == nil {
 		a.clearIdleBits(a.opts.Clock.Now().Add(1), true)
 		if a.jr != nil {

@@ -35,6 +35,11 @@ type Options struct {
 	// interrupted writes may be either version; untouched data is safe
 	// thanks to the journal.
 	Force bool
+	// WriteBehind is how many bytes of acknowledged writes may wait in
+	// memory for the member writes (md's stripe cache plays this part): it
+	// lets sequential writes overlap and merge into larger member I/O.
+	// Default 16 MiB; negative turns it off (every WriteAt writes through).
+	WriteBehind int64
 	// NoBackground keeps resync and rebuild from starting on their own;
 	// tests then drive them with RunJobs.
 	NoBackground bool
@@ -52,6 +57,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ProgressEvery <= 0 {
 		o.ProgressEvery = 0.10
+	}
+	if o.WriteBehind == 0 {
+		o.WriteBehind = 16 << 20
 	}
 	if o.BitmapDelay == 0 {
 		o.BitmapDelay = 5 * time.Second
