@@ -60,6 +60,7 @@ type Array struct {
 	stats   arrayStats
 	metrics *metrics
 	wb      *writeBehind // nil when Options.WriteBehind < 0
+	ra      *readAhead   // nil when Options.ReadAhead < 0
 }
 
 type arrayStats struct {

@@ -189,6 +189,9 @@ func Assemble(offered []Member, ao AssembleOptions, o Options) (*Array, error) {
 	if o.WriteBehind > 0 {
 		a.wb = newWriteBehind(a, o.WriteBehind)
 	}
+	if o.ReadAhead > 0 {
+		a.ra = newReadAhead(a, o.ReadAhead)
+	}
 	if o.Registerer != nil {
 		a.metrics = newMetrics(a)
 		if err := o.Registerer.Register(a.metrics); err != nil {

@@ -33,6 +33,7 @@ func TestEveryFailureKeepsTheData(t *testing.T) {
 				}
 				ta.verify("degraded read")
 				ta.randomWrites(rand.New(rand.NewPCG(5, uint64(len(set)))), 30) // writes reach every member
+				ta.a.Flush()
 				if st := ta.a.Status(); st.State != "degraded" || st.InSync != lc.n-len(set) {
 					t.Fatalf("status %s, %d in sync", st.State, st.InSync)
 				}

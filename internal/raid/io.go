@@ -37,7 +37,7 @@ func (a *Array) checkIO(off, n int64) error {
 
 // ReadAt reads from the array. Blocks are verified against their checksums;
 // a bad or unreadable block is rebuilt from redundancy, returned, rewritten
-// and reported.
+// and reported. Sequential readers are served from readahead windows.
 func (a *Array) ReadAt(p []byte, off int64) (int, error) {
 	if err := a.checkIO(off, int64(len(p))); err != nil {
 		return 0, err
@@ -45,6 +45,18 @@ func (a *Array) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if a.ra != nil {
+		if ok, err := a.ra.read(p, off); ok || err != nil {
+			return len(p), err
+		}
+	}
+	if err := a.readAt(p, off); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (a *Array) readAt(p []byte, off int64) error {
 	if a.wb != nil {
 		a.wb.waitFor(off, int64(len(p)))
 	}
@@ -62,10 +74,7 @@ func (a *Array) ReadAt(p []byte, off int64) (int, error) {
 		}
 	}
 	a.locks.unlock(h)
-	if err != nil {
-		return 0, err
-	}
-	return len(p), nil
+	return err
 }
 
 // readFast reads every piece from one in-sync copy, merging contiguous
@@ -235,6 +244,9 @@ func (a *Array) WriteAt(p []byte, off int64) (int, error) {
 	}
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if a.ra != nil {
+		a.ra.invalidate(off, int64(len(p)))
 	}
 	if a.wb != nil {
 		queued, err := a.wb.write(p, off)
@@ -467,6 +479,9 @@ func (a *Array) Close() error {
 	ferr := a.Flush()
 	if a.wb != nil {
 		a.wb.stop()
+	}
+	if a.ra != nil {
+		a.ra.stop()
 	}
 	if ferr == nil {
 		a.clearIdleBits(a.opts.Clock.Now().Add(1), true)

@@ -40,6 +40,9 @@ type Options struct {
 	// lets sequential writes overlap and merge into larger member I/O.
 	// Default 16 MiB; negative turns it off (every WriteAt writes through).
 	WriteBehind int64
+	// ReadAhead is the size of the windows read in advance for sequential
+	// readers (up to three at a time). Default 4 MiB; negative turns it off.
+	ReadAhead int64
 	// NoBackground keeps resync and rebuild from starting on their own;
 	// tests then drive them with RunJobs.
 	NoBackground bool
@@ -60,6 +63,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.WriteBehind == 0 {
 		o.WriteBehind = 16 << 20
+	}
+	if o.ReadAhead == 0 {
+		o.ReadAhead = 4 << 20
 	}
 	if o.BitmapDelay == 0 {
 		o.BitmapDelay = 5 * time.Second
