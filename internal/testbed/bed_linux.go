@@ -77,26 +77,6 @@ type Host struct {
 	ports []string     // switch port of each link
 }
 
-// Iface is the name of a host's interface on link i.
-func Iface(link int) string { return "eth" + strconv.Itoa(link) }
-
-// The bed's addressing: link i is 10.88.i.0/24; hosts have fixed numbers.
-var hostNumber = map[string]int{"node1": 1, "node2": 2, "witness": 3, "client": 10}
-
-// hostLinks is how many links each host has: the data nodes have two
-// heartbeat paths; the witness and the client sit on link 0 only.
-var hostLinks = map[string]int{"node1": 2, "node2": 2, "witness": 1, "client": 1}
-
-// DataNodes are the bed's data nodes.
-var DataNodes = []string{"node1", "node2"}
-
-func linkAddr(link, host int) netip.Addr {
-	return netip.AddrFrom4([4]byte{10, 88, byte(link), byte(host)})
-}
-
-// VIPAddr is the i-th floating address (10.88.0.100+i) on link 0.
-func VIPAddr(i int) netip.Addr { return linkAddr(0, 100+i) }
-
 var bedSeq atomic.Int32
 
 // New builds a bed: it installs missing tools, removes what dead runs of
@@ -368,9 +348,11 @@ func (b *Bed) Close() error {
 	}
 	b.mu.Lock()
 	keep := b.failed || b.opts.Keep
+	faults := b.faults
 	b.mu.Unlock()
 	if b.Dir != "" {
 		if keep {
+			os.WriteFile(filepath.Join(b.Dir, "faults.log"), []byte(FaultLog(faults)), 0o644)
 			os.WriteFile(filepath.Join(b.Dir, keepMarker), nil, 0o644)
 			b.logf("testbed: logs kept in %s", b.Dir)
 		} else {

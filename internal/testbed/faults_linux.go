@@ -34,7 +34,22 @@ func (b *Bed) Kill(h string) Fault {
 	path := b.Host(h).NS.Path()
 	pids := processesIn(path) // before the clock starts: /proc takes ms
 	f := Fault{Kind: FaultKill, Host: h, At: time.Now()}
+	// Stop everything first: a child whose parent dies first may get a
+	// parent-death signal it handles gracefully (keepalived's VRRP process
+	// would resign with a priority-0 advert) — a crash does no such thing.
 	for _, p := range pids {
+		syscall.Kill(p, syscall.SIGSTOP)
+	}
+	// A signal is acted on only when its target next runs; make sure every
+	// one is stopped before any dies.
+	for deadline := time.Now().Add(100 * time.Millisecond); !allStopped(pids) && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Microsecond)
+	}
+	// Children before parents: when a parent dies while a child of its
+	// process group is stopped, the kernel sends the orphaned group SIGHUP
+	// and SIGCONT, and the child would run its shutdown (keepalived's VRRP
+	// process sent a priority-0 advert, a graceful handover).
+	for _, p := range deepestFirst(pids) {
 		syscall.Kill(p, syscall.SIGKILL)
 	}
 	// Wait until every thread of every process is gone, so a restart finds

@@ -3,6 +3,7 @@ package testbed
 import (
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -68,13 +69,71 @@ func allExited(pids []int) bool {
 	return true
 }
 
-// pidAlive reports whether pid runs (and is not a zombie).
-func pidAlive(pid int) bool {
+// deepestFirst orders pids so that every process comes before its parent.
+func deepestFirst(pids []int) []int {
+	in := map[int]bool{}
+	for _, p := range pids {
+		in[p] = true
+	}
+	depth := map[int]int{}
+	for _, p := range pids {
+		d := 0
+		for q := parentOf(p); in[q] && d < len(pids); q = parentOf(q) {
+			d++
+		}
+		depth[p] = d
+	}
+	out := append([]int(nil), pids...)
+	sort.SliceStable(out, func(i, j int) bool { return depth[out[i]] > depth[out[j]] })
+	return out
+}
+
+// parentOf is pid's parent (0 when unknown).
+func parentOf(pid int) int {
+	f := statFields(pid)
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
+// statFields are the fields of /proc/PID/stat after the command name
+// (state, ppid, …); nil when pid is gone.
+func statFields(pid int) []string {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
-		return false
+		return nil
 	}
 	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+	i := strings.LastIndexByte(s, ')') // the name may hold spaces and parentheses
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(s[i+1:])
+}
+
+// allStopped reports whether every pid is stopped (or gone).
+func allStopped(pids []int) bool {
+	for _, p := range pids {
+		if st := procState(p); st != 0 && st != 'T' && st != 'Z' && st != 'X' {
+			return false
+		}
+	}
+	return true
+}
+
+// procState is the state letter of pid (0 when it is gone).
+func procState(pid int) byte {
+	f := statFields(pid)
+	if len(f) == 0 || f[0] == "" {
+		return 0
+	}
+	return f[0][0]
+}
+
+// pidAlive reports whether pid runs (and is not a zombie).
+func pidAlive(pid int) bool {
+	st := procState(pid)
+	return st != 0 && st != 'Z'
 }

@@ -1,0 +1,175 @@
+package testbed
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"sort"
+	"strings"
+	"time"
+)
+
+// BenchOptions configure the failover benchmark.
+type BenchOptions struct {
+	Binary string
+	// Runs per fault and per system (default 20).
+	Runs int
+	// Faults to measure (default all of BenchFaults).
+	Faults []string
+	// NoDefaultProfile skips keepalived's default profile (advert_int
+	// 1 s), which takes about three quarters of the benchmark's time.
+	NoDefaultProfile bool
+	Logf             func(format string, args ...any)
+	Keep             bool
+}
+
+// The benchmark's faults: the active node SIGKILLed, frozen (SIGSTOP),
+// cut off (every link down), and a partition between the two data nodes
+// (both still reaching the witness and the client).
+var BenchFaults = []string{"kill", "freeze", "cutoff", "partition"}
+
+// Stats summarise the client-seen unavailable windows of one fault on one
+// system.
+type Stats struct {
+	Runs int     `json:"runs"`
+	Min  float64 `json:"min_ms"`
+	Med  float64 `json:"median_ms"`
+	P95  float64 `json:"p95_ms"`
+	Max  float64 `json:"max_ms"`
+	// SplitBrainRuns: runs in which the VIP answered from two nodes (two
+	// MACs for one ARP request, or answers from both).
+	SplitBrainRuns int `json:"split_brain_runs"`
+	// Unrecovered: runs in which the service did not come back within the
+	// wait (counted, left out of the figures).
+	Unrecovered int       `json:"unrecovered_runs,omitempty"`
+	Samples     []float64 `json:"samples_ms"`
+	Why         []string  `json:"split_brain_why,omitempty"`
+}
+
+// FaultResult compares the systems on one fault. For "partition" nothing
+// should move: its figures are the longest gap the client saw while the
+// nodes could not hear each other.
+type FaultResult struct {
+	Fault                       string  `json:"fault"`
+	TandemMedianMs              float64 `json:"tandem_median_ms"`
+	KeepalivedMedianMs          float64 `json:"keepalived_median_ms"`
+	KeepalivedDefaultMedianMs   float64 `json:"keepalived_default_median_ms,omitempty"`
+	Ratio                       float64 `json:"ratio"` // tandem / keepalived at equal interval
+	RatioDefault                float64 `json:"ratio_default,omitempty"`
+	TandemSplitBrain            bool    `json:"tandem_split_brain"`
+	KeepalivedSplitBrain        bool    `json:"keepalived_split_brain"`
+	KeepalivedDefaultSplitBrain bool    `json:"keepalived_default_split_brain,omitempty"`
+	Tandem                      Stats   `json:"tandem"`
+	Keepalived                  Stats   `json:"keepalived"`
+	KeepalivedDefault           *Stats  `json:"keepalived_default,omitempty"`
+}
+
+// BenchResult is what `tandem bench failover --json` prints.
+type BenchResult struct {
+	Runs                int           `json:"runs"`
+	HeartbeatMs         float64       `json:"heartbeat_interval_ms"`
+	KeepalivedAdvertMs  float64       `json:"keepalived_advert_int_ms"`
+	KeepalivedDefaultMs float64       `json:"keepalived_default_advert_int_ms,omitempty"`
+	ProbeIntervalMs     float64       `json:"probe_interval_ms"`
+	Faults              []FaultResult `json:"faults"`
+	Seconds             float64       `json:"seconds"`
+	Notes               []string      `json:"notes,omitempty"`
+}
+
+// summarize computes the figures of samples (ms).
+func summarize(samples []float64, splitRuns, unrecovered int, why []string) Stats {
+	s := Stats{Runs: len(samples) + unrecovered, SplitBrainRuns: splitRuns, Unrecovered: unrecovered, Samples: samples, Why: why}
+	if len(samples) == 0 {
+		return s
+	}
+	sorted := append([]float64(nil), samples...)
+	sort.Float64s(sorted)
+	s.Min, s.Max = sorted[0], sorted[len(sorted)-1]
+	s.Med = percentile(sorted, 50)
+	s.P95 = percentile(sorted, 95)
+	return s
+}
+
+// percentile of sorted values, nearest rank.
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(p/100*float64(len(sorted)))) - 1
+	rank = max(0, min(rank, len(sorted)-1))
+	return sorted[rank]
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return math.Round(a/b*100) / 100
+}
+
+// finish fills the comparison fields from the stats.
+func (f *FaultResult) finish() {
+	f.TandemMedianMs, f.KeepalivedMedianMs = f.Tandem.Med, f.Keepalived.Med
+	f.Ratio = ratio(f.Tandem.Med, f.Keepalived.Med)
+	f.TandemSplitBrain, f.KeepalivedSplitBrain = f.Tandem.SplitBrainRuns > 0, f.Keepalived.SplitBrainRuns > 0
+	if d := f.KeepalivedDefault; d != nil {
+		f.KeepalivedDefaultMedianMs = d.Med
+		f.RatioDefault = ratio(f.Tandem.Med, d.Med)
+		f.KeepalivedDefaultSplitBrain = d.SplitBrainRuns > 0
+	}
+}
+
+// PrintBench writes the human report.
+func PrintBench(w io.Writer, r BenchResult) {
+	fmt.Fprintf(w, "\ntandem bench failover: %d runs per fault and system; client probes every %.0f ms\n", r.Runs, r.ProbeIntervalMs)
+	fmt.Fprintf(w, "tandem: heartbeat %.0f ms (default profile); keepalived VRRPv3: advert_int %.0f ms", r.HeartbeatMs, r.KeepalivedAdvertMs)
+	if r.KeepalivedDefaultMs > 0 {
+		fmt.Fprintf(w, " and its default %.0f ms", r.KeepalivedDefaultMs)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "client-seen unavailable window (ms): min / median / p95 / max   [runs with the VIP answered from two nodes]")
+	for _, f := range r.Faults {
+		fmt.Fprintf(w, "\n%s\n", f.Fault)
+		row := func(name string, s Stats) {
+			fmt.Fprintf(w, "  %-22s %6.0f / %6.0f / %6.0f / %6.0f   [split brain %d/%d]", name, s.Min, s.Med, s.P95, s.Max, s.SplitBrainRuns, s.Runs)
+			if s.Unrecovered > 0 {
+				fmt.Fprintf(w, " (%d runs never recovered)", s.Unrecovered)
+			}
+			fmt.Fprintln(w)
+		}
+		row("tandem", f.Tandem)
+		row("keepalived (equal)", f.Keepalived)
+		if f.KeepalivedDefault != nil {
+			row("keepalived (default)", *f.KeepalivedDefault)
+		}
+		fmt.Fprintf(w, "  ratio tandem/keepalived: %.2f", f.Ratio)
+		if f.KeepalivedDefault != nil {
+			fmt.Fprintf(w, " (vs default profile: %.2f)", f.RatioDefault)
+		}
+		fmt.Fprintln(w)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+	fmt.Fprintf(w, "\n%.0f s\n", r.Seconds)
+}
+
+// parseFaults checks a fault list.
+func parseFaults(faults []string) ([]string, error) {
+	if len(faults) == 0 {
+		return BenchFaults, nil
+	}
+	for _, f := range faults {
+		ok := false
+		for _, k := range BenchFaults {
+			ok = ok || f == k
+		}
+		if !ok {
+			return nil, fmt.Errorf("testbed: unknown fault %q (faults: %s)", f, strings.Join(BenchFaults, ", "))
+		}
+	}
+	return faults, nil
+}
+
+// benchSettle is how long a system must be steady before a run.
+const benchSettle = 300 * time.Millisecond
