@@ -16,6 +16,7 @@ type readAhead struct {
 	next   int64 // offset the next sequential read would start at
 	wins   []*raWindow
 	closed bool
+	active int // ReadAt calls in progress: readahead only serves a lone reader
 }
 
 type raWindow struct {
@@ -33,7 +34,15 @@ func newReadAhead(a *Array, size int64) *readAhead { return &readAhead{a: a, siz
 func (r *readAhead) read(p []byte, off int64) (ok bool, err error) {
 	n := int64(len(p))
 	r.mu.Lock()
-	seq := off == r.next
+	r.active++
+	defer func() {
+		r.mu.Lock()
+		r.active--
+		r.mu.Unlock()
+	}()
+	// Many readers at once (NBD clients keep many requests in flight) read
+	// ahead by themselves; windows would only double the reads.
+	seq := off == r.next && r.active == 1
 	r.next = off + n
 	var hit *raWindow
 	for _, w := range r.wins {

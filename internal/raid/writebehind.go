@@ -3,9 +3,11 @@ package raid
 import "sync"
 
 // writeBehind is the array's write cache, the userspace counterpart of the
-// page cache above md: WriteAt queues a copy of the data and returns, and one
-// flusher writes the queue in order, merging writes that continue each
-// other into larger member I/O. Reads that overlap queued data wait for it,
+// page cache above md: WriteAt queues a copy of the data and returns, and a
+// few flushers write the queue, merging writes that continue each other
+// into larger member I/O. An entry is written only when no earlier entry
+// overlaps it, so overlapping writes land in the order they were made while
+// independent ones (several NBD connections) go out in parallel. Reads that overlap queued data wait for it,
 // Flush drains the queue, and the Device contract holds: a write that
 // returned is visible to reads, and durable once Flush returns. An error of
 // a queued write is returned by the next WriteAt or Flush.
@@ -13,25 +15,32 @@ type writeBehind struct {
 	a        *Array
 	mu       sync.Mutex
 	cond     *sync.Cond
-	queue    []*wbEntry // queue[0] is being written when busy
-	busy     bool
+	queue    []*wbEntry // in arrival order
 	bytes    int64
 	limit    int64
 	maxMerge int
 	err      error
 	stopped  bool
+	running  int
 	done     chan struct{}
 }
 
 type wbEntry struct {
-	off  int64
-	data []byte // aligned; grows in place while merging
+	off   int64
+	data  []byte // aligned; grows in place while merging
+	taken bool   // a flusher is writing it
 }
+
+// flushers is how many queued writes go out at once.
+const flushers = 4
 
 func newWriteBehind(a *Array, limit int64) *writeBehind {
 	w := &writeBehind{a: a, limit: limit, maxMerge: int(min(limit/2, 8<<20)), done: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
-	go w.flusher()
+	w.running = flushers
+	for i := 0; i < flushers; i++ {
+		go w.flusher()
+	}
 	return w
 }
 
@@ -54,8 +63,8 @@ func (w *writeBehind) write(p []byte, off int64) (bool, error) {
 		return true, ErrClosed
 	}
 	w.bytes += int64(len(p))
-	if n := len(w.queue); n > 0 && (n > 1 || !w.busy) {
-		if t := w.queue[n-1]; t.off+int64(len(t.data)) == off && len(t.data)+len(p) <= cap(t.data) {
+	if n := len(w.queue); n > 0 {
+		if t := w.queue[n-1]; !t.taken && t.off+int64(len(t.data)) == off && len(t.data)+len(p) <= cap(t.data) {
 			t.data = append(t.data, p...)
 			return true, nil
 		}
@@ -67,31 +76,58 @@ func (w *writeBehind) write(p []byte, off int64) (bool, error) {
 }
 
 func (w *writeBehind) flusher() {
-	defer close(w.done)
+	w.mu.Lock()
+	defer func() {
+		w.running--
+		if w.running == 0 {
+			close(w.done)
+		}
+		w.mu.Unlock()
+	}()
 	for {
-		w.mu.Lock()
-		for len(w.queue) == 0 && !w.stopped {
+		e := w.nextLocked()
+		for e == nil {
+			if w.stopped && len(w.queue) == 0 {
+				return
+			}
 			w.cond.Wait()
+			e = w.nextLocked()
 		}
-		if len(w.queue) == 0 {
-			w.mu.Unlock()
-			return
-		}
-		e := w.queue[0]
-		w.busy = true
+		e.taken = true
 		w.mu.Unlock()
 		_, err := w.a.writeSync(e.data, e.off)
 		w.mu.Lock()
-		w.queue = w.queue[1:]
-		w.busy = false
+		for i, x := range w.queue {
+			if x == e {
+				w.queue = append(w.queue[:i], w.queue[i+1:]...)
+				break
+			}
+		}
 		w.bytes -= int64(len(e.data))
 		if err != nil && w.err == nil {
 			w.err = err
 		}
 		w.cond.Broadcast()
-		w.mu.Unlock()
 		freeBuf(e.data[:cap(e.data)])
 	}
+}
+
+// nextLocked returns the first entry not being written that no earlier
+// entry overlaps.
+func (w *writeBehind) nextLocked() *wbEntry {
+	for i, e := range w.queue {
+		if e.taken {
+			continue
+		}
+		free := true
+		for _, x := range w.queue[:i] {
+			free = free && !(x.off < e.off+int64(len(e.data)) && e.off < x.off+int64(len(x.data)))
+		}
+		if free {
+			return e
+		}
+	}
+	return nil
 }
 
 // waitFor blocks until no queued write overlaps [off, off+n).

@@ -329,7 +329,10 @@ func (b *bench) nbd(ctx context.Context, rounds int) error {
 		fmt.Fprintf(b.out, "nbd: skipped: %v not installed (Debian: nbdkit, libnbd-bin)\n", missing)
 		return nil
 	}
-	a, paths, err := b.arrayOpen(benchLevel{raid.Raid0, 1}, 0, raid.Options{}, openBuffered)
+	// As `serve` runs it: NBD clients keep many requests in flight (and the
+	// kernel client has the page cache above it), so the array's own
+	// write-behind and readahead would only add a copy.
+	a, paths, err := b.arrayOpen(benchLevel{raid.Raid0, 1}, 0, raid.Options{WriteBehind: -1, ReadAhead: -1}, openBuffered)
 	defer removeAll(paths)
 	if err != nil {
 		return err

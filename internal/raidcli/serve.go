@@ -33,6 +33,10 @@ func serveCmd(g *globals) *cobra.Command {
 			bus, done := g.bus(log)
 			defer done()
 			o := g.options(log, bus)
+			// NBD clients keep many requests in flight, and the kernel
+			// client has the page cache above it: the array's own
+			// write-behind and readahead would only add a copy.
+			o.WriteBehind, o.ReadAhead = -1, -1
 			reg := prometheus.NewRegistry()
 			o.Registerer = reg
 			if rate != "" {
