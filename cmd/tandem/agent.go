@@ -11,6 +11,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -37,6 +38,7 @@ type agentFlags struct {
 	socket   string
 	logLevel string
 	cpuProf  string
+	normal   bool
 }
 
 func newAgentCmd(use string, witness bool) *cobra.Command {
@@ -59,6 +61,7 @@ func newAgentCmd(use string, witness bool) *cobra.Command {
 	cmd.Flags().StringVar(&f.socket, "socket", "", "override api.socket from the configuration")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().StringVar(&f.cpuProf, "cpuprofile", "", "write a CPU profile to this file until the agent stops")
+	cmd.Flags().BoolVar(&f.normal, "no-realtime", false, "keep normal scheduling (by default the agent runs SCHED_RR when it may, as corosync does)")
 	cmd.Flags().MarkHidden("cpuprofile")
 	return cmd
 }
@@ -105,6 +108,17 @@ func runAgent(cmd *cobra.Command, f agentFlags, witness bool) error {
 		}
 		pprof.StartCPUProfile(pf)
 		defer func() { pprof.StopCPUProfile(); pf.Close() }()
+	}
+	if !f.normal {
+		if err := goRealtime(); err != nil {
+			log.Warn("running without real-time scheduling: heartbeats may be late on a loaded machine", "err", err)
+		} else {
+			go func() {
+				for range time.Tick(2 * time.Second) {
+					goRealtime() // threads the runtime started since
+				}
+			}()
+		}
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
