@@ -128,8 +128,9 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 		hi := (loc.Off + pc.inChunk + pc.n + BlockSize - 1) &^ (BlockSize - 1)
 		verify := a.checksums && !a.pendingAt(pc.s)
 		// Gaps of up to a chunk (the parity chunk between two data chunks of
-		// a member) are read and discarded: one larger read beats two.
-		if r := last[m]; r != nil && r.end <= lo && lo-r.end <= g.Chunk && r.verify == verify {
+		// a member) are read and discarded while the run is small: one larger
+		// read beats two, until the extra bytes cost more than the extra I/O.
+		if r := last[m]; r != nil && r.end <= lo && (lo == r.end || lo-r.end <= g.Chunk && r.end-r.off < 512<<10) && r.verify == verify {
 			r.direct = r.direct && r.end == lo && lo == loc.Off+pc.inChunk && hi == lo+pc.n && pc.bufOff == r.pOff+(lo-r.off)
 			r.end = hi
 			r.pieces = append(r.pieces, i)

@@ -41,7 +41,8 @@ type Options struct {
 	// Default 16 MiB; negative turns it off (every WriteAt writes through).
 	WriteBehind int64
 	// ReadAhead is the size of the windows read in advance for sequential
-	// readers (up to three at a time). Default 4 MiB; negative turns it off.
+	// readers (the current one and the next). Default 16 MiB; negative turns
+	// it off.
 	ReadAhead int64
 	// NoBackground keeps resync and rebuild from starting on their own;
 	// tests then drive them with RunJobs.
@@ -65,7 +66,7 @@ func (o Options) withDefaults() Options {
 		o.WriteBehind = 16 << 20
 	}
 	if o.ReadAhead == 0 {
-		o.ReadAhead = 4 << 20
+		o.ReadAhead = 16 << 20
 	}
 	if o.BitmapDelay == 0 {
 		o.BitmapDelay = 5 * time.Second

@@ -96,7 +96,7 @@ func (r *readAhead) startLocked(off int64) {
 			return
 		}
 	}
-	if len(r.wins) >= 3 {
+	if len(r.wins) >= 2 {
 		r.dropLocked(r.wins[0])
 	}
 	w := &raWindow{off: off, data: alignedBuf(int(min(r.size, r.a.Size()-off))), gen: r.gen, done: make(chan struct{})}
