@@ -88,6 +88,13 @@ type Engine struct {
 	// Tick sends a round at once so other voters learn the new view
 	// (placement reads it) without waiting an interval.
 	viewChanged bool
+	// Lease acks ride on this node's own rounds: a request that arrives at
+	// least half an interval after our last round makes us send the next
+	// round at once, carrying the acks (pendingAcks, by peer); rounds then
+	// follow the holder's, and steady renewals cost no extra datagram.
+	pendingAcks map[int][]LeaseAck
+	ackedRound  map[int]uint64 // newest request round of each peer acked
+	ackedAt     time.Time      // last time this node acked anybody
 }
 
 // New returns an engine that starts at now.
@@ -96,12 +103,14 @@ func New(cfg Config, now time.Time) *Engine {
 		cfg.Retry = cfg.Interval / 5
 	}
 	e := &Engine{
-		cfg:      cfg,
-		voter:    lease.NewVoter(cfg.Lease, now),
-		state:    map[string]GroupState{},
-		claims:   map[string]*lease.Claim{},
-		reported: map[string]time.Time{},
-		releases: map[LeaseRelease]int{},
+		cfg:         cfg,
+		voter:       lease.NewVoter(cfg.Lease, now),
+		state:       map[string]GroupState{},
+		claims:      map[string]*lease.Claim{},
+		reported:    map[string]time.Time{},
+		releases:    map[LeaseRelease]int{},
+		pendingAcks: map[int][]LeaseAck{},
+		ackedRound:  map[int]uint64{},
 	}
 	self := cfg.Voters[cfg.Self]
 	for i, v := range cfg.Voters {
@@ -160,9 +169,20 @@ func (e *Engine) Release(now time.Time, group string, epoch uint64) []Outgoing {
 	return e.sendRound(now)
 }
 
+// roundInterval is the time between this node's own rounds: the interval,
+// stretched by a tenth while it acks a holder's requests, so the holder's
+// next round (which arrives about one interval after the last) triggers
+// ours with the acks on it, rather than our timer firing just before it.
+func (e *Engine) roundInterval(now time.Time) time.Duration {
+	if !e.ackedAt.IsZero() && now.Sub(e.ackedAt) < 2*e.cfg.Interval {
+		return e.cfg.Interval * 11 / 10
+	}
+	return e.cfg.Interval
+}
+
 // NextTick is when Tick must be called next.
 func (e *Engine) NextTick(now time.Time) time.Time {
-	next := e.lastRound.Add(e.cfg.Interval)
+	next := e.lastRound.Add(e.roundInterval(now))
 	if e.viewChanged {
 		return now
 	}
@@ -210,7 +230,7 @@ func (e *Engine) wantsRetry(now time.Time) bool {
 func (e *Engine) Tick(now time.Time) []Outgoing {
 	var out []Outgoing
 	e.detect(now)
-	due := e.viewChanged || now.Sub(e.lastRound) >= e.cfg.Interval ||
+	due := e.viewChanged || now.Sub(e.lastRound) >= e.roundInterval(now) ||
 		(e.wantsRetry(now) && now.Sub(e.lastRound) >= e.cfg.Retry)
 	if due {
 		out = e.sendRound(now)
@@ -257,9 +277,11 @@ func (e *Engine) sendRound(now time.Time) []Outgoing {
 				m.Echo = l.echoRound
 				m.EchoDelay = uint32(now.Sub(l.echoAt).Microseconds())
 			}
+			m.Acks = e.pendingAcks[i] // on every link, so one lost datagram does not lose them
 			out = append(out, Outgoing{To: i, Link: j, Msg: m})
 		}
 	}
+	clear(e.pendingAcks)
 	return out
 }
 
@@ -328,8 +350,14 @@ func (e *Engine) Receive(now time.Time, from, link int, m *Message) []Outgoing {
 			acks = append(acks, LeaseAck{Group: r.Group, Epoch: r.Epoch, Round: m.Round})
 		}
 	}
-	if len(acks) == 0 {
-		return nil
+	if len(acks) == 0 || e.ackedRound[from] == m.Round {
+		return nil // nothing granted, or already acked (the copy on another link)
+	}
+	e.ackedRound[from] = m.Round
+	e.ackedAt = now
+	if now.Sub(e.lastRound) >= e.cfg.Interval/2 {
+		e.pendingAcks[from] = acks
+		return e.sendRound(now)
 	}
 	return []Outgoing{{To: from, Link: link, Msg: Message{
 		Kind: KindLeaseAck, ConfigHash: e.cfg.ConfigHash, Echo: m.Round,
