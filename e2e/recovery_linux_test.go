@@ -198,3 +198,43 @@ func TestMutualStandby(t *testing.T) {
 	r.watchQuiet("web", "node2", up, 500*time.Millisecond, 100*time.Millisecond)
 	r.watchQuiet("db", "node2", f.At, 0, 100*time.Millisecond)
 }
+
+// Simultaneous stop — CTS SimulStop: every agent gets SIGTERM at once; the
+// group is stopped cleanly (its holder logs it) and nothing answers.
+func TestSimultaneousStop(t *testing.T) {
+	r := startCluster(t, testbed.Spec{})
+	stop := r.bed.Mark("stop all", "", "")
+	errs := make(chan error, len(testbed.Voters))
+	for _, h := range testbed.Voters {
+		go func() { errs <- r.c.Stop(r.ctx, h) }()
+	}
+	for range testbed.Voters {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.waitEvent("node1", stop.At, 5*time.Second, testbed.Kind(events.GroupStopped, "web"), "node1 stopping the group")
+	r.sleep(300 * time.Millisecond)
+	if n := r.probes["web"].Timeline().AnswersFrom("node1", time.Now().Add(-200*time.Millisecond), time.Now()); n > 0 {
+		t.Errorf("the VIP still answers after every agent stopped")
+	}
+}
+
+// Partial start — CTS PartialStart: the witness and node1 start, node2
+// only later; the group runs on node1 with two of three votes and does
+// not move when node2 joins.
+func TestPartialStart(t *testing.T) {
+	r := newRun(t, testbed.Spec{})
+	if err := r.c.Start("witness", "node1"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitAllPreferred()
+	join := r.bed.Mark("node2 joins", "node2", "")
+	if err := r.c.Start("node2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.c.WaitUp(r.ctx, 10*time.Second, testbed.Voters...); err != nil {
+		t.Fatal(err)
+	}
+	r.watchQuiet("web", "node1", join.At, 500*time.Millisecond, 100*time.Millisecond)
+}

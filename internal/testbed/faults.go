@@ -31,7 +31,10 @@ const (
 
 // Fault is one entry of the bed's fault log.
 type Fault struct {
-	At     time.Time `json:"at"`
+	At time.Time `json:"at"`
+	// Done is when a fault that takes a while to apply (drops in several
+	// namespaces) was complete; zero when it took effect at At.
+	Done   time.Time `json:"done,omitzero"`
 	Kind   FaultKind `json:"kind"`
 	Host   string    `json:"host"`
 	Peer   string    `json:"peer,omitempty"`
@@ -82,7 +85,11 @@ func Incapacities(log []Fault) []Incapacity {
 		switch f.Kind {
 		case FaultKill, FaultFreeze, FaultCutOff, FaultIsolate:
 			if open[f.Host] == nil {
-				open[f.Host] = &Incapacity{Host: f.Host, From: f.At, Why: f.Kind}
+				from := f.At
+				if f.Done.After(from) {
+					from = f.Done // the host could act until the fault was complete
+				}
+				open[f.Host] = &Incapacity{Host: f.Host, From: from, Why: f.Kind}
 			}
 		case FaultStart:
 			closeAll(f.Host, f.At, FaultKill)

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -120,33 +121,42 @@ type dropRule struct {
 // ways, every link). The client still reaches h: a node that lost its
 // peers but not its clients is where two actives would show.
 func (b *Bed) CutOff(h string) (Fault, error) {
-	f := b.record(Fault{Kind: FaultCutOff, Host: h})
 	var rules []dropRule
 	for _, p := range []string{"node1", "node2", "witness"} {
 		if p != h {
 			rules = append(rules, dropRule{h, p, -1}, dropRule{p, h, -1})
 		}
 	}
-	return f, b.addDrops(rules...)
+	return b.inject(Fault{Kind: FaultCutOff, Host: h}, func() error { return b.addDrops(rules...) })
+}
+
+// inject applies a fault that takes a while to put in place (several
+// namespaces, nft runs): At is when it began, Done when it was complete.
+func (b *Bed) inject(f Fault, apply func() error) (Fault, error) {
+	f.At = time.Now()
+	err := apply()
+	f.Done = time.Now()
+	return b.record(f), err
 }
 
 // Partition drops all traffic between a and c, both ways.
 func (b *Bed) Partition(a, c string) (Fault, error) {
-	f := b.record(Fault{Kind: FaultPartition, Host: a, Peer: c})
-	return f, b.addDrops(dropRule{a, c, -1}, dropRule{c, a, -1})
+	return b.inject(Fault{Kind: FaultPartition, Host: a, Peer: c}, func() error {
+		return b.addDrops(dropRule{a, c, -1}, dropRule{c, a, -1})
+	})
 }
 
 // PartitionLink drops the traffic between a and c on one link only, both
 // ways (a heartbeat path lost while the others work).
 func (b *Bed) PartitionLink(a, c string, link int) (Fault, error) {
-	f := b.record(Fault{Kind: FaultPartition, Host: a, Peer: c, Detail: Iface(link)})
-	return f, b.addDrops(dropRule{a, c, link}, dropRule{c, a, link})
+	return b.inject(Fault{Kind: FaultPartition, Host: a, Peer: c, Detail: Iface(link)}, func() error {
+		return b.addDrops(dropRule{a, c, link}, dropRule{c, a, link})
+	})
 }
 
 // OneWay drops the traffic from a to c; c still reaches a.
 func (b *Bed) OneWay(a, c string) (Fault, error) {
-	f := b.record(Fault{Kind: FaultOneWay, Host: a, Peer: c})
-	return f, b.addDrops(dropRule{a, c, -1})
+	return b.inject(Fault{Kind: FaultOneWay, Host: a, Peer: c}, func() error { return b.addDrops(dropRule{a, c, -1}) })
 }
 
 func (b *Bed) addDrops(rules ...dropRule) error {
@@ -160,12 +170,16 @@ func (b *Bed) addDrops(rules ...dropRule) error {
 		touched[r.To] = true
 	}
 	b.mu.Unlock()
+	// In parallel: the fault should land everywhere at (nearly) once.
+	errs := make(chan error, len(touched))
 	for h := range touched {
-		if err := b.applyDrops(h); err != nil {
-			return err
-		}
+		go func() { errs <- b.applyDrops(h) }()
 	}
-	return nil
+	var all []error
+	for range touched {
+		all = append(all, <-errs)
+	}
+	return errors.Join(all...)
 }
 
 // faultTable is the bed's own nftables table in each host; tandem's VIP
@@ -211,13 +225,14 @@ func (b *Bed) run(h, stdin string, name string, args ...string) error {
 // Isolate takes every link of host h down at the switch: the machine is
 // gone from the network (a pulled cable, a dead NIC or a dead host).
 func (b *Bed) Isolate(h string) (Fault, error) {
-	f := b.record(Fault{Kind: FaultIsolate, Host: h})
-	for i := range b.Host(h).ports {
-		if err := b.setPort(h, i, false); err != nil {
-			return f, err
+	return b.inject(Fault{Kind: FaultIsolate, Host: h}, func() error {
+		for i := range b.Host(h).ports {
+			if err := b.setPort(h, i, false); err != nil {
+				return err
+			}
 		}
-	}
-	return f, nil
+		return nil
+	})
 }
 
 // LinkDown takes host h's link i down at the switch.
