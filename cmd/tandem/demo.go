@@ -16,7 +16,61 @@ import (
 	"tandem/internal/probe"
 )
 
-func init() { subcommands = append(subcommands, newDemoCmd, newDemoServiceCmd, newProbeCmd) }
+func init() {
+	subcommands = append(subcommands, newDemoCmd, newDemoServiceCmd, newProbeCmd, newHeartbeatFloorCmd)
+}
+
+// heartbeat-floor is the baseline of the idle benchmark: it does nothing
+// but send one small datagram to each peer every interval and read what
+// arrives, the least any Go heartbeat can cost on this machine.
+func newHeartbeatFloorCmd() *cobra.Command {
+	var listen string
+	var peers []string
+	var interval time.Duration
+	cmd := &cobra.Command{
+		Use:    "heartbeat-floor",
+		Short:  "Baseline for the idle benchmark: bare UDP heartbeats",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			la, err := net.ResolveUDPAddr("udp", listen)
+			if err != nil {
+				return exitWith(2, err)
+			}
+			c, err := net.ListenUDP("udp", la)
+			if err != nil {
+				return err
+			}
+			var dst []*net.UDPAddr
+			for _, p := range peers {
+				a, err := net.ResolveUDPAddr("udp", p)
+				if err != nil {
+					return exitWith(2, err)
+				}
+				dst = append(dst, a)
+			}
+			go func() {
+				buf := make([]byte, 2048)
+				for {
+					if _, _, err := c.ReadFromUDP(buf); err != nil {
+						return
+					}
+				}
+			}()
+			msg := make([]byte, 120) // about a sealed heartbeat
+			for range time.Tick(interval) {
+				for _, a := range dst {
+					c.WriteToUDP(msg, a)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "", "local address")
+	cmd.Flags().StringArrayVar(&peers, "peer", nil, "peer address (repeatable)")
+	cmd.Flags().DurationVar(&interval, "interval", 50*time.Millisecond, "between datagrams")
+	return cmd
+}
 
 func newDemoCmd() *cobra.Command {
 	var asJSON, loopback, keep bool

@@ -78,6 +78,8 @@ type env interface {
 	kill(h string, agent *os.Process) error
 	// probeTargets are the URLs the client probes.
 	probeTargets() []string
+	// addr is host h's address.
+	addr(h string) string
 	// arp is the client's interface and the VIP to watch ("" = none).
 	arp() (string, string)
 	notes() []string
@@ -373,7 +375,9 @@ func Print(w io.Writer, res Result) {
 	}
 	for _, h := range []string{"node1", "node2", "witness"} {
 		if u, ok := res.Idle[h]; ok {
-			fmt.Fprintf(w, "  idle %s: %.2f%% of a core, %.1f MB resident\n", h, u.CPUPercent, u.RSSMB)
+			b := res.Idle["baseline-"+h]
+			fmt.Fprintf(w, "  idle %s: %.2f%% of a core (%.2f× the bare-heartbeat baseline's %.2f%%), %.1f MB resident\n",
+				h, u.CPUPercent, u.CPUPercent/max(b.CPUPercent, 0.01), b.CPUPercent, u.RSSMB)
 		}
 	}
 	fmt.Fprintf(w, "  the client saw the service unavailable for %.0f ms (first answer from node2 %.0f ms after the fault)\n", res.UnavailableMs, res.FailoverMs)

@@ -65,6 +65,8 @@ func (e *loopbackEnv) probeTargets() []string {
 
 func (e *loopbackEnv) arp() (string, string) { return "", "" }
 
+func (e *loopbackEnv) addr(h string) string { return loopAddr[h] }
+
 func (e *loopbackEnv) notes() []string {
 	return []string{"not root: the nodes share this host's loopback, so there is no floating IP, no ARP and no kernel-enforced lease to show; " +
 		"the client probes each node's own address. Run as root for the network-namespace demo with a real VIP."}

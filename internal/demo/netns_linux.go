@@ -94,6 +94,8 @@ func (e *netnsEnv) probeTargets() []string {
 
 func (e *netnsEnv) arp() (string, string) { return netutil.HostLink, nsVIP }
 
+func (e *netnsEnv) addr(h string) string { return nsAddr[h] }
+
 func (e *netnsEnv) notes() []string { return nil }
 
 func (e *netnsEnv) close() error {

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -51,8 +53,33 @@ func rssMB(pid int) (float64, error) {
 
 // measureIdle samples every agent's CPU time over d.
 func (r *run) measureIdle(ctx context.Context, d time.Duration) (map[string]Usage, error) {
-	start := map[string]int64{}
+	// The baseline, measured in the same window: on each host a minimal Go
+	// program that only sends and receives the same heartbeat datagrams
+	// (one per peer per 50 ms, nothing else) — what any Go heartbeat
+	// costs on this machine.
+	procs := map[string]*exec.Cmd{}
 	for h, cmd := range r.agents {
+		procs[h] = cmd
+	}
+	hosts := []string{"node1", "node2", "witness"}
+	for _, h := range hosts {
+		args := []string{"heartbeat-floor", "--listen", r.env.addr(h) + ":17790", "--interval", "50ms"}
+		for _, o := range hosts {
+			if o != h {
+				args = append(args, "--peer", r.env.addr(o)+":17790")
+			}
+		}
+		cmd := r.env.command(ctx, h, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("demo: start the baseline: %w", err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+		procs["baseline-"+h] = cmd
+	}
+	time.Sleep(time.Second) // let the baselines settle
+	start := map[string]int64{}
+	for h, cmd := range procs {
 		t, err := cpuTicks(cmd.Process.Pid)
 		if err != nil {
 			return nil, err
@@ -67,7 +94,7 @@ func (r *run) measureIdle(ctx context.Context, d time.Duration) (map[string]Usag
 	}
 	el := time.Since(t0).Seconds()
 	out := map[string]Usage{}
-	for h, cmd := range r.agents {
+	for h, cmd := range procs {
 		t, err := cpuTicks(cmd.Process.Pid)
 		if err != nil {
 			return nil, err
