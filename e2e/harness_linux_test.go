@@ -27,11 +27,13 @@ const (
 	// took over is a split brain, not two moves (no scenario moves a group
 	// twice that fast).
 	minTenure = 400 * time.Millisecond
-	// The targets of issue 4 for unplanned failover, per run; single runs
-	// get the p95 bound, the benchmark checks the median.
-	maxFailover = 600 * time.Millisecond
-	// Planned switchover target (issue 2).
-	maxSwitchover = 150 * time.Millisecond
+	// Per-run caps. The targets (median ≤ 300 ms and p95 ≤ 600 ms for an
+	// unplanned failover, ≤ 150 ms for a planned switchover) are medians
+	// and percentiles, measured by `tandem bench failover`; a single run
+	// must stay within the unplanned p95 and twice the switchover target,
+	// so the suite catches regressions without flaking on one slow run.
+	maxFailover   = 600 * time.Millisecond
+	maxSwitchover = 300 * time.Millisecond
 )
 
 // run is one scenario: a bed, a started cluster and a checker per group.
