@@ -94,18 +94,30 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 			closeSpan(g, in.End, "end of run")
 		}
 	}
-	// A killed or frozen node stops acting at once (a frozen one must
-	// check its lease before acting again, which its later events show);
-	// a node cut off from every voter keeps acting but its lease ends one
-	// lease duration later at most.
+	// A killed node stops acting at once. A node frozen or cut off for
+	// longer than a lease has lost its lease: a frozen one acted last when
+	// it was frozen (it must check its lease before acting again, which its
+	// later events show), a cut-off one keeps acting until its lease ends,
+	// one lease later at most. A shorter freeze or cut may have cost it
+	// nothing (it renewed after); its own events tell.
 	for i := range out {
 		s := &out[i]
 		for _, c := range incap {
 			if c.Host != s.Node || c.From.After(s.To) || (!c.To.IsZero() && c.To.Before(s.From)) {
 				continue
 			}
+			long := c.To.IsZero() || !c.To.Before(c.From.Add(in.Lease))
 			bound := c.From
-			if c.Why == FaultCutOff || c.Why == FaultIsolate {
+			switch c.Why {
+			case FaultKill:
+			case FaultFreeze:
+				if !long {
+					continue
+				}
+			default:
+				if !long {
+					continue
+				}
 				bound = c.From.Add(in.Lease)
 			}
 			if bound.Before(s.From) {

@@ -119,3 +119,15 @@ func TestIncapacities(t *testing.T) {
 		}
 	}
 }
+
+func TestShortCutOrFreezeCostsNothing(t *testing.T) {
+	for _, k := range []FaultKind{FaultCutOff, FaultFreeze} {
+		in := cleanFailover()
+		in.Logs["node2"] = nil // no takeover: node1 kept running
+		in.Faults = []Fault{{At: at(500), Kind: k, Host: "node1"}, {At: at(550), Kind: map[FaultKind]FaultKind{FaultCutOff: FaultHeal, FaultFreeze: FaultThaw}[k], Host: "node1"}}
+		in.Answers = map[string]probe.Timeline{"web": {Samples: []probe.Sample{{Sent: at(900), Done: at(901), Node: "node1"}}}}
+		if p := CheckAudit(in); len(p) != 0 {
+			t.Errorf("%s for 50 ms: %v", k, p)
+		}
+	}
+}
