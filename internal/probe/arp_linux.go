@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -43,7 +44,11 @@ func WatchARP(ctx context.Context, iface string, vip netip.Addr, interval, windo
 				}
 				break
 			}
-			if p.Operation == arp.OperationReply && p.SenderIP == vip {
+			// Only answers to our own request count: a gratuitous ARP
+			// (sent by a new holder, addressed to itself) is not a second
+			// node answering, and during a fast switchover it lands in
+			// the same window as the old holder's last answer.
+			if p.Operation == arp.OperationReply && p.SenderIP == vip && bytes.Equal(p.TargetHardwareAddr, c.HardwareAddr()) {
 				seen[p.SenderHardwareAddr.String()] = true
 			}
 		}
