@@ -429,7 +429,10 @@ func (n *Node) onApply(st *state.State, c state.Command, err error) {
 	if n.mgr != nil {
 		n.mgr.SetState(st)
 	}
-	if err == nil && c.Op == state.OpPlace && n.cons != nil && n.cons.IsLeader() {
+	// A command proposed before this agent started is a replay of the raft
+	// log (a restarted voter that becomes leader applies it again); the
+	// leader of its day logged it already.
+	if err == nil && c.Op == state.OpPlace && n.cons != nil && n.cons.IsLeader() && !c.Time.Before(n.started) {
 		g := st.Groups[c.Group]
 		attrs := map[string]any{"reason": c.Reason, "to": c.Holder}
 		if c.Takeover != nil {
