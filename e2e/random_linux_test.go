@@ -200,10 +200,31 @@ func (r *run) converge() {
 		r.t.Errorf("liveness: %v", err)
 		return
 	}
-	if who, err := r.probes["web"].WaitSteady(r.ctx, 500*time.Millisecond, 15*time.Second); err != nil {
-		v, _ := r.c.GroupView(r.ctx, "web")
-		r.t.Errorf("liveness: the service did not come back after the heal: %v (cluster view %+v)", err, v)
-	} else {
-		r.t.Logf("steady on %s", who)
+	// Steady: the client served by one node for half a second, and the
+	// cluster agreeing that this node runs the group.
+	var who string
+	var v testbed.View
+	err := func() error {
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			var err error
+			who, err = r.probes["web"].WaitSteady(r.ctx, 500*time.Millisecond, time.Until(deadline))
+			if err != nil {
+				return err
+			}
+			v, err = r.c.GroupView(r.ctx, "web")
+			if err == nil && v.Holder == who && v.Running {
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the client is served by %s, the cluster says %+v (%v)", who, v, err)
+			}
+			r.sleep(50 * time.Millisecond)
+		}
+	}()
+	if err != nil {
+		r.t.Errorf("liveness: the service did not come back after the heal: %v", err)
+		return
 	}
+	r.t.Logf("steady on %s", who)
 }

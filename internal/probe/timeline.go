@@ -28,9 +28,23 @@ type Checks struct {
 
 // Conflict is one piece of evidence that two nodes served at once.
 type Conflict struct {
-	At  time.Time `json:"at"`
-	Why string    `json:"why"`
+	At   time.Time `json:"at"`
+	Why  string    `json:"why"`
+	Kind string    `json:"kind"` // TwoMACs, Concurrent or FlipBack
+	// For a FlipBack: the node that answered in between, and when its
+	// answers started and ended. Two legitimate moves in quick
+	// succession look the same; only the cluster's own record of who held
+	// the group then can tell them apart.
+	Node     string    `json:"node,omitempty"`
+	From, To time.Time `json:"-"`
 }
+
+// Kinds of Conflict.
+const (
+	TwoMACs    = "two_macs"
+	Concurrent = "concurrent"
+	FlipBack   = "flip_back"
+)
 
 func (c Conflict) String() string { return c.At.Format("15:04:05.000") + ": " + c.Why }
 
@@ -110,7 +124,7 @@ func (tl Timeline) Conflicts(c Checks) []Conflict {
 			for _, m := range a.MACs {
 				names = append(names, name(m))
 			}
-			out = append(out, Conflict{At: a.At, Why: fmt.Sprintf("%d MACs answered one ARP request for the VIP: %v", len(a.MACs), names)})
+			out = append(out, Conflict{At: a.At, Kind: TwoMACs, Why: fmt.Sprintf("%d MACs answered one ARP request for the VIP: %v", len(a.MACs), names)})
 		}
 	}
 	var ok []Sample
@@ -123,7 +137,7 @@ func (tl Timeline) Conflicts(c Checks) []Conflict {
 	for i := 0; i+1 < len(ok); i++ {
 		for j := i + 1; j < len(ok) && ok[j].Sent.Sub(ok[i].Sent) < c.Interval/2; j++ {
 			if ok[j].Node != ok[i].Node {
-				out = append(out, Conflict{At: ok[j].Sent, Why: fmt.Sprintf("%s and %s both answered probes sent %.1f ms apart",
+				out = append(out, Conflict{At: ok[j].Sent, Kind: Concurrent, Why: fmt.Sprintf("%s and %s both answered probes sent %.1f ms apart",
 					ok[i].Node, ok[j].Node, ms(ok[j].Sent.Sub(ok[i].Sent)))})
 				break
 			}
@@ -150,8 +164,8 @@ func flipBacks(ts []Tenure, minTenure time.Duration, what string) []Conflict {
 			continue
 		}
 		if gap := back.First.Sub(x.Last); gap < minTenure {
-			out = append(out, Conflict{At: y.First, Why: fmt.Sprintf("%s %s (%d times) between two answers of %s only %.0f ms apart",
-				y.Node, what, y.Answers, x.Node, ms(gap))})
+			out = append(out, Conflict{At: y.First, Kind: FlipBack, Node: y.Node, From: y.First, To: y.Last,
+				Why: fmt.Sprintf("%s %s (%d times) between two answers of %s only %.0f ms apart", y.Node, what, y.Answers, x.Node, ms(gap))})
 		}
 	}
 	return out

@@ -229,3 +229,20 @@ func spansOf(spans []LeaseSpan, group, node string) []string {
 	}
 	return out
 }
+
+// Explained reports whether a flip-back the client saw (a node answering
+// between two answers of another) is two legitimate moves in quick
+// succession rather than two holders: the node that answered in between
+// held the group's lease then — one of its spans overlaps its answers. A
+// node waking from a freeze with a stale VIP has no such span.
+func Explained(c probe.Conflict, spans []LeaseSpan, group string, slack time.Duration) bool {
+	if c.Kind != probe.FlipBack {
+		return false
+	}
+	for _, s := range spans {
+		if s.Group == group && s.Node == c.Node && !s.From.After(c.To.Add(slack)) && !s.To.Before(c.From.Add(-slack)) {
+			return true
+		}
+	}
+	return false
+}

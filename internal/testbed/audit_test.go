@@ -131,3 +131,21 @@ func TestShortCutOrFreezeCostsNothing(t *testing.T) {
 		}
 	}
 }
+
+func TestQuickLegitimateMovesAreExplained(t *testing.T) {
+	in := cleanFailover()
+	spans := LeaseSpans(in)
+	// node1 answered between node2's answers at 1300–1310 without a lease:
+	// not explained; node2 answering at 1200 inside its span: explained.
+	stale := probe.Conflict{Kind: probe.FlipBack, Node: "node1", From: at(1300), To: at(1310)}
+	if Explained(stale, spans, "web", 5*time.Millisecond) {
+		t.Error("node1 held no lease at 1300")
+	}
+	quick := probe.Conflict{Kind: probe.FlipBack, Node: "node2", From: at(1200), To: at(1210)}
+	if !Explained(quick, spans, "web", 5*time.Millisecond) {
+		t.Error("node2 held the lease at 1200")
+	}
+	if Explained(probe.Conflict{Kind: probe.TwoMACs, Node: "node2", From: at(1200), To: at(1210)}, spans, "web", 0) {
+		t.Error("two MACs is never explained")
+	}
+}

@@ -126,27 +126,39 @@ func (c *Checker) WaitAnswer(ctx context.Context, node string, since time.Time, 
 	return got, err
 }
 
-// WaitSteady waits until the last d of probes were all answered by one
-// node, and returns it.
+// WaitSteady waits until the client has been answered by one node for the
+// last d: the newest probe is fresh, and at least four in five of the
+// probes sent in the last d came back, all answered by that node (a probe
+// still hanging on a frozen node has not come back).
 func (c *Checker) WaitSteady(ctx context.Context, d, timeout time.Duration) (string, error) {
 	var who string
 	err := waitFor(ctx, timeout, 10*time.Millisecond, func() (bool, error) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		n := len(c.tl.Samples)
-		if n == 0 {
-			return false, nil
-		}
-		last := c.tl.Samples[n-1]
-		if !last.OK() || last.Sent.Sub(c.tl.Samples[0].Sent) < d {
-			return false, nil
-		}
-		for i := n - 1; i >= 0 && last.Sent.Sub(c.tl.Samples[i].Sent) < d; i-- {
-			if c.tl.Samples[i].Node != last.Node {
+		now := time.Now()
+		var newest time.Time
+		node, n := "", 0
+		for i := len(c.tl.Samples) - 1; i >= 0; i-- {
+			s := c.tl.Samples[i]
+			if s.Sent.After(newest) {
+				newest = s.Sent
+			}
+			if s.Sent.Before(now.Add(-d)) {
+				if s.Done.Before(now.Add(-d)) {
+					break // samples arrive roughly in order
+				}
+				continue
+			}
+			if !s.OK() || (node != "" && s.Node != node) {
 				return false, nil
 			}
+			node = s.Node
+			n++
 		}
-		who = last.Node
+		if now.Sub(newest) > 3*ProbeInterval+20*time.Millisecond || n < int(4*d/(5*ProbeInterval)) {
+			return false, nil
+		}
+		who = node
 		return true, nil
 	}, "one node to answer every probe for %v at %s", d, c.URL)
 	return who, err
