@@ -67,6 +67,9 @@ type Consensus struct {
 	closer []func() error
 	stop   chan struct{}
 	wg     sync.WaitGroup
+	// ready is closed once raft is set: the mux accepts forwarded
+	// proposals before that.
+	ready chan struct{}
 }
 
 // ErrNoLeader is returned when no leader is known (no quorum, or an
@@ -92,7 +95,7 @@ func Start(cfg Config) (*Consensus, error) {
 	if self == nil {
 		return nil, fmt.Errorf("consensus: %q is not a voter", cfg.Self)
 	}
-	c := &Consensus{cfg: cfg, fsm: &fsm{st: state.New(), onApply: cfg.OnApply}, stop: make(chan struct{})}
+	c := &Consensus{cfg: cfg, fsm: &fsm{st: state.New(), onApply: cfg.OnApply}, stop: make(chan struct{}), ready: make(chan struct{})}
 	m, err := newMux(cfg.Self, self.Addrs, peers, cfg.Key, 2*cfg.Timeout)
 	if err != nil {
 		return nil, err
@@ -162,6 +165,7 @@ func Start(cfg Config) (*Consensus, error) {
 		return nil, fmt.Errorf("consensus: %w", err)
 	}
 	c.raft = r
+	close(c.ready)
 	if cfg.PreferLeader != "" && cfg.PreferLeader != cfg.Self {
 		c.wg.Add(1)
 		go c.steer()
@@ -312,6 +316,11 @@ func (c *Consensus) forward(ctx context.Context, leader string, cmd state.Comman
 
 func (c *Consensus) serveForward(conn net.Conn) {
 	conn.SetDeadline(time.Now().Add(10 * c.cfg.Timeout))
+	select { // a proposal forwarded while this member is still starting
+	case <-c.ready:
+	case <-c.stop:
+		return
+	}
 	var req forwardRequest
 	if err := json.NewDecoder(&limitedReader{conn, 1 << 20}).Decode(&req); err != nil {
 		return
