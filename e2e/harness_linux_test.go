@@ -278,6 +278,9 @@ func (r *run) problems() []string {
 	for _, p := range testbed.CheckAudit(in) {
 		out = append(out, "AUDIT: "+p)
 	}
+	for _, c := range r.bed.Crashes() {
+		out = append(out, "CRASH: "+c+" (its log is in the work directory)")
+	}
 	return out
 }
 

@@ -66,6 +66,7 @@ type Bed struct {
 	closed   bool
 	cluster  *Cluster
 	checkers []*Checker
+	crashes  []string
 }
 
 // Host is one machine of the bed.
@@ -267,10 +268,22 @@ func (b *Bed) start(cmd *exec.Cmd) error {
 		closed := b.closed
 		b.mu.Unlock()
 		if !closed && err != nil && !killed(err) {
-			b.logf("testbed: %s exited: %v", strings.Join(cmd.Args[3:], " "), err)
+			msg := fmt.Sprintf("%s exited on its own: %v", strings.Join(cmd.Args[3:], " "), err)
+			b.logf("testbed: %s", msg)
+			b.mu.Lock()
+			b.crashes = append(b.crashes, msg)
+			b.mu.Unlock()
 		}
 	}()
 	return nil
+}
+
+// Crashes lists the processes that exited on their own with an error
+// (a panic, a failed start) rather than by the bed's signals.
+func (b *Bed) Crashes() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.crashes...)
 }
 
 // killed reports whether a process ended by a signal (the bed's faults).
