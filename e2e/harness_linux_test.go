@@ -39,12 +39,12 @@ const (
 
 // run is one scenario: a bed, a started cluster and a checker per group.
 type run struct {
-	t      *testing.T
-	ctx    context.Context
-	bed    *testbed.Bed
-	c      *testbed.Cluster
-	spec   testbed.Spec
-	probes map[string]*testbed.Checker
+	t        *testing.T
+	ctx      context.Context
+	bed      *testbed.Bed
+	c        *testbed.Cluster
+	spec     testbed.Spec
+	probes   map[string]*testbed.Checker
 	start    time.Time
 	finished bool
 }
