@@ -253,10 +253,4 @@ func TestStaleHolderReturns(t *testing.T) {
 	if _, err := r.probes["web"].WaitSteady(r.ctx, time.Second, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	r.knownBug("after node2 started it at epoch 2",
-		"a voter whose applied state lags — here node2, restarted, before it has replayed the raft log — grants a "+
-			"lease to any claimant whose epoch is newer than what it applied (lease.Voter.Grant: epoch > stateEpoch), "+
-			"so node1, still holding its superseded epoch 1 in its own stale state, gets a majority {node1, node2} "+
-			"and starts the group at epoch 1 after epoch 2 was committed (S2); it runs until a raft leader "+
-			"re-places the group")
 }

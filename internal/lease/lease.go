@@ -11,15 +11,16 @@
 // so a new holder cannot collect a majority until the old holder's lease has
 // ended by the old holder's own clock.
 //
-// Safety rests only on that exclusivity and on the timing: any two
-// majorities share a voter, and a voter vouches for one (holder, epoch) of
-// a group at a time. The replicated state is an admission policy on top: a
-// voter refuses a request for an epoch older than the one it has applied,
-// or for the epoch it has applied but another holder. A request for an
-// epoch NEWER than the voter has applied is granted: the requester applied
-// that epoch from the committed log, so the voter is merely behind (the
-// leader may have died before replicating to it), and refusing would let
-// the lease lapse until an election completes.
+// No two holders overlap because of that exclusivity and the timing: any
+// two majorities share a voter, and a voter vouches for one (holder, epoch)
+// of a group at a time. The replicated state keeps epochs moving forward
+// (S2): a voter vouches only for exactly the holder and epoch it has
+// applied. (Vouching for a newer epoch than it has applied, trusting the
+// requester, was tried and is wrong: a voter that restarted and has not
+// replayed its log yet would vouch for a holder whose epoch was already
+// superseded, and that holder would run the group again at the old
+// epoch. The cost of strictness is liveness only: a voter that has not yet
+// learnt a commit refuses until it does.)
 //
 // A voter that restarts has forgotten its promises, so it grants nothing for
 // one Duration after start (grace). A holder that stops cleanly releases its
@@ -88,7 +89,7 @@ func (d Decision) String() string {
 // Grant decides on holder's request for group at epoch. stateHolder and
 // stateEpoch are what this voter's applied replicated state says.
 func (v *Voter) Grant(now time.Time, group, holder string, epoch uint64, stateHolder string, stateEpoch uint64) Decision {
-	if epoch < stateEpoch || (epoch == stateEpoch && holder != stateHolder) {
+	if epoch != stateEpoch || holder != stateHolder {
 		return RefusedNotHolder
 	}
 	if now.Sub(v.started) < v.p.GraceDuration() {

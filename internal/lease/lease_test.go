@@ -27,6 +27,9 @@ func TestVoterRules(t *testing.T) {
 	if d := v.Grant(now, "g", "a", 1, "b", 2); d != RefusedNotHolder {
 		t.Fatalf("state has a newer epoch: %v", d)
 	}
+	if d := v.Grant(now, "g", "a", 3, "b", 2); d != RefusedNotHolder {
+		t.Fatalf("a voter behind the requester must not trust it: %v", d)
+	}
 	if d := v.Grant(now, "g", "a", 1, "a", 1); d != Granted {
 		t.Fatalf("first grant: %v", d)
 	}

@@ -390,6 +390,12 @@ func TestInProcessWitnessLossThenPrimaryLoss(t *testing.T) {
 	c := newCluster(t, "manual")
 	c.startAll()
 	c.waitRunningOn("a")
+	// Steady state: b has applied the placement (a voter vouches only for
+	// the epoch it has applied; a leader dying right after a commit leaves
+	// the lease unrenewable until a new leader replicates it).
+	c.waitFor("b to apply the placement", 5*time.Second, func() bool {
+		return c.nodes["b"].State().Group("web").Running
+	})
 	c.crash("w")
 	c.stays("group on a without the witness", time.Second, func() bool { return c.running("a") })
 	c.crash("a")
