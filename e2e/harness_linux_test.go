@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"tandem/internal/config"
 	"testing"
 	"time"
 
@@ -17,7 +18,7 @@ import (
 const (
 	nodeTimeout = 150 * time.Millisecond
 	lease       = 150 * time.Millisecond
-	raftTimeout = 300 * time.Millisecond
+	raftTimeout = config.DefaultRaftTimeout
 	// settle is how long a returning node must be reachable before a group
 	// moves back to it by preference (10 × node_timeout, at least 1 s).
 	settle = 1500 * time.Millisecond
