@@ -119,6 +119,15 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 					continue
 				}
 				bound = c.From.Add(in.Lease)
+				// Tighter and still sound: the node renews only through
+				// voters that hear it, so its lease ends at most one lease
+				// after the last time any other voter heard it (their
+				// node_down events carry that time). A cut recorded as
+				// complete late (nft on a loaded machine) then does not
+				// stretch the bound.
+				if heard, ok := lastHeardBy(in.Logs, s.Node, c.From); ok && heard.Add(in.Lease).Before(bound) {
+					bound = heard.Add(in.Lease)
+				}
 			}
 			if bound.Before(s.From) {
 				bound = s.From
@@ -133,6 +142,42 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].From.Before(out[j].From) })
 	return out
+}
+
+// lastHeardBy returns the latest "last heard" that any other voter
+// reported for node in a node_down event around a fault at from. Only
+// when every other voter logged one: a voter that still hears the node
+// may still renew its lease.
+func lastHeardBy(logs map[string][]events.Event, node string, from time.Time) (time.Time, bool) {
+	var latest time.Time
+	for host, evs := range logs {
+		if host == node {
+			continue
+		}
+		found := false
+		for _, e := range evs {
+			if e.Kind != events.NodeDown || e.Subject != node || e.Time.Before(from.Add(-time.Second)) {
+				continue
+			}
+			v, ok := e.Attrs["last_heard"].(string)
+			if !ok {
+				continue
+			}
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil || t.After(from.Add(time.Second)) {
+				continue
+			}
+			if t.After(latest) {
+				latest = t
+			}
+			found = true
+			break
+		}
+		if !found {
+			return time.Time{}, false // this voter may still hear the node
+		}
+	}
+	return latest, !latest.IsZero()
 }
 
 func sortedByTime(evs []events.Event) []events.Event {
