@@ -116,9 +116,20 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 		if cerr := r.env.close(); cerr != nil && err == nil {
 			err = fmt.Errorf("demo: cleanup: %w", cerr)
 		}
-		if !opts.Keep && err == nil {
+		interrupted := ctx.Err() != nil
+		switch {
+		case interrupted:
+			// Ctrl-C: leave nothing behind, logs included.
+			if !opts.Keep {
+				os.RemoveAll(r.dir)
+			}
+			err = fmt.Errorf("demo: interrupted; hosts, processes and files cleaned up")
+		case !opts.Keep && err == nil:
 			os.RemoveAll(r.dir)
 			res.WorkDir = ""
+		case err != nil:
+			// A failure keeps the nodes' logs for a look; say where.
+			err = fmt.Errorf("%w (logs kept in %s)", err, r.dir)
 		}
 	}()
 	if err := r.env.setup(ctx); err != nil {
