@@ -27,6 +27,8 @@ type Cluster struct {
 
 	mu     sync.Mutex
 	agents map[string]*exec.Cmd
+	// startMu makes "is it running? start it" one step.
+	startMu sync.Mutex
 }
 
 // Voters are the hosts that run a tandem agent.
@@ -84,6 +86,20 @@ func (c *Cluster) Start(hosts ...string) error {
 }
 
 func (c *Cluster) startAgent(h string) error {
+	// Starting a host that still runs is a no-op: two overlapping random
+	// steps (kill for 300 ms, kill for 750 ms) both restart the host at
+	// their end, and a second agent would only fail to bind. The check and
+	// the start are one step (the two restarts can come 1 ms apart).
+	// (A process just started is still `ip netns exec` in the root
+	// namespace for a moment, so the namespace scan alone misses it.)
+	c.startMu.Lock()
+	defer c.startMu.Unlock()
+	c.mu.Lock()
+	prev := c.agents[h]
+	c.mu.Unlock()
+	if (prev != nil && prev.Process != nil && alive(prev.Process.Pid)) || len(processesIn(c.Bed.Host(h).NS.Path())) > 0 {
+		return nil
+	}
 	sub := "agent"
 	if h == "witness" {
 		sub = "witness"
