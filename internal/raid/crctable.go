@@ -29,6 +29,14 @@ var crcKind = [4]byte{'T', 'R', 'C', 'S'}
 
 func blockCRC(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
 
+// appendBlockCRCs appends the checksum of every whole block of b.
+func appendBlockCRCs(sums []uint32, b []byte) []uint32 {
+	for i := 0; i+BlockSize <= len(b); i += BlockSize {
+		sums = append(sums, blockCRC(b[i:i+BlockSize]))
+	}
+	return sums
+}
+
 // page returns page p, loading it; the caller holds t.mu.
 func (t *crcTable) page(p int64) (*crcPage, error) {
 	if pg := t.pages[p]; pg != nil {

@@ -91,20 +91,19 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 		off, end int64 // data-area offsets, block aligned
 		pieces   []int
 		at       []int64 // data-area offset of each piece
-		buf      []byte
-		done     bool // read and verified; pieces copied unless marked bad
+		done     bool    // read and verified; pieces copied unless marked bad
 		verify   bool
-		// direct: the run maps to p[pOff:pOff+end-off] exactly, so it can be
-		// read straight into the caller's buffer when that is aligned.
-		direct bool
-		pOff   int64
-		owned  bool
+		// vec: every piece is whole blocks at a block-aligned place of p,
+		// so the run is read straight into p (gaps into scratch), with no
+		// bounce buffer and no copy.
+		vec bool
 	}
 	var runs []*run
 	last := map[*member]*run{}
 	var slow []piece
 	var locs [MaxMembers]Loc
 	mirror := g.Level == Raid1
+	pAligned := uintptrOf(p)%BlockSize == 0
 	for i, pc := range ps {
 		var m *member
 		var loc Loc
@@ -124,21 +123,22 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 			slow = append(slow, pc)
 			continue
 		}
-		lo := (loc.Off + pc.inChunk) &^ (BlockSize - 1)
-		hi := (loc.Off + pc.inChunk + pc.n + BlockSize - 1) &^ (BlockSize - 1)
+		at := loc.Off + pc.inChunk
+		lo := at &^ (BlockSize - 1)
+		hi := (at + pc.n + BlockSize - 1) &^ (BlockSize - 1)
 		verify := a.checksums && !a.pendingAt(pc.s)
+		vec := pAligned && lo == at && hi == at+pc.n && pc.bufOff%BlockSize == 0
 		// Gaps of up to a chunk (the parity chunk between two data chunks of
 		// a member) are read and discarded while the run is small: one larger
 		// read beats two, until the extra bytes cost more than the extra I/O.
 		if r := last[m]; r != nil && r.end <= lo && (lo == r.end || lo-r.end <= g.Chunk && r.end-r.off < 512<<10) && r.verify == verify {
-			r.direct = r.direct && r.end == lo && lo == loc.Off+pc.inChunk && hi == lo+pc.n && pc.bufOff == r.pOff+(lo-r.off)
+			r.vec = r.vec && vec
 			r.end = hi
 			r.pieces = append(r.pieces, i)
-			r.at = append(r.at, loc.Off+pc.inChunk)
+			r.at = append(r.at, at)
 			continue
 		}
-		r := &run{m: m, off: lo, end: hi, pieces: []int{i}, at: []int64{loc.Off + pc.inChunk}, verify: verify,
-			direct: lo == loc.Off+pc.inChunk && hi == lo+pc.n, pOff: pc.bufOff}
+		r := &run{m: m, off: lo, end: hi, pieces: []int{i}, at: []int64{at}, verify: verify, vec: vec}
 		runs = append(runs, r)
 		last[m] = r
 	}
@@ -147,13 +147,44 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 	errs := parallel(len(runs), func(k int) error {
 		r := runs[k]
 		m := r.m
-		if r.direct && uintptrOf(p[r.pOff:])%BlockSize == 0 {
-			r.buf = p[r.pOff : r.pOff+r.end-r.off] // no bounce buffer, no copy
+		var bounce, scratch []byte
+		defer func() {
+			if bounce != nil {
+				freeBuf(bounce)
+			}
+			if scratch != nil {
+				freeBuf(scratch)
+			}
+		}()
+		// where returns the bytes read for piece x of the run.
+		var where func(x int) []byte
+		if r.vec {
+			var iov [][]byte
+			cur := r.off
+			for x, i := range r.pieces {
+				if gap := r.at[x] - cur; gap > 0 {
+					if int64(len(scratch)) < gap {
+						if scratch != nil {
+							freeBuf(scratch)
+						}
+						scratch = alignedBuf(int(gap))
+					}
+					iov = append(iov, scratch[:gap])
+				}
+				pc := ps[i]
+				iov = append(iov, p[pc.bufOff:pc.bufOff+pc.n])
+				cur = r.at[x] + pc.n
+			}
+			if err := m.readv(iov, m.lay.DataOff+r.off); err != nil {
+				return fmt.Errorf("read at %d: %w", r.off, err)
+			}
+			where = func(x int) []byte { pc := ps[r.pieces[x]]; return p[pc.bufOff : pc.bufOff+pc.n] }
 		} else {
-			r.buf, r.owned, r.direct = alignedBuf(int(r.end-r.off)), true, false
-		}
-		if _, err := m.dev.ReadAt(r.buf, m.lay.DataOff+r.off); err != nil {
-			return fmt.Errorf("read at %d: %w", r.off, err)
+			bounce = alignedBuf(int(r.end - r.off))
+			if _, err := m.dev.ReadAt(bounce, m.lay.DataOff+r.off); err != nil {
+				return fmt.Errorf("read at %d: %w", r.off, err)
+			}
+			where = func(x int) []byte { at := r.at[x] - r.off; return bounce[at : at+ps[r.pieces[x]].n] }
 		}
 		var sums []uint32
 		var valid []bool
@@ -167,15 +198,22 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 			pc := ps[i]
 			at := r.at[x] - r.off
 			if sums != nil {
+				// Whole blocks: from the bounce buffer, which holds the
+				// edges of unaligned pieces too; vec pieces are whole blocks.
+				blk := func(b int64) []byte { return bounce[b : b+BlockSize] }
+				if r.vec {
+					got := where(x)
+					blk = func(b int64) []byte { return got[b-at : b-at+BlockSize] }
+				}
 				for b := at &^ (BlockSize - 1); b < at+pc.n; b += BlockSize {
-					if valid[b/BlockSize] && blockCRC(r.buf[b:b+BlockSize]) != sums[b/BlockSize] {
+					if valid[b/BlockSize] && blockCRC(blk(b)) != sums[b/BlockSize] {
 						ps[i].n = -pc.n // mark bad; restored below
 						break
 					}
 				}
 			}
-			if ps[i].n > 0 && !r.direct {
-				copy(p[pc.bufOff:pc.bufOff+pc.n], r.buf[at:at+pc.n])
+			if ps[i].n > 0 && !r.vec {
+				copy(p[pc.bufOff:pc.bufOff+pc.n], where(x))
 			}
 		}
 		r.done = true
@@ -195,9 +233,6 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 			} else if !r.done {
 				slow = append(slow, ps[i])
 			}
-		}
-		if r.owned {
-			freeBuf(r.buf)
 		}
 	}
 	return slow, nil
@@ -247,7 +282,10 @@ func (a *Array) WriteAt(p []byte, off int64) (int, error) {
 		return 0, nil
 	}
 	if a.ra != nil {
+		// Before and after: a window read while the write was on its way
+		// (another goroutine reading ahead) must not be served either.
 		a.ra.invalidate(off, int64(len(p)))
+		defer a.ra.invalidate(off, int64(len(p)))
 	}
 	if a.wb != nil {
 		queued, err := a.wb.write(p, off)
@@ -261,13 +299,14 @@ func (a *Array) WriteAt(p []byte, off int64) (int, error) {
 			return 0, err
 		}
 	}
-	return a.writeSync(p, off)
+	return a.writeSync(p, off, nil)
 }
 
 // writeSync writes at once. Full stripes are written with parity computed
 // from the new data alone; partial stripes read what they need, log the new
-// blocks to the journal (RAID 5/6) and then write in place.
-func (a *Array) writeSync(p []byte, off int64) (int, error) {
+// blocks to the journal (RAID 5/6) and then write in place. sums, when not
+// nil, are the checksums of p's blocks (off is then block aligned).
+func (a *Array) writeSync(p []byte, off int64, sums []uint32) (int, error) {
 	g := a.geo
 	ps := g.pieces(off, int64(len(p)))
 	s0, s1 := ps[0].s, ps[len(ps)-1].s+1
@@ -314,7 +353,7 @@ func (a *Array) writeSync(p []byte, off int64) (int, error) {
 	}()
 	k := g.DataChunks()
 	var locs [MaxMembers]Loc
-	plans, ws, bufs = a.planFullRun(v, p, plans, ws, bufs)
+	plans, ws, bufs = a.planFullRun(v, p, sums, plans, ws, bufs)
 	for _, sp := range plans {
 		rows := sp.hi - sp.lo
 		// The content of every data chunk over [lo, hi): new bytes over old.
@@ -351,7 +390,7 @@ func (a *Array) writeSync(p []byte, off int64) (int, error) {
 			}
 			for _, l := range g.DataLocs(sp.s, d, locs[:0]) {
 				for _, m := range v.writable(l.Member, nil) {
-					ws = append(ws, memberWrite{m, l.Off + sp.lo, data[d]})
+					ws = append(ws, memberWrite{m: m, off: l.Off + sp.lo, buf: data[d]})
 				}
 			}
 		}
@@ -376,7 +415,7 @@ func (a *Array) writeSync(p []byte, off int64) (int, error) {
 				continue
 			}
 			for _, m := range v.writable(pq.slot, nil) {
-				ws = append(ws, memberWrite{m, sp.s*g.Chunk + sp.lo, pq.buf})
+				ws = append(ws, memberWrite{m: m, off: sp.s*g.Chunk + sp.lo, buf: pq.buf})
 				parityMembers = append(parityMembers, m)
 			}
 		}
@@ -524,11 +563,12 @@ func (a *Array) Close() error {
 }
 
 // planFullRun handles the longest run of consecutive full stripes of a
-// write for the row-aligned levels (0, 1, 5, 6): the new data is copied once,
-// straight into one buffer per member slot laid out as the member will hold
-// it, parity is computed in place there, and each member gets one write. It
-// returns the plans left for the general path.
-func (a *Array) planFullRun(v *view, p []byte, plans []*stripePlan, ws []memberWrite, bufs [][]byte) ([]*stripePlan, []memberWrite, [][]byte) {
+// write for the row-aligned levels (0, 1, 5, 6): the data chunks are not
+// copied at all (each member write is a slice of p, unless p is not
+// block aligned), parity is computed into buffers of its own, and
+// issueWrites gives each member one vectored write. It returns the plans
+// left for the general path.
+func (a *Array) planFullRun(v *view, p []byte, sums []uint32, plans []*stripePlan, ws []memberWrite, bufs [][]byte) ([]*stripePlan, []memberWrite, [][]byte) {
 	g := a.geo
 	if g.Level == Raid10 {
 		return plans, ws, bufs
@@ -560,37 +600,75 @@ func (a *Array) planFullRun(v *view, p []byte, plans []*stripePlan, ws []memberW
 			bufs = append(bufs, buf)
 			copy(buf, src)
 		}
+		var bs []uint32
+		if sums != nil {
+			b0 := run[0].pieces[0].bufOff / BlockSize
+			bs = sums[b0 : b0+n*chunk/BlockSize]
+		}
 		for i := 0; i < g.Members; i++ {
 			for _, m := range v.writable(i, nil) {
-				ws = append(ws, memberWrite{m, f0 * chunk, buf})
+				ws = append(ws, memberWrite{m: m, off: f0 * chunk, buf: buf, sums: bs})
 			}
 		}
 	} else {
-		slot := make([][]byte, g.Members)
-		for i := range slot {
-			slot[i] = alignedBuf(int(n * chunk))
-			bufs = append(bufs, slot[i])
+		// Each chunk goes out as a slice of the caller's buffer; issueWrites
+		// turns a member's chunks into one vectored write. Only parity gets
+		// buffers of its own.
+		base := run[0].pieces[0].bufOff
+		src := p[base : base+n*g.StripeBytes()]
+		if uintptrOf(src)%BlockSize != 0 {
+			src = alignedBuf(len(src))
+			bufs = append(bufs, src)
+			copy(src, p[base:])
+		}
+		var pbuf, qbuf []byte
+		if g.ParityChunks() > 0 {
+			pbuf = alignedBuf(int(n * chunk))
+			bufs = append(bufs, pbuf)
+		}
+		if g.ParityChunks() == 2 {
+			qbuf = alignedBuf(int(n * chunk))
+			bufs = append(bufs, qbuf)
 		}
 		var locs [1]Loc
 		data := make([][]byte, g.DataChunks())
 		for x, sp := range run {
-			o := int64(x) * chunk
 			for _, pc := range sp.pieces {
-				mi := g.DataLocs(sp.s, pc.d, locs[:0])[0].Member
-				copy(slot[mi][o:o+chunk], p[pc.bufOff:pc.bufOff+chunk])
-				data[pc.d] = slot[mi][o : o+chunk]
-			}
-			if pm, qm := g.ParityMembers(sp.s); pm >= 0 {
-				var q []byte
-				if qm >= 0 {
-					q = slot[qm][o : o+chunk]
+				data[pc.d] = src[pc.bufOff-base : pc.bufOff-base+chunk]
+				var ds []uint32
+				if sums != nil {
+					ds = sums[pc.bufOff/BlockSize : (pc.bufOff+chunk)/BlockSize]
 				}
-				genParity(data, slot[pm][o:o+chunk], q)
+				l := g.DataLocs(sp.s, pc.d, locs[:0])[0]
+				for _, m := range v.writable(l.Member, nil) {
+					ws = append(ws, memberWrite{m: m, off: l.Off, buf: data[pc.d], sums: ds})
+				}
 			}
-		}
-		for i := range slot {
-			for _, m := range v.writable(i, nil) {
-				ws = append(ws, memberWrite{m, f0 * chunk, slot[i]})
+			pm, qm := g.ParityMembers(sp.s)
+			if pm < 0 {
+				continue
+			}
+			o := int64(x) * chunk
+			var q []byte
+			if qm >= 0 {
+				q = qbuf[o : o+chunk]
+			}
+			genParity(data, pbuf[o:o+chunk], q)
+			// Parity is checksummed now, while it is still in the cache.
+			var ps, qs []uint32
+			if a.checksums {
+				ps = appendBlockCRCs(nil, pbuf[o:o+chunk])
+				if q != nil {
+					qs = appendBlockCRCs(nil, q)
+				}
+			}
+			for _, m := range v.writable(pm, nil) {
+				ws = append(ws, memberWrite{m: m, off: sp.s * chunk, buf: pbuf[o : o+chunk], sums: ps})
+			}
+			if qm >= 0 {
+				for _, m := range v.writable(qm, nil) {
+					ws = append(ws, memberWrite{m: m, off: sp.s * chunk, buf: q, sums: qs})
+				}
 			}
 		}
 	}

@@ -225,10 +225,14 @@ func (a *Array) nextRebuild() *member {
 // about 1 MiB of member I/O, so they run at sequential speed.
 func (a *Array) windowStripes() int64 { return max(1, min((1<<20)/a.geo.Chunk, a.geo.Stripes()/32)) }
 
-// jobWindow is the rebuild window: 4 MiB per member, large sequential I/O
-// while user I/O waits at most one window.
+// RebuildWindow is the member data a rebuild reads and writes per member
+// and window: large sequential I/O, while user I/O waits at most one window.
 // Small arrays still get some 32 windows, so progress moves in steps.
-func (a *Array) jobWindow() int64 { return max(1, min((4<<20)/a.geo.Chunk, a.geo.Stripes()/32)) }
+const RebuildWindow = 4 << 20
+
+func (a *Array) jobWindow() int64 {
+	return max(1, min(RebuildWindow/a.geo.Chunk, a.geo.Stripes()/32))
+}
 
 // pacer enforces the rate limit and computes rate and ETA.
 type pacer struct {

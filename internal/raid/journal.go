@@ -364,7 +364,7 @@ func (a *Array) replayJournal(ms []*member) (int, error) {
 			buf := alignedBuf(int(e.rows() * BlockSize))
 			copy(buf, e.slotData(i))
 			for _, m := range (&view{slot: a.slots, repl: a.repl}).writable(slot, nil) {
-				ws = append(ws, memberWrite{m, e.Stripe*g.Chunk + e.RowLo*BlockSize, buf})
+				ws = append(ws, memberWrite{m: m, off: e.Stripe*g.Chunk + e.RowLo*BlockSize, buf: buf})
 			}
 		}
 		err := a.issueWrites(ws)

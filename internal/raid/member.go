@@ -100,3 +100,56 @@ func parallel(n int, fn func(i int) error) []error {
 	wg.Wait()
 	return errs
 }
+
+// readv reads the member's bytes from off on into bufs, one after the
+// other: one preadv when the device takes vectors, else one read into a
+// bounce buffer. Either way the member sees a single request.
+func (m *member) readv(bufs [][]byte, off int64) error {
+	if len(bufs) == 1 {
+		_, err := m.dev.ReadAt(bufs[0], off)
+		return err
+	}
+	if v, ok := m.dev.(blockdev.Vectored); ok {
+		_, err := v.ReadvAt(bufs, off)
+		return err
+	}
+	b := alignedBuf(int(vectorLen(bufs)))
+	defer freeBuf(b)
+	if _, err := m.dev.ReadAt(b, off); err != nil {
+		return err
+	}
+	for o := 0; len(bufs) > 0; bufs = bufs[1:] {
+		o += copy(bufs[0], b[o:])
+	}
+	return nil
+}
+
+// writev writes bufs one after the other from off on, as one request (see
+// readv): a device without vectors gets them gathered into one write, so a
+// power cut or torn write in tests hits the request as a whole.
+func (m *member) writev(bufs [][]byte, off int64) error {
+	if len(bufs) == 1 {
+		_, err := m.dev.WriteAt(bufs[0], off)
+		return err
+	}
+	if v, ok := m.dev.(blockdev.Vectored); ok {
+		_, err := v.WritevAt(bufs, off)
+		return err
+	}
+	b := alignedBuf(int(vectorLen(bufs)))
+	defer freeBuf(b)
+	o := 0
+	for _, x := range bufs {
+		o += copy(b[o:], x)
+	}
+	_, err := m.dev.WriteAt(b, off)
+	return err
+}
+
+func vectorLen(bufs [][]byte) int64 {
+	var n int64
+	for _, b := range bufs {
+		n += int64(len(b))
+	}
+	return n
+}

@@ -40,9 +40,8 @@ type Options struct {
 	// lets sequential writes overlap and merge into larger member I/O.
 	// Default 16 MiB; negative turns it off (every WriteAt writes through).
 	WriteBehind int64
-	// ReadAhead is the size of the windows read in advance for sequential
-	// readers (the current one and the next). Default 16 MiB; negative turns
-	// it off.
+	// ReadAhead is how far ahead of a sequential reader the array reads, in
+	// four windows read at once. Default 16 MiB; negative turns it off.
 	ReadAhead int64
 	// NoBackground keeps resync and rebuild from starting on their own;
 	// tests then drive them with RunJobs.

@@ -1,6 +1,7 @@
 package raid
 
 import (
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,9 +10,10 @@ import (
 // Parity math for RAID 5 (P = XOR of the data) and RAID 6 (P and
 // Q = sum of g^i * D_i over GF(2^8), i the data index in the stripe), as Linux
 // raid6 lays them out. Pure functions over equal-length byte slices; no I/O.
-// The hot loops work on 64-bit words, four at a time, which the Go compiler
+// Q's hot loop works on 64-bit words, four at a time, which the Go compiler
 // turns into straight-line code fast enough (several GB/s per core) that no
-// assembly is needed; BenchmarkGenSyndrome measures it.
+// assembly of our own is needed; BenchmarkGenSyndrome measures it. Plain
+// XOR uses crypto/subtle, whose SIMD code is faster still.
 
 // mul2x8 multiplies each of the eight bytes of v by {02}.
 func mul2x8(v uint64) uint64 {
@@ -19,28 +21,20 @@ func mul2x8(v uint64) uint64 {
 	return ((v << 1) & 0xfefefefefefefefe) ^ ((hi >> 7) * 0x1d)
 }
 
-// xorInto sets dst ^= src.
-func xorInto(dst, src []byte) {
-	n := len(dst) &^ 31
-	src = src[:len(dst)]
-	for i := 0; i < n; i += 32 {
-		d, s := dst[i:i+32:i+32], src[i:i+32:i+32]
-		binary.LittleEndian.PutUint64(d[0:], binary.LittleEndian.Uint64(d[0:])^binary.LittleEndian.Uint64(s[0:]))
-		binary.LittleEndian.PutUint64(d[8:], binary.LittleEndian.Uint64(d[8:])^binary.LittleEndian.Uint64(s[8:]))
-		binary.LittleEndian.PutUint64(d[16:], binary.LittleEndian.Uint64(d[16:])^binary.LittleEndian.Uint64(s[16:]))
-		binary.LittleEndian.PutUint64(d[24:], binary.LittleEndian.Uint64(d[24:])^binary.LittleEndian.Uint64(s[24:]))
-	}
-	for i := n; i < len(dst); i++ {
-		dst[i] ^= src[i]
-	}
-}
+// xorInto sets dst ^= src (crypto/subtle's XORBytes has SIMD code for
+// amd64 and arm64, several times faster than 64-bit words).
+func xorInto(dst, src []byte) { subtle.XORBytes(dst, dst, src[:len(dst)]) }
 
 // genParity computes P (and Q when q != nil) of data. Every slice has the
 // same length; data has at least one entry.
 func genParity(data [][]byte, p, q []byte) {
 	if q == nil {
-		copy(p, data[0])
-		for _, d := range data[1:] {
+		if len(data) == 1 {
+			copy(p, data[0])
+			return
+		}
+		subtle.XORBytes(p, data[0], data[1])
+		for _, d := range data[2:] {
 			xorInto(p, d)
 		}
 		return

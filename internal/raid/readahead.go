@@ -4,8 +4,10 @@ import "sync"
 
 // readAhead serves sequential readers from windows read in advance, the way
 // the kernel's readahead does above md: after two reads that follow each
-// other, the next windows are read in the background, one large member I/O
-// each, while the caller consumes the current one. Any write that overlaps a
+// other, the next raDepth windows are read in the background while the
+// caller consumes the current one, so the members always have reads queued
+// (one window at a time left them idle while the reader checked and copied
+// it: 0.6–0.8 of raw against 0.8–0.95 with four). Any write that overlaps a
 // window drops it (a generation counter also discards windows still being
 // read), so a read never returns data older than a write that returned.
 type readAhead struct {
@@ -27,7 +29,13 @@ type raWindow struct {
 	err  error
 }
 
-func newReadAhead(a *Array, size int64) *readAhead { return &readAhead{a: a, size: size, next: -1} }
+// raDepth is how many windows are read ahead of the one being consumed;
+// Options.ReadAhead is split among them.
+const raDepth = 4
+
+func newReadAhead(a *Array, size int64) *readAhead {
+	return &readAhead{a: a, size: max(size/raDepth, BlockSize), next: -1}
+}
 
 // read serves p from a window if it can; ok is false when the caller must
 // read itself.
@@ -73,15 +81,15 @@ func (r *readAhead) read(p []byte, off int64) (ok bool, err error) {
 		return false, nil
 	}
 	copy(p, hit.data[off-hit.off:])
-	// Past the middle of this window: make sure the one after it is coming,
-	// and forget windows behind the reader.
-	if off+n > hit.off+int64(len(hit.data))/2 {
-		r.startLocked(hit.off + int64(len(hit.data)))
-	}
+	// Forget windows behind the reader, and keep raDepth windows coming
+	// after this one.
 	for _, w := range append([]*raWindow(nil), r.wins...) {
 		if w.off+int64(len(w.data)) <= off {
 			r.dropLocked(w)
 		}
+	}
+	for k := int64(1); k <= raDepth; k++ {
+		r.startLocked(hit.off + k*r.size)
 	}
 	return true, nil
 }
@@ -96,7 +104,7 @@ func (r *readAhead) startLocked(off int64) {
 			return
 		}
 	}
-	if len(r.wins) >= 2 {
+	if len(r.wins) >= raDepth+1 {
 		r.dropLocked(r.wins[0])
 	}
 	w := &raWindow{off: off, data: alignedBuf(int(min(r.size, r.a.Size()-off))), gen: r.gen, done: make(chan struct{})}

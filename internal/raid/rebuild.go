@@ -108,7 +108,9 @@ func (a *Array) runRebuild(m *member, stop <-chan struct{}) bool {
 }
 
 // rebuildWindow computes m's chunks of stripes [s0,s1) from the other
-// members; the caller writes them and frees the buffers.
+// members; the caller writes them and frees the buffers (the window's own
+// among them: a chunk that is a plain copy of one read is written from
+// the window as it is, with the checksums already known).
 func (a *Array) rebuildWindow(v *view, m *member, slot int, r *recovery, s0, s1 int64) ([]memberWrite, [][]byte, error) {
 	g := a.geo
 	var ws []memberWrite
@@ -130,7 +132,11 @@ func (a *Array) rebuildWindow(v *view, m *member, slot int, r *recovery, s0, s1 
 			}
 			return nil
 		}, a.checksums)
-		defer win.free()
+		for _, b := range win.bufs {
+			if b != nil {
+				bufs = append(bufs, b)
+			}
+		}
 	}
 	var firstErr error
 	for s := s0; s < s1; s++ {
@@ -140,6 +146,12 @@ func (a *Array) rebuildWindow(v *view, m *member, slot int, r *recovery, s0, s1 
 		role, loc := g.RoleOf(s, slot)
 		if role == RoleNone {
 			continue
+		}
+		if win != nil {
+			if c, sums := a.copyInWindow(win, s, slot); c != nil {
+				ws = append(ws, memberWrite{m: m, off: loc.Off, buf: c, sums: sums})
+				continue
+			}
 		}
 		buf := alignedBuf(int(g.Chunk))
 		bufs = append(bufs, buf)
@@ -159,9 +171,27 @@ func (a *Array) rebuildWindow(v *view, m *member, slot int, r *recovery, s0, s1 
 			}
 			sr.free()
 		}
-		ws = append(ws, memberWrite{m, loc.Off, buf})
+		ws = append(ws, memberWrite{m: m, off: loc.Off, buf: buf})
 	}
 	return ws, bufs, firstErr
+}
+
+// copyInWindow returns slot's chunk of stripe s and its checksums when the
+// window holds it as it is: any copy of a mirror, or the member a
+// replacement takes over from. nil when it must be computed.
+func (a *Array) copyInWindow(w *window, s int64, slot int) ([]byte, []uint32) {
+	if a.geo.Level == Raid1 {
+		for i := 0; i < a.geo.Members; i++ {
+			if c := w.at(i, s); c != nil {
+				return c, w.sumsAt(i, s)
+			}
+		}
+		return nil, nil
+	}
+	if c := w.at(slot, s); c != nil && w.src[slot] != nil {
+		return c, w.sumsAt(slot, s)
+	}
+	return nil, nil
 }
 
 // fromWindow computes slot's chunk of stripe s from a window; false means

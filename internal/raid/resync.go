@@ -79,7 +79,7 @@ func (a *Array) resyncWindow(v *view, s0, s1 int64, crcOnly bool) int64 {
 							continue
 						}
 						if !crcOnly && !bytes.Equal(first, cr.buf) {
-							ws = append(ws, memberWrite{m, loc.Off, first})
+							ws = append(ws, memberWrite{m: m, off: loc.Off, buf: first})
 						}
 						freeBuf(cr.buf)
 					}
@@ -121,7 +121,7 @@ func (a *Array) resyncWindow(v *view, s0, s1 int64, crcOnly bool) int64 {
 				if first == nil {
 					first = c
 				} else if !bytes.Equal(first, c) {
-					ws = append(ws, memberWrite{win.src[i], s * g.Chunk, first})
+					ws = append(ws, memberWrite{m: win.src[i], off: s * g.Chunk, buf: first})
 				}
 			}
 		case Raid5, Raid6:
@@ -150,7 +150,7 @@ func (a *Array) resyncWindow(v *view, s0, s1 int64, crcOnly bool) int64 {
 				}
 				if c := win.at(pq.slot, s); c == nil || !bytes.Equal(c, pq.buf) {
 					for _, m := range v.writable(pq.slot, nil) {
-						ws = append(ws, memberWrite{m, s * g.Chunk, pq.buf})
+						ws = append(ws, memberWrite{m: m, off: s * g.Chunk, buf: pq.buf})
 					}
 				}
 			}

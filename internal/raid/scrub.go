@@ -134,7 +134,7 @@ func (a *Array) checkStripe(v *view, s int64, repair bool) (badBlocks int64, mis
 				for r, bad := range h.cr.bad {
 					if bad {
 						o := int64(r) * BlockSize
-						fix = append(fix, memberWrite{h.m, h.loc.Off + o, sr.data[0][o : o+BlockSize]})
+						fix = append(fix, memberWrite{m: h.m, off: h.loc.Off + o, buf: sr.data[0][o : o+BlockSize]})
 					}
 				}
 			}
@@ -154,7 +154,7 @@ func (a *Array) checkStripe(v *view, s int64, repair bool) (badBlocks int64, mis
 		if !bytes.Equal(h.cr.buf, want) {
 			mismatch = true
 			if repair {
-				fix = append(fix, memberWrite{h.m, h.loc.Off, want})
+				fix = append(fix, memberWrite{m: h.m, off: h.loc.Off, buf: want})
 			}
 		}
 	}

@@ -16,6 +16,10 @@ type window struct {
 	bufs   []([]byte) // per slot; nil when not read
 	src    []*member
 	bad    [][]bool // per slot, per stripe: a block failed its checksum
+	// sums are the stored checksums of what was read, per slot and block,
+	// and sumsOK whether each is known (verify only).
+	sums   [][]uint32
+	sumsOK [][]bool
 }
 
 func (a *Array) rowAligned() bool { return a.geo.Level != Raid10 }
@@ -24,7 +28,8 @@ func (a *Array) rowAligned() bool { return a.geo.Level != Raid10 }
 // which use returns a member (nil skips the slot).
 func (a *Array) readWindow(s0, s1 int64, use func(slot int) *member, verify bool) *window {
 	g := a.geo
-	w := &window{s0: s0, s1: s1, chunk: g.Chunk, bufs: make([][]byte, g.Members), src: make([]*member, g.Members), bad: make([][]bool, g.Members)}
+	w := &window{s0: s0, s1: s1, chunk: g.Chunk, bufs: make([][]byte, g.Members), src: make([]*member, g.Members), bad: make([][]bool, g.Members),
+		sums: make([][]uint32, g.Members), sumsOK: make([][]bool, g.Members)}
 	for i := range w.src {
 		w.src[i] = use(i)
 	}
@@ -50,6 +55,7 @@ func (a *Array) readWindow(s0, s1 int64, use func(slot int) *member, verify bool
 			if err != nil {
 				return nil
 			}
+			w.sums[i], w.sumsOK[i] = sums, valid
 			perChunk := int(g.Chunk / BlockSize)
 			for b := 0; b < blocks; b++ {
 				if valid[b] && blockCRC(buf[b*BlockSize:(b+1)*BlockSize]) != sums[b] {
@@ -71,6 +77,22 @@ func (w *window) at(i int, s int64) []byte {
 	return w.bufs[i][o : o+w.chunk]
 }
 
+// sumsAt returns the checksums of slot i's chunk of stripe s when every
+// one is known, else nil.
+func (w *window) sumsAt(i int, s int64) []uint32 {
+	if w.sums[i] == nil {
+		return nil
+	}
+	per := int(w.chunk / BlockSize)
+	o := int(s-w.s0) * per
+	for _, ok := range w.sumsOK[i][o : o+per] {
+		if !ok {
+			return nil
+		}
+	}
+	return w.sums[i][o : o+per]
+}
+
 func (w *window) free() {
 	for _, b := range w.bufs {
 		if b != nil {
@@ -84,6 +106,9 @@ type memberWrite struct {
 	m   *member
 	off int64
 	buf []byte
+	// sums are buf's block checksums when the caller has them already
+	// (computed while the data was hot in the cache); nil: computed here.
+	sums []uint32
 }
 
 // issueWrites merges contiguous writes per member, records their
@@ -111,33 +136,33 @@ func (a *Array) issueWrites(ws []memberWrite) error {
 		runs = append(runs, run{i, j})
 		i = j
 	}
-	// Each run gathers, checksums and writes in its own goroutine, so the
-	// copying and CRC work is spread over the cores too.
+	// Each run checksums and writes in its own goroutine, so the CRC work is
+	// spread over the cores too. A run's buffers go to the member as one
+	// vectored write: no gathering copy.
 	errs := parallel(len(runs), func(k int) error {
 		r := runs[k]
 		m := ws[r.i].m
-		buf := ws[r.i].buf
-		if r.j > r.i+1 {
-			n := 0
-			for _, w := range ws[r.i:r.j] {
-				n += len(w.buf)
-			}
-			buf = alignedBuf(n)
-			defer freeBuf(buf)
-			o := 0
-			for _, w := range ws[r.i:r.j] {
-				o += copy(buf[o:], w.buf)
-			}
+		iov := make([][]byte, 0, r.j-r.i)
+		for _, w := range ws[r.i:r.j] {
+			iov = append(iov, w.buf)
 		}
 		if m.crc != nil {
-			if err := m.crc.set(ws[r.i].off, buf); err != nil {
+			sums := make([]uint32, 0, vectorLen(iov)/BlockSize)
+			for _, w := range ws[r.i:r.j] {
+				if w.sums != nil {
+					sums = append(sums, w.sums...)
+				} else {
+					sums = appendBlockCRCs(sums, w.buf)
+				}
+			}
+			if err := m.crc.setSums(ws[r.i].off/BlockSize, sums); err != nil {
 				return err
 			}
 		}
 		if m.failed.Load() {
 			return nil
 		}
-		if _, err := m.dev.WriteAt(buf, m.lay.DataOff+ws[r.i].off); err != nil {
+		if err := m.writev(iov, m.lay.DataOff+ws[r.i].off); err != nil {
 			return fmt.Errorf("write at %d: %w", ws[r.i].off, err)
 		}
 		return nil
