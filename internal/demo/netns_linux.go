@@ -82,7 +82,7 @@ func (e *netnsEnv) command(ctx context.Context, h string, args ...string) *exec.
 // only the kernel-enforced lease can silence it.
 func (e *netnsEnv) kill(h string, agent *os.Process) error {
 	syscall.Kill(agent.Pid, syscall.SIGKILL)
-	for _, pid := range pidsInNetns(e.hosts[h].Path()) {
+	for _, pid := range netutil.ProcessesIn(e.hosts[h].Path()) {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 	return nil
@@ -106,7 +106,7 @@ func (e *netnsEnv) close() error {
 		if h == "client" {
 			continue
 		}
-		for _, pid := range pidsInNetns(host.Path()) {
+		for _, pid := range netutil.ProcessesIn(host.Path()) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}

@@ -55,25 +55,3 @@ func parents() map[int]int {
 	}
 	return out
 }
-
-// pidsInNetns returns the processes whose network namespace is the one
-// bound at path.
-func pidsInNetns(path string) []int {
-	var st syscall.Stat_t
-	if syscall.Stat(path, &st) != nil {
-		return nil
-	}
-	want := "net:[" + strconv.FormatUint(st.Ino, 10) + "]"
-	var out []int
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if l, err := os.Readlink(filepath.Join("/proc", d.Name(), "ns", "net")); err == nil && l == want {
-			out = append(out, pid)
-		}
-	}
-	return out
-}

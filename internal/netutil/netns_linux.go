@@ -108,7 +108,7 @@ func RemoveStale(base string) ([]string, error) {
 	var errs []error
 	for _, e := range entries {
 		name := e.Name()
-		if !strings.HasPrefix(name, base) || ownerAlive(strings.TrimPrefix(name, base)) {
+		if !strings.HasPrefix(name, base) || OwnerAlive(strings.TrimPrefix(name, base)) {
 			continue
 		}
 		if err := deleteNamed(name); err != nil {
@@ -120,8 +120,9 @@ func RemoveStale(base string) ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
-// ownerAlive reports whether rest starts with the pid of a running process.
-func ownerAlive(rest string) bool {
+// OwnerAlive reports whether rest starts with the pid of a running
+// process (names made with UniquePrefix carry their creator's pid).
+func OwnerAlive(rest string) bool {
 	end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
 	if end < 0 {
 		end = len(rest)

@@ -398,7 +398,7 @@ func RemoveStale(base string) []string {
 	var removed []string
 	entries, _ := os.ReadDir(netutil.NamedDir)
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), base) && !ownerAlive(strings.TrimPrefix(e.Name(), base)) {
+		if strings.HasPrefix(e.Name(), base) && !netutil.OwnerAlive(strings.TrimPrefix(e.Name(), base)) {
 			killNamespace(filepath.Join(netutil.NamedDir, e.Name()))
 		}
 	}
@@ -407,7 +407,7 @@ func RemoveStale(base string) []string {
 	}
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), base+"[0-9]*"))
 	for _, d := range dirs {
-		if ownerAlive(strings.TrimPrefix(filepath.Base(d), base)) {
+		if netutil.OwnerAlive(strings.TrimPrefix(filepath.Base(d), base)) {
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(d, keepMarker)); err == nil {
@@ -418,19 +418,6 @@ func RemoveStale(base string) []string {
 		}
 	}
 	return removed
-}
-
-// ownerAlive reports whether rest starts with the pid of a running process.
-func ownerAlive(rest string) bool {
-	end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
-	if end < 0 {
-		end = len(rest)
-	}
-	pid, err := strconv.Atoi(rest[:end])
-	if err != nil || pid <= 0 {
-		return false
-	}
-	return syscall.Kill(pid, 0) != syscall.ESRCH
 }
 
 var (

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"tandem/internal/netutil"
 	"time"
 
 	"tandem/internal/api"
@@ -97,7 +98,7 @@ func (c *Cluster) startAgent(h string) error {
 	c.mu.Lock()
 	prev := c.agents[h]
 	c.mu.Unlock()
-	if (prev != nil && prev.Process != nil && alive(prev.Process.Pid)) || len(processesIn(c.Bed.Host(h).NS.Path())) > 0 {
+	if (prev != nil && prev.Process != nil && alive(prev.Process.Pid)) || len(netutil.ProcessesIn(c.Bed.Host(h).NS.Path())) > 0 {
 		return nil
 	}
 	sub := "agent"
@@ -136,7 +137,7 @@ func (c *Cluster) Stop(ctx context.Context, h string) error {
 	c.Bed.record(Fault{Kind: FaultStop, Host: h})
 	cmd.Process.Signal(syscall.SIGTERM)
 	return waitFor(ctx, 10*time.Second, 10*time.Millisecond, func() (bool, error) {
-		return len(processesIn(c.Bed.Host(h).NS.Path())) == 0, nil
+		return len(netutil.ProcessesIn(c.Bed.Host(h).NS.Path())) == 0, nil
 	}, "the processes of %s to exit after SIGTERM", h)
 }
 

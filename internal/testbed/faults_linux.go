@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"tandem/internal/netutil"
 	"time"
 )
 
@@ -33,7 +34,7 @@ func (b *Bed) Faults() []Fault {
 // daemon crash; Isolate models a machine that is gone).
 func (b *Bed) Kill(h string) Fault {
 	path := b.Host(h).NS.Path()
-	pids := processesIn(path) // before the clock starts: /proc takes ms
+	pids := netutil.ProcessesIn(path) // before the clock starts: /proc takes ms
 	f := Fault{Kind: FaultKill, Host: h, At: time.Now()}
 	// Stop everything first: a child whose parent dies first may get a
 	// parent-death signal it handles gracefully (keepalived's VRRP process
@@ -58,7 +59,7 @@ func (b *Bed) Kill(h string) Fault {
 	// zombie (and leaves the namespace's process list) while its other
 	// threads may still hold the files for a long time on a loaded machine.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
-		more := processesIn(path)
+		more := netutil.ProcessesIn(path)
 		for _, p := range more {
 			syscall.Kill(p, syscall.SIGKILL)
 		}
@@ -77,7 +78,7 @@ func (b *Bed) Kill(h string) Fault {
 // still answers, the worst case for a floating IP).
 func (b *Bed) Freeze(h string) Fault {
 	path := b.Host(h).NS.Path()
-	pids := processesIn(path)
+	pids := netutil.ProcessesIn(path)
 	f := Fault{Kind: FaultFreeze, Host: h, At: time.Now()}
 	for _, p := range pids {
 		syscall.Kill(p, syscall.SIGSTOP)
@@ -98,7 +99,7 @@ func (b *Bed) Thaw(h string) Fault {
 func (b *Bed) KillService(h, match string) (Fault, error) {
 	f := Fault{Kind: FaultKillService, Host: h, Detail: match, At: time.Now()}
 	n := 0
-	for _, pid := range processesIn(b.Host(h).NS.Path()) {
+	for _, pid := range netutil.ProcessesIn(b.Host(h).NS.Path()) {
 		if strings.Contains(cmdline(pid), match) {
 			syscall.Kill(pid, syscall.SIGKILL)
 			n++
@@ -348,7 +349,7 @@ func (b *Bed) Mark(what, host, peer string) Fault {
 // ServiceRunning reports whether a process whose command line contains
 // match runs on host h.
 func (b *Bed) ServiceRunning(h, match string) bool {
-	for _, pid := range processesIn(b.Host(h).NS.Path()) {
+	for _, pid := range netutil.ProcessesIn(b.Host(h).NS.Path()) {
 		if pidAlive(pid) && strings.Contains(cmdline(pid), match) {
 			return true
 		}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"tandem/internal/netutil"
 	"time"
 )
 
@@ -173,7 +174,7 @@ func (k *Keepalived) Stop() {
 		path := k.Bed.Host(h).NS.Path()
 		signalAll(path, syscall.SIGCONT)
 		signalAll(path, syscall.SIGTERM)
-		for deadline := time.Now().Add(5 * time.Second); len(processesIn(path)) > 0 && time.Now().Before(deadline); {
+		for deadline := time.Now().Add(5 * time.Second); len(netutil.ProcessesIn(path)) > 0 && time.Now().Before(deadline); {
 			time.Sleep(10 * time.Millisecond)
 		}
 		k.Bed.Kill(h)

@@ -7,42 +7,14 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"tandem/internal/netutil"
 )
-
-// netnsInode identifies the network namespace bound at path.
-func netnsInode(path string) (string, bool) {
-	var st syscall.Stat_t
-	if syscall.Stat(path, &st) != nil {
-		return "", false
-	}
-	return "net:[" + strconv.FormatUint(st.Ino, 10) + "]", true
-}
-
-// processesIn returns the pids whose network namespace is the one bound at
-// path: everything that runs "on" a host of the bed.
-func processesIn(path string) []int {
-	want, ok := netnsInode(path)
-	if !ok {
-		return nil
-	}
-	var out []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		if l, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns", "net")); err == nil && l == want {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
 
 // signalAll sends sig to every process in the namespace at path and
 // returns how many there were.
 func signalAll(path string, sig syscall.Signal) int {
-	pids := processesIn(path)
+	pids := netutil.ProcessesIn(path)
 	for _, p := range pids {
 		syscall.Kill(p, sig)
 	}
