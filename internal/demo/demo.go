@@ -265,7 +265,7 @@ func (r *run) startAgent(ctx context.Context, h, cfgPath string) error {
 		return err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttrs(true)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("demo: start %s: %w", h, err)
 	}
@@ -321,7 +321,7 @@ func (r *run) startProbe(ctx context.Context, record func(probe.Record)) (<-chan
 		return nil, err
 	}
 	cmd.Stderr = io.Discard
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttrs(false)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("demo: start the probe: %w", err)
 	}

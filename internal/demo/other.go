@@ -5,6 +5,7 @@ package demo
 import (
 	"context"
 	"errors"
+	"syscall"
 	"time"
 )
 
@@ -21,3 +22,5 @@ type Usage struct {
 func (r *run) measureIdle(ctx context.Context, d time.Duration) (map[string]Usage, error) {
 	return nil, errors.New("demo: idle measurement needs Linux /proc")
 }
+
+func childAttrs(group bool) *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: group} }

@@ -55,3 +55,9 @@ func parents() map[int]int {
 	}
 	return out
 }
+
+// childAttrs makes a child die with the demo (and, with group, lead its
+// own process group so it can be killed as a whole).
+func childAttrs(group bool) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: group, Pdeathsig: syscall.SIGKILL}
+}

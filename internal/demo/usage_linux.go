@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -70,7 +69,7 @@ func (r *run) measureIdle(ctx context.Context, d time.Duration) (map[string]Usag
 			}
 		}
 		cmd := r.env.command(ctx, h, args...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = childAttrs(false)
 		if err := cmd.Start(); err != nil {
 			return nil, fmt.Errorf("demo: start the baseline: %w", err)
 		}
