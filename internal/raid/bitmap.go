@@ -63,11 +63,14 @@ func (a *Array) beginWrite(s0, s1 int64) {
 	b := a.bm
 	b.mu.Lock()
 	r0, r1 := b.regions(s0, s1)
-	pages := map[int64]bool{}
+	var pages map[int64]bool // allocated only when a bit changes
 	for r := r0; r < r1; r++ {
 		b.inflight[r]++
 		if !b.bits.has(r) {
 			b.bits.set(r)
+			if pages == nil {
+				pages = map[int64]bool{}
+			}
 			pages[r/bitsPerPage] = true
 		}
 	}

@@ -172,7 +172,7 @@ func (a *Array) readFast(p []byte, ps []piece) ([]piece, error) {
 					iov = append(iov, scratch[:gap])
 				}
 				pc := ps[i]
-				iov = append(iov, p[pc.bufOff:pc.bufOff+pc.n])
+				iov = appendIOV(iov, p[pc.bufOff:pc.bufOff+pc.n])
 				cur = r.at[x] + pc.n
 			}
 			if err := m.readv(iov, m.lay.DataOff+r.off); err != nil {

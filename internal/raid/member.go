@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"tandem/internal/blockdev"
 )
@@ -144,6 +145,20 @@ func (m *member) writev(bufs [][]byte, off int64) error {
 	}
 	_, err := m.dev.WriteAt(b, off)
 	return err
+}
+
+// appendIOV appends b to iov, extending the last buffer instead when b
+// starts right where it ends in memory (pieces of one caller buffer), so
+// the kernel gets as few and as large segments as there are.
+func appendIOV(iov [][]byte, b []byte) [][]byte {
+	if k := len(iov) - 1; k >= 0 && len(b) > 0 {
+		last := iov[k]
+		if cap(last)-len(last) >= len(b) && unsafe.Pointer(unsafe.SliceData(last[len(last):cap(last)])) == unsafe.Pointer(unsafe.SliceData(b)) {
+			iov[k] = last[:len(last)+len(b)]
+			return iov
+		}
+	}
+	return append(iov, b)
 }
 
 func vectorLen(bufs [][]byte) int64 {

@@ -144,7 +144,7 @@ func (a *Array) issueWrites(ws []memberWrite) error {
 		m := ws[r.i].m
 		iov := make([][]byte, 0, r.j-r.i)
 		for _, w := range ws[r.i:r.j] {
-			iov = append(iov, w.buf)
+			iov = appendIOV(iov, w.buf)
 		}
 		if m.crc != nil {
 			sums := make([]uint32, 0, vectorLen(iov)/BlockSize)
