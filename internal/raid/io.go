@@ -563,16 +563,13 @@ func (a *Array) Close() error {
 }
 
 // planFullRun handles the longest run of consecutive full stripes of a
-// write for the row-aligned levels (0, 1, 5, 6): the data chunks are not
+// write: the data chunks are not
 // copied at all (each member write is a slice of p, unless p is not
 // block aligned), parity is computed into buffers of its own, and
 // issueWrites gives each member one vectored write. It returns the plans
 // left for the general path.
 func (a *Array) planFullRun(v *view, p []byte, sums []uint32, plans []*stripePlan, ws []memberWrite, bufs [][]byte) ([]*stripePlan, []memberWrite, [][]byte) {
 	g := a.geo
-	if g.Level == Raid10 {
-		return plans, ws, bufs
-	}
 	i0, i1 := 0, 0 // the longest run of full plans: plans[i0:i1]
 	for i := 0; i < len(plans); {
 		j := i
@@ -630,7 +627,7 @@ func (a *Array) planFullRun(v *view, p []byte, sums []uint32, plans []*stripePla
 			qbuf = alignedBuf(int(n * chunk))
 			bufs = append(bufs, qbuf)
 		}
-		var locs [1]Loc
+		var locs [MaxMembers]Loc
 		data := make([][]byte, g.DataChunks())
 		for x, sp := range run {
 			for _, pc := range sp.pieces {
@@ -639,9 +636,10 @@ func (a *Array) planFullRun(v *view, p []byte, sums []uint32, plans []*stripePla
 				if sums != nil {
 					ds = sums[pc.bufOff/BlockSize : (pc.bufOff+chunk)/BlockSize]
 				}
-				l := g.DataLocs(sp.s, pc.d, locs[:0])[0]
-				for _, m := range v.writable(l.Member, nil) {
-					ws = append(ws, memberWrite{m: m, off: l.Off, buf: data[pc.d], sums: ds})
+				for _, l := range g.DataLocs(sp.s, pc.d, locs[:0]) { // RAID 10: both copies
+					for _, m := range v.writable(l.Member, nil) {
+						ws = append(ws, memberWrite{m: m, off: l.Off, buf: data[pc.d], sums: ds})
+					}
 				}
 			}
 			pm, qm := g.ParityMembers(sp.s)
