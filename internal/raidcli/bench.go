@@ -530,8 +530,8 @@ func (b *bench) nbd(ctx context.Context, size int64, rounds int) error {
 	if err != nil {
 		return fmt.Errorf("raid: bench nbd: %w", err)
 	}
-	fmt.Fprintf(b.out, "nbd single-member raid0 vs nbdkit file (nbdcopy %d MiB): write %.2f, read %.2f of nbdkit  (median of %d rounds; write %s, read %s)  %s\n",
-		n>>20, res.WriteRatio, res.ReadRatio, rounds, roundRatios(res, true), roundRatios(res, false),
+	fmt.Fprintf(b.out, "nbd single-member raid0 vs nbdkit file (nbdcopy %d MiB): write %.2f, read %.2f of nbdkit  (median of %d rounds; write %s, read %s; %s)  %s\n",
+		n>>20, res.WriteRatio, res.ReadRatio, rounds, roundRatios(res, true), roundRatios(res, false), serverCPU(res),
 		verdict(res.WriteRatio >= 0.9 && res.ReadRatio >= 0.9, "≥0.90"))
 	// The same server on a plain file, no RAID: what the NBD server itself
 	// costs against nbdkit, apart from the array (whose checksums nbdkit
@@ -550,9 +550,15 @@ func (b *bench) nbd(ctx context.Context, size int64, rounds int) error {
 	if err != nil {
 		return fmt.Errorf("raid: bench nbd: %w", err)
 	}
-	fmt.Fprintf(b.out, "  baseline: the same NBD server on a plain file (no RAID, no checksums): write %.2f, read %.2f of nbdkit  (write %s, read %s)\n",
-		base.WriteRatio, base.ReadRatio, roundRatios(base, true), roundRatios(base, false))
+	fmt.Fprintf(b.out, "  baseline: the same NBD server on a plain file (no RAID, no checksums): write %.2f, read %.2f of nbdkit  (write %s, read %s; %s)\n",
+		base.WriteRatio, base.ReadRatio, roundRatios(base, true), roundRatios(base, false), serverCPU(base))
 	return nil
+}
+
+// serverCPU says how much CPU each server used per GiB: on a machine whose
+// cores nbdcopy and the server fill, it is what decides the throughput.
+func serverCPU(r nbdbench.Result) string {
+	return fmt.Sprintf("server CPU s/GiB: write %.2f vs nbdkit %.2f, read %.2f vs %.2f", r.OursCPU.Write, r.NbdkitCPU.Write, r.OursCPU.Read, r.NbdkitCPU.Read)
 }
 
 // roundRatios lists a comparison's per-round ratios: "0.91 0.88 …".

@@ -52,6 +52,9 @@ type Throughput struct {
 	Read  float64 // nbdcopy NBD → null:
 }
 
+// CPUPerGiB is CPU seconds per GiB moved, each way.
+type CPUPerGiB struct{ Write, Read float64 }
+
 // Result is the outcome of Compare.
 type Result struct {
 	Size       int64
@@ -63,6 +66,10 @@ type Result struct {
 	Commands   []string
 	// The samples hold every round's figures, in run order.
 	OursSamples, NbdkitSamples []Throughput
+	// CPU time each server used per GiB moved (user + system, from
+	// /proc; zero where the system does not publish it), medians of the
+	// rounds. Our process does nothing else meanwhile.
+	OursCPU, NbdkitCPU CPUPerGiB
 	// Context for reading the figures: our process's GOMAXPROCS, the
 	// CPUs, and the load average before and after (Linux only).
 	GOMAXPROCS, NumCPU    int
@@ -71,9 +78,9 @@ type Result struct {
 
 func (r Result) String() string {
 	mb := func(v float64) float64 { return v / 1e6 }
-	return fmt.Sprintf("nbdcopy %d MiB, medians of %d rounds: write tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; read tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f (GOMAXPROCS %d, %d CPUs, load %s → %s)",
+	return fmt.Sprintf("nbdcopy %d MiB, medians of %d rounds: write tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; read tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; server CPU s/GiB write %.2f vs %.2f, read %.2f vs %.2f (GOMAXPROCS %d, %d CPUs, load %s → %s)",
 		r.Size>>20, r.Rounds, mb(r.Ours.Write), mb(r.Nbdkit.Write), r.WriteRatio, mb(r.Ours.Read), mb(r.Nbdkit.Read), r.ReadRatio,
-		r.GOMAXPROCS, r.NumCPU, r.LoadBefore, r.LoadAfter)
+		r.OursCPU.Write, r.NbdkitCPU.Write, r.OursCPU.Read, r.NbdkitCPU.Read, r.GOMAXPROCS, r.NumCPU, r.LoadBefore, r.LoadAfter)
 }
 
 // CompareWithNbdkit serves dev with our server and file with `nbdkit file`,
@@ -131,7 +138,7 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	defer stopOurs()
-	kitURI, kitCmd, stopKit, err := serveNbdkit(ctx, dir, o.File, st.Size(), o.Size)
+	kitURI, kitCmd, kitPID, stopKit, err := serveNbdkit(ctx, dir, o.File, st.Size(), o.Size)
 	if err != nil {
 		return Result{}, err
 	}
@@ -150,10 +157,18 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 	type server struct {
 		uri   string
 		flush func() error
+		pid   int
 	}
 	servers := [2]server{
-		{ourURI, o.Device.Flush},
-		{kitURI, func() error { return fsync(o.File) }},
+		{ourURI, o.Device.Flush, os.Getpid()},
+		{kitURI, func() error { return fsync(o.File) }, kitPID},
+	}
+	// timed runs one nbdcopy against server who and returns its rate and
+	// the server's CPU seconds per GiB.
+	timed := func(who int, args ...string) (float64, float64, error) {
+		c0 := processCPU(servers[who].pid)
+		rate, err := timedCopy(ctx, o.Size, args...)
+		return rate, (processCPU(servers[who].pid) - c0) / (float64(o.Size) / (1 << 30)), err
 	}
 	// One untimed upload through each server first: block allocation in a
 	// fresh file and a cold page cache would otherwise count against
@@ -170,11 +185,12 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 	// the two figures of a round share the machine's load of the moment;
 	// the ratios reported are the medians of the per-round ratios.
 	var writeRatios, readRatios []float64
+	var cpu [2][2][]float64 // server, direction (write, read), rounds
 	for round := range o.Rounds {
 		order := [2]int{round % 2, 1 - round%2}
-		var w, r [2]float64
+		var w, r, wc, rc [2]float64
 		for _, who := range order {
-			if w[who], err = timedCopy(ctx, o.Size, append(slices.Clone(copyArgs), src, servers[who].uri)...); err != nil {
+			if w[who], wc[who], err = timed(who, append(slices.Clone(copyArgs), src, servers[who].uri)...); err != nil {
 				return res, err
 			}
 			// Write back outside the clock so it does not land on the next run.
@@ -183,9 +199,13 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 			}
 		}
 		for _, who := range order {
-			if r[who], err = timedCopy(ctx, o.Size, append(slices.Clone(copyArgs), servers[who].uri, "null:")...); err != nil {
+			if r[who], rc[who], err = timed(who, append(slices.Clone(copyArgs), servers[who].uri, "null:")...); err != nil {
 				return res, err
 			}
+		}
+		for who := range 2 {
+			cpu[who][0] = append(cpu[who][0], wc[who])
+			cpu[who][1] = append(cpu[who][1], rc[who])
 		}
 		res.OursSamples = append(res.OursSamples, Throughput{Write: w[0], Read: r[0]})
 		res.NbdkitSamples = append(res.NbdkitSamples, Throughput{Write: w[1], Read: r[1]})
@@ -204,9 +224,34 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 	res.Ours = Throughput{Write: pick(res.OursSamples, write), Read: pick(res.OursSamples, read)}
 	res.Nbdkit = Throughput{Write: pick(res.NbdkitSamples, write), Read: pick(res.NbdkitSamples, read)}
 	res.WriteRatio, res.ReadRatio = median(writeRatios), median(readRatios)
+	res.OursCPU = CPUPerGiB{median(cpu[0][0]), median(cpu[0][1])}
+	res.NbdkitCPU = CPUPerGiB{median(cpu[1][0]), median(cpu[1][1])}
 	res.LoadAfter = loadAverage()
 	return res, nil
 }
+
+// processCPU returns the user + system CPU seconds process pid has used,
+// from /proc/PID/stat (0 where there is no such file).
+func processCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: fields count from
+	// after it. utime and stime are fields 14 and 15, in clock ticks.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	k, _ := strconv.ParseFloat(f[12], 64)
+	return (u + k) / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
 
 // loadAverage returns the 1, 5 and 15 minute load averages, or "" where
 // the system does not publish them.
@@ -295,7 +340,7 @@ func serveOurs(dir string, dev blockdev.Device, size int64) (uri string, stop fu
 
 // serveNbdkit starts `nbdkit file` on a unix socket and waits until it
 // listens (nbdkit writes its PID file only then).
-func serveNbdkit(ctx context.Context, dir, file string, fileSize, size int64) (uri, cmdline string, stop func(), err error) {
+func serveNbdkit(ctx context.Context, dir, file string, fileSize, size int64) (uri, cmdline string, pid int, stop func(), err error) {
 	sock := filepath.Join(dir, "nbdkit.sock")
 	pidfile := filepath.Join(dir, "nbdkit.pid")
 	args := []string{"--foreground", "--exit-with-parent", "-U", sock, "-P", pidfile}
@@ -309,7 +354,7 @@ func serveNbdkit(ctx context.Context, dir, file string, fileSize, size int64) (u
 	cmd := exec.Command("nbdkit", args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return "", "", nil, fmt.Errorf("nbdbench: start nbdkit: %w", err)
+		return "", "", 0, nil, fmt.Errorf("nbdbench: start nbdkit: %w", err)
 	}
 	stop = func() {
 		cmd.Process.Kill()
@@ -322,11 +367,11 @@ func serveNbdkit(ctx context.Context, dir, file string, fileSize, size int64) (u
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			stop()
-			return "", "", nil, errors.New("nbdbench: nbdkit did not start listening within 10 s")
+			return "", "", 0, nil, errors.New("nbdbench: nbdkit did not start listening within 10 s")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return "nbd+unix:///?socket=" + sock, "nbdkit " + join(args), stop, nil
+	return "nbd+unix:///?socket=" + sock, "nbdkit " + join(args), cmd.Process.Pid, stop, nil
 }
 
 // window shows the first size bytes of a larger device.
