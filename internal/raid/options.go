@@ -38,10 +38,15 @@ type Options struct {
 	// WriteBehind is how many bytes of acknowledged writes may wait in
 	// memory for the member writes (md's stripe cache plays this part): it
 	// lets sequential writes overlap and merge into larger member I/O.
-	// Default 16 MiB; negative turns it off (every WriteAt writes through).
+	// Default 32 MiB: four entries of about 2 MiB per data member of a
+	// four-data-member array; negative turns it off (every WriteAt writes
+	// through).
 	WriteBehind int64
 	// ReadAhead is how far ahead of a sequential reader the array reads, in
-	// four windows read at once. Default 16 MiB; negative turns it off.
+	// four windows read at once. Default 64 MiB: on the disk measured,
+	// reads scale with the requests in flight, and 16 → 32 → 64 MiB took
+	// RAID 6 from 0.85 to 0.90 to 1.17 of a raw reader at queue depth 1
+	// (RAID 0 1.11 → 1.38 → 1.48). Negative turns it off.
 	ReadAhead int64
 	// NoBackground keeps resync and rebuild from starting on their own;
 	// tests then drive them with RunJobs.
@@ -62,10 +67,10 @@ func (o Options) withDefaults() Options {
 		o.ProgressEvery = 0.10
 	}
 	if o.WriteBehind == 0 {
-		o.WriteBehind = 16 << 20
+		o.WriteBehind = 32 << 20
 	}
 	if o.ReadAhead == 0 {
-		o.ReadAhead = 16 << 20
+		o.ReadAhead = 64 << 20
 	}
 	if o.BitmapDelay == 0 {
 		o.BitmapDelay = 5 * time.Second

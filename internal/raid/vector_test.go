@@ -123,12 +123,15 @@ func TestWriteBehindEntrySizes(t *testing.T) {
 		}
 	}
 	g := Geometry{Level: Raid5, Members: 5, Chunk: 64 << 10}.Normalize()
+	if got := wbTarget(g, 32<<20); got != 8<<20 {
+		t.Errorf("raid5 x5 target %d, want 8 MiB (2 MiB per data member)", got)
+	}
 	if got := wbTarget(g, 16<<20); got != 4<<20 {
-		t.Errorf("raid5 x5 target %d, want 4 MiB (1 MiB per data member)", got)
+		t.Errorf("raid5 x5 target %d in a 16 MiB queue, want 4 MiB (a quarter of the queue)", got)
 	}
 	g = Geometry{Level: Raid6, Members: 5, Chunk: 64 << 10}.Normalize()
-	if got := wbTarget(g, 16<<20); got%g.StripeBytes() != 0 || got > 3<<20 || got < 2<<20 {
-		t.Errorf("raid6 x5 target %d: whole stripes, about 3 MiB", got)
+	if got := wbTarget(g, 32<<20); got%g.StripeBytes() != 0 || got > 6<<20 || got < 5<<20 {
+		t.Errorf("raid6 x5 target %d: whole stripes, about 6 MiB", got)
 	}
 }
 
