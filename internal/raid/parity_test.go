@@ -151,3 +151,32 @@ func BenchmarkGenSyndrome(b *testing.B) {
 		})
 	}
 }
+
+func BenchmarkGenSyndromeFast(b *testing.B) {
+	for _, k := range []int{4, 8} {
+		b.Run(map[int]string{4: "4data", 8: "8data"}[k], func(b *testing.B) {
+			data := randStripe(rand.New(rand.NewPCG(1, 1)), k, 64<<10)
+			p, q := make([]byte, 64<<10), make([]byte, 64<<10)
+			b.SetBytes(int64(k) * 64 << 10)
+			for b.Loop() {
+				genSyndromeFast(data, p, q)
+			}
+		})
+	}
+}
+
+func TestGenSyndromeFastMatchesGeneric(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for k := 1; k <= 20; k++ {
+		for _, n := range []int{1, 31, 64, 4096, 65536 + 4096} {
+			data := randStripe(r, k, n)
+			p1, q1 := make([]byte, n), make([]byte, n)
+			p2, q2 := make([]byte, n), make([]byte, n)
+			genSyndrome(data, p1, q1)
+			genSyndromeFast(data, p2, q2)
+			if !bytes.Equal(p1, p2) || !bytes.Equal(q1, q2) {
+				t.Fatalf("k=%d n=%d: SIMD syndrome differs", k, n)
+			}
+		}
+	}
+}
