@@ -88,6 +88,11 @@ func alignedBuf(n int) []byte {
 	for 1<<c < n {
 		c++
 	}
+	if c >= hugeMinClass && c < len(bufPools) {
+		if b := hugeBuf(c); b != nil {
+			return b[:n]
+		}
+	}
 	if c < len(bufPools) {
 		if b, ok := bufPools[c].Get().(*[]byte); ok {
 			return (*b)[:n]
@@ -102,6 +107,9 @@ func alignedBuf(n int) []byte {
 }
 
 func freeBuf(b []byte) {
+	if putHuge(b) {
+		return
+	}
 	c := 12
 	for 1<<c < cap(b) {
 		c++

@@ -145,5 +145,6 @@ func (r *readAhead) stop() {
 	r.mu.Unlock()
 	for _, w := range wins {
 		<-w.done
+		freeBuf(w.data)
 	}
 }
