@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"syscall"
@@ -108,6 +109,16 @@ func runAgent(cmd *cobra.Command, f agentFlags, witness bool) error {
 		}
 		pprof.StartCPUProfile(pf)
 		defer func() { pprof.StopCPUProfile(); pf.Close() }()
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		// One processor: the agent's work is small and mostly waiting, and
+		// every hand-off between goroutines on two processors wakes a second
+		// thread — on the VM of docs/benchmarks.md that was a third of the
+		// idle CPU. Blocking system calls still run on their own threads.
+		runtime.GOMAXPROCS(1)
+	}
+	if err := quietSysmon(); err != nil {
+		log.Debug("system monitor keeps its default timer slack", "err", err)
 	}
 	if !f.normal {
 		if err := goRealtime(); err != nil {
