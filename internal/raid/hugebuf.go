@@ -91,3 +91,13 @@ func putHuge(b []byte) bool {
 	huge.held += int64(len(b))
 	return true
 }
+
+// IOBuffer returns an n-byte buffer of the kind the array does its own
+// large I/O from (2 MiB pages from 2 MiB up, where the platform has them),
+// and FreeIOBuffer gives it back. Exported for `tandem raid bench`, whose
+// baselines use the same memory as the array.
+// Smaller requests get the start of a 2 MiB one.
+func IOBuffer(n int) []byte { return alignedBuf(max(n, hugePage))[:n] }
+
+// FreeIOBuffer returns a buffer from IOBuffer.
+func FreeIOBuffer(b []byte) { freeBuf(b) }

@@ -241,21 +241,40 @@ func (b *bench) sequential(bl benchLevel) error {
 	// Rounds measure raw and array back to back, in alternating order, so
 	// both see the same disk weather; the median of the per-round ratios is
 	// reported.
-	var wrs, rrs, raws, arrs []float64
+	// A second baseline, for information: the same raw file written and
+	// read from a buffer of 2 MiB pages, the memory the array does its own
+	// member I/O from. On a virtual disk each 4 KiB page is a segment the
+	// host walks, so this raw figure is higher; the target ratio stays
+	// against the ordinary buffer, as any program writes.
+	hbuf := raid.IOBuffer(len(buf))
+	defer raid.FreeIOBuffer(hbuf)
+	copy(hbuf, buf)
+	var wrs, rrs, hwrs, hrrs, raws, hraws, arrs []float64
 	for r := 0; r < b.rounds; r++ {
-		var rw, got rates
-		err := b.pair(r, func() (err error) { rw, err = seq(raw, n, buf); return }, func() (err error) { got, err = seq(a, n, buf); return })
+		var rw, hw, got rates
+		err := b.pair(r, func() (err error) {
+			if rw, err = seq(raw, n, buf); err != nil {
+				return err
+			}
+			hw, err = seq(raw, n, hbuf)
+			return err
+		}, func() (err error) { got, err = seq(a, n, buf); return })
 		if err != nil {
 			return fmt.Errorf("raid: bench %s: %w", bl.level, err)
 		}
 		wrs = append(wrs, got.write/(rw.write*frac))
 		rrs = append(rrs, got.read/rw.read)
+		hwrs = append(hwrs, got.write/(hw.write*frac))
+		hrrs = append(hrrs, got.read/hw.read)
 		raws = append(raws, rw.write, rw.read)
+		hraws = append(hraws, hw.write, hw.read)
 		arrs = append(arrs, got.write, got.read)
 	}
 	wr, rr := median(wrs), median(rrs)
 	fmt.Fprintf(b.out, "%-7s x%d: write %.2f of raw×%.2f  read %.2f of raw  (median of %d rounds; array %s MB/s, raw %s MB/s)  %s\n",
 		bl.level, bl.members, wr, frac, rr, b.rounds, pairs(arrs), pairs(raws), verdict(wr >= 0.8 && rr >= 0.8, "≥0.80 each"))
+	fmt.Fprintf(b.out, "        against raw from a 2 MiB-page buffer, as the array's own I/O: write %.2f, read %.2f  (raw %s MB/s)\n",
+		median(hwrs), median(hrrs), pairs(hraws))
 	return nil
 }
 
@@ -453,7 +472,8 @@ func rawCopy(srcs []blockdev.Device, dst blockdev.Device, n, window int64, depth
 	for i := 0; i < depth; i++ {
 		var bufs [][]byte
 		for range srcs {
-			bufs = append(bufs, blockdev.AlignedBuffer(int(window)))
+			// The memory the rebuild reads into (2 MiB pages).
+			bufs = append(bufs, raid.IOBuffer(int(window)))
 		}
 		free <- bufs
 	}
@@ -491,7 +511,13 @@ func rawCopy(srcs []blockdev.Device, dst blockdev.Device, n, window int64, depth
 		}
 		free <- blk.bufs
 	}
-	if err := errors.Join(<-rerr, werr); err != nil {
+	rdErr := <-rerr
+	for len(free) > 0 {
+		for _, b := range <-free {
+			raid.FreeIOBuffer(b)
+		}
+	}
+	if err := errors.Join(rdErr, werr); err != nil {
 		return 0, err
 	}
 	if err := dst.Flush(); err != nil {
