@@ -34,6 +34,10 @@ type NFT struct {
 	connOpts []nftables.ConnOption
 	rs       *ruleset
 	guarded  map[netip.Addr]bool
+	// present holds, per VIP, until when the elements of our last Allow
+	// surely exist: the kernel starts their countdown after the batch was
+	// sent, never before. Until then a refresh needs no first add.
+	present map[netip.Addr]time.Time
 }
 
 var _ Guard = (*NFT)(nil)
@@ -44,7 +48,7 @@ func NewNFT(o Options) (*NFT, error) {
 	if o.Table == "" {
 		o.Table = DefaultTable
 	}
-	g := &NFT{rs: newRuleset(o.Table), guarded: map[netip.Addr]bool{}}
+	g := &NFT{rs: newRuleset(o.Table), guarded: map[netip.Addr]bool{}, present: map[netip.Addr]time.Time{}}
 	opts := []nftables.ConnOption{nftables.AsLasting()}
 	if o.NetNS != "" {
 		f, err := os.Open(o.NetNS)
@@ -113,11 +117,13 @@ func (g *NFT) installLocked(want map[netip.Addr]bool) error {
 	return nil
 }
 
-// Allow refreshes vip's elements in one batch. Each allowed set gets
-// add (so the delete cannot fail), delete, add with the new timeout: the
+// Allow refreshes vip's elements in one batch. Each allowed set gets a
+// delete and an add with the new timeout, preceded by an add (so the delete
+// cannot fail) unless our previous allowance is surely still in force. The
 // kernel applies a batch atomically, so the VIP never blinks, and this
-// shortens or extends the element on every kernel (re-adding alone updates
-// the timeout only on recent kernels).
+// shortens or extends the element on every kernel. (Re-adding alone updates
+// the timeout only on recent kernels, and on 6.18 not when the timeout is
+// unchanged, so it is not relied on.)
 func (g *NFT) Allow(vip netip.Addr, remaining time.Duration) error {
 	vip = vip.Unmap()
 	d := elementTimeout(remaining)
@@ -146,18 +152,27 @@ func (g *NFT) Allow(vip netip.Addr, remaining time.Duration) error {
 
 func (g *NFT) allowLocked(vip netip.Addr, d time.Duration) error {
 	key := vip.AsSlice()
+	start := time.Now()
+	exists := start.Before(g.present[vip])
+	delete(g.present, vip) // until this batch is known to have landed
 	for _, s := range g.allowedSets(vip) {
-		if err := g.replace(s, key, d); err != nil {
+		if err := g.replace(s, key, d, exists); err != nil {
 			return g.abort(err)
 		}
 	}
-	return g.flush()
+	if err := g.flush(); err != nil {
+		return err
+	}
+	g.present[vip] = start.Add(d)
+	return nil
 }
 
-func (g *NFT) replace(s *nftables.Set, key []byte, d time.Duration) error {
+func (g *NFT) replace(s *nftables.Set, key []byte, d time.Duration, exists bool) error {
 	el := []nftables.SetElement{{Key: key, Timeout: d}}
-	if err := g.conn.SetAddElements(s, el); err != nil {
-		return err
+	if !exists {
+		if err := g.conn.SetAddElements(s, el); err != nil {
+			return err
+		}
 	}
 	if err := g.conn.SetDeleteElements(s, []nftables.SetElement{{Key: key}}); err != nil {
 		return err
@@ -172,6 +187,7 @@ func (g *NFT) Revoke(vip netip.Addr) error {
 	vip = vip.Unmap()
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	delete(g.present, vip)
 	key := vip.AsSlice()
 	for _, s := range g.allowedSets(vip) {
 		err := g.conn.SetAddElements(s, []nftables.SetElement{{Key: key, Timeout: time.Millisecond}})
@@ -229,6 +245,7 @@ func (g *NFT) Close() error {
 		}
 	}
 	g.guarded = map[netip.Addr]bool{}
+	g.present = map[netip.Addr]time.Time{}
 	err = errors.Join(err, g.conn.CloseLasting(), g.closeNS())
 	if err != nil {
 		return fmt.Errorf("vipguard: close: %w", err)

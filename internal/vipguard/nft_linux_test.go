@@ -269,8 +269,8 @@ func TestRefreshCost(t *testing.T) {
 	})
 	med := func(ds []time.Duration) time.Duration { return ds[len(ds)/2] }
 	p99 := func(ds []time.Duration) time.Duration { return ds[len(ds)*99/100] }
-	t.Logf("Allow IPv4 (inet+arp, 6 messages, 1 batch): median %v p99 %v", med(v4), p99(v4))
-	t.Logf("Allow IPv6 (inet, 3 messages, 1 batch): median %v p99 %v", med(v6), p99(v6))
+	t.Logf("Allow IPv4 (inet+arp, 4 messages, 1 batch): median %v p99 %v", med(v4), p99(v4))
+	t.Logf("Allow IPv6 (inet, 2 messages, 1 batch): median %v p99 %v", med(v6), p99(v6))
 	t.Logf("baseline nft CLI via ip netns exec: median %v; Allow IPv4 costs %.4f of it",
 		med(cli), float64(med(v4))/float64(med(cli)))
 	if med(v4) > 5*time.Millisecond {
@@ -293,5 +293,33 @@ func TestAllowReinstallsAfterARulesetFlush(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("after flush and Allow the ruleset lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+// TestAllowAfterTheElementVanished: a refresh skips the first add while
+// its previous allowance is in force; if someone removed the element
+// meanwhile, the delete fails and Allow must still end up allowing.
+func TestAllowAfterTheElementVanished(t *testing.T) {
+	ns := newNS(t)
+	g := newGuard(t, ns)
+	if err := g.Install([]netip.Prefix{vip4, vip6}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Allow(vip4.Addr(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	nft(t, ns, "delete", "element", "inet", "tandem", "allowed4", "{ 10.77.0.100 }")
+	if err := g.Allow(vip4.Addr(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	left, err := g.Remaining(vip4.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left <= 29*time.Second || left > 30*time.Second {
+		t.Errorf("after the element vanished, Allow(30s) left %v", left)
+	}
+	if got := nft(t, ns, "list", "set", "arp", "tandem", "allowed4"); !strings.Contains(got, "10.77.0.100 timeout 30s") {
+		t.Errorf("arp allowed4:\n%s", got)
 	}
 }
