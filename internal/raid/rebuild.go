@@ -139,6 +139,9 @@ func (a *Array) rebuildWindow(v *view, m *member, slot int, r *recovery, s0, s1 
 		}
 	}
 	var firstErr error
+	// Computed chunks go into one buffer for the window (huge pages), so
+	// the member gets one contiguous write instead of a chunk per segment.
+	var out []byte
 	for s := s0; s < s1; s++ {
 		if !r.needs(s) {
 			continue
@@ -153,8 +156,11 @@ func (a *Array) rebuildWindow(v *view, m *member, slot int, r *recovery, s0, s1 
 				continue
 			}
 		}
-		buf := alignedBuf(int(g.Chunk))
-		bufs = append(bufs, buf)
+		if out == nil {
+			out = alignedBuf(int((s1 - s0) * g.Chunk))
+			bufs = append(bufs, out)
+		}
+		buf := out[(s-s0)*g.Chunk : (s-s0+1)*g.Chunk : (s-s0+1)*g.Chunk]
 		if win == nil || !a.fromWindow(win, s, slot, role, buf) {
 			sr, err := a.readRows(v, s, 0, g.Chunk, role < 0, true)
 			if err != nil {
@@ -260,9 +266,9 @@ func (a *Array) fromWindow(w *window, s int64, slot int, role Role, out []byte) 
 		} else {
 			p = tmp(nil)
 		}
-	} else {
-		p = tmp(p) // reconstruct may not write into the window's copy, but keep it pristine
 	}
+	// P and Q that are present are only read by reconstruct (it writes the
+	// lost ones), so the window's copies are used as they are.
 	var q []byte
 	if qm >= 0 {
 		q = w.at(qm, s)
@@ -273,8 +279,6 @@ func (a *Array) fromWindow(w *window, s int64, slot int, role Role, out []byte) 
 			} else {
 				q = tmp(nil)
 			}
-		} else {
-			q = tmp(q)
 		}
 	}
 	if len(lost) > g.ParityChunks() {
