@@ -14,7 +14,7 @@ import (
 // 9 GB/s per core); the array computes P+Q with klauspost/reedsolomon's SIMD
 // kernels instead (syndrome_simd.go, about 60 GB/s with GFNI), which give
 // the same bytes: on two busy cores the difference is CPU the member I/O
-// needs. BenchmarkGenSyndrome* measure both. Plain XOR uses crypto/subtle,
+// needs. BenchmarkGenSyndrome measures both. Plain XOR uses crypto/subtle,
 // whose SIMD code is faster still.
 
 // mul2x8 multiplies each of the eight bytes of v by {02}.

@@ -2,6 +2,7 @@ package raid
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"testing/quick"
@@ -140,28 +141,20 @@ func TestReconstructEveryLossPattern(t *testing.T) {
 }
 
 func BenchmarkGenSyndrome(b *testing.B) {
-	for _, k := range []int{4, 8} {
-		b.Run(map[int]string{4: "4data", 8: "8data"}[k], func(b *testing.B) {
-			data := randStripe(rand.New(rand.NewPCG(1, 1)), k, 64<<10)
-			p, q := make([]byte, 64<<10), make([]byte, 64<<10)
-			b.SetBytes(int64(k) * 64 << 10)
-			for b.Loop() {
-				genSyndrome(data, p, q)
-			}
-		})
-	}
-}
-
-func BenchmarkGenSyndromeFast(b *testing.B) {
-	for _, k := range []int{4, 8} {
-		b.Run(map[int]string{4: "4data", 8: "8data"}[k], func(b *testing.B) {
-			data := randStripe(rand.New(rand.NewPCG(1, 1)), k, 64<<10)
-			p, q := make([]byte, 64<<10), make([]byte, 64<<10)
-			b.SetBytes(int64(k) * 64 << 10)
-			for b.Loop() {
-				genSyndromeFast(data, p, q)
-			}
-		})
+	for _, impl := range []struct {
+		name string
+		gen  func(data [][]byte, p, q []byte)
+	}{{"go", genSyndrome}, {"simd", genSyndromeFast}} {
+		for _, k := range []int{4, 8} {
+			b.Run(fmt.Sprintf("%s/%ddata", impl.name, k), func(b *testing.B) {
+				data := randStripe(rand.New(rand.NewPCG(1, 1)), k, 64<<10)
+				p, q := make([]byte, 64<<10), make([]byte, 64<<10)
+				b.SetBytes(int64(k) * 64 << 10)
+				for b.Loop() {
+					impl.gen(data, p, q)
+				}
+			})
+		}
 	}
 }
 
