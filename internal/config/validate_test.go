@@ -14,7 +14,7 @@ nodes:
   - {name: db1, links: [10.0.0.1]}
   - {name: db2, links: [10.0.0.2]}
 witness: {name: arbiter, links: [10.0.0.3]}
-timing: {heartbeat_interval: 50ms, node_timeout: 150ms}
+timing: {heartbeat_interval: 60ms, node_timeout: 180ms}
 api: {socket: /run/tandem/tandem.sock}
 events: {retention: 180d}
 groups:
@@ -185,7 +185,7 @@ var validateTests = []struct {
 	{"node timeout zero", map[int]string{7: "timing: {node_timeout: 0s}"}, "", []string{
 		`t.yaml:7: timing.node_timeout: must be more than 0, got 0s`}},
 	{"lease below node timeout", map[int]string{7: "timing: {lease: 100ms}"}, "", []string{
-		`t.yaml:7: timing.lease: 100ms is shorter than node_timeout (150ms): groups would stop on blips the failure detector tolerates`}},
+		`t.yaml:7: timing.lease: 100ms is shorter than node_timeout (180ms): groups would stop on blips the failure detector tolerates`}},
 	{"negative lease", map[int]string{7: "timing: {lease: -1s}"}, "", []string{
 		`t.yaml:7: timing.lease: must be more than 0, got -1s`}},
 	{"raft timeout below node timeout", map[int]string{7: "timing:\n  node_timeout: 400ms\n  raft_timeout: 300ms"}, "", []string{
@@ -438,7 +438,7 @@ func TestValidateBuiltInCode(t *testing.T) {
 	}
 	c.Groups[0].Prefer = StringList{"w"}
 	c.Timing.Lease = Duration(DefaultNodeTimeout / 2)
-	want := "timing.lease: 75ms is shorter than node_timeout (150ms): groups would stop on blips the failure detector tolerates\n" +
+	want := "timing.lease: 90ms is shorter than node_timeout (180ms): groups would stop on blips the failure detector tolerates\n" +
 		`groups[0].prefer: "w" is the witness, which never runs resources`
 	if err := c.Validate(); err == nil || err.Error() != want {
 		t.Errorf("Validate:\n%v\nwant:\n%s", err, want)

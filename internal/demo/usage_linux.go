@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"tandem/internal/config"
 	"time"
 )
 
@@ -54,15 +55,15 @@ func rssMB(pid int) (float64, error) {
 func (r *run) measureIdle(ctx context.Context, d time.Duration) (map[string]Usage, error) {
 	// The baseline, measured in the same window: on each host a minimal Go
 	// program that only sends and receives the same heartbeat datagrams
-	// (one per peer per 50 ms, nothing else) — what any Go heartbeat
-	// costs on this machine.
+	// (one per peer every default heartbeat interval, the demo's timing;
+	// nothing else) — what any Go heartbeat costs on this machine.
 	procs := map[string]*exec.Cmd{}
 	for h, cmd := range r.agents {
 		procs[h] = cmd
 	}
 	hosts := []string{"node1", "node2", "witness"}
 	for _, h := range hosts {
-		args := []string{"heartbeat-floor", "--listen", r.env.addr(h) + ":17790", "--interval", "50ms"}
+		args := []string{"heartbeat-floor", "--listen", r.env.addr(h) + ":17790", "--interval", config.DefaultHeartbeatInterval.String()}
 		for _, o := range hosts {
 			if o != h {
 				args = append(args, "--peer", r.env.addr(o)+":17790")
