@@ -16,12 +16,12 @@ import (
 
 // Timing of the default profile, which every scenario runs with.
 const (
-	nodeTimeout = 150 * time.Millisecond
-	lease       = 150 * time.Millisecond
+	nodeTimeout = config.DefaultNodeTimeout
+	lease       = config.DefaultLease
 	raftTimeout = config.DefaultRaftTimeout
 	// settle is how long a returning node must be reachable before a group
 	// moves back to it by preference (10 × node_timeout, at least 1 s).
-	settle = 1500 * time.Millisecond
+	settle = 10 * nodeTimeout
 	// quiet is how long a "nothing may happen" scenario watches: many
 	// node timeouts.
 	quiet = 1500 * time.Millisecond
