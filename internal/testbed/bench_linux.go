@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"tandem/internal/config"
 	"time"
 
 	"tandem/internal/probe"
@@ -54,7 +55,7 @@ func RunBench(ctx context.Context, opts BenchOptions) (BenchResult, error) {
 		return BenchResult{}, err
 	}
 	defer bed.Close()
-	const heartbeat = 50 * time.Millisecond // tandem's default profile
+	heartbeat := config.DefaultHeartbeatInterval // tandem runs its default profile
 	res := BenchResult{Runs: opts.Runs, HeartbeatMs: ms(heartbeat), KeepalivedAdvertMs: ms(heartbeat), ProbeIntervalMs: ms(ProbeInterval)}
 	systems := []benchSystem{
 		&tandemBench{bed: bed},
