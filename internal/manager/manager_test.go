@@ -21,11 +21,13 @@ type fakeLease struct {
 	epoch    uint64
 	until    time.Time
 	released []uint64
+	calls    int
 }
 
 func (f *fakeLease) Lease(string) (uint64, time.Time, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls++
 	return f.epoch, f.until, time.Now().Before(f.until)
 }
 
@@ -251,6 +253,32 @@ func TestMaintenanceLeavesThingsRunning(t *testing.T) {
 	time.Sleep(60 * time.Millisecond)
 	if !r.agents[0].Running() || starts(r.agents[1]) != 1 {
 		t.Fatal("maintenance must not stop, restart or monitor")
+	}
+}
+
+// TestMaintenanceDoesNotSpin: unmanaged resources are not monitored, so
+// their monitor times stay in the past; the worker must not take them for
+// due work and wake again at once. (It did, burning a processor; with one
+// processor the agent stopped sending heartbeats.)
+func TestMaintenanceDoesNotSpin(t *testing.T) {
+	r := newRig(t, 3)
+	r.lease.set(1, time.Hour)
+	r.m.SetState(holderState("a", 1))
+	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
+	st := holderState("a", 1)
+	st.Maintenance = true
+	r.m.SetState(st)
+	waitFor(t, "unmanaged", func() bool { return phase(r.m) == PhaseUnmanaged })
+	time.Sleep(300 * time.Millisecond) // monitors (interval 20 ms) fall due
+	r.lease.mu.Lock()
+	before := r.lease.calls
+	r.lease.mu.Unlock()
+	time.Sleep(200 * time.Millisecond)
+	r.lease.mu.Lock()
+	n := r.lease.calls - before
+	r.lease.mu.Unlock()
+	if n > 20 {
+		t.Fatalf("the worker looked at its lease %d times in 200 ms of maintenance: it spins", n)
 	}
 }
 

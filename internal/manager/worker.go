@@ -566,6 +566,13 @@ func (w *worker) nextWake() time.Duration {
 	now := clk.Now()
 	next := now.Add(time.Second)
 	w.mu.Lock()
+	if w.phase == PhaseUnmanaged {
+		// Nothing is monitored or fenced by time in maintenance (their
+		// monitor times stay in the past); lease changes and the state
+		// wake the worker.
+		w.mu.Unlock()
+		return next.Sub(now)
+	}
 	for _, r := range w.res {
 		if r.running && r.nextMonitor.Before(next) {
 			next = r.nextMonitor
