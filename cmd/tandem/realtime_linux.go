@@ -14,8 +14,8 @@ import (
 
 // realtimePriority is the SCHED_RR priority of the agent's threads: above
 // every normal process, well below the kernel's own real-time threads (as
-// corosync runs). Heartbeats and lease renewals then keep their 50 ms
-// rhythm on a loaded machine, so load does not look like a dead node.
+// corosync runs). Heartbeats and lease renewals then keep their rhythm on
+// a loaded machine, so load does not look like a dead node.
 const realtimePriority = 10
 
 // goRealtime puts every thread of this process but the runtime's system
