@@ -47,10 +47,12 @@ var errDisconnect = errors.New("nbd: client disconnected")
 // take turns reading a request, run it, and send its reply, so replies go
 // out in whatever order requests finish. A worker does all three itself
 // (as nbdkit's threads do), so a request is never handed between
-// goroutines. Workers are started on demand: while requests finish within
-// promoteAfter one worker suffices; a request running longer starts
-// another worker to read on, and a worker that finds someone else
-// already reading when it is done retires.
+// goroutines. Workers are started on demand: a write starts one at once
+// (see work), any other request once it has run for promoteAfter, so while
+// reads finish quickly one worker suffices. A worker stays until the
+// connection ends, waiting its turn to read as nbdkit's threads do: one
+// that retired when another was reading had to be started again for the
+// next write, with a fresh stack grown again through the device's code.
 type serverConn struct {
 	s      *Server
 	nc     net.Conn
@@ -178,7 +180,7 @@ func (sc *serverConn) promote() {
 }
 
 // work is one worker: read a request, run it, reply; again, until reading
-// ends or another worker has taken over reading.
+// ends.
 func (sc *serverConn) work() {
 	defer func() {
 		sc.poolMu.Lock()
@@ -201,10 +203,22 @@ func (sc *serverConn) work() {
 		errno, data := j.errno, []byte(nil)
 		if errno == 0 {
 			start := time.Now()
-			watchdog.Reset(promoteAfter)
+			// A write's payload is off the socket and the client has usually
+			// queued more behind it: someone must read on at once, or the
+			// client's sends stall on a full socket while this one runs (as
+			// nbdkit's threads do, one reads while others write). Other
+			// requests get company only when they turn out slow.
+			eager := j.req.Type == wire.CmdWrite
+			if eager {
+				sc.promote()
+			} else {
+				watchdog.Reset(promoteAfter)
+			}
 			var err error
 			data, err = sc.exec(j.req, j.buf)
-			watchdog.Stop()
+			if !eager {
+				watchdog.Stop()
+			}
 			if err != nil {
 				errno, data = errnoFor(err), nil
 				sc.log.Warn("nbd: device error", "op", wire.CmdName(j.req.Type), "offset", j.req.Offset, "length", j.req.Length, "err", err)
@@ -222,9 +236,6 @@ func (sc *serverConn) work() {
 		putBuffer(j.buf)
 		if j.weight > 0 {
 			sc.budget.release(j.weight)
-		}
-		if sc.readers.Load() > 0 {
-			return // someone is reading already: one fewer worker
 		}
 	}
 }
