@@ -111,8 +111,15 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 			switch c.Why {
 			case FaultKill:
 			case FaultFreeze:
+				// A shorter freeze still outlived the lease when the
+				// voters had stopped hearing the node a lease before the
+				// thaw (it renews only through them): then it acted last
+				// when frozen, as after a long one.
 				if !long {
-					continue
+					heard, ok := lastHeardBy(in.Logs, s.Node, c.From, s.From)
+					if !ok || c.To.Before(heard.Add(in.Lease)) {
+						continue
+					}
 				}
 			default:
 				if !long {
@@ -125,7 +132,7 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 				// node_down events carry that time). A cut recorded as
 				// complete late (nft on a loaded machine) then does not
 				// stretch the bound.
-				if heard, ok := lastHeardBy(in.Logs, s.Node, c.From); ok && heard.Add(in.Lease).Before(bound) {
+				if heard, ok := lastHeardBy(in.Logs, s.Node, c.From, s.From); ok && heard.Add(in.Lease).Before(bound) {
 					bound = heard.Add(in.Lease)
 				}
 			}
@@ -145,10 +152,13 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 }
 
 // lastHeardBy returns the latest "last heard" that any other voter
-// reported for node in a node_down event around a fault at from. Only
-// when every other voter logged one: a voter that still hears the node
-// may still renew its lease.
-func lastHeardBy(logs map[string][]events.Event, node string, from time.Time) (time.Time, bool) {
+// reported for node in a node_down event around a fault at from, logged
+// after the lease span began at spanFrom (an earlier one is about an
+// earlier episode: a kill and restart just before, say). Only when every
+// other voter logged one: a voter that still hears the node may still
+// renew its lease. Of several, each voter's latest counts: the later the
+// bound, the fewer false alarms, and it stays sound.
+func lastHeardBy(logs map[string][]events.Event, node string, from, spanFrom time.Time) (time.Time, bool) {
 	var latest time.Time
 	for host, evs := range logs {
 		if host == node {
@@ -156,7 +166,7 @@ func lastHeardBy(logs map[string][]events.Event, node string, from time.Time) (t
 		}
 		found := false
 		for _, e := range evs {
-			if e.Kind != events.NodeDown || e.Subject != node || e.Time.Before(from.Add(-time.Second)) {
+			if e.Kind != events.NodeDown || e.Subject != node || e.Time.Before(from.Add(-time.Second)) || e.Time.Before(spanFrom) {
 				continue
 			}
 			v, ok := e.Attrs["last_heard"].(string)
@@ -171,7 +181,6 @@ func lastHeardBy(logs map[string][]events.Event, node string, from time.Time) (t
 				latest = t
 			}
 			found = true
-			break
 		}
 		if !found {
 			return time.Time{}, false // this voter may still hear the node

@@ -149,3 +149,62 @@ func TestQuickLegitimateMovesAreExplained(t *testing.T) {
 		t.Error("two MACs is never explained")
 	}
 }
+
+func nodeDown(ms int, subject string, heardMs int) events.Event {
+	return events.Event{Time: at(ms), Kind: events.NodeDown, Subject: subject,
+		Attrs: map[string]any{"last_heard": at(heardMs).Format(time.RFC3339Nano)}}
+}
+
+// TestShortFreezeThatOutlivedTheLease: node1 sent its last heartbeat at 991
+// and was frozen at 1038 for 151 ms, less than the 180 ms lease; but the
+// voters last heard it at 991, so its lease ended by 1171 while frozen, and
+// node2's lease from 1178 does not overlap it although node1 logged the
+// loss only after the thaw (seed 30022 of the random suite).
+func TestShortFreezeThatOutlivedTheLease(t *testing.T) {
+	in := AuditInput{
+		Logs: map[string][]events.Event{
+			"node1": {ev(100, events.LeaseAcquired, 1), ev(120, events.GroupStarted, 1), ev(1191, events.LeaseLost, 1)},
+			"node2": {nodeDown(1171, "node1", 991), ev(1178, events.LeaseAcquired, 2), ev(1185, events.GroupStarted, 2)},
+			"witness": {nodeDown(1171, "node1", 991),
+				{Time: at(90), Kind: events.Placement, Group: "web", Epoch: 1},
+				{Time: at(1173), Kind: events.Placement, Group: "web", Epoch: 2}},
+		},
+		Faults: []Fault{{At: at(1038), Kind: FaultFreeze, Host: "node1"}, {At: at(1189), Kind: FaultThaw, Host: "node1"}},
+		Lease:  180 * time.Millisecond, End: at(3000), Slack: 5 * time.Millisecond,
+	}
+	if p := CheckAudit(in); len(p) != 0 {
+		t.Fatal(p)
+	}
+	// Had a voter heard node1 until 1030, its lease could have run to 1210,
+	// past node2's start: that is reported.
+	in.Logs["witness"][0] = nodeDown(1210, "node1", 1030)
+	if p := CheckAudit(in); len(p) != 1 || !strings.Contains(p[0], "two lease holders at once") {
+		t.Fatal(p)
+	}
+}
+
+// TestNodeDownOfAnEarlierEpisodeIsIgnored: node2 was killed at 800 and
+// restarted (the voters logged node_down, last heard 800), later took the
+// group and was isolated at 1600. Bounding its new lease by the kill's
+// node_down would end it before it began (seed 30019).
+func TestNodeDownOfAnEarlierEpisodeIsIgnored(t *testing.T) {
+	in := AuditInput{
+		Logs: map[string][]events.Event{
+			"node1": {ev(100, events.LeaseAcquired, 1), ev(120, events.GroupStarted, 1), ev(1050, events.GroupStopped, 1)},
+			"node2": {ev(1100, events.LeaseAcquired, 2), ev(1101, events.GroupStarted, 2)},
+			"witness": {nodeDown(980, "node2", 800), nodeDown(1790, "node2", 1600),
+				{Time: at(90), Kind: events.Placement, Group: "web", Epoch: 1},
+				{Time: at(1095), Kind: events.Placement, Group: "web", Epoch: 2}},
+		},
+		Faults: []Fault{
+			{At: at(800), Kind: FaultKill, Host: "node2"}, {At: at(900), Kind: FaultStart, Host: "node2"},
+			{At: at(1600), Kind: FaultIsolate, Host: "node2"},
+		},
+		Answers: map[string]probe.Timeline{"web": {Samples: []probe.Sample{{Sent: at(1110), Done: at(1111), Node: "node2"}}}},
+		Lease:   180 * time.Millisecond, End: at(3000), Slack: 5 * time.Millisecond,
+	}
+	in.Logs["node1"] = append(in.Logs["node1"], nodeDown(980, "node2", 800), nodeDown(1790, "node2", 1600))
+	if p := CheckAudit(in); len(p) != 0 {
+		t.Fatal(p)
+	}
+}
