@@ -156,8 +156,8 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 // after the lease span began at spanFrom (an earlier one is about an
 // earlier episode: a kill and restart just before, say). Only when every
 // other voter logged one: a voter that still hears the node may still
-// renew its lease. Of several, each voter's latest counts: the later the
-// bound, the fewer false alarms, and it stays sound.
+// renew its lease. Each voter's first such event counts (a later one is
+// about a later episode).
 func lastHeardBy(logs map[string][]events.Event, node string, from, spanFrom time.Time) (time.Time, bool) {
 	var latest time.Time
 	for host, evs := range logs {
@@ -181,6 +181,7 @@ func lastHeardBy(logs map[string][]events.Event, node string, from, spanFrom tim
 				latest = t
 			}
 			found = true
+			break
 		}
 		if !found {
 			return time.Time{}, false // this voter may still hear the node

@@ -175,6 +175,13 @@ func TestShortFreezeThatOutlivedTheLease(t *testing.T) {
 	if p := CheckAudit(in); len(p) != 0 {
 		t.Fatal(p)
 	}
+	// A later episode (node1 killed at 1620) does not stand in for this one.
+	for _, v := range []string{"node2", "witness"} {
+		in.Logs[v] = append(in.Logs[v], nodeDown(1800, "node1", 1620))
+	}
+	if p := CheckAudit(in); len(p) != 0 {
+		t.Fatal(p)
+	}
 	// Had a voter heard node1 until 1030, its lease could have run to 1210,
 	// past node2's start: that is reported.
 	in.Logs["witness"][0] = nodeDown(1210, "node1", 1030)
