@@ -20,9 +20,17 @@ type diskLayout struct {
 }
 
 const (
-	bitsPerPage    = 4064 * 8
-	crcsPerPage    = 4064 / 4
-	dataAlign      = 64 << 10
+	bitsPerPage = 4064 * 8
+	crcsPerPage = 4064 / 4
+	dataAlign   = 64 << 10
+	// folioAlign is where the data area starts on members large enough
+	// that it costs under 2% of them: the page cache keeps a file in folios
+	// of up to 2 MiB (ext4 since Linux 6.16), which a write gets only where
+	// the file offset is aligned as much. At 64 KiB, 256 KiB NBD writes to a
+	// single-member RAID 0 over a buffered member took 64 KiB folios and
+	// ~15% more system CPU per GiB than the same writes to a plain file
+	// (measured in `tandem raid bench`'s NBD comparison; docs/nbd.md).
+	folioAlign     = 2 << 20
 	minJournalSize = 4 * BlockSize
 )
 
@@ -61,7 +69,11 @@ func planLayout(p layoutParams) (diskLayout, error) {
 			l.JournalSize = 2 * need // room for two of the largest entries
 		}
 	}
-	l.DataOff = (l.JournalOff + l.JournalSize + dataAlign - 1) / dataAlign * dataAlign
+	align := int64(dataAlign)
+	if p.MemberSize >= 64*folioAlign {
+		align = folioAlign
+	}
+	l.DataOff = (l.JournalOff + l.JournalSize + align - 1) / align * align
 	l.MemberData = (p.MemberSize - l.DataOff) / g.Chunk * g.Chunk
 	if g.Level == Raid10 && g.Layout != Near2 {
 		l.MemberData = l.MemberData / (2 * g.Chunk) * 2 * g.Chunk
