@@ -106,7 +106,21 @@ func newRig(t *testing.T, maxRestarts int) *rig {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.m.Run(ctx)
-	t.Cleanup(func() { cancel(); r.m.Wait() })
+	began := time.Now()
+	t.Cleanup(func() {
+		cancel()
+		r.m.Wait()
+		// Whatever the test did, a worker that looks at its lease tens of
+		// thousands of times a second is spinning (as it did in
+		// maintenance): with the agent on one processor that starves the
+		// heartbeats. A busy but sane worker stays far below.
+		r.lease.mu.Lock()
+		n := r.lease.calls
+		r.lease.mu.Unlock()
+		if rate := float64(n) / time.Since(began).Seconds(); n > 1000 && rate > 20000 {
+			t.Errorf("the worker looked at its lease %d times in %v (%.0f/s): it spins", n, time.Since(began).Round(time.Millisecond), rate)
+		}
+	})
 	return r
 }
 
