@@ -254,15 +254,22 @@ func TestHungStartIsKilledAtTimeout(t *testing.T) {
 	}
 }
 
-func TestMaintenanceLeavesThingsRunning(t *testing.T) {
+// inMaintenance runs the group on this node ("a", epoch 1), then applies
+// a cluster-maintenance state with the group placed on holder at epoch.
+func inMaintenance(t *testing.T, holder string, epoch uint64) *rig {
 	r := newRig(t, 3)
 	r.lease.set(1, time.Hour)
 	r.m.SetState(holderState("a", 1))
 	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
-	st := holderState("b", 2)
+	st := holderState(holder, epoch)
 	st.Maintenance = true
 	r.m.SetState(st)
 	waitFor(t, "unmanaged", func() bool { return phase(r.m) == PhaseUnmanaged })
+	return r
+}
+
+func TestMaintenanceLeavesThingsRunning(t *testing.T) {
+	r := inMaintenance(t, "b", 2)
 	r.agents[1].Set(func(m *resource.Mem) { m.MonitorErr = errors.New("would fail") })
 	time.Sleep(60 * time.Millisecond)
 	if !r.agents[0].Running() || starts(r.agents[1]) != 1 {
@@ -275,14 +282,7 @@ func TestMaintenanceLeavesThingsRunning(t *testing.T) {
 // due work and wake again at once. (It did, burning a processor; with one
 // processor the agent stopped sending heartbeats.)
 func TestMaintenanceDoesNotSpin(t *testing.T) {
-	r := newRig(t, 3)
-	r.lease.set(1, time.Hour)
-	r.m.SetState(holderState("a", 1))
-	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
-	st := holderState("a", 1)
-	st.Maintenance = true
-	r.m.SetState(st)
-	waitFor(t, "unmanaged", func() bool { return phase(r.m) == PhaseUnmanaged })
+	r := inMaintenance(t, "a", 1)
 	time.Sleep(300 * time.Millisecond) // monitors (interval 20 ms) fall due
 	r.lease.mu.Lock()
 	before := r.lease.calls
@@ -297,14 +297,7 @@ func TestMaintenanceDoesNotSpin(t *testing.T) {
 }
 
 func TestResourceStoppedDuringMaintenanceIsRecovered(t *testing.T) {
-	r := newRig(t, 3)
-	r.lease.set(1, time.Hour)
-	r.m.SetState(holderState("a", 1))
-	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
-	st := holderState("a", 1)
-	st.Maintenance = true
-	r.m.SetState(st)
-	waitFor(t, "unmanaged", func() bool { return phase(r.m) == PhaseUnmanaged })
+	r := inMaintenance(t, "a", 1)
 	r.agents[1].Stop(context.Background()) // an admin stops the app by hand
 	r.m.SetState(holderState("a", 1))
 	waitFor(t, "app restarted", func() bool { return r.agents[1].Running() && phase(r.m) == PhaseRunning })
