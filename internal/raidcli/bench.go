@@ -100,7 +100,7 @@ func benchCmd(g *globals) *cobra.Command {
 	f.StringVar(&levels, "levels", "raid0,raid1,raid5,raid6,raid10", "levels for the sequential test")
 	f.StringVar(&rebuild, "rebuild", "raid1,raid5", "levels for the rebuild test")
 	f.StringVar(&nbdSize, "nbd-size", "1G", "bytes nbdcopy moves each way in the NBD comparison")
-	f.IntVar(&nbdRounds, "nbd-rounds", 5, "rounds of the NBD comparison (median of the per-round ratios reported)")
+	f.IntVar(&nbdRounds, "nbd-rounds", 6, "rounds of the NBD comparison, rounded up to even so each server goes first equally often (median of the per-round ratios reported)")
 	f.IntVar(&rounds, "rounds", 5, "rounds of the sequential and rebuild tests, raw and array in alternating order (median of the per-round ratios reported)")
 	f.BoolVar(&skipNBD, "no-nbd", false, "skip the NBD comparison with nbdkit")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -190,14 +190,6 @@ func (b *bench) rawFile(name string, size int64, buf []byte) (blockdev.Device, f
 // array creates a fresh array of at least the bench size.
 func (b *bench) array(bl benchLevel, extra int, o raid.Options) (*raid.Array, []string, error) {
 	return b.arrayOpen(bl, extra, b.size, o, openMember, false)
-}
-
-func openBuffered(path string) (raid.Member, error) {
-	d, err := blockdev.OpenFile(path, false)
-	if err != nil {
-		return raid.Member{}, err
-	}
-	return raid.Member{Name: path, Dev: d}, nil
 }
 
 func (b *bench) arrayOpen(bl benchLevel, extra int, size int64, o raid.Options, open func(string) (raid.Member, error), noChecksums bool) (*raid.Array, []string, error) {
@@ -540,79 +532,65 @@ func rawCopy(srcs []blockdev.Device, dst blockdev.Device, n, window int64, depth
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// nbd compares a single-member RAID 0 served by tandem's NBD server with
-// nbdkit's file plugin (nbdcopy each way). nbdkit serves its own file of
-// the same size on the same disk, not the member itself: its writes would
-// land over the array's metadata and under its checksums. Like nbdkit's
-// file plugin, the member is opened without O_DIRECT here, so the figure
-// compares the two servers rather than page cache against O_DIRECT.
+// nbd compares a single-member RAID 0 served as `serve` serves it (member
+// opened by openMember, with O_DIRECT; servedOptions) with nbdkit's file
+// plugin, nbdcopy each way. nbdkit serves its own file of the same size on
+// the same disk, not the member itself: its writes would land over the
+// array's metadata and under its checksums.
 //
-// It runs twice: without --flush the uploads end in the page cache, which
-// compares the servers' own costs; with --flush they end durable, as a real
-// upload must (qemu-img flushes at the end), and the time includes writing
-// the data back. Two more comparisons say where a shortfall comes from: the
-// same array without block checksums, and the same server on a plain file.
+// The target's figure is the first line: uploads with --flush, so both end
+// durable (qemu-img flushes at the end of a copy too), and the page cache
+// dropped before every read, so both servers read the disk. Without
+// --flush, nbdkit's upload ends in the page cache and writes nothing to the
+// disk while it is timed (the line shows the bytes written to the disk
+// during each upload), where an O_DIRECT member has written all of it: the
+// second line shows that, the third compares with nbdkit told to write
+// through as well (cache=none). The last line is the same NBD server on a
+// plain file with the page cache, what the server itself costs.
 func (b *bench) nbd(ctx context.Context, size int64, rounds int) error {
 	if missing := nbdbench.Missing(); len(missing) > 0 {
 		fmt.Fprintf(b.out, "nbd: skipped: %v not installed (Debian: nbdkit, libnbd-bin)\n", missing)
 		return nil
 	}
 	plain := filepath.Join(b.dir, "nbdkit-file")
-	compare := func(dev blockdev.Device, n int64, flush bool) (nbdbench.Result, error) {
-		res, err := nbdbench.Compare(ctx, nbdbench.Options{Device: dev, File: plain, Size: n, Rounds: rounds, Flush: flush, TempDir: b.dir})
-		if err != nil {
-			return res, fmt.Errorf("raid: bench nbd: %w", err)
-		}
-		return res, nil
-	}
 	figures := func(r nbdbench.Result) string {
-		return fmt.Sprintf("write %.2f, read %.2f of nbdkit  (median of %d rounds; write %s, read %s; %s)",
-			r.WriteRatio, r.ReadRatio, r.Rounds, roundRatios(r, true), roundRatios(r, false), serverCPU(r))
+		return fmt.Sprintf("write %.2f, read %.2f of nbdkit  (median of %d rounds; write %s, read %s; %s%s)",
+			r.WriteRatio, r.ReadRatio, r.Rounds, roundRatios(r, true), roundRatios(r, false), serverCPU(r), r.DiskFigures())
 	}
-	// As `serve` runs it: NBD clients keep many requests in flight (and the
-	// kernel client has the page cache above it), so the array's own
-	// write-behind and readahead would only add a copy.
-	a, paths, err := b.arrayOpen(benchLevel{raid.Raid0, 1}, 0, size, raid.Options{WriteBehind: -1, ReadAhead: -1}, openBuffered, false)
+	a, paths, err := b.arrayOpen(benchLevel{raid.Raid0, 1}, 0, size, servedOptions(raid.Options{}), openMember, false)
 	defer removeAll(paths)
 	if err != nil {
 		return err
 	}
+	defer a.Close()
 	n := min(size, a.Size()&^(1<<20-1))
 	if err := createFile(plain, n); err != nil {
-		a.Close()
 		return err
 	}
 	defer os.Remove(plain)
-	for _, flush := range []bool{false, true} {
-		res, err := compare(a, n, flush)
+	runs := []struct {
+		o    nbdbench.Options
+		what string
+		goal bool
+	}{
+		{nbdbench.Options{Flush: true, DropCaches: true}, "as served (O_DIRECT) vs nbdkit file, nbdcopy --flush, page cache dropped before reads", true},
+		{nbdbench.Options{DropCaches: true}, "as served vs nbdkit file, no --flush (nbdkit's upload ends in the page cache)", false},
+		{nbdbench.Options{DropCaches: true, NbdkitParams: []string{"cache=none"}}, "as served vs nbdkit file cache=none, no --flush (both write through)", false},
+	}
+	for _, r := range runs {
+		o := r.o
+		o.Device, o.File, o.Size, o.Rounds, o.TempDir = a, plain, n, rounds, b.dir
+		res, err := nbdbench.Compare(ctx, o)
 		if err != nil {
-			a.Close()
-			return err
+			return fmt.Errorf("raid: bench nbd: %w", err)
 		}
-		how := "no --flush: uploads end in the page cache"
-		if flush {
-			how = "--flush: uploads end durable"
+		if r.goal {
+			fmt.Fprintf(b.out, "nbd single-member raid0, nbdcopy %d MiB each way, %s: %s  %s\n",
+				n>>20, r.what, figures(res), verdict(res.WriteRatio >= 0.9 && res.ReadRatio >= 0.9, "≥0.90"))
+			continue
 		}
-		fmt.Fprintf(b.out, "nbd single-member raid0 vs nbdkit file (nbdcopy %d MiB each way, %s): %s  %s\n",
-			n>>20, how, figures(res), verdict(res.WriteRatio >= 0.9 && res.ReadRatio >= 0.9, "≥0.90"))
+		fmt.Fprintf(b.out, "  %s: %s\n", r.what, figures(res))
 	}
-	// The same array without checksums (on the same member files, so
-	// closed first): what the CRC-32C of every 4 KiB block costs (nbdkit
-	// computes none).
-	if err := a.Close(); err != nil {
-		return err
-	}
-	ns, nsPaths, err := b.arrayOpen(benchLevel{raid.Raid0, 1}, 0, size, raid.Options{WriteBehind: -1, ReadAhead: -1}, openBuffered, true)
-	defer removeAll(nsPaths)
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	res, err := compare(ns, n, false)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(b.out, "  attribution: the same array without block checksums (no --flush): %s\n", figures(res))
 	// The same server on a plain file, no RAID: what the NBD server itself
 	// costs against nbdkit, apart from the array.
 	ours := filepath.Join(b.dir, "nbd-plain")
@@ -625,10 +603,11 @@ func (b *bench) nbd(ctx context.Context, size int64, rounds int) error {
 		return err
 	}
 	defer dev.Close()
-	if res, err = compare(dev, n, false); err != nil {
-		return err
+	res, err := nbdbench.Compare(ctx, nbdbench.Options{Device: dev, File: plain, Size: n, Rounds: rounds, TempDir: b.dir})
+	if err != nil {
+		return fmt.Errorf("raid: bench nbd: %w", err)
 	}
-	fmt.Fprintf(b.out, "  baseline: the same NBD server on a plain file (no RAID, no --flush): %s\n", figures(res))
+	fmt.Fprintf(b.out, "  baseline: the same NBD server on a plain file with the page cache (no RAID, no --flush, warm reads): %s\n", figures(res))
 	return nil
 }
 

@@ -165,3 +165,19 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond) // waits on a real server process, not a unit under a fake clock
 	}
 }
+
+// TestBenchRunsEveryPart runs `raid bench` small, so the command that
+// produces docs/benchmarks.md's figures is known to work; it proves the
+// machinery, not the figures (those are benchmarks, see docs/raid.md).
+func TestBenchRunsEveryPart(t *testing.T) {
+	c := newCLI(t)
+	out := c.must("bench", "--dir", c.dir, "--size", "4M", "--levels", "raid1,raid6", "--rebuild", "raid5", "--rounds", "1", "--no-nbd")
+	for _, want := range []string{"raid1   x2: write ", "raid6   x6: write ", "raid6 parity", "rebuild raid5", "baseline raw copy"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("bench output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := c.run("bench", "--dir", c.dir, "--levels", "raid7", "--no-nbd"); err == nil || !strings.Contains(err.Error(), `unknown level "raid7"`) {
+		t.Errorf("bench with an unknown level: %v", err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tandem/internal/nbd"
+	"tandem/internal/raid"
 )
 
 func serveCmd(g *globals) *cobra.Command {
@@ -32,11 +33,7 @@ func serveCmd(g *globals) *cobra.Command {
 			log := g.logger()
 			bus, done := g.bus(log)
 			defer done()
-			o := g.options(log, bus)
-			// NBD clients keep many requests in flight, and the kernel
-			// client has the page cache above it: the array's own
-			// write-behind and readahead would only add a copy.
-			o.WriteBehind, o.ReadAhead = -1, -1
+			o := servedOptions(g.options(log, bus))
 			reg := prometheus.NewRegistry()
 			o.Registerer = reg
 			if rate != "" {
@@ -100,4 +97,14 @@ func serveCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&rate, "rebuild-rate", "", "limit rebuild and resync to this many bytes per second (e.g. 50M)")
 	cmd.Flags().BoolVar(&g.force, "force", false, "start a dirty, degraded RAID 5/6")
 	return cmd
+}
+
+// servedOptions are the array options `serve` runs with (and what
+// `tandem raid bench` measures it with). NBD clients keep many requests in
+// flight, and the kernel client has the page cache above it: the array's
+// own write-behind and readahead would only add a copy. Members are opened
+// by openMember, with O_DIRECT.
+func servedOptions(o raid.Options) raid.Options {
+	o.WriteBehind, o.ReadAhead = -1, -1
+	return o
 }

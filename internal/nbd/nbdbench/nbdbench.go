@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"tandem/internal/blockdev"
@@ -37,13 +38,21 @@ type Options struct {
 	// served truncated to Size (nbdkit through its truncate filter).
 	Size int64
 	// Rounds times both servers this many times, back to back in
-	// alternating order, and reports medians (default 5).
+	// alternating order, and reports medians (default 6; an odd count is
+	// rounded up, so each server goes first equally often).
 	Rounds int
 	// Flush passes --flush to nbdcopy so uploads end durable; without it
 	// the write figure is the servers' speed into the page cache.
 	Flush bool
 	// TempDir holds the sockets and the upload source (default os.TempDir).
 	TempDir string
+	// DropCaches drops the page cache (sync; echo 3 >
+	// /proc/sys/vm/drop_caches) before every timed read, for both servers,
+	// so neither reads what the writes just left in memory. It needs root;
+	// where it cannot be done the reads run warm and Result.Caches says so.
+	DropCaches bool
+	// NbdkitParams are extra file-plugin parameters, e.g. "cache=none".
+	NbdkitParams []string
 }
 
 // Throughput is one server's nbdcopy rates in bytes per second.
@@ -74,17 +83,42 @@ type Result struct {
 	// CPUs, and the load average before and after (Linux only).
 	GOMAXPROCS, NumCPU    int
 	LoadBefore, LoadAfter string
+	// DiskWritten is how many bytes reached the disk that holds File
+	// while each server's upload was timed (medians of the rounds; -1
+	// where /sys does not say). It tells an upload that ended in the page
+	// cache (nothing written yet) from one that wrote through.
+	OursDiskWritten, NbdkitDiskWritten int64
+	// Caches says how the reads started: "" when DropCaches was not
+	// asked, "page cache dropped before every read", or why it could not
+	// be dropped.
+	Caches string
 }
 
 func (r Result) String() string {
 	mb := func(v float64) float64 { return v / 1e6 }
 	return fmt.Sprintf("nbdcopy %d MiB, medians of %d rounds: write tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; read tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; server CPU s/GiB write %.2f vs %.2f, read %.2f vs %.2f (GOMAXPROCS %d, %d CPUs, load %s → %s)",
 		r.Size>>20, r.Rounds, mb(r.Ours.Write), mb(r.Nbdkit.Write), r.WriteRatio, mb(r.Ours.Read), mb(r.Nbdkit.Read), r.ReadRatio,
-		r.OursCPU.Write, r.NbdkitCPU.Write, r.OursCPU.Read, r.NbdkitCPU.Read, r.GOMAXPROCS, r.NumCPU, r.LoadBefore, r.LoadAfter)
+		r.OursCPU.Write, r.NbdkitCPU.Write, r.OursCPU.Read, r.NbdkitCPU.Read, r.GOMAXPROCS, r.NumCPU, r.LoadBefore, r.LoadAfter) + r.DiskFigures() + caches(r)
+}
+
+// DiskFigures says how much each server's upload wrote to the disk while
+// it was timed ("" where unknown).
+func (r Result) DiskFigures() string {
+	if r.OursDiskWritten < 0 || r.NbdkitDiskWritten < 0 {
+		return ""
+	}
+	return fmt.Sprintf("; written to disk during the timed upload: tandem %d MiB, nbdkit %d MiB", r.OursDiskWritten>>20, r.NbdkitDiskWritten>>20)
+}
+
+func caches(r Result) string {
+	if r.Caches == "" {
+		return ""
+	}
+	return "; " + r.Caches
 }
 
 // CompareWithNbdkit serves dev with our server and file with `nbdkit file`,
-// runs nbdcopy each way against both (size bytes, 5 rounds, no --flush) and
+// runs nbdcopy each way against both (size bytes, 6 rounds, no --flush) and
 // returns the throughputs and ratios.
 func CompareWithNbdkit(ctx context.Context, dev blockdev.Device, file string, size int64) (Result, error) {
 	return Compare(ctx, Options{Device: dev, File: file, Size: size})
@@ -107,8 +141,12 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 		return Result{}, fmt.Errorf("nbdbench: missing programs %v (Debian packages nbdkit, libnbd-bin)", m)
 	}
 	if o.Rounds <= 0 {
-		o.Rounds = 5
+		o.Rounds = 6
 	}
+	// Rounds alternate which server goes first, and on a virtual disk the
+	// first reader of a round can be the faster one by half: an odd count
+	// would favour whoever starts. Every order runs equally often.
+	o.Rounds += o.Rounds % 2
 	if o.Size <= 0 || o.Device == nil || o.File == "" {
 		return Result{}, errors.New("nbdbench: need a device, a file and a positive size")
 	}
@@ -138,7 +176,7 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	defer stopOurs()
-	kitURI, kitCmd, kitPID, stopKit, err := serveNbdkit(ctx, dir, o.File, st.Size(), o.Size)
+	kitURI, kitCmd, kitPID, stopKit, err := serveNbdkit(ctx, dir, o.File, st.Size(), o.Size, o.NbdkitParams)
 	if err != nil {
 		return Result{}, err
 	}
@@ -186,19 +224,29 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 	// the ratios reported are the medians of the per-round ratios.
 	var writeRatios, readRatios []float64
 	var cpu [2][2][]float64 // server, direction (write, read), rounds
+	var disk [2][]float64   // bytes written to File's disk per timed upload
+	diskStat := diskStatPath(o.File)
 	for round := range o.Rounds {
 		order := [2]int{round % 2, 1 - round%2}
 		var w, r, wc, rc [2]float64
 		for _, who := range order {
+			d0 := sectorsWritten(diskStat)
 			if w[who], wc[who], err = timed(who, append(slices.Clone(copyArgs), src, servers[who].uri)...); err != nil {
 				return res, err
 			}
+			disk[who] = append(disk[who], float64(sectorsWritten(diskStat)-d0)*512)
 			// Write back outside the clock so it does not land on the next run.
 			if err := servers[who].flush(); err != nil {
 				return res, fmt.Errorf("nbdbench: flush after write: %w", err)
 			}
 		}
 		for _, who := range order {
+			if o.DropCaches {
+				// A failure in any round is what the result reports.
+				if msg := dropCaches(src); res.Caches == "" || !strings.Contains(res.Caches, "NOT") {
+					res.Caches = msg
+				}
+			}
 			if r[who], rc[who], err = timed(who, append(slices.Clone(copyArgs), servers[who].uri, "null:")...); err != nil {
 				return res, err
 			}
@@ -226,8 +274,66 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 	res.WriteRatio, res.ReadRatio = median(writeRatios), median(readRatios)
 	res.OursCPU = CPUPerGiB{median(cpu[0][0]), median(cpu[0][1])}
 	res.NbdkitCPU = CPUPerGiB{median(cpu[1][0]), median(cpu[1][1])}
+	res.OursDiskWritten, res.NbdkitDiskWritten = -1, -1
+	if diskStat != "" {
+		res.OursDiskWritten, res.NbdkitDiskWritten = int64(median(disk[0])), int64(median(disk[1]))
+	}
 	res.LoadAfter = loadAverage()
 	return res, nil
+}
+
+// diskStatPath returns the sysfs stat file of the block device (or
+// partition) that holds path, or "" where there is none.
+func diskStatPath(path string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return ""
+	}
+	p := fmt.Sprintf("/sys/dev/block/%d:%d/stat", unixMajor(st.Dev), unixMinor(st.Dev))
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+func unixMajor(dev uint64) uint64 { return (dev>>8)&0xfff | (dev>>32)&^0xfff }
+func unixMinor(dev uint64) uint64 { return dev&0xff | (dev>>12)&^0xff }
+
+// sectorsWritten reads the "sectors written" field (the 7th) of a sysfs
+// block stat file; 0 when path is "" or unreadable.
+func sectorsWritten(path string) int64 {
+	if path == "" {
+		return 0
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 7 {
+		return 0
+	}
+	n, _ := strconv.ParseInt(f[6], 10, 64)
+	return n
+}
+
+// dropCaches writes dirty pages back and drops the page cache, then reads
+// the upload source src back in (untimed) so the next round's uploads do
+// not read it from disk while the first server of the round is timed. It
+// returns what Result.Caches reports.
+func dropCaches(src string) string {
+	if os.Geteuid() != 0 {
+		return "page cache NOT dropped before reads (not root): reads may come from memory"
+	}
+	syscall.Sync()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
+		return fmt.Sprintf("page cache NOT dropped before reads (%v): reads may come from memory", err)
+	}
+	if f, err := os.Open(src); err == nil {
+		io.CopyBuffer(io.Discard, f, make([]byte, 1<<20))
+		f.Close()
+	}
+	return "page cache dropped before every timed read"
 }
 
 // processCPU returns the user + system CPU seconds process pid has used,
@@ -340,7 +446,7 @@ func serveOurs(dir string, dev blockdev.Device, size int64) (uri string, stop fu
 
 // serveNbdkit starts `nbdkit file` on a unix socket and waits until it
 // listens (nbdkit writes its PID file only then).
-func serveNbdkit(ctx context.Context, dir, file string, fileSize, size int64) (uri, cmdline string, pid int, stop func(), err error) {
+func serveNbdkit(ctx context.Context, dir, file string, fileSize, size int64, params []string) (uri, cmdline string, pid int, stop func(), err error) {
 	sock := filepath.Join(dir, "nbdkit.sock")
 	pidfile := filepath.Join(dir, "nbdkit.pid")
 	args := []string{"--foreground", "--exit-with-parent", "-U", sock, "-P", pidfile}
@@ -348,6 +454,7 @@ func serveNbdkit(ctx context.Context, dir, file string, fileSize, size int64) (u
 		args = append(args, "--filter=truncate")
 	}
 	args = append(args, "file", "file="+file)
+	args = append(args, params...)
 	if fileSize != size {
 		args = append(args, "truncate="+strconv.FormatInt(size, 10))
 	}

@@ -59,3 +59,42 @@ func TestCompareWithNbdkit(t *testing.T) {
 		t.Errorf("below target 0.9 of nbdkit: %v", res)
 	}
 }
+
+func TestSectorsWrittenReadsTheSeventhField(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "stat")
+	// The layout of /sys/block/vda/stat: reads, merges, sectors, ticks,
+	// then writes, merges, sectors written, ...
+	if err := os.WriteFile(p, []byte("   12050     3370  1630468    6217   155430   172049 38745920  1047700        0   542832  1080000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := sectorsWritten(p); got != 38745920 {
+		t.Fatalf("sectorsWritten = %d, want 38745920", got)
+	}
+	if got := sectorsWritten(""); got != 0 {
+		t.Fatalf("sectorsWritten(\"\") = %d, want 0", got)
+	}
+}
+
+func TestDiskFiguresOnlyWhenKnown(t *testing.T) {
+	r := Result{OursDiskWritten: 1 << 30, NbdkitDiskWritten: 0}
+	if got, want := r.DiskFigures(), "; written to disk during the timed upload: tandem 1024 MiB, nbdkit 0 MiB"; got != want {
+		t.Fatalf("DiskFigures = %q, want %q", got, want)
+	}
+	r.NbdkitDiskWritten = -1
+	if got := r.DiskFigures(); got != "" {
+		t.Fatalf("DiskFigures with an unknown disk = %q, want empty", got)
+	}
+}
+
+func TestDiskStatPathFindsTheDeviceOfAFile(t *testing.T) {
+	p := diskStatPath("/")
+	if p == "" {
+		t.Skip("the root file system is not on a block device here")
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatal(err)
+	}
+	if diskStatPath("/nonexistent/file") != "" {
+		t.Fatal("a missing file has a disk")
+	}
+}
