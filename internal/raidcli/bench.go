@@ -100,7 +100,7 @@ func benchCmd(g *globals) *cobra.Command {
 	f.StringVar(&levels, "levels", "raid0,raid1,raid5,raid6,raid10", "levels for the sequential test")
 	f.StringVar(&rebuild, "rebuild", "raid1,raid5", "levels for the rebuild test")
 	f.StringVar(&nbdSize, "nbd-size", "1G", "bytes nbdcopy moves each way in the NBD comparison")
-	f.IntVar(&nbdRounds, "nbd-rounds", 6, "rounds of the NBD comparison, rounded up to even so each server goes first equally often (median of the per-round ratios reported)")
+	f.IntVar(&nbdRounds, "nbd-rounds", 6, "rounds of the NBD comparison, rounded up to even: each pair has each server first once (median over pairs of the geometric mean of their ratios)")
 	f.IntVar(&rounds, "rounds", 5, "rounds of the sequential and rebuild tests, raw and array in alternating order (median of the per-round ratios reported)")
 	f.BoolVar(&skipNBD, "no-nbd", false, "skip the NBD comparison with nbdkit")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -70,8 +71,8 @@ type Result struct {
 	Rounds     int
 	Ours       Throughput
 	Nbdkit     Throughput
-	WriteRatio float64 // median over rounds of our write / nbdkit's
-	ReadRatio  float64 // median over rounds of our read / nbdkit's
+	WriteRatio float64 // our write / nbdkit's: median over pairs of rounds (pairedMedian)
+	ReadRatio  float64 // our read / nbdkit's, likewise
 	Commands   []string
 	// The samples hold every round's figures, in run order.
 	OursSamples, NbdkitSamples []Throughput
@@ -221,7 +222,7 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 	}
 	// Each round times both servers back to back, in alternating order, so
 	// the two figures of a round share the machine's load of the moment;
-	// the ratios reported are the medians of the per-round ratios.
+	// the ratios reported pair each round with the next (pairedMedian).
 	var writeRatios, readRatios []float64
 	var cpu [2][2][]float64 // server, direction (write, read), rounds
 	var disk [2][]float64   // bytes written to File's disk per timed upload
@@ -271,7 +272,7 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 	read := func(t Throughput) float64 { return t.Read }
 	res.Ours = Throughput{Write: pick(res.OursSamples, write), Read: pick(res.OursSamples, read)}
 	res.Nbdkit = Throughput{Write: pick(res.NbdkitSamples, write), Read: pick(res.NbdkitSamples, read)}
-	res.WriteRatio, res.ReadRatio = median(writeRatios), median(readRatios)
+	res.WriteRatio, res.ReadRatio = pairedMedian(writeRatios), pairedMedian(readRatios)
 	res.OursCPU = CPUPerGiB{median(cpu[0][0]), median(cpu[0][1])}
 	res.NbdkitCPU = CPUPerGiB{median(cpu[1][0]), median(cpu[1][1])}
 	res.OursDiskWritten, res.NbdkitDiskWritten = -1, -1
@@ -390,6 +391,24 @@ func timedCopy(ctx context.Context, size int64, args ...string) (float64, error)
 		return 0, fmt.Errorf("nbdbench: nbdcopy %v: %w: %s", args, err, out)
 	}
 	return float64(size) / el.Seconds(), nil
+}
+
+// pairedMedian is the median, over consecutive pairs of rounds (one with
+// each server first), of the geometric mean of the pair's two ratios. On
+// the development VM the first reader of a round ran up to twice as fast
+// as the second whichever server it was, so single rounds swung between
+// about 0.5 and 2; a pair holds both orders and cancels that. A lone last
+// round counts on its own.
+func pairedMedian(ratios []float64) float64 {
+	var v []float64
+	for i := 0; i < len(ratios); i += 2 {
+		if i+1 == len(ratios) {
+			v = append(v, ratios[i])
+			break
+		}
+		v = append(v, math.Sqrt(ratios[i]*ratios[i+1]))
+	}
+	return median(v)
 }
 
 func median(v []float64) float64 {

@@ -2,6 +2,7 @@ package nbdbench
 
 import (
 	"context"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -96,5 +97,19 @@ func TestDiskStatPathFindsTheDeviceOfAFile(t *testing.T) {
 	}
 	if diskStatPath("/nonexistent/file") != "" {
 		t.Fatal("a missing file has a disk")
+	}
+}
+
+func TestPairedMedianCancelsWhoGoesFirst(t *testing.T) {
+	// Whoever reads first is twice as fast: per-round ratios alternate.
+	if got := pairedMedian([]float64{2, 0.5, 2, 0.5, 2, 0.5}); math.Abs(got-1) > 1e-9 {
+		t.Fatalf("pairedMedian of alternating 2 and 0.5 = %v, want 1", got)
+	}
+	// Pairs (0.81, 1) → 0.9; (0.64, 0.64) → 0.64; (1.21, 1.44) → 1.32: median 0.9.
+	if got := pairedMedian([]float64{0.81, 1, 0.64, 0.64, 1.21, 1.44}); math.Abs(got-0.9) > 1e-9 {
+		t.Fatalf("pairedMedian = %v, want 0.9", got)
+	}
+	if got := pairedMedian([]float64{0.8}); got != 0.8 {
+		t.Fatalf("pairedMedian of one round = %v, want 0.8", got)
 	}
 }
