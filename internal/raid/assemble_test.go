@@ -189,3 +189,49 @@ func TestIOPastTheEnd(t *testing.T) {
 		t.Fatalf("write at -1: %v", err)
 	}
 }
+
+// TestRebuildRecordsItsPositionOnceASecond: a rebuild that runs longer
+// than progressSaveEvery leaves its position in the superblocks before it
+// finishes, so a crash does not send it back to the start.
+func TestRebuildRecordsItsPositionOnceASecond(t *testing.T) {
+	lc := levelCases()[2] // raid1 on 3
+	ta := newTestArray(t, lc.co, lc.n, 1, testMemberSize)
+	ta.a.Close()
+	var ms []Member
+	for i := range ta.mems {
+		ms = append(ms, Member{ta.names[i], ta.faults[i]})
+	}
+	u := ta.a.UUID()
+	o := testOptions(t, ta.clk, ta.rec)
+	o.NoBackground = false
+	o.RebuildRate = 256 << 10 // the member's ~900 KiB take about 3.5 s of fake time
+	a, err := Assemble(ms, AssembleOptions{UUID: &u}, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	a.Fail("m0")
+	recorded := int64(-1) // the largest position a superblock showed mid-rebuild
+	for i := 0; a.Status().State != "clean"; i++ {
+		if i > 10000 {
+			t.Fatalf("rebuild did not finish: %+v", a.Status())
+		}
+		ta.clk.Advance(10 * time.Millisecond)
+		waitGoroutines()
+		sb, _, err := readSuperblock(ta.faults[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range sb.Devices {
+			if d.Role == 0 && d.Recovery > 0 && a.Status().State != "clean" {
+				recorded = max(recorded, d.Recovery)
+			}
+		}
+	}
+	if recorded <= 0 {
+		t.Fatalf("no superblock recorded the rebuild's position before it finished")
+	}
+	if recorded >= a.geo.Stripes() {
+		t.Fatalf("recorded position %d of %d stripes", recorded, a.geo.Stripes())
+	}
+}
