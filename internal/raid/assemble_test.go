@@ -123,7 +123,10 @@ func TestUncleanStopResyncsOnlyDirtyRegions(t *testing.T) {
 	ta.verify("after resync")
 }
 
-func TestRebuildReportsProgressAndObeysTheRateLimit(t *testing.T) {
+// rateLimitedRebuild assembles a RAID 1 of three members and a spare with
+// background jobs on and the given rebuild rate, and fails m0: the spare's
+// rebuild then waits on the fake clock.
+func rateLimitedRebuild(t *testing.T, rate int64) (*testArray, *Array) {
 	lc := levelCases()[2] // raid1 on 3
 	ta := newTestArray(t, lc.co, lc.n, 1, testMemberSize)
 	ta.a.Close()
@@ -135,13 +138,19 @@ func TestRebuildReportsProgressAndObeysTheRateLimit(t *testing.T) {
 	o := testOptions(t, ta.clk, ta.rec)
 	o.NoBackground = false
 	o.ProgressEvery = 0.25
-	o.RebuildRate = 1 << 20 // 1 MiB/s: the member's ~900 KiB take about a second of fake time
+	o.RebuildRate = rate
 	a, err := Assemble(ms, AssembleOptions{UUID: &u}, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
+	t.Cleanup(func() { a.Close() })
 	a.Fail("m0")
+	return ta, a
+}
+
+func TestRebuildReportsProgressAndObeysTheRateLimit(t *testing.T) {
+	// 1 MiB/s: the member's ~900 KiB take about a second of fake time.
+	ta, a := rateLimitedRebuild(t, 1<<20)
 	// The rebuild waits on the fake clock: advance until it finishes.
 	for i := 0; a.Status().State != "clean"; i++ {
 		if i > 10000 {
@@ -194,23 +203,8 @@ func TestIOPastTheEnd(t *testing.T) {
 // than progressSaveEvery leaves its position in the superblocks before it
 // finishes, so a crash does not send it back to the start.
 func TestRebuildRecordsItsPositionOnceASecond(t *testing.T) {
-	lc := levelCases()[2] // raid1 on 3
-	ta := newTestArray(t, lc.co, lc.n, 1, testMemberSize)
-	ta.a.Close()
-	var ms []Member
-	for i := range ta.mems {
-		ms = append(ms, Member{ta.names[i], ta.faults[i]})
-	}
-	u := ta.a.UUID()
-	o := testOptions(t, ta.clk, ta.rec)
-	o.NoBackground = false
-	o.RebuildRate = 256 << 10 // the member's ~900 KiB take about 3.5 s of fake time
-	a, err := Assemble(ms, AssembleOptions{UUID: &u}, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	a.Fail("m0")
+	// 256 KiB/s: the member's ~900 KiB take about 3.5 s of fake time.
+	ta, a := rateLimitedRebuild(t, 256<<10)
 	recorded := int64(-1) // the largest position a superblock showed mid-rebuild
 	for i := 0; a.Status().State != "clean"; i++ {
 		if i > 10000 {
