@@ -60,3 +60,31 @@ func TestWriteBehindKeepsOrderAndVisibility(t *testing.T) {
 	ta.reopen(nil)
 	ta.verify("after reopen")
 }
+
+// A queued write that fails after it was acknowledged fails the next
+// Flush, even when an unrelated WriteAt has already returned the error: a
+// client must never see a FLUSH succeed over a write that did not land.
+func TestFlushReportsALostQueuedWrite(t *testing.T) {
+	lc := levelCases()[4] // raid5 on 4: stripe 0 is d0 m0, d1 m1, d2 m2, P m3
+	ta := newTestArray(t, lc.co, lc.n, 0, testMemberSize)
+	if err := ta.a.Fail("m0"); err != nil {
+		t.Fatal(err)
+	}
+	// A corrupt block under d1 (its checksum fails): a partial write of d2
+	// must read it to reconstruct d0 for the parity, and cannot.
+	ta.faults[1].FlipOnRead(ta.a.lay.DataOff+100, 3)
+	if _, err := ta.a.WriteAt(make([]byte, BlockSize), 2*ta.a.geo.Chunk); err != nil {
+		t.Fatalf("the write is queued and acknowledged: %v", err)
+	}
+	// Somebody else's write takes the error first (or not: either way the
+	// Flush must fail).
+	far := ta.a.Size() - 2*ta.a.geo.StripeBytes()
+	_, _ = ta.a.WriteAt(make([]byte, BlockSize), far)
+	_, _ = ta.a.WriteAt(make([]byte, BlockSize), far+BlockSize)
+	if err := ta.a.Flush(); err == nil {
+		t.Fatal("Flush succeeded although an acknowledged write was lost")
+	}
+	if err := ta.a.Flush(); err != nil {
+		t.Fatalf("the loss is reported once; the next Flush has nothing new to report: %v", err)
+	}
+}

@@ -458,7 +458,7 @@ func (a *Array) writeSync(p []byte, off int64, sums []uint32) (int, error) {
 // the journal checkpoint and clears idle bitmap bits.
 func (a *Array) Flush() error {
 	if a.wb != nil {
-		if err := a.wb.drain(); err != nil {
+		if err := a.wb.drainForFlush(); err != nil {
 			return err
 		}
 	}

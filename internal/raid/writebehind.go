@@ -10,8 +10,8 @@ import "sync"
 // independent ones (several writers) go out in parallel. Reads that overlap
 // queued data wait for it, Flush drains the queue, and the Device contract
 // holds: a write that returned is visible to reads, and durable once Flush
-// returns. An error of a queued write is returned by the next WriteAt or
-// Flush.
+// returns. An error of a queued write is returned by the next WriteAt, and
+// by the next Flush whether or not a WriteAt returned it already.
 //
 // The tail of the queue, which the next sequential write would extend, is
 // held back while it is smaller than an entry's target size and another
@@ -33,6 +33,11 @@ type writeBehind struct {
 	busy   int   // entries being written
 	urgent int   // drain / waitFor calls waiting: the tail goes out as it is
 	err    error
+	// flushErr is the first error of a queued write since the last Flush.
+	// It is kept apart from err, which the next WriteAt takes: whoever
+	// takes err, the next Flush still fails, so a client never sees a
+	// FLUSH succeed over a write it was told had landed.
+	flushErr error
 	// stopped: no new writes; flushers leave once the queue is empty.
 	stopped bool
 	running int
@@ -232,6 +237,9 @@ func (w *writeBehind) flusher() {
 		if err != nil && w.err == nil {
 			w.err = err
 		}
+		if err != nil && w.flushErr == nil {
+			w.flushErr = err
+		}
 		w.space.Broadcast()
 		freeBuf(e.data[:cap(e.data)])
 	}
@@ -274,8 +282,20 @@ func (w *writeBehind) waitFor(off, n int64) {
 	}
 }
 
-// drain waits until the queue is empty and returns a pending error.
+// drain waits until the queue is empty and returns a pending error (the
+// one the next WriteAt would have taken).
 func (w *writeBehind) drain() error {
+	return w.drainAnd(false)
+}
+
+// drainForFlush waits until the queue is empty and returns the first
+// error of a queued write since the last Flush, even one a WriteAt has
+// already returned.
+func (w *writeBehind) drainForFlush() error {
+	return w.drainAnd(true)
+}
+
+func (w *writeBehind) drainAnd(forFlush bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.urgent++
@@ -286,6 +306,10 @@ func (w *writeBehind) drain() error {
 	}
 	err := w.err
 	w.err = nil
+	if forFlush {
+		err = w.flushErr
+		w.flushErr = nil
+	}
 	return err
 }
 
