@@ -44,6 +44,7 @@ const (
 	RaidRebuildStarted   Kind = "RebuildStarted"
 	RaidRebuildProgress  Kind = "RebuildProgress"
 	RaidRebuildFinished  Kind = "RebuildFinished"
+	RaidRebuildAborted   Kind = "RebuildAborted"
 	RaidChecksumRepaired Kind = "ChecksumRepaired"
 	RaidMismatchesFound  Kind = "MismatchesFound"
 )

@@ -168,3 +168,60 @@ func TestReplaceKeepsRedundancy(t *testing.T) {
 	ta.faults[0].FailAll()
 	ta.verify("replacement carries the data")
 }
+
+// A rebuild that meets a stripe with no good copy left stops there: the
+// spare is not called in sync with a hole in it, the array stays degraded
+// and says why, reads of the lost chunk fail rather than return zeros, and
+// what the rebuild had done before is kept.
+func TestRebuildStopsAtAStripeItCannotRebuild(t *testing.T) {
+	lc := levelCases()[4] // raid5 on 4
+	ta := newTestArray(t, lc.co, lc.n, 1, testMemberSize)
+	g := ta.a.geo
+	s := g.Stripes() / 2
+	role1, loc1 := g.RoleOf(s, 1)
+	role0, _ := g.RoleOf(s, 0)
+	if role1 < 0 || role0 < 0 {
+		t.Fatalf("stripe %d: want data on members 0 and 1, got roles %d and %d", s, role0, role1)
+	}
+	// A corrupt block on m1 in stripe s (its checksum fails); then m0 dies.
+	ta.faults[1].FlipOnRead(ta.a.lay.DataOff+loc1.Off+100, 3)
+	if err := ta.a.Fail("m0"); err != nil {
+		t.Fatal(err)
+	}
+	ta.a.RunJobs()
+	st := ta.a.Status()
+	if st.State != "degraded" {
+		t.Fatalf("after the rebuild met the bad stripe: state %s, want degraded: %+v", st.State, st)
+	}
+	var spare MemberStatus
+	for _, m := range st.Members {
+		if m.Name == "m4" {
+			spare = m
+		}
+	}
+	if spare.State != "rebuild_aborted" || spare.Slot != 0 {
+		t.Fatalf("the spare: %+v, want rebuild_aborted in slot 0", spare)
+	}
+	if n := len(ta.rec.OfKind(events.RaidRebuildAborted)); n != 1 {
+		t.Fatalf("%d RebuildAborted events, want 1", n)
+	}
+	if n := len(ta.rec.OfKind(events.RaidRebuildFinished)); n != 0 {
+		t.Fatalf("%d RebuildFinished events, want 0", n)
+	}
+	lost := s*g.StripeBytes() + int64(role0)*g.Chunk
+	if _, err := ta.a.ReadAt(make([]byte, BlockSize), lost); err == nil {
+		t.Fatal("the chunk no copy holds read without an error")
+	}
+	// Stripes before the bad one were rebuilt and recorded.
+	if r := ta.a.slots[0].rec.Load(); r == nil || r.pos.Load() <= 0 || r.pos.Load() > s {
+		t.Fatalf("rebuild position %v, want in (0, %d]", r, s)
+	}
+	// Elsewhere the array still serves the right data.
+	if _, err := ta.a.ReadAt(make([]byte, BlockSize), 0); err != nil {
+		t.Fatal(err)
+	}
+	// No job is left spinning on it.
+	if ta.a.hasWork() {
+		t.Fatal("the aborted rebuild still counts as work")
+	}
+}

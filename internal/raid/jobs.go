@@ -145,7 +145,7 @@ func (a *Array) hasWork() bool {
 		return false
 	}
 	for i, m := range a.slots {
-		if m == nil && len(a.spares) > 0 || m.usable() && m.rec.Load() != nil || a.repl[i].usable() {
+		if m == nil && len(a.spares) > 0 || m.usable() && m.rec.Load().pending() || a.repl[i].usable() && a.repl[i].rec.Load().pending() {
 			return true
 		}
 	}
@@ -211,10 +211,10 @@ func (a *Array) nextRebuild() *member {
 		return nil
 	}
 	for i := range a.slots {
-		if m := a.slots[i]; m.usable() && m.rec.Load() != nil {
+		if m := a.slots[i]; m.usable() && m.rec.Load().pending() {
 			return m
 		}
-		if m := a.repl[i]; m.usable() && m.rec.Load() != nil {
+		if m := a.repl[i]; m.usable() && m.rec.Load().pending() {
 			return m
 		}
 	}

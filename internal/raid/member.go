@@ -33,7 +33,14 @@ type recovery struct {
 	only  bitset // regions to rebuild; nil = all
 	spb   int64  // stripes per bitmap bit
 	readd bool   // a returning member, not a spare
+	// aborted: a stripe could not be rebuilt (no good copy left); the
+	// member keeps what it has up to pos and is not rebuilt again until a
+	// new recovery starts (re-assembly, add, replace).
+	aborted atomic.Bool
 }
+
+// pending reports whether r is a rebuild still to run.
+func (r *recovery) pending() bool { return r != nil && !r.aborted.Load() }
 
 func (r *recovery) needs(s int64) bool {
 	return r.only == nil || r.only.has(s/r.spb)

@@ -75,7 +75,16 @@ func (a *Array) runRebuild(m *member, stop <-chan struct{}) bool {
 		}
 		ws, bufs, err := a.rebuildWindow(v, m, slot, r, s0, s1)
 		if err != nil {
-			a.log.Error("raid: rebuild window", "array", a.name, "member", m.name, "stripes", fmt.Sprintf("%d-%d", s0, s1), "err", err)
+			// A stripe with no good copy left: the member cannot be made a
+			// true copy. Stop here, as md does, rather than call it in sync
+			// with a hole in it; what was rebuilt before s0 stays.
+			for _, b := range bufs {
+				freeBuf(b)
+			}
+			a.locks.unlock(h)
+			wait()
+			a.abortRebuild(m, slot, r, s0, err)
+			return true
 		}
 		wait()
 		done := make(chan struct{})
@@ -307,6 +316,18 @@ func inSyncRange(m *member, s0, s1 int64) bool {
 		}
 	}
 	return true
+}
+
+// abortRebuild records that m's rebuild stopped at stripe s (see
+// recovery.aborted) and says so in the log and on the event stream.
+func (a *Array) abortRebuild(m *member, slot int, r *recovery, s int64, err error) {
+	r.aborted.Store(true)
+	a.log.Error("raid: rebuild aborted", "array", a.name, "member", m.name, "slot", slot, "stripe", s, "err", err)
+	a.emit(events.RaidRebuildAborted, fmt.Sprintf("rebuild of %s into slot %d stopped at stripe %d of %d: %v; the array stays degraded (replace the member that holds the bad data, or assemble again to retry)", m.name, slot, s, a.geo.Stripes(), err),
+		map[string]any{"member": m.name, "slot": slot, "stripe": s, "error": err.Error()})
+	a.mu.Lock()
+	a.writeSuperblocksLocked(false)
+	a.mu.Unlock()
 }
 
 // finishRebuild marks m in sync and, for a replacement, retires the member

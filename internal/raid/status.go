@@ -4,7 +4,7 @@ package raid
 type MemberStatus struct {
 	Name  string `json:"name"`
 	Slot  int    `json:"slot"`  // -1 for spares and faulty members
-	State string `json:"state"` // in_sync, rebuilding, replacing, spare, faulty
+	State string `json:"state"` // in_sync, rebuilding, rebuild_aborted, replacing, spare, faulty
 }
 
 // Status is what `tandem raid status` shows, like /proc/mdstat.
@@ -43,8 +43,10 @@ func (a *Array) Status() Status {
 			continue
 		}
 		state := "in_sync"
-		if m.rec.Load() != nil {
+		if r := m.rec.Load(); r.pending() {
 			state, rebuilding = "rebuilding", true
+		} else if r != nil {
+			state = "rebuild_aborted"
 		} else {
 			st.InSync++
 		}
