@@ -98,9 +98,32 @@ func newUUID() UUID {
 	return u
 }
 
+// usedZone is how much of a member's start Create looks at before it
+// overwrites it: where partition tables and the superblocks of file
+// systems, LVM and md (1.1/1.2) live.
+const usedZone = 64 << 10
+
+// holdsData reports whether the first usedZone bytes of d hold anything but
+// zeros, and where the first non-zero byte is (a new file or a wiped disk
+// is all zeros; mdadm warns about such members in the same way).
+func holdsData(d blockdev.Device) (int64, bool) {
+	buf := blockdev.AlignedBuffer(int(min(usedZone, d.Size())))
+	n, err := d.ReadAt(buf, 0)
+	if err != nil && n == 0 {
+		return 0, false // unreadable: the superblock writes will say so
+	}
+	for i, b := range buf[:n] {
+		if b != 0 {
+			return int64(i), true
+		}
+	}
+	return 0, false
+}
+
 // Create writes a new array on members (and spares) and opens it. Nothing is
 // written unless every check passes: level and member count, duplicates,
-// member sizes, and members that already carry an array (unless Force).
+// member sizes, and members that already carry an array or other data in
+// their first 64 KiB (unless Force).
 // The array starts with every region marked for resync; it is usable at
 // once while the resync computes parity and checksums in the background.
 func Create(members, spares []Member, co CreateOptions, o Options) (*Array, error) {
@@ -117,7 +140,7 @@ func Create(members, spares []Member, co CreateOptions, o Options) (*Array, erro
 	}
 	seen := map[string]bool{}
 	devs := map[blockdev.Device]string{}
-	minSize := int64(-1)
+	minSize, minName := int64(-1), ""
 	for _, m := range all {
 		if seen[m.Name] {
 			errs = append(errs, fmt.Errorf("raid: member %s given twice", m.Name))
@@ -129,11 +152,13 @@ func Create(members, spares []Member, co CreateOptions, o Options) (*Array, erro
 		}
 		seen[m.Name], devs[m.Dev] = true, m.Name
 		if minSize < 0 || m.Dev.Size() < minSize {
-			minSize = m.Dev.Size()
+			minSize, minName = m.Dev.Size(), m.Name
 		}
 		if !co.Force {
 			if sb, _, err := readSuperblock(m.Dev); err == nil {
 				errs = append(errs, fmt.Errorf("raid: member %s already belongs to array %q (%s); use force to overwrite", m.Name, sb.Name, sb.Array))
+			} else if off, used := holdsData(m.Dev); used {
+				errs = append(errs, fmt.Errorf("raid: member %s holds data (a byte at offset %d is not zero: a file system, a partition table?); use force to overwrite it", m.Name, off))
 			}
 		}
 	}
@@ -145,7 +170,7 @@ func Create(members, spares []Member, co CreateOptions, o Options) (*Array, erro
 		var err error
 		lay, err = planLayout(layoutParams{Geometry: g, MemberSize: minSize, BitmapChunk: co.BitmapChunk, JournalSize: co.JournalSize, Checksums: !co.NoChecksums})
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("member %s: %w", minName, err))
 		}
 		g.MemberData = lay.MemberData
 		if err := g.Validate(); err != nil {

@@ -22,7 +22,7 @@ func createCmd(g *globals) *cobra.Command {
 		Use:   "create --level L [--chunk C] [--spare M]… NAME M1 M2 …",
 		Short: "Create an array on members (files or block devices) and record it",
 		Args:  cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (retErr error) {
 			name, paths := args[0], args[1:]
 			if err := validName(name); err != nil {
 				return err
@@ -49,18 +49,33 @@ func createCmd(g *globals) *cobra.Command {
 					}
 				}
 			}
+			all := append(append([]string(nil), paths...), spares...)
 			if size != "" {
 				n, err := parseSize(size)
 				if err != nil {
 					return err
 				}
-				for _, p := range append(append([]string(nil), paths...), spares...) {
+				// Files made here go again if the array is not created:
+				// bad input leaves nothing behind.
+				var made []string
+				defer func() {
+					if retErr != nil {
+						for _, p := range made {
+							os.Remove(p)
+						}
+					}
+				}()
+				for _, p := range all {
 					if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 						if err := createFile(p, n); err != nil {
 							return err
 						}
+						made = append(made, p)
 					}
 				}
+			}
+			if err := sameFiles(all); err != nil {
+				return err
 			}
 			ms := g.openTarget(target{paths: paths})
 			ss := g.openTarget(target{paths: spares})
@@ -110,6 +125,30 @@ func createCmd(g *globals) *cobra.Command {
 	f.BoolVar(&g.force, "force", false, "overwrite members that belong to another array")
 	cmd.MarkFlagRequired("level")
 	return cmd
+}
+
+// sameFiles refuses two paths that name one file or device (a symlink, a
+// /dev/disk/by-id name, "./m0" and "m0"): an array would hold a member
+// twice.
+func sameFiles(paths []string) error {
+	type named struct {
+		path string
+		fi   os.FileInfo
+	}
+	var seen []named
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			continue // reported when it is opened
+		}
+		for _, o := range seen {
+			if o.path != p && os.SameFile(o.fi, fi) { // the same string: the engine says "given twice"
+				return fmt.Errorf("raid: %s and %s are the same file or device; nothing written", o.path, p)
+			}
+		}
+		seen = append(seen, named{p, fi})
+	}
+	return nil
 }
 
 func createFile(path string, size int64) error {

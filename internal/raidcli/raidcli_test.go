@@ -2,6 +2,7 @@ package raidcli
 
 import (
 	"bytes"
+	"errors"
 	"context"
 	"encoding/json"
 	"math/rand/v2"
@@ -84,6 +85,34 @@ func TestCreateStatusCheckOffline(t *testing.T) {
 	}
 	if _, err := c.run("create", "--level", "7", "--size", "8M", "lvl", c.path("z0"), c.path("z1")); err == nil {
 		t.Fatal("unknown level accepted")
+	}
+	// The same file under two names.
+	if _, err := c.run("create", "--level", "1", "--size", "8M", "alias", c.path("w0"), c.dir+"/./w0"); err == nil || !strings.Contains(err.Error(), "same file") {
+		t.Fatalf("one file under two names: %v", err)
+	}
+	// A member too small, named; a member holding other data (here, the
+	// text of a file system's worth of bytes) is not overwritten silently.
+	if err := os.WriteFile(c.path("tiny"), make([]byte, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.run("create", "--level", "1", "--size", "8M", "small", c.path("v0"), c.path("tiny")); err == nil || !strings.Contains(err.Error(), c.path("tiny")) || !strings.Contains(err.Error(), "too small") {
+		t.Fatalf("member too small: %v", err)
+	}
+	used := make([]byte, 8<<20)
+	copy(used[1024:], "ext4 superblock, say")
+	if err := os.WriteFile(c.path("used"), used, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.run("create", "--level", "1", "--size", "8M", "over", c.path("u0"), c.path("used")); err == nil || !strings.Contains(err.Error(), "holds data") {
+		t.Fatalf("member holding data: %v", err)
+	}
+	if b, err := os.ReadFile(c.path("used")); err != nil || !bytes.Equal(b, used) {
+		t.Fatalf("the member holding data was changed: %v", err)
+	}
+	for _, p := range []string{"x0", "x1", "y0", "z0", "z1", "w0", "v0", "u0"} {
+		if _, err := os.Stat(c.path(p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("bad input left %s behind (%v)", p, err)
+		}
 	}
 	if out := c.must("check", "r5"); !strings.Contains(out, "0 mismatches, 0 checksum errors") {
 		t.Fatalf("check: %s", out)
