@@ -158,9 +158,29 @@ func (g *globals) openTarget(t target) []raid.Member {
 	return ms
 }
 
+// refuseServed fails when a member belongs to an array that a `serve`
+// with this state dir is running: assembling it again (by NAME or by member
+// paths) would write superblocks under the running server.
+func (g *globals) refuseServed(ms []raid.Member) error {
+	for _, m := range ms {
+		ex, err := raid.Examine(m)
+		if err != nil {
+			continue
+		}
+		if g.control(ex.Name) != nil {
+			return fmt.Errorf("raid: %s belongs to array %s, which is being served (control socket %s); use fail/remove/add/replace/check on it, or stop the server first", m.Name, ex.Name, socketPath(g.stateDir, ex.Name))
+		}
+	}
+	return nil
+}
+
 // assemble opens and assembles a target and records it.
 func (g *globals) assemble(t target, o raid.Options) (*raid.Array, error) {
 	ms := g.openTarget(t)
+	if err := g.refuseServed(ms); err != nil {
+		closeMembers(ms)
+		return nil, err
+	}
 	a, err := raid.Assemble(ms, t.assembleOptions(), o)
 	if err != nil {
 		closeMembers(ms)

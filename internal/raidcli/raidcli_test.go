@@ -2,9 +2,9 @@ package raidcli
 
 import (
 	"bytes"
-	"errors"
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -176,6 +176,32 @@ func TestServeAndManageALiveArray(t *testing.T) {
 	waitFor(t, func() bool { return c.status("r6").InSync == 3 })
 	if _, err := c.run("add", "r6", c.path("nonexistent")); err == nil {
 		t.Fatal("add of a missing path succeeded")
+	}
+	// Assembling the served array again, by its members' paths, would
+	// write superblocks under the server: refused.
+	if _, err := c.run("assemble", c.path("m0"), c.path("m1"), c.path("m2"), c.path("m3")); err == nil || !strings.Contains(err.Error(), "being served") {
+		t.Fatalf("assemble by paths of a served array: %v", err)
+	}
+	// Another server on the same socket, or on a path that is not a socket:
+	// refused, and the file is left alone.
+	other := Command()
+	other.SetOut(&bytes.Buffer{})
+	other.SetErr(&bytes.Buffer{})
+	c.must("create", "--level", "1", "--size", "8M", "r1", c.path("o0"), c.path("o1"))
+	other.SetArgs([]string{"--state-dir", c.state, "serve", "r1", "--listen", "unix:" + sock})
+	if err := other.Execute(); err == nil || !strings.Contains(err.Error(), "another server is listening") {
+		t.Fatalf("second server on a live socket: %v", err)
+	}
+	notSock := c.path("notes.txt")
+	if err := os.WriteFile(notSock, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other.SetArgs([]string{"--state-dir", c.state, "serve", "r1", "--listen", "unix:" + notSock})
+	if err := other.Execute(); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("serve over a regular file: %v", err)
+	}
+	if b, _ := os.ReadFile(notSock); string(b) != "keep me" {
+		t.Fatal("serve removed a regular file at its --listen path")
 	}
 	cl.Close()
 	cancel()

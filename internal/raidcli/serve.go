@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -54,7 +55,11 @@ func serveCmd(g *globals) *cobra.Command {
 			network, addr := "tcp", listen
 			if p, ok := strings.CutPrefix(listen, "unix:"); ok {
 				network, addr = "unix", p
-				os.Remove(p)
+				if err := removeStaleSocket(p); err != nil {
+					cs.close()
+					a.Close()
+					return err
+				}
 			}
 			ln, err := net.Listen(network, addr)
 			if err != nil {
@@ -113,4 +118,25 @@ func serveCmd(g *globals) *cobra.Command {
 func servedOptions(o raid.Options) raid.Options {
 	o.WriteBehind, o.ReadAhead = 0, -1 // 0: the default, 32 MiB
 	return o
+}
+
+// removeStaleSocket clears the way for a unix socket at path: nothing
+// there, or a socket nobody answers on (left by a server that died), is
+// fine and removed; a live socket or anything else is refused.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("raid: listen unix:%s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("raid: listen unix:%s: the path exists and is not a socket; not removing it", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("raid: listen unix:%s: another server is listening there", path)
+	}
+	return os.Remove(path)
 }
