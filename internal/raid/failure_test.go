@@ -1,6 +1,7 @@
 package raid
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -223,5 +224,25 @@ func TestRebuildStopsAtAStripeItCannotRebuild(t *testing.T) {
 	// No job is left spinning on it.
 	if ta.a.hasWork() {
 		t.Fatal("the aborted rebuild still counts as work")
+	}
+}
+
+// Fail refuses a member the array cannot lose, as mdadm --fail does: the
+// array would fail and every client get errors. An I/O error still fails it.
+func TestFailRefusesTheLastCopy(t *testing.T) {
+	ta := newTestArray(t, levelCases()[1].co, 2, 0, testMemberSize) // raid1 on 2
+	if err := ta.a.Fail("m0"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ta.a.Fail("m1"); !errors.Is(err, ErrLastCopy) {
+		t.Fatalf("failing the last copy: %v, want ErrLastCopy", err)
+	}
+	ta.verify("after the refused fail")
+	r0 := newTestArray(t, levelCases()[0].co, 3, 0, testMemberSize) // raid0 on 3
+	if err := r0.a.Fail("m1"); !errors.Is(err, ErrLastCopy) {
+		t.Fatalf("failing a RAID 0 member: %v, want ErrLastCopy", err)
+	}
+	if st := r0.a.Status(); st.State != "clean" {
+		t.Fatalf("RAID 0 after the refused fail: %s", st.State)
 	}
 }

@@ -11,6 +11,10 @@ import (
 // ErrNoMember is returned when a named member is not in the array.
 var ErrNoMember = errors.New("raid: no such member")
 
+// ErrLastCopy is returned by Fail for a member without which the array
+// would fail (mdadm --fail refuses such a member too).
+var ErrLastCopy = errors.New("raid: refusing to fail the member")
+
 func (a *Array) findLocked(name string) *member {
 	for _, list := range [][]*member{a.slots, a.repl, a.spares, a.faulty} {
 		for _, m := range list {
@@ -33,6 +37,13 @@ func (a *Array) Fail(name string) error {
 	}
 	if m.role == RoleFaulty {
 		return nil
+	}
+	if slot := int(m.role); slot >= 0 && a.slots[slot] == m && !a.geo.Survives(func(i int) bool {
+		return i == slot || !a.slots[i].usable() || a.slots[i].rec.Load() != nil
+	}) {
+		// As md refuses (EBUSY): the array would fail and every reader and
+		// writer get errors; an I/O error still fails the member.
+		return fmt.Errorf("%w: %s holds the last copy of some of %s's data", ErrLastCopy, name, a.name)
 	}
 	a.failMemberLocked(m, errors.New("failed by administrator"))
 	return a.writeSuperblocksLocked(true)
