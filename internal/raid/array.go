@@ -103,10 +103,11 @@ func newUUID() UUID {
 // systems, LVM and md (1.1/1.2) live.
 const usedZone = 64 << 10
 
-// holdsData reports whether the first usedZone bytes of d hold anything but
-// zeros, and where the first non-zero byte is (a new file or a wiped disk
-// is all zeros; mdadm warns about such members in the same way).
-func holdsData(d blockdev.Device) (int64, bool) {
+// HoldsData reports whether the first 64 KiB of d hold anything but zeros,
+// and where the first non-zero byte is: where partition tables and the
+// superblocks of file systems, LVM and md live. A new file or a wiped disk
+// is all zeros; mdadm warns about other members in the same way.
+func HoldsData(d blockdev.Device) (int64, bool) {
 	buf := blockdev.AlignedBuffer(int(min(usedZone, d.Size())))
 	n, err := d.ReadAt(buf, 0)
 	if err != nil && n == 0 {
@@ -157,7 +158,7 @@ func Create(members, spares []Member, co CreateOptions, o Options) (*Array, erro
 		if !co.Force {
 			if sb, _, err := readSuperblock(m.Dev); err == nil {
 				errs = append(errs, fmt.Errorf("raid: member %s already belongs to array %q (%s); use force to overwrite", m.Name, sb.Name, sb.Array))
-			} else if off, used := holdsData(m.Dev); used {
+			} else if off, used := HoldsData(m.Dev); used {
 				errs = append(errs, fmt.Errorf("raid: member %s holds data (a byte at offset %d is not zero: a file system, a partition table?); use force to overwrite it", m.Name, off))
 			}
 		}

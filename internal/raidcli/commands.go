@@ -464,45 +464,38 @@ func removeCmd(g *globals) *cobra.Command {
 }
 
 func addCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	cmd := &cobra.Command{
 		Use:   "add NAME PATH",
 		Short: "Add a member: a returning member resyncs what it missed (bitmap), any other becomes a spare",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			err := g.act(cmd.Context(), args[:1], func(c *controlClient) error {
-				return c.call("POST", "add", controlRequest{Path: args[1]}, nil)
+			return g.act(cmd.Context(), args[:1], func(c *controlClient) error {
+				return c.call("POST", "add", controlRequest{Path: args[1], Force: force}, nil)
 			}, func(a *raid.Array) error {
-				m, err := openMember(args[1])
-				if err != nil {
-					return err
-				}
-				if err := a.Add(m); err != nil {
-					m.Dev.Close()
+				if err := joinMember(a, args[1], force, a.Add); err != nil {
 					return err
 				}
 				return g.recordMember(a.Name(), args[1])
 			})
-			return err
 		},
 	}
+	cmd.Flags().BoolVar(&force, "force", false, "take a member that belongs to another array or holds other data")
+	return cmd
 }
 
 func replaceCmd(g *globals) *cobra.Command {
 	var with string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "replace NAME OLD --with NEW",
 		Short: "Copy an active member onto a new one while it stays in service, then retire it",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.act(cmd.Context(), args[:1], func(c *controlClient) error {
-				return c.call("POST", "replace", controlRequest{Member: args[1], Path: with}, nil)
+				return c.call("POST", "replace", controlRequest{Member: args[1], Path: with, Force: force}, nil)
 			}, func(a *raid.Array) error {
-				m, err := openMember(with)
-				if err != nil {
-					return err
-				}
-				if err := a.Replace(args[1], m); err != nil {
-					m.Dev.Close()
+				if err := joinMember(a, with, force, func(m raid.Member) error { return a.Replace(args[1], m) }); err != nil {
 					return err
 				}
 				return g.recordMember(a.Name(), with)
@@ -510,8 +503,37 @@ func replaceCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&with, "with", "", "the new member")
+	cmd.Flags().BoolVar(&force, "force", false, "take a member that belongs to another array or holds other data")
 	cmd.MarkFlagRequired("with")
 	return cmd
+}
+
+// joinMember opens path and hands it to join (Add or Replace), closing it
+// again if that fails. Without force it refuses a device that belongs to
+// another array (its superblock says so) or holds other data in its first
+// 64 KiB: adding it would overwrite that, and a member of another array
+// would leave that array degraded.
+func joinMember(a *raid.Array, path string, force bool, join func(raid.Member) error) error {
+	m, err := openMember(path)
+	if err != nil {
+		return err
+	}
+	if !force {
+		if ex, err := raid.Examine(m); err == nil && ex.Array != a.UUID() {
+			m.Dev.Close()
+			return fmt.Errorf("raid: %s belongs to array %q (%s); use --force to take it", path, ex.Name, ex.Array)
+		} else if err != nil {
+			if off, used := raid.HoldsData(m.Dev); used {
+				m.Dev.Close()
+				return fmt.Errorf("raid: %s holds data (a byte at offset %d is not zero: a file system, a partition table?); use --force to overwrite it", path, off)
+			}
+		}
+	}
+	if err := join(m); err != nil {
+		m.Dev.Close()
+		return err
+	}
+	return nil
 }
 
 func (g *globals) recordMember(name, path string) error {

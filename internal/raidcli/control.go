@@ -27,6 +27,7 @@ type controlRequest struct {
 	Path   string `json:"path,omitempty"`
 	Repair bool   `json:"repair,omitempty"`
 	Bytes  int64  `json:"bytes,omitempty"`
+	Force  bool   `json:"force,omitempty"` // add/replace: take a member that holds other data
 }
 
 type controlServer struct {
@@ -60,23 +61,13 @@ func startControl(g *globals, a *raid.Array, rec *record, metrics prometheus.Gat
 	mux.HandleFunc("POST /fail", cs.handle(func(q controlRequest) (any, error) { return nil, a.Fail(q.Member) }))
 	mux.HandleFunc("POST /remove", cs.handle(func(q controlRequest) (any, error) { return nil, a.Remove(q.Member) }))
 	mux.HandleFunc("POST /add", cs.handle(func(q controlRequest) (any, error) {
-		m, err := openMember(q.Path)
-		if err != nil {
-			return nil, err
-		}
-		if err := a.Add(m); err != nil {
-			m.Dev.Close()
+		if err := joinMember(a, q.Path, q.Force, a.Add); err != nil {
 			return nil, err
 		}
 		return nil, cs.record(q.Path)
 	}))
 	mux.HandleFunc("POST /replace", cs.handle(func(q controlRequest) (any, error) {
-		m, err := openMember(q.Path)
-		if err != nil {
-			return nil, err
-		}
-		if err := a.Replace(q.Member, m); err != nil {
-			m.Dev.Close()
+		if err := joinMember(a, q.Path, q.Force, func(m raid.Member) error { return a.Replace(q.Member, m) }); err != nil {
 			return nil, err
 		}
 		return nil, cs.record(q.Path)

@@ -203,6 +203,20 @@ func TestServeAndManageALiveArray(t *testing.T) {
 	if b, _ := os.ReadFile(notSock); string(b) != "keep me" {
 		t.Fatal("serve removed a regular file at its --listen path")
 	}
+	// A member of another array, or a file holding data, is not taken
+	// without --force (it would degrade that array, or overwrite the data).
+	if _, err := c.run("add", "r6", c.path("o0")); err == nil || !strings.Contains(err.Error(), `belongs to array "r1"`) {
+		t.Fatalf("add of another array's member: %v", err)
+	}
+	if err := os.WriteFile(c.path("data"), append(make([]byte, 4096), bytes.Repeat([]byte("x"), 8<<20)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.run("replace", "r6", c.path("m0"), "--with", c.path("data")); err == nil || !strings.Contains(err.Error(), "holds data") {
+		t.Fatalf("replace with a file holding data: %v", err)
+	}
+	if st := c.status("r1"); st.State != "clean" || st.InSync != 2 {
+		t.Fatalf("r1 after the refused add: %+v", st)
+	}
 	cl.Close()
 	cancel()
 	if err := <-served; err != nil {
