@@ -9,12 +9,20 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 )
 
 // Log is the append-only audit log: one JSON object per line. It is a Sink.
 // Entries older than the retention are dropped by Compact, which the agent
 // runs at start and daily; the file is rewritten atomically.
+//
+// Several processes may share one file (the agent, and `tandem raid serve`
+// publishing RAID events into the agent's log). Each append and each
+// compaction holds an exclusive flock on the file, and an appender whose
+// file was replaced by a compaction reopens the path first, so no event is
+// written to a file already renamed away or lost while another process
+// rewrites it.
 type Log struct {
 	mu        sync.Mutex
 	path      string
@@ -76,6 +84,14 @@ func (l *Log) Publish(e Event) {
 	b = append(b, '\n')
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	unlock, err := l.lockCurrentLocked()
+	if err != nil {
+		if l.err == nil {
+			l.err = err
+		}
+		return
+	}
+	defer unlock()
 	if _, err := l.f.Write(b); err != nil && l.err == nil {
 		l.err = fmt.Errorf("events: append to %s: %w", l.path, err)
 	}
@@ -95,6 +111,11 @@ func (l *Log) Compact() error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	unlock, err := l.lockCurrentLocked()
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	cutoff := l.now().Add(-l.retention)
 	in, err := os.ReadFile(l.path)
 	if err != nil {
@@ -123,13 +144,53 @@ func (l *Log) Compact() error {
 	if err := os.Rename(tmp, l.path); err != nil {
 		return fmt.Errorf("events: %w", err)
 	}
-	f, err := os.OpenFile(l.path, os.O_APPEND|os.O_WRONLY, 0o640)
-	if err != nil {
-		return fmt.Errorf("events: %w", err)
-	}
-	l.f.Close()
-	l.f = f
+	// l.f (the old file) stays open, and locked, until unlock: appenders of
+	// other processes waiting on it then find the path replaced and reopen.
 	return nil
+}
+
+// lockCurrentLocked takes the flock of the file now at l.path, reopening
+// l.f first when a compaction (of this or another process) replaced it. The
+// returned func releases the lock; when the path changed meanwhile it also
+// switches l.f to the new file.
+func (l *Log) lockCurrentLocked() (func(), error) {
+	for tries := 0; ; tries++ {
+		if !l.isCurrentLocked() {
+			f, err := os.OpenFile(l.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+			if err != nil {
+				return nil, fmt.Errorf("events: reopen %s: %w", l.path, err)
+			}
+			l.f.Close()
+			l.f = f
+		}
+		fd := int(l.f.Fd())
+		if err := syscall.Flock(fd, syscall.LOCK_EX); err != nil {
+			return nil, fmt.Errorf("events: lock %s: %w", l.path, err)
+		}
+		if l.isCurrentLocked() || tries >= 10 {
+			f := l.f
+			return func() {
+				syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+				if f == l.f && !l.isCurrentLocked() {
+					if nf, err := os.OpenFile(l.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640); err == nil {
+						f.Close()
+						l.f = nf
+					}
+				}
+			}, nil
+		}
+		syscall.Flock(fd, syscall.LOCK_UN) // replaced while we waited: again
+	}
+}
+
+// isCurrentLocked reports whether l.f is the file at l.path.
+func (l *Log) isCurrentLocked() bool {
+	pi, err := os.Stat(l.path)
+	if err != nil {
+		return false
+	}
+	fi, err := l.f.Stat()
+	return err == nil && os.SameFile(pi, fi)
 }
 
 // Close closes the file.

@@ -44,3 +44,42 @@ func TestLogAppendFilterCompact(t *testing.T) {
 		t.Fatalf("after compact: %+v", all)
 	}
 }
+
+// Two writers of one file (the agent and `tandem raid serve`): after one
+// compacts it (a rewrite and a rename), the other's events still land in
+// the file at the path, not in the one renamed away.
+func TestSharedLogSurvivesAnotherWritersCompaction(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "events.jsonl")
+	agent, err := OpenLog(p, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer agent.Close()
+	raid, err := OpenLog(p, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raid.Close()
+	now := time.Now()
+	agent.Publish(Event{Time: now.Add(-48 * time.Hour), Kind: NodeDown, Subject: "old"})
+	raid.Publish(Event{Time: now, Kind: RaidFail, Subject: "before"})
+	if err := agent.Compact(); err != nil {
+		t.Fatal(err)
+	}
+	raid.Publish(Event{Time: now, Kind: RaidDegradedArray, Subject: "after"})
+	agent.Publish(Event{Time: now, Kind: NodeUp, Subject: "agent"})
+	evs, err := ReadFile(p, Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range evs {
+		got = append(got, e.Subject)
+	}
+	if len(got) != 3 || got[0] != "before" || got[1] != "after" || got[2] != "agent" {
+		t.Fatalf("events in the file after the compaction: %v, want [before after agent]", got)
+	}
+	if raid.Err() != nil || agent.Err() != nil {
+		t.Fatalf("errors: %v, %v", raid.Err(), agent.Err())
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,6 +44,7 @@ type tcluster struct {
 	agents map[string]map[string]*resource.Mem
 	starts map[string]int // group starts per node, over all restarts
 	regs   map[string]*prometheus.Registry
+	mdstat string // a status file the data nodes watch as /proc/mdstat
 }
 
 func freePort(t *testing.T, ip string) int {
@@ -133,6 +135,7 @@ func (c *tcluster) start(name string) {
 	c.regs[name] = reg
 	c.mu.Unlock()
 	n, err := Start(Options{Config: cfg, Self: name, Transport: tr, Guard: guard, Registerer: reg,
+		MDStat: c.mdstatFile(), MDStatInterval: 20 * time.Millisecond,
 		Agent: func(group string, r config.Resource) resource.Agent {
 			m := &resource.Mem{}
 			if r.Exec != nil {
@@ -161,6 +164,15 @@ func (c *tcluster) start(name string) {
 	c.mu.Lock()
 	c.nodes[name] = n
 	c.mu.Unlock()
+}
+
+// mdstatFile is the md status file nodes watch: c.mdstat, or one that does
+// not exist (the test machine's own /proc/mdstat stays out of the tests).
+func (c *tcluster) mdstatFile() string {
+	if c.mdstat != "" {
+		return c.mdstat
+	}
+	return filepath.Join(c.dir, "no-mdstat")
 }
 
 func (c *tcluster) startAll() {
@@ -499,3 +511,37 @@ func TestInProcessMonitorFailureRestartsThenMoves(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { os.Exit(m.Run()) }
+
+// A data node with Linux md arrays publishes their health events (from
+// /proc/mdstat, here recorded samples) on its bus and in its audit log,
+// beside the cluster's own events; the witness does not watch md.
+func TestInProcessMDStatEventsReachTheAuditLog(t *testing.T) {
+	c := newCluster(t, "auto")
+	c.mdstat = filepath.Join(c.dir, "mdstat")
+	sample := func(name string) {
+		b, err := os.ReadFile(filepath.Join("..", "mdstat", "testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(c.mdstat+".tmp", b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(c.mdstat+".tmp", c.mdstat); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sample("01-healthy.txt")
+	c.startAll()
+	sample("02-failed.txt")
+	audit := func(node string) string {
+		b, _ := os.ReadFile(filepath.Join(c.dir, node, "events.jsonl"))
+		return string(b)
+	}
+	c.waitFor("md events in a's audit log", 10*time.Second, func() bool {
+		a := audit("a")
+		return strings.Contains(a, `"kind":"Fail"`) && strings.Contains(a, `"kind":"DegradedArray"`) && strings.Contains(a, "md1")
+	})
+	if w := audit("w"); strings.Contains(w, "DegradedArray") {
+		t.Fatal("the witness watched md")
+	}
+}

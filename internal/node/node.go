@@ -12,6 +12,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"tandem/internal/keyfile"
 	"tandem/internal/lease"
 	"tandem/internal/manager"
+	"tandem/internal/mdstat"
 	"tandem/internal/placement"
 	"tandem/internal/resource"
 	"tandem/internal/state"
@@ -54,6 +56,12 @@ type Options struct {
 	// Cut, for in-process partition tests, blocks consensus traffic from
 	// one voter to another (heartbeats are cut in the fake network).
 	Cut func(from, to string) bool
+	// MDStat is the Linux md status file a data node watches for health
+	// events, when it exists at start (default /proc/mdstat: nodes that
+	// use md get the same events as tandem's own RAID); MDStatInterval is
+	// how often it is read (default 2 s).
+	MDStat         string
+	MDStatInterval time.Duration
 }
 
 // Node is a running agent.
@@ -249,9 +257,32 @@ func Start(opts Options) (*Node, error) {
 	go n.leaderLoop(ctx)
 	go n.decideLoop(ctx)
 	go n.compactLoop(ctx)
+	if !isWitness {
+		n.watchMD(ctx)
+	}
 	n.publish(events.Event{Kind: events.NodeUp, Subject: opts.Self, Message: "agent started"})
 	ok = true
 	return n, nil
+}
+
+// watchMD publishes Linux md health events (Fail, DegradedArray,
+// RebuildStarted, ...) on the node's bus, and so in its audit log, when the
+// node has md arrays. Without the status file at start (no md module)
+// nothing runs: an idle agent polls nothing it does not need.
+func (n *Node) watchMD(ctx context.Context) {
+	path := n.opts.MDStat
+	if path == "" {
+		path = "/proc/mdstat"
+	}
+	if _, err := os.Stat(path); err != nil {
+		return
+	}
+	m := &mdstat.Monitor{Path: path, Interval: n.opts.MDStatInterval, Clock: n.clk, Sink: n.bus, Node: n.self, Logger: n.log}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		m.Run(ctx)
+	}()
 }
 
 // compactLoop drops audit events older than the retention once a day.
