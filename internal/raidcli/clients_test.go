@@ -12,7 +12,8 @@ import (
 
 // Real NBD clients from Debian against `tandem raid serve`: nbdinfo sees
 // the export, nbdcopy writes a file in and reads it back out byte for byte,
-// qemu-img compares the image with the file.
+// qemu-img compares the image with the file after a member fails, and fio's
+// nbd engine and qemu-io write and verify on the degraded array.
 func TestServeToRealClients(t *testing.T) {
 	for _, p := range []string{"nbdinfo", "nbdcopy", "qemu-img"} {
 		if _, err := exec.LookPath(p); err != nil {
@@ -21,19 +22,7 @@ func TestServeToRealClients(t *testing.T) {
 	}
 	c := newCLI(t)
 	c.must("create", "--level", "5", "--chunk", "16K", "--size", "12M", "--wait", "r5", c.path("m0"), c.path("m1"), c.path("m2"), c.path("m3"))
-	sock := c.path("nbd.sock")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	served := make(chan error, 1)
-	go func() {
-		cmd := Command()
-		cmd.SetOut(&bytes.Buffer{})
-		cmd.SetErr(&bytes.Buffer{})
-		cmd.SetArgs([]string{"--state-dir", c.state, "serve", "r5", "--listen", "unix:" + sock})
-		served <- cmd.ExecuteContext(ctx)
-	}()
-	waitFor(t, func() bool { return (&globals{stateDir: c.state}).control("r5") != nil })
-	uri := "nbd+unix:///r5?socket=" + sock
+	uri, stop := c.serve("r5")
 	info, err := exec.Command("nbdinfo", "--json", uri).CombinedOutput()
 	if err != nil || !strings.Contains(string(info), `"export-name": "r5"`) || !strings.Contains(string(info), `"can_multi_conn": true`) {
 		t.Fatalf("nbdinfo: %v\n%s", err, info)
@@ -61,11 +50,58 @@ func TestServeToRealClients(t *testing.T) {
 	if out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", src, uri).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img compare after a failure: %v\n%s", err, out)
 	}
-	cancel()
-	if err := <-served; err != nil {
+	// fio's nbd engine and qemu-io on the degraded array: verified random
+	// writes and reads, zeroes and discards.
+	if out, _ := exec.Command("fio", "--enghelp").CombinedOutput(); bytes.Contains(out, []byte("nbd")) {
+		for _, job := range [][]string{{"--rw=randwrite", "--bs=4k", "--iodepth=32"}, {"--rw=randrw", "--bsrange=512-64k", "--iodepth=16"}} {
+			args := append([]string{"--name=verify", "--ioengine=nbd", "--uri=" + uri, "--size=8M", "--verify=crc32c",
+				"--do_verify=1", "--verify_fatal=1", "--verify_state_save=0"}, job...)
+			if out, err := exec.Command("fio", args...).CombinedOutput(); err != nil || !strings.Contains(string(out), "err= 0") {
+				t.Fatalf("fio %v: %v\n%s", job, err, out)
+			}
+		}
+	}
+	if _, err := exec.LookPath("qemu-io"); err == nil {
+		for _, cmd := range []string{"write -P 0xab 1M 256k", "read -P 0xab 1M 256k", "write -z 1M 64k", "read -P 0 1M 64k", "write -z -u 1536k 64k", "read -P 0 1536k 64k",
+			"discard 2M 64k", "write -f -P 0xcd 3M 4k", "read -P 0xcd 3M 4k", "aio_write -P 0x11 4M 128k", "aio_flush", "read -P 0x11 4M 128k"} {
+			out, err := exec.Command("qemu-io", "-f", "raw", "-c", cmd, uri).CombinedOutput()
+			if err != nil || strings.Contains(string(out), "Pattern verification failed") || strings.Contains(string(out), "error") {
+				t.Fatalf("qemu-io %q: %v\n%s", cmd, err, out)
+			}
+		}
+	}
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	if out := c.must("check", "r5"); !strings.Contains(out, "0 mismatches, 0 checksum errors") {
 		t.Fatalf("check after serving: %s", out)
 	}
+}
+
+// serve runs `tandem raid serve NAME` on a unix socket until stop, which
+// returns what the command returned.
+func (c *cli) serve(name string) (uri string, stop func() error) {
+	c.t.Helper()
+	sock := c.path(name + ".nbd")
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		cmd := Command()
+		cmd.SetOut(&bytes.Buffer{})
+		cmd.SetErr(&bytes.Buffer{})
+		cmd.SetArgs([]string{"--state-dir", c.state, "serve", name, "--listen", "unix:" + sock})
+		served <- cmd.ExecuteContext(ctx)
+	}()
+	waitFor(c.t, func() bool { return (&globals{stateDir: c.state}).control(name) != nil })
+	stopped := false
+	stop = func() error {
+		if stopped {
+			return nil
+		}
+		stopped = true
+		cancel()
+		return <-served
+	}
+	c.t.Cleanup(func() { stop() })
+	return "nbd+unix:///" + name + "?socket=" + sock, stop
 }

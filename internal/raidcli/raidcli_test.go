@@ -134,17 +134,9 @@ func TestCreateStatusCheckOffline(t *testing.T) {
 func TestServeAndManageALiveArray(t *testing.T) {
 	c := newCLI(t)
 	c.must("create", "--level", "6", "--chunk", "16K", "--size", "8M", "--wait", "r6", c.path("m0"), c.path("m1"), c.path("m2"), c.path("m3"))
-	sock := c.path("nbd.sock")
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		cmd := Command()
-		cmd.SetOut(&bytes.Buffer{})
-		cmd.SetErr(&bytes.Buffer{})
-		cmd.SetArgs([]string{"--state-dir", c.state, "serve", "r6", "--listen", "unix:" + sock})
-		served <- cmd.ExecuteContext(ctx)
-	}()
-	waitFor(t, func() bool { return (&globals{stateDir: c.state}).control("r6") != nil })
+	_, stop := c.serve("r6")
+	sock := c.path("r6.nbd")
+	ctx := context.Background()
 	cl, err := nbd.Dial(ctx, "unix", sock, "r6")
 	if err != nil {
 		t.Fatal(err)
@@ -214,12 +206,11 @@ func TestServeAndManageALiveArray(t *testing.T) {
 	if _, err := c.run("replace", "r6", c.path("m0"), "--with", c.path("data")); err == nil || !strings.Contains(err.Error(), "holds data") {
 		t.Fatalf("replace with a file holding data: %v", err)
 	}
-	if st := c.status("r1"); st.State != "clean" || st.InSync != 2 {
+	if st := c.status("r1"); st.State == "degraded" || st.State == "failed" || st.InSync != 2 {
 		t.Fatalf("r1 after the refused add: %+v", st)
 	}
 	cl.Close()
-	cancel()
-	if err := <-served; err != nil {
+	if err := stop(); err != nil {
 		t.Fatalf("serve: %v", err)
 	}
 }
