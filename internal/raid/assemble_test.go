@@ -152,12 +152,25 @@ func TestRebuildReportsProgressAndObeysTheRateLimit(t *testing.T) {
 	// 1 MiB/s: the member's ~900 KiB take about a second of fake time.
 	ta, a := rateLimitedRebuild(t, 1<<20)
 	// The rebuild waits on the fake clock: advance until it finishes.
+	sawMidway := false
 	for i := 0; a.Status().State != "clean"; i++ {
 		if i > 10000 {
 			t.Fatalf("rebuild did not finish: %+v", a.Status())
 		}
 		if p := a.Progress(); p != nil && p.Done > 0 && p.Limit != 1<<20 {
 			t.Fatalf("progress limit %d", p.Limit)
+		}
+		if p := a.Progress(); p != nil && p.Done > 0 && p.Done < p.Total {
+			// Under way at 1 MiB/s: a rate no higher than the limit (give or
+			// take a window), and the ETA is what is left at that rate.
+			if p.Rate <= 0 || p.Rate > 1.5*(1<<20) {
+				t.Fatalf("rate %.0f B/s under a 1 MiB/s limit", p.Rate)
+			}
+			left := float64(p.Total-p.Done) / float64(p.Total) * float64(a.lay.MemberData) / p.Rate
+			if eta := p.ETA.Seconds(); eta < left*0.5 || eta > left*1.5+0.1 {
+				t.Fatalf("ETA %.2f s, %.2f s of work left at the rate", eta, left)
+			}
+			sawMidway = true
 		}
 		ta.clk.Advance(10 * time.Millisecond)
 		waitGoroutines()
@@ -174,6 +187,9 @@ func TestRebuildReportsProgressAndObeysTheRateLimit(t *testing.T) {
 	}
 	if n := len(ta.rec.OfKind(events.RaidRebuildProgress)); n < 2 {
 		t.Fatalf("%d progress events", n)
+	}
+	if !sawMidway {
+		t.Fatal("never saw the rebuild halfway")
 	}
 }
 

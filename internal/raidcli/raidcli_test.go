@@ -169,6 +169,18 @@ func TestServeAndManageALiveArray(t *testing.T) {
 	if _, err := c.run("add", "r6", c.path("nonexistent")); err == nil {
 		t.Fatal("add of a missing path succeeded")
 	}
+	// Replace an active member while it stays in service.
+	if err := os.WriteFile(c.path("n0"), make([]byte, 8<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.must("replace", "r6", c.path("m0"), "--with", c.path("n0"))
+	waitFor(t, func() bool {
+		st := c.status("r6")
+		return st.InSync == 3 && st.Members[0].Name == c.path("n0") && st.Members[0].State == "in_sync"
+	})
+	if _, err := cl.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read over NBD after the replace: %v", err)
+	}
 	// Assembling the served array again, by its members' paths, would
 	// write superblocks under the server: refused.
 	if _, err := c.run("assemble", c.path("m0"), c.path("m1"), c.path("m2"), c.path("m3")); err == nil || !strings.Contains(err.Error(), "being served") {
