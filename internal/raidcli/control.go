@@ -72,7 +72,17 @@ func startControl(g *globals, a *raid.Array, rec *record, metrics prometheus.Gat
 		}
 		return nil, cs.record(q.Path)
 	}))
-	mux.HandleFunc("POST /check", cs.handle(func(q controlRequest) (any, error) { return a.Check(context.Background(), q.Repair) }))
+	// A check or repair scrubs the whole array: it runs outside the lock the
+	// other commands share, so fail/add/remove/replace are not held up by
+	// it, and stops when the client goes away (Ctrl-C on `tandem raid check`).
+	mux.HandleFunc("POST /check", func(w http.ResponseWriter, r *http.Request) {
+		q, ok := decodeRequest(w, r)
+		if !ok {
+			return
+		}
+		v, err := a.Check(r.Context(), q.Repair)
+		reply(w, v, err)
+	})
 	mux.HandleFunc("POST /rate", cs.handle(func(q controlRequest) (any, error) { a.SetRebuildRate(q.Bytes); return nil, nil }))
 	cs.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go cs.srv.Serve(ln)
@@ -89,9 +99,8 @@ func (cs *controlServer) record(path string) error {
 
 func (cs *controlServer) handle(fn func(controlRequest) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var q controlRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&q); err != nil && !errors.Is(err, io.EOF) {
-			reply(w, nil, fmt.Errorf("raid: bad request: %w", err))
+		q, ok := decodeRequest(w, r)
+		if !ok {
 			return
 		}
 		cs.mu.Lock()
@@ -99,6 +108,16 @@ func (cs *controlServer) handle(fn func(controlRequest) (any, error)) http.Handl
 		cs.mu.Unlock()
 		reply(w, v, err)
 	}
+}
+
+// decodeRequest reads a control request; a malformed one is answered here.
+func decodeRequest(w http.ResponseWriter, r *http.Request) (controlRequest, bool) {
+	var q controlRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&q); err != nil && !errors.Is(err, io.EOF) {
+		reply(w, nil, fmt.Errorf("raid: bad request: %w", err))
+		return q, false
+	}
+	return q, true
 }
 
 func reply(w http.ResponseWriter, v any, err error) {
