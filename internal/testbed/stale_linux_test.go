@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,6 +37,22 @@ func TestRemoveStaleCleansUpDeadRuns(t *testing.T) {
 	}
 	done := make(chan struct{})
 	go func() { sleeper.Wait(); close(done) }()
+	// `ip netns exec` enters the namespace after Start returns: wait until
+	// sleep runs in it, or RemoveStale may look before anything is there
+	// (and the namespace, deleted under ip's open handle, outlive it).
+	inNS := func() bool {
+		var ns, proc syscall.Stat_t
+		if syscall.Stat(deadNS.Path(), &ns) != nil || syscall.Stat("/proc/"+strconv.Itoa(sleeper.Process.Pid)+"/ns/net", &proc) != nil {
+			return false
+		}
+		comm, _ := os.ReadFile("/proc/" + strconv.Itoa(sleeper.Process.Pid) + "/comm")
+		return ns.Ino == proc.Ino && string(comm) == "sleep\n"
+	}
+	for deadline := time.Now().Add(5 * time.Second); !inNS(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("sleep did not start in the namespace")
+		}
+	}
 	dir := filepath.Join(os.TempDir(), dead+"-work")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
