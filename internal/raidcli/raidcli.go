@@ -201,6 +201,11 @@ func (g *globals) assemble(t target, o raid.Options) (*raid.Array, error) {
 		rec = &record{Name: a.Name(), UUID: a.UUID().String(), Level: a.Geometry().Level.String(), Created: time.Now()}
 		if old, err := loadRecord(g.stateDir, a.Name()); err == nil && old.UUID == rec.UUID {
 			rec = old
+		} else if err == nil {
+			// Another array of that name is recorded: keep its record (it
+			// would vanish from status and --scan otherwise).
+			fmt.Fprintf(g.errOut, "raid: not recorded: another array named %s (%s) is recorded; this one is %s\n", old.Name, old.UUID, rec.UUID)
+			return a, nil
 		}
 	}
 	for _, m := range ms {

@@ -129,6 +129,18 @@ func TestCreateStatusCheckOffline(t *testing.T) {
 		t.Fatalf("status by paths: %s", out)
 	}
 	c.must("assemble", "--scan")
+	// Another array named r5 (made under another state dir), assembled here
+	// by its paths: the recorded r5 keeps its record.
+	before, err := loadRecord(c.state, "r5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := &cli{t: t, state: c.state + "-other", dir: c.dir}
+	other.must("create", "--level", "1", "--size", "8M", "r5", c.path("q0"), c.path("q1"))
+	c.must("assemble", c.path("q0"), c.path("q1"))
+	if after, err := loadRecord(c.state, "r5"); err != nil || after.UUID != before.UUID {
+		t.Fatalf("the record of r5 after assembling another r5 by paths: %+v, %v (was %s)", after, err, before.UUID)
+	}
 }
 
 func TestServeAndManageALiveArray(t *testing.T) {
