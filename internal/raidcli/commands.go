@@ -544,3 +544,26 @@ func (g *globals) recordMember(name, path string) error {
 	r.addMembers(path)
 	return saveRecord(g.stateDir, r)
 }
+
+func rateCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rate NAME BYTES_PER_SEC",
+		Short: "Limit the rebuild and resync of a served array (e.g. 50M; 0 lifts the limit)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n, err := parseSize(args[1])
+			if err != nil {
+				return err
+			}
+			c := g.control(args[0])
+			if c == nil {
+				return fmt.Errorf("raid: %s is not being served (with --state-dir %s); offline, give serve --rebuild-rate", args[0], g.stateDir)
+			}
+			if err := c.call("POST", "rate", controlRequest{Bytes: n}, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "%s: rebuild and resync limited to %d bytes/s (0: no limit)\n", args[0], n)
+			return nil
+		},
+	}
+}

@@ -51,7 +51,7 @@ take a recorded NAME or the member paths, as mdadm does.`,
 	cmd.PersistentFlags().StringVar(&g.stateDir, "state-dir", DefaultStateDir, "where arrays are recorded and served arrays keep their control socket")
 	cmd.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "debug, info, warn or error")
 	cmd.AddCommand(createCmd(g), assembleCmd(g), statusCmd(g), examineCmd(g), checkCmd(g, false), checkCmd(g, true),
-		serveCmd(g), failCmd(g), removeCmd(g), addCmd(g), replaceCmd(g), benchCmd(g))
+		serveCmd(g), failCmd(g), removeCmd(g), addCmd(g), replaceCmd(g), rateCmd(g), benchCmd(g))
 	return cmd
 }
 

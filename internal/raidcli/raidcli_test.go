@@ -181,6 +181,17 @@ func TestServeAndManageALiveArray(t *testing.T) {
 	if _, err := c.run("add", "r6", c.path("nonexistent")); err == nil {
 		t.Fatal("add of a missing path succeeded")
 	}
+	// The rebuild rate of the served array, set from the command line.
+	if out := c.must("rate", "r6", "50M"); !strings.Contains(out, "52428800 bytes/s") {
+		t.Fatalf("rate: %s", out)
+	}
+	if _, err := c.run("rate", "r6", "fast"); err == nil {
+		t.Fatal("rate accepted a bad size")
+	}
+	if _, err := c.run("rate", "nosuch", "1M"); err == nil || !strings.Contains(err.Error(), "not being served") {
+		t.Fatalf("rate of an array not served: %v", err)
+	}
+	c.must("rate", "r6", "0")
 	// Replace an active member while it stays in service.
 	if err := os.WriteFile(c.path("n0"), make([]byte, 8<<20), 0o600); err != nil {
 		t.Fatal(err)
