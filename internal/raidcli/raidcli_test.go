@@ -23,6 +23,12 @@ type cli struct {
 }
 
 func (c *cli) run(args ...string) (string, error) {
+	out, _, err := c.runStderr(args...)
+	return out, err
+}
+
+// runStderr runs a command and returns its standard output and error.
+func (c *cli) runStderr(args ...string) (string, string, error) {
 	cmd := Command()
 	var out, errOut bytes.Buffer
 	cmd.SetOut(&out)
@@ -32,7 +38,7 @@ func (c *cli) run(args ...string) (string, error) {
 	if errOut.Len() > 0 {
 		c.t.Logf("stderr of %v:\n%s", args, errOut.String())
 	}
-	return out.String(), err
+	return out.String(), errOut.String(), err
 }
 
 func (c *cli) must(args ...string) string {
@@ -125,8 +131,12 @@ func TestCreateStatusCheckOffline(t *testing.T) {
 	}
 	// Paths instead of a name, one of them foreign: reported and left out.
 	c.must("create", "--level", "1", "--size", "8M", "r1", c.path("o0"), c.path("o1"))
-	if out := c.must("status", c.path("m0"), c.path("m2"), c.path("s0"), c.path("o0")); !strings.Contains(out, "r5 : degraded") && !strings.Contains(out, "r5 : clean") {
-		t.Fatalf("status by paths: %s", out)
+	out, errOut, err := c.runStderr("status", c.path("m0"), c.path("m2"), c.path("s0"), c.path("o0"))
+	if err != nil || !strings.Contains(out, "r5 : clean") || !strings.Contains(out, "[3/3]") {
+		t.Fatalf("status by paths (r5's three members after the fail, and a foreign one): %v\n%s", err, out)
+	}
+	if !strings.Contains(errOut, c.path("o0")) || !strings.Contains(errOut, "left out") {
+		t.Fatalf("status by paths did not report the foreign member: %q", errOut)
 	}
 	c.must("assemble", "--scan")
 	// Another array named r5 (made under another state dir), assembled here
