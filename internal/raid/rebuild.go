@@ -19,13 +19,13 @@ func (a *Array) slotOf(m *member) int {
 	return -1
 }
 
-// runRebuild brings m (a slot holder or replacement under recovery) in
-// sync, window by window, each window locked so I/O continues around it.
-// It returns false when stopped.
 // progressSaveEvery is how often a running rebuild records its position in
 // the superblocks.
 const progressSaveEvery = time.Second
 
+// runRebuild brings m (a slot holder or replacement under recovery) in
+// sync, window by window, each window locked so I/O continues around it.
+// It returns false when stopped.
 func (a *Array) runRebuild(m *member, stop <-chan struct{}) bool {
 	r := m.rec.Load()
 	slot := a.slotOf(m)

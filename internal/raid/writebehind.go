@@ -282,20 +282,21 @@ func (w *writeBehind) waitFor(off, n int64) {
 	}
 }
 
-// drain waits until the queue is empty and returns a pending error (the
-// one the next WriteAt would have taken).
-func (w *writeBehind) drain() error {
-	return w.drainAnd(false)
-}
-
 // drainForFlush waits until the queue is empty and returns the first
 // error of a queued write since the last Flush, even one a WriteAt has
 // already returned.
 func (w *writeBehind) drainForFlush() error {
-	return w.drainAnd(true)
+	w.drain() // its error is in flushErr too
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	err := w.flushErr
+	w.flushErr = nil
+	return err
 }
 
-func (w *writeBehind) drainAnd(forFlush bool) error {
+// drain waits until the queue is empty and returns a pending error (the
+// one the next WriteAt would have taken).
+func (w *writeBehind) drain() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.urgent++
@@ -306,10 +307,6 @@ func (w *writeBehind) drainAnd(forFlush bool) error {
 	}
 	err := w.err
 	w.err = nil
-	if forFlush {
-		err = w.flushErr
-		w.flushErr = nil
-	}
 	return err
 }
 
