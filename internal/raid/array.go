@@ -321,9 +321,15 @@ func (a *Array) liveMembersLocked() []*member {
 }
 
 // degradedLocked reports whether some slot lacks an in-sync member.
+// slotOutLocked reports whether slot i holds no in-sync copy: empty,
+// failed, or still (or no longer) being rebuilt.
+func (a *Array) slotOutLocked(i int) bool {
+	return !a.slots[i].usable() || a.slots[i].rec.Load() != nil
+}
+
 func (a *Array) degradedLocked() bool {
-	for i, m := range a.slots {
-		if !m.usable() || m.rec.Load() != nil || a.repl[i] != nil {
+	for i := range a.slots {
+		if a.slotOutLocked(i) || a.repl[i] != nil {
 			return true
 		}
 	}
@@ -428,7 +434,7 @@ func (a *Array) failMemberLocked(m *member, cause error) {
 	a.faulty = append(a.faulty, m)
 	a.log.Error("raid: member failed", "array", a.name, "member", m.name, "err", cause)
 	a.emit(events.RaidFail, fmt.Sprintf("member %s failed: %v", m.name, cause), map[string]any{"member": m.name, "error": fmt.Sprint(cause)})
-	if !a.geo.Survives(func(i int) bool { return !a.slots[i].usable() || a.slots[i].rec.Load() != nil }) {
+	if !a.geo.Survives(a.slotOutLocked) {
 		a.failed = true
 		a.log.Error("raid: array failed", "array", a.name)
 	}

@@ -133,13 +133,12 @@ func Assemble(offered []Member, ao AssembleOptions, o Options) (*Array, error) {
 		}
 		a.absent = append(a.absent, d)
 	}
-	missing := func(i int) bool { return !a.slots[i].usable() || a.slots[i].rec.Load() != nil }
-	if !g.Survives(missing) {
+	if !g.Survives(a.slotOutLocked) {
 		return nil, assembleError(fmt.Sprintf("%s %q cannot start: not enough in-sync members", g.Level, a.name), problems)
 	}
 	degraded := false
 	for i := range a.slots {
-		degraded = degraded || missing(i)
+		degraded = degraded || a.slotOutLocked(i)
 	}
 	if dirty && degraded && g.ParityChunks() > 0 && !o.Force {
 		return nil, assembleError(fmt.Sprintf("%s %q is dirty and degraded: data written by interrupted writes may be either version; start it with force", g.Level, a.name), problems)
@@ -203,7 +202,7 @@ func Assemble(offered []Member, ao AssembleOptions, o Options) (*Array, error) {
 		o.Logger.Warn("raid: member left out", "array", a.name, "member", p.Name, "reason", p.Err)
 	}
 	if degraded {
-		a.emit(events.RaidDegradedArray, fmt.Sprintf("assembled degraded: %d of %d slots in sync", g.Members-countTrue(g.Members, missing), g.Members), nil)
+		a.emit(events.RaidDegradedArray, fmt.Sprintf("assembled degraded: %d of %d slots in sync", g.Members-countTrue(g.Members, a.slotOutLocked), g.Members), nil)
 	}
 	o.Logger.Info("raid: assembled", "array", a.name, "level", g.Level.String(), "members", len(accepted), "degraded", degraded, "resync", a.resync.Load() != nil)
 	a.jobs.kick()

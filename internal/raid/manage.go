@@ -38,9 +38,7 @@ func (a *Array) Fail(name string) error {
 	if m.role == RoleFaulty {
 		return nil
 	}
-	if slot := int(m.role); slot >= 0 && a.slots[slot] == m && !a.geo.Survives(func(i int) bool {
-		return i == slot || !a.slots[i].usable() || a.slots[i].rec.Load() != nil
-	}) {
+	if slot := int(m.role); slot >= 0 && a.slots[slot] == m && !a.geo.Survives(func(i int) bool { return i == slot || a.slotOutLocked(i) }) {
 		// As md refuses (EBUSY): the array would fail and every reader and
 		// writer get errors; an I/O error still fails the member.
 		return fmt.Errorf("%w: %s holds the last copy of some of %s's data", ErrLastCopy, name, a.name)
