@@ -98,27 +98,31 @@ func newUUID() UUID {
 	return u
 }
 
-// usedZone is how much of a member's start Create looks at before it
-// overwrites it: where partition tables and the superblocks of file
-// systems, LVM and md (1.1/1.2) live.
+// usedZone is how much of a member's start is looked at before it is
+// overwritten: where partition tables and the superblocks of file systems,
+// LVM and md (1.1/1.2) live.
 const usedZone = 64 << 10
 
-// HoldsData reports whether the first 64 KiB of d hold anything but zeros,
-// and where the first non-zero byte is: where partition tables and the
-// superblocks of file systems, LVM and md live. A new file or a wiped disk
-// is all zeros; mdadm warns about other members in the same way.
-func HoldsData(d blockdev.Device) (int64, bool) {
-	buf := blockdev.AlignedBuffer(int(min(usedZone, d.Size())))
-	n, err := d.ReadAt(buf, 0)
-	if err != nil && n == 0 {
-		return 0, false // unreadable: the superblock writes will say so
+// Claimable says whether m may be written over as a member of the array
+// own (the zero UUID: a new array). It may not when its superblock belongs
+// to another array, or when it has none and its first 64 KiB hold anything
+// but zeros (a file system, a partition table; mdadm warns the same way).
+// A new file or a wiped disk is all zeros. Callers let "force" skip it.
+func Claimable(m Member, own UUID) error {
+	if sb, _, err := readSuperblock(m.Dev); err == nil {
+		if sb.Array == own {
+			return nil
+		}
+		return fmt.Errorf("raid: member %s already belongs to array %q (%s); use force to overwrite it", m.Name, sb.Name, sb.Array)
 	}
+	buf := blockdev.AlignedBuffer(int(min(usedZone, m.Dev.Size())))
+	n, _ := m.Dev.ReadAt(buf, 0) // unreadable: the superblock writes will say so
 	for i, b := range buf[:n] {
 		if b != 0 {
-			return int64(i), true
+			return fmt.Errorf("raid: member %s holds data (a byte at offset %d is not zero: a file system, a partition table?); use force to overwrite it", m.Name, i)
 		}
 	}
-	return 0, false
+	return nil
 }
 
 // Create writes a new array on members (and spares) and opens it. Nothing is
@@ -156,10 +160,8 @@ func Create(members, spares []Member, co CreateOptions, o Options) (*Array, erro
 			minSize, minName = m.Dev.Size(), m.Name
 		}
 		if !co.Force {
-			if sb, _, err := readSuperblock(m.Dev); err == nil {
-				errs = append(errs, fmt.Errorf("raid: member %s already belongs to array %q (%s); use force to overwrite", m.Name, sb.Name, sb.Array))
-			} else if off, used := HoldsData(m.Dev); used {
-				errs = append(errs, fmt.Errorf("raid: member %s holds data (a byte at offset %d is not zero: a file system, a partition table?); use force to overwrite it", m.Name, off))
+			if err := Claimable(m, UUID{}); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}

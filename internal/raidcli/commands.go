@@ -519,14 +519,9 @@ func joinMember(a *raid.Array, path string, force bool, join func(raid.Member) e
 		return err
 	}
 	if !force {
-		if ex, err := raid.Examine(m); err == nil && ex.Array != a.UUID() {
+		if err := raid.Claimable(m, a.UUID()); err != nil {
 			m.Dev.Close()
-			return fmt.Errorf("raid: %s belongs to array %q (%s); use --force to take it", path, ex.Name, ex.Array)
-		} else if err != nil {
-			if off, used := raid.HoldsData(m.Dev); used {
-				m.Dev.Close()
-				return fmt.Errorf("raid: %s holds data (a byte at offset %d is not zero: a file system, a partition table?); use --force to overwrite it", path, off)
-			}
+			return err
 		}
 	}
 	if err := join(m); err != nil {
