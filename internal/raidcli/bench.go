@@ -189,10 +189,10 @@ func (b *bench) rawFile(name string, size int64, buf []byte) (blockdev.Device, f
 
 // array creates a fresh array of at least the bench size.
 func (b *bench) array(bl benchLevel, extra int, o raid.Options) (*raid.Array, []string, error) {
-	return b.arrayOpen(bl, extra, b.size, o, openMember, false)
+	return b.arrayOpen(bl, extra, b.size, o)
 }
 
-func (b *bench) arrayOpen(bl benchLevel, extra int, size int64, o raid.Options, open func(string) (raid.Member, error), noChecksums bool) (*raid.Array, []string, error) {
+func (b *bench) arrayOpen(bl benchLevel, extra int, size int64, o raid.Options) (*raid.Array, []string, error) {
 	g := raid.Geometry{Level: bl.level, Members: bl.members, Chunk: 64 << 10}.Normalize()
 	perMember := size/int64(g.DataChunks())*int64(g.Copies()) + 64<<20
 	var paths []string
@@ -204,7 +204,7 @@ func (b *bench) arrayOpen(bl benchLevel, extra int, size int64, o raid.Options, 
 			return nil, nil, err
 		}
 		paths = append(paths, p)
-		m, err := open(p)
+		m, err := openMember(p)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -216,7 +216,7 @@ func (b *bench) arrayOpen(bl benchLevel, extra int, size int64, o raid.Options, 
 	}
 	o.Logger = b.g.logger()
 	o.NoBackground = true
-	a, err := raid.Create(ms, ss, raid.CreateOptions{Name: "bench", Level: bl.level, AssumeClean: true, Force: true, NoChecksums: noChecksums}, o)
+	a, err := raid.Create(ms, ss, raid.CreateOptions{Name: "bench", Level: bl.level, AssumeClean: true, Force: true}, o)
 	return a, paths, err
 }
 
@@ -557,7 +557,7 @@ func (b *bench) nbd(ctx context.Context, size int64, rounds int) error {
 		return fmt.Sprintf("write %.2f, read %.2f of nbdkit  (median of %d rounds; write %s, read %s; %s%s)",
 			r.WriteRatio, r.ReadRatio, r.Rounds, roundRatios(r, true), roundRatios(r, false), serverCPU(r), r.DiskFigures())
 	}
-	a, paths, err := b.arrayOpen(benchLevel{raid.Raid0, 1}, 0, size, servedOptions(raid.Options{}), openMember, false)
+	a, paths, err := b.arrayOpen(benchLevel{raid.Raid0, 1}, 0, size, servedOptions(raid.Options{}))
 	defer removeAll(paths)
 	if err != nil {
 		return err

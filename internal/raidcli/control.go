@@ -44,11 +44,9 @@ func startControl(g *globals, a *raid.Array, rec *record, metrics prometheus.Gat
 	if err := os.MkdirAll(raidDir(g.stateDir), 0o750); err != nil {
 		return nil, fmt.Errorf("raid: %w", err)
 	}
-	if c, err := net.Dial("unix", path); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("raid: array %s is already served (control socket %s answers)", a.Name(), path)
+	if err := removeStaleSocket(path); err != nil {
+		return nil, fmt.Errorf("raid: array %s: control socket: %w", a.Name(), err)
 	}
-	os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("raid: control socket: %w", err)

@@ -219,6 +219,9 @@ func TestServeAndManageALiveArray(t *testing.T) {
 	if _, err := c.run("assemble", c.path("m0"), c.path("m1"), c.path("m2"), c.path("m3")); err == nil || !strings.Contains(err.Error(), "being served") {
 		t.Fatalf("assemble by paths of a served array: %v", err)
 	}
+	if _, err := c.run("serve", "r6", "--listen", "unix:"+c.path("again.sock")); err == nil || !strings.Contains(err.Error(), "being served") {
+		t.Fatalf("a second serve of the same array: %v", err)
+	}
 	// Another server on the same socket, or on a path that is not a socket:
 	// refused, and the file is left alone.
 	other := Command()

@@ -28,9 +28,6 @@ func serveCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if t.rec != nil && g.control(t.rec.Name) != nil {
-				return fmt.Errorf("raid: array %s is already served", t.rec.Name)
-			}
 			log := g.logger()
 			bus, done := g.bus(log)
 			defer done()
@@ -107,12 +104,12 @@ func serveCmd(g *globals) *cobra.Command {
 // servedOptions are the array options `serve` runs with (and what
 // `tandem raid bench` measures it with): members opened by openMember, with
 // O_DIRECT; the array's write-behind on, its readahead off. Measured with
-// nbdcopy against nbdkit (docs/raid.md, "NBD"): without write-behind every
-// 256 KiB NBD write became one member write, and on this VM's virtual disk
-// small O_DIRECT requests cost far more CPU than the merged 2 MiB ones
-// (writes went from 0.65-0.70 to 0.97-1.18 of nbdkit with --flush);
+// nbdcopy against nbdkit (docs/nbd.md, "Served from a RAID array"):
+// without write-behind every 256 KiB NBD write became one member write and
+// writes reached 0.65-0.70 of nbdkit with --flush, with it 0.92-1.18;
 // readahead only added a copy to reads that NBD clients already keep many
-// of in flight (reads 0.69-0.79 with it, 0.95-1.08 without). An
+// of in flight (reads 0.69-0.79 with it, 0.90-1.12 without). Assembly
+// refuses an array that is already served (refuseServed). An
 // acknowledged write may wait in the queue until a FLUSH or FUA, as NBD
 // allows (a disk's write cache does the same); Flush drains it.
 func servedOptions(o raid.Options) raid.Options {
