@@ -554,8 +554,8 @@ func (b *bench) nbd(ctx context.Context, size int64, rounds int) error {
 	}
 	plain := filepath.Join(b.dir, "nbdkit-file")
 	figures := func(r nbdbench.Result) string {
-		return fmt.Sprintf("write %.2f, read %.2f of nbdkit  (median of %d rounds; write %s, read %s; %s%s)",
-			r.WriteRatio, r.ReadRatio, r.Rounds, roundRatios(r, true), roundRatios(r, false), serverCPU(r), r.DiskFigures())
+		return fmt.Sprintf("write %.2f, read %.2f of nbdkit  (median over %d pairs of rounds, each pair's geometric mean; write %s, read %s; %s%s)",
+			r.WriteRatio, r.ReadRatio, r.Rounds/2, roundRatios(r, true), roundRatios(r, false), serverCPU(r), r.DiskFigures())
 	}
 	a, paths, err := b.arrayOpen(benchLevel{raid.Raid0, 1}, 0, size, servedOptions(raid.Options{}))
 	defer removeAll(paths)

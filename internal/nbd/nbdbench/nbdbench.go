@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"tandem/internal/blockdev"
 	"tandem/internal/nbd"
 )
@@ -97,7 +99,7 @@ type Result struct {
 
 func (r Result) String() string {
 	mb := func(v float64) float64 { return v / 1e6 }
-	return fmt.Sprintf("nbdcopy %d MiB, medians of %d rounds: write tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; read tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; server CPU s/GiB write %.2f vs %.2f, read %.2f vs %.2f (GOMAXPROCS %d, %d CPUs, load %s → %s)",
+	return fmt.Sprintf("nbdcopy %d MiB, %d rounds (MB/s: medians; ratios: median over pairs of rounds): write tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; read tandem %.0f MB/s nbdkit %.0f MB/s ratio %.2f; server CPU s/GiB write %.2f vs %.2f, read %.2f vs %.2f (GOMAXPROCS %d, %d CPUs, load %s → %s)",
 		r.Size>>20, r.Rounds, mb(r.Ours.Write), mb(r.Nbdkit.Write), r.WriteRatio, mb(r.Ours.Read), mb(r.Nbdkit.Read), r.ReadRatio,
 		r.OursCPU.Write, r.NbdkitCPU.Write, r.OursCPU.Read, r.NbdkitCPU.Read, r.GOMAXPROCS, r.NumCPU, r.LoadBefore, r.LoadAfter) + r.DiskFigures() + caches(r)
 }
@@ -226,6 +228,7 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 	var writeRatios, readRatios []float64
 	var cpu [2][2][]float64 // server, direction (write, read), rounds
 	var disk [2][]float64   // bytes written to File's disk per timed upload
+	var cacheErr error      // the first page-cache drop that failed
 	diskStat := diskStatPath(o.File)
 	for round := range o.Rounds {
 		order := [2]int{round % 2, 1 - round%2}
@@ -243,9 +246,8 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 		}
 		for _, who := range order {
 			if o.DropCaches {
-				// A failure in any round is what the result reports.
-				if msg := dropCaches(src); res.Caches == "" || !strings.Contains(res.Caches, "NOT") {
-					res.Caches = msg
+				if err := dropCaches(src); err != nil && cacheErr == nil {
+					cacheErr = err
 				}
 			}
 			if r[who], rc[who], err = timed(who, append(slices.Clone(copyArgs), servers[who].uri, "null:")...); err != nil {
@@ -279,6 +281,12 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 	if diskStat != "" {
 		res.OursDiskWritten, res.NbdkitDiskWritten = int64(median(disk[0])), int64(median(disk[1]))
 	}
+	if o.DropCaches {
+		res.Caches = "page cache dropped before every timed read"
+		if cacheErr != nil {
+			res.Caches = fmt.Sprintf("page cache NOT dropped before reads (%v): reads may come from memory", cacheErr)
+		}
+	}
 	res.LoadAfter = loadAverage()
 	return res, nil
 }
@@ -286,19 +294,16 @@ func Compare(ctx context.Context, o Options) (Result, error) {
 // diskStatPath returns the sysfs stat file of the block device (or
 // partition) that holds path, or "" where there is none.
 func diskStatPath(path string) string {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
 		return ""
 	}
-	p := fmt.Sprintf("/sys/dev/block/%d:%d/stat", unixMajor(st.Dev), unixMinor(st.Dev))
+	p := fmt.Sprintf("/sys/dev/block/%d:%d/stat", unix.Major(st.Dev), unix.Minor(st.Dev))
 	if _, err := os.Stat(p); err != nil {
 		return ""
 	}
 	return p
 }
-
-func unixMajor(dev uint64) uint64 { return (dev>>8)&0xfff | (dev>>32)&^0xfff }
-func unixMinor(dev uint64) uint64 { return dev&0xff | (dev>>12)&^0xff }
 
 // sectorsWritten reads the "sectors written" field (the 7th) of a sysfs
 // block stat file; 0 when path is "" or unreadable.
@@ -318,23 +323,23 @@ func sectorsWritten(path string) int64 {
 	return n
 }
 
-// dropCaches writes dirty pages back and drops the page cache, then reads
-// the upload source src back in (untimed) so the next round's uploads do
-// not read it from disk while the first server of the round is timed. It
-// returns what Result.Caches reports.
-func dropCaches(src string) string {
+// dropCaches writes dirty pages back and drops the page cache (root
+// only), then reads the upload source src back in (untimed) so the next
+// round's uploads do not read it from disk while the first server of the
+// round is timed.
+func dropCaches(src string) error {
 	if os.Geteuid() != 0 {
-		return "page cache NOT dropped before reads (not root): reads may come from memory"
+		return errors.New("not root")
 	}
 	syscall.Sync()
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3"), 0); err != nil {
-		return fmt.Sprintf("page cache NOT dropped before reads (%v): reads may come from memory", err)
+		return err
 	}
 	if f, err := os.Open(src); err == nil {
 		io.CopyBuffer(io.Discard, f, make([]byte, 1<<20))
 		f.Close()
 	}
-	return "page cache dropped before every timed read"
+	return nil
 }
 
 // processCPU returns the user + system CPU seconds process pid has used,
