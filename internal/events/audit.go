@@ -145,14 +145,14 @@ func (l *Log) Compact() error {
 		return fmt.Errorf("events: %w", err)
 	}
 	// l.f (the old file) stays open, and locked, until unlock: appenders of
-	// other processes waiting on it then find the path replaced and reopen.
+	// other processes waiting on it then find the path replaced and reopen,
+	// as this Log's next append does.
 	return nil
 }
 
 // lockCurrentLocked takes the flock of the file now at l.path, reopening
 // l.f first when a compaction (of this or another process) replaced it. The
-// returned func releases the lock; when the path changed meanwhile it also
-// switches l.f to the new file.
+// returned func releases the lock.
 func (l *Log) lockCurrentLocked() (func(), error) {
 	for tries := 0; ; tries++ {
 		if !l.isCurrentLocked() {
@@ -169,16 +169,7 @@ func (l *Log) lockCurrentLocked() (func(), error) {
 			return func() {}, nil
 		}
 		if l.isCurrentLocked() || tries >= 10 {
-			f := l.f
-			return func() {
-				syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-				if f == l.f && !l.isCurrentLocked() {
-					if nf, err := os.OpenFile(l.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640); err == nil {
-						f.Close()
-						l.f = nf
-					}
-				}
-			}, nil
+			return func() { syscall.Flock(fd, syscall.LOCK_UN) }, nil
 		}
 		syscall.Flock(fd, syscall.LOCK_UN) // replaced while we waited: again
 	}
