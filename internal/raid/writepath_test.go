@@ -7,11 +7,13 @@ import (
 	"tandem/internal/blockdev"
 )
 
-// BenchmarkNBDWritePath is what the NBD server's write path costs in the
-// array: 256 KiB writes (nbdcopy's request size) to a single-member RAID 0,
-// several writers at once, against the same writes straight to the member.
-// The member is memory, so the figures are the array's own CPU per byte
-// (block checksums, bitmap, locks, planning) on top of the copy.
+// BenchmarkNBDWritePath is what the array's write-through path costs per
+// NBD write: 256 KiB writes (nbdcopy's request size) to a single-member
+// RAID 0, several writers at once, against the same writes straight to the
+// member. The member is memory, so the figures are the array's own CPU per
+// byte (block checksums, bitmap, locks, planning) on top of the copy.
+// Write-behind is off here to see that path alone; `tandem raid serve`
+// runs with it on, which adds one copy per write before the same path.
 func BenchmarkNBDWritePath(b *testing.B) {
 	const req, span = 256 << 10, 64 << 20
 	run := func(b *testing.B, dev blockdev.Device) {
