@@ -162,11 +162,13 @@ func (g *globals) openTarget(t target) []raid.Member {
 // with this state dir is running: assembling it again (by NAME or by member
 // paths) would write superblocks under the running server.
 func (g *globals) refuseServed(ms []raid.Member) error {
+	asked := map[string]bool{}
 	for _, m := range ms {
 		ex, err := raid.Examine(m)
-		if err != nil {
+		if err != nil || asked[ex.Name] {
 			continue
 		}
+		asked[ex.Name] = true
 		if g.control(ex.Name) != nil {
 			return fmt.Errorf("raid: %s belongs to array %s, which is being served (control socket %s); use fail/remove/add/replace/check on it, or stop the server first", m.Name, ex.Name, socketPath(g.stateDir, ex.Name))
 		}
