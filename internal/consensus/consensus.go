@@ -250,6 +250,14 @@ func (c *Consensus) Propose(ctx context.Context, cmd state.Command) error {
 	}
 }
 
+// leaderChanging reports whether an Apply failed only because leadership
+// is moving (Propose then waits for the new leader and retries). A transfer
+// to the preferred leader is such a move: an admin command proposed during
+// one failed with "leadership transfer in progress" (seen in CI).
+func leaderChanging(err error) bool {
+	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress)
+}
+
 func (c *Consensus) applyLocal(ctx context.Context, cmd state.Command) error {
 	timeout := 5 * c.cfg.Timeout
 	if d, ok := ctx.Deadline(); ok {
@@ -257,7 +265,7 @@ func (c *Consensus) applyLocal(ctx context.Context, cmd state.Command) error {
 	}
 	f := c.raft.Apply(cmd.Encode(), timeout)
 	if err := f.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+		if leaderChanging(err) {
 			return fmt.Errorf("%w: %v", ErrNoLeader, err)
 		}
 		return fmt.Errorf("consensus: apply: %w", err)

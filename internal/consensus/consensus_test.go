@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"tandem/internal/state"
 )
@@ -156,5 +160,20 @@ func TestNineVotersAgree(t *testing.T) {
 	defer cancel()
 	if err := cl.members["n8"].Propose(ctx, state.Command{Op: state.OpPlace, Group: "g", Holder: "n5"}); err != nil {
 		t.Fatalf("five of nine did not commit: %v", err)
+	}
+}
+
+// Apply errors that only mean "the leader is changing" make Propose wait
+// for the next leader; anything else is returned.
+func TestLeaderChangingErrors(t *testing.T) {
+	for _, err := range []error{raft.ErrNotLeader, raft.ErrLeadershipLost, raft.ErrLeadershipTransferInProgress, fmt.Errorf("wrapped: %w", raft.ErrLeadershipTransferInProgress)} {
+		if !leaderChanging(err) {
+			t.Errorf("%v: not taken for a leader change", err)
+		}
+	}
+	for _, err := range []error{raft.ErrRaftShutdown, raft.ErrEnqueueTimeout, errors.New("disk full")} {
+		if leaderChanging(err) {
+			t.Errorf("%v: taken for a leader change", err)
+		}
 	}
 }
