@@ -81,8 +81,9 @@ type Host struct {
 var bedSeq atomic.Int32
 
 // New builds a bed: it installs missing tools, removes what dead runs of
-// the same base left behind, then creates the switch and the hosts.
-func New(ctx context.Context, opts Options) (b *Bed, err error) {
+// the same base left behind, then creates the switch and the hosts. On an
+// error everything created so far is removed again.
+func New(ctx context.Context, opts Options) (*Bed, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("testbed: needs root (network namespaces, nftables)")
 	}
@@ -95,7 +96,7 @@ func New(ctx context.Context, opts Options) (b *Bed, err error) {
 	if os.Getenv("TANDEM_BED_KEEP") != "" {
 		opts.Keep = true
 	}
-	b = &Bed{opts: opts, Binary: opts.Binary, logf: opts.Logf, hosts: map[string]*Host{},
+	b := &Bed{opts: opts, Binary: opts.Binary, logf: opts.Logf, hosts: map[string]*Host{},
 		drops: map[string]map[dropRule]bool{}, slow: map[hostLink]bool{}}
 	if b.logf == nil {
 		b.logf = func(string, ...any) {}
@@ -107,28 +108,38 @@ func New(ctx context.Context, opts Options) (b *Bed, err error) {
 		b.logf("testbed: removed leftovers of dead runs: %s", strings.Join(removed, ", "))
 	}
 	b.Prefix = netutil.UniquePrefix(opts.Base) + string(rune('a'+bedSeq.Add(1)%26))
-	if b.Dir, err = os.MkdirTemp("", b.Prefix+"-"); err != nil {
+	dir, err := os.MkdirTemp("", b.Prefix+"-")
+	if err != nil {
 		return nil, fmt.Errorf("testbed: %w", err)
 	}
+	b.Dir = dir
 	register(b)
-	defer func() {
-		if err != nil {
-			b.Close()
-			b = nil
-		}
-	}()
+	// The bed stays in b whatever setup returns: with a named result, a
+	// "return nil, err" would clear it before a deferred cleanup could
+	// close it (that was a nil-pointer panic that aborted the whole e2e
+	// binary on any setup error).
+	if err := b.setup(); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// setup creates the switch with both bridges and the hosts.
+func (b *Bed) setup() error {
+	var err error
 	if b.lab, err = netutil.NewLab(b.Prefix); err != nil {
-		return nil, fmt.Errorf("testbed: %w", err)
+		return fmt.Errorf("testbed: %w", err)
 	}
 	if err := b.lab.Switch.Do(func() error { return addBridge("br1") }); err != nil {
-		return nil, fmt.Errorf("testbed: second bridge: %w", err)
+		return fmt.Errorf("testbed: second bridge: %w", err)
 	}
 	for _, name := range []string{"node1", "node2", "witness", "client"} {
 		if err := b.addHost(name); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return b, nil
+	return nil
 }
 
 func (b *Bed) addHost(name string) error {
