@@ -6,6 +6,26 @@
 // freezes or dies, the kernel silences the VIP at lease end with no process
 // alive.
 //
+// # The bound
+//
+// When AllowUntil(vip, until) returns nil, the kernel lets vip speak at no
+// instant after until, whatever happens to the process afterwards; when it
+// returns an error, vip may be silent already. The argument: an element's timeout d is fixed when the batch
+// is built, and the kernel starts counting it (jiffies at the moment it
+// processes the message, plus d rounded down to whole jiffies) somewhere
+// between the send and the acknowledgement, so the element is gone by
+// ack+d. The guard reads the clock after the acknowledgement and, if
+// ack+d > until (the batch, or our reading of its ack, was late: a loaded
+// machine), sends the element again, shorter, from the new reading — a
+// replacement that lands before until, so the longer element never
+// outlives it — and after a few late tries revokes and reports IsLate.
+// An allowance computed from "now + remaining" before the batch, as Allow
+// once did, could end tens of milliseconds after the lease on a busy host.
+// What stays outside the bound: the kernel's own tick (expiry is checked
+// against jiffies, which trail the clock by under a tick) and elements
+// under one jiffy (the kernel keeps those one jiffy); a caller keeps a
+// margin of a few milliseconds for that.
+//
 // Guard is the seam; NFT (Linux) is the real implementation, Mem an in-memory
 // twin with a fake clock for tests of other packages. Imported by the manager,
 // resource/vip and cmd; it imports only internal/clock.
@@ -28,10 +48,15 @@ import (
 type Guard interface {
 	// Install guards exactly vips (the address part is what counts).
 	Install(vips []netip.Prefix) error
-	// Allow lets vip speak for remaining, counted from now, replacing any
-	// earlier allowance (also a longer one). A remaining under a millisecond
-	// revokes. vip must be guarded. If the kernel state is gone (a firewall
-	// reload flushed the ruleset), Allow installs it again first.
+	// AllowUntil lets vip speak until until at the latest, replacing any
+	// earlier allowance (also a longer one): the kernel silences it at
+	// until even if this process never runs again (see "The bound"). Less
+	// than a millisecond left revokes. vip must be guarded. If the kernel
+	// state is gone (a firewall reload flushed the ruleset), AllowUntil
+	// installs it again first. When the kernel could not be made to end the
+	// allowance by until, vip is revoked and the error says so (IsLate).
+	AllowUntil(vip netip.Addr, until time.Time) error
+	// Allow is AllowUntil(vip, now+remaining).
 	Allow(vip netip.Addr, remaining time.Duration) error
 	// Revoke silences vip now. Revoking a silent VIP succeeds.
 	Revoke(vip netip.Addr) error
@@ -46,6 +71,31 @@ var ErrNotGuarded = errors.New("vipguard: address is not guarded")
 
 // IsNotGuarded reports whether err means the VIP was never installed.
 func IsNotGuarded(err error) bool { return errors.Is(err, ErrNotGuarded) }
+
+// ErrLate is returned when every batch of an AllowUntil was acknowledged too
+// late to keep the element inside until; the VIP was revoked instead. It is
+// safe (the VIP is silent while the lease is still valid) and should be
+// rare: it takes lateAttempts netlink round trips each as long as the time
+// left.
+var ErrLate = errors.New("vipguard: netlink batches acknowledged too late for the lease; revoked")
+
+// IsLate reports whether err means AllowUntil revoked because its batches
+// landed too late.
+func IsLate(err error) bool { return errors.Is(err, ErrLate) }
+
+const (
+	// batchSlack is taken off the first element's timeout for the netlink
+	// round trip (a quarter of a millisecond when idle), so the first batch
+	// usually lands within the bound and needs no second one.
+	batchSlack = time.Millisecond
+	// lateAttempts is how many late batches AllowUntil sends before it
+	// revokes; each try leaves room for a round trip as slow as the last.
+	lateAttempts = 3
+)
+
+func lateError(vip netip.Addr, until time.Time, rtts []time.Duration) error {
+	return fmt.Errorf("%w: %s: round trips %v, %v before the end", ErrLate, vip, rtts, time.Until(until).Round(time.Microsecond))
+}
 
 // elementTimeout is the kernel element timeout for remaining: whole
 // milliseconds (the kernel's unit), rounded down so the kernel never allows

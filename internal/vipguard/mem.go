@@ -20,11 +20,15 @@ type Mem struct {
 	err     error
 }
 
-// Call is one recorded Allow (Remaining > 0) or Revoke (Remaining == 0).
+// Call is one recorded Allow or AllowUntil (Remaining > 0) or Revoke
+// (Remaining == 0).
 type Call struct {
 	At        time.Time
 	VIP       netip.Addr
 	Remaining time.Duration
+	// Until is the end the caller asked for (zero for a Revoke); the
+	// allowance, At+Remaining, never ends after it.
+	Until time.Time
 }
 
 // NewMem returns an empty guard whose allowances run on c.
@@ -49,23 +53,31 @@ func (m *Mem) Install(vips []netip.Prefix) error {
 	return nil
 }
 
+// Allow is AllowUntil(vip, now+remaining) on the injected clock.
 func (m *Mem) Allow(vip netip.Addr, remaining time.Duration) error {
+	return m.AllowUntil(vip, m.clock.Now().Add(remaining))
+}
+
+// AllowUntil allows vip until until, in whole milliseconds counted from
+// now, like the kernel: the allowance never ends after until. The fake has
+// no netlink round trip, so it never needs NFT's second try.
+func (m *Mem) AllowUntil(vip netip.Addr, until time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.err != nil {
 		return m.err
 	}
 	vip = vip.Unmap()
-	if !m.guarded[vip] {
-		return notGuarded(vip)
-	}
-	d := elementTimeout(remaining)
+	now := m.clock.Now()
+	d := elementTimeout(until.Sub(now))
 	if d <= 0 {
 		return m.revokeLocked(vip)
 	}
-	now := m.clock.Now()
+	if !m.guarded[vip] {
+		return notGuarded(vip)
+	}
 	m.until[vip] = now.Add(d)
-	m.calls = append(m.calls, Call{At: now, VIP: vip, Remaining: d})
+	m.calls = append(m.calls, Call{At: now, VIP: vip, Remaining: d, Until: until})
 	return nil
 }
 

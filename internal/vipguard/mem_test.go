@@ -50,6 +50,51 @@ func TestMemAllowanceExpiresOnTheFakeClock(t *testing.T) {
 	}
 }
 
+func TestMemAllowUntil(t *testing.T) {
+	clk := clock.NewFake(time.Unix(1000, 0))
+	g := NewMem(clk)
+	a := netip.MustParseAddr("10.0.0.50")
+	if err := g.AllowUntil(a, clk.Now().Add(time.Second)); !IsNotGuarded(err) {
+		t.Fatalf("AllowUntil before install: %v", err)
+	}
+	if err := g.AllowUntil(a, clk.Now()); err != nil {
+		t.Fatalf("AllowUntil(now) revokes, even unguarded: %v", err)
+	}
+	if err := g.Install([]netip.Prefix{netip.MustParsePrefix("10.0.0.50/24")}); err != nil {
+		t.Fatal(err)
+	}
+	until := clk.Now().Add(180*time.Millisecond + 400*time.Microsecond)
+	if err := g.AllowUntil(a, until); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(179 * time.Millisecond)
+	if !g.Allowed(a) {
+		t.Error("silenced before until")
+	}
+	clk.Advance(time.Millisecond)
+	if g.Allowed(a) {
+		t.Error("still allowed in until's last partial millisecond: the kernel works in whole ones")
+	}
+	// Asking when the end has passed (a caller that read the lease, then
+	// was descheduled) revokes at once.
+	if err := g.AllowUntil(a, clk.Now().Add(10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.AllowUntil(a, clk.Now().Add(-time.Millisecond)); err != nil || g.Allowed(a) {
+		t.Errorf("AllowUntil in the past: %v allowed=%v", err, g.Allowed(a))
+	}
+	calls := g.Calls()
+	last := calls[len(calls)-1]
+	if len(calls) != 4 || calls[1].Until != until || calls[1].Remaining != 180*time.Millisecond || last.Remaining != 0 {
+		t.Errorf("calls %+v", calls)
+	}
+	for _, c := range calls {
+		if c.Remaining > 0 && c.At.Add(c.Remaining).After(c.Until) {
+			t.Errorf("call %+v allows beyond its until", c)
+		}
+	}
+}
+
 func TestMemIsAGuard(t *testing.T) {
 	var _ Guard = NewMem(clock.Real{})
 }

@@ -38,6 +38,14 @@ type NFT struct {
 	// surely exist: the kernel starts their countdown after the batch was
 	// sent, never before. Until then a refresh needs no first add.
 	present map[netip.Addr]time.Time
+	// slack is taken off the first element's timeout of an AllowUntil for
+	// the netlink round trip: batchSlack, raised to the round trip of a late
+	// batch and decaying back, so a loaded host does not pay two batches
+	// on every refresh.
+	slack time.Duration
+	// beforeSend, when set, runs after an allowance batch is built and
+	// before it is sent: tests stall there, as a descheduled agent would.
+	beforeSend func()
 }
 
 var _ Guard = (*NFT)(nil)
@@ -48,7 +56,7 @@ func NewNFT(o Options) (*NFT, error) {
 	if o.Table == "" {
 		o.Table = DefaultTable
 	}
-	g := &NFT{rs: newRuleset(o.Table), guarded: map[netip.Addr]bool{}, present: map[netip.Addr]time.Time{}}
+	g := &NFT{rs: newRuleset(o.Table), guarded: map[netip.Addr]bool{}, present: map[netip.Addr]time.Time{}, slack: batchSlack}
 	opts := []nftables.ConnOption{nftables.AsLasting()}
 	if o.NetNS != "" {
 		f, err := os.Open(o.NetNS)
@@ -117,42 +125,83 @@ func (g *NFT) installLocked(want map[netip.Addr]bool) error {
 	return nil
 }
 
-// Allow refreshes vip's elements in one batch. Each allowed set gets a
-// delete and an add with the new timeout, preceded by an add (so the delete
-// cannot fail) unless our previous allowance is surely still in force. The
-// kernel applies a batch atomically, so the VIP never blinks, and this
-// shortens or extends the element on every kernel. (Re-adding alone updates
-// the timeout only on recent kernels, and on 6.18 not when the timeout is
-// unchanged, so it is not relied on.)
+// Allow is AllowUntil(vip, now+remaining).
 func (g *NFT) Allow(vip netip.Addr, remaining time.Duration) error {
+	return g.AllowUntil(vip, time.Now().Add(remaining))
+}
+
+// AllowUntil refreshes vip's elements in one batch so that the kernel
+// silences vip at until at the latest (see "The bound" in the package doc).
+// Each allowed set gets a delete and an add with the new timeout, preceded
+// by an add (so the delete cannot fail) unless our previous allowance is
+// surely still in force. The kernel applies a batch atomically, so the VIP
+// never blinks, and this shortens or extends the element on every kernel.
+// (Re-adding alone updates the timeout only on recent kernels, and on 6.18
+// not when the timeout is unchanged, so it is not relied on.)
+//
+// The element's timeout is chosen before the batch is sent, but the kernel
+// starts counting it when it applies the batch, some time before the
+// acknowledgement. So the element ends by ack+timeout, and when that is
+// after until (the batch or our reading of the ack was late: a loaded
+// machine), the element is issued again, shorter, from the new clock
+// reading; after lateAttempts late batches vip is revoked and the error
+// says so (IsLate).
+func (g *NFT) AllowUntil(vip netip.Addr, until time.Time) error {
 	vip = vip.Unmap()
-	d := elementTimeout(remaining)
-	if d <= 0 {
-		return g.Revoke(vip)
+	if elementTimeout(time.Until(until)) <= 0 {
+		return g.Revoke(vip) // needs no Install, like Revoke
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !g.guarded[vip] {
 		return notGuarded(vip)
 	}
-	err := g.allowLocked(vip, d)
-	if isNotFound(err) {
-		// Our tables are gone: someone flushed the ruleset (Debian's
-		// nftables.conf starts with "flush ruleset"), leaving every VIP
-		// unguarded. Put them back now rather than run unguarded.
-		if err = g.installLocked(g.guarded); err == nil {
-			err = g.allowLocked(vip, d)
+	reinstalled := false
+	var late []time.Duration
+	for len(late) < lateAttempts {
+		start := time.Now()
+		d := elementTimeout(until.Sub(start) - g.slack)
+		if d <= 0 {
+			break
 		}
+		err := g.allowLocked(vip, start, d)
+		if isNotFound(err) && !reinstalled {
+			// Our tables are gone: someone flushed the ruleset (Debian's
+			// nftables.conf starts with "flush ruleset"), leaving every
+			// VIP unguarded. Put them back now rather than run unguarded.
+			reinstalled = true
+			if err = g.installLocked(g.guarded); err == nil {
+				continue // the install took time: recompute the timeout
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("vipguard: allow %s: %w", vip, err)
+		}
+		ack := time.Now()
+		if !ack.Add(d).After(until) {
+			g.slack = max(batchSlack, g.slack-(g.slack-batchSlack)/4)
+			return nil
+		}
+		// The kernel may have applied the batch as late as ack: the
+		// element could outlive until. Issue it again, leaving room for
+		// a batch as slow as this one.
+		rtt := ack.Sub(start)
+		late = append(late, rtt)
+		g.slack = max(g.slack, rtt)
 	}
-	if err != nil {
-		return fmt.Errorf("vipguard: allow %s: %w", vip, err)
+	if err := g.revokeLocked(vip); err != nil {
+		return err
 	}
-	return nil
+	if len(late) == 0 {
+		return nil // until came too close to allow anything: silent, as asked
+	}
+	return lateError(vip, until, late)
 }
 
-func (g *NFT) allowLocked(vip netip.Addr, d time.Duration) error {
+// allowLocked sends one batch that gives vip's elements timeout d; start
+// is the clock reading before the batch was built.
+func (g *NFT) allowLocked(vip netip.Addr, start time.Time, d time.Duration) error {
 	key := vip.AsSlice()
-	start := time.Now()
 	exists := start.Before(g.present[vip])
 	delete(g.present, vip) // until this batch is known to have landed
 	for _, s := range g.allowedSets(vip) {
@@ -160,9 +209,13 @@ func (g *NFT) allowLocked(vip netip.Addr, d time.Duration) error {
 			return g.abort(err)
 		}
 	}
+	if g.beforeSend != nil {
+		g.beforeSend()
+	}
 	if err := g.flush(); err != nil {
 		return err
 	}
+	// The kernel started the countdown after start, never before.
 	g.present[vip] = start.Add(d)
 	return nil
 }
@@ -187,6 +240,10 @@ func (g *NFT) Revoke(vip netip.Addr) error {
 	vip = vip.Unmap()
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	return g.revokeLocked(vip)
+}
+
+func (g *NFT) revokeLocked(vip netip.Addr) error {
 	delete(g.present, vip)
 	key := vip.AsSlice()
 	for _, s := range g.allowedSets(vip) {

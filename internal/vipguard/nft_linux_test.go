@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -180,9 +181,7 @@ func TestAllowShortensAndExtends(t *testing.T) {
 		}
 	}
 	// The arp table follows the inet one.
-	if got := nft(t, ns, "list", "set", "arp", "tandem", "allowed4"); !strings.Contains(got, "10.77.0.100 timeout 5s") {
-		t.Errorf("arp allowed4:\n%s", got)
-	}
+	checkTimeout(t, nft(t, ns, "list", "set", "arp", "tandem", "allowed4"), "10.77.0.100", 5*time.Second)
 }
 
 func TestRevoke(t *testing.T) {
@@ -289,7 +288,8 @@ func TestAllowReinstallsAfterARulesetFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := nft(t, ns, "list", "ruleset")
-	for _, want := range []string{"table arp tandem", "elements = { 10.77.0.100 timeout 1m", "fd77::100", "chain output"} {
+	checkTimeout(t, got, "10.77.0.100", time.Minute)
+	for _, want := range []string{"table arp tandem", "fd77::100", "chain output"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("after flush and Allow the ruleset lacks %q:\n%s", want, got)
 		}
@@ -319,7 +319,142 @@ func TestAllowAfterTheElementVanished(t *testing.T) {
 	if left <= 29*time.Second || left > 30*time.Second {
 		t.Errorf("after the element vanished, Allow(30s) left %v", left)
 	}
-	if got := nft(t, ns, "list", "set", "arp", "tandem", "allowed4"); !strings.Contains(got, "10.77.0.100 timeout 30s") {
-		t.Errorf("arp allowed4:\n%s", got)
+	checkTimeout(t, nft(t, ns, "list", "set", "arp", "tandem", "allowed4"), "10.77.0.100", 30*time.Second)
+}
+
+// checkTimeout checks that the nft listing has an element key whose
+// timeout is at most asked (the guard takes the netlink round trip off it)
+// and not far below.
+func checkTimeout(t *testing.T, listing, key string, asked time.Duration) {
+	t.Helper()
+	m := regexp.MustCompile(regexp.QuoteMeta(key) + ` timeout (\w+)`).FindStringSubmatch(listing)
+	if m == nil {
+		t.Errorf("no %s element with a timeout:\n%s", key, listing)
+		return
+	}
+	got, err := time.ParseDuration(m[1]) // nft writes 1m, 29s992ms
+	if err != nil || got > asked || got < asked-100*time.Millisecond {
+		t.Errorf("%s timeout %s (%v), want at most %v and not 100ms less:\n%s", key, m[1], err, asked, listing)
+	}
+}
+
+// kernelEnd reads when the kernel will silence vip, from its own countdown;
+// the reading is good to a jiffy (the countdown ticks in jiffies).
+func kernelEnd(t *testing.T, g *NFT, vip netip.Addr) time.Time {
+	t.Helper()
+	before := time.Now()
+	left, err := g.Remaining(vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left == 0 {
+		return time.Time{}
+	}
+	return before.Add(left)
+}
+
+// jiffy is the coarsest kernel tick (HZ=100): the kernel's countdown and our
+// reading of it are each good to one.
+const jiffy = 10 * time.Millisecond
+
+// TestAllowUntilEndsByUntilWhenTheBatchIsLate: an agent descheduled between
+// choosing the element's timeout and sending the batch (stalled here for
+// 40 ms) used to leave an element that outlived the lease by the stall:
+// the kernel counts the timeout from when the batch lands. AllowUntil
+// sees the late acknowledgement and issues a shorter element.
+func TestAllowUntilEndsByUntilWhenTheBatchIsLate(t *testing.T) {
+	ns := newNS(t)
+	g := newGuard(t, ns)
+	if err := g.Install([]netip.Prefix{vip4, vip6}); err != nil {
+		t.Fatal(err)
+	}
+	const stall = 40 * time.Millisecond
+	for _, vip := range []netip.Addr{vip4.Addr(), vip6.Addr()} {
+		stalls := 0
+		g.beforeSend = func() {
+			if stalls == 0 {
+				time.Sleep(stall)
+			}
+			stalls++
+		}
+		until := time.Now().Add(300 * time.Millisecond)
+		if err := g.AllowUntil(vip, until); err != nil {
+			t.Fatal(err)
+		}
+		g.beforeSend = nil
+		end := kernelEnd(t, g, vip)
+		t.Logf("%s: %d batches; kernel ends the allowance %v before until", vip, stalls, until.Sub(end))
+		if end.IsZero() {
+			t.Fatalf("%s: AllowUntil left nothing allowed", vip)
+		}
+		if end.After(until.Add(jiffy)) {
+			t.Errorf("%s: the kernel allows it until %v after the lease", vip, end.Sub(until))
+		}
+		if end.Before(until.Add(-stall - 50*time.Millisecond)) {
+			t.Errorf("%s: allowance cut %v short", vip, until.Sub(end))
+		}
+		if stalls < 2 {
+			t.Errorf("%s: a batch acknowledged %v late was not issued again", vip, stall)
+		}
+	}
+}
+
+// TestAllowUntilRevokesWhenEveryBatchIsLate: when no batch can land in time
+// the VIP is silenced and the caller told.
+func TestAllowUntilRevokesWhenEveryBatchIsLate(t *testing.T) {
+	ns := newNS(t)
+	g := newGuard(t, ns)
+	if err := g.Install([]netip.Prefix{vip4}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Allow(vip4.Addr(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// Each stall is longer than the one before, which the next try left
+	// room for.
+	stall := time.Duration(0)
+	g.beforeSend = func() {
+		stall += 20 * time.Millisecond
+		time.Sleep(stall)
+	}
+	err := g.AllowUntil(vip4.Addr(), time.Now().Add(100*time.Millisecond))
+	g.beforeSend = nil
+	t.Logf("AllowUntil: %v", err)
+	if !IsLate(err) {
+		t.Errorf("AllowUntil with every batch late: %v, want IsLate", err)
+	}
+	if left, err := g.Remaining(vip4.Addr()); err != nil || left != 0 {
+		t.Errorf("after late batches the VIP is still allowed for %v (%v)", left, err)
+	}
+}
+
+// TestAllowUntilBound: without stalls, AllowUntil ends the allowance at
+// until to within the kernel's tick, for a range of lengths, and needs no
+// install for a revoke.
+func TestAllowUntilBound(t *testing.T) {
+	ns := newNS(t)
+	g := newGuard(t, ns)
+	if err := g.AllowUntil(vip4.Addr(), time.Now()); err != nil {
+		t.Fatalf("AllowUntil(now) revokes, even before Install: %v", err)
+	}
+	if err := g.Install([]netip.Prefix{vip4}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []time.Duration{time.Second, 180 * time.Millisecond, 5 * time.Millisecond, 10 * time.Second} {
+		until := time.Now().Add(d)
+		if err := g.AllowUntil(vip4.Addr(), until); err != nil {
+			t.Fatal(err)
+		}
+		end := kernelEnd(t, g, vip4.Addr())
+		if end.IsZero() && time.Now().Before(until.Add(-jiffy)) {
+			t.Errorf("AllowUntil(+%v): nothing allowed", d)
+			continue
+		}
+		if end.After(until.Add(jiffy)) {
+			t.Errorf("AllowUntil(+%v): kernel allows until %v past it", d, end.Sub(until))
+		}
+		if d >= 100*time.Millisecond && end.Before(until.Add(-jiffy-5*time.Millisecond)) {
+			t.Errorf("AllowUntil(+%v): ends %v early", d, until.Sub(end))
+		}
 	}
 }

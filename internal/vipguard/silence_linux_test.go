@@ -181,35 +181,53 @@ func (l *silenceLab) watch(deadline time.Time) map[string]*outcome {
 	return out
 }
 
-// checkSilence asserts that every probe kind was answered until about
-// lease after the last refresh and never after: the VIP went silent between
-// the last answered probe and the first unanswered one. A window wider than
-// a few milliseconds means the probes were starved of CPU; that is logged,
-// not failed, as long as the window overlaps the lease end.
-func checkSilence(t *testing.T, lastRefresh time.Time, out map[string]*outcome) {
+// allowanceEnd is when the kernel's allowance can end: by latest, the
+// until of the last AllowUntil that may have reached the kernel (the bound
+// the guard promises), and not before earliest, what the last completed one
+// surely gave (its until less the guard's round-trip slack).
+type allowanceEnd struct{ earliest, latest time.Time }
+
+// endsAt is the window of an AllowUntil(until) that returned, with the
+// guard's slack then.
+func endsAt(until time.Time, slack time.Duration) allowanceEnd {
+	return allowanceEnd{earliest: until.Add(-slack), latest: until}
+}
+
+// checkSilence asserts that every probe kind was answered until about the
+// allowance's end and never after: the VIP went silent between the last
+// answered probe and the first unanswered one. A window wider than a few
+// milliseconds means the probes were starved of CPU; that is logged, not
+// failed, as long as the window overlaps the allowance's end. Times are
+// shown from the last refresh (one lease before the end).
+func checkSilence(t *testing.T, end allowanceEnd, out map[string]*outcome) {
 	t.Helper()
+	// late: the kernel checks expiry against jiffies, up to a tick (10 ms at
+	// HZ=100) coarse. early: the guard's own round-trip slack is already in
+	// end.earliest; this is for the probes' timing.
 	const early, late = 50 * time.Millisecond, 10 * time.Millisecond
+	refresh := end.latest.Add(-lease)
 	for name, o := range out {
 		if o.onset.IsZero() {
-			if o.overruns > 0 && o.lastOK.Sub(lastRefresh) <= lease+late {
+			if o.overruns > 0 && !o.lastOK.After(end.latest.Add(late)) {
 				// Every probe after the lease end overran: the machine was
 				// too busy to tell silence from slowness, but nothing
 				// answered after the lease, which is the property.
 				t.Logf("%s: no answer after %v, but every later probe was starved (%d); silence not timed",
-					name, o.lastOK.Sub(lastRefresh), o.overruns)
+					name, o.lastOK.Sub(refresh), o.overruns)
 				continue
 			}
 			t.Errorf("%s: VIP never went silent", name)
 			continue
 		}
-		from, to := o.lastOK.Sub(lastRefresh), o.onset.Sub(lastRefresh)
-		t.Logf("%s: silent between %v and %v after the last refresh (lease %v; %d starved probes)",
-			name, from.Round(10*time.Microsecond), to.Round(10*time.Microsecond), lease, o.overruns)
-		if from > lease+late {
-			t.Errorf("%s: answered %v after the last refresh, past the %v lease", name, from, lease)
+		from, to := o.lastOK.Sub(refresh), o.onset.Sub(refresh)
+		t.Logf("%s: silent between %v and %v after the last refresh (allowance ends %v–%v; %d starved probes)",
+			name, from.Round(10*time.Microsecond), to.Round(10*time.Microsecond),
+			end.earliest.Sub(refresh).Round(10*time.Microsecond), lease, o.overruns)
+		if o.lastOK.After(end.latest.Add(late)) {
+			t.Errorf("%s: answered %v after the last refresh, past the allowance's end at %v", name, from, lease)
 		}
-		if to < lease-early {
-			t.Errorf("%s: silent %v after the last refresh, before the %v lease ended", name, to, lease)
+		if o.onset.Before(end.earliest.Add(-early)) {
+			t.Errorf("%s: silent %v after the last refresh, before the allowance ended (%v)", name, to, end.earliest.Sub(refresh))
 		}
 		if to-from > 30*time.Millisecond {
 			t.Logf("%s: window %v wide: probes were starved of CPU", name, to-from)
@@ -237,13 +255,16 @@ func TestVIPGoesSilentWhenNobodyRefreshes(t *testing.T) {
 		}
 	}
 	l.allAnswer(t)
+	// One until for both: Allow(v, lease) one after the other would give
+	// the second VIP a later end by the first one's round trip.
 	refresh := time.Now()
+	until := refresh.Add(lease)
 	for _, v := range []netip.Addr{vip4.Addr(), vip6.Addr()} {
-		if err := l.guard.Allow(v, lease); err != nil {
+		if err := l.guard.AllowUntil(v, until); err != nil {
 			t.Fatal(err)
 		}
 	}
-	checkSilence(t, refresh, l.watch(refresh.Add(3*lease)))
+	checkSilence(t, endsAt(until, l.guard.slack), l.watch(refresh.Add(3*lease)))
 	// The drops were the guard's: each probe kind hit its rule's counter.
 	ruleset := nft(t, l.a.NS, "list", "ruleset")
 	for _, rule := range []string{
@@ -284,19 +305,19 @@ func TestVIPGoesSilentWhenRefresherIsFrozen(t *testing.T) {
 			}
 			stopped := time.Now()
 			out := l.watch(stopped.Add(3 * lease))
-			last := r.lastRefresh()
-			t.Logf("%v %v after the last refresh", sig, stopped.Sub(last).Round(time.Microsecond))
-			checkSilence(t, last, out)
+			end := r.allowanceEnd()
+			t.Logf("%v %v after the last refresh", sig, stopped.Sub(end.latest.Add(-lease)).Round(time.Microsecond))
+			checkSilence(t, end, out)
 		})
 	}
 }
 
 // refresher is a child process (this test binary) refreshing the lease.
 type refresher struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	last time.Time
-	n    int
+	cmd *exec.Cmd
+	mu  sync.Mutex
+	end allowanceEnd
+	n   int
 }
 
 const refresherEnv = "TANDEM_VIPGUARD_REFRESHER"
@@ -324,16 +345,26 @@ func startRefresher(t *testing.T, ns *netutil.NS) *refresher {
 		defer close(done)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
+			// "allowing UNTIL" before each refresh, "refreshed UNTIL
+			// SLACK" after it: a signal between the two leaves the
+			// allowance ending somewhere between the two untils.
 			f := strings.Fields(sc.Text())
-			if len(f) != 2 || f[0] != "refreshed" {
+			if len(f) < 2 {
 				continue
 			}
-			ns, err := strconv.ParseInt(f[1], 10, 64)
+			until, err := strconv.ParseInt(f[1], 10, 64)
 			if err != nil {
 				continue
 			}
 			r.mu.Lock()
-			r.last, r.n = time.Unix(0, ns), r.n+1
+			switch {
+			case f[0] == "allowing":
+				r.end.latest = time.Unix(0, until)
+			case f[0] == "refreshed" && len(f) == 3:
+				slack, _ := strconv.ParseInt(f[2], 10, 64)
+				r.end.earliest = endsAt(time.Unix(0, until), time.Duration(slack)).earliest
+				r.n++
+			}
 			r.mu.Unlock()
 		}
 	}()
@@ -360,16 +391,16 @@ func (r *refresher) waitRefreshes(t *testing.T, n int) {
 	t.Fatalf("refresher made fewer than %d refreshes in 5s", n)
 }
 
-func (r *refresher) lastRefresh() time.Time {
+func (r *refresher) allowanceEnd() allowanceEnd {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.last
+	return r.end
 }
 
 // TestRefresherChild is the refresher process, not a test: it runs only
-// when startRefresher sets its environment variable. Each line it prints
-// carries the time taken just before the refresh, so the lease it set ends
-// no earlier than that time plus lease.
+// when startRefresher sets its environment variable. It announces each
+// allowance's end before asking for it and confirms it after (see
+// startRefresher).
 func TestRefresherChild(t *testing.T) {
 	nsPath := os.Getenv(refresherEnv)
 	if nsPath == "" {
@@ -383,13 +414,14 @@ func TestRefresherChild(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		at := time.Now()
+		until := time.Now().Add(lease)
+		fmt.Printf("allowing %d\n", until.UnixNano())
 		for _, v := range []netip.Addr{vip4.Addr(), vip6.Addr()} {
-			if err := g.Allow(v, lease); err != nil {
+			if err := g.AllowUntil(v, until); err != nil {
 				t.Fatal(err)
 			}
 		}
-		fmt.Printf("refreshed %d\n", at.UnixNano())
+		fmt.Printf("refreshed %d %d\n", until.UnixNano(), g.slack)
 		time.Sleep(50 * time.Millisecond)
 	}
 }
