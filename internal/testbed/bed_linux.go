@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -377,6 +378,10 @@ func (b *Bed) Close() error {
 	if b.Dir != "" {
 		if keep {
 			os.WriteFile(filepath.Join(b.Dir, "faults.log"), []byte(FaultLog(faults)), 0o644)
+			// For a later look at the same logs (ReadKeptRun).
+			if js, err := json.Marshal(faults); err == nil {
+				os.WriteFile(filepath.Join(b.Dir, "faults.json"), js, 0o644)
+			}
 			os.WriteFile(filepath.Join(b.Dir, keepMarker), nil, 0o644)
 			b.logf("testbed: logs kept in %s", b.Dir)
 		} else {

@@ -49,6 +49,9 @@ func (f Fault) String() string {
 	if f.Detail != "" {
 		s += " (" + f.Detail + ")"
 	}
+	if f.Done.After(f.At) {
+		s += fmt.Sprintf(" [complete +%.1fms]", float64(f.Done.Sub(f.At).Microseconds())/1000)
+	}
 	return s
 }
 
