@@ -153,7 +153,7 @@ func TestRebuildReportsProgressAndObeysTheRateLimit(t *testing.T) {
 	ta, a := rateLimitedRebuild(t, 1<<20)
 	// The rebuild waits on the fake clock: advance until it finishes.
 	sawMidway := false
-	for i := 0; a.Status().State != "clean"; i++ {
+	for i := 0; !parkedRebuild(t, ta.clk, a); i++ {
 		if i > 10000 {
 			t.Fatalf("rebuild did not finish: %+v", a.Status())
 		}
@@ -173,7 +173,6 @@ func TestRebuildReportsProgressAndObeysTheRateLimit(t *testing.T) {
 			sawMidway = true
 		}
 		ta.clk.Advance(10 * time.Millisecond)
-		waitGoroutines()
 	}
 	fin := ta.rec.OfKind(events.RaidRebuildFinished)
 	start := ta.rec.OfKind(events.RaidRebuildStarted)
@@ -222,21 +221,20 @@ func TestRebuildRecordsItsPositionOnceASecond(t *testing.T) {
 	// 256 KiB/s: the member's ~900 KiB take about 3.5 s of fake time.
 	ta, a := rateLimitedRebuild(t, 256<<10)
 	recorded := int64(-1) // the largest position a superblock showed mid-rebuild
-	for i := 0; a.Status().State != "clean"; i++ {
+	for i := 0; !parkedRebuild(t, ta.clk, a); i++ {
 		if i > 10000 {
 			t.Fatalf("rebuild did not finish: %+v", a.Status())
 		}
-		ta.clk.Advance(10 * time.Millisecond)
-		waitGoroutines()
 		sb, _, err := readSuperblock(ta.faults[1])
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, d := range sb.Devices {
-			if d.Role == 0 && d.Recovery > 0 && a.Status().State != "clean" {
+			if d.Role == 0 && d.Recovery > 0 {
 				recorded = max(recorded, d.Recovery)
 			}
 		}
+		ta.clk.Advance(10 * time.Millisecond)
 	}
 	if recorded <= 0 {
 		t.Fatalf("no superblock recorded the rebuild's position before it finished")

@@ -204,10 +204,26 @@ func levelCases() []levelCase {
 
 const testMemberSize = 1 << 20
 
-// waitGoroutines lets background goroutines (the job runner) reach their
-// next wait on the fake clock.
-func waitGoroutines() {
-	for i := 0; i < 50; i++ {
+// parkedRebuild waits until a's background rebuild is parked on its pacing
+// timer (the only timer an array arms) or has finished, and reports whether
+// it has finished. Tests advance the fake clock only then, so fake time
+// never passes while the rebuild works. (Yielding a fixed number of times
+// instead let a rebuild starved of CPU on a loaded machine find seconds of
+// fake time gone at once and finish in one burst, past every point the
+// tests look at: "no superblock recorded the rebuild's position".)
+func parkedRebuild(t *testing.T, clk *clock.Fake, a *Array) (finished bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if a.Status().State == "clean" {
+			return true
+		}
+		if clk.Pending() > 0 {
+			return false
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rebuild neither waits on the clock nor finishes: %+v", a.Status())
+		}
 		runtime.Gosched()
 	}
 }
