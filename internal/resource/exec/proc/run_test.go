@@ -2,6 +2,7 @@ package proc_test
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -10,21 +11,50 @@ import (
 	"tandem/internal/resource/exec/proc/proctest"
 )
 
+// TestRunKillsGroupAtDeadline: when ctx ends, the whole group dies — the
+// shell and the background child it started, which would survive a kill of
+// the leader alone. The deadline is set once both run: a fixed 300 ms from
+// before the start was sometimes shorter than a loaded machine takes to
+// start a shell, which then died before writing its pid.
 func TestRunKillsGroupAtDeadline(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "pgid")
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// The shell ignores nothing, but its background child is a separate
-	// process that would survive a kill of the leader alone.
-	res, err := Run(ctx, Cmd{Argv: []string{"sh", "-c", "echo $$ > " + pidFile + "; sleep 30 & sleep 30"}, Env: Env(nil)})
-	if err != nil {
-		t.Fatal(err)
+	type result struct {
+		res Result
+		err error
 	}
-	if !res.TimedOut || res.Signal != "killed" {
-		t.Fatalf("Run = %+v, want timed out and killed", res)
+	done := make(chan result, 1)
+	go func() {
+		res, err := Run(ctx, Cmd{Argv: []string{"sh", "-c",
+			"sleep 30 & echo $$ > " + pidFile + ".new && mv " + pidFile + ".new " + pidFile + "; sleep 30"}, Env: Env(nil)})
+		done <- result{res, err}
+	}()
+	ready := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(pidFile); err == nil {
+			break
+		}
+		select {
+		case r := <-done:
+			t.Fatalf("Run ended before the group was up: %+v %v", r.res, r.err)
+		case <-time.After(5 * time.Millisecond): // polling the child's file, not timing anything
+		}
+		if time.Now().After(ready) {
+			t.Fatal("the shell never wrote its pid")
+		}
 	}
-	proctest.WaitGroupGone(t, proctest.ReadPID(t, pidFile))
+	pgid := proctest.ReadPID(t, pidFile)
+	cancel() // the deadline
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !r.res.TimedOut || r.res.Signal != "killed" {
+		t.Fatalf("Run = %+v, want timed out and killed", r.res)
+	}
+	proctest.WaitGroupGone(t, pgid)
 }
 
 func TestRunReportsExitStatusAndMissingCommand(t *testing.T) {
