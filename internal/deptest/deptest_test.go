@@ -19,6 +19,7 @@ var allowed = map[string][]string{
 	"internal/blockdev":  {},
 	"internal/events":    {},
 	"internal/lease":     {},
+	"internal/lifecycle": {},
 	"internal/seal":      {},
 	"internal/state":     {},
 	"internal/keyfile":   {},
@@ -31,7 +32,7 @@ var allowed = map[string][]string{
 }
 
 // pure packages do no I/O: no sockets, files or processes.
-var pure = []string{"internal/lease", "internal/state", "internal/placement", "internal/seal"}
+var pure = []string{"internal/lease", "internal/state", "internal/placement", "internal/seal", "internal/lifecycle"}
 
 var ioPackages = []string{"net", "os", "os/exec", "syscall", "net/http", "io/ioutil", "golang.org/x/sys/unix"}
 
