@@ -107,7 +107,7 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 				continue
 			}
 			long := c.To.IsZero() || !c.To.Before(c.From.Add(in.Lease))
-			bound := c.From
+			bound, why := c.From, ""
 			switch c.Why {
 			case FaultKill:
 			case FaultFreeze:
@@ -116,8 +116,8 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 				// thaw (it renews only through them): then it acted last
 				// when frozen, as after a long one.
 				if !long {
-					heard, ok := lastHeardBy(in.Logs, s.Node, c.From, s.From)
-					if !ok || c.To.Before(heard.Add(in.Lease)) {
+					end, ok := heardLeaseEnd(in.Logs, s.Node, c.From, s.From, in.Lease)
+					if !ok || c.To.Before(end) {
 						continue
 					}
 				}
@@ -132,18 +132,17 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 				// node_down events carry that time). A cut recorded as
 				// complete late (nft on a loaded machine) then does not
 				// stretch the bound.
-				if heard, ok := lastHeardBy(in.Logs, s.Node, c.From, s.From); ok && heard.Add(in.Lease).Before(bound) {
-					bound = heard.Add(in.Lease)
+				why = " + lease"
+				if end, ok := heardLeaseEnd(in.Logs, s.Node, c.From, s.From, in.Lease); ok && end.Before(bound) {
+					bound = end
+					why = fmt.Sprintf("; last heard by the voters at %s + lease", end.Add(-in.Lease).Format("15:04:05.000"))
 				}
 			}
 			if bound.Before(s.From) {
 				bound = s.From
 			}
 			if bound.Before(s.To) {
-				s.To, s.Ended = bound, fmt.Sprintf("%s at %s", c.Why, c.From.Format("15:04:05.000"))
-				if !bound.Equal(c.From) {
-					s.Ended += " + lease"
-				}
+				s.To, s.Ended = bound, fmt.Sprintf("%s at %s%s", c.Why, c.From.Format("15:04:05.000"), why)
 			}
 		}
 	}
@@ -151,43 +150,113 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 	return out
 }
 
-// lastHeardBy returns the latest "last heard" that any other voter
-// reported for node in a node_down event around a fault at from, logged
-// after the lease span began at spanFrom (an earlier one is about an
-// earlier episode: a kill and restart just before, say). Only when every
-// other voter logged one: a voter that still hears the node may still
-// renew its lease. Each voter's first such event counts (a later one is
-// about a later episode).
-func lastHeardBy(logs map[string][]events.Event, node string, from, spanFrom time.Time) (time.Time, bool) {
-	var latest time.Time
+// heardLeaseEnd bounds when node's lease, held at from (a fault began;
+// from is no earlier than the span's start spanFrom), ended, from what the
+// other voters heard of it: false when their logs cannot tell (a voter
+// still heard it at the end of the logs).
+//
+// Why it is sound: a voter grants only requests that also count as hearing
+// the node (both need an echo of its own round within the node timeout,
+// which equals the lease in every profile the bed runs), and the holder
+// counts a grant from a send that came before; so the lease ends by (the
+// last time a voter heard the node while the lease was valid) + lease. Each
+// voter's log gives the stretches it heard the node in: from a node_up to
+// the last_heard of the node_down that ended it. The end E is the fixpoint
+// of "the latest last_heard + lease over every stretch that began before
+// E": a stretch that begins only after E began after the lease had lapsed
+// (the holder logs that, and a later grant is a new lease and a new span).
+//
+// An earlier version took each voter's first node_down from a second before
+// from. After a one-way partition healed less than a second before a cut
+// (seed 77103), the standby's node_down of the partition — voided by the
+// node_up that followed — hid the later time it last heard the holder; the
+// witness, whose drop landed first, had last heard the holder 76 ms before
+// the cut was complete, and that became the bound: the holder's VIP
+// answering 7–13 ms past it, within its real lease (node2 still heard it
+// and vouched for it), was reported as outside its lease.
+func heardLeaseEnd(logs map[string][]events.Event, node string, from, spanFrom time.Time, lease time.Duration) (time.Time, bool) {
+	if spanFrom.After(from) {
+		from = spanFrom
+	}
+	var all []heardStretch
 	for host, evs := range logs {
-		if host == node {
-			continue
-		}
-		found := false
-		for _, e := range evs {
-			if e.Kind != events.NodeDown || e.Subject != node || e.Time.Before(from.Add(-time.Second)) || e.Time.Before(spanFrom) {
-				continue
-			}
-			v, ok := e.Attrs["last_heard"].(string)
-			if !ok {
-				continue
-			}
-			t, err := time.Parse(time.RFC3339Nano, v)
-			if err != nil || t.After(from.Add(time.Second)) {
-				continue
-			}
-			if t.After(latest) {
-				latest = t
-			}
-			found = true
-			break
-		}
-		if !found {
-			return time.Time{}, false // this voter may still hear the node
+		if host != node {
+			all = append(all, heardStretches(sortedByTime(evs), host, node)...)
 		}
 	}
-	return latest, !latest.IsZero()
+	end := time.Time{}
+	for _, h := range all {
+		if !h.from.After(from) && h.last.Add(lease).After(end) {
+			end = h.last.Add(lease)
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		for _, h := range all {
+			if h.from.Before(end) && (h.open || h.last.Add(lease).After(end)) {
+				if h.open {
+					return time.Time{}, false // heard until the end of the logs
+				}
+				end, changed = h.last.Add(lease), true
+			}
+		}
+	}
+	if end.IsZero() {
+		return time.Time{}, false // nobody ever heard it: no bound from hearing
+	}
+	for _, h := range all {
+		if h.open && !h.from.After(from) {
+			return time.Time{}, false
+		}
+	}
+	return end, true
+}
+
+// heardStretch is a stretch in which a voter heard a node: from its
+// node_up to the last_heard of the node_down that ended it (open: none did).
+type heardStretch struct {
+	from, last time.Time
+	open       bool
+}
+
+// heardStretches reads voter's stretches of hearing node from its events
+// (in time order). The voter's own restart or stop ends a stretch at that
+// event (a killed agent logs no node_down; it heard nothing once dead).
+func heardStretches(evs []events.Event, voter, node string) []heardStretch {
+	var out []heardStretch
+	var cur *heardStretch
+	end := func(last time.Time) {
+		if cur != nil {
+			cur.last, cur.open = last, false
+			out = append(out, *cur)
+			cur = nil
+		}
+	}
+	for _, e := range evs {
+		switch {
+		case (e.Kind == events.NodeUp || e.Kind == events.NodeDown) && e.Subject == voter:
+			end(e.Time)
+		case e.Kind == events.NodeUp && e.Subject == node:
+			if cur == nil {
+				cur = &heardStretch{from: e.Time, open: true}
+			}
+		case e.Kind == events.NodeDown && e.Subject == node:
+			last := e.Time // conservative when the attribute is missing
+			if v, ok := e.Attrs["last_heard"].(string); ok {
+				if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+					last = t
+				}
+			}
+			if cur == nil { // a node_down with no node_up seen: heard until last
+				cur = &heardStretch{from: last}
+			}
+			end(last)
+		}
+	}
+	if cur != nil {
+		out = append(out, *cur)
+	}
+	return out
 }
 
 func sortedByTime(evs []events.Event) []events.Event {

@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,5 +214,128 @@ func TestNodeDownOfAnEarlierEpisodeIsIgnored(t *testing.T) {
 	in.Logs["node1"] = append(in.Logs["node1"], nodeDown(980, "node2", 800), nodeDown(1790, "node2", 1600))
 	if p := CheckAudit(in); len(p) != 0 {
 		t.Fatal(p)
+	}
+}
+
+func nodeUp(ms int, subject string) events.Event {
+	return events.Event{Time: at(ms), Kind: events.NodeUp, Subject: subject,
+		Attrs: map[string]any{"last_heard": at(ms).Format(time.RFC3339Nano)}}
+}
+
+// TestNodeDownVoidedByANodeUpIsIgnored is seed 77103 of the random suite:
+// a one-way partition node1→node2 (node2 logs node_down, last heard 1000)
+// heals at 1700 (node2 logs node_up at 1710), and less than a second after
+// that node_down node1 is cut off (complete at 2120). The witness's drop
+// lands first: it last heard node1 at 2044; node2 still heard node1 until
+// 2110 and vouched for its lease, so node1's VIP may answer until about
+// 2110 + lease. The partition's node_down, voided by the node_up, used to
+// be taken as node2's report: the bound became 2044 + 180 = 2224 and
+// node1's answer at 2231 a violation. (Kept run ttb20196b: node_down 18 ms
+// inside the old one-second window, witness 28.515, node2 really 28.575,
+// "answered a probe sent at 28.702 outside … –28.695".)
+func TestNodeDownVoidedByANodeUpIsIgnored(t *testing.T) {
+	in := AuditInput{
+		Logs: map[string][]events.Event{
+			"node1": {ev(100, events.LeaseAcquired, 1), ev(120, events.GroupStarted, 1)},
+			"node2": {nodeDown(1180, "node1", 1000), nodeUp(1710, "node1"), nodeDown(2290, "node1", 2110),
+				ev(2300, events.LeaseAcquired, 2), ev(2340, events.GroupStarted, 2)},
+			"witness": {nodeDown(2224, "node1", 2044),
+				{Time: at(90), Kind: events.Placement, Group: "web", Epoch: 1},
+				{Time: at(2295), Kind: events.Placement, Group: "web", Epoch: 2}},
+		},
+		Faults: []Fault{
+			{At: at(1000), Kind: FaultOneWay, Host: "node1", Peer: "node2"}, {At: at(1700), Kind: FaultHeal},
+			{At: at(2090), Done: at(2120), Kind: FaultCutOff, Host: "node1"}, {At: at(2900), Kind: FaultHeal},
+		},
+		Answers: map[string]probe.Timeline{"web": {Samples: []probe.Sample{
+			{Sent: at(2231), Done: at(2232), Node: "node1"},
+			{Sent: at(2350), Done: at(2351), Node: "node2"},
+		}}},
+		Lease: 180 * time.Millisecond, End: at(3000), Slack: 5 * time.Millisecond,
+	}
+	// node1 logged no lease_lost (its span ends by the cut's bound), so the
+	// bound is node2's last-heard + lease = 2290, just before node2's lease.
+	if p := CheckAudit(in); len(p) != 0 {
+		t.Fatal(p)
+	}
+	spans := LeaseSpans(in)
+	if len(spans) != 2 || !spans[0].To.Equal(at(2290)) {
+		t.Fatalf("spans %v, want node1's to end at 2110 + lease", spans)
+	}
+	// An answer after that bound is still one.
+	tl := in.Answers["web"]
+	tl.Samples = append(tl.Samples, probe.Sample{Sent: at(2297), Done: at(2298), Node: "node1"})
+	in.Answers["web"] = tl
+	if p := CheckAudit(in); len(p) != 1 || !strings.Contains(p[0], "node1 answered a probe sent at") {
+		t.Fatal(p)
+	}
+	// Without node2's node_up the partition's node_down stays in force: node2
+	// did not hear node1 after 1000, and the bound is the witness's.
+	in.Logs["node2"] = slices.Delete(in.Logs["node2"], 1, 3)
+	if got := LeaseSpans(in); !got[0].To.Equal(at(2224)) {
+		t.Fatalf("spans %v, want node1's to end at 2044 + lease", got)
+	}
+}
+
+// cutWithHearing: node1 holds epoch 1 and is cut off, complete at 2120;
+// node2 and the witness log what they heard; node2 takes over at 2400.
+func cutWithHearing(node2, witness []events.Event) AuditInput {
+	return AuditInput{
+		Logs: map[string][]events.Event{
+			"node1": {ev(100, events.LeaseAcquired, 1), ev(120, events.GroupStarted, 1)},
+			"node2": append(node2, ev(2400, events.LeaseAcquired, 2), ev(2420, events.GroupStarted, 2)),
+			"witness": append(witness,
+				events.Event{Time: at(90), Kind: events.Placement, Group: "web", Epoch: 1},
+				events.Event{Time: at(2395), Kind: events.Placement, Group: "web", Epoch: 2}),
+		},
+		Faults: []Fault{{At: at(2000), Done: at(2120), Kind: FaultCutOff, Host: "node1"}, {At: at(2500), Kind: FaultHeal}},
+		Lease:  180 * time.Millisecond, End: at(3000), Slack: 5 * time.Millisecond,
+	}
+}
+
+// TestHearingAgainAfterTheLeaseLapsedDoesNotStretchIt: the witness logged
+// node_down before the cut was complete (its drop landed first) and both
+// voters hear node1 again only after the heal, long after its lease
+// lapsed: the bound is still the last hearing before the cut + lease.
+func TestHearingAgainAfterTheLeaseLapsedDoesNotStretchIt(t *testing.T) {
+	in := cutWithHearing(
+		[]events.Event{nodeUp(50, "node1"), nodeDown(2180, "node1", 2000), nodeUp(2510, "node1")},
+		[]events.Event{nodeUp(50, "node1"), nodeDown(2100, "node1", 1950), nodeUp(2520, "node1")})
+	spans := LeaseSpans(in)
+	if len(spans) != 2 || !spans[0].To.Equal(at(2180)) {
+		t.Fatalf("spans %v, want node1's to end at 2000 + lease", spans)
+	}
+	if !strings.Contains(spans[0].Ended, "last heard by the voters at") {
+		t.Errorf("span end %q does not say where the bound came from", spans[0].Ended)
+	}
+}
+
+// TestHearingAgainWhileTheLeaseHoldsExtendsIt: a voter that hears node1
+// again before its lease ran out may renew it, so its later hearing counts
+// (the bound then falls back to the cut + lease, the tighter one).
+func TestHearingAgainWhileTheLeaseHoldsExtendsIt(t *testing.T) {
+	in := cutWithHearing(
+		[]events.Event{nodeUp(50, "node1"), nodeDown(2180, "node1", 2000)},
+		[]events.Event{nodeUp(50, "node1"), nodeDown(2100, "node1", 1950), nodeUp(2150, "node1"), nodeDown(2430, "node1", 2250)})
+	if spans := LeaseSpans(in); !spans[0].To.Equal(at(2300)) {
+		t.Fatalf("spans %v, want node1's to end at the cut + lease (2300): the witness heard it at 2250", spans)
+	}
+	// Still hearing it at the end of the logs: no bound from hearing.
+	in = cutWithHearing(
+		[]events.Event{nodeUp(50, "node1"), nodeDown(2180, "node1", 2000)},
+		[]events.Event{nodeUp(50, "node1"), nodeDown(2100, "node1", 1950), nodeUp(2150, "node1")})
+	if spans := LeaseSpans(in); !spans[0].To.Equal(at(2300)) {
+		t.Fatalf("spans %v, want node1's to end at the cut + lease", spans)
+	}
+}
+
+// TestHearingEndsAtTheVotersRestart: a killed voter logs no node_down; its
+// restart ends what it heard before.
+func TestHearingEndsAtTheVotersRestart(t *testing.T) {
+	in := cutWithHearing(
+		[]events.Event{nodeUp(50, "node1"), nodeDown(2180, "node1", 2000)},
+		[]events.Event{nodeUp(50, "node1"), {Time: at(1900), Kind: events.NodeUp, Subject: "witness", Message: "agent started"}})
+	if spans := LeaseSpans(in); !spans[0].To.Equal(at(2180)) {
+		t.Fatalf("spans %v, want node1's to end at 2000 + lease", spans)
 	}
 }
