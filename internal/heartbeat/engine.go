@@ -81,7 +81,12 @@ type Engine struct {
 	state     map[string]GroupState
 	applied   uint64
 	claims    map[string]*lease.Claim
-	reported  map[string]time.Time // group → lease end last reported
+	// given is the epoch of each group whose lease this node released: a
+	// later SetState at that same epoch (the handover not yet applied)
+	// must not claim it again, or the voters would vouch for this node
+	// once more and make the next holder wait a whole lease.
+	given    map[string]uint64
+	reported map[string]time.Time // group → lease end last reported
 	releases  map[LeaseRelease]int // still to announce, rounds left
 	changes   []Change
 	// viewChanged: a peer went up or down since the last round; the next
@@ -107,6 +112,7 @@ func New(cfg Config, now time.Time) *Engine {
 		voter:       lease.NewVoter(cfg.Lease, now),
 		state:       map[string]GroupState{},
 		claims:      map[string]*lease.Claim{},
+		given:       map[string]uint64{},
 		reported:    map[string]time.Time{},
 		releases:    map[LeaseRelease]int{},
 		pendingAcks: map[int][]LeaseAck{},
@@ -140,7 +146,7 @@ func (e *Engine) SetState(groups map[string]GroupState, applied uint64) {
 		}
 	}
 	for g, s := range groups {
-		if s.Holder == me && e.claims[g] == nil {
+		if s.Holder == me && e.claims[g] == nil && e.given[g] != s.Epoch {
 			e.claims[g] = lease.NewClaim(e.cfg.Lease, g, s.Epoch, lease.Quorum(len(e.cfg.Voters)))
 		}
 	}
@@ -164,6 +170,7 @@ func (e *Engine) Release(now time.Time, group string, epoch uint64) []Outgoing {
 	if c := e.claims[group]; c != nil && c.Epoch == epoch {
 		delete(e.claims, group)
 	}
+	e.given[group] = epoch
 	e.voter.Release(group, e.selfName(), epoch)
 	e.releases[LeaseRelease{Group: group, Epoch: epoch}] = 3
 	return e.sendRound(now)

@@ -380,3 +380,29 @@ func TestSteadyRenewalsRideOnRounds(t *testing.T) {
 	}
 	t.Logf("1 s steady state: %v, smallest lease margin %v", s.sentBy, minLeft)
 }
+
+// A planned handover releases the lease before the cluster has moved the
+// group; states applied in between (same holder, same epoch) must not make
+// the old holder claim it again, or the target would wait a whole lease.
+func TestReleasedLeaseIsNotClaimedAgain(t *testing.T) {
+	s := newSim(t, []string{"a", "b", "w"}, 1)
+	s.setState(map[string]GroupState{"g": {Holder: "a", Epoch: 1}})
+	s.run(ms(500))
+	s.send(0, s.engines[0].Release(s.now, "g", 1))
+	s.run(ms(5))
+	s.setState(map[string]GroupState{"g": {Holder: "a", Epoch: 1}}) // a no-op applied
+	s.run(ms(60))
+	if _, _, ok := s.engines[0].Lease("g", s.now); ok {
+		t.Fatal("a holds the lease again after releasing it")
+	}
+	moved := s.now
+	s.setState(map[string]GroupState{"g": {Holder: "b", Epoch: 2}})
+	s.run(ms(100))
+	c, ok := s.findChange(1, LeaseAcquired, "")
+	if !ok {
+		t.Fatal("b never acquired")
+	}
+	if from := c.Until.Add(-lease.Params{Duration: ms(150), Drift: 0.01}.HolderDuration()); from.Sub(moved) > ms(15) {
+		t.Fatalf("b got the lease %v after the handover", from.Sub(moved))
+	}
+}

@@ -23,6 +23,16 @@
 //   - Holder eligible: failback when a better node exists and
 //     score(best) > score(holder) + stickiness: manual never; auto once best
 //     has been reachable for Settle; delay D once best has been reachable for D.
+//   - A move off a reachable holder is a handover (DESIGN S1, "a planned
+//     move stops the old node completely before the new one starts"): the
+//     holder keeps the group at its epoch, stops it, releases the lease and
+//     reports it handed over; only then does the target get it. A move off
+//     an unreachable holder is a takeover at once (the new holder still
+//     waits for the old lease to end). A pending handover whose target is no
+//     longer eligible is redirected to the best node, or called off when the
+//     holder may keep the group.
+//   - A node whose agent is shutting down (leaving) is not eligible: its
+//     groups are handed over before it stops.
 //   - Cluster maintenance: no decisions. A holder in node maintenance is left
 //     alone.
 package placement
@@ -84,6 +94,17 @@ func decideGroup(in Input, g *config.Group) (state.Command, bool) {
 		}
 		return c, true
 	}
+	// move takes the group off its holder: a handover when the holder can
+	// stop it first, a takeover when it cannot be reached.
+	move := func(to, reason string) (state.Command, bool) {
+		if to == "" || !in.Reachable[holder] {
+			return place(to, reason)
+		}
+		if gs.Handover == to {
+			return state.Command{}, false // under way
+		}
+		return state.Command{Op: state.OpHandover, Time: in.Now, Group: g.Name, Holder: to, Epoch: gs.Epoch, Reason: reason}, true
+	}
 	if holder != "" && in.nodeState(holder).Maintenance {
 		return state.Command{}, false
 	}
@@ -112,12 +133,20 @@ func decideGroup(in Input, g *config.Group) (state.Command, bool) {
 	case !in.eligible(g, gs, holder):
 		why := in.whyNot(g, gs, holder)
 		if ok {
-			return place(best, fmt.Sprintf("%s %s", holder, why))
+			return move(best, fmt.Sprintf("%s %s", holder, why))
 		}
 		if in.Reachable[holder] {
 			return place("", fmt.Sprintf("%s %s and no other node is eligible", holder, why))
 		}
 		return state.Command{}, false
+	case gs.Handover != "":
+		// A handover off an eligible holder (admin failover, failback)
+		// goes on while its target can take the group.
+		if in.eligible(g, gs, gs.Handover) {
+			return state.Command{}, false
+		}
+		return state.Command{Op: state.OpHandover, Time: in.Now, Group: g.Name, Holder: "", Epoch: gs.Epoch,
+			Reason: fmt.Sprintf("handover called off: %s %s", gs.Handover, in.whyNot(g, gs, gs.Handover))}, true
 	}
 	if !ok || best == holder || score(g, best) <= score(g, holder)+g.Stickiness {
 		return state.Command{}, false
@@ -126,11 +155,11 @@ func decideGroup(in Input, g *config.Group) (state.Command, bool) {
 	switch g.Failback.Mode {
 	case config.FailbackAuto:
 		if up >= in.Settle {
-			return place(best, "failback to preferred node")
+			return move(best, "failback to preferred node")
 		}
 	case config.FailbackDelay:
 		if up >= g.Failback.Delay {
-			return place(best, fmt.Sprintf("failback to preferred node after %v", g.Failback.Delay))
+			return move(best, fmt.Sprintf("failback to preferred node after %v", g.Failback.Delay))
 		}
 	}
 	return state.Command{}, false
@@ -162,6 +191,8 @@ func (in Input) whyNot(g *config.Group, gs *state.Group, n string) string {
 		return "is in standby"
 	case in.nodeState(n).Maintenance:
 		return "is in maintenance"
+	case in.nodeState(n).Leaving:
+		return "is shutting down"
 	}
 	if f := gs.Failures[n]; f != nil && f.Banned && f.ActiveFailure(in.Now, g.FailureTimeout.D()) {
 		return "is banned after failures (" + f.Reason + ")"

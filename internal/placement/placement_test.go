@@ -232,3 +232,63 @@ func TestPinnedGroupStaysPut(t *testing.T) {
 		t.Fatalf("pinned node in standby: %+v", c)
 	}
 }
+
+// A move off a node that can still stop the group is a handover (the
+// holder stops first); off an unreachable one, a takeover.
+func TestMovesOffALiveHolderAreHandovers(t *testing.T) {
+	g := []config.Group{group("g", []string{"a"}, manual)}
+	st := held("a", 5)
+	st.Nodes["a"] = &state.Node{Standby: true}
+	c := one(t, Decide(input(g, st, "a", "b")))
+	if c.Op != state.OpHandover || c.Holder != "b" || c.Epoch != 5 || c.Takeover != nil {
+		t.Fatalf("standby of a live holder: %+v", c)
+	}
+	st.Groups["g"].Handover = "b"
+	if c := Decide(input(g, st, "a", "b")); len(c) != 0 {
+		t.Fatalf("handover under way must not be asked again: %+v", c)
+	}
+	// The holder dies during the handover: take over at once.
+	c = one(t, Decide(input(g, st, "b")))
+	if c.Op != state.OpPlace || c.Holder != "b" || c.Takeover == nil {
+		t.Fatalf("holder lost during handover: %+v", c)
+	}
+}
+
+// A node whose agent is shutting down hands its groups over and gets none.
+func TestLeavingNodeHandsOver(t *testing.T) {
+	g := []config.Group{group("g", []string{"a"}, manual)}
+	st := held("a", 2)
+	st.Nodes["a"] = &state.Node{Leaving: true}
+	c := one(t, Decide(input(g, st, "a", "b")))
+	if c.Op != state.OpHandover || c.Holder != "b" {
+		t.Fatalf("%+v", c)
+	}
+	st = state.New()
+	st.Nodes["a"] = &state.Node{Leaving: true}
+	c = one(t, Decide(input(g, st, "a", "b")))
+	if c.Holder != "b" {
+		t.Fatalf("placed on a leaving node: %+v", c)
+	}
+}
+
+// An admin handover to a node that then goes away is called off, so the
+// holder runs the group again; a forced move's target that goes away is
+// replaced by the best other node.
+func TestHandoverTargetLost(t *testing.T) {
+	g := []config.Group{group("g", []string{"a"}, manual)}
+	st := held("a", 3)
+	st.Groups["g"].Handover = "b"
+	c := one(t, Decide(input(g, st, "a")))
+	if c.Op != state.OpHandover || c.Holder != "" || c.Epoch != 3 {
+		t.Fatalf("handover to a lost node must be called off: %+v", c)
+	}
+	g3 := []config.Group{{Name: "g", Prefer: []string{"a"}, Nodes: []string{"a", "b", "c"}, Failback: manual,
+		MaxRestarts: 3, FailureTimeout: config.Duration(time.Minute)}}
+	st = held("a", 3)
+	st.Groups["g"].Handover = "b"
+	st.Nodes["a"] = &state.Node{Standby: true}
+	c = one(t, Decide(input(g3, st, "a", "c")))
+	if c.Op != state.OpHandover || c.Holder != "c" {
+		t.Fatalf("handover off a standby holder must be redirected: %+v", c)
+	}
+}

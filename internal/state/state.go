@@ -34,9 +34,23 @@ type Group struct {
 	Failures map[string]*Failure `json:"failures,omitempty"` // by node
 	// Takeover describes the last unplanned move, for status and events.
 	Takeover *Takeover `json:"takeover,omitempty"`
-	// Running is set when the holder reports the group started at Epoch.
+	// Running is set when the holder reports every resource of the group
+	// running at Epoch (Phase "running"); StartedAt is when it first did.
 	Running   bool      `json:"running"`
 	StartedAt time.Time `json:"started_at,omitempty"`
+	// Phase is what the holder last reported of the group at Epoch
+	// (lifecycle phases: starting, running, degraded, stopping, failed,
+	// stopped, unmanaged), with the last error it saw; "" until it reports.
+	Phase      string    `json:"phase,omitempty"`
+	PhaseError string    `json:"phase_error,omitempty"`
+	PhaseAt    time.Time `json:"phase_at,omitempty"`
+	// Handover is a planned move under way: the holder stops the group,
+	// releases its lease and reports it handed over, and only then does
+	// the group go to Handover (at Epoch+1). HandoverAt is when it was
+	// asked, HandoverReason why.
+	Handover       string    `json:"handover,omitempty"`
+	HandoverAt     time.Time `json:"handover_at,omitempty"`
+	HandoverReason string    `json:"handover_reason,omitempty"`
 	// Pinned is where an admin failover put the group: placement keeps it
 	// there while that node is eligible, whatever the preference, until
 	// cleanup.
@@ -58,12 +72,18 @@ type Takeover struct {
 	At       time.Time `json:"at"`
 	DetectMs int64     `json:"detect_ms"`
 	DownAt   time.Time `json:"down_at"`
+	// Epoch is the epoch the takeover placed the group at: figures of a
+	// start at another epoch are not this takeover's.
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // Node is the per-node admin state.
 type Node struct {
 	Standby     bool `json:"standby"`
 	Maintenance bool `json:"maintenance"`
+	// Leaving: the node's agent is shutting down and hands its groups
+	// over; it runs nothing new until its agent starts again.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // New returns an empty state.
@@ -80,8 +100,12 @@ const (
 	OpMaintenance Op = "maintenance" // cluster or node maintenance on/off
 	OpFailure     Op = "failure"     // a resource of a group failed on a node
 	OpCleanup     Op = "cleanup"     // forget a group's failures
-	OpStarted     Op = "started"     // the holder started the group at an epoch
+	OpStarted     Op = "started"     // the holder started the group at an epoch (before phase reports)
 	OpNoop        Op = "noop"        // advances followers' commit index
+	OpHandover    Op = "handover"    // ask the holder to hand a group over to Holder (planned move)
+	OpHandedOver  Op = "handed_over" // the holder stopped everything: the group goes to the handover target
+	OpPhase       Op = "phase"       // the holder's phase of the group changed
+	OpLeaving     Op = "leaving"     // a node's agent is shutting down (On) or back (off)
 )
 
 // Command is one change, as proposed and logged.
@@ -102,6 +126,8 @@ type Command struct {
 	GaveUp   bool   `json:"gave_up,omitempty"`  // restarts in place exhausted
 	// place after a failure
 	Takeover *Takeover `json:"takeover,omitempty"`
+	// phase
+	Phase string `json:"phase,omitempty"`
 }
 
 // Encode serializes a command for the log.
@@ -159,19 +185,39 @@ func (s *State) Apply(index uint64, c Command) error {
 		if c.Epoch != g.Epoch {
 			return fmt.Errorf("%w: group %s is at epoch %d, command computed at %d", ErrStaleEpoch, c.Group, g.Epoch, c.Epoch)
 		}
-		g.Epoch++
-		g.Holder = c.Holder
-		g.Since = c.Time
-		g.Reason = c.Reason
-		g.Running = false
-		g.StartedAt = time.Time{}
+		g.moveTo(c.Holder, c.Time, c.Reason)
 		if c.Takeover != nil {
 			t := *c.Takeover
+			t.Epoch = g.Epoch
 			g.Takeover = &t
 		}
 		if c.Actor != "" { // an admin failover pins the group
 			g.Pinned = c.Holder
 		}
+	case OpHandover:
+		g := s.Group(c.Group)
+		if c.Epoch != g.Epoch || g.Holder == "" {
+			return fmt.Errorf("%w: handover of group %s computed at epoch %d, now %d", ErrStaleEpoch, c.Group, c.Epoch, g.Epoch)
+		}
+		if c.Holder == g.Holder {
+			return fmt.Errorf("state: handover of group %s to its own holder %s", c.Group, c.Holder)
+		}
+		if c.Holder != g.Handover {
+			g.HandoverAt = c.Time
+		}
+		g.Handover, g.HandoverReason = c.Holder, c.Reason
+		if c.Holder == "" {
+			g.HandoverAt, g.HandoverReason = time.Time{}, ""
+		}
+		if c.Actor != "" && c.Holder != "" {
+			g.Pinned = c.Holder
+		}
+	case OpHandedOver:
+		g := s.Group(c.Group)
+		if c.Epoch != g.Epoch || c.Node != g.Holder || g.Handover == "" {
+			return fmt.Errorf("%w: group %s handed over at epoch %d by %s, now %d at %s", ErrStaleEpoch, c.Group, c.Epoch, c.Node, g.Epoch, g.Holder)
+		}
+		g.moveTo(g.Handover, c.Time, g.HandoverReason)
 	case OpStarted:
 		g := s.Group(c.Group)
 		if c.Epoch != g.Epoch || c.Node != g.Holder {
@@ -179,6 +225,18 @@ func (s *State) Apply(index uint64, c Command) error {
 		}
 		g.Running = true
 		g.StartedAt = c.Time
+	case OpPhase:
+		g := s.Group(c.Group)
+		if c.Epoch != g.Epoch || c.Node != g.Holder {
+			return fmt.Errorf("%w: group %s phase at epoch %d by %s, now %d at %s", ErrStaleEpoch, c.Group, c.Epoch, c.Node, g.Epoch, g.Holder)
+		}
+		g.Phase, g.PhaseError, g.PhaseAt = c.Phase, c.Reason, c.Time
+		g.Running = c.Phase == "running"
+		if g.Running && g.StartedAt.IsZero() {
+			g.StartedAt = c.Time
+		}
+	case OpLeaving:
+		s.Node(c.Node).Leaving = c.On
 	case OpStandby:
 		s.Node(c.Node).Standby = c.On
 	case OpMaintenance:
@@ -259,6 +317,19 @@ func Unmarshal(b []byte) (*State, error) {
 		s.Nodes = map[string]*Node{}
 	}
 	return s, nil
+}
+
+// moveTo gives the group to holder at the next epoch (S2): whatever the
+// old holder reported no longer holds, and no handover is pending.
+func (g *Group) moveTo(holder string, at time.Time, reason string) {
+	g.Epoch++
+	g.Holder = holder
+	g.Since = at
+	g.Reason = reason
+	g.Running = false
+	g.StartedAt = time.Time{}
+	g.Phase, g.PhaseError, g.PhaseAt = "", "", time.Time{}
+	g.Handover, g.HandoverAt, g.HandoverReason = "", time.Time{}, ""
 }
 
 // ActiveFailure reports whether f still counts at now: it has not expired

@@ -73,3 +73,43 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A planned move keeps the epoch while the holder stops; the group goes to
+// the target, at the next epoch, only when the holder reports it handed
+// over — never twice, and never on an old epoch's report.
+func TestHandoverTwoSteps(t *testing.T) {
+	s := New()
+	s.Apply(1, Command{Op: OpPlace, Group: "g", Holder: "a", Time: t0})
+	s.Apply(2, Command{Op: OpPhase, Group: "g", Node: "a", Epoch: 1, Phase: "running", Time: t0})
+	g := s.Groups["g"]
+	if !g.Running || g.Phase != "running" || !g.StartedAt.Equal(t0) {
+		t.Fatalf("phase report: %+v", g)
+	}
+	if err := s.Apply(3, Command{Op: OpHandover, Group: "g", Epoch: 1, Holder: "b", Reason: "admin", Actor: "root", Time: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if g.Holder != "a" || g.Epoch != 1 || g.Handover != "b" || g.Pinned != "b" {
+		t.Fatalf("handover asked: %+v", g)
+	}
+	if err := s.Apply(4, Command{Op: OpHandedOver, Group: "g", Node: "b", Epoch: 1}); !IsStaleEpoch(err) {
+		t.Fatalf("handed over by a node that does not hold it: %v", err)
+	}
+	if err := s.Apply(5, Command{Op: OpHandedOver, Group: "g", Node: "a", Epoch: 1, Time: t0.Add(time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	if g.Holder != "b" || g.Epoch != 2 || g.Handover != "" || g.Running || g.Phase != "" || g.Reason != "admin" {
+		t.Fatalf("after the handover: %+v", g)
+	}
+	if err := s.Apply(6, Command{Op: OpHandedOver, Group: "g", Node: "a", Epoch: 1}); !IsStaleEpoch(err) {
+		t.Fatalf("a repeated handover report must be stale: %v", err)
+	}
+	if err := s.Apply(7, Command{Op: OpPhase, Group: "g", Node: "a", Epoch: 1, Phase: "stopped"}); !IsStaleEpoch(err) || g.Phase != "" {
+		t.Fatalf("the old holder's phase must not count: %v %+v", err, g)
+	}
+	// A takeover cancels a pending handover.
+	s.Apply(8, Command{Op: OpHandover, Group: "g", Epoch: 2, Holder: "a"})
+	s.Apply(9, Command{Op: OpPlace, Group: "g", Epoch: 2, Holder: "a", Takeover: &Takeover{From: "b", To: "a"}})
+	if g.Handover != "" || g.Epoch != 3 || g.Takeover.Epoch != 3 {
+		t.Fatalf("takeover during a handover: %+v %+v", g, g.Takeover)
+	}
+}
