@@ -87,8 +87,8 @@ type Engine struct {
 	// once more and make the next holder wait a whole lease.
 	given    map[string]uint64
 	reported map[string]time.Time // group → lease end last reported
-	releases  map[LeaseRelease]int // still to announce, rounds left
-	changes   []Change
+	releases map[LeaseRelease]int // still to announce, rounds left
+	changes  []Change
 	// viewChanged: a peer went up or down since the last round; the next
 	// Tick sends a round at once so other voters learn the new view
 	// (placement reads it) without waiting an interval.
