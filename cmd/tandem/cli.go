@@ -138,16 +138,14 @@ func printStatus(w io.Writer, s node.Status, now time.Time) {
 		if on == "" {
 			on = "-"
 		}
-		st := "stopped"
-		switch {
-		case g.Blocked != "":
-			st = "BLOCKED"
-		case g.Running:
-			st = "running"
-		case g.Holder != "":
-			st = "starting"
-		}
+		st := groupState(g)
 		var notes []string
+		if g.Handover != "" {
+			notes = append(notes, "handing over to "+g.Handover)
+		}
+		if g.PhaseError != "" && g.Phase != "running" {
+			notes = append(notes, g.PhaseError)
+		}
 		if g.Reason != "" {
 			notes = append(notes, g.Reason)
 		}
@@ -168,7 +166,7 @@ func printStatus(w io.Writer, s node.Status, now time.Time) {
 		if len(g.Banned) > 0 {
 			notes = append(notes, "banned on "+strings.Join(g.Banned, ","))
 		}
-		if t := g.Takeover; t != nil && t.To == g.Holder {
+		if t := g.Takeover; t != nil && t.To == g.Holder && (t.Epoch == 0 || t.Epoch == g.Epoch) {
 			notes = append(notes, fmt.Sprintf("took over from %s (detect %d ms)", t.From, t.DetectMs))
 		}
 		since := g.StartedAt
@@ -213,15 +211,19 @@ func printStatus(w io.Writer, s node.Status, now time.Time) {
 	if len(s.Local) > 0 {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(tw, "ON %s\tPHASE\tRESOURCES\tRESTARTS\tLAST ERROR\n", strings.ToUpper(s.Node))
+		fmt.Fprintf(tw, "ON %s\tPHASE\tRESOURCES (+running -stopped !failed ?unknown, op under way)\tRESTARTS\tLAST ERROR\n", strings.ToUpper(s.Node))
 		for _, g := range s.Local {
 			var rs []string
 			for _, r := range g.Resources {
-				mark := "-"
-				if r.Running {
-					mark = "+"
+				mark := map[string]string{"running": "+", "stopped": "-", "failed": "!"}[r.State]
+				if mark == "" {
+					mark = "?"
 				}
-				rs = append(rs, mark+r.Name)
+				item := mark + r.Name
+				if r.Op != "" {
+					item += "(" + r.Op + ")"
+				}
+				rs = append(rs, item)
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", g.Name, g.Phase, strings.Join(rs, " "), g.Restarts, g.LastError)
 		}
@@ -235,6 +237,24 @@ func printStatus(w io.Writer, s node.Status, now time.Time) {
 		sort.Strings(drops)
 		fmt.Fprintf(w, "\ndropped datagrams: %s\n", strings.Join(drops, ", "))
 	}
+}
+
+// groupState is a group's state on one word: what its holder last
+// reported, or what the placement says while it has not.
+func groupState(g node.GroupStatus) string {
+	switch {
+	case g.Blocked != "":
+		return "BLOCKED"
+	case g.Holder == "":
+		return "stopped"
+	case g.Handover != "":
+		return "moving"
+	case g.Phase == "":
+		return "starting"
+	case g.Phase == "degraded" || g.Phase == "failed":
+		return strings.ToUpper(g.Phase)
+	}
+	return g.Phase
 }
 
 func newFailoverCmd() *cobra.Command {

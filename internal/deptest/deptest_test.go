@@ -27,7 +27,7 @@ var allowed = map[string][]string{
 	"internal/config":    {"internal/keyfile"},
 	"internal/heartbeat": {"internal/clock", "internal/lease", "internal/seal"},
 	"internal/consensus": {"internal/state"},
-	"internal/manager":   {"internal/clock", "internal/events", "internal/resource", "internal/state", "internal/vipguard"},
+	"internal/manager":   {"internal/clock", "internal/events", "internal/lifecycle", "internal/resource", "internal/state", "internal/vipguard"},
 	"internal/probe":     {},
 }
 

@@ -29,6 +29,10 @@ const (
 	ResStart      Kind = "resource_start"
 	ResStop       Kind = "resource_stop"
 	ResFailure    Kind = "resource_failure"
+	ResRestart    Kind = "resource_restart" // restarted in place after a failure
+	ResFound      Kind = "resource_found"   // found running by a probe (left by a previous agent)
+	Handover      Kind = "handover"         // a planned move: stopped here, lease released
+	GuardDrops    Kind = "guard_drops"      // the kernel guard dropped traffic for a VIP this node holds
 	AdminAction   Kind = "admin_action"
 	QuorumLost    Kind = "quorum_lost"
 	QuorumGained  Kind = "quorum_gained"

@@ -161,6 +161,8 @@ func TestStartOutlivingLeaseIsStopped(t *testing.T) {
 	r.answer("vip start", OK)
 	r.wantPending("app start")
 	acts := r.view(View{Known: true, Holder: "b", Epoch: 7}) // moved on while app starts
+	r.m.SetLease(r.now, Lease{})                             // and the claim is gone with it
+	acts = append(acts, r.take()...)
 	if !has[Cancel](acts) {
 		t.Fatalf("start not cancelled: %v", acts)
 	}

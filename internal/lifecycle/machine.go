@@ -309,9 +309,23 @@ func (m *Machine) note(n Note)     { m.out = append(m.out, n) }
 func (m *Machine) report(r Report) { m.out = append(m.out, r) }
 
 // leaseOK: the lease is valid at the view's epoch with Margin to spare.
-func (m *Machine) leaseOK(now time.Time) bool {
-	return m.lease.Epoch == m.view.Epoch && m.lease.Epoch != 0 &&
-		now.Before(m.lease.Until.Add(-m.cfg.Margin))
+func (m *Machine) leaseOK(now time.Time) bool { return m.leaseValid(now, m.view.Epoch) }
+
+// leaseValid: the lease is valid at epoch with Margin to spare. While it
+// is, no other node can hold the group (the voters vouch for one holder at
+// a time), whatever the view says by now.
+func (m *Machine) leaseValid(now time.Time, epoch uint64) bool {
+	return epoch != 0 && m.lease.Epoch == epoch && now.Before(m.lease.Until.Add(-m.cfg.Margin))
+}
+
+// runLeaseOK: the lease at the epoch the resources run at is still valid
+// (a move away may stop them in order, VIP last).
+func (m *Machine) runLeaseOK(now time.Time) bool {
+	e := m.runEpoch
+	if e == 0 && m.holder() {
+		e = m.view.Epoch
+	}
+	return m.leaseValid(now, e)
 }
 
 func (m *Machine) holder() bool { return m.view.Known && m.view.Holder == m.cfg.Node }

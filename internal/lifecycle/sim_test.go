@@ -90,6 +90,12 @@ func (w *world) leaseOK() bool {
 	return w.lease.Epoch == w.view.Epoch && w.lease.Epoch != 0 && w.now.Before(w.lease.Until.Add(-w.cfg.Margin))
 }
 
+// leaseValid: some lease of this node is valid (whatever epoch: no other
+// node holds one while it is).
+func (w *world) leaseValid() bool {
+	return w.lease.Epoch != 0 && w.now.Before(w.lease.Until.Add(-w.cfg.Margin))
+}
+
 func (w *world) wanted() bool {
 	return w.view.Known && w.view.Holder == me && w.view.Handover == "" && !w.view.Maintenance && !w.shutdown && w.leaseOK()
 }
@@ -143,7 +149,7 @@ func (w *world) apply(what string) {
 				}
 			}
 		case OpenGuard:
-			if !w.view.Known || w.view.Holder != me || !w.leaseOK() {
+			if !w.leaseValid() {
 				w.fail("guard opened without holding a valid lease (view %+v lease %+v)", w.view, w.lease)
 			}
 			if !a.Until.Equal(w.lease.Until) {
@@ -208,13 +214,13 @@ func (w *world) checkState() {
 			w.fail("phase running while the group is not wanted here")
 		}
 	}
-	if !w.guardOpen.IsZero() && (w.view.Holder != me || !w.leaseOK()) {
+	if !w.guardOpen.IsZero() && !w.leaseValid() {
 		w.fail("guard open without a valid lease")
 	}
 	if !w.guardOpen.IsZero() && w.guardOpen.After(w.lease.Until) {
 		w.fail("guard open beyond the lease")
 	}
-	if !w.leaseOK() && w.view.Known && !w.view.Maintenance && st.Phase != PhaseProbing {
+	if !w.leaseValid() && w.view.Known && !w.view.Maintenance && st.Phase != PhaseProbing {
 		// Lost lease: every VIP that runs is being stopped (or its
 		// cancelled start is awaited).
 		for i, rc := range w.cfg.Resources {

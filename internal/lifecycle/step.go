@@ -9,6 +9,9 @@ import (
 // operations.
 func (m *Machine) step(now time.Time) {
 	m.expire(now)
+	if m.draining {
+		m.cancelOps(0, OpMonitor) // whatever else goes on, nothing is monitored any more
+	}
 	if m.view.Maintenance {
 		m.unmanaged = true
 		m.setPhase(now, PhaseUnmanaged)
@@ -126,9 +129,7 @@ func (m *Machine) stepRun(now time.Time) {
 		m.startOp(now, i)
 		break
 	}
-	if m.draining {
-		m.cancelMonitors(0)
-	} else {
+	if !m.draining {
 		for i := range m.res {
 			r := &m.res[i]
 			if r.obs == Running && r.op == nil && !now.Before(r.nextMonitor) {
@@ -137,6 +138,11 @@ func (m *Machine) stepRun(now time.Time) {
 		}
 	}
 	switch {
+	case m.stopFailing():
+		// A resource that cannot be stopped cannot be restarted either,
+		// and the group cannot safely go elsewhere (it may still run
+		// here): this needs an admin (or, later, fencing).
+		m.setPhase(now, PhaseFailed)
 	case m.allRunning():
 		m.setPhase(now, PhaseRunning)
 		if m.startedAt != m.runEpoch {
@@ -159,12 +165,12 @@ func (m *Machine) stepRun(now time.Time) {
 // again at a new epoch).
 func (m *Machine) stepStop(now time.Time) {
 	m.restartFrom = -1
-	leaseOK := m.leaseOK(now)
+	leaseOK := m.runLeaseOK(now)
 	if !m.idle() {
 		if !m.stopNoted {
 			m.stopWhy = m.stopReason(now)
 		}
-		if !leaseOK && m.holder() && m.view.Handover == "" && !m.shutdown && !m.fencing &&
+		if !m.leaseOK(now) && m.holder() && m.view.Handover == "" && !m.shutdown && !m.fencing &&
 			!(m.failed && m.failedEpoch == m.view.Epoch) {
 			m.fencing = true
 			m.note(Note{Kind: NoteLeaseLost, Res: -1, Epoch: m.runEpoch, Message: "lease not renewed; stopping the group, VIP first"})
@@ -269,13 +275,24 @@ func (m *Machine) stopDown(now time.Time, from int, vipFirst bool) bool {
 	return done
 }
 
-// cancelMonitors cancels monitors in flight on resources from `from` on.
-func (m *Machine) cancelMonitors(from int) {
+// cancelMonitors cancels monitors and probes in flight on resources from
+// `from` on.
+func (m *Machine) cancelMonitors(from int) { m.cancelOps(from, OpMonitor, OpProbe) }
+
+// cancelOps cancels and forgets operations of the given kinds in flight on
+// resources from `from` on.
+func (m *Machine) cancelOps(from int, kinds ...Op) {
 	for i := from; i < len(m.res); i++ {
 		r := &m.res[i]
-		if r.op != nil && (r.op.op == OpMonitor || r.op.op == OpProbe) {
-			m.out = append(m.out, Cancel{ID: r.op.id})
-			r.op = nil
+		if r.op == nil {
+			continue
+		}
+		for _, k := range kinds {
+			if r.op.op == k {
+				m.out = append(m.out, Cancel{ID: r.op.id})
+				r.op = nil
+				break
+			}
 		}
 	}
 }
@@ -334,7 +351,7 @@ func (m *Machine) expire(now time.Time) {
 // guard: the VIPs may speak while this node holds a valid lease at the
 // view's epoch and a VIP is up or starting (not while one is stopping).
 func (m *Machine) guardWanted(now time.Time) bool {
-	if !m.leaseOK(now) || !m.holder() {
+	if !m.runLeaseOK(now) {
 		return false
 	}
 	for i, rc := range m.cfg.Resources {

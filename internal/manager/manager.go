@@ -1,15 +1,15 @@
-// Package manager owns what runs on this node: one worker per group that
-// starts the group's resources in order when this node holds the group's
-// lease at the current epoch, monitors them, restarts a failed one in place
-// up to max_restarts, stops them in reverse order when the group moves
-// away, and fences at once (VIP first) when the lease is lost. Every action
-// is checked against the lease on the monotonic clock first, so a node that
-// wakes from a freeze touches nothing before it knows its lease is gone.
+// Package manager runs what this node should run: one worker per group
+// drives that group's lifecycle state machine (internal/lifecycle), runs
+// the operations it asks for against the resource agents, each in its own
+// goroutine with its timeout, keeps the kernel VIP guard in line with the
+// lease, gives leases back, reports to the cluster and writes the audit
+// events. The worker's loop never waits for an agent: a slow monitor
+// cannot hold up a guard refresh, a lease loss or a shutdown.
 //
-// It is an adapter: it runs goroutines and calls resource agents through
-// resource.Agent, the lease through LeaseSource, the kernel VIP guard
-// through vipguard.Guard and failure reports through Reporter. Imported by
-// internal/node only.
+// It is an adapter: the decisions are lifecycle's. It calls resource
+// agents through resource.Agent, the lease through LeaseSource, the kernel
+// VIP guard through vipguard.Guard and the cluster through Reporter.
+// Imported by internal/node only.
 package manager
 
 import (
@@ -22,6 +22,7 @@ import (
 
 	"tandem/internal/clock"
 	"tandem/internal/events"
+	"tandem/internal/lifecycle"
 	"tandem/internal/resource"
 	"tandem/internal/state"
 	"tandem/internal/vipguard"
@@ -53,7 +54,7 @@ type LeaseSource interface {
 	Release(group string, epoch uint64)
 }
 
-// Reporter proposes failure commands to the cluster (consensus).
+// Reporter proposes commands to the cluster (consensus).
 type Reporter interface {
 	Propose(ctx context.Context, c state.Command) error
 }
@@ -83,11 +84,13 @@ type Config struct {
 // Manager runs the groups of this node.
 type Manager struct {
 	cfg     Config
-	workers map[string]*worker
+	workers []*worker
+	byName  map[string]*worker
 	wg      sync.WaitGroup
 }
 
-// New returns a manager; Run starts it.
+// New returns a manager; Run starts it. Each group's machine starts by
+// probing its resources (a predecessor agent may have left them running).
 func New(cfg Config) *Manager {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -95,17 +98,17 @@ func New(cfg Config) *Manager {
 	if cfg.Events == nil {
 		cfg.Events = events.SinkFunc(func(events.Event) {})
 	}
-	m := &Manager{cfg: cfg, workers: map[string]*worker{}}
+	m := &Manager{cfg: cfg, byName: map[string]*worker{}}
 	for _, g := range cfg.Groups {
-		w := &worker{m: m, g: g, wake: make(chan struct{}, 1), res: make([]resState, len(g.Resources)),
-			log: cfg.Logger.With("group", g.Name)}
-		m.workers[g.Name] = w
+		w := newWorker(m, g)
+		m.workers = append(m.workers, w)
+		m.byName[g.Name] = w
 	}
 	return m
 }
 
-// Run starts one worker per group; they stop when ctx ends (leaving
-// resources as they are: a stopping agent is not a failover).
+// Run starts one worker per group. They stop when ctx ends, leaving the
+// resources as they are (a crash): to stop them, Leave first.
 func (m *Manager) Run(ctx context.Context) {
 	for _, w := range m.workers {
 		m.wg.Add(1)
@@ -119,48 +122,75 @@ func (m *Manager) Run(ctx context.Context) {
 // Wait waits for the workers to end after Run's context ended.
 func (m *Manager) Wait() { m.wg.Wait() }
 
-// StopAll stops every group running here and releases its lease (the agent
-// is shutting down). Call it after Wait.
-func (m *Manager) StopAll() {
-	for _, w := range m.workers {
-		if w.anyRunning() {
-			w.mu.Lock()
-			epoch := w.epoch
-			w.mu.Unlock()
-			w.stopAll(context.Background(), true, "agent shutting down")
-			m.cfg.Lease.Release(w.g.Name, epoch)
-		}
-	}
-}
-
 // SetState hands the applied cluster state to every worker.
 func (m *Manager) SetState(st *state.State) {
-	now := m.cfg.Clock.Now()
-	for name, w := range m.workers {
-		g := st.Groups[name]
-		v := view{maintenance: st.Maintenance}
+	for _, w := range m.workers {
+		g := st.Groups[w.g.Name]
+		v := lifecycle.View{Known: true, Maintenance: st.Maintenance}
 		if n := st.Nodes[m.cfg.Node]; n != nil {
-			v.maintenance = v.maintenance || n.Maintenance
+			v.Maintenance = v.Maintenance || n.Maintenance
 		}
+		var info groupInfo
 		if g != nil {
-			v.holder, v.epoch, v.takeover = g.Holder, g.Epoch, g.Takeover
+			v.Holder, v.Epoch, v.Handover = g.Holder, g.Epoch, g.Handover
+			info = groupInfo{takeover: g.Takeover, reason: g.Reason}
 		}
-		w.setView(v, now)
+		w.setView(v, info)
 	}
 }
 
-// LeaseChanged wakes the group's worker (lease acquired, extended or lost).
-// On loss it fences the group's VIPs at once, from the caller's goroutine,
-// whatever the worker is doing.
-func (m *Manager) LeaseChanged(group string, lost bool) {
-	w := m.workers[group]
-	if w == nil {
-		return
+// LeaseChanged wakes the group's worker (lease acquired, extended or lost);
+// it reads the lease afresh.
+func (m *Manager) LeaseChanged(group string) {
+	if w := m.byName[group]; w != nil {
+		w.poke()
 	}
-	if lost {
-		w.fenceVIPs("lease lost")
+}
+
+// Probed reports whether every group has found out what runs here (the
+// first probe after start is done).
+func (m *Manager) Probed() bool {
+	for _, w := range m.workers {
+		if !w.probedOnce() {
+			return false
+		}
 	}
-	w.poke()
+	return true
+}
+
+// Leave stops this node's part in every group before the agent exits:
+// monitors are cancelled at once; each group this node holds is expected
+// to be handed over (the caller has told the cluster the node is leaving)
+// and is stopped here when the handover starts; a group whose handover
+// has not started after handoverWait (no other node can take it) is
+// stopped anyway. Leave returns when nothing runs here any more, or when
+// ctx ends.
+func (m *Manager) Leave(ctx context.Context, handoverWait time.Duration) {
+	for _, w := range m.workers {
+		w.request(func(w *worker) { w.drain = true })
+	}
+	deadline := m.cfg.Clock.NewTimer(handoverWait)
+	defer deadline.Stop()
+	tick := m.cfg.Clock.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		quiet := true
+		for _, w := range m.workers {
+			quiet = quiet && w.isQuiet()
+		}
+		if quiet {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-deadline.C():
+			for _, w := range m.workers {
+				w.request(func(w *worker) { w.shutdown = true })
+			}
+		case <-tick.C():
+		}
+	}
 }
 
 // Status returns the state of every group on this node, by name.
@@ -173,39 +203,42 @@ func (m *Manager) Status() []GroupStatus {
 	return out
 }
 
-// GroupStatus is what this node runs of a group.
+// GroupStatus is what this node runs of a group, as last observed.
 type GroupStatus struct {
 	Name      string           `json:"name"`
-	Phase     string           `json:"phase"` // stopped, starting, running, stopping, failed, unmanaged
+	Phase     string           `json:"phase"` // lifecycle phases: probing, stopped, starting, running, degraded, stopping, failed, unmanaged
 	Epoch     uint64           `json:"epoch,omitempty"`
 	Since     time.Time        `json:"since"`
 	LeaseLeft float64          `json:"lease_left_ms,omitempty"`
+	Handover  string           `json:"handover,omitempty"` // a planned move under way, to this node
 	Restarts  int              `json:"restarts"`
 	LastError string           `json:"last_error,omitempty"`
 	Resources []ResourceStatus `json:"resources"`
 }
 
-// ResourceStatus is one resource on this node.
+// ResourceStatus is one resource on this node, as last observed.
 type ResourceStatus struct {
-	Name      string `json:"name"`
-	Kind      string `json:"kind"`
-	Running   bool   `json:"running"`
-	LastError string `json:"last_error,omitempty"`
+	Name string `json:"name"`
+	Kind string `json:"kind"`
+	// State is what was last seen: unknown, stopped, running, failed.
+	State   string `json:"state"`
+	Running bool   `json:"running"`
+	// Op is the operation under way, if any.
+	Op         string    `json:"op,omitempty"`
+	LastSeen   time.Time `json:"last_seen_running,omitempty"`
+	LastCheck  time.Time `json:"last_check,omitempty"`
+	LastResult string    `json:"last_result,omitempty"`
+	LastError  string    `json:"last_error,omitempty"`
 }
 
 // Phases of a group on this node.
 const (
-	PhaseStopped   = "stopped"
-	PhaseStarting  = "starting"
-	PhaseRunning   = "running"
-	PhaseStopping  = "stopping"
-	PhaseFailed    = "failed"
-	PhaseUnmanaged = "unmanaged"
+	PhaseProbing   = string(lifecycle.PhaseProbing)
+	PhaseStopped   = string(lifecycle.PhaseStopped)
+	PhaseStarting  = string(lifecycle.PhaseStarting)
+	PhaseRunning   = string(lifecycle.PhaseRunning)
+	PhaseDegraded  = string(lifecycle.PhaseDegraded)
+	PhaseStopping  = string(lifecycle.PhaseStopping)
+	PhaseFailed    = string(lifecycle.PhaseFailed)
+	PhaseUnmanaged = string(lifecycle.PhaseUnmanaged)
 )
-
-func errText(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}

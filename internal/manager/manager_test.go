@@ -157,7 +157,7 @@ func TestStartsInOrderOnlyWithLease(t *testing.T) {
 		t.Fatalf("started without a lease: %v", r.orderSnapshot())
 	}
 	r.lease.set(1, time.Hour)
-	r.m.LeaseChanged("web", false)
+	r.m.LeaseChanged("web")
 	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
 	if got := r.orderSnapshot(); len(got) != 3 || got[0] != "start ip" || got[2] != "start check" {
 		t.Fatalf("start order %v", got)
@@ -240,7 +240,7 @@ func TestRestartInPlaceThenGiveUp(t *testing.T) {
 
 func TestHungStartIsKilledAtTimeout(t *testing.T) {
 	r := newRig(t, 3)
-	r.agents[1].Set(func(m *resource.Mem) { m.Hang = true })
+	r.agents[1].Set(func(m *resource.Mem) { m.HangStart = true })
 	r.lease.set(1, time.Hour)
 	r.m.SetState(holderState("a", 1))
 	waitFor(t, "failed", func() bool { return phase(r.m) == PhaseFailed })
@@ -301,7 +301,7 @@ func TestResourceStoppedDuringMaintenanceIsRecovered(t *testing.T) {
 	r.agents[1].Stop(context.Background()) // an admin stops the app by hand
 	r.m.SetState(holderState("a", 1))
 	waitFor(t, "app restarted", func() bool { return r.agents[1].Running() && phase(r.m) == PhaseRunning })
-	if len(r.rec.OfKind(events.ResFailure)) == 0 {
-		t.Fatal("the stopped resource was not recorded as a failure")
+	if starts := r.rec.OfKind(events.ResStart); len(starts) != 4 || starts[3].Subject != "app" {
+		t.Fatalf("the app found stopped after maintenance was not started again (and recorded): %+v", starts)
 	}
 }

@@ -2,57 +2,76 @@ package manager
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
 	"tandem/internal/events"
+	"tandem/internal/lifecycle"
 	"tandem/internal/resource"
 	"tandem/internal/state"
 )
 
-// view is what the replicated state says of a group, as this node sees it.
-type view struct {
-	holder      string
-	epoch       uint64
-	maintenance bool
-	takeover    *state.Takeover
+// groupInfo is what the worker keeps of the replicated state besides the
+// view: how the group got here, for the takeover figures.
+type groupInfo struct {
+	takeover *state.Takeover
+	reason   string
 }
 
-type resState struct {
-	running     bool
-	nextMonitor time.Time
-	lastErr     string
-}
-
-// worker runs one group. Only its goroutine starts, stops and monitors
-// resources; fenceVIPs may run from another goroutine and takes vipMu.
+// worker drives one group's machine. Its loop goroutine owns the machine
+// and the operations map; other goroutines hand it events through the
+// inbox (mu) and wake it.
 type worker struct {
 	m    *Manager
 	g    Group
 	log  *slog.Logger
 	wake chan struct{}
+	mach *lifecycle.Machine
 
-	vipMu sync.Mutex // serializes VIP agent calls between worker and fence
+	mu sync.Mutex
+	// inbox
+	view      lifecycle.View
+	info      groupInfo
+	viewNew   bool
+	results   []lifecycle.Result
+	exited    []int
+	drain     bool
+	shutdown  bool
+	drained   bool // handed to the machine
+	shut      bool
+	viewAt    map[uint64]time.Time // wall time this node first saw itself holder at an epoch
+	snapshot  lifecycle.Status
+	leaseLeft time.Duration
+	quiet     bool
+	probed    bool
 
-	mu          sync.Mutex
-	v           view
-	mineSince   time.Time // when this node first saw itself holder at v.epoch
-	res         []resState
-	phase       string
-	phaseSince  time.Time
-	epoch       uint64 // epoch the resources run at
-	failedEpoch uint64 // epoch at which this node gave up on the group
-	restarts    []time.Time
-	lastErr     string
-	guardUntil  time.Time
-	leaseAt     time.Time
-	// takeoverAt is the epoch whose takeover was reported: a restart at the
-	// same epoch (after a lost lease) is not another takeover.
-	takeoverAt uint64
-	// haveView: the replicated state has been seen once; probed: the
-	// resources were probed at start, to find what a predecessor left.
-	haveView, probed bool
+	// loop goroutine only
+	ops       map[uint64]context.CancelFunc
+	lastLease lifecycle.Lease
+	tookOver  uint64 // epoch whose takeover was published
+	reports   *reporter
+
+	resMu []sync.Mutex // one operation at a time per resource
+}
+
+func newWorker(m *Manager, g Group) *worker {
+	w := &worker{m: m, g: g, log: m.cfg.Logger.With("group", g.Name), wake: make(chan struct{}, 1),
+		ops: map[uint64]context.CancelFunc{}, resMu: make([]sync.Mutex, len(g.Resources)), viewAt: map[uint64]time.Time{}}
+	cfg := lifecycle.Config{Node: m.cfg.Node, Group: g.Name, MaxRestarts: g.MaxRestarts,
+		FailureTimeout: g.FailureTimeout, Margin: m.cfg.Margin}
+	for _, r := range g.Resources {
+		cfg.Resources = append(cfg.Resources, lifecycle.Resource{Name: r.Name, VIP: r.VIP.IsValid(),
+			MonitorInterval: r.MonitorInterval, StartTimeout: r.StartTimeout, StopTimeout: r.StopTimeout,
+			MonitorTimeout: r.MonitorTimeout})
+	}
+	w.mach = lifecycle.New(cfg, m.cfg.Clock.Now())
+	w.reports = &reporter{w: w, wake: make(chan struct{}, 1)}
+	w.snapshot = w.mach.Status()
+	return w
 }
 
 func (w *worker) poke() {
@@ -62,40 +81,266 @@ func (w *worker) poke() {
 	}
 }
 
-func (w *worker) setView(v view, now time.Time) {
+func (w *worker) setView(v lifecycle.View, info groupInfo) {
 	w.mu.Lock()
-	if v.holder == w.m.cfg.Node && (w.v.holder != v.holder || w.v.epoch != v.epoch) {
-		w.mineSince = now
+	if v != w.view || !w.viewNew && info != w.info {
+		w.viewNew = true
 	}
-	w.v = v
-	w.haveView = true
+	if v.Holder == w.m.cfg.Node {
+		if _, ok := w.viewAt[v.Epoch]; !ok {
+			w.viewAt[v.Epoch] = time.Now()
+		}
+	}
+	w.view, w.info = v, info
 	w.mu.Unlock()
 	w.poke()
 }
 
-func (w *worker) getView() (view, time.Time) {
+// request changes the inbox under the lock and wakes the loop.
+func (w *worker) request(f func(*worker)) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.v, w.mineSince
+	f(w)
+	w.mu.Unlock()
+	w.poke()
 }
 
-func (w *worker) setPhase(p string) {
+func (w *worker) isQuiet() bool {
 	w.mu.Lock()
-	if w.phase != p {
-		w.phase, w.phaseSince = p, w.m.cfg.Clock.Now()
+	defer w.mu.Unlock()
+	return w.quiet
+}
+
+func (w *worker) probedOnce() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.probed
+}
+
+func (w *worker) run(ctx context.Context) {
+	go w.reports.run(ctx)
+	for i, r := range w.g.Resources {
+		if wa, ok := r.Agent.(resource.Watcher); ok {
+			go w.watch(ctx, i, wa.Watch())
+		}
+	}
+	clk := w.m.cfg.Clock
+	timer := clk.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		w.turn()
+		now := clk.Now()
+		d := time.Hour
+		if next := w.mach.NextDeadline(now); !next.IsZero() {
+			d = next.Sub(now)
+		}
+		timer.Stop()
+		timer.Reset(d)
+		select {
+		case <-ctx.Done():
+			for _, cancel := range w.ops {
+				cancel()
+			}
+			return
+		case <-w.wake:
+		case <-timer.C():
+		}
+	}
+}
+
+// watch forwards an agent's "ended on its own" notices.
+func (w *worker) watch(ctx context.Context, i int, ch <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+			w.request(func(w *worker) { w.exited = append(w.exited, i) })
+		}
+	}
+}
+
+// turn feeds the machine everything that happened and runs what it asks.
+func (w *worker) turn() {
+	clk := w.m.cfg.Clock
+	w.mu.Lock()
+	v, viewNew := w.view, w.viewNew
+	w.viewNew = false
+	results, exited := w.results, w.exited
+	w.results, w.exited = nil, nil
+	drain := w.drain && !w.drained
+	shutdown := w.shutdown && !w.shut
+	w.drained, w.shut = w.drained || drain, w.shut || shutdown
+	w.mu.Unlock()
+
+	now := clk.Now()
+	if viewNew {
+		w.mach.SetView(now, v)
+	}
+	var l lifecycle.Lease
+	if e, until, _ := w.m.cfg.Lease.Lease(w.g.Name); e != 0 {
+		l = lifecycle.Lease{Epoch: e, Until: until}
+	}
+	if l != w.lastLease {
+		w.lastLease = l
+		w.mach.SetLease(now, l)
+	}
+	for _, r := range results {
+		delete(w.ops, r.ID)
+		w.mach.Done(now, r)
+	}
+	for _, i := range exited {
+		w.mach.Exited(now, i)
+	}
+	if drain {
+		w.mach.Drain(now)
+	}
+	if shutdown {
+		w.mach.Shutdown(now)
+	}
+	w.mach.Tick(now)
+	w.execute(w.mach.Actions())
+
+	st := w.mach.Status()
+	w.mu.Lock()
+	w.snapshot = st
+	w.quiet = w.mach.Quiet()
+	w.probed = w.probed || st.Phase != lifecycle.PhaseProbing
+	w.leaseLeft = 0
+	if l.Epoch != 0 {
+		w.leaseLeft = l.Until.Sub(now)
 	}
 	w.mu.Unlock()
 }
 
-func (w *worker) anyRunning() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, r := range w.res {
-		if r.running {
-			return true
+func (w *worker) execute(acts []lifecycle.Action) {
+	for _, a := range acts {
+		switch a := a.(type) {
+		case lifecycle.Run:
+			w.runOp(a)
+		case lifecycle.Cancel:
+			if cancel := w.ops[a.ID]; cancel != nil {
+				cancel()
+			}
+		case lifecycle.OpenGuard:
+			w.openGuard(a.Until)
+		case lifecycle.CloseGuard:
+			w.closeGuard()
+		case lifecycle.Release:
+			w.m.cfg.Lease.Release(w.g.Name, a.Epoch)
+		case lifecycle.Report:
+			w.reports.add(w.command(a))
+			if a.Kind == lifecycle.ReportHandedOver {
+				w.mu.Lock()
+				to := w.view.Handover
+				w.mu.Unlock()
+				w.publish(events.Event{Kind: events.Handover, Subject: w.g.Name, Epoch: a.Epoch,
+					Message: "stopped here and released the lease; handing over to " + to, Attrs: map[string]any{"to": to}})
+			}
+		case lifecycle.Note:
+			w.publishNote(a)
 		}
 	}
-	return false
+}
+
+// runOp runs one operation in its own goroutine, bounded by its timeout;
+// operations on one resource run one at a time (a cancelled monitor ends
+// before the stop that follows it begins).
+func (w *worker) runOp(a lifecycle.Run) {
+	r := w.g.Resources[a.Res]
+	ctx, cancel := context.WithTimeout(context.Background(), a.Timeout)
+	w.ops[a.ID] = cancel
+	var op func(context.Context) error
+	switch a.Op {
+	case lifecycle.OpStart:
+		op = r.Agent.Start
+	case lifecycle.OpStop:
+		op = r.Agent.Stop
+	default:
+		op = r.Agent.Monitor
+	}
+	go func() {
+		defer cancel()
+		w.resMu[a.Res].Lock()
+		err := ctx.Err()
+		if err == nil {
+			err = op(ctx)
+		}
+		w.resMu[a.Res].Unlock()
+		res := lifecycle.Result{ID: a.ID}
+		switch {
+		case err == nil:
+		case resource.IsNotRunning(err):
+			res.Outcome = lifecycle.NotRunning
+		default:
+			res.Outcome = lifecycle.Failed
+			res.Severity = lifecycle.Severity(resource.SeverityOf(err))
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				err = fmt.Errorf("timed out after %v: %w", a.Timeout, err)
+			}
+			res.Err = err.Error()
+		}
+		w.request(func(w *worker) { w.results = append(w.results, res) })
+	}()
+}
+
+// openGuard lets the group's VIPs speak until GuardMargin before the lease
+// ends.
+func (w *worker) openGuard(until time.Time) {
+	g := w.m.cfg.Guard
+	if g == nil {
+		return
+	}
+	for _, r := range w.g.Resources {
+		if !r.VIP.IsValid() {
+			continue
+		}
+		if err := allowUntil(g, r.VIP, until.Add(-GuardMargin), w.m.cfg.Clock.Now()); err != nil {
+			w.log.Error("cannot refresh VIP in the kernel guard", "vip", r.VIP, "err", err)
+		}
+	}
+}
+
+func (w *worker) closeGuard() {
+	g := w.m.cfg.Guard
+	if g == nil {
+		return
+	}
+	for _, r := range w.g.Resources {
+		if r.VIP.IsValid() {
+			if err := g.Revoke(r.VIP); err != nil {
+				w.log.Error("cannot revoke VIP in the kernel guard", "vip", r.VIP, "err", err)
+			}
+		}
+	}
+}
+
+// untilGuard is a guard that takes the allowance's end itself, so the time
+// the kernel takes to apply it is not added to it.
+type untilGuard interface {
+	AllowUntil(vip netip.Addr, until time.Time) error
+}
+
+func allowUntil(g interface {
+	Allow(netip.Addr, time.Duration) error
+}, vip netip.Addr, until, now time.Time) error {
+	if u, ok := g.(untilGuard); ok {
+		return u.AllowUntil(vip, until)
+	}
+	return g.Allow(vip, until.Sub(now))
+}
+
+// command turns a report into the command that tells the cluster.
+func (w *worker) command(r lifecycle.Report) state.Command {
+	c := state.Command{Group: w.g.Name, Node: w.m.cfg.Node, Epoch: r.Epoch, Time: time.Now()}
+	switch r.Kind {
+	case lifecycle.ReportFailure:
+		c.Op, c.Severity, c.GaveUp, c.Reason = state.OpFailure, r.Severity.String(), r.GaveUp, r.Reason
+	case lifecycle.ReportPhase:
+		c.Op, c.Phase, c.Reason = state.OpPhase, string(r.Phase), r.Reason
+	case lifecycle.ReportHandedOver:
+		c.Op = state.OpHandedOver
+	}
+	return c
 }
 
 func (w *worker) publish(e events.Event) {
@@ -107,509 +352,82 @@ func (w *worker) publish(e events.Event) {
 	w.m.cfg.Events.Publish(e)
 }
 
-func (w *worker) run(ctx context.Context) {
-	w.setPhase(PhaseStopped)
-	clk := w.m.cfg.Clock
-	timer := clk.NewTimer(time.Hour)
-	defer timer.Stop()
-	for {
-		w.reconcile(ctx)
-		timer.Stop()
-		timer.Reset(w.nextWake())
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.wake:
-		case <-timer.C():
-		}
+func (w *worker) publishNote(n lifecycle.Note) {
+	name := w.g.Name
+	if n.Res >= 0 {
+		name = w.g.Resources[n.Res].Name
+	}
+	ms := n.Took.Milliseconds()
+	switch n.Kind {
+	case lifecycle.NoteResStarted:
+		w.publish(events.Event{Kind: events.ResStart, Subject: name, Epoch: n.Epoch, Attrs: map[string]any{"ms": ms}})
+	case lifecycle.NoteResStopped:
+		w.publish(events.Event{Kind: events.ResStop, Subject: name, Epoch: n.Epoch, Message: n.Message, Attrs: map[string]any{"ms": ms}})
+	case lifecycle.NoteResFailed:
+		w.log.Warn("resource failed", "resource", name, "op", n.Op.String(), "err", n.Message)
+		w.publish(events.Event{Kind: events.ResFailure, Subject: name, Epoch: n.Epoch, Message: n.Message,
+			Attrs: map[string]any{"op": n.Op.String(), "severity": n.Severity.String()}})
+	case lifecycle.NoteRestart:
+		w.log.Warn("restarting in place", "resource", name, "why", n.Message)
+		w.publish(events.Event{Kind: events.ResRestart, Subject: name, Epoch: n.Epoch, Message: n.Message})
+	case lifecycle.NoteAdopted:
+		w.publish(events.Event{Kind: events.ResFound, Subject: name, Epoch: n.Epoch, Message: n.Message})
+	case lifecycle.NoteLeaseLost:
+		w.publish(events.Event{Kind: events.LeaseLost, Subject: name, Epoch: n.Epoch, Message: n.Message})
+	case lifecycle.NoteGroupStopped:
+		w.publish(events.Event{Kind: events.GroupStopped, Subject: name, Epoch: n.Epoch, Message: n.Message})
+	case lifecycle.NoteGroupStarted:
+		w.groupStarted(n)
 	}
 }
 
-// lease returns whether this node may run the group at epoch now, and the
-// lease end.
-func (w *worker) lease(epoch uint64) (bool, time.Time) {
-	e, until, ok := w.m.cfg.Lease.Lease(w.g.Name)
-	now := w.m.cfg.Clock.Now()
-	return ok && e == epoch && now.Before(until.Add(-w.m.cfg.Margin)), until
-}
-
-func (w *worker) reconcile(ctx context.Context) {
+// groupStarted publishes group_started, and takeover when this start ends
+// an unplanned move to this node at that epoch: detect (last heard →
+// declared down, on the leader's clock), decide (declared down → this node
+// applied the placement; wall clocks of two machines), lease wait and
+// start (this node's monotonic clock).
+func (w *worker) groupStarted(n lifecycle.Note) {
 	w.mu.Lock()
-	probeNow := w.haveView && !w.probed
-	w.probed = w.probed || probeNow
-	w.mu.Unlock()
-	if probeNow {
-		// A predecessor agent (crashed, killed) may have left resources
-		// running: the VIP on its interface, an OCF daemon. Probe once,
-		// so what runs here without a lease is stopped, VIP first.
-		w.probe(ctx)
-	}
-	v, mineSince := w.getView()
-	w.mu.Lock()
-	wasUnmanaged := w.phase == PhaseUnmanaged
-	w.mu.Unlock()
-	if v.maintenance {
-		w.setPhase(PhaseUnmanaged)
-		// Unmanaged resources stay up: keep the kernel guard open while
-		// the lease holds, or the VIP goes silent one lease later.
-		w.mu.Lock()
-		runEpoch := w.epoch
-		w.mu.Unlock()
-		if ok, until := w.lease(runEpoch); ok && w.anyRunning() {
-			w.refreshGuard(until)
+	info, viewAt := w.info, w.viewAt[n.Epoch]
+	for e := range w.viewAt {
+		if e < n.Epoch {
+			delete(w.viewAt, e)
 		}
+	}
+	w.mu.Unlock()
+	lw, st := n.LeaseWait.Milliseconds(), n.Start.Milliseconds()
+	attrs := map[string]any{"lease_wait_ms": lw, "start_ms": st}
+	if info.reason != "" {
+		attrs["reason"] = info.reason
+	}
+	w.publish(events.Event{Kind: events.GroupStarted, Subject: w.g.Name, Epoch: n.Epoch, Attrs: attrs})
+	tk := info.takeover
+	if tk == nil || tk.To != w.m.cfg.Node || tk.Epoch != n.Epoch || w.tookOver == n.Epoch {
 		return
 	}
-	if wasUnmanaged {
-		w.probe(ctx)
+	w.tookOver = n.Epoch
+	decide := int64(0)
+	if !tk.DownAt.IsZero() && !viewAt.IsZero() {
+		decide = max(viewAt.Sub(tk.DownAt).Milliseconds(), 0)
 	}
-	mine := v.holder == w.m.cfg.Node
-	w.mu.Lock()
-	runEpoch, failed := w.epoch, w.failedEpoch == v.epoch && mine
-	w.mu.Unlock()
-	if w.anyRunning() {
-		ok, until := w.lease(runEpoch)
-		switch {
-		case !mine || v.epoch != runEpoch:
-			w.stopAll(ctx, false, "group moved to "+orNowhere(v.holder))
-			w.m.cfg.Lease.Release(w.g.Name, runEpoch)
-		case !ok:
-			w.publish(events.Event{Kind: events.LeaseLost, Epoch: runEpoch, Message: "lease not renewed; stopping the group, VIP first"})
-			w.stopAll(ctx, true, "lease lost")
-		default:
-			w.refreshGuard(until)
-			w.monitor(ctx, runEpoch)
-		}
-		return
-	}
-	if !mine || failed {
-		if !failed {
-			w.setPhase(PhaseStopped)
-		}
-		return
-	}
-	if ok, _ := w.lease(v.epoch); ok {
-		w.start(ctx, v, mineSince)
-	}
-}
-
-func orNowhere(h string) string {
-	if h == "" {
-		return "nowhere"
-	}
-	return h
-}
-
-// probe asks every resource whether it runs (after maintenance, the
-// resources may have been changed by hand).
-func (w *worker) probe(ctx context.Context) {
-	for i, r := range w.g.Resources {
-		err := w.call(ctx, r, r.MonitorTimeout, r.Agent.Monitor)
-		w.mu.Lock()
-		w.res[i].running = err == nil
-		w.res[i].nextMonitor = w.m.cfg.Clock.Now().Add(r.MonitorInterval)
-		w.mu.Unlock()
-	}
-	if w.anyRunning() {
-		// A group that should run here but lost a resource while it was
-		// unmanaged: count the missing ones as running, so the next
-		// monitor finds them stopped and recovers them as any failure
-		// (restart in place, recorded, up to max_restarts).
-		v, _ := w.getView()
-		if v.holder == w.m.cfg.Node {
-			w.mu.Lock()
-			for i := range w.res {
-				if !w.res[i].running {
-					w.res[i].running = true
-					w.res[i].nextMonitor = time.Time{}
-				}
-			}
-			w.mu.Unlock()
-		}
-		w.setPhase(PhaseRunning)
-	} else {
-		w.setPhase(PhaseStopped)
-	}
-}
-
-// call runs one agent operation with its timeout; VIP operations hold vipMu.
-func (w *worker) call(ctx context.Context, r Resource, timeout time.Duration, op func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if r.VIP.IsValid() {
-		w.vipMu.Lock()
-		defer w.vipMu.Unlock()
-	}
-	err := op(ctx)
-	if err != nil && ctx.Err() == context.DeadlineExceeded {
-		err = resource.Failf(resource.Soft, "%s: timed out after %v: %v", r.Name, timeout, err)
-	}
-	return err
-}
-
-func (w *worker) start(ctx context.Context, v view, mineSince time.Time) {
-	clk := w.m.cfg.Clock
-	leaseAt := clk.Now()
-	w.mu.Lock()
-	w.epoch = v.epoch
-	w.leaseAt = leaseAt
-	w.mu.Unlock()
-	w.setPhase(PhaseStarting)
-	for i, r := range w.g.Resources {
-		ok, until := w.lease(v.epoch)
-		if !ok {
-			w.stopAll(ctx, true, "lease lost while starting")
-			return
-		}
-		if r.VIP.IsValid() {
-			w.refreshGuard(until)
-		}
-		t := clk.Now()
-		err := w.call(ctx, r, r.StartTimeout, r.Agent.Start)
-		if err != nil {
-			w.resFailed(i, err)
-			w.publish(events.Event{Kind: events.ResFailure, Subject: r.Name, Epoch: v.epoch, Message: "start failed: " + err.Error(),
-				Attrs: map[string]any{"op": "start", "severity": resource.SeverityOf(err).String()}})
-			w.stopAll(ctx, false, "start of "+r.Name+" failed")
-			w.giveUp(ctx, v.epoch, r, err, true)
-			return
-		}
-		w.mu.Lock()
-		w.res[i] = resState{running: true, nextMonitor: clk.Now().Add(r.MonitorInterval)}
-		w.mu.Unlock()
-		w.publish(events.Event{Kind: events.ResStart, Subject: r.Name, Epoch: v.epoch,
-			Attrs: map[string]any{"ms": clk.Since(t).Milliseconds()}})
-	}
-	w.setPhase(PhaseRunning)
-	started := clk.Now()
-	w.report(ctx, state.Command{Op: state.OpStarted, Group: w.g.Name, Node: w.m.cfg.Node, Epoch: v.epoch})
-	attrs := map[string]any{"lease_wait_ms": leaseAt.Sub(mineSince).Milliseconds(), "start_ms": started.Sub(leaseAt).Milliseconds()}
-	w.publish(events.Event{Kind: events.GroupStarted, Subject: w.g.Name, Epoch: v.epoch, Attrs: attrs})
-	w.mu.Lock()
-	first := w.takeoverAt != v.epoch
-	w.takeoverAt = v.epoch
-	w.mu.Unlock()
-	if tk := v.takeover; tk != nil && tk.To == w.m.cfg.Node && first {
-		// detect: last heard → declared down (leader's clock); decide:
-		// declared down → this node applied the placement (wall clocks of
-		// two machines); start: applied → lease → resources started.
-		decide := int64(0)
-		if !tk.DownAt.IsZero() {
-			decide = time.Now().Add(-clk.Since(mineSince)).Sub(tk.DownAt).Milliseconds()
-		}
-		w.publish(events.Event{Kind: events.Takeover, Subject: w.g.Name, Epoch: v.epoch,
-			Message: "took over from " + tk.From,
-			Attrs: map[string]any{"from": tk.From, "detect_ms": tk.DetectMs, "decide_ms": decide,
-				"lease_wait_ms": leaseAt.Sub(mineSince).Milliseconds(), "start_ms": started.Sub(mineSince).Milliseconds(),
-				"total_ms": tk.DetectMs + decide + started.Sub(mineSince).Milliseconds()}})
-	}
-}
-
-// stopAll stops every running resource: in reverse order, or VIPs first
-// when fencing after a lost lease.
-func (w *worker) stopAll(ctx context.Context, vipFirst bool, why string) {
-	w.setPhase(PhaseStopping)
-	order := make([]int, 0, len(w.g.Resources))
-	if vipFirst {
-		for i := len(w.g.Resources) - 1; i >= 0; i-- {
-			if w.g.Resources[i].VIP.IsValid() {
-				order = append(order, i)
-			}
-		}
-	}
-	for i := len(w.g.Resources) - 1; i >= 0; i-- {
-		if !vipFirst || !w.g.Resources[i].VIP.IsValid() {
-			order = append(order, i)
-		}
-	}
-	for _, i := range order {
-		w.stopOne(ctx, i, why)
-	}
-	if w.anyRunning() {
-		return // a stop failed: stay in stopping, retried on the next pass
-	}
-	w.mu.Lock()
-	failed := w.failedEpoch == w.epoch && w.phase != PhaseUnmanaged
-	w.mu.Unlock()
-	if failed {
-		w.setPhase(PhaseFailed)
-	} else {
-		w.setPhase(PhaseStopped)
-	}
-	w.publish(events.Event{Kind: events.GroupStopped, Subject: w.g.Name, Epoch: w.epoch, Message: why})
-}
-
-func (w *worker) stopOne(ctx context.Context, i int, why string) {
-	r := w.g.Resources[i]
-	w.mu.Lock()
-	running := w.res[i].running
-	w.mu.Unlock()
-	if !running {
-		return
-	}
-	if r.VIP.IsValid() && w.m.cfg.Guard != nil {
-		if err := w.m.cfg.Guard.Revoke(r.VIP); err != nil {
-			w.log.Error("cannot revoke VIP in the kernel guard", "vip", r.VIP, "err", err)
-		}
-	}
-	// A stop that runs into ctx's end (agent shutting down) still gets its
-	// own timeout: resources must not be left half-stopped.
-	err := w.call(context.WithoutCancel(ctx), r, r.StopTimeout, r.Agent.Stop)
-	w.mu.Lock()
-	// A failed stop leaves the resource counted as running, so the next
-	// pass tries again: we cannot fence a node, so we keep stopping.
-	w.res[i].running = err != nil
-	w.res[i].lastErr = errText(err)
-	if err != nil {
-		w.lastErr = r.Name + ": stop failed: " + err.Error()
-	}
-	w.mu.Unlock()
-	if err != nil {
-		w.log.Error("stop failed; will retry", "resource", r.Name, "err", err)
-		w.publish(events.Event{Kind: events.ResFailure, Subject: r.Name, Epoch: w.epoch, Message: "stop failed: " + err.Error(),
-			Attrs: map[string]any{"op": "stop"}})
-		return
-	}
-	w.publish(events.Event{Kind: events.ResStop, Subject: r.Name, Epoch: w.epoch, Message: why})
-}
-
-// fenceVIPs silences and removes the group's VIPs now (lease lost).
-func (w *worker) fenceVIPs(why string) {
-	for i, r := range w.g.Resources {
-		if !r.VIP.IsValid() {
-			continue
-		}
-		w.mu.Lock()
-		running := w.res[i].running
-		w.mu.Unlock()
-		if !running {
-			continue
-		}
-		if w.m.cfg.Guard != nil {
-			w.m.cfg.Guard.Revoke(r.VIP)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), r.StopTimeout)
-		w.vipMu.Lock()
-		err := r.Agent.Stop(ctx)
-		w.vipMu.Unlock()
-		cancel()
-		w.mu.Lock()
-		w.res[i].running = err != nil
-		w.mu.Unlock()
-		w.publish(events.Event{Kind: events.ResStop, Subject: r.Name, Epoch: w.epoch, Message: "fenced: " + why})
-	}
-}
-
-func (w *worker) refreshGuard(until time.Time) {
-	if w.m.cfg.Guard == nil {
-		return
-	}
-	w.mu.Lock()
-	same := until.Equal(w.guardUntil)
-	w.guardUntil = until
-	w.mu.Unlock()
-	if same {
-		return
-	}
-	// The kernel counts the element's timeout from when the netlink batch
-	// lands, a little after `now` (more on a loaded machine), so the
-	// allowance ends GuardMargin before the lease to stay inside it.
-	left := until.Sub(w.m.cfg.Clock.Now()) - GuardMargin
-	for _, r := range w.g.Resources {
-		if r.VIP.IsValid() {
-			if err := w.m.cfg.Guard.Allow(r.VIP, left); err != nil {
-				w.log.Error("cannot refresh VIP in the kernel guard", "vip", r.VIP, "err", err)
-			}
-		}
-	}
-}
-
-func (w *worker) monitor(ctx context.Context, epoch uint64) {
-	clk := w.m.cfg.Clock
-	for i, r := range w.g.Resources {
-		w.mu.Lock()
-		due := w.res[i].running && !clk.Now().Before(w.res[i].nextMonitor)
-		w.mu.Unlock()
-		if !due {
-			continue
-		}
-		if ok, _ := w.lease(epoch); !ok {
-			return // reconcile fences on the next pass
-		}
-		err := w.call(ctx, r, r.MonitorTimeout, r.Agent.Monitor)
-		w.mu.Lock()
-		w.res[i].nextMonitor = clk.Now().Add(r.MonitorInterval)
-		w.mu.Unlock()
-		if err == nil {
-			continue
-		}
-		if resource.IsNotRunning(err) {
-			err = resource.Failf(resource.Soft, "%s is not running", r.Name)
-		}
-		w.resFailed(i, err)
-		sev := resource.SeverityOf(err)
-		w.publish(events.Event{Kind: events.ResFailure, Subject: r.Name, Epoch: epoch, Message: "monitor: " + err.Error(),
-			Attrs: map[string]any{"op": "monitor", "severity": sev.String()}})
-		if sev == resource.Soft && w.restartBudget() {
-			w.restartFrom(ctx, epoch, i, err)
-			return
-		}
-		w.stopAll(ctx, false, r.Name+" failed")
-		w.giveUp(ctx, epoch, r, err, sev == resource.Soft)
-		return
-	}
-}
-
-func (w *worker) resFailed(i int, err error) {
-	w.mu.Lock()
-	w.res[i].lastErr = err.Error()
-	w.lastErr = w.g.Resources[i].Name + ": " + err.Error()
-	w.mu.Unlock()
-}
-
-// restartBudget records a restart and reports whether it is within
-// max_restarts for the failure_timeout window.
-func (w *worker) restartBudget() bool {
-	now := w.m.cfg.Clock.Now()
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	kept := w.restarts[:0]
-	for _, t := range w.restarts {
-		if w.g.FailureTimeout <= 0 || now.Sub(t) < w.g.FailureTimeout {
-			kept = append(kept, t)
-		}
-	}
-	w.restarts = kept
-	if len(w.restarts) >= w.g.MaxRestarts {
-		return false
-	}
-	w.restarts = append(w.restarts, now)
-	return true
-}
-
-// restartFrom restarts resource i and every resource after it (they depend
-// on it), in place.
-func (w *worker) restartFrom(ctx context.Context, epoch uint64, i int, cause error) {
-	w.log.Warn("restarting in place", "resource", w.g.Resources[i].Name, "err", cause)
-	for j := len(w.g.Resources) - 1; j >= i; j-- {
-		w.stopOne(ctx, j, "restart after failure")
-	}
-	w.report(ctx, state.Command{Op: state.OpFailure, Group: w.g.Name, Node: w.m.cfg.Node, Epoch: epoch,
-		Severity: "soft", Reason: cause.Error()})
-	clk := w.m.cfg.Clock
-	for j := i; j < len(w.g.Resources); j++ {
-		r := w.g.Resources[j]
-		ok, until := w.lease(epoch)
-		if !ok {
-			w.stopAll(ctx, true, "lease lost while restarting")
-			return
-		}
-		if r.VIP.IsValid() {
-			w.mu.Lock()
-			w.guardUntil = time.Time{}
-			w.mu.Unlock()
-			w.refreshGuard(until)
-		}
-		if err := w.call(ctx, r, r.StartTimeout, r.Agent.Start); err != nil {
-			w.resFailed(j, err)
-			w.stopAll(ctx, false, "restart of "+r.Name+" failed")
-			w.giveUp(ctx, epoch, r, err, true)
-			return
-		}
-		w.mu.Lock()
-		w.res[j] = resState{running: true, nextMonitor: clk.Now().Add(r.MonitorInterval)}
-		w.mu.Unlock()
-		w.publish(events.Event{Kind: events.ResStart, Subject: r.Name, Epoch: epoch, Message: "restarted in place"})
-	}
-	w.setPhase(PhaseRunning)
-}
-
-// giveUp marks the group failed here at epoch and asks the cluster to move
-// it (the report bans this node for the group).
-func (w *worker) giveUp(ctx context.Context, epoch uint64, r Resource, err error, gaveUp bool) {
-	w.mu.Lock()
-	w.failedEpoch = epoch
-	w.mu.Unlock()
-	w.setPhase(PhaseFailed)
-	sev := resource.SeverityOf(err)
-	w.report(ctx, state.Command{Op: state.OpFailure, Group: w.g.Name, Node: w.m.cfg.Node, Epoch: epoch,
-		Severity: sev.String(), GaveUp: gaveUp, Reason: r.Name + ": " + err.Error()})
-}
-
-// report proposes a failure in the background, retrying while there is no
-// leader, until it commits or the epoch has moved on.
-func (w *worker) report(ctx context.Context, c state.Command) {
-	if w.m.cfg.Reporter == nil {
-		return
-	}
-	c.Time = time.Now()
-	go func() {
-		for attempt := 0; attempt < 100; attempt++ {
-			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			err := w.m.cfg.Reporter.Propose(rctx, c)
-			cancel()
-			if err == nil || state.IsStaleEpoch(err) || ctx.Err() != nil {
-				return
-			}
-			w.log.Warn("failure report not committed yet", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(200 * time.Millisecond):
-			}
-		}
-	}()
-}
-
-func (w *worker) nextWake() time.Duration {
-	clk := w.m.cfg.Clock
-	now := clk.Now()
-	next := now.Add(time.Second)
-	w.mu.Lock()
-	if w.phase == PhaseUnmanaged {
-		// Nothing is monitored or fenced by time in maintenance (their
-		// monitor times stay in the past); lease changes and the state
-		// wake the worker.
-		w.mu.Unlock()
-		return next.Sub(now)
-	}
-	for _, r := range w.res {
-		if r.running && r.nextMonitor.Before(next) {
-			next = r.nextMonitor
-		}
-	}
-	epoch := w.epoch
-	running := false
-	for _, r := range w.res {
-		running = running || r.running
-	}
-	w.mu.Unlock()
-	if running {
-		if e, until, _ := w.m.cfg.Lease.Lease(w.g.Name); e == epoch && !until.IsZero() {
-			if fence := until.Add(-w.m.cfg.Margin); fence.Before(next) {
-				next = fence
-			}
-		}
-	}
-	d := next.Sub(now)
-	if d < 0 {
-		d = 0
-	}
-	return d
+	w.publish(events.Event{Kind: events.Takeover, Subject: w.g.Name, Epoch: n.Epoch, Message: "took over from " + tk.From,
+		Attrs: map[string]any{"from": tk.From, "detect_ms": tk.DetectMs, "decide_ms": decide, "lease_wait_ms": lw,
+			"start_ms": lw + st, "total_ms": tk.DetectMs + decide + lw + st}})
 }
 
 func (w *worker) status() GroupStatus {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	s := GroupStatus{Name: w.g.Name, Phase: w.phase, Since: w.phaseSince, Restarts: len(w.restarts), LastError: w.lastErr}
-	if w.phase != PhaseStopped {
-		s.Epoch = w.epoch
+	st, left := w.snapshot, w.leaseLeft
+	w.mu.Unlock()
+	s := GroupStatus{Name: w.g.Name, Phase: string(st.Phase), Epoch: st.Epoch, Since: st.Since, Handover: st.Handover,
+		Restarts: st.Restarts, LastError: st.LastError}
+	if left > 0 {
+		s.LeaseLeft = float64(left.Microseconds()) / 1000
 	}
-	if _, until, ok := w.m.cfg.Lease.Lease(w.g.Name); ok {
-		s.LeaseLeft = float64(until.Sub(w.m.cfg.Clock.Now()).Microseconds()) / 1000
-	}
-	for i, r := range w.g.Resources {
-		s.Resources = append(s.Resources, ResourceStatus{Name: r.Name, Kind: r.Kind, Running: w.res[i].running, LastError: w.res[i].lastErr})
+	for i, r := range st.Resources {
+		s.Resources = append(s.Resources, ResourceStatus{Name: r.Name, Kind: w.g.Resources[i].Kind, State: r.State.String(),
+			Running: r.State == lifecycle.Running, Op: r.Op, LastSeen: r.LastSeen, LastCheck: r.LastCheck,
+			LastResult: r.LastResult, LastError: r.LastError})
 	}
 	return s
 }

@@ -55,7 +55,14 @@ func (n *Node) failover(ctx context.Context, group, to, actor string) (string, e
 	if err := n.eligibleTarget(st, to); err != nil {
 		return "", err
 	}
-	err := n.cons.Propose(ctx, state.Command{Op: state.OpPlace, Time: time.Now(), Actor: actor, Group: group,
+	// A holder that can be reached stops the group first and hands it
+	// over (no overlap); one that cannot is taken over from, as after a
+	// failure (its lease must end first).
+	op := state.OpPlace
+	if hi := n.voterIndex(gs.Holder); hi >= 0 && n.hb.Reachable(hi) {
+		op = state.OpHandover
+	}
+	err := n.cons.Propose(ctx, state.Command{Op: op, Time: time.Now(), Actor: actor, Group: group,
 		Holder: to, Epoch: gs.Epoch, Reason: "admin failover by " + actor})
 	if err != nil {
 		return "", err
@@ -73,8 +80,8 @@ func (n *Node) eligibleTarget(st *state.State, to string) error {
 	if !n.hb.Reachable(idx) {
 		return fmt.Errorf("%w: %s is unreachable", ErrConflict, to)
 	}
-	if ns := st.Nodes[to]; ns != nil && (ns.Standby || ns.Maintenance) {
-		return fmt.Errorf("%w: %s is in standby or maintenance", ErrConflict, to)
+	if ns := st.Nodes[to]; ns != nil && (ns.Standby || ns.Maintenance || ns.Leaving) {
+		return fmt.Errorf("%w: %s is in standby or maintenance, or shutting down", ErrConflict, to)
 	}
 	return nil
 }
@@ -170,16 +177,24 @@ type NodeStatus struct {
 	Self        bool                   `json:"self,omitempty"`
 	Standby     bool                   `json:"standby,omitempty"`
 	Maintenance bool                   `json:"maintenance,omitempty"`
+	Leaving     bool                   `json:"leaving,omitempty"`
 	Since       time.Time              `json:"since"`
 	Links       []heartbeat.LinkStatus `json:"links,omitempty"`
 }
 
 // GroupStatus is one group cluster-wide.
 type GroupStatus struct {
-	Name      string          `json:"name"`
-	Holder    string          `json:"holder"`
-	Epoch     uint64          `json:"epoch"`
-	Running   bool            `json:"running"`
+	Name    string `json:"name"`
+	Holder  string `json:"holder"`
+	Epoch   uint64 `json:"epoch"`
+	Running bool   `json:"running"`
+	// Phase is what the holder last reported (starting, running,
+	// degraded, stopping, failed, …), PhaseError its last error.
+	Phase      string    `json:"phase,omitempty"`
+	PhaseError string    `json:"phase_error,omitempty"`
+	PhaseAt    time.Time `json:"phase_at,omitempty"`
+	// Handover: a planned move to this node is under way.
+	Handover  string          `json:"handover,omitempty"`
 	Since     time.Time       `json:"since"`
 	StartedAt time.Time       `json:"started_at,omitempty"`
 	Reason    string          `json:"reason,omitempty"`
@@ -209,13 +224,14 @@ func (n *Node) Status() Status {
 			ns.Up, ns.Since, ns.Links = p.Up, p.Since, p.Links
 		}
 		if a := st.Nodes[v.Name]; a != nil {
-			ns.Standby, ns.Maintenance = a.Standby, a.Maintenance
+			ns.Standby, ns.Maintenance, ns.Leaving = a.Standby, a.Maintenance, a.Leaving
 		}
 		s.Nodes = append(s.Nodes, ns)
 	}
 	for _, g := range n.cfg.Groups {
 		gs := st.Group(g.Name)
 		out := GroupStatus{Name: g.Name, Holder: gs.Holder, Epoch: gs.Epoch, Running: gs.Running, Since: gs.Since,
+			Phase: gs.Phase, PhaseError: gs.PhaseError, PhaseAt: gs.PhaseAt, Handover: gs.Handover,
 			StartedAt: gs.StartedAt, Reason: gs.Reason, Blocked: gs.Blocked, Pinned: gs.Pinned, Takeover: gs.Takeover}
 		for node, f := range gs.Failures {
 			if f.ActiveFailure(time.Now(), g.FailureTimeout.D()) {

@@ -17,6 +17,7 @@ import (
 
 	"tandem/internal/clock"
 	"tandem/internal/config"
+	"tandem/internal/events"
 	"tandem/internal/heartbeat"
 	"tandem/internal/keyfile"
 	"tandem/internal/resource"
@@ -45,6 +46,8 @@ type tcluster struct {
 	starts map[string]int // group starts per node, over all restarts
 	regs   map[string]*prometheus.Registry
 	mdstat string // a status file the data nodes watch as /proc/mdstat
+	// onExec, if set, adjusts each node's exec agent when it is built.
+	onExec func(node string, m *resource.Mem)
 }
 
 func freePort(t *testing.T, ip string) int {
@@ -145,6 +148,9 @@ func (c *tcluster) start(name string) {
 						c.starts[name]++
 						c.mu.Unlock()
 					}
+				}
+				if c.onExec != nil {
+					c.onExec(name, m)
 				}
 			}
 			c.mu.Lock()
@@ -486,6 +492,60 @@ func TestInProcessPlannedSwitchoverAndStandby(t *testing.T) {
 	if _, err := c.nodes["a"].Failover(ctx, "web", "w", "test"); err == nil {
 		t.Fatal("failover to the witness succeeded")
 	}
+}
+
+// TestInProcessHandoverHasNoOverlap: a planned switchover and a shutdown
+// of the active agent stop the service on the old node completely (here it
+// takes 300 ms) before the new node starts it (seen item 2; invariant d),
+// and the shutdown is a handover, not a failure detected by timeout (seen
+// item 4).
+func TestInProcessHandoverHasNoOverlap(t *testing.T) {
+	c := newCluster(t, "manual")
+	var mu sync.Mutex
+	up := map[string]bool{}
+	var overlap []string
+	c.onExec = func(node string, m *resource.Mem) {
+		m.StopDelay = 300 * time.Millisecond
+		m.OnChange = func(on bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			up[node] = on
+			if up["a"] && up["b"] {
+				overlap = append(overlap, time.Now().Format("15:04:05.000"))
+			}
+		}
+	}
+	c.startAll()
+	c.waitRunningOn("a")
+	if _, err := c.nodes["a"].Failover(context.Background(), "web", "b", "test"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitRunningOn("b")
+	if got := c.nodes["b"].State().Group("web"); got.Holder != "b" || got.Pinned != "b" {
+		t.Fatalf("after the switchover: %+v", got)
+	}
+	began := time.Now()
+	c.mu.Lock()
+	b := c.nodes["b"]
+	delete(c.nodes, "b")
+	c.mu.Unlock()
+	b.Stop() // SIGTERM of the active agent
+	c.waitRunningOn("a")
+	took := time.Since(began)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(overlap) > 0 {
+		c.dumpEvents()
+		t.Fatalf("the service ran on both nodes at %v", overlap)
+	}
+	evs, err := events.ReadFile(filepath.Join(c.dir, "b", "events.jsonl"), events.Filter{Kinds: []events.Kind{events.Handover}})
+	if err != nil || len(evs) == 0 {
+		c.dumpEvents()
+		t.Fatalf("b's shutdown was not a handover: %v %v", evs, err)
+	}
+	// Detecting b's death would take the node timeout (400 ms) plus the
+	// lease; a handover needs b's stop (300 ms) and a few commits.
+	t.Logf("shutdown handover took %v", took)
 }
 
 func TestInProcessMonitorFailureRestartsThenMoves(t *testing.T) {

@@ -12,6 +12,7 @@ type collector struct {
 	n                                          *Node
 	groupEpoch, groupActive, nodeUp, linkUp    *prometheus.Desc
 	linkRTT, linkLoss, quorum, leader, standby *prometheus.Desc
+	localPhase, resState, resCheck             *prometheus.Desc
 }
 
 func newCollector(n *Node) *collector {
@@ -20,7 +21,10 @@ func newCollector(n *Node) *collector {
 	}
 	return &collector{n: n,
 		groupEpoch:  d("tandem_group_epoch", "Epoch of the group (grows on every change of holder).", "group"),
-		groupActive: d("tandem_group_active", "1 for the node holding the group, with 1 in running when it reported the group started.", "group", "node", "running"),
+		groupActive: d("tandem_group_active", "1 for the node holding the group; running is true and phase is running only while its holder reports every resource running.", "group", "node", "running", "phase"),
+		localPhase:  d("tandem_group_local_phase", "1 for the group's phase on this node, as its lifecycle last observed it.", "group", "phase"),
+		resState:    d("tandem_resource_state", "1 for the state this node last observed of the resource (running, stopped, failed, unknown).", "group", "resource", "state"),
+		resCheck:    d("tandem_resource_last_check_timestamp_seconds", "When this node last monitored or probed the resource (Unix time).", "group", "resource"),
 		nodeUp:      d("tandem_node_up", "1 when this node sees the voter alive.", "node"),
 		linkUp:      d("tandem_link_up", "1 when the heartbeat link to the peer works both ways.", "peer", "link"),
 		linkRTT:     d("tandem_link_rtt_seconds", "Smoothed heartbeat round-trip time.", "peer", "link"),
@@ -32,7 +36,8 @@ func newCollector(n *Node) *collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.groupEpoch, c.groupActive, c.nodeUp, c.linkUp, c.linkRTT, c.linkLoss, c.quorum, c.leader, c.standby} {
+	for _, d := range []*prometheus.Desc{c.groupEpoch, c.groupActive, c.nodeUp, c.linkUp, c.linkRTT, c.linkLoss, c.quorum, c.leader, c.standby,
+		c.localPhase, c.resState, c.resCheck} {
 		ch <- d
 	}
 }
@@ -50,7 +55,20 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, gr := range s.Groups {
 		ch <- prometheus.MustNewConstMetric(c.groupEpoch, g, float64(gr.Epoch), gr.Name)
 		if gr.Holder != "" {
-			ch <- prometheus.MustNewConstMetric(c.groupActive, g, 1, gr.Name, gr.Holder, strconv.FormatBool(gr.Running))
+			phase := gr.Phase
+			if phase == "" {
+				phase = "unreported"
+			}
+			ch <- prometheus.MustNewConstMetric(c.groupActive, g, 1, gr.Name, gr.Holder, strconv.FormatBool(gr.Running), phase)
+		}
+	}
+	for _, l := range s.Local {
+		ch <- prometheus.MustNewConstMetric(c.localPhase, g, 1, l.Name, l.Phase)
+		for _, r := range l.Resources {
+			ch <- prometheus.MustNewConstMetric(c.resState, g, 1, l.Name, r.Name, r.State)
+			if !r.LastCheck.IsZero() {
+				ch <- prometheus.MustNewConstMetric(c.resCheck, g, float64(r.LastCheck.UnixNano())/1e9, l.Name, r.Name)
+			}
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.quorum, g, b2f(s.Quorum))

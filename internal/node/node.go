@@ -94,8 +94,10 @@ type Node struct {
 	lastNudge time.Time
 
 	decide chan struct{}
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// running: the manager runs (Start completed), so Stop hands over.
+	running bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 type reachInfo struct {
@@ -252,11 +254,13 @@ func Start(opts Options) (*Node, error) {
 	n.cancel = cancel
 	if n.mgr != nil {
 		n.mgr.Run(ctx)
+		n.running = true
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.leaderLoop(ctx)
 	go n.decideLoop(ctx)
 	go n.compactLoop(ctx)
+	go n.join(ctx)
 	if !isWitness {
 		n.watchMD(ctx)
 	}
@@ -335,15 +339,20 @@ func configHash(cfg *config.Config) uint32 {
 	return h.Sum32()
 }
 
-// Stop stops the groups this node runs, leaves the cluster and closes
-// everything.
+// Stop hands the groups this node runs over to another node, stops what
+// is left, leaves the cluster and closes everything. The handover is a
+// planned move (the groups stop here, the leases are given back, then
+// they start elsewhere); a group no other node can take is stopped here
+// after handoverWait.
 func (n *Node) Stop() {
+	if n.mgr != nil && n.running {
+		n.leave()
+	}
 	if n.cancel != nil {
 		n.cancel()
 	}
 	if n.mgr != nil {
 		n.mgr.Wait()
-		n.mgr.StopAll()
 	}
 	n.wg.Wait()
 	if n.cons != nil {
@@ -365,6 +374,73 @@ func (n *Node) Stop() {
 	if n.audit != nil {
 		n.publish(events.Event{Kind: events.NodeDown, Subject: n.self, Message: "agent stopped"})
 		n.audit.Close()
+	}
+}
+
+// handoverWait is how long a leaving node waits for the cluster to start
+// handing a group over before it stops the group itself.
+const handoverWait = 2 * time.Second
+
+// leave tells the cluster this node is shutting down, so placement hands
+// its groups over, and waits until nothing runs here.
+func (n *Node) leave() {
+	ctx, cancel := context.WithTimeout(context.Background(), handoverWait)
+	err := n.cons.Propose(ctx, state.Command{Op: state.OpLeaving, Time: time.Now(), Node: n.self, On: true})
+	cancel()
+	wait := handoverWait
+	if err != nil {
+		n.log.Warn("cannot tell the cluster this node is leaving; stopping its groups here", "err", err)
+		wait = 0
+	}
+	// Stops have their own timeouts; this bounds an agent that ignores
+	// them, so a shutdown always ends.
+	ctx, cancel = context.WithTimeout(context.Background(), wait+n.maxStopTime()+5*time.Second)
+	defer cancel()
+	n.mgr.Leave(ctx, wait)
+}
+
+// maxStopTime is the longest a group's full stop may take.
+func (n *Node) maxStopTime() time.Duration {
+	var longest time.Duration
+	for _, g := range n.cfg.Groups {
+		var sum time.Duration
+		for _, r := range g.Resources {
+			sum += r.StopTimeout.D()
+		}
+		longest = max(longest, sum)
+	}
+	return longest
+}
+
+// join clears this node's leaving mark once its groups have been probed
+// (what a previous agent left running is known), so placement may give it
+// groups again.
+func (n *Node) join(ctx context.Context) {
+	defer n.wg.Done()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n.mgr != nil && !n.mgr.Probed() {
+			continue
+		}
+		st := n.State()
+		if ns := st.Nodes[n.self]; st.Index > 0 && (ns == nil || !ns.Leaving) {
+			return
+		}
+		if st.Index == 0 {
+			continue // no state yet: nothing to clear
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := n.cons.Propose(pctx, state.Command{Op: state.OpLeaving, Time: time.Now(), Node: n.self, On: false})
+		cancel()
+		if err == nil {
+			return
+		}
 	}
 }
 
@@ -431,15 +507,11 @@ func (n *Node) onHeartbeat(c heartbeat.Change) {
 	case heartbeat.LeaseAcquired:
 		n.publish(events.Event{Time: c.At, Kind: events.LeaseAcquired, Group: c.Group, Epoch: c.Epoch})
 		if n.mgr != nil {
-			n.mgr.LeaseChanged(c.Group, false)
+			n.mgr.LeaseChanged(c.Group)
 		}
-	case heartbeat.LeaseExtended:
+	case heartbeat.LeaseExtended, heartbeat.LeaseLost:
 		if n.mgr != nil {
-			n.mgr.LeaseChanged(c.Group, false)
-		}
-	case heartbeat.LeaseLost:
-		if n.mgr != nil {
-			n.mgr.LeaseChanged(c.Group, true)
+			n.mgr.LeaseChanged(c.Group)
 		}
 	}
 }

@@ -16,6 +16,8 @@ type Mem struct {
 	StopErr    error
 	MonitorErr error
 	Hang       bool
+	HangStart  bool          // only Start hangs
+	StopDelay  time.Duration // a stop takes this long (a service shutting down)
 	Starts     int
 	Stops      int
 	// OnChange, if set, is called after every successful start or stop with
@@ -24,6 +26,13 @@ type Mem struct {
 }
 
 func (m *Mem) Start(ctx context.Context) error {
+	m.mu.Lock()
+	hang := m.HangStart
+	m.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return ctx.Err()
+	}
 	return m.op(ctx, func() error {
 		if m.StartErr != nil {
 			return m.StartErr
@@ -38,6 +47,16 @@ func (m *Mem) Start(ctx context.Context) error {
 }
 
 func (m *Mem) Stop(ctx context.Context) error {
+	m.mu.Lock()
+	delay := m.StopDelay
+	m.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+	}
 	return m.op(ctx, func() error {
 		if m.StopErr != nil {
 			return m.StopErr

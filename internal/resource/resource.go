@@ -26,6 +26,13 @@ type Agent interface {
 	Monitor(ctx context.Context) error
 }
 
+// Watcher is an Agent that announces when its resource ends on its own (a
+// supervised process exits), so the manager looks at once instead of at
+// the next monitor. Notices coalesce.
+type Watcher interface {
+	Watch() <-chan struct{}
+}
+
 // Severity tells the manager how to react to a failure (as Pacemaker does
 // with OCF exit codes).
 type Severity int
