@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -294,7 +293,7 @@ func (w *worker) openGuard(until time.Time) {
 		if !r.VIP.IsValid() {
 			continue
 		}
-		if err := allowUntil(g, r.VIP, until.Add(-GuardMargin), w.m.cfg.Clock.Now()); err != nil {
+		if err := g.AllowUntil(r.VIP, until.Add(-GuardMargin)); err != nil {
 			w.log.Error("cannot refresh VIP in the kernel guard", "vip", r.VIP, "err", err)
 		}
 	}
@@ -312,21 +311,6 @@ func (w *worker) closeGuard() {
 			}
 		}
 	}
-}
-
-// untilGuard is a guard that takes the allowance's end itself, so the time
-// the kernel takes to apply it is not added to it.
-type untilGuard interface {
-	AllowUntil(vip netip.Addr, until time.Time) error
-}
-
-func allowUntil(g interface {
-	Allow(netip.Addr, time.Duration) error
-}, vip netip.Addr, until, now time.Time) error {
-	if u, ok := g.(untilGuard); ok {
-		return u.AllowUntil(vip, until)
-	}
-	return g.Allow(vip, until.Sub(now))
 }
 
 // command turns a report into the command that tells the cluster.
