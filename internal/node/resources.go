@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 
 	"tandem/internal/config"
 	"tandem/internal/manager"
@@ -14,8 +15,6 @@ import (
 	"tandem/internal/vipguard"
 )
 
-// buildGroups turns the configured groups into the manager's, building one
-// agent per resource.
 // configVIPs returns every VIP of the configuration.
 func configVIPs(cfg *config.Config) ([]netip.Prefix, error) {
 	var vips []netip.Prefix
@@ -33,6 +32,8 @@ func configVIPs(cfg *config.Config) ([]netip.Prefix, error) {
 	return vips, nil
 }
 
+// buildGroups turns the configured groups into the manager's, building one
+// agent per resource.
 func buildGroups(cfg *config.Config, self string, guard vipguard.Guard, override func(string, config.Resource) resource.Agent, log *slog.Logger) ([]manager.Group, error) {
 	me, _ := cfg.NodeByName(self)
 	selfAddr := ""
@@ -52,7 +53,7 @@ func buildGroups(cfg *config.Config, self string, guard vipguard.Guard, override
 					addr, err = netip.ParsePrefix(r.VIP.Address)
 				}
 			} else {
-				agent, addr, err = buildAgent(self, selfAddr, g.Name, r, guard, log)
+				agent, addr, err = buildAgent(cfg, self, selfAddr, g.Name, r, guard, log)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("node: group %s: resource %s: %w", g.Name, r.Name, err)
@@ -72,7 +73,7 @@ func buildGroups(cfg *config.Config, self string, guard vipguard.Guard, override
 	return groups, nil
 }
 
-func buildAgent(self, selfAddr, group string, r config.Resource, guard vipguard.Guard, log *slog.Logger) (resource.Agent, netip.Prefix, error) {
+func buildAgent(cfg *config.Config, self, selfAddr, group string, r config.Resource, guard vipguard.Guard, log *slog.Logger) (resource.Agent, netip.Prefix, error) {
 	log = log.With("group", group, "resource", r.Name)
 	switch {
 	case r.VIP != nil:
@@ -90,7 +91,10 @@ func buildAgent(self, selfAddr, group string, r config.Resource, guard vipguard.
 		for k, v := range r.Exec.Env {
 			spec.Env[k] = v
 		}
-		a, err := exec.New(r.Name, spec, log)
+		// The pid file lets an agent restarted after a crash find the
+		// process it left running (and stop it, or keep it).
+		pidFile := filepath.Join(cfg.StateDir, "run", group, r.Name+".pid")
+		a, err := exec.New(r.Name, spec, log, exec.WithCheckTimeout(r.MonitorTimeout.D()), exec.WithPIDFile(pidFile))
 		return a, netip.Prefix{}, err
 	case r.OCF != nil:
 		a, err := ocf.New(group+"-"+r.Name, *r.OCF, log, ocf.WithMonitorInterval(r.MonitorInterval.D()))

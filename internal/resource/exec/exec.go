@@ -45,9 +45,11 @@ const (
 	// start is part of a failover.
 	DefaultCheckInterval = 100 * time.Millisecond
 	firstCheckInterval   = 5 * time.Millisecond
-	// probeTimeout bounds one probe while starting, so one hung probe
-	// does not use up the whole start deadline.
-	probeTimeout = time.Second
+	// DefaultCheckTimeout bounds one probe while starting, so one hung
+	// probe does not use up the whole start deadline; the manager sets it
+	// to the resource's monitor_timeout (WithCheckTimeout), so a check
+	// that monitors accept also passes at start.
+	DefaultCheckTimeout = 10 * time.Second
 	// killWait is how long Stop waits for the kernel to tear a SIGKILLed
 	// group down before it reports the stop as failed (a process stuck in
 	// uninterruptible sleep).
@@ -74,6 +76,15 @@ func WithSettle(d time.Duration) Option { return func(a *Agent) { a.settle = d }
 // WithCheckInterval sets the spacing of health probes while starting.
 func WithCheckInterval(d time.Duration) Option { return func(a *Agent) { a.interval = d } }
 
+// WithCheckTimeout bounds each health probe while starting (monitors are
+// bounded by the caller's context).
+func WithCheckTimeout(d time.Duration) Option { return func(a *Agent) { a.checkTimeout = d } }
+
+// WithPIDFile records the running process in path (pid and start time),
+// so an agent that restarts after a crash finds the process it left
+// running: Monitor reports it, Stop stops it, Start keeps it.
+func WithPIDFile(path string) Option { return func(a *Agent) { a.pidFile = path } }
+
 // Agent supervises one process. It implements resource.Agent.
 type Agent struct {
 	name     string
@@ -87,6 +98,10 @@ type Agent struct {
 	settle   time.Duration
 	interval time.Duration
 	exited   chan Exit
+	died     chan struct{}
+
+	checkTimeout time.Duration
+	pidFile      string
 
 	op  sync.Mutex // serialises Start and Stop
 	mu  sync.Mutex // guards cur
@@ -124,6 +139,9 @@ func New(name string, spec config.Exec, logger *slog.Logger, opts ...Option) (*A
 		settle:   DefaultSettle,
 		interval: DefaultCheckInterval,
 		exited:   make(chan Exit, 1),
+		died:     make(chan struct{}, 1),
+
+		checkTimeout: DefaultCheckTimeout,
 	}
 	if a.dir == "" {
 		a.dir = "/" // not the agent's own working directory
@@ -146,6 +164,10 @@ func New(name string, spec config.Exec, logger *slog.Logger, opts ...Option) (*A
 // manager that reacts by calling Monitor loses nothing.
 func (a *Agent) Exited() <-chan Exit { return a.exited }
 
+// Watch implements resource.Watcher: a notice when the process ends
+// without Stop having asked it to.
+func (a *Agent) Watch() <-chan struct{} { return a.died }
+
 // PID returns the process id of the running process, or 0.
 func (a *Agent) PID() int {
 	a.mu.Lock()
@@ -156,9 +178,17 @@ func (a *Agent) PID() int {
 	return a.cur.pid
 }
 
+// current is the process this agent runs: the one it launched, or, after
+// a restart, the one its pid file names if that still runs.
 func (a *Agent) current() *run {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.cur == nil && a.pidFile != "" {
+		if r := a.adopt(); r != nil {
+			a.logger.Info("found the process a previous agent started", "pid", r.pid)
+			a.cur = r
+		}
+	}
 	return a.cur
 }
 
@@ -194,12 +224,14 @@ func (a *Agent) Start(ctx context.Context) error {
 		return resource.Failf(sev, "exec: %s: start: %w", a.name, err)
 	}
 	a.setCurrent(r)
+	a.writePIDFile(r)
 	a.logger.Info("process started", "pid", r.pid)
 	if err := a.awaitReady(ctx, r); err != nil {
 		r.stopping.Store(true)
 		_ = proc.Signal(r.pid, syscall.SIGKILL)
 		a.reap(r)
 		a.setCurrent(nil)
+		a.removePIDFile()
 		return err
 	}
 	r.running.Store(true)
@@ -250,7 +282,7 @@ func (a *Agent) awaitReady(ctx context.Context, r *run) error {
 	var last error
 	wait := min(firstCheckInterval, a.interval)
 	for {
-		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		pctx, cancel := context.WithTimeout(ctx, a.checkTimeout)
 		last = a.probe(pctx)
 		cancel()
 		if r.hasExited() {
@@ -301,6 +333,7 @@ func (a *Agent) Stop(ctx context.Context) error {
 		return resource.Failf(resource.Soft, "exec: %s: stop: pid %d did not die %s after SIGKILL", a.name, r.pid, killWait)
 	}
 	a.setCurrent(nil)
+	a.removePIDFile()
 	a.logger.Info("process stopped", "pid", r.pid, "status", r.exit.Status)
 	return nil
 }
@@ -334,6 +367,10 @@ func (a *Agent) notify(r *run) {
 	select {
 	case a.exited <- r.exit:
 	default: // one notice is already waiting
+	}
+	select {
+	case a.died <- struct{}{}:
+	default:
 	}
 }
 

@@ -324,3 +324,98 @@ func TestGarbageOutputIsBounded(t *testing.T) {
 }
 
 const logBurstForTest = 200
+
+// Seen item 5: a check slower than a second made start fail whatever
+// monitor_timeout said; the start probe now takes the check timeout the
+// manager gives (the resource's monitor_timeout).
+func TestStartCheckTakesTheCheckTimeout(t *testing.T) {
+	a := newAgent(t, config.Exec{Command: []string{"sleep", "30"},
+		Check: &config.Check{Command: []string{"sh", "-c", "sleep 1.5"}}}, WithCheckTimeout(5*time.Second))
+	ctx := proctest.Ctx(t, 10*time.Second)
+	if err := a.Start(ctx); err != nil {
+		t.Fatalf("a 1.5 s check with a 5 s check timeout failed the start: %v", err)
+	}
+	b := newAgent(t, config.Exec{Command: []string{"sleep", "30"},
+		Check: &config.Check{Command: []string{"sh", "-c", "sleep 1.5"}}}, WithCheckTimeout(300*time.Millisecond))
+	if err := b.Start(proctest.Ctx(t, 2*time.Second)); err == nil {
+		t.Fatal("a 1.5 s check with a 300 ms check timeout passed")
+	}
+}
+
+// Seen item 9: an agent restarted after a crash finds the process its
+// predecessor started (pid file with the start time), reports it running,
+// keeps it on Start and stops it on Stop.
+func TestRestartedAgentFindsItsProcess(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "run", "web.pid")
+	spec := config.Exec{Command: []string{"sleep", "30"}}
+	first, err := New("web", spec, proctest.Logger(t), WithPIDFile(pidFile), WithSettle(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := proctest.Ctx(t, 5*time.Second)
+	if err := first.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pid := first.PID()
+	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
+	// The first agent "crashes": a new one takes over the same pid file.
+	second := newAgent(t, spec, WithPIDFile(pidFile))
+	if err := second.Monitor(ctx); err != nil {
+		t.Fatalf("the restarted agent does not see its process: %v", err)
+	}
+	if second.PID() != pid {
+		t.Fatalf("adopted pid %d, started %d", second.PID(), pid)
+	}
+	if err := second.Start(ctx); err != nil || second.PID() != pid {
+		t.Fatalf("start of an adopted process must keep it: %v (pid %d)", err, second.PID())
+	}
+	if err := second.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if startTime(pid) != 0 {
+		t.Fatal("the adopted process still runs after Stop")
+	}
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Fatalf("pid file left after stop: %v", err)
+	}
+	// A pid file naming a process that is gone: not running, file removed.
+	if err := os.WriteFile(pidFile, []byte(fmt.Sprintf("%d %d\n", pid, 12345)), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	third := newAgent(t, spec, WithPIDFile(pidFile))
+	if err := third.Monitor(ctx); !resource.IsNotRunning(err) {
+		t.Fatalf("stale pid file: %v", err)
+	}
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Fatal("stale pid file kept")
+	}
+}
+
+// An adopted process that dies is announced like a child that dies.
+func TestAdoptedProcessDeathIsAnnounced(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "web.pid")
+	spec := config.Exec{Command: []string{"sleep", "30"}}
+	first, err := New("web", spec, proctest.Logger(t), WithPIDFile(pidFile), WithSettle(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := proctest.Ctx(t, 5*time.Second)
+	if err := first.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pid := first.PID()
+	second := newAgent(t, spec, WithPIDFile(pidFile))
+	if err := second.Monitor(ctx); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Kill(-pid, syscall.SIGKILL)
+	select {
+	case <-second.Watch():
+	case <-ctx.Done():
+		t.Fatal("death of the adopted process not announced")
+	}
+	if err := second.Monitor(ctx); err == nil || resource.IsNotRunning(err) {
+		t.Fatalf("monitor after the adopted process died: %v", err)
+	}
+}
