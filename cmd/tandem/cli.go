@@ -190,6 +190,12 @@ func printStatus(w io.Writer, s node.Status, now time.Time) {
 		if n.Maintenance {
 			st += ", maintenance"
 		}
+		if n.Leaving {
+			st += ", leaving"
+		}
+		if n.ConfigDiffers {
+			st += ", CONFIG DIFFERS (" + n.Config + " ≠ " + s.Config + ")"
+		}
 		name := n.Name
 		if n.Self {
 			name += " (this)"

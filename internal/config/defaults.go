@@ -57,6 +57,10 @@ func Default() Config {
 		// per peer covers the whole cluster.
 		Port:   7789,
 		Timing: DefaultTiming(),
+		// A node started with another VIP, command or timing would serve
+		// the wrong thing after a failover while status said running:
+		// moving a group onto it must wait until the files agree.
+		ConfigMismatch: MismatchBlock,
 		API: API{
 			// /run is cleared at boot, so a stale socket never outlives
 			// its agent; the directory's mode guards who may connect.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -197,5 +198,33 @@ func TestExampleValidates(t *testing.T) {
 	}
 	if !strings.HasPrefix(Example, "#") {
 		t.Error("the example should open with a comment")
+	}
+}
+
+// The digest covers what must agree (a VIP) and not what may differ per
+// machine (state_dir, api).
+func TestDigestCoversWhatMustAgree(t *testing.T) {
+	parse := func(y string) *Config {
+		t.Helper()
+		c, err := Parse("t.yaml", []byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	base := `cluster: c
+insecure: true
+nodes: [{name: a, links: [10.0.0.1]}, {name: b, links: [10.0.0.2]}]
+witness: {name: w, links: [10.0.0.3]}
+groups: [{name: web, resources: [{vip: {address: %s/24, interface: eth0}}]}]
+`
+	a := parse(fmt.Sprintf(base, "10.0.0.50"))
+	b := parse(fmt.Sprintf(base, "10.0.0.51"))
+	if a.Digest() == b.Digest() {
+		t.Fatal("configurations with different VIPs have one digest")
+	}
+	c := parse(fmt.Sprintf(base, "10.0.0.50") + "state_dir: /srv/tandem\napi: {socket: /run/x.sock}\n")
+	if a.Digest() != c.Digest() {
+		t.Fatal("state_dir and api must not change the digest")
 	}
 }

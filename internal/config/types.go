@@ -20,6 +20,9 @@ type Config struct {
 	API      API     `yaml:"api"`
 	Events   Events  `yaml:"events"`
 	Groups   []Group `yaml:"groups"`
+	// ConfigMismatch is what a member running another configuration
+	// than the cluster's means: "block" (no group moves to it) or "warn".
+	ConfigMismatch string `yaml:"config_mismatch"`
 
 	src *source // where Parse found each field; nil when built in code
 }

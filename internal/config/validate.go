@@ -66,6 +66,9 @@ func (k *checker) cluster(c *Config) {
 	if c.Port < 1 || c.Port > 65535 {
 		k.addf("port", "%d is not a port (1-65535)", c.Port)
 	}
+	if c.ConfigMismatch != MismatchBlock && c.ConfigMismatch != MismatchWarn {
+		k.addf("config_mismatch", "%q: write block or warn", c.ConfigMismatch)
+	}
 }
 
 // members checks the data nodes and the witness: counts, names, links.

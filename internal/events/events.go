@@ -16,28 +16,29 @@ type Kind string
 
 // Cluster kinds.
 const (
-	NodeUp        Kind = "node_up"
-	NodeDown      Kind = "node_down"
-	LinkUp        Kind = "link_up"
-	LinkDown      Kind = "link_down"
-	LeaseAcquired Kind = "lease_acquired"
-	LeaseLost     Kind = "lease_lost"
-	Takeover      Kind = "takeover"
-	Placement     Kind = "placement"
-	GroupStarted  Kind = "group_started"
-	GroupStopped  Kind = "group_stopped"
-	ResStart      Kind = "resource_start"
-	ResStop       Kind = "resource_stop"
-	ResFailure    Kind = "resource_failure"
-	ResRestart    Kind = "resource_restart" // restarted in place after a failure
-	ResFound      Kind = "resource_found"   // found running by a probe (left by a previous agent)
-	Handover      Kind = "handover"         // a planned move: stopped here, lease released
-	GuardDrops    Kind = "guard_drops"      // the kernel guard dropped traffic for a VIP this node holds
-	AdminAction   Kind = "admin_action"
-	QuorumLost    Kind = "quorum_lost"
-	QuorumGained  Kind = "quorum_gained"
-	LeaderChanged Kind = "leader_changed"
-	PacketDropped Kind = "packet_dropped"
+	NodeUp         Kind = "node_up"
+	NodeDown       Kind = "node_down"
+	LinkUp         Kind = "link_up"
+	LinkDown       Kind = "link_down"
+	LeaseAcquired  Kind = "lease_acquired"
+	LeaseLost      Kind = "lease_lost"
+	Takeover       Kind = "takeover"
+	Placement      Kind = "placement"
+	GroupStarted   Kind = "group_started"
+	GroupStopped   Kind = "group_stopped"
+	ResStart       Kind = "resource_start"
+	ResStop        Kind = "resource_stop"
+	ResFailure     Kind = "resource_failure"
+	ResRestart     Kind = "resource_restart" // restarted in place after a failure
+	ResFound       Kind = "resource_found"   // found running by a probe (left by a previous agent)
+	Handover       Kind = "handover"         // a planned move: stopped here, lease released
+	GuardDrops     Kind = "guard_drops"      // the kernel guard dropped traffic for a VIP this node holds
+	ConfigMismatch Kind = "config_mismatch"  // a member runs another configuration than the cluster
+	AdminAction    Kind = "admin_action"
+	QuorumLost     Kind = "quorum_lost"
+	QuorumGained   Kind = "quorum_gained"
+	LeaderChanged  Kind = "leader_changed"
+	PacketDropped  Kind = "packet_dropped"
 )
 
 // RAID health kinds (mirroring mdadm --monitor event names).

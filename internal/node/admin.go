@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"tandem/internal/config"
 	"tandem/internal/events"
 	"tandem/internal/heartbeat"
 	"tandem/internal/manager"
@@ -82,6 +83,10 @@ func (n *Node) eligibleTarget(st *state.State, to string) error {
 	}
 	if ns := st.Nodes[to]; ns != nil && (ns.Standby || ns.Maintenance || ns.Leaving) {
 		return fmt.Errorf("%w: %s is in standby or maintenance, or shutting down", ErrConflict, to)
+	}
+	if n.cfg.ConfigMismatch == config.MismatchBlock && st.ConfigDiffers(to, n.voterNames()) {
+		return fmt.Errorf("%w: %s runs another configuration (%s) than the cluster (%s); make the files agree (config_mismatch: block)",
+			ErrConflict, to, st.Nodes[to].Config, st.ClusterConfig(n.voterNames()))
 	}
 	return nil
 }
@@ -167,19 +172,25 @@ type Status struct {
 	Drops       map[string]uint64     `json:"dropped_datagrams,omitempty"`
 	Raft        map[string]string     `json:"raft,omitempty"`
 	Local       []manager.GroupStatus `json:"local,omitempty"`
+	// Config is the configuration digest a majority of voters run.
+	Config string `json:"config,omitempty"`
 }
 
 // NodeStatus is one voter as this node sees it.
 type NodeStatus struct {
-	Name        string                 `json:"name"`
-	Role        string                 `json:"role"`
-	Up          bool                   `json:"up"`
-	Self        bool                   `json:"self,omitempty"`
-	Standby     bool                   `json:"standby,omitempty"`
-	Maintenance bool                   `json:"maintenance,omitempty"`
-	Leaving     bool                   `json:"leaving,omitempty"`
-	Since       time.Time              `json:"since"`
-	Links       []heartbeat.LinkStatus `json:"links,omitempty"`
+	Name        string `json:"name"`
+	Role        string `json:"role"`
+	Up          bool   `json:"up"`
+	Self        bool   `json:"self,omitempty"`
+	Standby     bool   `json:"standby,omitempty"`
+	Maintenance bool   `json:"maintenance,omitempty"`
+	Leaving     bool   `json:"leaving,omitempty"`
+	// Config is the digest of the configuration the member runs;
+	// ConfigDiffers: it is not the one a majority of voters run.
+	Config        string                 `json:"config,omitempty"`
+	ConfigDiffers bool                   `json:"config_differs,omitempty"`
+	Since         time.Time              `json:"since"`
+	Links         []heartbeat.LinkStatus `json:"links,omitempty"`
 }
 
 // GroupStatus is one group cluster-wide.
@@ -212,6 +223,7 @@ func (n *Node) Status() Status {
 	s := Status{Cluster: n.cfg.Cluster, Node: n.self, Role: n.role(n.self), Leader: n.cons.Leader(),
 		Maintenance: st.Maintenance, Uptime: time.Since(n.started).Seconds(), Drops: n.hb.Drops(), Raft: n.cons.Stats()}
 	s.Quorum = s.Leader != ""
+	s.Config = st.ClusterConfig(n.voterNames())
 	peers := map[string]heartbeat.PeerStatus{}
 	for _, p := range hs.Peers {
 		peers[p.Name] = p
@@ -225,6 +237,7 @@ func (n *Node) Status() Status {
 		}
 		if a := st.Nodes[v.Name]; a != nil {
 			ns.Standby, ns.Maintenance, ns.Leaving = a.Standby, a.Maintenance, a.Leaving
+			ns.Config, ns.ConfigDiffers = a.Config, st.ConfigDiffers(v.Name, n.voterNames())
 		}
 		s.Nodes = append(s.Nodes, ns)
 	}

@@ -48,6 +48,8 @@ type tcluster struct {
 	mdstat string // a status file the data nodes watch as /proc/mdstat
 	// onExec, if set, adjusts each node's exec agent when it is built.
 	onExec func(node string, m *resource.Mem)
+	// yamlFor gives a node another configuration file than c.yaml.
+	yamlFor map[string]string
 }
 
 func freePort(t *testing.T, ip string) int {
@@ -116,7 +118,11 @@ groups:
 
 func (c *tcluster) start(name string) {
 	c.t.Helper()
-	cfg, err := config.Parse("inproc.yaml", []byte(c.yaml))
+	text := c.yaml
+	if o, ok := c.yamlFor[name]; ok {
+		text = o
+	}
+	cfg, err := config.Parse("inproc.yaml", []byte(text))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -546,6 +552,33 @@ func TestInProcessHandoverHasNoOverlap(t *testing.T) {
 	// Detecting b's death would take the node timeout (400 ms) plus the
 	// lease; a handover needs b's stop (300 ms) and a few commits.
 	t.Logf("shutdown handover took %v", took)
+}
+
+// Seen item 7: a node started with another VIP is shown as running
+// another configuration, raises an event, and gets no group: neither a
+// failover nor a takeover moves the group onto it.
+func TestInProcessConfigDrift(t *testing.T) {
+	c := newCluster(t, "manual")
+	c.yamlFor = map[string]string{"b": strings.Replace(c.yaml, testVIP.String()+"/24", "10.99.0.51/24", 1)}
+	c.startAll()
+	c.waitRunningOn("a")
+	c.waitFor("b's drift seen", 10*time.Second, func() bool {
+		for _, ns := range c.nodes["a"].Status().Nodes {
+			if ns.Name == "b" && ns.ConfigDiffers {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := c.nodes["a"].Failover(context.Background(), "web", "b", "test"); err == nil || !strings.Contains(err.Error(), "another configuration") {
+		t.Fatalf("failover onto the drifted node: %v", err)
+	}
+	evs, _ := events.ReadFile(filepath.Join(c.dir, "a", "events.jsonl"), events.Filter{Kinds: []events.Kind{events.ConfigMismatch}})
+	if len(evs) == 0 {
+		t.Fatal("no config_mismatch event")
+	}
+	c.crash("a")
+	c.stays("the group stays off the drifted node", 2*time.Second, func() bool { return !c.running("b") })
 }
 
 func TestInProcessMonitorFailureRestartsThenMoves(t *testing.T) {

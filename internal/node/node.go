@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,6 +69,7 @@ type Options struct {
 type Node struct {
 	opts    Options
 	cfg     *config.Config
+	digest  string // cfg.Digest()
 	self    string
 	selfIdx int
 	voters  []config.Node
@@ -92,6 +94,8 @@ type Node struct {
 	// follower.
 	lastReal  uint64
 	lastNudge time.Time
+	// driftSeen is the configuration mismatch last reported.
+	driftSeen string
 
 	decide chan struct{}
 	// running: the manager runs (Start completed), so Stop hands over.
@@ -115,7 +119,7 @@ func Start(opts Options) (*Node, error) {
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
-	n := &Node{opts: opts, cfg: cfg, self: opts.Self, log: opts.Logger.With("node", opts.Self), clk: clock.Real{},
+	n := &Node{opts: opts, cfg: cfg, digest: cfg.Digest(), self: opts.Self, log: opts.Logger.With("node", opts.Self), clk: clock.Real{},
 		bus: &events.Bus{}, reg: opts.Registerer, st: state.New(), reach: map[string]reachInfo{},
 		decide: make(chan struct{}, 1), started: time.Now()}
 	n.voters = cfg.Voters()
@@ -256,11 +260,12 @@ func Start(opts Options) (*Node, error) {
 		n.mgr.Run(ctx)
 		n.running = true
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go n.leaderLoop(ctx)
 	go n.decideLoop(ctx)
 	go n.compactLoop(ctx)
 	go n.join(ctx)
+	go n.announceConfig(ctx)
 	if !isWitness {
 		n.watchMD(ctx)
 	}
@@ -444,6 +449,69 @@ func (n *Node) join(ctx context.Context) {
 	}
 }
 
+// announceConfig puts this member's configuration digest into the
+// replicated state, and again whenever the state says otherwise (a
+// restore, or the agent restarted with an edited file).
+func (n *Node) announceConfig(ctx context.Context) {
+	defer n.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	first := time.After(20 * time.Millisecond)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-first:
+		case <-t.C:
+		}
+		st := n.State()
+		if ns := st.Nodes[n.self]; st.Index == 0 || (ns != nil && ns.Config == n.digest) {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := n.cons.Propose(pctx, state.Command{Op: state.OpConfig, Time: time.Now(), Node: n.self, Digest: n.digest})
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			n.log.Debug("configuration digest not announced yet", "err", err)
+		}
+	}
+}
+
+// checkDrift tells once, in the log and the audit log, that a member runs
+// another configuration than the one a majority of voters run.
+func (n *Node) checkDrift(st *state.State) {
+	voters := n.voterNames()
+	ref := st.ClusterConfig(voters)
+	var drifted []string
+	for _, v := range voters {
+		if st.ConfigDiffers(v, voters) {
+			drifted = append(drifted, v+" ("+st.Nodes[v].Config+")")
+		}
+	}
+	key := ref + "|" + strings.Join(drifted, ",")
+	n.mu.Lock()
+	same := key == n.driftSeen
+	n.driftSeen = key
+	n.mu.Unlock()
+	if same || len(drifted) == 0 {
+		return
+	}
+	msg := fmt.Sprintf("configuration differs from the cluster's (%s) on %s", ref, strings.Join(drifted, ", "))
+	if n.cfg.ConfigMismatch == config.MismatchBlock {
+		msg += "; no group moves onto them until the files agree"
+	}
+	n.log.Error(msg)
+	n.publish(events.Event{Kind: events.ConfigMismatch, Subject: strings.Join(drifted, ","), Message: msg})
+}
+
+func (n *Node) voterNames() []string {
+	names := make([]string, len(n.voters))
+	for i, v := range n.voters {
+		names[i] = v.Name
+	}
+	return names
+}
+
 // Crash stops the node the way a power cut or SIGKILL would: no resource
 // is stopped and no lease is released (in-process tests).
 func (n *Node) Crash() {
@@ -531,6 +599,9 @@ func (n *Node) onApply(st *state.State, c state.Command, err error) {
 	n.hb.SetState(groups, st.Index)
 	if n.mgr != nil {
 		n.mgr.SetState(st)
+	}
+	if c.Op == state.OpConfig {
+		n.checkDrift(st)
 	}
 	// A command proposed before this agent started is a replay of the raft
 	// log (a restarted voter that becomes leader applies it again); the
@@ -643,6 +714,7 @@ func (n *Node) runPlacement(ctx context.Context) {
 		Reachable: map[string]bool{}, ReachableSince: map[string]time.Time{},
 		LastHeard: map[string]time.Time{}, DownAt: map[string]time.Time{},
 		LeaderSince: n.leaderSince, Settle: settle(n.cfg),
+		Voters: n.voterNames(), BlockDrift: n.cfg.ConfigMismatch == config.MismatchBlock,
 	}
 	for _, v := range n.cfg.Nodes {
 		r := n.reach[v.Name]

@@ -33,6 +33,9 @@
 //     holder may keep the group.
 //   - A node whose agent is shutting down (leaving) is not eligible: its
 //     groups are handed over before it stops.
+//   - With BlockDrift, a node whose announced configuration digest differs
+//     from the one a majority of voters run is not eligible as a target
+//     (a group it holds stays: moving it would be an outage of its own).
 //   - Cluster maintenance: no decisions. A holder in node maintenance is left
 //     alone.
 package placement
@@ -62,6 +65,11 @@ type Input struct {
 	// Settle is how long a returning or starting node must be reachable
 	// before a group moves to it by preference (not by necessity).
 	Settle time.Duration
+	// Voters are every voter's name (for the cluster's configuration
+	// digest); BlockDrift makes a node whose configuration differs from
+	// the cluster's ineligible as a target (config_mismatch: block).
+	Voters     []string
+	BlockDrift bool
 }
 
 // Decide returns the place commands for every group that should move.
@@ -193,6 +201,8 @@ func (in Input) whyNot(g *config.Group, gs *state.Group, n string) string {
 		return "is in maintenance"
 	case in.nodeState(n).Leaving:
 		return "is shutting down"
+	case in.BlockDrift && n != gs.Holder && in.State.ConfigDiffers(n, in.Voters):
+		return "runs another configuration than the cluster (config_mismatch: block)"
 	}
 	if f := gs.Failures[n]; f != nil && f.Banned && f.ActiveFailure(in.Now, g.FailureTimeout.D()) {
 		return "is banned after failures (" + f.Reason + ")"

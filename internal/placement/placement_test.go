@@ -292,3 +292,32 @@ func TestHandoverTargetLost(t *testing.T) {
 		t.Fatalf("handover off a standby holder must be redirected: %+v", c)
 	}
 }
+
+// Seen item 7: a node started with another configuration (another VIP)
+// gets no group while config_mismatch is block; the holder keeps its group.
+func TestConfigDriftBlocksTakeoverOntoTheNode(t *testing.T) {
+	g := []config.Group{group("g", []string{"a"}, manual)}
+	st := held("a", 4)
+	st.Nodes["a"] = &state.Node{Config: "x", Standby: true}
+	st.Nodes["b"] = &state.Node{Config: "y"}
+	st.Nodes["w"] = &state.Node{Config: "x"}
+	in := input(g, st, "a", "b")
+	in.Voters, in.BlockDrift = []string{"a", "b", "w"}, true
+	if c := Decide(in); len(c) != 1 || c[0].Holder != "" {
+		t.Fatalf("moved onto a node with another configuration: %+v", c)
+	}
+	in.BlockDrift = false
+	if c := one(t, Decide(in)); c.Holder != "b" {
+		t.Fatalf("warn only: %+v", c)
+	}
+	// The drifted node holds the group: it stays.
+	st = held("b", 4)
+	st.Nodes["a"] = &state.Node{Config: "x"}
+	st.Nodes["b"] = &state.Node{Config: "y"}
+	st.Nodes["w"] = &state.Node{Config: "x"}
+	in = input(g, st, "a", "b")
+	in.Voters, in.BlockDrift = []string{"a", "b", "w"}, true
+	if c := Decide(in); len(c) != 0 {
+		t.Fatalf("a drifted holder must keep its group: %+v", c)
+	}
+}

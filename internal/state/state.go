@@ -84,6 +84,9 @@ type Node struct {
 	// Leaving: the node's agent is shutting down and hands its groups
 	// over; it runs nothing new until its agent starts again.
 	Leaving bool `json:"leaving,omitempty"`
+	// Config is the digest of the configuration the member's agent runs
+	// (config.Digest), as it announced it.
+	Config string `json:"config,omitempty"`
 }
 
 // New returns an empty state.
@@ -106,6 +109,7 @@ const (
 	OpHandedOver  Op = "handed_over" // the holder stopped everything: the group goes to the handover target
 	OpPhase       Op = "phase"       // the holder's phase of the group changed
 	OpLeaving     Op = "leaving"     // a node's agent is shutting down (On) or back (off)
+	OpConfig      Op = "config"      // a member announces the digest of its configuration
 )
 
 // Command is one change, as proposed and logged.
@@ -128,6 +132,8 @@ type Command struct {
 	Takeover *Takeover `json:"takeover,omitempty"`
 	// phase
 	Phase string `json:"phase,omitempty"`
+	// config
+	Digest string `json:"digest,omitempty"`
 }
 
 // Encode serializes a command for the log.
@@ -237,6 +243,8 @@ func (s *State) Apply(index uint64, c Command) error {
 		}
 	case OpLeaving:
 		s.Node(c.Node).Leaving = c.On
+	case OpConfig:
+		s.Node(c.Node).Config = c.Digest
 	case OpStandby:
 		s.Node(c.Node).Standby = c.On
 	case OpMaintenance:
@@ -336,6 +344,31 @@ func (g *Group) moveTo(holder string, at time.Time, reason string) {
 // after failureTimeout (0 = never expires).
 func (f *Failure) ActiveFailure(now time.Time, failureTimeout time.Duration) bool {
 	return f != nil && (failureTimeout <= 0 || now.Sub(f.Last) < failureTimeout)
+}
+
+// ClusterConfig is the configuration digest a majority of voters
+// announced ("" when no digest has a majority yet).
+func (s *State) ClusterConfig(voters []string) string {
+	count := map[string]int{}
+	for _, v := range voters {
+		if n := s.Nodes[v]; n != nil && n.Config != "" {
+			count[n.Config]++
+		}
+	}
+	for d, c := range count {
+		if c > len(voters)/2 {
+			return d
+		}
+	}
+	return ""
+}
+
+// ConfigDiffers reports whether member n announced a configuration other
+// than the cluster's.
+func (s *State) ConfigDiffers(n string, voters []string) bool {
+	ref := s.ClusterConfig(voters)
+	node := s.Nodes[n]
+	return ref != "" && node != nil && node.Config != "" && node.Config != ref
 }
 
 // GroupNames returns the group names in order.
