@@ -88,6 +88,12 @@ func DefaultGroup() Group {
 		// Every move is an outage; moving back on its own doubles it and
 		// can flap when the preferred node is sick. The admin chooses when.
 		Failback: Failback{Mode: FailbackManual},
+		// A node that lost a group by takeover (it died, hung or was cut
+		// off) is suspect: a blip of its network or a stall of a busy
+		// machine must not turn into a second move, and a node that
+		// flaps must not drag the group along. A minute of steady
+		// heartbeats is cheap next to two outages.
+		FailbackHold: Duration(time.Minute),
 		// Failback already says whether a group moves back; stickiness is
 		// only an extra threshold for auto and delayed failback (a move
 		// happens when the better node's preference score exceeds the

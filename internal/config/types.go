@@ -64,6 +64,7 @@ type Group struct {
 	Prefer         StringList `yaml:"prefer"`
 	Nodes          StringList `yaml:"nodes"`
 	Failback       Failback   `yaml:"failback"`
+	FailbackHold   Duration   `yaml:"failback_hold"`
 	Stickiness     int        `yaml:"stickiness"`
 	MaxRestarts    int        `yaml:"max_restarts"`
 	FailureTimeout Duration   `yaml:"failure_timeout"`

@@ -21,6 +21,7 @@ func (k *checker) groups(c *Config) {
 		k.groupNodes(c, path, g)
 		k.failback(path+".failback", g.Failback)
 		k.notNegative(path+".stickiness", int64(g.Stickiness), strconv.Itoa(g.Stickiness))
+		k.notNegative(path+".failback_hold", int64(g.FailbackHold), g.FailbackHold.String())
 		k.notNegative(path+".max_restarts", int64(g.MaxRestarts), strconv.Itoa(g.MaxRestarts))
 		k.notNegative(path+".failure_timeout", int64(g.FailureTimeout), g.FailureTimeout.String())
 		if len(g.Resources) == 0 {

@@ -23,6 +23,8 @@
 //   - Holder eligible: failback when a better node exists and
 //     score(best) > score(holder) + stickiness: manual never; auto once best
 //     has been reachable for Settle; delay D once best has been reachable for D.
+//     After a takeover away from best, also not before best has been
+//     reachable for the group's failback_hold (a blip is one move, not two).
 //   - A move off a reachable holder is a handover (DESIGN S1, "a planned
 //     move stops the old node completely before the new one starts"): the
 //     holder keeps the group at its epoch, stops it, releases the lease and
@@ -160,6 +162,9 @@ func decideGroup(in Input, g *config.Group) (state.Command, bool) {
 		return state.Command{}, false
 	}
 	up := in.Now.Sub(in.ReachableSince[best])
+	if tk := gs.Takeover; tk != nil && tk.From == best && up < g.FailbackHold.D() {
+		return state.Command{}, false // it lost the group by a takeover: hold it down
+	}
 	switch g.Failback.Mode {
 	case config.FailbackAuto:
 		if up >= in.Settle {

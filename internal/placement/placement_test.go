@@ -321,3 +321,29 @@ func TestConfigDriftBlocksTakeoverOntoTheNode(t *testing.T) {
 		t.Fatalf("a drifted holder must keep its group: %+v", c)
 	}
 }
+
+// Seen item 8: with failback auto, a node that lost the group by a
+// takeover (a blip) gets it back only after failback_hold, not after the
+// one-second settle: one blip, one move.
+func TestFailbackHoldAfterTakeover(t *testing.T) {
+	auto := config.Failback{Mode: config.FailbackAuto}
+	gr := group("g", []string{"a"}, auto)
+	gr.FailbackHold = config.Duration(time.Minute)
+	st := held("b", 5)
+	st.Groups["g"].Takeover = &state.Takeover{From: "a", To: "b", Epoch: 5}
+	in := input([]config.Group{gr}, st, "a", "b")
+	in.ReachableSince["a"] = t0.Add(-10 * time.Second)
+	if c := Decide(in); len(c) != 0 {
+		t.Fatalf("failback 10 s after a blip: %+v", c)
+	}
+	in.ReachableSince["a"] = t0.Add(-61 * time.Second)
+	if c := one(t, Decide(in)); c.Holder != "a" || c.Op != state.OpHandover {
+		t.Fatalf("no failback after the hold: %+v", c)
+	}
+	// A planned move away (no takeover) fails back after the settle.
+	st.Groups["g"].Takeover = nil
+	in.ReachableSince["a"] = t0.Add(-3 * time.Second)
+	if c := one(t, Decide(in)); c.Holder != "a" {
+		t.Fatalf("%+v", c)
+	}
+}
