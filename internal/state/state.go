@@ -237,7 +237,11 @@ func (s *State) Apply(index uint64, c Command) error {
 			return fmt.Errorf("%w: group %s phase at epoch %d by %s, now %d at %s", ErrStaleEpoch, c.Group, c.Epoch, c.Node, g.Epoch, g.Holder)
 		}
 		g.Phase, g.PhaseError, g.PhaseAt = c.Phase, c.Reason, c.Time
-		g.Running = c.Phase == "running"
+		// Unmanaged (maintenance): nothing is looked at, so what was last
+		// known stands, qualified by the phase.
+		if c.Phase != "unmanaged" {
+			g.Running = c.Phase == "running"
+		}
 		if g.Running && g.StartedAt.IsZero() {
 			g.StartedAt = c.Time
 		}
