@@ -9,22 +9,24 @@
 // # The bound
 //
 // When AllowUntil(vip, until) returns nil, the kernel lets vip speak at no
-// instant after until, whatever happens to the process afterwards; when it
-// returns an error, vip may be silent already. The argument: an element's timeout d is fixed when the batch
-// is built, and the kernel starts counting it (jiffies at the moment it
-// processes the message, plus d rounded down to whole jiffies) somewhere
-// between the send and the acknowledgement, so the element is gone by
-// ack+d. The guard reads the clock after the acknowledgement and, if
-// ack+d > until (the batch, or our reading of its ack, was late: a loaded
-// machine), sends the element again, shorter, from the new reading — a
-// replacement that lands before until, so the longer element never
-// outlives it — and after a few late tries revokes and reports IsLate.
+// instant after until, whatever happens to the process afterwards. The
+// argument: an element's timeout d is fixed when the batch is built, and the
+// kernel starts counting it (the jiffy counter when it processes the
+// message, plus d rounded down to whole jiffies) somewhere between the send
+// and the acknowledgement, so the element is gone by ack+d. The guard reads
+// the clock after the acknowledgement and, if ack+d > until (the batch, or
+// our reading of its ack, was late: a loaded machine), sends the element
+// again, shorter, from the new reading — a replacement that lands before
+// until, so the longer element never outlives it — and after a few late
+// tries revokes and returns an IsLate error. Any other error leaves the
+// earlier allowance as it was (batches are atomic), ending by its own until.
 // An allowance computed from "now + remaining" before the batch, as Allow
-// once did, could end tens of milliseconds after the lease on a busy host.
-// What stays outside the bound: the kernel's own tick (expiry is checked
-// against jiffies, which trail the clock by under a tick) and elements
-// under one jiffy (the kernel keeps those one jiffy); a caller keeps a
-// margin of a few milliseconds for that.
+// once did, ended tens of milliseconds after the lease when the agent was
+// descheduled in between. What stays outside the bound: the kernel checks
+// expiry against the jiffy counter, which trails the clock by the latency
+// of a tick, and keeps an element shorter than one jiffy for one jiffy.
+// Measured (HZ=250): a 300 ms allowance went silent 292–297 ms after it was
+// asked for — the rounding down to jiffies, never late.
 //
 // Guard is the seam; NFT (Linux) is the real implementation, Mem an in-memory
 // twin with a fake clock for tests of other packages. Imported by the manager,
