@@ -26,8 +26,9 @@ type AuditInput struct {
 	Slack time.Duration
 }
 
-// LeaseSpan is a stretch in which a node held a group's lease and ran it:
-// from its lease_acquired (or, without one, its group_started) to the
+// LeaseSpan is a stretch in which a node held a group's lease and ran it
+// (logged group_started, or started a resource under that lease): from its
+// lease_acquired (or, without one, its group_started) to the
 // group_stopped or lease_lost that ended it, the agent's restart, the
 // moment it was killed or frozen, or one lease after it was cut off,
 // whichever came first.
@@ -74,6 +75,16 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 				}
 				closeSpan(e.Group, e.Time, "lease re-acquired")
 				cur[e.Group] = &open{span: LeaseSpan{Group: e.Group, Node: host, Epoch: e.Epoch, From: e.Time}}
+			case startsResource(e.Kind):
+				// A resource started under the open lease counts as running
+				// the group: a group that regains its lease at the same
+				// epoch converges back by starting what is not running,
+				// with no new group_started (issue 9, invariant c), and its
+				// VIP answers. (A start under no lease opens no span: the
+				// client's answers and the other checks judge it.)
+				if o := cur[e.Group]; o != nil && o.span.Epoch == e.Epoch {
+					o.started = true
+				}
 			case e.Kind == events.GroupStarted:
 				o := cur[e.Group]
 				if o == nil || o.span.Epoch != e.Epoch {
@@ -257,6 +268,12 @@ func heardStretches(evs []events.Event, voter, node string) []heardStretch {
 		out = append(out, *cur)
 	}
 	return out
+}
+
+// startsResource reports whether an event of kind k is a resource of the
+// group started on the node.
+func startsResource(k events.Kind) bool {
+	return k == events.ResStart || k == events.ResRestart
 }
 
 func sortedByTime(evs []events.Event) []events.Event {

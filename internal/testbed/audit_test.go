@@ -339,3 +339,41 @@ func TestHearingEndsAtTheVotersRestart(t *testing.T) {
 		t.Fatalf("spans %v, want node1's to end at 2000 + lease", spans)
 	}
 }
+
+// TestRegainedLeaseRunsWithoutGroupStarted (seeds 92004, 92006, 92007,
+// 92009): a node loses its lease (lease_lost, group_stopped), regains it at
+// the same epoch and converges back by starting its resources, logging no
+// new group_started. Its VIP answering then is inside a lease span.
+func TestRegainedLeaseRunsWithoutGroupStarted(t *testing.T) {
+	res := func(ms int, k events.Kind, name string) events.Event {
+		return events.Event{Time: at(ms), Kind: k, Group: "web", Subject: name, Epoch: 1}
+	}
+	in := AuditInput{
+		Logs: map[string][]events.Event{
+			"node1": {ev(100, events.LeaseAcquired, 1), ev(120, events.GroupStarted, 1),
+				ev(1000, events.LeaseLost, 1), res(1001, events.ResStop, "vip"), ev(1005, events.GroupStopped, 1),
+				ev(1500, events.LeaseAcquired, 1), res(1540, events.ResStart, "service"), res(1542, events.ResStart, "vip")},
+			"witness": {{Time: at(90), Kind: events.Placement, Group: "web", Epoch: 1}},
+		},
+		Answers: map[string]probe.Timeline{"web": {Samples: []probe.Sample{
+			{Sent: at(500), Done: at(501), Node: "node1"},
+			{Sent: at(1600), Done: at(1601), Node: "node1"},
+		}}},
+		Lease: 180 * time.Millisecond, End: at(3000), Slack: 5 * time.Millisecond,
+	}
+	if p := CheckAudit(in); len(p) != 0 {
+		t.Fatal(p)
+	}
+	// Between the loss and the regained lease it must not answer.
+	tl := in.Answers["web"]
+	tl.Samples = append(tl.Samples, probe.Sample{Sent: at(1200), Done: at(1201), Node: "node1"})
+	in.Answers["web"] = tl
+	if p := CheckAudit(in); len(p) != 1 || !strings.Contains(p[0], "outside its lease spans") {
+		t.Fatal(p)
+	}
+	// A lease regained but never used (nothing started) is no span.
+	in.Logs["node1"] = in.Logs["node1"][:6]
+	if spans := LeaseSpans(in); len(spans) != 1 {
+		t.Fatalf("spans %v, want only the first", spans)
+	}
+}
