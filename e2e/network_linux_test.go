@@ -147,8 +147,8 @@ func TestHeartbeatLinkDown(t *testing.T) {
 // Link flapping — CTS has none. First link 1 flaps fast (nothing may
 // happen); then every link of node1 flaps slowly enough that node1 is
 // declared down each time: the group moves to node2 once and must not
-// come back while node1 flaps (with failback auto it returns once, after
-// node1 has been steady for the settle time).
+// come back while node1 flaps (with failback auto and a 2 s failback_hold
+// it returns once, after node1 has been steady that long).
 func TestLinkFlapping(t *testing.T) {
 	t.Run("heartbeat-link", func(t *testing.T) {
 		r := startCluster(t, testbed.Spec{})
@@ -161,7 +161,7 @@ func TestLinkFlapping(t *testing.T) {
 	})
 	t.Run("all-links", func(t *testing.T) {
 		g := testbed.DefaultGroup()
-		g.Failback = "auto"
+		g.Failback, g.FailbackHold = "auto", "2s"
 		r := startCluster(t, testbed.Spec{Groups: []testbed.GroupSpec{g}})
 		if err := r.bed.Flap(r.ctx, "node1", []int{0, 1}, 300*time.Millisecond, 300*time.Millisecond, 5); err != nil {
 			t.Fatal(err)
@@ -172,8 +172,8 @@ func TestLinkFlapping(t *testing.T) {
 			t.Errorf("while node1 flapped the group moved %v; want once, node1→node2", moves)
 		}
 		back := r.waitServed("web", "node1", stopped, 10*time.Second)
-		if d := back.Sent.Sub(stopped); d < settle-200*time.Millisecond {
-			t.Errorf("failback %v after the flapping stopped; it must wait ~%v of steady reachability", d, settle)
+		if d := back.Sent.Sub(stopped); d < 2*time.Second-200*time.Millisecond {
+			t.Errorf("failback %v after the flapping stopped; it must wait ~2 s (failback_hold) of steady reachability", d)
 		}
 		r.watchQuiet("web", "node1", back.Done, 300*time.Millisecond, 100*time.Millisecond)
 		if moves := r.probes["web"].Timeline().Moves(); len(moves) != 2 {

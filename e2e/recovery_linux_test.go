@@ -11,20 +11,23 @@ import (
 // Failback — CTS has none directly (resource-stickiness / location
 // constraints decide it in Pacemaker). node1 dies, node2 takes over, node1
 // comes back: with manual failback the group stays; with auto it returns
-// once node1 has been reachable for the settle time (1.5 s); with delay
-// 2s, after 2 s. A failback is a planned move: its gap is a switchover's.
+// once node1 has been reachable for failback_hold (2 s here); with delay
+// 2s, after 2 s; with auto and the default hold (1 minute after a
+// takeover), not within the test: one failure, one move. A failback is a
+// planned move: its gap is a switchover's.
 func TestFailback(t *testing.T) {
 	for _, tc := range []struct {
-		failback string
-		after    time.Duration // 0: never
+		name, failback, hold string
+		after                time.Duration // 0: not within the test
 	}{
-		{"manual", 0},
-		{"auto", settle},
-		{"delay 2s", 2 * time.Second},
+		{"manual", "manual", "", 0},
+		{"auto", "auto", "2s", 2 * time.Second},
+		{"auto-default-hold", "auto", "", 0},
+		{"delay-2s", "delay 2s", "0s", 2 * time.Second},
 	} {
-		t.Run(tc.failback, func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			g := testbed.DefaultGroup()
-			g.Failback = tc.failback
+			g.Failback, g.FailbackHold = tc.failback, tc.hold
 			r := startCluster(t, testbed.Spec{Groups: []testbed.GroupSpec{g}})
 			f := r.bed.Kill("node1")
 			r.failedOver("web", "node2", f)

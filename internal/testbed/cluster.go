@@ -25,6 +25,10 @@ type GroupSpec struct {
 	Name     string
 	Prefer   string // default node1
 	Failback string // "" is tandem's default (manual)
+	// FailbackHold is written as given when not "" (tandem's default is
+	// 1m: after a takeover away from a node, failback to it waits that
+	// long).
+	FailbackHold string
 	// MaxRestarts is written as given when not "" (tandem's default is 3).
 	MaxRestarts string
 	Port        int // default 8080 + the group's index
@@ -111,6 +115,9 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
 		fmt.Fprintf(&b, "  - name: %s\n    prefer: %s\n", g.Name, g.Prefer)
 		if g.Failback != "" {
 			fmt.Fprintf(&b, "    failback: %s\n", g.Failback)
+		}
+		if g.FailbackHold != "" {
+			fmt.Fprintf(&b, "    failback_hold: %s\n", g.FailbackHold)
 		}
 		if g.MaxRestarts != "" {
 			fmt.Fprintf(&b, "    max_restarts: %s\n", g.MaxRestarts)
