@@ -53,7 +53,8 @@ type Guard interface {
 	// AllowUntil lets vip speak until until at the latest, replacing any
 	// earlier allowance (also a longer one): the kernel silences it at
 	// until even if this process never runs again (see "The bound"). Less
-	// than a millisecond left revokes. vip must be guarded. If the kernel
+	// than a millisecond left (on Linux: less than the netlink round trip
+	// allowed for, at most maxSlack) revokes. vip must be guarded. If the kernel
 	// state is gone (a firewall reload flushed the ruleset), AllowUntil
 	// installs it again first. When the kernel could not be made to end the
 	// allowance by until, vip is revoked and the error says so (IsLate).
@@ -90,6 +91,8 @@ const (
 	// round trip (a quarter of a millisecond when idle), so the first batch
 	// usually lands within the bound and needs no second one.
 	batchSlack = time.Millisecond
+	// maxSlack caps the slack a late batch leaves for the next calls.
+	maxSlack = 10 * time.Millisecond
 	// lateAttempts is how many late batches AllowUntil sends before it
 	// revokes; each try leaves room for a round trip as slow as the last.
 	lateAttempts = 3

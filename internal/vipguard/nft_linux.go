@@ -40,8 +40,9 @@ type NFT struct {
 	present map[netip.Addr]time.Time
 	// slack is taken off the first element's timeout of an AllowUntil for
 	// the netlink round trip: batchSlack, raised to the round trip of a late
-	// batch and decaying back, so a loaded host does not pay two batches
-	// on every refresh.
+	// batch (at most maxSlack) and decaying back, so a loaded host does not
+	// pay two batches on every refresh. The cap keeps one very late batch
+	// from shortening every later allowance by as much.
 	slack time.Duration
 	// beforeSend, when set, runs after an allowance batch is built and
 	// before it is sent: tests stall there, as a descheduled agent would.
@@ -156,11 +157,11 @@ func (g *NFT) AllowUntil(vip netip.Addr, until time.Time) error {
 	if !g.guarded[vip] {
 		return notGuarded(vip)
 	}
-	reinstalled := false
+	reinstalled, slack := false, g.slack
 	var late []time.Duration
 	for len(late) < lateAttempts {
 		start := time.Now()
-		d := elementTimeout(until.Sub(start) - g.slack)
+		d := elementTimeout(until.Sub(start) - slack)
 		if d <= 0 {
 			break
 		}
@@ -187,7 +188,8 @@ func (g *NFT) AllowUntil(vip netip.Addr, until time.Time) error {
 		// a batch as slow as this one.
 		rtt := ack.Sub(start)
 		late = append(late, rtt)
-		g.slack = max(g.slack, rtt)
+		slack = max(slack, rtt)
+		g.slack = min(maxSlack, max(g.slack, rtt))
 	}
 	if err := g.revokeLocked(vip); err != nil {
 		return err

@@ -396,6 +396,26 @@ func TestAllowUntilEndsByUntilWhenTheBatchIsLate(t *testing.T) {
 		if stalls < 2 {
 			t.Errorf("%s: a batch acknowledged %v late was not issued again", vip, stall)
 		}
+		// One late batch must not shorten every later allowance by as
+		// much: the slack it leaves is capped, and decays.
+		if g.slack > maxSlack {
+			t.Errorf("slack %v after a %v stall, cap %v", g.slack, stall, maxSlack)
+		}
+		for range 20 {
+			if err := g.AllowUntil(vip, time.Now().Add(300*time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if g.slack > 2*batchSlack {
+			t.Errorf("slack %v after 20 timely refreshes", g.slack)
+		}
+		asked := time.Now()
+		if err := g.AllowUntil(vip, asked.Add(maxSlack+40*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		if left, _ := g.Remaining(vip); left == 0 && time.Since(asked) < maxSlack+30*time.Millisecond {
+			t.Errorf("%s: an allowance of %v was revoked", vip, maxSlack+40*time.Millisecond)
+		}
 	}
 }
 
