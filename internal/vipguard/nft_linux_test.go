@@ -406,8 +406,10 @@ func TestAllowUntilEndsByUntilWhenTheBatchIsLate(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if g.slack > 2*batchSlack {
-			t.Errorf("slack %v after 20 timely refreshes", g.slack)
+		// (A refresh whose own round trip exceeds the 1 ms slack raises it
+		// to that round trip again; it stays well under the cap.)
+		if g.slack > maxSlack/2 {
+			t.Errorf("slack %v after 20 more refreshes, want it decayed from %v", g.slack, maxSlack)
 		}
 		asked := time.Now()
 		if err := g.AllowUntil(vip, asked.Add(maxSlack+40*time.Millisecond)); err != nil {
