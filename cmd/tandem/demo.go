@@ -120,6 +120,8 @@ func newDemoCmd() *cobra.Command {
 func newDemoServiceCmd() *cobra.Command {
 	var port int
 	var all, check bool
+	var stopDelay time.Duration
+	var trace string
 	cmd := &cobra.Command{
 		Use:    "demo-service",
 		Short:  "The demo's HTTP service (answers with its node's name)",
@@ -147,9 +149,43 @@ func newDemoServiceCmd() *cobra.Command {
 			}
 			srv := &http.Server{Addr: addr, ReadHeaderTimeout: 5 * time.Second,
 				Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, name) })}
-			return srv.ListenAndServe()
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return err
+			}
+			// --trace: "NODE up|down UNIXNANO" lines, appended when the
+			// service starts listening and after it stopped, so a test can
+			// check that two nodes never served at once.
+			note := func(what string) {
+				if trace == "" {
+					return
+				}
+				if f, err := os.OpenFile(trace, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
+					fmt.Fprintf(f, "%s %s %d\n", name, what, time.Now().UnixNano())
+					f.Close()
+				}
+			}
+			note("up")
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(ln) }()
+			select {
+			case err := <-served:
+				note("down")
+				return err
+			case <-sig:
+			}
+			// A service that takes its time to shut down (--stop-delay),
+			// still serving meanwhile.
+			time.Sleep(stopDelay)
+			srv.Close()
+			note("down")
+			return nil
 		},
 	}
+	cmd.Flags().DurationVar(&stopDelay, "stop-delay", 0, "on SIGTERM, keep serving this long before exiting")
+	cmd.Flags().StringVar(&trace, "trace", "", "append NODE up|down UNIXNANO lines to this file")
 	cmd.Flags().IntVar(&port, "port", 8080, "port")
 	cmd.Flags().BoolVar(&all, "all", false, "listen on all addresses (default: $TANDEM_NODE_ADDR)")
 	cmd.Flags().BoolVar(&check, "check", false, "only check that the service accepts connections")

@@ -163,8 +163,9 @@ func (m *Manager) Probed() bool {
 // to be handed over (the caller has told the cluster the node is leaving)
 // and is stopped here when the handover starts; a group whose handover
 // has not started after handoverWait (no other node can take it) is
-// stopped anyway. Leave returns when nothing runs here any more, or when
-// ctx ends.
+// stopped anyway. Leave returns when nothing runs here any more and every
+// report (the handovers above all) has reached the cluster, or when ctx
+// ends.
 func (m *Manager) Leave(ctx context.Context, handoverWait time.Duration) {
 	for _, w := range m.workers {
 		w.request(func(w *worker) { w.drain = true })
@@ -176,7 +177,7 @@ func (m *Manager) Leave(ctx context.Context, handoverWait time.Duration) {
 	for {
 		quiet := true
 		for _, w := range m.workers {
-			quiet = quiet && w.isQuiet()
+			quiet = quiet && w.isQuiet() && w.reports.empty()
 		}
 		if quiet {
 			return

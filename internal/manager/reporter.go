@@ -38,6 +38,13 @@ func (r *reporter) add(c state.Command) {
 	}
 }
 
+// empty: every report was committed (or is stale).
+func (r *reporter) empty() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.queue) == 0
+}
+
 func (r *reporter) next() (state.Command, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

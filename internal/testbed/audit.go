@@ -96,8 +96,16 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 			case e.Kind == events.LeaseLost || e.Kind == events.GroupStopped:
 				closeSpan(e.Group, e.Time, string(e.Kind))
 			case (e.Kind == events.NodeUp || e.Kind == events.NodeDown) && e.Subject == host:
+				end, why := e.Time, "agent "+map[bool]string{true: "restarted", false: "stopped"}[e.Kind == events.NodeUp]
+				if k, ok := agentKilledBefore(in.Faults, host, e.Time); ok && e.Kind == events.NodeUp && k.Add(in.Lease).After(end) {
+					// Only the agent was killed: the guard it had opened
+					// lets the VIP (and the services it left) answer
+					// until its lease ends, one lease after the kill at
+					// the latest; nobody else can hold the lease before.
+					end, why = k.Add(in.Lease), fmt.Sprintf("agent killed at %s + lease", k.Format("15:04:05.000"))
+				}
 				for g := range cur {
-					closeSpan(g, e.Time, "agent "+map[bool]string{true: "restarted", false: "stopped"}[e.Kind == events.NodeUp])
+					closeSpan(g, end, why)
 				}
 			}
 		}
@@ -159,6 +167,18 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].From.Before(out[j].From) })
 	return out
+}
+
+// agentKilledBefore returns the last kill of host's agent alone
+// (FaultKillAgent) before t.
+func agentKilledBefore(faults []Fault, host string, t time.Time) (time.Time, bool) {
+	var last time.Time
+	for _, f := range faults {
+		if f.Kind == FaultKillAgent && f.Host == host && f.At.Before(t) && f.At.After(last) {
+			last = f.At
+		}
+	}
+	return last, !last.IsZero()
 }
 
 // heardLeaseEnd bounds when node's lease, held at from (a fault began;

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -36,6 +37,12 @@ type GroupSpec struct {
 	// MonitorInterval of the service (default 200ms, so a dead service
 	// is noticed quickly).
 	MonitorInterval string
+	// Check replaces the service's health check (a TCP connect) by this
+	// command, e.g. a slow one.
+	Check []string
+	// ServiceArgs are extra arguments of demo-service (--stop-delay 1s,
+	// --trace FILE).
+	ServiceArgs []string
 }
 
 // DefaultGroup is the group most scenarios use.
@@ -122,19 +129,40 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
 		if g.MaxRestarts != "" {
 			fmt.Fprintf(&b, "    max_restarts: %s\n", g.MaxRestarts)
 		}
+		check := fmt.Sprintf(`{tcp: "127.0.0.1:%d"}`, g.Port)
+		if len(g.Check) > 0 {
+			check = "{command: " + yamlList(g.Check) + "}"
+		}
+		extra := ""
+		if len(g.ServiceArgs) > 0 {
+			extra = ", " + strings.TrimSuffix(strings.TrimPrefix(yamlList(g.ServiceArgs), "["), "]")
+		}
 		fmt.Fprintf(&b, `    resources:
       - name: service
         exec:
-          command: [%s, demo-service, --all, --port, "%d"]
-          check: {tcp: "127.0.0.1:%d"}
+          command: [%s, demo-service, --all, --port, "%d"%s]
+          check: %s
         monitor_interval: %s
       - name: vip
         vip: {address: %s/24, interface: %s}
-`, binary, g.Port, g.Port, g.MonitorInterval, VIPAddr(g.VIP), Iface(0))
+`, binary, g.Port, extra, check, g.MonitorInterval, VIPAddr(g.VIP), Iface(0))
 	}
 	return b.String()
+}
+
+// yamlList renders strings as a YAML flow list of quoted strings.
+func yamlList(items []string) string {
+	q := make([]string, len(items))
+	for i, it := range items {
+		q[i] = strconv.Quote(it)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
 }
 
 // ServiceMatch is the command-line fragment of group g's service process
 // (for KillService).
 func ServiceMatch(g GroupSpec) string { return fmt.Sprintf("demo-service --all --port %d", g.Port) }
+
+// clusterPort is the port the bed's clusters use: tandem's default (the
+// config does not set one).
+const clusterPort = 7789

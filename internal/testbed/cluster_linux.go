@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"tandem/internal/netutil"
@@ -98,7 +99,7 @@ func (c *Cluster) startAgent(h string) error {
 	c.mu.Lock()
 	prev := c.agents[h]
 	c.mu.Unlock()
-	if (prev != nil && prev.Process != nil && alive(prev.Process.Pid)) || len(netutil.ProcessesIn(c.Bed.Host(h).NS.Path())) > 0 {
+	if (prev != nil && prev.Process != nil && alive(prev.Process.Pid)) || c.agentIn(h) {
 		return nil
 	}
 	sub := "agent"
@@ -122,6 +123,36 @@ func (c *Cluster) startAgent(h string) error {
 	c.agents[h] = cmd
 	c.mu.Unlock()
 	return nil
+}
+
+// agentIn reports whether a tandem agent (or witness) process runs on
+// host h; services it left running (KillAgent) do not count.
+func (c *Cluster) agentIn(h string) bool {
+	for _, pid := range netutil.ProcessesIn(c.Bed.Host(h).NS.Path()) {
+		if cl := cmdline(pid); strings.Contains(cl, " agent ") || strings.Contains(cl, " witness ") {
+			return true
+		}
+	}
+	return false
+}
+
+// KillAgent SIGKILLs only host h's tandem agent: the services it started
+// keep running (a crash of the agent alone, as an OOM kill would be).
+func (c *Cluster) KillAgent(h string) (Fault, error) {
+	f := Fault{Kind: FaultKillAgent, Host: h, At: time.Now()}
+	n := 0
+	for _, pid := range netutil.ProcessesIn(c.Bed.Host(h).NS.Path()) {
+		if cl := cmdline(pid); strings.Contains(cl, " agent ") {
+			syscall.Kill(pid, syscall.SIGKILL)
+			n++
+		}
+	}
+	if n == 0 {
+		return f, fmt.Errorf("testbed: no agent runs on %s", h)
+	}
+	err := waitFor(context.Background(), 10*time.Second, 2*time.Millisecond, func() (bool, error) { return !c.agentIn(h), nil },
+		"the agent of %s to exit after SIGKILL", h)
+	return c.Bed.record(f), err
 }
 
 // Stop stops host h's agent cleanly (SIGTERM: it stops its groups and

@@ -25,8 +25,12 @@ const (
 	FaultLinkUp      FaultKind = "link_up"      // back up
 	FaultSlow        FaultKind = "slow"         // tbf on a host's link
 	FaultKillService FaultKind = "kill_service" // SIGKILL a managed service
-	FaultHeal        FaultKind = "heal"         // every drop, link and qdisc fault undone
-	FaultAdmin       FaultKind = "admin"        // an operator's action (Detail says which)
+	FaultKillAgent   FaultKind = "kill_agent"   // SIGKILL the tandem agent only (its services run on)
+	// FaultBlockHeartbeats drops the heartbeats a host receives: its lease
+	// lapses while the others still hear it.
+	FaultBlockHeartbeats FaultKind = "block_heartbeats"
+	FaultHeal            FaultKind = "heal"  // every drop, link and qdisc fault undone
+	FaultAdmin           FaultKind = "admin" // an operator's action (Detail says which)
 )
 
 // Fault is one entry of the bed's fault log.
@@ -86,16 +90,19 @@ func Incapacities(log []Fault) []Incapacity {
 	}
 	for _, f := range sorted {
 		switch f.Kind {
-		case FaultKill, FaultFreeze, FaultCutOff, FaultIsolate:
+		case FaultKill, FaultKillAgent, FaultFreeze, FaultCutOff, FaultIsolate:
 			if open[f.Host] == nil {
 				from := f.At
 				if f.Done.After(from) {
 					from = f.Done // the host could act until the fault was complete
 				}
+				// (A killed agent is judged like a cut-off host: its
+				// services and its kernel answer for the VIP until the
+				// guard's allowance, within its lease, runs out.)
 				open[f.Host] = &Incapacity{Host: f.Host, From: from, Why: f.Kind}
 			}
 		case FaultStart:
-			closeAll(f.Host, f.At, FaultKill)
+			closeAll(f.Host, f.At, FaultKill, FaultKillAgent)
 		case FaultThaw:
 			closeAll(f.Host, f.At, FaultFreeze)
 		case FaultHeal:

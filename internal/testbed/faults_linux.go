@@ -112,10 +112,18 @@ func (b *Bed) KillService(h, match string) (Fault, error) {
 }
 
 // dropRule drops IP packets from host From to host To on one link (Link
-// -1: every link), filtered in To's namespace.
+// -1: every link), filtered in To's namespace. From "" drops every
+// heartbeat datagram To receives (UDP to the cluster port), from anyone.
 type dropRule struct {
 	From, To string
 	Link     int
+}
+
+// BlockHeartbeats drops every heartbeat datagram host h receives, on every
+// link (raft and clients still get through): its lease cannot be renewed,
+// while the others still hear it. Heal ends it.
+func (b *Bed) BlockHeartbeats(h string) (Fault, error) {
+	return b.inject(Fault{Kind: FaultBlockHeartbeats, Host: h}, func() error { return b.addDrops(dropRule{"", h, -1}) })
 }
 
 // CutOff drops all traffic between host h and the other voters (both
@@ -193,7 +201,12 @@ func (b *Bed) applyDrops(h string) error {
 	b.mu.Lock()
 	var srcs []string
 	seen := map[string]bool{}
+	heartbeats := false
 	for r := range b.drops[h] {
+		if r.From == "" {
+			heartbeats = true
+			continue
+		}
 		for i, a := range b.Host(r.From).Addrs {
 			if (r.Link < 0 || r.Link == i) && !seen[a.String()] {
 				seen[a.String()] = true
@@ -204,9 +217,16 @@ func (b *Bed) applyDrops(h string) error {
 	b.mu.Unlock()
 	sort.Strings(srcs)
 	script := fmt.Sprintf("table inet %s\ndelete table inet %s\n", faultTable, faultTable)
+	var rules []string
 	if len(srcs) > 0 {
-		script += fmt.Sprintf("table inet %s {\n chain input {\n  type filter hook input priority -300; policy accept;\n  ip saddr { %s } drop\n }\n}\n",
-			faultTable, strings.Join(srcs, ", "))
+		rules = append(rules, fmt.Sprintf("ip saddr { %s } drop", strings.Join(srcs, ", ")))
+	}
+	if heartbeats {
+		rules = append(rules, fmt.Sprintf("udp dport %d drop", clusterPort))
+	}
+	if len(rules) > 0 {
+		script += fmt.Sprintf("table inet %s {\n chain input {\n  type filter hook input priority -300; policy accept;\n  %s\n }\n}\n",
+			faultTable, strings.Join(rules, "\n  "))
 	}
 	return b.run(h, script, "nft", "-f", "-")
 }
