@@ -581,6 +581,50 @@ func TestInProcessConfigDrift(t *testing.T) {
 	c.stays("the group stays off the drifted node", 2*time.Second, func() bool { return !c.running("b") })
 }
 
+// Seen item 6: a planned failover logged decide_ms 53712 (the figures of
+// an older takeover, against this start) and status kept an old detect
+// figure. Now a takeover's figures are computed only for the start that
+// ends it, at its epoch, and a planned move logs none.
+func TestInProcessTakeoverFigures(t *testing.T) {
+	c := newCluster(t, "manual")
+	c.startAll()
+	c.waitRunningOn("a")
+	c.waitFor("raft leadership on the witness", 5*time.Second, func() bool { return c.nodes["w"].cons.IsLeader() })
+	c.crash("a")
+	c.waitRunningOn("b")
+	c.start("a")
+	c.waitFor("a back", 10*time.Second, func() bool { return c.nodes["b"].hb.Up(c.nodes["b"].voterIndex("a")) })
+	c.waitFor("a joined", 10*time.Second, func() bool {
+		ns := c.nodes["b"].State().Nodes["a"]
+		return ns != nil && !ns.Leaving
+	})
+	if _, err := c.nodes["b"].Failover(context.Background(), "web", "a", "test"); err != nil {
+		t.Fatal(err)
+	}
+	c.waitRunningOn("a")
+	time.Sleep(300 * time.Millisecond) // let the events land
+	tk, _ := events.ReadFile(filepath.Join(c.dir, "b", "events.jsonl"), events.Filter{Kinds: []events.Kind{events.Takeover}})
+	if len(tk) != 1 {
+		c.dumpEvents()
+		t.Fatalf("b logged %d takeovers, want 1", len(tk))
+	}
+	for _, k := range []string{"detect_ms", "decide_ms", "start_ms", "total_ms"} {
+		v, _ := tk[0].Attrs[k].(float64)
+		if v < 0 || v > 3000 {
+			t.Errorf("takeover %s = %v, not a figure of this takeover", k, tk[0].Attrs[k])
+		}
+	}
+	after, _ := events.ReadFile(filepath.Join(c.dir, "a", "events.jsonl"), events.Filter{Kinds: []events.Kind{events.Takeover}})
+	if len(after) != 0 {
+		t.Fatalf("the planned move back logged a takeover: %+v", after)
+	}
+	for _, g := range c.nodes["a"].Status().Groups {
+		if g.Takeover != nil && g.Takeover.Epoch != g.Epoch && g.Takeover.To == g.Holder {
+			t.Fatalf("status shows an old takeover as this holder's: %+v", g.Takeover)
+		}
+	}
+}
+
 func TestInProcessMonitorFailureRestartsThenMoves(t *testing.T) {
 	c := newCluster(t, "manual")
 	c.startAll()
