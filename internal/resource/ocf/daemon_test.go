@@ -82,34 +82,11 @@ func refused(url string) bool {
 func TestNginxServesAndStops(t *testing.T) {
 	requireRoot(t)
 	requireAgent(t, "heartbeat/nginx")
-	nginx, err := exec.LookPath("nginx")
-	if err != nil {
-		if nginx, err = "/usr/sbin/nginx", nil; !fileExists(nginx) {
-			t.Skip("nginx not installed (Debian package nginx-light)")
-		}
+	nginx := nginxBinary()
+	if nginx == "" {
+		t.Skip("nginx not installed (Debian package nginx-light)")
 	}
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-	addr, err := proctest.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf := filepath.Join(dir, "nginx.conf")
-	os.WriteFile(conf, []byte(strings.ReplaceAll(strings.ReplaceAll(`
-worker_processes 1;
-pid DIR/nginx.pid;
-error_log DIR/error.log;
-events { worker_connections 64; }
-http {
-	access_log off;
-	client_body_temp_path DIR/body;
-	proxy_temp_path DIR/proxy;
-	server {
-		listen ADDR;
-		location / { return 200 "served by tandem's nginx\n"; }
-	}
-}
-`, "DIR", dir), "ADDR", addr)), 0o644)
+	dir, addr, conf := nginxConf(t)
 	a := newAgent(t, "web", config.OCF{Agent: "heartbeat/nginx", Params: map[string]string{"configfile": conf, "httpd": nginx}},
 		WithMonitorInterval(10*time.Second))
 	t.Cleanup(func() { a.Stop(proctest.Ctx(t, 20*time.Second)) })
@@ -179,6 +156,46 @@ func TestAnythingRunsARealServer(t *testing.T) {
 			t.Fatalf("server pid %d still alive after stop", pid)
 		}
 	}
+}
+
+// nginxConf writes a minimal nginx configuration in a new directory and
+// returns the directory, the address it listens on and the file.
+func nginxConf(t testing.TB) (dir, addr, conf string) {
+	t.Helper()
+	dir = t.TempDir()
+	os.Chmod(dir, 0o755)
+	addr, err := proctest.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf = filepath.Join(dir, "nginx.conf")
+	os.WriteFile(conf, []byte(strings.ReplaceAll(strings.ReplaceAll(`
+worker_processes 1;
+pid DIR/nginx.pid;
+error_log DIR/error.log;
+events { worker_connections 64; }
+http {
+	access_log off;
+	client_body_temp_path DIR/body;
+	proxy_temp_path DIR/proxy;
+	server {
+		listen ADDR;
+		location / { return 200 "served by tandem's nginx\n"; }
+	}
+}
+`, "DIR", dir), "ADDR", addr)), 0o644)
+	return dir, addr, conf
+}
+
+// nginxBinary finds nginx, or "" when it is not installed.
+func nginxBinary() string {
+	if p, err := exec.LookPath("nginx"); err == nil {
+		return p
+	}
+	if fileExists("/usr/sbin/nginx") {
+		return "/usr/sbin/nginx"
+	}
+	return ""
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

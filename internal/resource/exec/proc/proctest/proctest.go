@@ -5,6 +5,7 @@ package proctest
 
 import (
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,4 +47,14 @@ func WaitGroupGone(t testing.TB, pgid int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// Median of durations (0 for none).
+func Median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
 }
