@@ -11,3 +11,8 @@ import (
 func RunBench(context.Context, BenchOptions) (BenchResult, error) {
 	return BenchResult{}, errors.New("testbed: the failover benchmark needs Linux")
 }
+
+// RunSoak needs Linux (network namespaces, nftables, stress-ng).
+func RunSoak(context.Context, SoakOptions) (SoakResult, error) {
+	return SoakResult{}, errors.New("testbed: the soak benchmark needs Linux")
+}

@@ -237,17 +237,18 @@ func benchOnce(ctx context.Context, bed *Bed, sys benchSystem, chk *Checker, fau
 	return r, err
 }
 
-// tandemBench is tandem with the default timing profile.
+// tandemBench is tandem with one timing profile (nil: its defaults).
 type tandemBench struct {
-	bed *Bed
-	c   *Cluster
-	chk *Checker
+	bed    *Bed
+	timing map[string]string
+	c      *Cluster
+	chk    *Checker
 }
 
 func (t *tandemBench) name() string { return "tandem" }
 
 func (t *tandemBench) start(ctx context.Context) (*Checker, error) {
-	c, err := t.bed.NewCluster(Spec{})
+	c, err := t.bed.NewCluster(Spec{Timing: t.timing})
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,18 @@ type Keepalived struct {
 
 	mu    sync.Mutex
 	state map[string]string // host → last VRRP state it entered
+	log   []Transition
+}
+
+// Transition is a VRRP state a node entered, as its log said.
+type Transition struct {
+	At    time.Time
+	Host  string
+	State string
+}
+
+func (t Transition) String() string {
+	return t.At.Format("15:04:05.000") + " " + t.Host + " " + t.State
 }
 
 // keepalivedPriority: node1 is the usual master; nopreempt on both keeps
@@ -129,6 +141,9 @@ func (k *Keepalived) follow(h string, r io.Reader, log *os.File) {
 		if i := strings.Index(line, "Entering "); i >= 0 {
 			if f := strings.Fields(line[i+len("Entering "):]); len(f) > 0 {
 				k.setState(h, f[0])
+				k.mu.Lock()
+				k.log = append(k.log, Transition{At: time.Now(), Host: h, State: f[0]})
+				k.mu.Unlock()
 			}
 		}
 	}
@@ -146,6 +161,19 @@ func (k *Keepalived) State(h string) string {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return k.state[h]
+}
+
+// Transitions are the VRRP states the nodes entered at or after since.
+func (k *Keepalived) Transitions(since time.Time) []Transition {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []Transition
+	for _, t := range k.log {
+		if !t.At.Before(since) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // WaitSettled waits until exactly one node is MASTER and the other

@@ -19,6 +19,8 @@ var toolPackages = map[string]string{
 	"nft":        "nftables",
 	"keepalived": "keepalived",
 	"chrt":       "util-linux",
+	"stress-ng":  "stress-ng",
+	"cyclictest": "rt-tests",
 }
 
 var installMu sync.Mutex
