@@ -96,6 +96,8 @@ type Node struct {
 	lastNudge time.Time
 	// driftSeen is the configuration mismatch last reported.
 	driftSeen string
+	// leaving: this agent is shutting down (join must not clear the mark).
+	leaving bool
 
 	decide chan struct{}
 	// running: the manager runs (Start completed), so Stop hands over.
@@ -389,6 +391,9 @@ const handoverWait = 2 * time.Second
 // leave tells the cluster this node is shutting down, so placement hands
 // its groups over, and waits until nothing runs here.
 func (n *Node) leave() {
+	n.mu.Lock()
+	n.leaving = true
+	n.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), handoverWait)
 	err := n.cons.Propose(ctx, state.Command{Op: state.OpLeaving, Time: time.Now(), Node: n.self, On: true})
 	cancel()
@@ -417,9 +422,10 @@ func (n *Node) maxStopTime() time.Duration {
 	return longest
 }
 
-// join clears this node's leaving mark once its groups have been probed
-// (what a previous agent left running is known), so placement may give it
-// groups again.
+// join clears this node's leaving mark (left by its previous agent's
+// clean shutdown) once its groups have been probed, so placement may give
+// it groups again. It keeps watching while the agent runs: the mark may
+// show up late, when the log is replayed after a restart.
 func (n *Node) join(ctx context.Context) {
 	defer n.wg.Done()
 	t := time.NewTicker(50 * time.Millisecond)
@@ -430,21 +436,21 @@ func (n *Node) join(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if n.mgr != nil && !n.mgr.Probed() {
+		n.mu.Lock()
+		leaving := n.leaving
+		n.mu.Unlock()
+		if leaving || (n.mgr != nil && !n.mgr.Probed()) {
 			continue
 		}
-		st := n.State()
-		if ns := st.Nodes[n.self]; st.Index > 0 && (ns == nil || !ns.Leaving) {
-			return
-		}
-		if st.Index == 0 {
-			continue // no state yet: nothing to clear
+		if ns := n.State().Nodes[n.self]; ns == nil || !ns.Leaving {
+			t.Reset(time.Second)
+			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := n.cons.Propose(pctx, state.Command{Op: state.OpLeaving, Time: time.Now(), Node: n.self, On: false})
 		cancel()
-		if err == nil {
-			return
+		if err != nil && ctx.Err() == nil {
+			n.log.Debug("cannot clear the leaving mark yet", "err", err)
 		}
 	}
 }
