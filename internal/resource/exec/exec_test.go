@@ -342,24 +342,31 @@ func TestStartCheckTakesTheCheckTimeout(t *testing.T) {
 	}
 }
 
-// Seen item 9: an agent restarted after a crash finds the process its
-// predecessor started (pid file with the start time), reports it running,
-// keeps it on Start and stops it on Stop.
-func TestRestartedAgentFindsItsProcess(t *testing.T) {
-	dir := t.TempDir()
-	pidFile := filepath.Join(dir, "run", "web.pid")
+// startAndCrash starts a process with an agent that records it in
+// pidFile, then forgets that agent (as if it had crashed); the process
+// runs on.
+func startAndCrash(t *testing.T, ctx context.Context, pidFile string) (int, config.Exec) {
+	t.Helper()
 	spec := config.Exec{Command: []string{"sleep", "30"}}
 	first, err := New("web", spec, proctest.Logger(t), WithPIDFile(pidFile), WithSettle(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := proctest.Ctx(t, 5*time.Second)
 	if err := first.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	pid := first.PID()
 	t.Cleanup(func() { syscall.Kill(-pid, syscall.SIGKILL) })
-	// The first agent "crashes": a new one takes over the same pid file.
+	return pid, spec
+}
+
+// Seen item 9: an agent restarted after a crash finds the process its
+// predecessor started (pid file with the start time), reports it running,
+// keeps it on Start and stops it on Stop.
+func TestRestartedAgentFindsItsProcess(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "run", "web.pid")
+	ctx := proctest.Ctx(t, 5*time.Second)
+	pid, spec := startAndCrash(t, ctx, pidFile)
 	second := newAgent(t, spec, WithPIDFile(pidFile))
 	if err := second.Monitor(ctx); err != nil {
 		t.Fatalf("the restarted agent does not see its process: %v", err)
@@ -395,16 +402,8 @@ func TestRestartedAgentFindsItsProcess(t *testing.T) {
 // An adopted process that dies is announced like a child that dies.
 func TestAdoptedProcessDeathIsAnnounced(t *testing.T) {
 	pidFile := filepath.Join(t.TempDir(), "web.pid")
-	spec := config.Exec{Command: []string{"sleep", "30"}}
-	first, err := New("web", spec, proctest.Logger(t), WithPIDFile(pidFile), WithSettle(20*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := proctest.Ctx(t, 5*time.Second)
-	if err := first.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	pid := first.PID()
+	pid, spec := startAndCrash(t, ctx, pidFile)
 	second := newAgent(t, spec, WithPIDFile(pidFile))
 	if err := second.Monitor(ctx); err != nil {
 		t.Fatal(err)
