@@ -31,7 +31,8 @@ func newBenchCmd() *cobra.Command {
 
 func newBenchFailoverCmd() *cobra.Command {
 	var opts testbed.BenchOptions
-	var asJSON bool
+	var asJSON, stress bool
+	var tandemProfile string
 	cmd := &cobra.Command{
 		Use:   "failover",
 		Short: "Measure unplanned failover as a client sees it, against keepalived, on a bed of network namespaces (root)",
@@ -41,7 +42,9 @@ func newBenchFailoverCmd() *cobra.Command {
 			"fault (the active node SIGKILLed, frozen, cut off; a partition between the data nodes)\n" +
 			"it repeats --runs times and reports min / median / p95 / max of the window in which the\n" +
 			"client (probing every 10 ms) got no answer, the ratio tandem / keepalived, and whether\n" +
-			"the VIP was ever answered from two nodes. Needs root; installs keepalived if missing.\n" +
+			"the VIP was ever answered from two nodes. --tandem and --keepalived-advert choose the\n" +
+			"timings compared (e.g. each tool's fastest setting that survives `tandem bench soak`).\n" +
+			"Needs root; installs keepalived if missing.\n" +
 			"With the default profile it takes about 15 minutes for 20 runs.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -55,6 +58,14 @@ func newBenchFailoverCmd() *cobra.Command {
 				return err
 			}
 			opts.Binary = exe
+			if tandemProfile != "" {
+				if opts.Tandem, err = testbed.ParseSoakProfile(tandemProfile); err != nil || opts.Tandem.System != "tandem" {
+					return exitWith(2, fmt.Errorf("--tandem %q: want tandem:HEARTBEAT/NODE_TIMEOUT[/LEASE]", tandemProfile))
+				}
+			}
+			if stress {
+				opts.Stress = testbed.DefaultStressArgs()
+			}
 			opts.Logf = func(format string, args ...any) { fmt.Fprintf(cmd.ErrOrStderr(), format+"\n", args...) }
 			res, err := testbed.RunBench(ctx, opts)
 			if err != nil {
@@ -72,5 +83,9 @@ func newBenchFailoverCmd() *cobra.Command {
 	cmd.Flags().StringSliceVar(&opts.Faults, "faults", nil, "faults to measure (default kill,freeze,cutoff,partition)")
 	cmd.Flags().BoolVar(&opts.NoDefaultProfile, "no-default-profile", false, "skip keepalived's default profile (advert_int 1s), the slow part")
 	cmd.Flags().BoolVar(&opts.Keep, "keep", false, "keep the work directory (logs, probe timelines)")
+	cmd.Flags().StringVar(&tandemProfile, "tandem", "", "tandem's timing, tandem:HEARTBEAT/NODE_TIMEOUT[/LEASE] (default: its defaults)")
+	cmd.Flags().DurationSliceVar(&opts.KeepalivedAdverts, "keepalived-advert", nil,
+		"keepalived's advert_int values (centiseconds) besides its default; the first is the ratio's baseline (default: tandem's heartbeat interval)")
+	cmd.Flags().BoolVar(&stress, "stress", false, "run the soak benchmark's stress-ng load all through")
 	return cmd
 }

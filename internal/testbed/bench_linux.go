@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"tandem/internal/config"
 	"time"
@@ -55,15 +56,37 @@ func RunBench(ctx context.Context, opts BenchOptions) (BenchResult, error) {
 		return BenchResult{}, err
 	}
 	defer bed.Close()
-	heartbeat := config.DefaultHeartbeatInterval // tandem runs its default profile
-	res := BenchResult{Runs: opts.Runs, HeartbeatMs: ms(heartbeat), KeepalivedAdvertMs: ms(heartbeat), ProbeIntervalMs: ms(ProbeInterval)}
+	if opts.Tandem.System == "" {
+		opts.Tandem.System = "tandem"
+	}
+	heartbeat := config.DefaultHeartbeatInterval
+	if opts.Tandem.Heartbeat > 0 {
+		heartbeat = opts.Tandem.Heartbeat
+	}
+	adverts := opts.KeepalivedAdverts
+	if len(adverts) == 0 {
+		adverts = []time.Duration{heartbeat} // equal to tandem's heartbeat
+	}
+	res := BenchResult{Runs: opts.Runs, TandemProfile: opts.Tandem.Name(), HeartbeatMs: ms(heartbeat), KeepalivedAdvertMs: ms(adverts[0]), ProbeIntervalMs: ms(ProbeInterval)}
 	systems := []benchSystem{
-		&tandemBench{bed: bed},
-		&keepalivedBench{bed: bed, label: "keepalived", advert: heartbeat, vip: 10, port: 8090},
+		&tandemBench{bed: bed, timing: opts.Tandem.Timing()},
+		&keepalivedBench{bed: bed, label: "keepalived", advert: adverts[0], vip: 10, port: 8090},
+	}
+	for i, a := range adverts[1:] {
+		res.KeepalivedOthersMs = append(res.KeepalivedOthersMs, ms(a))
+		systems = append(systems, &keepalivedBench{bed: bed, label: fmt.Sprintf("keepalived-%d", i), advert: a, vip: 12 + i, port: 8092 + i})
 	}
 	if !opts.NoDefaultProfile {
 		res.KeepalivedDefaultMs = 1000
 		systems = append(systems, &keepalivedBench{bed: bed, label: "keepalived-default", advert: time.Second, vip: 11, port: 8091})
+	}
+	if len(opts.Stress) > 0 {
+		res.Stress = "stress-ng " + strings.Join(opts.Stress, " ")
+		st, err := startStress(ctx, logf, filepath.Join(bed.Dir, "stress"), opts.Stress, 24*time.Hour, false)
+		if err != nil {
+			return res, err
+		}
+		defer st.Stop()
 	}
 	all := map[string]map[string]Stats{}
 	for _, sys := range systems {
@@ -78,6 +101,9 @@ func RunBench(ctx context.Context, opts BenchOptions) (BenchResult, error) {
 		fr := FaultResult{Fault: f, Tandem: all["tandem"][f], Keepalived: all["keepalived"][f]}
 		if d, ok := all["keepalived-default"][f]; ok {
 			fr.KeepalivedDefault = &d
+		}
+		for i, a := range adverts[1:] {
+			fr.KeepalivedOthers = append(fr.KeepalivedOthers, OtherStats{AdvertMs: ms(a), Stats: all[fmt.Sprintf("keepalived-%d", i)][f]})
 		}
 		fr.finish()
 		res.Faults = append(res.Faults, fr)

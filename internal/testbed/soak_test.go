@@ -52,3 +52,14 @@ func TestParseCyclictest(t *testing.T) {
 		t.Errorf("got %+v, want %+v", l, want)
 	}
 }
+
+func TestMedianCI(t *testing.T) {
+	// The textbook pairs (1-based order statistics) of a 95 % interval
+	// for the median.
+	for n, want := range map[int][2]int{5: {1, 5}, 6: {1, 6}, 10: {2, 9}, 20: {6, 15}, 30: {10, 21}} {
+		lo, hi := medianCI(n)
+		if lo+1 != want[0] || hi+1 != want[1] {
+			t.Errorf("n=%d: got x(%d)..x(%d), want x(%d)..x(%d)", n, lo+1, hi+1, want[0], want[1])
+		}
+	}
+}
