@@ -33,6 +33,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = bin
+	// TANDEM_E2E_BINARY runs the scenarios against another build (an
+	// older commit, to show that a scenario fails there; a release).
+	if b := os.Getenv("TANDEM_E2E_BINARY"); b != "" {
+		binary = b
+	}
 	code := m.Run()
 	testbed.CloseAll()
 	cleanup()
