@@ -194,6 +194,7 @@ type View struct {
 	Holder  string
 	Epoch   uint64
 	Running bool
+	Phase   string          // what the holder last reported
 	Up      map[string]bool // voters up as From sees them
 }
 
@@ -233,7 +234,7 @@ func (c *Cluster) GroupView(ctx context.Context, group string) (View, error) {
 	}
 	for _, g := range best.s.Groups {
 		if g.Name == group {
-			v.Holder, v.Epoch, v.Running = g.Holder, g.Epoch, g.Running
+			v.Holder, v.Epoch, v.Running, v.Phase = g.Holder, g.Epoch, g.Running, g.Phase
 		}
 	}
 	return v, nil
