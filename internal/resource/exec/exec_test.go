@@ -181,11 +181,15 @@ func TestStopEscalatesToSIGKILL(t *testing.T) {
 }
 
 func TestStopSignalIsConfigurable(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "got")
+	dir := t.TempDir()
+	out, ready := filepath.Join(dir, "got"), filepath.Join(dir, "ready")
+	// The check passes only once the trap is in place: a stop signal sent
+	// before (a settle time on a loaded machine) would kill the shell.
 	a := newAgent(t, config.Exec{
-		Command:    []string{"sh", "-c", `trap 'echo INT > ` + out + `; exit 0' INT; while :; do sleep 0.05; done`},
+		Command:    []string{"sh", "-c", `trap 'echo INT > ` + out + `; exit 0' INT; touch ` + ready + `; while :; do sleep 0.05; done`},
 		StopSignal: "SIGINT",
-	}, WithSettle(50*time.Millisecond))
+		Check:      &config.Check{Command: []string{"test", "-f", ready}},
+	})
 	if err := a.Start(proctest.Ctx(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}
