@@ -139,6 +139,11 @@ func printStatus(w io.Writer, s node.Status, now time.Time) {
 			on = "-"
 		}
 		st := groupState(g)
+		if g.Holder != "" && !nodeUp(s, g.Holder) {
+			// Its last report may be stale: a holder cut off from the
+			// quorum has lost its lease and stopped, or is about to.
+			st = "UNREACHABLE (last: " + st + ")"
+		}
 		var notes []string
 		if g.Handover != "" {
 			notes = append(notes, "handing over to "+g.Handover)
@@ -243,6 +248,16 @@ func printStatus(w io.Writer, s node.Status, now time.Time) {
 		sort.Strings(drops)
 		fmt.Fprintf(w, "\ndropped datagrams: %s\n", strings.Join(drops, ", "))
 	}
+}
+
+// nodeUp: the status's node sees name up.
+func nodeUp(s node.Status, name string) bool {
+	for _, n := range s.Nodes {
+		if n.Name == name {
+			return n.Up
+		}
+	}
+	return false
 }
 
 // groupState is a group's state on one word: what its holder last
