@@ -281,11 +281,14 @@ func TestEnvironmentIsCleanAndMerged(t *testing.T) {
 	t.Setenv("TANDEM_LEAK", "secret")
 	out := filepath.Join(t.TempDir(), "env")
 	dir := t.TempDir()
+	// The file appears whole (a rename) and the check waits for it: the
+	// shell may take its time on a loaded machine.
 	a := newAgent(t, config.Exec{
-		Command: []string{"sh", "-c", `env > ` + out + `; pwd >> ` + out + `; exec sleep 30`},
+		Command: []string{"sh", "-c", `{ env; pwd; } > ` + out + `.tmp; mv ` + out + `.tmp ` + out + `; exec sleep 30`},
 		Env:     map[string]string{"FOO": "bar baz"},
 		Dir:     dir,
-	}, WithSettle(50*time.Millisecond))
+		Check:   &config.Check{Command: []string{"test", "-f", out}},
+	})
 	if err := a.Start(proctest.Ctx(t, 5*time.Second)); err != nil {
 		t.Fatal(err)
 	}

@@ -90,22 +90,21 @@ func TestNginxServesAndStops(t *testing.T) {
 	a := newAgent(t, "web", config.OCF{Agent: "heartbeat/nginx", Params: map[string]string{"configfile": conf, "httpd": nginx}},
 		WithMonitorInterval(10*time.Second))
 	t.Cleanup(func() { a.Stop(proctest.Ctx(t, 20*time.Second)) })
-	ctx := proctest.Ctx(t, 20*time.Second)
-	wantNotRunning(t, "Monitor before start", a.Monitor(ctx))
-	if err := a.Start(ctx); err != nil {
+	wantNotRunning(t, "Monitor before start", a.Monitor(opCtx(t)))
+	if err := a.Start(opCtx(t)); err != nil {
 		t.Fatal(err)
 	}
 	if got := body(t, "http://"+addr+"/", 5*time.Second); got != "served by tandem's nginx\n" {
 		t.Fatalf("nginx answered %q", got)
 	}
-	if err := a.Monitor(ctx); err != nil {
+	if err := a.Monitor(opCtx(t)); err != nil {
 		t.Fatalf("Monitor = %v", err)
 	}
 	master := proctest.ReadPID(t, filepath.Join(dir, "nginx.pid"))
-	if err := a.Stop(ctx); err != nil {
+	if err := a.Stop(opCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	wantNotRunning(t, "Monitor after stop", a.Monitor(ctx))
+	wantNotRunning(t, "Monitor after stop", a.Monitor(opCtx(t)))
 	if !refused("http://" + addr + "/") {
 		t.Fatal("nginx still answers after stop")
 	}
@@ -133,21 +132,20 @@ func TestAnythingRunsARealServer(t *testing.T) {
 		"workdir":         dir,
 	}}, WithMonitorInterval(5*time.Second))
 	t.Cleanup(func() { a.Stop(proctest.Ctx(t, 20*time.Second)) })
-	ctx := proctest.Ctx(t, 20*time.Second)
-	if err := a.Start(ctx); err != nil {
+	if err := a.Start(opCtx(t)); err != nil {
 		t.Fatal(err)
 	}
 	if got := body(t, "http://"+addr+"/", 5*time.Second); got != "ok\n" {
 		t.Fatalf("server answered %q", got)
 	}
-	if err := a.Monitor(ctx); err != nil {
+	if err := a.Monitor(opCtx(t)); err != nil {
 		t.Fatalf("Monitor = %v", err)
 	}
 	pid := proctest.ReadPID(t, pidFile)
-	if err := a.Stop(ctx); err != nil {
+	if err := a.Stop(opCtx(t)); err != nil {
 		t.Fatal(err)
 	}
-	wantNotRunning(t, "Monitor after stop", a.Monitor(ctx))
+	wantNotRunning(t, "Monitor after stop", a.Monitor(opCtx(t)))
 	if !refused("http://" + addr + "/") {
 		t.Fatal("server still answers after stop")
 	}

@@ -25,6 +25,10 @@ func newAgent(t *testing.T, instance string, spec config.OCF, opts ...Option) *A
 	return a
 }
 
+// opCtx is one operation's deadline, as the manager gives each its own: a
+// deadline shared by a whole test ran out on a loaded machine.
+func opCtx(t *testing.T) context.Context { return proctest.Ctx(t, 20*time.Second) }
+
 func requireAgent(t *testing.T, name string) {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(DefaultRoot, "resource.d", name)); err != nil {
@@ -68,28 +72,27 @@ func TestDummyLifecycle(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "dummy.state")
 	a := newAgent(t, "dummy1", config.OCF{Agent: "heartbeat/Dummy", Params: map[string]string{"state": state}},
 		WithMonitorInterval(10*time.Second))
-	ctx := proctest.Ctx(t, 20*time.Second)
-	wantNotRunning(t, "Monitor before start", a.Monitor(ctx))
-	if err := a.Validate(ctx); err != nil {
+	wantNotRunning(t, "Monitor before start", a.Monitor(opCtx(t)))
+	if err := a.Validate(opCtx(t)); err != nil {
 		t.Fatalf("Validate = %v", err)
 	}
 	for i := range 2 {
-		if err := a.Start(ctx); err != nil {
+		if err := a.Start(opCtx(t)); err != nil {
 			t.Fatalf("Start #%d = %v", i+1, err)
 		}
 	}
 	if _, err := os.Stat(state); err != nil {
 		t.Fatalf("Dummy did not create its state file: %v", err)
 	}
-	if err := a.Monitor(ctx); err != nil {
+	if err := a.Monitor(opCtx(t)); err != nil {
 		t.Fatalf("Monitor = %v", err)
 	}
 	for i := range 2 {
-		if err := a.Stop(ctx); err != nil {
+		if err := a.Stop(opCtx(t)); err != nil {
 			t.Fatalf("Stop #%d = %v", i+1, err)
 		}
 	}
-	wantNotRunning(t, "Monitor after stop", a.Monitor(ctx))
+	wantNotRunning(t, "Monitor after stop", a.Monitor(opCtx(t)))
 }
 
 func TestDummyInvalidStateDirIsHard(t *testing.T) {
@@ -103,8 +106,7 @@ func TestDummyInvalidStateDirIsHard(t *testing.T) {
 func TestMetaDataOfRealAgents(t *testing.T) {
 	requireAgent(t, "heartbeat/Dummy")
 	requireAgent(t, "heartbeat/anything")
-	ctx := proctest.Ctx(t, 20*time.Second)
-	b, err := newAgent(t, "d", config.OCF{Agent: "heartbeat/Dummy"}).MetaData(ctx)
+	b, err := newAgent(t, "d", config.OCF{Agent: "heartbeat/Dummy"}).MetaData(opCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +117,7 @@ func TestMetaDataOfRealAgents(t *testing.T) {
 	if m.Name != "Dummy" || len(m.Required()) != 0 || len(m.Unknown(map[string]string{"state": "x", "fake": "y"})) != 0 {
 		t.Errorf("Dummy meta-data: %+v", m)
 	}
-	b, err = newAgent(t, "a", config.OCF{Agent: "heartbeat/anything"}).MetaData(ctx)
+	b, err = newAgent(t, "a", config.OCF{Agent: "heartbeat/anything"}).MetaData(opCtx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +128,7 @@ func TestMetaDataOfRealAgents(t *testing.T) {
 		t.Errorf("anything: Missing = %q, want [binfile]", got)
 	}
 	missing, unknown, err := newAgent(t, "a", config.OCF{Agent: "heartbeat/anything",
-		Params: map[string]string{"pidfile": "/run/x.pid", "cmdline_option": "-v"}}).CheckParams(ctx)
+		Params: map[string]string{"pidfile": "/run/x.pid", "cmdline_option": "-v"}}).CheckParams(opCtx(t))
 	if err != nil || len(missing) != 1 || missing[0] != "binfile" || len(unknown) != 1 || unknown[0] != "cmdline_option" {
 		t.Errorf("CheckParams = %q, %q, %v; want [binfile], [cmdline_option]", missing, unknown, err)
 	}
@@ -134,7 +136,6 @@ func TestMetaDataOfRealAgents(t *testing.T) {
 
 func TestExitCodesOfARealProcess(t *testing.T) {
 	root := fakeRoot(t, map[string]string{"code": `exit "$OCF_RESKEY_rc"`})
-	ctx := proctest.Ctx(t, 20*time.Second)
 	for _, tc := range []struct {
 		rc      int
 		action  string
@@ -153,7 +154,7 @@ func TestExitCodesOfARealProcess(t *testing.T) {
 		{99, "stop", "soft", "exit status 99"},
 	} {
 		a := newAgent(t, "codes", config.OCF{Agent: "tandemtest/code", Root: root, Params: map[string]string{"rc": fmt.Sprint(tc.rc)}})
-		err := map[string]func(context.Context) error{"start": a.Start, "stop": a.Stop, "monitor": a.Monitor}[tc.action](ctx)
+		err := map[string]func(context.Context) error{"start": a.Start, "stop": a.Stop, "monitor": a.Monitor}[tc.action](opCtx(t))
 		switch tc.want {
 		case "":
 			if err != nil {
