@@ -24,7 +24,12 @@
 // once did, ended tens of milliseconds after the lease when the agent was
 // descheduled in between. What stays outside the bound: the kernel checks
 // expiry against the jiffy counter, which trails the clock by the latency
-// of a tick, and keeps an element shorter than one jiffy for one jiffy.
+// of a tick, and keeps an element shorter than one jiffy for one jiffy; and
+// a process stopped for good inside AllowUntil, between a late batch and
+// its correction, leaves the late element, which may end after until by
+// that batch's delay (the kernel applies a batch inside the sending
+// syscall, so the delay is the sender's preemption between reading the
+// clock and the end of that syscall). A caller's margin covers these.
 // Measured (HZ=250): a 300 ms allowance went silent 292–297 ms after it was
 // asked for — the rounding down to jiffies, never late.
 //
@@ -77,9 +82,8 @@ func IsNotGuarded(err error) bool { return errors.Is(err, ErrNotGuarded) }
 
 // ErrLate is returned when every batch of an AllowUntil was acknowledged too
 // late to keep the element inside until; the VIP was revoked instead. It is
-// safe (the VIP is silent while the lease is still valid) and should be
-// rare: it takes lateAttempts netlink round trips each as long as the time
-// left.
+// safe (the VIP is silent while the lease is still valid) and rare: the
+// last try leaves half the time left for its round trip.
 var ErrLate = errors.New("vipguard: netlink batches acknowledged too late for the lease; revoked")
 
 // IsLate reports whether err means AllowUntil revoked because its batches
@@ -94,9 +98,20 @@ const (
 	// maxSlack caps the slack a late batch leaves for the next calls.
 	maxSlack = 10 * time.Millisecond
 	// lateAttempts is how many late batches AllowUntil sends before it
-	// revokes; each try leaves room for a round trip as slow as the last.
+	// revokes; each try leaves room for a round trip twice as slow as the
+	// last, the last try for one as long as half the time left.
 	lateAttempts = 3
 )
+
+// nextSlack is the first-try slack for the next AllowUntil after a batch
+// that took rtt: a late one raises it to rtt (at most maxSlack), a timely
+// one lets it decay a quarter of the way back to batchSlack per call.
+func nextSlack(cur, rtt time.Duration, late bool) time.Duration {
+	if late {
+		return min(maxSlack, max(cur, rtt))
+	}
+	return max(batchSlack, cur-(cur-batchSlack)/4)
+}
 
 func lateError(vip netip.Addr, until time.Time, rtts []time.Duration) error {
 	return fmt.Errorf("%w: %s: round trips %v, %v before the end", ErrLate, vip, rtts, time.Until(until).Round(time.Microsecond))

@@ -95,6 +95,27 @@ func TestMemAllowUntil(t *testing.T) {
 	}
 }
 
+func TestNextSlack(t *testing.T) {
+	// One very late batch raises the slack only to the cap.
+	s := nextSlack(batchSlack, 300*time.Millisecond, true)
+	if s != maxSlack {
+		t.Fatalf("after a 300 ms batch: slack %v, want the cap %v", s, maxSlack)
+	}
+	// Timely batches bring it back to batchSlack.
+	for range 20 {
+		s = nextSlack(s, 200*time.Microsecond, false)
+	}
+	if s > batchSlack+100*time.Microsecond {
+		t.Errorf("after 20 timely batches: slack %v", s)
+	}
+	if s = nextSlack(batchSlack, 3*time.Millisecond, true); s != 3*time.Millisecond {
+		t.Errorf("a 3 ms late batch: slack %v", s)
+	}
+	if s = nextSlack(batchSlack, 0, false); s != batchSlack {
+		t.Errorf("slack %v fell under batchSlack", s)
+	}
+}
+
 func TestMemIsAGuard(t *testing.T) {
 	var _ Guard = NewMem(clock.Real{})
 }

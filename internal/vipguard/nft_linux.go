@@ -36,7 +36,8 @@ type NFT struct {
 	guarded  map[netip.Addr]bool
 	// present holds, per VIP, until when the elements of our last Allow
 	// surely exist: the kernel starts their countdown after the batch was
-	// sent, never before. Until then a refresh needs no first add.
+	// sent, never before, less tickSlack. Until then a refresh needs no
+	// first add.
 	present map[netip.Addr]time.Time
 	// slack is taken off the first element's timeout of an AllowUntil for
 	// the netlink round trip: batchSlack, raised to the round trip of a late
@@ -145,8 +146,9 @@ func (g *NFT) Allow(vip netip.Addr, remaining time.Duration) error {
 // acknowledgement. So the element ends by ack+timeout, and when that is
 // after until (the batch or our reading of the ack was late: a loaded
 // machine), the element is issued again, shorter, from the new clock
-// reading; after lateAttempts late batches vip is revoked and the error
-// says so (IsLate).
+// reading, leaving room for a round trip twice as slow (the last try: half
+// the time left); after lateAttempts late batches vip is revoked and the
+// error says so (IsLate).
 func (g *NFT) AllowUntil(vip netip.Addr, until time.Time) error {
 	vip = vip.Unmap()
 	if elementTimeout(time.Until(until)) <= 0 {
@@ -161,7 +163,14 @@ func (g *NFT) AllowUntil(vip netip.Addr, until time.Time) error {
 	var late []time.Duration
 	for len(late) < lateAttempts {
 		start := time.Now()
-		d := elementTimeout(until.Sub(start) - slack)
+		left := until.Sub(start)
+		if len(late) == lateAttempts-1 {
+			slack = max(slack, left/2)
+		}
+		// A try never leaves more than half the time left for the round
+		// trip, and the last one always does: only round trips longer
+		// than that (the lease is in danger anyway) end in a revoke.
+		d := elementTimeout(left - min(slack, left/2))
 		if d <= 0 {
 			break
 		}
@@ -179,17 +188,19 @@ func (g *NFT) AllowUntil(vip netip.Addr, until time.Time) error {
 			return fmt.Errorf("vipguard: allow %s: %w", vip, err)
 		}
 		ack := time.Now()
+		rtt := ack.Sub(start)
 		if !ack.Add(d).After(until) {
-			g.slack = max(batchSlack, g.slack-(g.slack-batchSlack)/4)
+			g.slack = nextSlack(g.slack, rtt, false)
 			return nil
 		}
 		// The kernel may have applied the batch as late as ack: the
 		// element could outlive until. Issue it again, leaving room for
-		// a batch as slow as this one.
-		rtt := ack.Sub(start)
+		// a batch twice as slow as this one (round trips grow on a
+		// machine getting busier), and at least an eighth of the time
+		// left (cheap, and a third try, which halves it, gets rarer).
 		late = append(late, rtt)
-		slack = max(slack, rtt)
-		g.slack = min(maxSlack, max(g.slack, rtt))
+		slack = max(slack, 2*rtt, until.Sub(ack)/8)
+		g.slack = nextSlack(g.slack, rtt, true)
 	}
 	if err := g.revokeLocked(vip); err != nil {
 		return err
@@ -218,9 +229,15 @@ func (g *NFT) allowLocked(vip netip.Addr, start time.Time, d time.Duration) erro
 		return err
 	}
 	// The kernel started the countdown after start, never before.
-	g.present[vip] = start.Add(d)
+	g.present[vip] = start.Add(d - tickSlack)
 	return nil
 }
+
+// tickSlack is how much sooner than start+timeout an element can end: the
+// kernel counts whole jiffies (rounding the timeout down) from the jiffy
+// in which the batch landed, which began up to a jiffy earlier. Two
+// jiffies at HZ=100, the coarsest tick in use.
+const tickSlack = 20 * time.Millisecond
 
 func (g *NFT) replace(s *nftables.Set, key []byte, d time.Duration, exists bool) error {
 	el := []nftables.SetElement{{Key: key, Timeout: d}}

@@ -99,6 +99,7 @@ func TestInstallIsIdempotentAndKeepsAllowances(t *testing.T) {
 		}
 	}
 	t.Logf("ruleset:\n%s", first)
+	asked := time.Now()
 	if err := g.Allow(vip4.Addr(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func TestInstallIsIdempotentAndKeepsAllowances(t *testing.T) {
 	if got := nft(t, ns, "list", "chain", "inet", "tandem", "input"); strings.Count(got, "drop") != 3 {
 		t.Errorf("rules duplicated by a second Install:\n%s", got)
 	}
-	if left, err := g.Remaining(vip4.Addr()); err != nil || left < 50*time.Second {
+	if left, err := g.Remaining(vip4.Addr()); err != nil || left < atLeast(time.Minute, time.Since(asked)) {
 		t.Errorf("allowance lost by Install: %v %v", left, err)
 	}
 	// A new VIP list replaces the guarded set.
@@ -132,13 +133,27 @@ func TestElementExpiresOnTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, vip := range []netip.Addr{vip4.Addr(), vip6.Addr()} {
-		const timeout = 400 * time.Millisecond
-		start := time.Now()
-		if err := g.Allow(vip, timeout); err != nil {
+		// The reference is the element's own countdown as the kernel
+		// reports it right after the Allow (on a loaded machine the guard
+		// may have issued a shorter element than asked: late batches): it
+		// ends between expLo and expHi, as the kernel counted at some
+		// point of that call.
+		if err := g.Allow(vip, 400*time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
-		var lastSeen time.Duration
+		before := time.Now()
+		timeout, err := g.Remaining(vip)
+		if err != nil || timeout == 0 {
+			t.Fatalf("%s: nothing allowed after Allow: %v", vip, err)
+		}
+		expLo, expHi := before.Add(timeout), time.Now().Add(timeout)
+		// It expired after the last reading that saw it began (seen) and
+		// before the first that did not ended (gone); a poller starved of
+		// CPU widens that window, and only a window wholly outside the
+		// expected end ±50 ms fails.
+		var seen time.Time
 		for {
+			asked := time.Now()
 			left, err := g.Remaining(vip)
 			if err != nil {
 				t.Fatal(err)
@@ -146,16 +161,16 @@ func TestElementExpiresOnTime(t *testing.T) {
 			if left == 0 {
 				break
 			}
-			lastSeen = time.Since(start)
-			if lastSeen > 2*timeout {
-				t.Fatalf("%s still allowed after %v", vip, lastSeen)
+			seen = asked
+			if seen.After(expHi.Add(timeout)) {
+				t.Fatalf("%s still allowed %v after the element's end", vip, seen.Sub(expHi))
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
-		gone := time.Since(start)
-		t.Logf("%s: %v element last seen at %v, gone by %v", vip, timeout, lastSeen, gone)
-		if gone < timeout-50*time.Millisecond || gone > timeout+50*time.Millisecond {
-			t.Errorf("%s: gone after %v, want %v±50ms", vip, gone, timeout)
+		gone := time.Now()
+		t.Logf("%s: %v element expired between %v and %v after the reading", vip, timeout, seen.Sub(before), gone.Sub(before))
+		if gone.Before(expLo.Add(-50*time.Millisecond)) || seen.After(expHi.Add(50*time.Millisecond)) {
+			t.Errorf("%s: expired between %v and %v, want %v±50ms", vip, seen.Sub(before), gone.Sub(before), timeout)
 		}
 	}
 }
@@ -166,22 +181,27 @@ func TestAllowShortensAndExtends(t *testing.T) {
 	if err := g.Install([]netip.Prefix{vip4, vip6}); err != nil {
 		t.Fatal(err)
 	}
+	var took4 time.Duration // of the last Allow of vip4
 	for _, vip := range []netip.Addr{vip4.Addr(), vip6.Addr()} {
 		for _, d := range []time.Duration{10 * time.Second, time.Second, 5 * time.Second} {
+			asked := time.Now()
 			if err := g.Allow(vip, d); err != nil {
 				t.Fatal(err)
+			}
+			if vip.Is4() {
+				took4 = time.Since(asked)
 			}
 			left, err := g.Remaining(vip)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if left > d || left < d-100*time.Millisecond {
-				t.Errorf("%s: Allow(%v) left %v", vip, d, left)
+			if left > d || left < atLeast(d, time.Since(asked)) {
+				t.Errorf("%s: Allow(%v) left %v (%v after the call)", vip, d, left, time.Since(asked))
 			}
 		}
 	}
 	// The arp table follows the inet one.
-	checkTimeout(t, nft(t, ns, "list", "set", "arp", "tandem", "allowed4"), "10.77.0.100", 5*time.Second)
+	checkTimeout(t, nft(t, ns, "list", "set", "arp", "tandem", "allowed4"), "10.77.0.100", 5*time.Second, took4)
 }
 
 func TestRevoke(t *testing.T) {
@@ -260,8 +280,11 @@ func TestRefreshCost(t *testing.T) {
 		slices.Sort(ds)
 		return ds
 	}
-	v4 := measure(500, func() error { return g.Allow(vip4.Addr(), 300*time.Millisecond) })
-	v6 := measure(500, func() error { return g.Allow(vip6.Addr(), 300*time.Millisecond) })
+	// Long allowances: a batch stalled by a loaded machine is then issued
+	// again rather than revoked (a 277 ms round trip made Allow(300 ms)
+	// revoke, correctly, and fail this test of cost).
+	v4 := measure(500, func() error { return g.Allow(vip4.Addr(), 10*time.Second) })
+	v6 := measure(500, func() error { return g.Allow(vip6.Addr(), 10*time.Second) })
 	cli := measure(10, func() error {
 		return exec.Command("ip", "netns", "exec", ns.Name, "nft", "add", "element", "inet", "tandem", "allowed4",
 			"{ 10.77.0.100 timeout 300ms }").Run()
@@ -284,11 +307,13 @@ func TestAllowReinstallsAfterARulesetFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	nft(t, ns, "flush", "ruleset") // what a firewall reload does
+	asked := time.Now()
 	if err := g.Allow(vip4.Addr(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	took := time.Since(asked)
 	got := nft(t, ns, "list", "ruleset")
-	checkTimeout(t, got, "10.77.0.100", time.Minute)
+	checkTimeout(t, got, "10.77.0.100", time.Minute, took)
 	for _, want := range []string{"table arp tandem", "fd77::100", "chain output"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("after flush and Allow the ruleset lacks %q:\n%s", want, got)
@@ -309,23 +334,40 @@ func TestAllowAfterTheElementVanished(t *testing.T) {
 		t.Fatal(err)
 	}
 	nft(t, ns, "delete", "element", "inet", "tandem", "allowed4", "{ 10.77.0.100 }")
+	asked := time.Now()
 	if err := g.Allow(vip4.Addr(), 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
+	took := time.Since(asked)
 	left, err := g.Remaining(vip4.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if left <= 29*time.Second || left > 30*time.Second {
+	if left < atLeast(30*time.Second, time.Since(asked)) || left > 30*time.Second {
 		t.Errorf("after the element vanished, Allow(30s) left %v", left)
 	}
-	checkTimeout(t, nft(t, ns, "list", "set", "arp", "tandem", "allowed4"), "10.77.0.100", 30*time.Second)
+	checkTimeout(t, nft(t, ns, "list", "set", "arp", "tandem", "allowed4"), "10.77.0.100", 30*time.Second, took)
+}
+
+// atLeast is the least an allowance of asked can be when the call (and
+// any reading after it) took took. A late first batch is issued again with
+// room for twice its round trip or an eighth of the time left, whichever
+// is more, after up to took has passed, less the slack of earlier calls
+// (maxSlack); the kernel rounds to jiffies and the reading may come took
+// later; 5 ms for the rest. When three batches in a row were late, the
+// last leaves half the time left.
+func atLeast(asked, took time.Duration) time.Duration {
+	two := asked - took - max(2*took, asked/8) - maxSlack - 2*jiffy - 5*time.Millisecond
+	if took < 3*batchSlack {
+		return two // not three late batches
+	}
+	return min(two, (asked-took)/2-took-2*jiffy-5*time.Millisecond)
 }
 
 // checkTimeout checks that the nft listing has an element key whose
 // timeout is at most asked (the guard takes the netlink round trip off it)
-// and not far below.
-func checkTimeout(t *testing.T, listing, key string, asked time.Duration) {
+// and not far below, for a call that took took.
+func checkTimeout(t *testing.T, listing, key string, asked, took time.Duration) {
 	t.Helper()
 	m := regexp.MustCompile(regexp.QuoteMeta(key) + ` timeout (\w+)`).FindStringSubmatch(listing)
 	if m == nil {
@@ -333,14 +375,16 @@ func checkTimeout(t *testing.T, listing, key string, asked time.Duration) {
 		return
 	}
 	got, err := time.ParseDuration(m[1]) // nft writes 1m, 29s992ms
-	if err != nil || got > asked || got < asked-100*time.Millisecond {
-		t.Errorf("%s timeout %s (%v), want at most %v and not 100ms less:\n%s", key, m[1], err, asked, listing)
+	if err != nil || got > asked || got < atLeast(asked, took) {
+		t.Errorf("%s timeout %s (%v), want at most %v and at least %v:\n%s", key, m[1], err, asked, atLeast(asked, took), listing)
 	}
 }
 
-// kernelEnd reads when the kernel will silence vip, from its own countdown;
-// the reading is good to a jiffy (the countdown ticks in jiffies).
-func kernelEnd(t *testing.T, g *NFT, vip netip.Addr) time.Time {
+// kernelEnd reads when the kernel will silence vip, from its own countdown:
+// no earlier than lo and no later than hi (the kernel counted at some point
+// of the netlink call), each good to a jiffy (the countdown ticks in
+// jiffies). Zero when nothing is allowed.
+func kernelEnd(t *testing.T, g *NFT, vip netip.Addr) (lo, hi time.Time) {
 	t.Helper()
 	before := time.Now()
 	left, err := g.Remaining(vip)
@@ -348,9 +392,9 @@ func kernelEnd(t *testing.T, g *NFT, vip netip.Addr) time.Time {
 		t.Fatal(err)
 	}
 	if left == 0 {
-		return time.Time{}
+		return time.Time{}, time.Time{}
 	}
-	return before.Add(left)
+	return before.Add(left), time.Now().Add(left)
 }
 
 // jiffy is the coarsest kernel tick (HZ=100): the kernel's countdown and our
@@ -382,34 +426,24 @@ func TestAllowUntilEndsByUntilWhenTheBatchIsLate(t *testing.T) {
 			t.Fatal(err)
 		}
 		g.beforeSend = nil
-		end := kernelEnd(t, g, vip)
-		t.Logf("%s: %d batches; kernel ends the allowance %v before until", vip, stalls, until.Sub(end))
-		if end.IsZero() {
+		lo, hi := kernelEnd(t, g, vip)
+		t.Logf("%s: %d batches; kernel ends the allowance %v–%v before until", vip, stalls, until.Sub(hi), until.Sub(lo))
+		if lo.IsZero() {
 			t.Fatalf("%s: AllowUntil left nothing allowed", vip)
 		}
-		if end.After(until.Add(jiffy)) {
-			t.Errorf("%s: the kernel allows it until %v after the lease", vip, end.Sub(until))
+		if lo.After(until.Add(jiffy)) {
+			t.Errorf("%s: the kernel allows it until %v after the lease", vip, lo.Sub(until))
 		}
-		if end.Before(until.Add(-stall - 50*time.Millisecond)) {
-			t.Errorf("%s: allowance cut %v short", vip, until.Sub(end))
+		if hi.Before(until.Add(-2*stall - 50*time.Millisecond)) {
+			t.Errorf("%s: allowance cut %v short", vip, until.Sub(hi))
 		}
 		if stalls < 2 {
 			t.Errorf("%s: a batch acknowledged %v late was not issued again", vip, stall)
 		}
 		// One late batch must not shorten every later allowance by as
-		// much: the slack it leaves is capped, and decays.
+		// much: the slack it leaves is capped (TestNextSlack has the decay).
 		if g.slack > maxSlack {
 			t.Errorf("slack %v after a %v stall, cap %v", g.slack, stall, maxSlack)
-		}
-		for range 20 {
-			if err := g.AllowUntil(vip, time.Now().Add(300*time.Millisecond)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		// (A refresh whose own round trip exceeds the 1 ms slack raises it
-		// to that round trip again; it stays well under the cap.)
-		if g.slack > maxSlack/2 {
-			t.Errorf("slack %v after 20 more refreshes, want it decayed from %v", g.slack, maxSlack)
 		}
 		asked := time.Now()
 		if err := g.AllowUntil(vip, asked.Add(maxSlack+40*time.Millisecond)); err != nil {
@@ -432,13 +466,9 @@ func TestAllowUntilRevokesWhenEveryBatchIsLate(t *testing.T) {
 	if err := g.Allow(vip4.Addr(), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	// Each stall is longer than the one before, which the next try left
-	// room for.
-	stall := time.Duration(0)
-	g.beforeSend = func() {
-		stall += 20 * time.Millisecond
-		time.Sleep(stall)
-	}
+	// The first batch is held past the end it was for: whatever the load,
+	// no second try fits in.
+	g.beforeSend = func() { time.Sleep(120 * time.Millisecond) }
 	err := g.AllowUntil(vip4.Addr(), time.Now().Add(100*time.Millisecond))
 	g.beforeSend = nil
 	t.Logf("AllowUntil: %v", err)
@@ -463,20 +493,29 @@ func TestAllowUntilBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range []time.Duration{time.Second, 180 * time.Millisecond, 5 * time.Millisecond, 10 * time.Second} {
-		until := time.Now().Add(d)
-		if err := g.AllowUntil(vip4.Addr(), until); err != nil {
+		slack, asked := g.slack, time.Now()
+		until := asked.Add(d)
+		if err := g.AllowUntil(vip4.Addr(), until); IsLate(err) {
+			t.Logf("AllowUntil(+%v): %v (a loaded machine; revoking is right)", d, err)
+			continue
+		} else if err != nil {
 			t.Fatal(err)
 		}
-		end := kernelEnd(t, g, vip4.Addr())
-		if end.IsZero() && time.Now().Before(until.Add(-jiffy)) {
-			t.Errorf("AllowUntil(+%v): nothing allowed", d)
+		// The first batch leaves room for the slack a late batch left
+		// before; a late batch is issued again, shorter (see atLeast).
+		took := time.Since(asked)
+		lo, hi := kernelEnd(t, g, vip4.Addr())
+		if lo.IsZero() {
+			if d >= 100*time.Millisecond && time.Now().Before(until.Add(-jiffy)) {
+				t.Errorf("AllowUntil(+%v): nothing allowed", d)
+			}
 			continue
 		}
-		if end.After(until.Add(jiffy)) {
-			t.Errorf("AllowUntil(+%v): kernel allows until %v past it", d, end.Sub(until))
+		if lo.After(until.Add(jiffy)) {
+			t.Errorf("AllowUntil(+%v): kernel allows until %v past it", d, lo.Sub(until))
 		}
-		if d >= 100*time.Millisecond && end.Before(until.Add(-jiffy-5*time.Millisecond)) {
-			t.Errorf("AllowUntil(+%v): ends %v early", d, until.Sub(end))
+		if d >= 100*time.Millisecond && hi.Before(asked.Add(atLeast(d, took)-slack)) {
+			t.Errorf("AllowUntil(+%v): ends %v early (the call took %v, slack %v)", d, until.Sub(hi), took, slack)
 		}
 	}
 }

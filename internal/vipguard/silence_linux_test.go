@@ -143,7 +143,10 @@ type outcome struct {
 	failed             []span // each failed probe, from start to end
 }
 
-type span struct{ from, to time.Time }
+type span struct {
+	from, to time.Time
+	err      error
+}
 
 func (o *outcome) record(start time.Time, err error) (failed bool) {
 	switch elapsed := time.Since(start); {
@@ -156,7 +159,7 @@ func (o *outcome) record(start time.Time, err error) (failed bool) {
 			o.onset = start
 		}
 		o.failures++
-		o.failed = append(o.failed, span{start, start.Add(elapsed)})
+		o.failed = append(o.failed, span{start, start.Add(elapsed), err})
 		return true
 	}
 	return false
@@ -195,13 +198,21 @@ func (l *silenceLab) watch(deadline time.Time, wait time.Duration) map[string]*o
 // allowanceEnd is when the kernel's allowance can end: by latest, the
 // until of the last AllowUntil that may have reached the kernel (the bound
 // the guard promises), and not before earliest, what the last completed one
-// surely gave (its until less the guard's round-trip slack).
+// surely gave. A late batch makes the guard issue a shorter element (on its
+// last try, half the time left), so earliest is what the guard recorded as
+// surely present, not until less a fixed slack.
 type allowanceEnd struct{ earliest, latest time.Time }
 
-// endsAt is the window of an AllowUntil(until) that returned, with the
-// guard's slack then.
-func endsAt(until time.Time, slack time.Duration) allowanceEnd {
-	return allowanceEnd{earliest: until.Add(-slack), latest: until}
+// surelyPresent is until when g's last allowances of every VIP in vips
+// surely exist in the kernel.
+func surelyPresent(g *NFT, vips ...netip.Addr) time.Time {
+	var at time.Time
+	for i, v := range vips {
+		if p := g.present[v]; i == 0 || p.Before(at) {
+			at = p
+		}
+	}
+	return at
 }
 
 // checkSilence asserts that every probe kind was answered until about the
@@ -217,6 +228,14 @@ func checkSilence(t *testing.T, end allowanceEnd, out map[string]*outcome) {
 	// end.earliest; this is for the probes' timing.
 	const early, late = 50 * time.Millisecond, 10 * time.Millisecond
 	refresh := end.latest.Add(-lease)
+	// A probe that times out because its thread woke late looks like
+	// silence; when any probe kind shows starvation (a wide window or an
+	// overrun) an early silence is logged, not failed. An answer is never
+	// spurious: answering past the end always fails.
+	starved := false
+	for _, o := range out {
+		starved = starved || o.overruns > 0 || (!o.onset.IsZero() && o.onset.Sub(o.lastOK) > 30*time.Millisecond)
+	}
 	for name, o := range out {
 		if o.onset.IsZero() {
 			if o.overruns > 0 && !o.lastOK.After(end.latest.Add(late)) {
@@ -238,7 +257,11 @@ func checkSilence(t *testing.T, end allowanceEnd, out map[string]*outcome) {
 			t.Errorf("%s: answered %v after the last refresh, past the allowance's end at %v", name, from, lease)
 		}
 		if o.onset.Before(end.earliest.Add(-early)) {
-			t.Errorf("%s: silent %v after the last refresh, before the allowance ended (%v)", name, to, end.earliest.Sub(refresh))
+			if starved {
+				t.Logf("%s: silent %v after the last refresh, before the allowance ended (%v), while probes were starved: not timed", name, to, end.earliest.Sub(refresh))
+			} else {
+				t.Errorf("%s: silent %v after the last refresh, before the allowance ended (%v)", name, to, end.earliest.Sub(refresh))
+			}
 		}
 		if to-from > 30*time.Millisecond {
 			t.Logf("%s: window %v wide: probes were starved of CPU", name, to-from)
@@ -275,7 +298,8 @@ func TestVIPGoesSilentWhenNobodyRefreshes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	checkSilence(t, endsAt(until, l.guard.slack), l.watch(refresh.Add(3*lease), probeWait))
+	end := allowanceEnd{earliest: surelyPresent(l.guard, vip4.Addr(), vip6.Addr()), latest: until}
+	checkSilence(t, end, l.watch(refresh.Add(3*lease), probeWait))
 	// The drops were the guard's: each probe kind hit its rule's counter.
 	ruleset := nft(t, l.a.NS, "list", "ruleset")
 	for _, rule := range []string{
@@ -313,9 +337,9 @@ func TestVIPGoesSilentWhenRefresherIsFrozen(t *testing.T) {
 			for name, o := range l.watch(time.Now().Add(2*lease), steadyWait) {
 				for _, f := range o.failed {
 					if r.covered(f.from, f.to) {
-						t.Errorf("%s failed at %v while the VIP was surely allowed", name, f.from.Format("15:04:05.000"))
+						t.Errorf("%s failed at %v while the VIP was surely allowed: %v", name, f.from.Format("15:04:05.000"), f.err)
 					} else {
-						t.Logf("%s failed at %v: the refresher was late, the allowance may have lapsed", name, f.from.Format("15:04:05.000"))
+						t.Logf("%s failed at %v: the refresher was late, the allowance may have lapsed: %v", name, f.from.Format("15:04:05.000"), f.err)
 					}
 				}
 			}
@@ -368,10 +392,11 @@ func startRefresher(t *testing.T, ns *netutil.NS) *refresher {
 		defer close(done)
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			// "allowing UNTIL" before each refresh, "refreshed UNTIL
-			// SLACK ACK" after it: a signal between the two leaves the
-			// allowance ending somewhere between the two untils, and from
-			// ACK to UNTIL-SLACK the VIP was surely allowed.
+			// "allowing UNTIL" before each refresh, "refreshed PRESENT
+			// ACK" after it: a signal between the two leaves the allowance
+			// ending no later than UNTIL, and from ACK to PRESENT the VIP
+			// was surely allowed. ("late" instead of "refreshed": the guard
+			// revoked, its batches too slow.)
 			f := strings.Fields(sc.Text())
 			if len(f) < 2 {
 				continue
@@ -383,12 +408,16 @@ func startRefresher(t *testing.T, ns *netutil.NS) *refresher {
 			r.mu.Lock()
 			switch {
 			case f[0] == "allowing":
+				// Until this refresh is confirmed it may revoke (IsLate):
+				// the allowance may end as soon as the call began.
 				r.end.latest = time.Unix(0, until)
-			case f[0] == "refreshed" && len(f) == 4:
-				slack, _ := strconv.ParseInt(f[2], 10, 64)
-				ack, _ := strconv.ParseInt(f[3], 10, 64)
-				r.end.earliest = endsAt(time.Unix(0, until), time.Duration(slack)).earliest
-				r.allowed = append(r.allowed, span{time.Unix(0, ack), r.end.earliest})
+				if began := r.end.latest.Add(-lease); began.Before(r.end.earliest) {
+					r.end.earliest = began
+				}
+			case f[0] == "refreshed" && len(f) == 3:
+				ack, _ := strconv.ParseInt(f[2], 10, 64)
+				r.end.earliest = time.Unix(0, until) // PRESENT
+				r.allowed = append(r.allowed, span{from: time.Unix(0, ack), to: r.end.earliest})
 				r.n++
 			}
 			r.mu.Unlock()
@@ -404,7 +433,10 @@ func startRefresher(t *testing.T, ns *netutil.NS) *refresher {
 
 func (r *refresher) waitRefreshes(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	// Generous: starting the child (a Go test binary that opens netlink in
+	// the namespace) took over 5 s on a machine loaded past its cores.
+	const wait = 30 * time.Second
+	deadline := time.Now().Add(wait)
 	for time.Now().Before(deadline) {
 		r.mu.Lock()
 		got := r.n
@@ -414,7 +446,7 @@ func (r *refresher) waitRefreshes(t *testing.T, n int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("refresher made fewer than %d refreshes in 5s", n)
+	t.Fatalf("refresher made fewer than %d refreshes in %v", n, wait)
 }
 
 // covered reports whether the refresher's confirmed allowances covered all
@@ -464,12 +496,22 @@ func TestRefresherChild(t *testing.T) {
 	for {
 		until := time.Now().Add(lease)
 		fmt.Printf("allowing %d\n", until.UnixNano())
+		late := false
 		for _, v := range []netip.Addr{vip4.Addr(), vip6.Addr()} {
-			if err := g.AllowUntil(v, until); err != nil {
+			err := g.AllowUntil(v, until)
+			if IsLate(err) {
+				late = true // revoked: the next refresh allows again
+				continue
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
 		}
-		fmt.Printf("refreshed %d %d %d\n", until.UnixNano(), g.slack, time.Now().UnixNano())
+		if late {
+			fmt.Printf("late %d\n", until.UnixNano())
+		} else {
+			fmt.Printf("refreshed %d %d\n", surelyPresent(g, vip4.Addr(), vip6.Addr()).UnixNano(), time.Now().UnixNano())
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
