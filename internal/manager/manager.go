@@ -174,12 +174,20 @@ func (m *Manager) Leave(ctx context.Context, handoverWait time.Duration) {
 	defer deadline.Stop()
 	tick := m.cfg.Clock.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
+	var quietAt time.Time
 	for {
-		quiet := true
+		quiet, reported := true, true
 		for _, w := range m.workers {
-			quiet = quiet && w.isQuiet() && w.reports.empty()
+			quiet = quiet && w.isQuiet()
+			reported = reported && w.reports.empty()
 		}
-		if quiet {
+		if quiet && quietAt.IsZero() {
+			quietAt = m.cfg.Clock.Now()
+		}
+		// Nothing runs: wait a little for the reports (the handover
+		// above all) to commit, not for ever (without a quorum they
+		// cannot; the lease runs out then anyway).
+		if quiet && (reported || m.cfg.Clock.Since(quietAt) > reportGrace) {
 			return
 		}
 		select {
@@ -193,6 +201,10 @@ func (m *Manager) Leave(ctx context.Context, handoverWait time.Duration) {
 		}
 	}
 }
+
+// reportGrace is how long a leaving agent that has stopped everything
+// waits for its reports to reach the cluster.
+const reportGrace = 2 * time.Second
 
 // Status returns the state of every group on this node, by name.
 func (m *Manager) Status() []GroupStatus {
