@@ -625,6 +625,32 @@ func TestInProcessTakeoverFigures(t *testing.T) {
 	}
 }
 
+// A node cut off from the quorum that is told to stop cannot hand over:
+// it stops its group itself, promptly, and exits.
+func TestInProcessShutdownWithoutQuorum(t *testing.T) {
+	c := newCluster(t, "manual")
+	c.startAll()
+	c.waitRunningOn("a")
+	c.isolate("a")
+	c.mu.Lock()
+	a := c.nodes["a"]
+	delete(c.nodes, "a")
+	agent := c.agents["a"]["exec-0"]
+	c.mu.Unlock()
+	began := time.Now()
+	a.Stop()
+	took := time.Since(began)
+	if agent.Running() {
+		t.Fatal("the service still runs after the stop")
+	}
+	// Telling the cluster fails within handoverWait (2 s), then the group
+	// stops; the reports wait at most 2 s more.
+	if took > 15*time.Second { // not a figure: the bound says it does not wait for stop timeouts or for ever
+		t.Fatalf("stopping without a quorum took %v", took)
+	}
+	t.Logf("stopped without a quorum in %v", took)
+}
+
 func TestInProcessMonitorFailureRestartsThenMoves(t *testing.T) {
 	c := newCluster(t, "manual")
 	c.startAll()
