@@ -44,6 +44,9 @@ func Parse(name string, data []byte) (*Config, error) {
 	if err := dec.Decode(&extra); err == nil {
 		return nil, Problems{{File: name, Line: extra.Line, Msg: "a second YAML document; the file must hold one"}}
 	}
+	if probs := checkAliases(name, &root); probs != nil {
+		return nil, probs
+	}
 
 	d := &decoder{file: name, lines: map[string]int{}}
 	c := Default()
