@@ -39,9 +39,18 @@ func TestLogAppendFilterCompact(t *testing.T) {
 	}
 	l.Publish(Event{Kind: LinkDown, Subject: "db1/0"})
 	l.Close()
-	all, _ = ReadFile(p, Filter{})
-	if len(all) != 3 || all[0].Kind != Takeover || all[2].Kind != LinkDown {
+	res, _ := ScanFile(p, Filter{})
+	all = res.Events
+	if len(all) != 4 || all[0].Kind != LogCheckpoint || all[1].Kind != Takeover || all[3].Kind != LinkDown {
 		t.Fatalf("after compact: %+v", all)
+	}
+	if all[0].Message != "compaction dropped 1 entry older than 2026-05-28T12:00:00Z" {
+		t.Errorf("checkpoint says %q", all[0].Message)
+	}
+	// The torn line was newer than the cut: it stays, reported, and the
+	// event after it is on a line of its own.
+	if res.BadCount != 1 || res.Bad[0].Line != 4 {
+		t.Errorf("bad lines after compact: %+v", res.Bad)
 	}
 }
 
@@ -74,7 +83,9 @@ func TestSharedLogSurvivesAnotherWritersCompaction(t *testing.T) {
 	}
 	var got []string
 	for _, e := range evs {
-		got = append(got, e.Subject)
+		if e.Kind != LogCheckpoint {
+			got = append(got, e.Subject)
+		}
 	}
 	if len(got) != 3 || got[0] != "before" || got[1] != "after" || got[2] != "agent" {
 		t.Fatalf("events in the file after the compaction: %v, want [before after agent]", got)

@@ -1,11 +1,15 @@
 // Package events owns the event vocabulary of tandem and the audit log: every
 // state transition (node or link up/down, lease lost, takeover, resource
 // start/stop/failure, admin action, RAID health) is an Event published on a
-// Bus; the audit log, metrics, API and UI consume it. It imports nothing of
-// ours; any package may import it.
+// Bus; the audit log, metrics, API and UI consume it. The audit log is JSON
+// lines, its entries linked by a hash chain that Verify checks (chain.go
+// says the format). It imports nothing of ours; any package may import it.
 package events
 
 import (
+	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -39,6 +43,7 @@ const (
 	QuorumGained   Kind = "quorum_gained"
 	LeaderChanged  Kind = "leader_changed"
 	PacketDropped  Kind = "packet_dropped"
+	LogCheckpoint  Kind = "log_checkpoint" // the audit log's compaction dropped its oldest entries
 )
 
 // RAID health kinds (mirroring mdadm --monitor event names).
@@ -53,6 +58,41 @@ const (
 	RaidChecksumRepaired Kind = "ChecksumRepaired"
 	RaidMismatchesFound  Kind = "MismatchesFound"
 )
+
+// KnownKinds lists every kind tandem writes, cluster kinds first.
+func KnownKinds() []Kind {
+	return []Kind{
+		NodeUp, NodeDown, LinkUp, LinkDown, LeaseAcquired, LeaseLost, Takeover, Placement,
+		GroupStarted, GroupStopped, ResStart, ResStop, ResFailure, ResRestart, ResFound,
+		Handover, GuardDrops, ConfigMismatch, AdminAction, QuorumLost, QuorumGained,
+		LeaderChanged, PacketDropped, LogCheckpoint,
+		RaidFail, RaidDegradedArray, RaidSpareActive, RaidRebuildStarted, RaidRebuildProgress,
+		RaidRebuildFinished, RaidRebuildAborted, RaidChecksumRepaired, RaidMismatchesFound,
+	}
+}
+
+// ParseKinds reads a comma-separated list of kinds ("takeover,node_down"),
+// refusing any that tandem does not write: a misspelt kind would otherwise
+// select nothing, which reads as "it never happened".
+func ParseKinds(s string) ([]Kind, error) {
+	known := KnownKinds()
+	var out []Kind
+	for _, f := range strings.Split(s, ",") {
+		k := Kind(strings.TrimSpace(f))
+		if k == "" {
+			continue
+		}
+		if !slices.Contains(known, k) {
+			names := make([]string, len(known))
+			for i, k := range known {
+				names[i] = string(k)
+			}
+			return nil, fmt.Errorf("events: unknown kind %q (known: %s)", k, strings.Join(names, ", "))
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
 
 // Event is one transition. Fields that do not apply stay empty; Attrs holds
 // kind-specific details (milliseconds of a takeover, an error text, …).
