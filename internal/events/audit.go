@@ -183,6 +183,7 @@ func (l *Log) Compact() error {
 	lines := bytes.SplitAfter(in, []byte("\n"))
 	cut, entries, bad := -1, 0, 0
 	var last Link
+	var lastTime time.Time
 	for i, line := range lines {
 		raw := bytes.TrimSuffix(line, []byte("\n"))
 		if len(bytes.TrimSpace(raw)) == 0 {
@@ -195,7 +196,7 @@ func (l *Log) Compact() error {
 		if !r.Time.Before(cutoff) {
 			break
 		}
-		cut, last = i, r.linkAfter(raw)
+		cut, last, lastTime = i, r.linkAfter(raw), r.Time
 	}
 	for _, line := range lines[:cut+1] {
 		raw := bytes.TrimSuffix(line, []byte("\n"))
@@ -212,8 +213,11 @@ func (l *Log) Compact() error {
 		return nil // nothing expired but an earlier checkpoint
 	}
 	var out bytes.Buffer
-	cp := record{Event: Event{Time: l.now(), Kind: LogCheckpoint, Message: checkpointMessage(entries, bad, cutoff),
-		Attrs: map[string]any{"dropped": entries, "dropped_unreadable": bad, "before": cutoff.UTC().Format(time.RFC3339)}},
+	// The checkpoint takes the place of the last dropped entry, its seq
+	// and its time, so the log still reads in order of time.
+	now := l.now()
+	cp := record{Event: Event{Time: lastTime, Kind: LogCheckpoint, Message: checkpointMessage(now, entries, bad, cutoff),
+		Attrs: map[string]any{"dropped": entries, "dropped_unreadable": bad, "before": rfc3339(cutoff), "compacted_at": rfc3339(now)}},
 		Seq: last.Seq, Hash: last.Hash}
 	out.Write(encodeRecord(cp))
 	out.WriteByte('\n')

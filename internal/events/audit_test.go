@@ -44,7 +44,7 @@ func TestLogAppendFilterCompact(t *testing.T) {
 	if len(all) != 4 || all[0].Kind != LogCheckpoint || all[1].Kind != Takeover || all[3].Kind != LinkDown {
 		t.Fatalf("after compact: %+v", all)
 	}
-	if all[0].Message != "compaction dropped 1 entry older than 2026-05-28T12:00:00Z" {
+	if all[0].Message != "compaction at 2026-11-24T12:00:00Z dropped 1 entry older than 2026-05-28T12:00:00Z" || !all[0].Time.Equal(now.Add(-200*24*time.Hour)) {
 		t.Errorf("checkpoint says %q", all[0].Message)
 	}
 	// The torn line was newer than the cut: it stays, reported, and the

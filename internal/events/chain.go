@@ -20,8 +20,8 @@ import (
 //
 // Compaction drops the oldest entries and writes, as the new first line, a
 // checkpoint (kind log_checkpoint) that stands for the last entry it
-// dropped: its "seq" and "hash" are that entry's seq and hash, so the first
-// kept entry links to it.
+// dropped: its "time", "seq" and "hash" are that entry's time, seq and
+// hash, so the first kept entry links to it.
 //
 // Entries written before the chain existed have neither seq nor prev; they
 // may only precede the chain.

@@ -143,7 +143,8 @@ func TestCompactionKeepsTheChainAndAccountsForBadLines(t *testing.T) {
 	}
 	cp := res.Events[0]
 	if cp.Kind != LogCheckpoint || cp.Attrs["dropped"] != 4.0 || cp.Attrs["dropped_unreadable"] != 1.0 ||
-		cp.Message != "compaction dropped 4 entries older than 2026-11-23T12:00:00Z, and 1 unreadable line among them" {
+		cp.Message != "compaction at 2026-11-24T12:00:00Z dropped 4 entries older than 2026-11-23T12:00:00Z, and 1 unreadable line among them" ||
+		!cp.Time.Equal(t0.Add(-47*time.Hour)) {
 		t.Errorf("checkpoint %+v", cp)
 	}
 	if res.BadCount != 1 || res.Bad[0].Line != 3 {

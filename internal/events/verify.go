@@ -206,8 +206,8 @@ func short(h string) string {
 }
 
 // checkpointMessage says what a compaction dropped.
-func checkpointMessage(entries, bad int, cutoff time.Time) string {
-	msg := fmt.Sprintf("compaction dropped %s older than %s", plural(entries, "entry", "entries"), cutoff.UTC().Format(time.RFC3339))
+func checkpointMessage(now time.Time, entries, bad int, cutoff time.Time) string {
+	msg := fmt.Sprintf("compaction at %s dropped %s older than %s", rfc3339(now), plural(entries, "entry", "entries"), rfc3339(cutoff))
 	if bad > 0 {
 		msg += fmt.Sprintf(", and %s among them", plural(bad, "unreadable line", "unreadable lines"))
 	}
@@ -220,3 +220,5 @@ func plural(n int, one, many string) string {
 	}
 	return fmt.Sprintf("%d %s", n, many)
 }
+
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
