@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"net/url"
-
+	"io/fs"
+	"net"
 	"sort"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -16,14 +18,13 @@ import (
 
 	"tandem/internal/api"
 	"tandem/internal/config"
-	"tandem/internal/events"
 	"tandem/internal/keyfile"
 	"tandem/internal/node"
 )
 
 func init() {
 	subcommands = append(subcommands, newStatusCmd, newFailoverCmd, newStandbyCmd(true), newStandbyCmd(false),
-		newMaintenanceCmd, newCleanupCmd, newEventsCmd)
+		newMaintenanceCmd, newCleanupCmd)
 }
 
 // clientFlags choose the agent to talk to: its unix socket (default), or
@@ -33,6 +34,8 @@ type clientFlags struct {
 	addr      string
 	tokenFile string
 	config    string
+
+	target string // the agent being talked to, and why that one, for messages
 }
 
 func (f *clientFlags) add(cmd *cobra.Command) {
@@ -51,13 +54,19 @@ func (f *clientFlags) client() (*api.Client, error) {
 		if err != nil {
 			return nil, exitWith(2, err)
 		}
+		f.target = "the API at " + f.addr + " (--api)"
 		return api.NewTCPClient(f.addr, tok), nil
 	}
 	sock := f.socket
+	f.target = "the socket " + sock + " (--socket)"
 	if sock == "" {
-		sock = "/run/tandem/tandem.sock"
-		if c, err := config.Load(f.config); err == nil {
+		c, err := config.Load(f.config)
+		if err == nil {
 			sock = c.API.Socket
+			f.target = "the socket " + sock + " (api.socket of " + f.config + ")"
+		} else {
+			sock = "/run/tandem/tandem.sock"
+			f.target = "the socket " + sock + " (the default: " + f.config + " could not be read)"
 		}
 	}
 	return api.NewUnixClient(sock), nil
@@ -71,7 +80,52 @@ func (f *clientFlags) call(fn func(ctx context.Context, c *api.Client) error) er
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return fn(ctx, c)
+	return f.explain(fn(ctx, c))
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// errUnreachable marks an agent that did not answer at all (as opposed to
+// one that answered with an error).
+var errUnreachable = errors.New("cannot reach the tandem agent")
+
+// explain turns a failure to reach the agent into what to check, instead
+// of the HTTP client's words; an answer of the agent passes unchanged.
+func (f *clientFlags) explain(err error) error {
+	var apiErr *api.Error
+	if err == nil || errors.As(err, &apiErr) {
+		return err
+	}
+	var why string
+	tcp := f.addr != ""
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		why = "there is no such socket: the agent is not running on this machine, or it listens on another socket"
+	case errors.Is(err, syscall.ECONNREFUSED) && tcp:
+		why = "the connection was refused: no agent listens there"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		why = "the socket is there but nobody listens on it: the agent stopped or crashed"
+	case errors.Is(err, fs.ErrPermission):
+		why = "permission denied: run as root, or as a member of the socket's group"
+	case isTimeout(err):
+		why = "no answer within 30 s: the agent may be hung or overloaded"
+	default:
+		var opErr *net.OpError
+		if !errors.As(err, &opErr) {
+			return err // not a failure to connect
+		}
+		why = opErr.Err.Error()
+	}
+	check := "Check that the agent runs here (systemctl status tandem; journalctl -u tandem), or name\n" +
+		"  another one with --socket PATH, or --api HOST:PORT --token-file FILE"
+	if tcp {
+		check = "Check that the agent runs on that machine (systemctl status tandem) with api.tcp_port\n" +
+			"  set to that port (and api.bind_all for other machines), and that no firewall is in the way"
+	}
+	return fmt.Errorf("%w at %s: %s.\n  %s", errUnreachable, f.target, why, check)
 }
 
 func newStatusCmd() *cobra.Command {
@@ -383,73 +437,5 @@ func newCleanupCmd() *cobra.Command {
 		},
 	}
 	f.add(cmd)
-	return cmd
-}
-
-func newEventsCmd() *cobra.Command {
-	var f clientFlags
-	var kinds, group, nodeName, subject, since string
-	var limit int
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "events",
-		Short: "Show the audit log of this node (every transition and admin action)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			q := url.Values{}
-			for k, v := range map[string]string{"kind": kinds, "group": group, "node": nodeName, "subject": subject, "since": since} {
-				if v != "" {
-					q.Set(k, v)
-				}
-			}
-			if limit > 0 {
-				q.Set("limit", fmt.Sprint(limit))
-			}
-			var evs []events.Event
-			err := f.call(func(ctx context.Context, c *api.Client) (err error) {
-				evs, err = c.Events(ctx, q)
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				enc := json.NewEncoder(out)
-				for _, e := range evs {
-					enc.Encode(e)
-				}
-				return nil
-			}
-			for _, e := range evs {
-				line := fmt.Sprintf("%s %-16s", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Kind)
-				for _, kv := range [][2]string{{"node", e.Node}, {"group", e.Group}, {"subject", e.Subject}, {"actor", e.Actor}} {
-					if kv[1] != "" {
-						line += " " + kv[0] + "=" + kv[1]
-					}
-				}
-				if e.Epoch != 0 {
-					line += fmt.Sprintf(" epoch=%d", e.Epoch)
-				}
-				if e.Message != "" {
-					line += " — " + e.Message
-				}
-				if len(e.Attrs) > 0 {
-					b, _ := json.Marshal(e.Attrs)
-					line += " " + string(b)
-				}
-				fmt.Fprintln(out, line)
-			}
-			return nil
-		},
-	}
-	f.add(cmd)
-	cmd.Flags().StringVar(&kinds, "kind", "", "only these kinds, comma-separated (e.g. takeover,node_down)")
-	cmd.Flags().StringVar(&group, "group", "", "only this group")
-	cmd.Flags().StringVar(&nodeName, "node", "", "only events reported by this node")
-	cmd.Flags().StringVar(&subject, "subject", "", "only events about this node, link, group or resource")
-	cmd.Flags().StringVar(&since, "since", "", "only since an RFC 3339 time or a duration back (1h)")
-	cmd.Flags().IntVar(&limit, "limit", 0, "only the newest N")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON lines")
 	return cmd
 }
