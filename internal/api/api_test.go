@@ -88,6 +88,9 @@ func TestUnixSocketAndErrors(t *testing.T) {
 	if _, err := c.Events(ctx, url.Values{"since": {"yesterday"}}); !IsCode(err, 400) {
 		t.Fatalf("bad since: %v", err)
 	}
+	if _, err := c.Events(ctx, url.Values{"kind": {"takeover,bogus"}}); !IsCode(err, 400) || !strings.Contains(err.Error(), `unknown kind "bogus"`) {
+		t.Fatalf("unknown kind: %v", err)
+	}
 }
 
 func TestTCPNeedsToken(t *testing.T) {

@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -261,9 +260,11 @@ func parseFilter(r *http.Request) (events.Filter, error) {
 	q := r.URL.Query()
 	f := events.Filter{Group: q.Get("group"), Node: q.Get("node"), Subject: q.Get("subject")}
 	if k := q.Get("kind"); k != "" {
-		for _, s := range strings.Split(k, ",") {
-			f.Kinds = append(f.Kinds, events.Kind(strings.TrimSpace(s)))
+		kinds, err := events.ParseKinds(k)
+		if err != nil {
+			return f, err
 		}
+		f.Kinds = kinds
 	}
 	if s := q.Get("since"); s != "" {
 		t, err := parseSince(s, time.Now())
