@@ -70,6 +70,10 @@ type Guard interface {
 	Revoke(vip netip.Addr) error
 	// Remaining reports how long vip may still speak (0 when silenced).
 	Remaining(vip netip.Addr) (time.Duration, error)
+	// Dropped counts the packets to vip the guard has dropped on the way
+	// in since Install (it was silenced): on the node that holds the VIP's
+	// lease, every one is a client the guard turned away by mistake.
+	Dropped(vip netip.Addr) (uint64, error)
 	// Close removes everything Install created: the VIPs are unguarded.
 	Close() error
 }

@@ -18,6 +18,7 @@ type Mem struct {
 	until   map[netip.Addr]time.Time
 	calls   []Call
 	err     error
+	dropped map[netip.Addr]uint64
 }
 
 // Call is one recorded Allow or AllowUntil (Remaining > 0) or Revoke
@@ -129,6 +130,32 @@ func (m *Mem) Calls() []Call {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]Call(nil), m.calls...)
+}
+
+// Dropped implements Guard: what Drop recorded.
+func (m *Mem) Dropped(vip netip.Addr) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	vip = vip.Unmap()
+	if !m.guarded[vip] {
+		return 0, notGuarded(vip)
+	}
+	return m.dropped[vip], nil
+}
+
+// Drop records n packets to vip dropped by the guard (tests), unless vip
+// is allowed.
+func (m *Mem) Drop(vip netip.Addr, n uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	vip = vip.Unmap()
+	if m.remainingLocked(vip) > 0 {
+		return
+	}
+	if m.dropped == nil {
+		m.dropped = map[netip.Addr]uint64{}
+	}
+	m.dropped[vip] += n
 }
 
 func (m *Mem) Close() error {

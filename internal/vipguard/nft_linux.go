@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
 
@@ -116,6 +117,11 @@ func (g *NFT) installLocked(want map[netip.Addr]bool) error {
 	for chain, rules := range r.rules() {
 		c.AddChain(chain)
 		c.FlushChain(chain)
+		if chain == r.inetIn {
+			for _, rule := range r.countRules(want) { // before the drops they count
+				c.AddRule(rule)
+			}
+		}
 		for _, exprs := range rules {
 			c.AddRule(&nftables.Rule{Table: chain.Table, Chain: chain, Exprs: exprs})
 		}
@@ -300,6 +306,32 @@ func (g *NFT) Remaining(vip netip.Addr) (time.Duration, error) {
 		}
 	}
 	return 0, nil
+}
+
+// Dropped reads the counter of vip's count rule (see countRules).
+func (g *NFT) Dropped(vip netip.Addr) (uint64, error) {
+	vip = vip.Unmap()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.guarded[vip] {
+		return 0, notGuarded(vip)
+	}
+	rules, err := g.conn.GetRules(g.rs.inet, g.rs.inetIn)
+	if err != nil {
+		return 0, fmt.Errorf("vipguard: dropped %s: %w", vip, err)
+	}
+	tag := dropCounter(vip)
+	for _, r := range rules {
+		if !slices.Equal(r.UserData, tag) {
+			continue
+		}
+		for _, e := range r.Exprs {
+			if c, ok := e.(*expr.Counter); ok {
+				return c.Packets, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("vipguard: dropped %s: no counter rule (reinstall)", vip)
 }
 
 // Close deletes both tables and the connection. Missing tables are fine.

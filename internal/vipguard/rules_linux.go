@@ -1,6 +1,8 @@
 package vipguard
 
 import (
+	"net/netip"
+
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -100,6 +102,38 @@ func (r *ruleset) rules() map[*nftables.Chain][][]expr.Any {
 			// Replies, requests and gratuitous ARP the kernel sends for it.
 			join(arpIsEtherIPv4(), silenced4(net, arpSenderIP, r.arpVIPs, r.arpAllowed)),
 		},
+	}
+}
+
+// dropCounter tags the rule that counts the packets to one VIP the guard
+// drops on the way in (Dropped reads it).
+func dropCounter(vip netip.Addr) []byte { return []byte("tandem-dropped " + vip.String()) }
+
+// countRules count, per guarded VIP, the inbound packets to it that the
+// rules after them drop (its own counter: the drop rules count all VIPs
+// together). They only count; the verdict is the drop rule's.
+func (r *ruleset) countRules(vips map[netip.Addr]bool) []*nftables.Rule {
+	var out []*nftables.Rule
+	for vip := range vips {
+		var exprs []expr.Any
+		if vip.Is4() {
+			exprs = join(nfproto(unix.NFPROTO_IPV4), cmpPayload(expr.PayloadBaseNetworkHeader, ip4Dst, vip.AsSlice()),
+				notIn(expr.PayloadBaseNetworkHeader, ip4Dst, 4, r.allowed4))
+		} else {
+			exprs = join(nfproto(unix.NFPROTO_IPV6), cmpPayload(expr.PayloadBaseNetworkHeader, ip6Dst, vip.AsSlice()),
+				notIn(expr.PayloadBaseNetworkHeader, ip6Dst, 16, r.allowed6))
+		}
+		exprs = append(exprs, &expr.Counter{})
+		out = append(out, &nftables.Rule{Table: r.inet, Chain: r.inetIn, Exprs: exprs, UserData: dropCounter(vip)})
+	}
+	return out
+}
+
+// notIn matches a packet whose field at base+off is not in set.
+func notIn(base expr.PayloadBase, off, n uint32, set *nftables.Set) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, Invert: true},
 	}
 }
 

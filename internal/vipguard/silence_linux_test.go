@@ -515,3 +515,40 @@ func TestRefresherChild(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Dropped counts, per VIP, the clients the guard turned away: none while
+// allowed; after a revoke, a client whose ARP cache still points at the
+// node sends its SYN anyway, and the guard drops and counts it.
+func TestDroppedCountsTurnedAwayClients(t *testing.T) {
+	l := newSilenceLab(t)
+	if err := l.guard.AllowUntil(vip4.Addr(), time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.guard.AllowUntil(vip6.Addr(), time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	l.allAnswer(t)
+	for _, v := range []netip.Prefix{vip4, vip6} {
+		if n, err := l.guard.Dropped(v.Addr()); err != nil || n != 0 {
+			t.Fatalf("%s dropped %d while allowed (%v)", v.Addr(), n, err)
+		}
+	}
+	for _, v := range []netip.Prefix{vip4, vip6} {
+		if err := l.guard.Revoke(v.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.c.Do(func() error {
+		netutil.DialTCP(netip.AddrPortFrom(vip4.Addr(), vipPort), 300*time.Millisecond)
+		netutil.DialTCP(netip.AddrPortFrom(vip6.Addr(), vipPort), 300*time.Millisecond)
+		return nil
+	})
+	for _, v := range []netip.Prefix{vip4, vip6} {
+		if n, err := l.guard.Dropped(v.Addr()); err != nil || n == 0 {
+			t.Errorf("%s: %d dropped after a revoke and a connection attempt (%v)", v.Addr(), n, err)
+		}
+	}
+	if _, err := l.guard.Dropped(netip.MustParseAddr("10.77.0.99")); !IsNotGuarded(err) {
+		t.Errorf("an unguarded address: %v", err)
+	}
+}
