@@ -11,6 +11,9 @@ type Status struct {
 	Draining  bool
 	Restarts  int // in-place restarts within the failure window
 	LastError string
+	// GuardOpen: the kernel guard lets the group's VIPs speak (this node
+	// holds the lease and a VIP is up).
+	GuardOpen bool
 	Resources []ResourceStatus
 }
 
@@ -29,7 +32,7 @@ type ResourceStatus struct {
 // Status returns the current observations.
 func (m *Machine) Status() Status {
 	s := Status{Phase: m.phase, Since: m.phaseSince, Epoch: m.runEpoch, Draining: m.draining,
-		Restarts: len(m.restarts), LastError: m.lastErr}
+		Restarts: len(m.restarts), LastError: m.lastErr, GuardOpen: !m.guardOpen.IsZero()}
 	if m.holder() {
 		s.Handover = m.view.Handover
 	}

@@ -117,6 +117,13 @@ func (m *Manager) Run(ctx context.Context) {
 			w.run(ctx)
 		}(w)
 	}
+	if m.cfg.Guard != nil {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.watchGuard(ctx)
+		}()
+	}
 }
 
 // Wait waits for the workers to end after Run's context ended.
@@ -218,15 +225,21 @@ func (m *Manager) Status() []GroupStatus {
 
 // GroupStatus is what this node runs of a group, as last observed.
 type GroupStatus struct {
-	Name      string           `json:"name"`
-	Phase     string           `json:"phase"` // lifecycle phases: probing, stopped, starting, running, degraded, stopping, failed, unmanaged
-	Epoch     uint64           `json:"epoch,omitempty"`
-	Since     time.Time        `json:"since"`
-	LeaseLeft float64          `json:"lease_left_ms,omitempty"`
-	Handover  string           `json:"handover,omitempty"` // a planned move under way, to this node
-	Restarts  int              `json:"restarts"`
-	LastError string           `json:"last_error,omitempty"`
-	Resources []ResourceStatus `json:"resources"`
+	Name      string    `json:"name"`
+	Phase     string    `json:"phase"` // lifecycle phases: probing, stopped, starting, running, degraded, stopping, failed, unmanaged
+	Epoch     uint64    `json:"epoch,omitempty"`
+	Since     time.Time `json:"since"`
+	LeaseLeft float64   `json:"lease_left_ms,omitempty"`
+	Handover  string    `json:"handover,omitempty"` // a planned move under way, to this node
+	Restarts  int       `json:"restarts"`
+	LastError string    `json:"last_error,omitempty"`
+	// GuardDropped counts the packets to the group's VIPs the kernel guard
+	// turned away on this node since the agent started; GuardLate the
+	// refreshes the kernel applied too late to trust (the VIP was silenced
+	// until the next renewal).
+	GuardDropped uint64           `json:"guard_dropped_packets"`
+	GuardLate    uint64           `json:"guard_late"`
+	Resources    []ResourceStatus `json:"resources"`
 }
 
 // ResourceStatus is one resource on this node, as last observed.

@@ -305,3 +305,26 @@ func TestResourceStoppedDuringMaintenanceIsRecovered(t *testing.T) {
 		t.Fatalf("the app found stopped after maintenance was not started again (and recorded): %+v", starts)
 	}
 }
+
+// Seen item 3: the kernel guard dropped packets to a healthy active node
+// and nothing said so. Drops while this node holds the lease are counted
+// and published; drops on a node that does not hold it only counted.
+func TestGuardDropsOnTheActiveNodeAreReported(t *testing.T) {
+	r := newRig(t, 3)
+	r.lease.set(1, time.Hour)
+	r.m.SetState(holderState("a", 1))
+	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
+	time.Sleep(guardPoll + 200*time.Millisecond) // one poll with the guard open
+	r.guard.Revoke(vip)                             // the kernel's element lapsed behind our back
+	r.guard.Drop(vip, 3)
+	deadline := time.Now().Add(3 * guardPoll)
+	for len(r.rec.OfKind(events.GuardDrops)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no guard_drops event; status %+v", r.m.Status()[0])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := r.m.Status()[0]; st.GuardDropped != 3 {
+		t.Fatalf("status counts %d dropped packets, want 3", st.GuardDropped)
+	}
+}

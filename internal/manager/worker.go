@@ -12,6 +12,7 @@ import (
 	"tandem/internal/lifecycle"
 	"tandem/internal/resource"
 	"tandem/internal/state"
+	"tandem/internal/vipguard"
 )
 
 // groupInfo is what the worker keeps of the replicated state besides the
@@ -47,6 +48,13 @@ type worker struct {
 	leaseLeft time.Duration
 	quiet     bool
 	probed    bool
+	// the kernel guard's drop counter (pollGuard) and late refreshes
+	guardSeen, guardWasOpen bool
+	guardCount              uint64
+	guardDropped            uint64
+	guardPending            uint64
+	guardEvent              time.Time
+	guardLate               uint64
 
 	// loop goroutine only
 	ops       map[uint64]context.CancelFunc
@@ -293,7 +301,17 @@ func (w *worker) openGuard(until time.Time) {
 		if !r.VIP.IsValid() {
 			continue
 		}
-		if err := g.AllowUntil(r.VIP, until.Add(-GuardMargin)); err != nil {
+		err := g.AllowUntil(r.VIP, until.Add(-GuardMargin))
+		switch {
+		case vipguard.IsLate(err):
+			// The kernel took too long to apply the refresh: the VIP was
+			// silenced rather than risk outliving the lease; the next
+			// renewal opens it again.
+			w.mu.Lock()
+			w.guardLate++
+			w.mu.Unlock()
+			w.log.Warn("the kernel guard's refresh came too late; the VIP is silent until the next renewal", "vip", r.VIP)
+		case err != nil:
 			w.log.Error("cannot refresh VIP in the kernel guard", "vip", r.VIP, "err", err)
 		}
 	}
@@ -402,9 +420,10 @@ func (w *worker) groupStarted(n lifecycle.Note) {
 func (w *worker) status() GroupStatus {
 	w.mu.Lock()
 	st, left := w.snapshot, w.leaseLeft
+	dropped, late := w.guardDropped, w.guardLate
 	w.mu.Unlock()
 	s := GroupStatus{Name: w.g.Name, Phase: string(st.Phase), Epoch: st.Epoch, Since: st.Since, Handover: st.Handover,
-		Restarts: st.Restarts, LastError: st.LastError}
+		Restarts: st.Restarts, LastError: st.LastError, GuardDropped: dropped, GuardLate: late}
 	if left > 0 {
 		s.LeaseLeft = float64(left.Microseconds()) / 1000
 	}

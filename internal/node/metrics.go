@@ -13,6 +13,7 @@ type collector struct {
 	groupEpoch, groupActive, nodeUp, linkUp    *prometheus.Desc
 	linkRTT, linkLoss, quorum, leader, standby *prometheus.Desc
 	localPhase, resState, resCheck             *prometheus.Desc
+	guardDropped, guardLate                    *prometheus.Desc
 }
 
 func newCollector(n *Node) *collector {
@@ -20,24 +21,26 @@ func newCollector(n *Node) *collector {
 		return prometheus.NewDesc(name, help, labels, nil)
 	}
 	return &collector{n: n,
-		groupEpoch:  d("tandem_group_epoch", "Epoch of the group (grows on every change of holder).", "group"),
-		groupActive: d("tandem_group_active", "1 for the node holding the group; running is true and phase is running only while its holder reports every resource running.", "group", "node", "running", "phase"),
-		localPhase:  d("tandem_group_local_phase", "1 for the group's phase on this node, as its lifecycle last observed it.", "group", "phase"),
-		resState:    d("tandem_resource_state", "1 for the state this node last observed of the resource (running, stopped, failed, unknown).", "group", "resource", "state"),
-		resCheck:    d("tandem_resource_last_check_timestamp_seconds", "When this node last monitored or probed the resource (Unix time).", "group", "resource"),
-		nodeUp:      d("tandem_node_up", "1 when this node sees the voter alive.", "node"),
-		linkUp:      d("tandem_link_up", "1 when the heartbeat link to the peer works both ways.", "peer", "link"),
-		linkRTT:     d("tandem_link_rtt_seconds", "Smoothed heartbeat round-trip time.", "peer", "link"),
-		linkLoss:    d("tandem_link_loss_ratio", "Share of the peer's last 20 heartbeats lost on the link.", "peer", "link"),
-		quorum:      d("tandem_quorum", "1 when a raft leader is known (the cluster can decide)."),
-		leader:      d("tandem_raft_leader", "1 for the voter that leads raft, as this node sees it.", "node"),
-		standby:     d("tandem_node_standby", "1 when the node is in standby.", "node"),
+		groupEpoch:   d("tandem_group_epoch", "Epoch of the group (grows on every change of holder).", "group"),
+		groupActive:  d("tandem_group_active", "1 for the node holding the group; running is true and phase is running only while its holder reports every resource running.", "group", "node", "running", "phase"),
+		localPhase:   d("tandem_group_local_phase", "1 for the group's phase on this node, as its lifecycle last observed it.", "group", "phase"),
+		resState:     d("tandem_resource_state", "1 for the state this node last observed of the resource (running, stopped, failed, unknown).", "group", "resource", "state"),
+		resCheck:     d("tandem_resource_last_check_timestamp_seconds", "When this node last monitored or probed the resource (Unix time).", "group", "resource"),
+		guardDropped: d("tandem_vipguard_dropped_packets_total", "Packets to the group's VIPs the kernel guard turned away on this node since the agent started (on the holder: clients turned away by mistake; each such stretch is also a guard_drops event).", "group"),
+		guardLate:    d("tandem_vipguard_late_refreshes_total", "Guard refreshes the kernel applied too late to trust: the VIP was silenced until the next renewal.", "group"),
+		nodeUp:       d("tandem_node_up", "1 when this node sees the voter alive.", "node"),
+		linkUp:       d("tandem_link_up", "1 when the heartbeat link to the peer works both ways.", "peer", "link"),
+		linkRTT:      d("tandem_link_rtt_seconds", "Smoothed heartbeat round-trip time.", "peer", "link"),
+		linkLoss:     d("tandem_link_loss_ratio", "Share of the peer's last 20 heartbeats lost on the link.", "peer", "link"),
+		quorum:       d("tandem_quorum", "1 when a raft leader is known (the cluster can decide)."),
+		leader:       d("tandem_raft_leader", "1 for the voter that leads raft, as this node sees it.", "node"),
+		standby:      d("tandem_node_standby", "1 when the node is in standby.", "node"),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.groupEpoch, c.groupActive, c.nodeUp, c.linkUp, c.linkRTT, c.linkLoss, c.quorum, c.leader, c.standby,
-		c.localPhase, c.resState, c.resCheck} {
+		c.localPhase, c.resState, c.resCheck, c.guardDropped, c.guardLate} {
 		ch <- d
 	}
 }
@@ -64,6 +67,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, l := range s.Local {
 		ch <- prometheus.MustNewConstMetric(c.localPhase, g, 1, l.Name, l.Phase)
+		ch <- prometheus.MustNewConstMetric(c.guardDropped, prometheus.CounterValue, float64(l.GuardDropped), l.Name)
+		ch <- prometheus.MustNewConstMetric(c.guardLate, prometheus.CounterValue, float64(l.GuardLate), l.Name)
 		for _, r := range l.Resources {
 			ch <- prometheus.MustNewConstMetric(c.resState, g, 1, l.Name, r.Name, r.State)
 			if !r.LastCheck.IsZero() {
