@@ -3,6 +3,7 @@ package nbd
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -73,10 +74,22 @@ func Dial(ctx context.Context, network, addr, export string) (*Client, error) {
 
 // NewClient runs the handshake on nc and enters transmission on export.
 func NewClient(nc net.Conn, export string) (*Client, error) {
+	return NewClientTLS(nc, export, nil)
+}
+
+// NewClientTLS is NewClient with TLS: it sends NBD_OPT_STARTTLS first and
+// runs the rest of the handshake and transmission inside TLS with config
+// (nil: no TLS).
+func NewClientTLS(nc net.Conn, export string, config *tls.Config) (*Client, error) {
 	br := bufio.NewReader(nc)
 	noZeroes, err := clientGreeting(nc, br)
 	if err != nil {
 		return nil, err
+	}
+	if config != nil {
+		if nc, br, err = clientStartTLS(nc, br, config); err != nil {
+			return nil, err
+		}
 	}
 	info, err := clientInfo(nc, br, wire.OptGo, export)
 	var oe *OptError
@@ -113,6 +126,25 @@ func clientGreeting(nc net.Conn, br *bufio.Reader) (noZeroes bool, err error) {
 		return false, fmt.Errorf("nbd: send client flags: %w", err)
 	}
 	return cf&wire.ClientFlagNoZeroes != 0, nil
+}
+
+// clientStartTLS asks for TLS and runs the client side of its handshake.
+func clientStartTLS(nc net.Conn, br *bufio.Reader, config *tls.Config) (net.Conn, *bufio.Reader, error) {
+	if err := sendOption(nc, wire.OptStartTLS, nil); err != nil {
+		return nil, nil, err
+	}
+	rep, _, err := readOptReply(br, wire.OptStartTLS)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rep.Type != wire.RepAck || br.Buffered() > 0 {
+		return nil, nil, fmt.Errorf("%w: reply type %#x to NBD_OPT_STARTTLS", wire.ErrInvalid, rep.Type)
+	}
+	tc := tls.Client(nc, config)
+	if err := tc.Handshake(); err != nil {
+		return nil, nil, fmt.Errorf("nbd: TLS handshake: %w", err)
+	}
+	return tc, bufio.NewReader(tc), nil
 }
 
 func sendOption(nc net.Conn, opt uint32, data []byte) error {

@@ -3,6 +3,7 @@ package nbd
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -28,9 +29,6 @@ const (
 	// hand-off between goroutines; slow ones (disks, fsync) get company,
 	// up to workersPerConn.
 	promoteAfter = 100 * time.Microsecond
-	// connBudget bounds the payload bytes one connection holds in flight.
-	// nbdcopy keeps 64 × 256 KiB per connection; the kernel client far less.
-	connBudget = 64 << 20
 	// drainTimeout bounds how long replies may take to reach a client once
 	// the connection is ending, so a client that stops reading cannot hold
 	// a shutdown forever.
@@ -43,6 +41,10 @@ const (
 // errDisconnect is the clean end of transmission (NBD_CMD_DISC).
 var errDisconnect = errors.New("nbd: client disconnected")
 
+// errIdle ends a connection that sent nothing for Limits.IdleTimeout with
+// nothing in flight.
+var errIdle = errors.New("nbd: client idle")
+
 // serverConn is one client connection: the handshake, then workers that
 // take turns reading a request, run it, and send its reply, so replies go
 // out in whatever order requests finish. A worker does all three itself
@@ -54,21 +56,32 @@ var errDisconnect = errors.New("nbd: client disconnected")
 // that retired when another was reading had to be started again for the
 // next write, with a fresh stack grown again through the device's code.
 type serverConn struct {
-	s      *Server
+	s *Server
+	// raw is the accepted connection: deadlines and Close go to it. nc is
+	// what requests and replies travel on: raw, or TLS over it once
+	// STARTTLS succeeded (set before transmission starts).
+	raw    net.Conn
 	nc     net.Conn
 	ctx    context.Context
 	cancel context.CancelFunc
 	log    *slog.Logger
 
-	exp    *export
-	budget *budget
+	exp *export
+	mem *connMemory
 
-	readMu sync.Mutex
-	br     *bufio.Reader
-	endErr error // why no more requests are read; guarded by readMu
+	readMu       sync.Mutex
+	br           *bufio.Reader
+	endErr       error     // why no more requests are read; guarded by readMu
+	readDeadline time.Time // last read deadline set for IdleTimeout; guarded by readMu
 
-	writeMu sync.Mutex
-	broken  bool // a reply could not be sent; guarded by writeMu
+	writeMu       sync.Mutex
+	broken        bool      // a reply could not be sent; guarded by writeMu
+	writeDeadline time.Time // last write deadline set for StallTimeout; guarded by writeMu
+	// drainBy is when owed replies must be out (unix ns), once the
+	// connection is ending; 0 before.
+	drainBy atomic.Int64
+
+	inFlight atomic.Int32 // requests read and not yet answered
 
 	readers atomic.Int32 // workers in next(): reading or waiting to
 
@@ -91,53 +104,92 @@ type job struct {
 // Called with s.mu held.
 func (sc *serverConn) stop() {
 	sc.cancel()
-	sc.nc.SetReadDeadline(time.Unix(1, 0))
-	sc.nc.SetWriteDeadline(time.Now().Add(drainTimeout))
+	sc.raw.SetReadDeadline(time.Unix(1, 0))
+	sc.drain()
+}
+
+// drain gives the replies still owed drainTimeout to reach the client, so a
+// client that stopped reading cannot keep an ending connection open. The
+// first call sets the time; send never extends it.
+func (sc *serverConn) drain() {
+	by := time.Now().Add(drainTimeout)
+	if sc.drainBy.CompareAndSwap(0, by.UnixNano()) {
+		sc.raw.SetWriteDeadline(by)
+	}
 }
 
 func (sc *serverConn) serve() {
 	defer sc.s.untrack(sc)
-	defer sc.nc.Close()
+	defer sc.raw.Close()
 	defer sc.cancel()
 	s := sc.s
 	s.metrics.Load().connAccepted()
-	sc.log = s.log.With("remote", sc.nc.RemoteAddr().String())
+	sc.log = s.log.With("remote", sc.raw.RemoteAddr().String())
 
 	if d := time.Duration(s.handshakeTimeout.Load()); d > 0 {
-		sc.nc.SetDeadline(time.Now().Add(d))
+		sc.raw.SetDeadline(time.Now().Add(d))
 	}
 	// Small: headers are batched by it, payloads bypass it.
-	br := bufio.NewReaderSize(sc.nc, 4<<10)
-	exp, err := s.negotiate(br, bufio.NewWriterSize(sc.nc, 4<<10))
+	n := &negotiation{s: s, r: bufio.NewReaderSize(sc.raw, 4<<10), w: bufio.NewWriterSize(sc.raw, 4<<10), tlsRequired: s.tlsRequire}
+	if s.tlsConfig != nil {
+		n.startTLS = sc.startTLS
+	}
+	exp, err := n.run()
 	if err != nil {
 		if !errors.Is(err, errAbort) && sc.ctx.Err() == nil {
-			sc.log.Info("nbd: handshake failed", "err", err)
+			sc.log.Info("nbd: handshake failed", "err", err, "tls", n.tlsUp)
 			s.metrics.Load().connDropped()
 		}
 		return
 	}
-	sc.nc.SetDeadline(time.Time{})
+	sc.raw.SetDeadline(time.Time{})
 	if sc.ctx.Err() != nil {
 		return // Close ran during the handshake; its deadline may be cleared
 	}
-	sc.exp, sc.br = exp, br
-	if uc, ok := sc.nc.(*net.UnixConn); ok {
+	sc.exp, sc.br = exp, n.r
+	if uc, ok := sc.raw.(*net.UnixConn); ok {
 		// The default (~208 KiB) is smaller than one 256 KiB nbdcopy read
 		// reply, so every reply would stall the sender mid-write. TCP
 		// autotunes its own buffer.
 		uc.SetWriteBuffer(unixSendBuffer)
 	}
 	sc.log = sc.log.With("export", exp.Name)
-	sc.log.Debug("nbd: transmission started")
+	sc.log.Debug("nbd: transmission started", "tls", n.tlsUp)
 	em := exp.metrics.Load()
 	em.connActive(1)
 	defer em.connActive(-1)
+	connStarted()
+	defer connEnded()
 	sc.transmit()
 }
 
+// startTLS runs the server side of the TLS handshake after NBD_OPT_STARTTLS
+// and makes transmission use it. r may hold bytes the client sent early.
+func (sc *serverConn) startTLS(r *bufio.Reader) (*bufio.Reader, *bufio.Writer, error) {
+	under := sc.raw
+	if r.Buffered() > 0 {
+		under = &prefixedConn{Conn: sc.raw, r: r}
+	}
+	tc := tls.Server(under, sc.s.tlsConfig)
+	if err := tc.HandshakeContext(sc.ctx); err != nil {
+		return nil, nil, err
+	}
+	sc.nc = tc
+	return bufio.NewReaderSize(tc, 4<<10), bufio.NewWriterSize(tc, 4<<10), nil
+}
+
+// prefixedConn reads what a bufio.Reader already holds before the
+// connection itself.
+type prefixedConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *prefixedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
 func (sc *serverConn) transmit() {
-	sc.budget = newBudget(connBudget)
-	defer sc.budget.killOnDone(sc.ctx)()
+	sc.mem = sc.s.mem.newConn(sc.s.limits.connLimit())
+	defer sc.mem.killOnDone(sc.ctx)()
 	sc.done = make(chan struct{})
 	sc.spawn()
 	// Requests already read run to completion (a write is acknowledged
@@ -153,6 +205,9 @@ func (sc *serverConn) transmit() {
 		sc.log.Debug("nbd: connection stopped", "err", err)
 	case errors.Is(err, io.EOF):
 		sc.log.Info("nbd: client hung up without NBD_CMD_DISC")
+	case errors.Is(err, errIdle):
+		sc.log.Info("nbd: closing an idle connection", "idle_timeout", sc.s.limits.IdleTimeout)
+		sc.s.metrics.Load().connTimedOut("idle")
 	default:
 		sc.log.Warn("nbd: dropping connection", "err", err)
 		sc.s.metrics.Load().connDropped()
@@ -235,26 +290,70 @@ func (sc *serverConn) work() {
 		sc.send(&iov)
 		putBuffer(j.buf)
 		if j.weight > 0 {
-			sc.budget.release(j.weight)
+			sc.mem.release(j.weight)
 		}
+		sc.inFlight.Add(-1)
 	}
 }
 
-// send writes one reply. After a failed write the connection is finished:
-// reading stops and later replies are dropped.
+// send writes one reply. A reply that makes no progress for StallTimeout
+// (the client stopped reading) or is not out by the drain deadline ends
+// the connection; after a failed write the connection is finished: reading
+// stops and later replies are dropped, so their buffers are released.
 func (sc *serverConn) send(iov *net.Buffers) {
 	sc.writeMu.Lock()
 	defer sc.writeMu.Unlock()
 	if sc.broken {
 		return
 	}
-	if _, err := iov.WriteTo(sc.nc); err != nil {
+	for {
+		sc.armStall()
+		n, err := iov.WriteTo(sc.nc)
+		if err == nil {
+			return
+		}
+		timedOut := errors.Is(err, os.ErrDeadlineExceeded)
+		if timedOut && n > 0 && sc.drainBy.Load() == 0 {
+			// The client takes its reply, slowly: not stalled. (Over TLS
+			// a timed-out write is final and n is 0 from then on.)
+			sc.writeDeadline = time.Time{}
+			continue
+		}
 		sc.broken = true
-		if !errors.Is(err, net.ErrClosed) && !errors.Is(err, os.ErrDeadlineExceeded) {
+		switch {
+		case timedOut && sc.drainBy.Load() == 0:
+			sc.log.Warn("nbd: client stopped reading its replies; closing the connection",
+				"stall_timeout", sc.s.limits.StallTimeout, "in_flight", sc.inFlight.Load())
+			sc.s.metrics.Load().connTimedOut("stall")
+		case timedOut:
+			sc.log.Info("nbd: replies owed to an ending connection were not taken in time", "drain_timeout", drainTimeout)
+		case !errors.Is(err, net.ErrClosed):
 			sc.log.Info("nbd: sending a reply failed", "err", err)
 		}
 		sc.cancel()
-		sc.nc.SetReadDeadline(time.Unix(1, 0))
+		sc.raw.SetReadDeadline(time.Unix(1, 0))
+		return
+	}
+}
+
+// armStall makes sure a write in progress can run for at least half of
+// StallTimeout more without progress, and at most all of it. Setting a
+// deadline costs a timer update, so it is refreshed only when less than
+// half is left rather than for every reply. Once the connection is
+// draining, the drain deadline stays (drain set it on raw directly).
+func (sc *serverConn) armStall() {
+	stall := sc.s.limits.StallTimeout
+	now := time.Now()
+	if now.Add(stall / 2).Before(sc.writeDeadline) {
+		return
+	}
+	d := now.Add(stall)
+	sc.writeDeadline = d
+	sc.raw.SetWriteDeadline(d)
+	// drain may have run between the check in send and this deadline;
+	// never leave a later one in place of its.
+	if by := sc.drainBy.Load(); by != 0 && by < d.UnixNano() {
+		sc.raw.SetWriteDeadline(time.Unix(0, by))
 	}
 }
 
@@ -274,10 +373,48 @@ func (sc *serverConn) next() (job, bool) {
 		sc.endErr = err
 		// Replies still owed go out, but a client that stopped reading
 		// cannot keep the connection open.
-		sc.nc.SetWriteDeadline(time.Now().Add(drainTimeout))
+		sc.drain()
 		return job{}, false
 	}
+	sc.inFlight.Add(1)
 	return j, true
+}
+
+// readFull reads len(p) bytes of a request. With an IdleTimeout, a
+// connection that sends nothing for that long with nothing in flight, or
+// stops in the middle of a request for that long, ends with errIdle.
+func (sc *serverConn) readFull(p []byte, header bool) error {
+	idle := sc.s.limits.IdleTimeout
+	if idle <= 0 {
+		_, err := io.ReadFull(sc.br, p)
+		return err
+	}
+	for got := 0; ; {
+		if now := time.Now(); !now.Add(idle / 2).Before(sc.readDeadline) {
+			sc.readDeadline = now.Add(idle)
+			sc.raw.SetReadDeadline(sc.readDeadline)
+			if sc.ctx.Err() != nil {
+				// stop or a failed send meant to end reading; do not
+				// undo their deadline.
+				sc.raw.SetReadDeadline(time.Unix(1, 0))
+			}
+		}
+		n, err := io.ReadFull(sc.br, p[got:])
+		got += n
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) || sc.ctx.Err() != nil {
+			return err
+		}
+		sc.readDeadline = time.Time{}
+		// Not idle while the client makes progress or, between requests,
+		// waits for answers.
+		if n > 0 || (header && got == 0 && sc.inFlight.Load() > 0) {
+			continue
+		}
+		return errIdle
+	}
 }
 
 // read decodes one request and its payload. Invalid requests whose framing
@@ -286,7 +423,7 @@ func (sc *serverConn) next() (job, bool) {
 // connection.
 func (sc *serverConn) read() (job, error) {
 	var hdr [wire.RequestSize]byte
-	if _, err := io.ReadFull(sc.br, hdr[:]); err != nil {
+	if err := sc.readFull(hdr[:], true); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return job{}, fmt.Errorf("nbd: client vanished mid-request header: %w", err)
 		}
@@ -315,15 +452,16 @@ func (sc *serverConn) read() (job, error) {
 	if req.Type != wire.CmdWrite && req.Type != wire.CmdRead {
 		return j, nil
 	}
-	j.weight = int64(max(req.Length, 1))
-	if !sc.budget.acquire(j.weight) {
+	// Weighed as the buffer it takes, so the budget bounds real memory.
+	_, j.weight = bufferClass(int(req.Length))
+	if !sc.mem.acquire(j.weight) {
 		return job{}, fmt.Errorf("nbd: connection stopping: %w", context.Cause(sc.ctx))
 	}
 	j.buf = getBuffer(int(req.Length))
 	if req.Type == wire.CmdWrite {
-		if _, err := io.ReadFull(sc.br, j.buf.b[:req.Length]); err != nil {
+		if err := sc.readFull(j.buf.b[:req.Length], false); err != nil {
 			putBuffer(j.buf)
-			sc.budget.release(j.weight)
+			sc.mem.release(j.weight)
 			return job{}, fmt.Errorf("nbd: client vanished mid-write (handle %#x, %d bytes): %w", req.Handle, req.Length, err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"testing"
@@ -50,9 +51,9 @@ func runTransmission(t *testing.T, in []byte) {
 	s := NewServer(nil, Export{Name: "vol", Device: blockdev.NewMem(1 << 20)})
 	cli, srv := net.Pipe()
 	defer cli.Close()
-	sc := &serverConn{s: s, nc: srv}
+	sc := &serverConn{s: s, nc: srv, raw: srv}
 	sc.ctx, sc.cancel = context.WithCancel(context.Background())
-	if !s.track(sc) {
+	if s.track(sc) != tracked {
 		t.Fatal("server refused the connection")
 	}
 	done := make(chan struct{})
@@ -75,4 +76,71 @@ func runTransmission(t *testing.T, in []byte) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("server connection did not end")
 	}
+}
+
+// scriptConn is a net.Conn whose peer says exactly in and ignores what it
+// is sent; reads end with io.EOF.
+type scriptConn struct {
+	net.Conn // nil: only the methods below are used
+	r        *bytes.Reader
+}
+
+func (c *scriptConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c *scriptConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *scriptConn) Close() error                     { return nil }
+func (c *scriptConn) SetDeadline(time.Time) error      { return nil }
+func (c *scriptConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *scriptConn) SetWriteDeadline(time.Time) error { return nil }
+
+// serverTranscript is what our server sends for a client script.
+func serverTranscript(in []byte) []byte {
+	_, out, _ := runNegotiate(handshakeServer(), in)
+	return out
+}
+
+// FuzzOptionReplies feeds arbitrary server bytes to the client side of the
+// handshake: the option replies of NBD_OPT_LIST, NBD_OPT_INFO, NBD_OPT_GO
+// and NBD_OPT_STARTTLS, and NBD_OPT_EXPORT_NAME's reply, as List and
+// NewClient decode them. Whatever a server sends, the client must not
+// panic or hang, must end with an error or with a complete answer (an
+// export it was told the size of), and must not allocate what a length
+// field asks for beyond its 1 MiB cap.
+func FuzzOptionReplies(f *testing.F) {
+	fixed := (&clientScript{}).flags(wire.ClientFlagFixedNewstyle | wire.ClientFlagNoZeroes)
+	info := func(name string) []byte {
+		return wire.AppendInfoRequest(nil, wire.InfoRequest{Name: name, Infos: []uint16{wire.InfoName, wire.InfoDescription, wire.InfoBlockSize}})
+	}
+	f.Add(serverTranscript((&clientScript{b: append([]byte{}, fixed.b...)}).opt(wire.OptList, nil).opt(wire.OptInfo, info("vol")).opt(wire.OptInfo, info("ro")).opt(wire.OptAbort, nil).b))
+	f.Add(serverTranscript((&clientScript{b: append([]byte{}, fixed.b...)}).opt(wire.OptGo, info("vol")).b))
+	f.Add(serverTranscript((&clientScript{b: append([]byte{}, fixed.b...)}).opt(wire.OptGo, info("nope")).b))
+	f.Add(serverTranscript((&clientScript{b: append([]byte{}, fixed.b...)}).opt(wire.OptStructuredReply, nil).opt(wire.OptExportName, []byte("vol")).b))
+	greeting := wire.AppendGreeting(nil, handshakeFlags)
+	f.Add(append(append([]byte{}, greeting...), wire.AppendOptReply(nil, wire.OptGo, wire.RepErrPolicy, []byte("too many connections"))...))
+	f.Add(append(append([]byte{}, greeting...), wire.AppendOptReply(nil, wire.OptGo, wire.RepInfo, []byte{0, 0})...))
+	f.Add(append(append([]byte{}, greeting...), wire.AppendOptReply(nil, wire.OptList, wire.RepServer, []byte{0, 0, 0xff, 0xff, 'x'})...))
+	f.Add(append(append([]byte{}, greeting...), wire.AppendOptReply(nil, wire.OptStartTLS, wire.RepAck, nil)...))
+	f.Add([]byte("NBDMAGIC\x00\x00\x00\x00\x00\x00\x00\x00"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		exports, err := List(&scriptConn{r: bytes.NewReader(in)})
+		if err == nil {
+			for _, e := range exports {
+				if !e.HasExport {
+					t.Fatalf("List returned %q without its size", e.Name)
+				}
+			}
+		}
+		c, err := NewClient(&scriptConn{r: bytes.NewReader(in)}, "vol")
+		if err == nil {
+			if !c.Info().HasExport {
+				t.Fatal("NewClient entered transmission without the export's size")
+			}
+			c.Close()
+		}
+		// STARTTLS: a client must not go on unless the server acked.
+		br := bufio.NewReader(bytes.NewReader(in))
+		sc := &scriptConn{r: bytes.NewReader(nil)}
+		if _, err := clientGreeting(sc, br); err == nil {
+			clientStartTLS(sc, br, &tls.Config{InsecureSkipVerify: true}) // the handshake fails on EOF
+		}
+	})
 }

@@ -222,3 +222,135 @@ func FuzzNegotiate(f *testing.F) {
 		}
 	})
 }
+
+// Handshake modes FuzzNegotiateModes drives.
+const (
+	modePlain       = iota // no TLS offered
+	modeTLSOptional        // STARTTLS offered, not required
+	modeTLSRequired        // forced TLS
+	modeRefusal            // the server is full
+	modeCount
+)
+
+// runNegotiateMode runs the handshake in one of the modes. The "TLS" is a
+// pass-through (the same reader and writer go on), so what follows
+// STARTTLS is fuzzed as plain bytes.
+func runNegotiateMode(s *Server, mode int, in []byte) (exp *export, out []byte, tlsUp bool, err error) {
+	var b bytes.Buffer
+	n := &negotiation{s: s, r: bufio.NewReader(bytes.NewReader(in)), w: bufio.NewWriter(&b)}
+	switch mode {
+	case modeTLSOptional, modeTLSRequired:
+		n.startTLS = func(r *bufio.Reader) (*bufio.Reader, *bufio.Writer, error) { return r, n.w, nil }
+		n.tlsRequired = mode == modeTLSRequired
+	case modeRefusal:
+		n.refusal = "too many connections"
+	}
+	exp, err = n.run()
+	n.w.Flush()
+	return exp, b.Bytes(), n.tlsUp, err
+}
+
+func TestNegotiateModes(t *testing.T) {
+	s := handshakeServer()
+	goVol := wire.AppendInfoRequest(nil, wire.InfoRequest{Name: "vol"})
+	fixed := func() *clientScript { return (&clientScript{}).flags(wire.ClientFlagFixedNewstyle) }
+
+	// Forced TLS: everything but STARTTLS and ABORT is refused until TLS
+	// is up, then the export is served.
+	exp, out, up, err := runNegotiateMode(s, modeTLSRequired, fixed().
+		opt(wire.OptList, nil).opt(wire.OptGo, goVol).opt(wire.OptStartTLS, nil).opt(wire.OptGo, goVol).b)
+	if err != nil || exp == nil || !up {
+		t.Fatalf("forced TLS: %v %v tls=%v", exp, err, up)
+	}
+	replies, _ := parseServer(t, out)
+	wantTypes := []uint32{wire.RepErrTLSReqd, wire.RepErrTLSReqd, wire.RepAck, wire.RepInfo, wire.RepInfo, wire.RepAck}
+	if len(replies) != len(wantTypes) {
+		t.Fatalf("forced TLS: %d replies, want %d", len(replies), len(wantTypes))
+	}
+	for i, r := range replies {
+		if r.typ != wantTypes[i] {
+			t.Errorf("forced TLS reply %d: type %#x, want %#x", i, r.typ, wantTypes[i])
+		}
+	}
+	if _, _, _, err := runNegotiateMode(s, modeTLSRequired, fixed().opt(wire.OptExportName, []byte("vol")).b); err == nil {
+		t.Error("forced TLS: NBD_OPT_EXPORT_NAME without TLS was served")
+	}
+
+	// Full: every option is refused with the reason, ABORT acknowledged.
+	exp, out, _, err = runNegotiateMode(s, modeRefusal, fixed().opt(wire.OptGo, goVol).opt(wire.OptList, nil).opt(wire.OptAbort, nil).b)
+	if !errors.Is(err, errAbort) || exp != nil {
+		t.Fatalf("refusal: %v %v", exp, err)
+	}
+	replies, _ = parseServer(t, out)
+	if len(replies) != 3 || replies[0].typ != wire.RepErrPolicy || string(replies[0].data) != "too many connections" ||
+		replies[1].typ != wire.RepErrPolicy || replies[2].typ != wire.RepAck {
+		t.Fatalf("refusal replies: %+v", replies)
+	}
+}
+
+// FuzzNegotiateModes feeds arbitrary client bytes to the handshake in each
+// mode: plain, TLS offered, TLS required, and refusing (server full). On
+// top of FuzzNegotiate's checks: with TLS required nothing about the
+// exports leaks and none is chosen before STARTTLS was acknowledged; a
+// refusing server answers only NBD_REP_ERR_POLICY (and ACK to ABORT) and
+// never enters transmission.
+func FuzzNegotiateModes(f *testing.F) {
+	fixed := func() *clientScript {
+		return (&clientScript{}).flags(wire.ClientFlagFixedNewstyle | wire.ClientFlagNoZeroes)
+	}
+	goVol := wire.AppendInfoRequest(nil, wire.InfoRequest{Name: "vol", Infos: []uint16{1, 2, 3}})
+	for mode := range uint8(modeCount) {
+		f.Add(mode, fixed().opt(wire.OptStartTLS, nil).opt(wire.OptGo, goVol).b)
+		f.Add(mode, fixed().opt(wire.OptList, nil).opt(wire.OptStartTLS, nil).opt(wire.OptStartTLS, nil).opt(wire.OptInfo, goVol).opt(wire.OptAbort, nil).b)
+		f.Add(mode, fixed().opt(wire.OptStructuredReply, nil).opt(wire.OptStartTLS, []byte{1}).opt(wire.OptExportName, []byte("vol")).b)
+		f.Add(mode, fixed().opt(wire.OptGo, goVol).b)
+		f.Add(mode, fixed().opt(0x63, []byte("junk")).opt(wire.OptGo, []byte{0, 0, 0, 1}).b)
+		f.Add(mode, []byte("GET / HTTP/1.1\r\n\r\n"))
+	}
+	f.Fuzz(func(t *testing.T, mode uint8, in []byte) {
+		m := int(mode % modeCount)
+		s := handshakeServer()
+		exp, out, tlsUp, err := runNegotiateMode(s, m, in)
+		if (err == nil) != (exp != nil) {
+			t.Fatalf("export %v with error %v", exp, err)
+		}
+		if exp != nil && s.lookup(exp.Name) != exp {
+			t.Fatalf("chose an export we do not serve: %q", exp.Name)
+		}
+		if exp != nil && m == modeTLSRequired && !tlsUp {
+			t.Fatal("entered transmission without TLS on a server that requires it")
+		}
+		if exp != nil && m == modeRefusal {
+			t.Fatal("a refusing server entered transmission")
+		}
+		replies, rest := parseServer(t, out)
+		tlsAcked := false
+		for _, r := range replies {
+			if r.typ == wire.RepInfo && len(r.data) < 2 {
+				t.Fatalf("short NBD_REP_INFO %x", r.data)
+			}
+			switch m {
+			case modeTLSRequired:
+				if !tlsAcked && (r.typ == wire.RepInfo || r.typ == wire.RepServer) {
+					t.Fatalf("export details sent before TLS: reply %#x to option %d", r.typ, r.opt)
+				}
+			case modeRefusal:
+				if r.typ != wire.RepErrPolicy && !(r.typ == wire.RepAck && r.opt == wire.OptAbort) {
+					t.Fatalf("a refusing server replied %#x to option %d", r.typ, r.opt)
+				}
+			}
+			if r.opt == wire.OptStartTLS && r.typ == wire.RepAck {
+				if m == modePlain || m == modeRefusal || tlsAcked {
+					t.Fatalf("STARTTLS acknowledged in mode %d (already up: %v)", m, tlsAcked)
+				}
+				tlsAcked = true
+			}
+		}
+		if len(rest) != 0 && len(rest) != 10 && len(rest) != 10+wire.ExportNameZeroPad {
+			t.Fatalf("%d stray bytes after option replies: %x", len(rest), rest)
+		}
+		if len(rest) != 0 && (m == modeRefusal || (m == modeTLSRequired && !tlsUp)) {
+			t.Fatalf("NBD_OPT_EXPORT_NAME answered in mode %d without TLS", m)
+		}
+	})
+}

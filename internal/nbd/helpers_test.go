@@ -36,6 +36,13 @@ func (ts *testServer) uri(export string) string {
 
 func startServer(t testing.TB, exports ...Export) *testServer {
 	t.Helper()
+	return startServerWith(t, nil, exports...)
+}
+
+// startServerWith is startServer with configure run before Serve (limits,
+// TLS).
+func startServerWith(t testing.TB, configure func(*Server) error, exports ...Export) *testServer {
+	t.Helper()
 	// Unix socket paths must stay under 108 bytes; t.TempDir can be longer.
 	dir, err := os.MkdirTemp("", "nbdt")
 	if err != nil {
@@ -52,6 +59,11 @@ func startServer(t testing.TB, exports ...Export) *testServer {
 		t.Fatal(err)
 	}
 	s := NewServer(testLogger(t), exports...)
+	if configure != nil {
+		if err := configure(s); err != nil {
+			t.Fatal(err)
+		}
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- s.Serve(ul) }()
 	go func() { errc <- s.Serve(tl) }()

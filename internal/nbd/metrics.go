@@ -13,6 +13,8 @@ import (
 // and every method is a no-op on nil.
 type metrics struct {
 	accepted    prometheus.Counter
+	refused     *prometheus.CounterVec
+	timedOut    *prometheus.CounterVec
 	active      *prometheus.GaugeVec
 	dropped     prometheus.Counter
 	requests    *prometheus.CounterVec
@@ -32,6 +34,9 @@ type exportMetrics struct {
 
 // RegisterMetrics registers the server's metrics on reg; connections and
 // requests are counted from then on. Series: tandem_nbd_connections_accepted_total,
+// tandem_nbd_connections_refused_total{reason} (full, not_allowed),
+// tandem_nbd_connections_timed_out_total{reason} (stall, idle),
+// tandem_nbd_payload_memory_bytes, tandem_nbd_payload_memory_waits_total,
 // tandem_nbd_connections{export}, tandem_nbd_connections_dropped_total
 // (protocol violations and mid-request disconnects),
 // tandem_nbd_requests_total{export,op,result},
@@ -41,6 +46,10 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 	m := &metrics{
 		accepted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tandem_nbd_connections_accepted_total", Help: "NBD connections accepted."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_nbd_connections_refused_total", Help: "NBD connections refused: Limits.MaxConns were open (full) or the address is not in the allow-list (not_allowed)."}, []string{"reason"}),
+		timedOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tandem_nbd_connections_timed_out_total", Help: "NBD connections closed because a reply made no progress (stall) or the client sent nothing (idle)."}, []string{"reason"}),
 		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tandem_nbd_connections", Help: "NBD connections in transmission, by export."}, []string{"export"}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
@@ -53,8 +62,18 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 			Name: "tandem_nbd_request_duration_seconds", Help: "Time from request decoded to reply queued.",
 			Buckets: prometheus.ExponentialBuckets(10e-6, 4, 10)}, []string{"export", "op"}),
 	}
+	memInFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tandem_nbd_payload_memory_bytes", Help: "Payload buffers held by requests in flight, all connections (bounded by Limits.MaxMemory)."},
+		func() float64 { v, _ := s.mem.stats(); return float64(v) })
+	memWaits := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tandem_nbd_payload_memory_waits_total", Help: "Requests that waited for the shared payload memory."},
+		func() float64 { _, w := s.mem.stats(); return float64(w) })
+	m.refused.WithLabelValues("full")
+	m.refused.WithLabelValues("not_allowed")
+	m.timedOut.WithLabelValues("stall")
+	m.timedOut.WithLabelValues("idle")
 	var errs []error
-	for _, c := range []prometheus.Collector{m.accepted, m.active, m.dropped, m.requests, m.bytes, m.durationVec} {
+	for _, c := range []prometheus.Collector{m.accepted, m.refused, m.timedOut, m.active, m.dropped, m.requests, m.bytes, m.durationVec, memInFlight, memWaits} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -81,6 +100,18 @@ func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
 func (m *metrics) connAccepted() {
 	if m != nil {
 		m.accepted.Inc()
+	}
+}
+
+func (m *metrics) connRefused(reason string) {
+	if m != nil {
+		m.refused.WithLabelValues(reason).Inc()
+	}
+}
+
+func (m *metrics) connTimedOut(reason string) {
+	if m != nil {
+		m.timedOut.WithLabelValues(reason).Inc()
 	}
 }
 

@@ -9,10 +9,12 @@ package nbd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,9 +33,18 @@ const preferredBlockSize = 4096
 
 // defaultHandshakeTimeout bounds how long a client may take to choose an
 // export, so a connection that never finishes the handshake cannot pin a
-// goroutine forever. Transmission has no timeout: kernel clients idle for
-// days.
+// goroutine forever. Transmission has no idle timeout by default: kernel
+// clients idle for days (see Limits).
 const defaultHandshakeTimeout = 30 * time.Second
+
+// Refused connections (over Limits.MaxConns) are told why in the
+// handshake, within refuseTimeout and at most maxRefusing at a time;
+// beyond that they are closed at once, so a flood of connections costs
+// no more than a bounded number of goroutines.
+const (
+	refuseTimeout = 2 * time.Second
+	maxRefusing   = 8
+)
 
 // ErrServerClosed is returned by Serve after Close.
 var ErrServerClosed = errors.New("nbd: server closed")
@@ -109,11 +120,24 @@ type Server struct {
 	handshakeTimeout atomic.Int64 // time.Duration
 	metrics          atomic.Pointer[metrics]
 
+	// Set before Serve (SetLimits, SetTLS), read-only afterwards.
+	limits     Limits
+	mem        *memory
+	tlsConfig  *tls.Config
+	tlsRequire bool
+	allow      []netip.Prefix // nil: every address
+
 	mu        sync.Mutex
 	closed    bool
+	serving   bool // Serve was called: limits and TLS are fixed
 	listeners map[net.Listener]struct{}
 	conns     map[*serverConn]struct{}
 	connWG    sync.WaitGroup
+	// Connections being told they are over MaxConns (see refuse).
+	refusing  int
+	refused   map[net.Conn]struct{}
+	fullLog   refusalLog
+	deniedLog refusalLog
 }
 
 // NewServer returns a server for exports. The first export is also the
@@ -127,7 +151,10 @@ func NewServer(logger *slog.Logger, exports ...Export) *Server {
 		log:       logger,
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*serverConn]struct{}{},
+		refused:   map[net.Conn]struct{}{},
 	}
+	s.limits = DefaultLimits()
+	s.mem = newMemory(s.limits)
 	s.handshakeTimeout.Store(int64(defaultHandshakeTimeout))
 	seen := map[string]bool{}
 	var errs []error
@@ -155,6 +182,92 @@ func NewServer(logger *slog.Logger, exports ...Export) *Server {
 // enters transmission (default 30 s; 0 means no limit).
 func (s *Server) SetHandshakeTimeout(d time.Duration) { s.handshakeTimeout.Store(int64(d)) }
 
+// SetLimits sets the server's limits (zero fields take their defaults). It
+// must be called before Serve.
+func (s *Server) SetLimits(l Limits) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.serving {
+		return errors.New("nbd: SetLimits after Serve")
+	}
+	s.limits = l.withDefaults()
+	s.mem = newMemory(s.limits)
+	s.handshakeTimeout.Store(int64(s.limits.HandshakeTimeout))
+	return nil
+}
+
+// Limits returns the limits in force.
+func (s *Server) Limits() Limits { return s.limits }
+
+// SetAllow restricts TCP clients to the given address prefixes; others are
+// disconnected as soon as they are accepted, before a byte is read or sent,
+// and logged. Unix-socket clients are not affected (the socket file's
+// permissions guard them). An empty list allows every address. It must be
+// called before Serve.
+func (s *Server) SetAllow(prefixes []netip.Prefix) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.serving {
+		return errors.New("nbd: SetAllow after Serve")
+	}
+	s.allow = nil
+	for _, p := range prefixes {
+		s.allow = append(s.allow, p.Masked())
+	}
+	return nil
+}
+
+// allowed says whether a client at addr may connect.
+func (s *Server) allowed(addr net.Addr) bool {
+	if len(s.allow) == 0 {
+		return true
+	}
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return true // unix sockets: file permissions
+	}
+	ip, ok := netip.AddrFromSlice(ta.IP)
+	if !ok {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, p := range s.allow {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// SetTLS offers TLS through NBD_OPT_STARTTLS with config (which must hold
+// a certificate; set ClientAuth and ClientCAs to demand client
+// certificates). With require, every option but STARTTLS and ABORT is
+// refused with NBD_REP_ERR_TLS_REQD until TLS is up, and NBD_OPT_EXPORT_NAME
+// without TLS is hung up on, as the protocol's "forced TLS" mode says. It
+// must be called before Serve; a nil config turns TLS off.
+func (s *Server) SetTLS(config *tls.Config, require bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.serving {
+		return errors.New("nbd: SetTLS after Serve")
+	}
+	if config == nil {
+		s.tlsConfig, s.tlsRequire = nil, false
+		return nil
+	}
+	if len(config.Certificates) == 0 && config.GetCertificate == nil && config.GetConfigForClient == nil {
+		return errors.New("nbd: TLS config has no certificate")
+	}
+	// NBD clients (libnbd, qemu, nbd-client) all speak TLS 1.2 and 1.3.
+	config = config.Clone()
+	config.MinVersion = max(config.MinVersion, tls.VersionTLS12)
+	s.tlsConfig, s.tlsRequire = config, require
+	return nil
+}
+
 // lookup finds an export by name; the empty name is the default export.
 func (s *Server) lookup(name string) *export {
 	for _, e := range s.exports {
@@ -179,6 +292,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 		return ErrServerClosed
 	}
+	s.serving = true
 	s.listeners[ln] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
@@ -205,12 +319,21 @@ func (s *Server) Serve(ln net.Listener) error {
 			return fmt.Errorf("nbd: accept: %w", err)
 		}
 		backoff = 0
-		sc := &serverConn{s: s, nc: nc}
+		if !s.allowed(nc.RemoteAddr()) {
+			s.turnAway(nc)
+			continue
+		}
+		sc := &serverConn{s: s, nc: nc, raw: nc}
 		sc.ctx, sc.cancel = context.WithCancel(context.Background())
-		if !s.track(sc) {
+		switch s.track(sc) {
+		case trackClosed:
 			nc.Close()
 			return ErrServerClosed
+		case trackFull:
+			s.refuse(nc)
+			continue
 		}
+
 		go sc.serve()
 	}
 }
@@ -221,15 +344,26 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-func (s *Server) track(sc *serverConn) bool {
+type trackResult int
+
+const (
+	tracked trackResult = iota
+	trackClosed
+	trackFull
+)
+
+func (s *Server) track(sc *serverConn) trackResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return trackClosed
+	}
+	if len(s.conns) >= s.limits.MaxConns {
+		return trackFull
 	}
 	s.conns[sc] = struct{}{}
 	s.connWG.Add(1)
-	return true
+	return tracked
 }
 
 func (s *Server) untrack(sc *serverConn) {
@@ -253,6 +387,9 @@ func (s *Server) Close() error {
 	}
 	for sc := range s.conns {
 		sc.stop()
+	}
+	for nc := range s.refused {
+		nc.Close()
 	}
 	s.mu.Unlock()
 	s.connWG.Wait()

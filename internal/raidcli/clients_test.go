@@ -85,13 +85,19 @@ func TestServeToRealClients(t *testing.T) {
 func (c *cli) serve(name string) (uri string, stop func() error) {
 	c.t.Helper()
 	sock := c.path(name + ".nbd")
+	return "nbd+unix:///" + name + "?socket=" + sock, c.serveArgs(name, "--listen", "unix:"+sock)
+}
+
+// serveArgs runs `tandem raid serve NAME ARGS…` until stop.
+func (c *cli) serveArgs(name string, args ...string) (stop func() error) {
+	c.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
 		cmd := Command()
 		cmd.SetOut(&bytes.Buffer{})
 		cmd.SetErr(&bytes.Buffer{})
-		cmd.SetArgs([]string{"--state-dir", c.state, "serve", name, "--listen", "unix:" + sock})
+		cmd.SetArgs(append([]string{"--state-dir", c.state, "serve", name}, args...))
 		served <- cmd.ExecuteContext(ctx)
 	}()
 	waitFor(c.t, func() bool { return (&globals{stateDir: c.state}).control(name) != nil })
@@ -105,7 +111,7 @@ func (c *cli) serve(name string) (uri string, stop func() error) {
 		return <-served
 	}
 	c.t.Cleanup(func() { stop() })
-	return "nbd+unix:///" + name + "?socket=" + sock, stop
+	return stop
 }
 
 // An ext4 file system on a served RAID 5, through nbdfuse and a loop

@@ -19,11 +19,16 @@ import (
 
 func serveCmd(g *globals) *cobra.Command {
 	var listen, export, rate string
+	var x exposure
 	cmd := &cobra.Command{
 		Use:   "serve NAME | M1 M2 … --listen ADDR",
 		Short: "Serve an array as an NBD export until interrupted; fail/remove/add/replace/check then act on it",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			exposed, err := x.settings()
+			if err != nil {
+				return err
+			}
 			t, err := g.resolve(args)
 			if err != nil {
 				return err
@@ -76,6 +81,12 @@ func serveCmd(g *globals) *cobra.Command {
 				// member, whichever connection sent it.
 				MultiConn: true,
 			})
+			if err := exposed.apply(srv, listen, log); err != nil {
+				ln.Close()
+				cs.close()
+				a.Close()
+				return err
+			}
 			served := make(chan error, 1)
 			go func() { served <- srv.Serve(ln) }()
 			fmt.Fprintf(g.out, "serving %s (%d MiB) as NBD export %q on %s; control socket %s\n",
@@ -94,10 +105,11 @@ func serveCmd(g *globals) *cobra.Command {
 			return errors.Join(err, a.Close())
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:10809", "address to serve NBD on: HOST:PORT or unix:PATH")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:10809", "address to serve NBD on: HOST:PORT or unix:PATH (default: this machine only; 0.0.0.0:10809 or :10809 for every interface)")
 	cmd.Flags().StringVar(&export, "export", "", "export name (default: the array name)")
 	cmd.Flags().StringVar(&rate, "rebuild-rate", "", "limit rebuild and resync to this many bytes per second (e.g. 50M)")
 	cmd.Flags().BoolVar(&g.force, "force", false, "start a dirty, degraded RAID 5/6")
+	x.flags(cmd)
 	return cmd
 }
 
