@@ -3,7 +3,6 @@ package consensus
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -114,38 +113,6 @@ func TestProposeFromFollowerAndStaleEpoch(t *testing.T) {
 func TestLeadershipSteersToWitness(t *testing.T) {
 	cl := startCluster(t, nil, "w")
 	cl.waitLeader(t, "w")
-}
-
-func TestWrongKeyIsRefused(t *testing.T) {
-	cfg, _ := tlsConfig(bytes.Repeat([]byte{1}, 32))
-	other, _ := tlsConfig(bytes.Repeat([]byte{2}, 32))
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { c.(*tls.Conn).Handshake(); c.Close() }()
-		}
-	}()
-	c, err := tls.Dial("tcp", ln.Addr().String(), other)
-	if err == nil {
-		err = c.Handshake()
-		c.Close()
-	}
-	if err == nil {
-		t.Fatal("handshake with a different cluster key succeeded")
-	}
-	c, err = tls.Dial("tcp", ln.Addr().String(), cfg)
-	if err != nil {
-		t.Fatalf("same key: %v", err)
-	}
-	c.Close()
 }
 
 func TestNineVotersAgree(t *testing.T) {

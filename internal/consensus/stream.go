@@ -2,22 +2,16 @@ package consensus
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
-	"golang.org/x/crypto/hkdf"
 )
 
 // Connection purposes, the first byte a dialer writes after the handshake.
@@ -27,7 +21,8 @@ const (
 )
 
 // mux listens on every link address of this node, authenticates each
-// connection (TLS 1.3, both sides proving the cluster key), and hands raft
+// connection (TLS 1.3, each side proving the identity derived from the
+// cluster key for the voter it is: identity.go), and hands raft
 // connections to the raft transport and forwarded commands to a handler.
 // It is the raft.StreamLayer.
 type mux struct {
@@ -35,7 +30,7 @@ type mux struct {
 	self      netip.AddrPort
 	listeners []net.Listener
 	addrs     map[raft.ServerAddress][]netip.AddrPort
-	tls       *tls.Config // nil: insecure
+	ids       *identities // nil: insecure
 	raftConns chan net.Conn
 	forward   func(net.Conn)
 	closed    chan struct{}
@@ -51,11 +46,15 @@ type mux struct {
 func newMux(name string, listen []netip.AddrPort, peers map[raft.ServerAddress][]netip.AddrPort, key []byte, dialTimeout time.Duration) (*mux, error) {
 	m := &mux{name: name, addrs: peers, raftConns: make(chan net.Conn, 16), closed: make(chan struct{}), dialTO: dialTimeout}
 	if key != nil {
-		cfg, err := tlsConfig(key)
+		names := make([]string, 0, len(peers))
+		for p := range peers {
+			names = append(names, string(p))
+		}
+		ids, err := newIdentities(key, name, names)
 		if err != nil {
 			return nil, err
 		}
-		m.tls = cfg
+		m.ids = ids
 	}
 	for _, a := range listen {
 		ln, err := net.Listen("tcp", a.String())
@@ -98,19 +97,21 @@ func (m *mux) acceptLoop(ln net.Listener) {
 }
 
 // route authenticates c and dispatches it by purpose. A connection that
-// fails the handshake or names no known purpose is closed.
+// fails the handshake, claims a name its certificate is not for, or names
+// no known purpose is closed.
 func (m *mux) route(c net.Conn) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if m.tls != nil {
-		tc := tls.Server(c, m.tls)
+	var tc *tls.Conn
+	if m.ids != nil {
+		tc = tls.Server(c, m.ids.server())
 		if err := tc.Handshake(); err != nil {
 			c.Close()
 			return
 		}
 		c = tc
 	}
-	// purpose, then the dialer's name (length-prefixed; authenticated by
-	// the handshake, used for logs and partition tests)
+	// purpose, then the dialer's name (length-prefixed), which must be the
+	// voter its certificate was derived for
 	var b [2]byte
 	if _, err := io.ReadFull(c, b[:]); err != nil {
 		c.Close()
@@ -120,6 +121,12 @@ func (m *mux) route(c net.Conn) {
 	if _, err := io.ReadFull(c, peer); err != nil {
 		c.Close()
 		return
+	}
+	if tc != nil {
+		if name, err := m.ids.peerName(tc); err != nil || name != string(peer) {
+			c.Close()
+			return
+		}
 	}
 	c.SetDeadline(time.Time{})
 	c = m.filter(c, string(peer))
@@ -151,7 +158,7 @@ func (m *mux) dial(ctx context.Context, to raft.ServerAddress, purpose byte) (ne
 	}
 	var errs []error
 	for _, a := range addrs {
-		c, err := m.dialOne(ctx, a, purpose)
+		c, err := m.dialOne(ctx, to, a, purpose)
 		if err == nil {
 			return m.filter(c, string(to)), nil
 		}
@@ -160,7 +167,8 @@ func (m *mux) dial(ctx context.Context, to raft.ServerAddress, purpose byte) (ne
 	return nil, fmt.Errorf("consensus: dial %s: %w", to, errors.Join(errs...))
 }
 
-func (m *mux) dialOne(ctx context.Context, a netip.AddrPort, purpose byte) (net.Conn, error) {
+// dialOne connects to voter to at a and accepts only to's identity there.
+func (m *mux) dialOne(ctx context.Context, to raft.ServerAddress, a netip.AddrPort, purpose byte) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.dialTO)
 	defer cancel()
 	d := net.Dialer{}
@@ -171,8 +179,8 @@ func (m *mux) dialOne(ctx context.Context, a netip.AddrPort, purpose byte) (net.
 	if deadline, ok := ctx.Deadline(); ok {
 		c.SetDeadline(deadline)
 	}
-	if m.tls != nil {
-		tc := tls.Client(c, m.tls)
+	if m.ids != nil {
+		tc := tls.Client(c, m.ids.client(string(to)))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()
 			return nil, err
@@ -251,52 +259,4 @@ func (m *mux) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn,
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return m.dial(ctx, address, purposeRaft)
-}
-
-// tlsConfig builds a TLS 1.3 configuration in which both sides present a
-// certificate for an Ed25519 key derived from the cluster key and accept
-// only a peer presenting the same public key: possession of the cluster key
-// is the authentication, with forward secrecy from the TLS key exchange.
-func tlsConfig(key []byte) (*tls.Config, error) {
-	seed := make([]byte, ed25519.SeedSize)
-	if _, err := io.ReadFull(hkdf.New(sha256.New, key, nil, []byte("tandem/consensus-tls/v1")), seed); err != nil {
-		return nil, err
-	}
-	priv := ed25519.NewKeyFromSeed(seed)
-	pub := priv.Public().(ed25519.PublicKey)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		NotBefore:    time.Unix(0, 0),
-		NotAfter:     time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
-	if err != nil {
-		return nil, fmt.Errorf("consensus: certificate: %w", err)
-	}
-	verify := func(raw [][]byte, _ [][]*x509.Certificate) error {
-		if len(raw) != 1 {
-			return errors.New("consensus: peer must present exactly one certificate")
-		}
-		cert, err := x509.ParseCertificate(raw[0])
-		if err != nil {
-			return err
-		}
-		if err := cert.CheckSignature(cert.SignatureAlgorithm, cert.RawTBSCertificate, cert.Signature); err != nil {
-			return err
-		}
-		if p, ok := cert.PublicKey.(ed25519.PublicKey); !ok || !p.Equal(pub) {
-			return errors.New("consensus: peer does not hold the cluster key")
-		}
-		return nil
-	}
-	return &tls.Config{
-		MinVersion:            tls.VersionTLS13,
-		Certificates:          []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: priv}},
-		ClientAuth:            tls.RequireAnyClientCert,
-		InsecureSkipVerify:    true, // replaced by verify: the peer must hold our key
-		VerifyPeerCertificate: verify,
-		ServerName:            "tandem",
-	}, nil
 }
