@@ -1,9 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -13,7 +15,47 @@ import (
 	"tandem/internal/testbed"
 )
 
-func init() { benchSubcommands = append(benchSubcommands, newBenchSoakCmd) }
+func init() { benchSubcommands = append(benchSubcommands, newBenchSoakCmd, newBenchWakeupsCmd) }
+
+// newBenchWakeupsCmd is the soak's wake-up meter: a Go program shaped like
+// the agent (one processor, Go timers) that sleeps --interval in a loop
+// and measures how late it wakes. The bed runs it under SCHED_RR (as the
+// daemons) and at normal priority.
+func newBenchWakeupsCmd() *cobra.Command {
+	var interval, stallAt time.Duration
+	cmd := &cobra.Command{
+		Use:    "wakeups",
+		Short:  "Measure timer wake-up lateness until SIGTERM; print late wake-ups and a summary as JSON lines",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			runtime.GOMAXPROCS(1) // as the agent runs
+			stop := make(chan os.Signal, 1)
+			signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			w := testbed.WakeupRecorder{StallAt: stallAt}
+			t := time.NewTimer(interval)
+			due := time.Now().Add(interval)
+			for {
+				select {
+				case <-stop:
+					return enc.Encode(map[string]any{"summary": w.Summary()})
+				case now := <-t.C:
+					n := len(w.Stalls)
+					w.Observe(due, now.Sub(due))
+					if len(w.Stalls) > n {
+						enc.Encode(map[string]any{"stall": w.Stalls[n]})
+					}
+					due = time.Now().Add(interval)
+					t.Reset(interval)
+				}
+			}
+		},
+	}
+	cmd.Flags().DurationVar(&interval, "interval", 10*time.Millisecond, "sleep between wake-ups")
+	cmd.Flags().DurationVar(&stallAt, "stall", 50*time.Millisecond, "report each wake-up at least this late")
+	return cmd
+}
 
 func newBenchSoakCmd() *cobra.Command {
 	var opts testbed.SoakOptions
@@ -28,7 +70,8 @@ func newBenchSoakCmd() *cobra.Command {
 			"and fsync storms on every core) for --duration, injecting no fault. It reports the moves\n" +
 			"of the serving node the client saw (each a false failover), failed probes and the longest\n" +
 			"gap, split brain, tandem's lease_lost / takeover / node_down events, keepalived's state\n" +
-			"changes, and the machine's load and timer wake-up lateness in the window.\n\n" +
+			"changes, and the machine's load and timer wake-up lateness in the window (a Go program\n" +
+			"like the agent, at the daemons' SCHED_RR priority and at normal priority).\n\n" +
 			"Profiles: tandem (its defaults), tandem:HEARTBEAT/NODE_TIMEOUT[/LEASE] (the lease defaults\n" +
 			"to the node timeout), keepalived (advert_int 1s) or keepalived:ADVERT; bare numbers are ms.\n" +
 			"Default: " + strings.Join(testbed.DefaultSoakProfiles, ",") + ".\n" +

@@ -3,8 +3,8 @@ package testbed
 import (
 	"fmt"
 	"io"
+	"math"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -150,8 +150,8 @@ type SoakOptions struct {
 	Logf           func(format string, args ...any)
 }
 
-// Latency is how late a timer woke a thread (cyclictest, sleeps of
-// 10 ms), all through the stress window.
+// Latency is how late a timer woke a thread (sleeps of 10 ms), all
+// through the stress window.
 type Latency struct {
 	Samples int     `json:"samples"`
 	P99     float64 `json:"p99_ms"`
@@ -161,55 +161,69 @@ type Latency struct {
 	Over100 int     `json:"over_100ms"`
 }
 
-// parseCyclictest reads cyclictest's histogram output (-h, one thread).
-func parseCyclictest(s string) Latency {
-	var l Latency
-	counts := map[int]int{}
-	over, maxUs := 0, 0
-	for _, line := range strings.Split(s, "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) == 2 && !strings.HasPrefix(line, "#"):
-			us, err1 := strconv.Atoi(f[0])
-			n, err2 := strconv.Atoi(f[1])
-			if err1 == nil && err2 == nil && n > 0 {
-				counts[us] += n
-				l.Samples += n
-			}
-		case strings.HasPrefix(line, "# Max Latencies:") && len(f) >= 4:
-			maxUs, _ = strconv.Atoi(f[3])
-		case strings.HasPrefix(line, "# Histogram Overflows:") && len(f) >= 4:
-			over, _ = strconv.Atoi(f[3])
-		}
+// WakeupRecorder keeps the wake-up lateness of a sleeping loop: a
+// histogram of 0.1 ms buckets up to a second, and every wake-up later than
+// StallAt with its time.
+type WakeupRecorder struct {
+	StallAt time.Duration
+	Stalls  []Stall
+	buckets [10_000]int
+	over    int // a second late or more
+	n       int
+	max     time.Duration
+}
+
+// Stall is one late wake-up.
+type Stall struct {
+	At   time.Time `json:"at"` // when the sleep should have ended
+	Late float64   `json:"late_ms"`
+}
+
+func (s Stall) String() string {
+	return fmt.Sprintf("%s +%.0f ms", s.At.Format("15:04:05.000"), s.Late)
+}
+
+// Observe records one wake-up that came late after due.
+func (w *WakeupRecorder) Observe(due time.Time, late time.Duration) {
+	late = max(late, 0)
+	w.n++
+	w.max = max(w.max, late)
+	if i := int(late / (100 * time.Microsecond)); i < len(w.buckets) {
+		w.buckets[i]++
+	} else {
+		w.over++
 	}
-	l.Samples += over
-	l.Max = float64(maxUs) / 1000
-	if l.Samples == 0 {
-		return l
+	if w.StallAt > 0 && late >= w.StallAt {
+		w.Stalls = append(w.Stalls, Stall{At: due, Late: ms(late)})
 	}
-	var keys []int
-	for us := range counts {
-		keys = append(keys, us)
-	}
-	sort.Ints(keys)
+}
+
+// Summary is the histogram's figures (percentiles to the bucket's upper
+// edge).
+func (w *WakeupRecorder) Summary() Latency {
+	l := Latency{Samples: w.n, Max: ms(w.max)}
 	at := func(p float64) float64 {
-		want := int(float64(l.Samples)*p/100 + 0.999999)
-		seen := 0
-		for _, us := range keys {
-			if seen += counts[us]; seen >= want {
-				return float64(us) / 1000
+		want, seen := int(math.Ceil(float64(w.n)*p/100)), 0
+		for i, c := range w.buckets {
+			if seen += c; seen >= want {
+				return float64(i+1) / 10
 			}
 		}
-		return l.Max // among the overflows
+		return l.Max
 	}
-	l.P99, l.P999 = at(99), at(99.9)
-	for _, us := range keys {
-		if us > 50_000 {
-			l.Over50 += counts[us]
+	if w.n > 0 {
+		l.P99, l.P999 = min(at(99), l.Max), min(at(99.9), l.Max)
+	}
+	for i, c := range w.buckets {
+		if i >= 500 {
+			l.Over50 += c
+		}
+		if i >= 1000 {
+			l.Over100 += c
 		}
 	}
-	l.Over50 += over
-	l.Over100 = over
+	l.Over50 += w.over
+	l.Over100 += w.over
 	return l
 }
 
@@ -224,10 +238,13 @@ type HostLoad struct {
 	StealPct  float64 `json:"steal_pct"`
 	// Other sessions' processes seen on the machine (e2e, go test).
 	Neighbours []string `json:"neighbours,omitempty"`
-	// Wake-up lateness of a SCHED_RR thread (the daemons' priority) and a
-	// normal one.
+	// Wake-up lateness of a Go program's 10 ms sleeps (`tandem bench
+	// wakeups`, one processor like the agent) under SCHED_RR at the
+	// daemons' priority and at normal priority, and the SCHED_RR one's
+	// wake-ups later than 50 ms with their times.
 	RealtimeWake Latency `json:"realtime_wakeup"`
 	NormalWake   Latency `json:"normal_wakeup"`
+	Stalls       []Stall `json:"realtime_stalls,omitempty"`
 }
 
 // SoakProfileResult is what one profile did under the stress. No fault is

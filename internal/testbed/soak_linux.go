@@ -56,8 +56,8 @@ func RunSoak(ctx context.Context, opts SoakOptions) (SoakResult, error) {
 			res.Seconds = time.Since(begin).Seconds()
 			return res, fmt.Errorf("%s: %w", p.Name(), err)
 		}
-		opts.Logf("soak: %s: %d false failovers, %d lease lost, %d failed probes, longest gap %.0f ms",
-			p.Name(), r.FalseMoves, r.LeaseLost, r.FailedProbes, r.LongestGapMs)
+		opts.Logf("soak: %s: %d false failovers, %d lease lost, %d failed probes, longest gap %.0f ms; load %.1f, SCHED_RR wake-up max %.0f ms",
+			p.Name(), r.FalseMoves, r.LeaseLost, r.FailedProbes, r.LongestGapMs, r.Load.LoadMean, r.Load.RealtimeWake.Max)
 		res.Profiles = append(res.Profiles, r)
 	}
 	res.Seconds = time.Since(begin).Seconds()
@@ -94,7 +94,7 @@ func soakOne(ctx context.Context, opts SoakOptions, p SoakProfile) (SoakProfileR
 		bed.Fail()
 		return r, fmt.Errorf("%w (logs in %s)", err, bed.Dir)
 	}
-	watch, err := watchHost(ctx, opts.Logf, bed.Dir)
+	watch, err := watchHost(bed)
 	if err != nil {
 		return r, err
 	}

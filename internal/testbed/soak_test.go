@@ -1,7 +1,6 @@
 package testbed
 
 import (
-	"strings"
 	"testing"
 	"time"
 )
@@ -39,17 +38,28 @@ func TestParseSoakProfile(t *testing.T) {
 	}
 }
 
-func TestParseCyclictest(t *testing.T) {
-	var b strings.Builder
-	b.WriteString("# /dev/cpu_dma_latency set to 0us\n# Histogram\n")
-	// 1000 samples: 980 at 0.1 ms, 15 at 20 ms, 3 at 60 ms; 2 overflows.
-	b.WriteString("000100 000980\n020000 000015\n060000 000003\n099999 000000\n")
-	b.WriteString("# Total: 000000998\n# Min Latencies: 00100\n# Avg Latencies: 00500\n# Max Latencies: 150123\n# Histogram Overflows: 00002\n")
-	b.WriteString("# Histogram Overflow at cycle number:\n# Thread 0: 00012 00500\n")
-	l := parseCyclictest(b.String())
-	want := Latency{Samples: 1000, P99: 20, P999: 150.123, Max: 150.123, Over50: 5, Over100: 2}
-	if l != want {
+func TestWakeupRecorder(t *testing.T) {
+	w := WakeupRecorder{StallAt: 50 * time.Millisecond}
+	t0 := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	// 1000 wake-ups: 980 at 0.1 ms, 15 at 20 ms, 3 at 60 ms, 2 at 1.5 s.
+	for i := 0; i < 1000; i++ {
+		late := 100 * time.Microsecond
+		switch {
+		case i >= 998:
+			late = 1500 * time.Millisecond
+		case i >= 995:
+			late = 60 * time.Millisecond
+		case i >= 980:
+			late = 20 * time.Millisecond
+		}
+		w.Observe(t0.Add(time.Duration(i)*10*time.Millisecond), late)
+	}
+	want := Latency{Samples: 1000, P99: 20.1, P999: 1500, Max: 1500, Over50: 5, Over100: 2}
+	if l := w.Summary(); l != want {
 		t.Errorf("got %+v, want %+v", l, want)
+	}
+	if len(w.Stalls) != 5 || w.Stalls[0].Late != 60 || w.Stalls[4].String() != "12:00:09.990 +1500 ms" {
+		t.Errorf("stalls %v", w.Stalls)
 	}
 }
 

@@ -1,8 +1,9 @@
 package testbed
 
 import (
-	"bytes"
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -85,25 +86,22 @@ type hostWatch struct {
 	cpu0       cpuTimes
 	load       HostLoad
 
-	rtCmd, normCmd *exec.Cmd
-	rtOut, normOut *bytes.Buffer
+	rt, normal *wakeupMeter
 }
 
-func watchHost(ctx context.Context, logf func(string, ...any), dir string) (*hostWatch, error) {
-	if err := EnsureTools(ctx, logf, "cyclictest"); err != nil {
-		return nil, err
-	}
+func watchHost(b *Bed) (*hostWatch, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &hostWatch{cancel: cancel, neighbours: map[string]bool{}, cpu0: readCPUTimes()}
 	w.load.LoadBefore = loadavg1()
 	w.wg.Add(1)
 	go w.sampleLoad(ctx)
 	var err error
-	if w.rtCmd, w.rtOut, err = startCyclictest(dir, true); err != nil {
+	if w.rt, err = startWakeups(b, true); err != nil {
+		w.Stop()
 		return nil, err
 	}
-	if w.normCmd, w.normOut, err = startCyclictest(dir, false); err != nil {
-		stopCyclictest(w.rtCmd, w.rtOut)
+	if w.normal, err = startWakeups(b, false); err != nil {
+		w.Stop()
 		return nil, err
 	}
 	return w, nil
@@ -130,60 +128,82 @@ func (w *hostWatch) sampleLoad(ctx context.Context) {
 	}
 }
 
-// wakeupSleep is the interval of the wake-up measurement: about a
-// heartbeat timer's.
-const wakeupSleep = 10 * time.Millisecond
+// wakeupMeter runs `tandem bench wakeups` on the client host and collects
+// what it prints.
+type wakeupMeter struct {
+	cmd  *exec.Cmd
+	done chan struct{}
 
-// wakeupHistogram is the span of cyclictest's histogram (1 µs buckets);
-// later wake-ups are counted as overflows with their exact maximum.
-const wakeupHistogram = 100_000
-
-// startCyclictest measures how late a thread wakes from wakeupSleep sleeps
-// (rt-tests' cyclictest: clock_nanosleep, memory locked), under SCHED_RR
-// at the daemons' priority when realtime, else at normal priority.
-// --laptop keeps it from pinning /dev/cpu_dma_latency to 0, which would
-// change the machine it measures.
-func startCyclictest(dir string, realtime bool) (*exec.Cmd, *bytes.Buffer, error) {
-	args := []string{"-m", "-q", "--laptop", "-t", "1", "-i", strconv.Itoa(int(wakeupSleep / time.Microsecond)),
-		"-h", strconv.Itoa(wakeupHistogram)}
-	if realtime {
-		args = append(args, "--policy=rr", "-p", rtPriority)
-	} else {
-		args = append(args, "--policy=other", "-p", "0")
-	}
-	cmd := exec.Command("cyclictest", args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	out := &bytes.Buffer{}
-	cmd.Stdout = out
-	cmd.Dir = dir
-	if err := spawn(cmd); err != nil {
-		return nil, nil, fmt.Errorf("testbed: start cyclictest: %w", err)
-	}
-	return cmd, out, nil
+	mu      sync.Mutex
+	stalls  []Stall
+	summary Latency
 }
 
-// stopCyclictest ends it (SIGINT: it prints its histogram) and reads it.
-func stopCyclictest(cmd *exec.Cmd, out *bytes.Buffer) Latency {
-	if cmd == nil {
-		return Latency{}
+// startWakeups starts the meter under SCHED_RR at the daemons' priority
+// (realtime) or at normal priority.
+func startWakeups(b *Bed, realtime bool) (*wakeupMeter, error) {
+	var cmd *exec.Cmd
+	if realtime {
+		cmd = b.Command("client", b.Binary, "bench", "wakeups")
+	} else {
+		cmd = b.Host("client").NS.Command(context.Background(), b.Binary, "bench", "wakeups")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	}
-	cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	m := &wakeupMeter{cmd: cmd, done: make(chan struct{})}
+	if err := b.start(cmd); err != nil {
+		return nil, fmt.Errorf("testbed: start the wake-up meter: %w", err)
+	}
+	go func() {
+		defer close(m.done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var rec struct {
+				Stall   *Stall   `json:"stall"`
+				Summary *Latency `json:"summary"`
+			}
+			if json.Unmarshal(sc.Bytes(), &rec) != nil {
+				continue
+			}
+			m.mu.Lock()
+			if rec.Stall != nil {
+				m.stalls = append(m.stalls, *rec.Stall)
+			}
+			if rec.Summary != nil {
+				m.summary = *rec.Summary
+			}
+			m.mu.Unlock()
+		}
+	}()
+	return m, nil
+}
+
+// stop ends the meter and returns its figures.
+func (m *wakeupMeter) stop() (Latency, []Stall) {
+	if m == nil {
+		return Latency{}, nil
+	}
+	m.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
+	case <-m.done:
+	case <-time.After(5 * time.Second):
+		m.cmd.Process.Kill()
+		<-m.done
 	}
-	return parseCyclictest(out.String())
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.summary, m.stalls
 }
 
 // Stop ends the sampling and returns the figures.
 func (w *hostWatch) Stop() HostLoad {
 	w.cancel()
 	w.wg.Wait()
-	rt, normal := stopCyclictest(w.rtCmd, w.rtOut), stopCyclictest(w.normCmd, w.normOut)
+	rt, stalls := w.rt.stop()
+	normal, _ := w.normal.stop()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	l := w.load
@@ -200,7 +220,7 @@ func (w *hostWatch) Stop() HostLoad {
 		l.IOWaitPct = round1(100 * float64(d.iowait) / float64(t))
 		l.StealPct = round1(100 * float64(d.steal) / float64(t))
 	}
-	l.RealtimeWake, l.NormalWake = rt, normal
+	l.RealtimeWake, l.NormalWake, l.Stalls = rt, normal, stalls
 	for n := range w.neighbours {
 		l.Neighbours = append(l.Neighbours, n)
 	}

@@ -20,7 +20,6 @@ var toolPackages = map[string]string{
 	"keepalived": "keepalived",
 	"chrt":       "util-linux",
 	"stress-ng":  "stress-ng",
-	"cyclictest": "rt-tests",
 }
 
 var installMu sync.Mutex
