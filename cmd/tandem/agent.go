@@ -20,6 +20,7 @@ import (
 
 	"tandem/internal/api"
 	"tandem/internal/config"
+	"tandem/internal/consensus"
 	"tandem/internal/keyfile"
 	"tandem/internal/node"
 )
@@ -131,11 +132,16 @@ func runAgent(cmd *cobra.Command, f agentFlags, witness bool) error {
 			}()
 		}
 	}
+	// A damaged raft state is refused before anything starts: it would
+	// fail the same way on every restart.
+	if err := consensus.CheckStore(consensus.RaftDir(cfg.StateDir)); err != nil {
+		return agentStateError(err, f)
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	n, err := node.Start(node.Options{Config: cfg, Self: self, Logger: log, Registerer: reg})
 	if err != nil {
-		return err
+		return agentStateError(err, f)
 	}
 	defer n.Stop()
 	token := ""
@@ -169,6 +175,15 @@ func runAgent(cmd *cobra.Command, f agentFlags, witness bool) error {
 	s := <-sig
 	log.Info("stopping", "signal", s.String())
 	return nil
+}
+
+// agentStateError gives a damaged raft state its exit status and the way
+// out; other errors pass unchanged.
+func agentStateError(err error, f agentFlags) error {
+	if !consensus.IsCorruptState(err) {
+		return err
+	}
+	return exitWith(exitCorruptState, fmt.Errorf("%w\n%s", err, recoveryHint(stateFlags{config: f.config, stateDir: f.stateDir})))
 }
 
 // whoAmI picks this machine's node: --node, else the voter whose link

@@ -14,11 +14,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +26,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 
 	"tandem/internal/state"
 )
@@ -55,6 +56,9 @@ type Config struct {
 	// Cut, for in-process partition tests only, reports that traffic from
 	// one voter to another is blocked.
 	Cut func(from, to string) bool
+	// trailingLogs, when set, replaces the snapshot threshold and the logs
+	// kept after a snapshot (tests that need a snapshot sent to a voter).
+	trailingLogs uint64
 }
 
 // Consensus is one member of the raft group.
@@ -95,6 +99,13 @@ func Start(cfg Config) (*Consensus, error) {
 	if self == nil {
 		return nil, fmt.Errorf("consensus: %q is not a voter", cfg.Self)
 	}
+	if cfg.Dir != "" {
+		// Before anything listens or starts: a damaged store is refused
+		// with what to do, not met later as a panic inside bbolt.
+		if err := CheckStore(cfg.Dir); err != nil {
+			return nil, err
+		}
+	}
 	c := &Consensus{cfg: cfg, fsm: &fsm{st: state.New(), onApply: cfg.OnApply}, stop: make(chan struct{}), ready: make(chan struct{})}
 	m, err := newMux(cfg.Self, self.Addrs, peers, cfg.Key, 2*cfg.Timeout)
 	if err != nil {
@@ -120,57 +131,81 @@ func Start(cfg Config) (*Consensus, error) {
 	rc.Logger = hlog
 	rc.SnapshotThreshold = 1024
 	rc.TrailingLogs = 1024
+	if cfg.trailingLogs != 0 {
+		rc.SnapshotThreshold, rc.TrailingLogs = cfg.trailingLogs, cfg.trailingLogs
+	}
+	if err := raft.ValidateConfig(rc); err != nil {
+		c.shutdownTransport()
+		return nil, fmt.Errorf("consensus: %w", err)
+	}
 
-	var logs raft.LogStore
-	var stable raft.StableStore
-	var snaps raft.SnapshotStore
-	if cfg.Dir == "" {
-		mem := raft.NewInmemStore()
-		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
-	} else {
-		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-			c.shutdownTransport()
-			return nil, fmt.Errorf("consensus: %w", err)
-		}
-		bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
-		if err != nil {
-			c.shutdownTransport()
-			return nil, fmt.Errorf("consensus: open %s: %w", filepath.Join(cfg.Dir, "raft.db"), err)
-		}
-		c.closer = append(c.closer, bolt.Close)
-		fs, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, 2, hlog)
-		if err != nil {
-			bolt.Close()
-			c.shutdownTransport()
-			return nil, fmt.Errorf("consensus: %w", err)
-		}
-		logs, stable, snaps = bolt, bolt, fs
-	}
-	existing, err := raft.HasExistingState(logs, stable, snaps)
-	if err != nil {
+	if err := guard(StoreFile(cfg.Dir), func() error { return c.open(rc, servers, hlog) }); err != nil {
 		c.Shutdown()
-		return nil, fmt.Errorf("consensus: %w", err)
+		return nil, err
 	}
-	if !existing {
-		// Every voter bootstraps with the same configuration, so the
-		// cluster forms whichever voters start first.
-		if err := raft.BootstrapCluster(rc, logs, stable, snaps, c.trans, raft.Configuration{Servers: servers}); err != nil {
-			c.Shutdown()
-			return nil, fmt.Errorf("consensus: bootstrap: %w", err)
-		}
-	}
-	r, err := raft.NewRaft(rc, c.fsm, logs, stable, snaps, c.trans)
-	if err != nil {
-		c.Shutdown()
-		return nil, fmt.Errorf("consensus: %w", err)
-	}
-	c.raft = r
 	close(c.ready)
 	if cfg.PreferLeader != "" && cfg.PreferLeader != cfg.Self {
 		c.wg.Add(1)
 		go c.steer()
 	}
 	return c, nil
+}
+
+// open opens (or creates) the stores and raft. Every failure after the
+// configuration was validated is a store raft cannot use, so it is an
+// ErrCorruptState.
+func (c *Consensus) open(rc *raft.Config, servers []raft.Server, hlog hclog.Logger) error {
+	var logs raft.LogStore
+	var stable raft.StableStore
+	var snaps raft.SnapshotStore
+	dir := c.cfg.Dir
+	if dir == "" {
+		mem := raft.NewInmemStore()
+		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
+	} else {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("consensus: %w", err)
+		}
+		bolt, err := raftboltdb.New(raftboltdb.Options{Path: StoreFile(dir), BoltOptions: &bbolt.Options{Timeout: time.Second}})
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return fmt.Errorf("consensus: %s is open in another process (is another agent running for this node?)", StoreFile(dir))
+		}
+		var pathErr *fs.PathError
+		if errors.As(err, &pathErr) {
+			return fmt.Errorf("consensus: %w", err) // permissions, a full disk: not the file's content
+		}
+		if err != nil {
+			return corrupt(StoreFile(dir), err)
+		}
+		c.closer = append(c.closer, bolt.Close)
+		fs, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hlog)
+		if err != nil {
+			return fmt.Errorf("consensus: %w", err)
+		}
+		logs, stable, snaps = bolt, bolt, fs
+	}
+	existing, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		return corrupt(dir, err)
+	}
+	if !existing {
+		// Every voter bootstraps with the same configuration, so the
+		// cluster forms whichever voters start first. A voter whose state
+		// was reset does the same: its bootstrap entry is the one every
+		// log starts with, and the leader sends it the rest.
+		if err := raft.BootstrapCluster(rc, logs, stable, snaps, c.trans, raft.Configuration{Servers: servers}); err != nil {
+			return fmt.Errorf("consensus: bootstrap: %w", err)
+		}
+	}
+	r, err := raft.NewRaft(rc, c.fsm, logs, stable, snaps, c.trans)
+	if err != nil {
+		if dir == "" {
+			return fmt.Errorf("consensus: %w", err)
+		}
+		return corrupt(dir, err)
+	}
+	c.raft = r
+	return nil
 }
 
 func (c *Consensus) shutdownTransport() {
