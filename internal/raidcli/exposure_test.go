@@ -42,6 +42,19 @@ func freeTCP(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// waitListening waits until addr accepts connections: serve opens its
+// control socket before the NBD listener. The probe's slot is freed
+// asynchronously, which the callers allow for.
+func waitListening(t *testing.T, addr string) {
+	waitFor(t, func() bool {
+		nc, err := net.Dial("tcp", addr)
+		if err == nil {
+			nc.Close()
+		}
+		return err == nil
+	})
+}
+
 // selfSigned writes a certificate for 127.0.0.1 and its key, and returns
 // their paths and a pool that trusts it.
 func selfSigned(t *testing.T, dir string) (cert, key string, pool *x509.CertPool) {
@@ -85,10 +98,18 @@ func TestServeExposure(t *testing.T) {
 	cert, key, pool := selfSigned(t, c.dir)
 	addr := freeTCP(t)
 	stop := c.serveArgs("r1", "--listen", addr, "--tls-cert", cert, "--tls-key", key, "--max-conns", "1")
+	waitListening(t, addr)
 	var oe *nbd.OptError
-	if _, err := nbd.Dial(ctx, "tcp", addr, "r1"); !errors.As(err, &oe) || oe.Type != wire.RepErrTLSReqd {
-		t.Fatalf("plain client of a TLS server: %v", err)
-	}
+	waitFor(t, func() bool { // the probe's slot is freed asynchronously
+		_, err := nbd.Dial(ctx, "tcp", addr, "r1")
+		if errors.As(err, &oe) && oe.Type == wire.RepErrPolicy {
+			return false
+		}
+		if !errors.As(err, &oe) || oe.Type != wire.RepErrTLSReqd {
+			t.Fatalf("plain client of a TLS server: %v", err)
+		}
+		return true
+	})
 	var cl *nbd.Client
 	waitFor(t, func() bool { // the refused client's slot is freed asynchronously
 		nc, err := net.Dial("tcp", addr)
@@ -115,6 +136,7 @@ func TestServeExposure(t *testing.T) {
 
 	addr = freeTCP(t)
 	stop = c.serveArgs("r1", "--listen", addr, "--allow", "10.0.0.0/8")
+	waitListening(t, addr)
 	if _, err := nbd.Dial(ctx, "tcp", addr, "r1"); err == nil {
 		t.Fatal("a client outside --allow was served")
 	}

@@ -105,7 +105,7 @@ func serveCmd(g *globals) *cobra.Command {
 			return errors.Join(err, a.Close())
 		},
 	}
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:10809", "address to serve NBD on: HOST:PORT or unix:PATH (default: this machine only; 0.0.0.0:10809 or :10809 for every interface)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:10809", "address to serve NBD on: HOST:PORT or unix:PATH; the default reaches this machine only, 0.0.0.0:10809 or :10809 every interface")
 	cmd.Flags().StringVar(&export, "export", "", "export name (default: the array name)")
 	cmd.Flags().StringVar(&rate, "rebuild-rate", "", "limit rebuild and resync to this many bytes per second (e.g. 50M)")
 	cmd.Flags().BoolVar(&g.force, "force", false, "start a dirty, degraded RAID 5/6")
