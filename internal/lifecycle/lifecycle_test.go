@@ -193,14 +193,20 @@ func TestHandoverStopsEverythingBeforeRelease(t *testing.T) {
 	r.wantPending("db stop")
 	r.lease(1, 180*time.Millisecond) // renewals go on while stopping
 	acts = r.answer("db stop", OK)
-	if !has[CloseGuard](acts) || has[Release](acts) {
-		t.Fatalf("VIP stop must close the guard and not release yet: %v", acts)
+	if has[CloseGuard](acts) || has[Release](acts) {
+		t.Fatalf("a planned VIP stop leaves the guard to the agent (its announcements end first) and does not release yet: %v", acts)
 	}
+	r.wantPending("vip stop")
 	acts = r.answer("vip stop", OK)
-	var released, handed bool
+	var released, handed, closed bool
 	for _, a := range acts {
 		switch a := a.(type) {
+		case CloseGuard:
+			closed = true
 		case Release:
+			if !closed {
+				t.Fatalf("released before the guard was closed: %v", acts)
+			}
 			released = a.Epoch == 1
 		case Report:
 			if a.Kind == ReportHandedOver {

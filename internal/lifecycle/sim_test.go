@@ -119,8 +119,8 @@ func (w *world) apply(what string) {
 			if a.Op == OpStart && w.cfg.Resources[a.Res].VIP && w.guardOpen.IsZero() {
 				w.fail("VIP r%d started with the guard closed", a.Res)
 			}
-			if a.Op == OpStop && w.cfg.Resources[a.Res].VIP && !w.guardOpen.IsZero() {
-				w.fail("VIP r%d stopped with the guard still open", a.Res)
+			if a.Op == OpStop && w.cfg.Resources[a.Res].VIP && !w.guardOpen.IsZero() && !w.leaseValid() {
+				w.fail("VIP r%d stopped without a lease and the guard still open", a.Res)
 			}
 			if a.Op == OpMonitor && w.shutdown {
 				w.fail("monitor started during shutdown")
@@ -160,6 +160,9 @@ func (w *world) apply(what string) {
 			w.guardOpen = time.Time{}
 		case Release:
 			w.checkQuiet("release")
+			if !w.guardOpen.IsZero() {
+				w.fail("(d) lease released with the VIP guard still open")
+			}
 			w.released[a.Epoch] = true
 		case Report:
 			if a.Kind == ReportHandedOver {

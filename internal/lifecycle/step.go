@@ -201,6 +201,7 @@ func (m *Machine) stepStop(now time.Time) {
 	} else {
 		m.setPhase(now, PhaseStopped)
 	}
+	m.syncGuard(now) // closed before the lease is given back
 	givingUp := !m.holder() || m.view.Handover != "" || m.shutdown || (m.failed && m.failedEpoch == m.view.Epoch)
 	if held := m.lease.Epoch; givingUp && held != 0 && m.released != held {
 		m.released = held
@@ -317,7 +318,12 @@ func (m *Machine) startOp(now time.Time, i int) {
 }
 
 func (m *Machine) stopOp(now time.Time, i int) {
-	if m.cfg.Resources[i].VIP {
+	// Without a lease the VIP goes silent now, whatever the agent does. A
+	// planned stop leaves the guard open until the stop is done: the
+	// agent ends its announcements and silences the VIP itself (its Stop
+	// revokes first); closing the guard ahead of it cut its gratuitous
+	// ARPs short while the lease was still valid.
+	if m.cfg.Resources[i].VIP && !m.runLeaseOK(now) {
 		m.closeGuard()
 	}
 	m.run(now, i, OpStop, m.cfg.Resources[i].StopTimeout)
@@ -349,7 +355,7 @@ func (m *Machine) expire(now time.Time) {
 }
 
 // guard: the VIPs may speak while this node holds a valid lease at the
-// view's epoch and a VIP is up or starting (not while one is stopping).
+// epoch the group runs at and a VIP is up, starting or stopping.
 func (m *Machine) guardWanted(now time.Time) bool {
 	if !m.runLeaseOK(now) {
 		return false
@@ -359,10 +365,7 @@ func (m *Machine) guardWanted(now time.Time) bool {
 			continue
 		}
 		r := &m.res[i]
-		if r.op != nil && r.op.op == OpStop {
-			return false
-		}
-		if r.obs != Stopped || (r.op != nil && r.op.op == OpStart) {
+		if r.obs != Stopped || r.op != nil {
 			return true
 		}
 	}
