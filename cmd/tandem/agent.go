@@ -152,6 +152,16 @@ func runAgent(cmd *cobra.Command, f agentFlags, witness bool) error {
 	}
 	srv := api.NewServer(n, token, reg, log)
 	defer srv.Close()
+	// The API's connections come out of the descriptors heartbeats, raft,
+	// resource checks and the audit log need: it gets at most a quarter.
+	nofile := openFileLimit()
+	limits := api.LimitsFor(nofile)
+	srv.SetLimits(limits)
+	reg.MustRegister(srv.Collector())
+	if nofile != 0 && nofile < 1024 {
+		log.Warn("the open-file limit is low; the API is held to a quarter of it", "nofile", nofile,
+			"api_max_connections", limits.MaxConns, "api_max_per_source", limits.MaxPerSource)
+	}
 	if err := srv.ServeUnix(cfg.API.Socket); err != nil {
 		return err
 	}

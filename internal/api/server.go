@@ -14,9 +14,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,15 +46,43 @@ type Server struct {
 	token    string
 	gatherer prometheus.Gatherer
 	log      *slog.Logger
+	limits   Limits
+	metrics  *apiMetrics
 	servers  []*http.Server
 }
 
-// NewServer returns a server; token "" disables TCP listeners.
+// NewServer returns a server with DefaultLimits; token "" disables TCP
+// listeners.
 func NewServer(b Backend, token string, g prometheus.Gatherer, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{backend: b, token: token, gatherer: g, log: log}
+	return &Server{backend: b, token: token, gatherer: g, log: log, limits: DefaultLimits(), metrics: newAPIMetrics()}
+}
+
+// SetLimits replaces the limits of the listeners started after it.
+func (s *Server) SetLimits(l Limits) { s.limits = l }
+
+// Collector exposes the connection metrics (tandem_api_connections…).
+func (s *Server) Collector() prometheus.Collector { return s.metrics }
+
+// serve runs an HTTP server for handler on ln, within the limits.
+func (s *Server) serve(ln net.Listener, name string, handler http.Handler, sourceOf func(net.Conn) string, actorOf func(net.Conn) string) {
+	l := s.limits
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    16 << 10, // a token and a few short headers
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, ctxKey{}, actorOf(c))
+		},
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	s.servers = append(s.servers, srv)
+	go srv.Serve(newLimitListener(ln, name, l, sourceOf, s.log, s.metrics))
 }
 
 type ctxKey struct{}
@@ -76,12 +106,7 @@ func (s *Server) ServeUnix(path string) error {
 		ln.Close()
 		return fmt.Errorf("api: %w", err)
 	}
-	srv := &http.Server{Handler: s.handler(false), ReadHeaderTimeout: 5 * time.Second,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, ctxKey{}, unixActor(c))
-		}}
-	s.servers = append(s.servers, srv)
-	go srv.Serve(ln)
+	s.serve(ln, "unix", s.handler(false), unixSource, unixActor)
 	return nil
 }
 
@@ -94,12 +119,7 @@ func (s *Server) ServeTCP(addr string) error {
 	if err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
-	srv := &http.Server{Handler: s.handler(true), ReadHeaderTimeout: 5 * time.Second,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, ctxKey{}, "token@"+c.RemoteAddr().String())
-		}}
-	s.servers = append(s.servers, srv)
-	go srv.Serve(ln)
+	s.serve(ln, "tcp", s.handler(true), tcpSource, func(c net.Conn) string { return "token@" + c.RemoteAddr().String() })
 	return nil
 }
 
@@ -156,7 +176,7 @@ func (s *Server) handler(needToken bool) http.Handler {
 		s.reply(w, s.backend.Maintenance(r.Context(), req.Node, *req.On, actor(r)), map[string]any{"maintenance": *req.On, "node": req.Node})
 	})
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
-		f, err := parseFilter(r)
+		f, err := parseFilter(r.URL.Query(), time.Now())
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return
@@ -185,16 +205,31 @@ func (s *Server) handler(needToken bool) http.Handler {
 }
 
 func (s *Server) requireToken(next http.Handler) http.Handler {
-	want := []byte("Bearer " + s.token)
+	want := []byte(s.token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
+		got, ok := bearerToken(r.Header.Get("Authorization"))
+		if !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tandem"`)
+			// A client without the token gets no keep-alive: it cannot
+			// hold a connection beyond its one refused request.
+			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token"))
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearerToken reads "Authorization: Bearer TOKEN". The scheme is
+// case-insensitive and followed by one or more spaces (RFC 7235 2.1, RFC
+// 6750 2.1).
+func bearerToken(h string) (string, bool) {
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimLeft(tok, " ")
+	return tok, tok != ""
 }
 
 func limitBody(next http.Handler) http.Handler {
@@ -255,9 +290,9 @@ func writeError(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
 }
 
-// parseFilter reads ?kind=a,b&group=&node=&subject=&since=RFC3339|duration&limit=N.
-func parseFilter(r *http.Request) (events.Filter, error) {
-	q := r.URL.Query()
+// parseFilter reads ?kind=a,b&group=&node=&subject=&since=RFC3339|duration&limit=N;
+// a duration is back from now.
+func parseFilter(q url.Values, now time.Time) (events.Filter, error) {
 	f := events.Filter{Group: q.Get("group"), Node: q.Get("node"), Subject: q.Get("subject")}
 	if k := q.Get("kind"); k != "" {
 		kinds, err := events.ParseKinds(k)
@@ -267,7 +302,7 @@ func parseFilter(r *http.Request) (events.Filter, error) {
 		f.Kinds = kinds
 	}
 	if s := q.Get("since"); s != "" {
-		t, err := parseSince(s, time.Now())
+		t, err := parseSince(s, now)
 		if err != nil {
 			return f, err
 		}
