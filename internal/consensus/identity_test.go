@@ -170,3 +170,44 @@ func TestIdentityCertificateNamesTheVoter(t *testing.T) {
 		t.Fatal("two voters derived the same key")
 	}
 }
+
+// Connections that never authenticate are capped per source: a flood from
+// one address is closed at once beyond the cap (instead of each holding a
+// descriptor for the handshake deadline), and voters still connect.
+func TestUnauthenticatedConnectionsAreCapped(t *testing.T) {
+	ms := muxes(t, sameKey(bytes.Repeat([]byte{1}, 32), "a", "b"), nil, "a", "b")
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.5")}}
+	var flood []net.Conn
+	for i := 0; i < 3*maxHandshakesPerSource; i++ {
+		c, err := d.Dial("tcp", ms["b"].self.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		flood = append(flood, c)
+	}
+	closed := 0
+	for _, c := range flood {
+		if refusedByServerWithin(c, 200*time.Millisecond) {
+			closed++
+		}
+	}
+	if closed != 2*maxHandshakesPerSource {
+		t.Fatalf("%d of %d silent connections from one source closed at once, want %d", closed, len(flood), 2*maxHandshakesPerSource)
+	}
+	c, err := ms["a"].dial(context.Background(), "b", purposeRaft)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !accepted(ms["b"], 3*time.Second) {
+		t.Fatal("a voter could not connect during the flood")
+	}
+}
+
+func refusedByServerWithin(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}

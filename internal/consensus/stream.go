@@ -41,6 +41,10 @@ type mux struct {
 	// blocked (in-process partition tests); connections between them then
 	// fail, both ways, as TCP does when either direction is lost.
 	cut func(from, to string) bool
+
+	hsMu       sync.Mutex
+	hsTotal    int            // connections in route, not yet dispatched
+	handshakes map[string]int // of them, by source address
 }
 
 func newMux(name string, listen []netip.AddrPort, peers map[raft.ServerAddress][]netip.AddrPort, key []byte, dialTimeout time.Duration) (*mux, error) {
@@ -92,14 +96,65 @@ func (m *mux) acceptLoop(ln net.Listener) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		go m.route(c)
+		src := sourceIP(c)
+		if !m.admit(src) {
+			c.Close()
+			continue
+		}
+		go func() {
+			var once sync.Once
+			release := func() { once.Do(func() { m.done(src) }) }
+			defer release()
+			m.route(c, release)
+		}()
 	}
+}
+
+// Connections not yet authenticated are capped, per source address and in
+// total: each holds a descriptor for up to the 5 s handshake deadline, and
+// anyone who reaches a link address can open them. Voters come from their
+// own addresses, so a flood from elsewhere cannot crowd them out.
+const (
+	maxHandshakes          = 128
+	maxHandshakesPerSource = 16
+)
+
+func (m *mux) admit(src string) bool {
+	m.hsMu.Lock()
+	defer m.hsMu.Unlock()
+	if m.handshakes == nil {
+		m.handshakes = map[string]int{}
+	}
+	if m.hsTotal >= maxHandshakes || m.handshakes[src] >= maxHandshakesPerSource {
+		return false
+	}
+	m.hsTotal++
+	m.handshakes[src]++
+	return true
+}
+
+// done ends src's handshake, once route has authenticated the
+// connection or closed it.
+func (m *mux) done(src string) {
+	m.hsMu.Lock()
+	defer m.hsMu.Unlock()
+	m.hsTotal--
+	if m.handshakes[src]--; m.handshakes[src] <= 0 {
+		delete(m.handshakes, src)
+	}
+}
+
+func sourceIP(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return c.RemoteAddr().String()
 }
 
 // route authenticates c and dispatches it by purpose. A connection that
 // fails the handshake, claims a name its certificate is not for, or names
 // no known purpose is closed.
-func (m *mux) route(c net.Conn) {
+func (m *mux) route(c net.Conn, authenticated func()) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	var tc *tls.Conn
 	if m.ids != nil {
@@ -129,6 +184,7 @@ func (m *mux) route(c net.Conn) {
 		}
 	}
 	c.SetDeadline(time.Time{})
+	authenticated()
 	c = m.filter(c, string(peer))
 	switch b[0] {
 	case purposeRaft:
