@@ -16,6 +16,9 @@ type Config struct {
 	Timeout    time.Duration // a path silent this long is down
 	Retry      time.Duration // between rounds while a wanted lease is not held
 	Lease      lease.Params
+	// FirstRound is where this life's round numbers start (boot<<32, see
+	// NextBoot), so echoes and acks of an earlier life never match.
+	FirstRound uint64
 }
 
 // Peer is a voter and its number of links.
@@ -109,6 +112,7 @@ func New(cfg Config, now time.Time) *Engine {
 	}
 	e := &Engine{
 		cfg:         cfg,
+		round:       cfg.FirstRound,
 		voter:       lease.NewVoter(cfg.Lease, now),
 		state:       map[string]GroupState{},
 		claims:      map[string]*lease.Claim{},

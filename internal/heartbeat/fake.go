@@ -22,6 +22,7 @@ type FakeNet struct {
 	delay   time.Duration
 	dup     bool
 	dropFn  func(from, to netip.AddrPort) bool
+	tap     func(from, to netip.AddrPort, b []byte)
 }
 
 // NewFakeNet returns an empty network on clk.
@@ -94,6 +95,13 @@ func (n *FakeNet) SetDrop(f func(from, to netip.AddrPort) bool) {
 	n.mu.Unlock()
 }
 
+// SetTap sees a copy of every datagram sent (captures for replay tests).
+func (n *FakeNet) SetTap(f func(from, to netip.AddrPort, b []byte)) {
+	n.mu.Lock()
+	n.tap = f
+	n.mu.Unlock()
+}
+
 // Inject delivers raw bytes to address to as if sent from from (forged or
 // replayed datagrams in tests).
 func (n *FakeNet) Inject(from, to netip.AddrPort, b []byte) {
@@ -122,8 +130,11 @@ func (e *fakeEndpoint) Send(link int, to netip.AddrPort, b []byte) error {
 	n.mu.Lock()
 	dst := n.endpoints[to]
 	drop := dst == nil || n.blocked[n.hostOf[from]][n.hostOf[to]] || (n.dropFn != nil && n.dropFn(from, to))
-	delay, dup := n.delay, n.dup
+	delay, dup, tap := n.delay, n.dup, n.tap
 	n.mu.Unlock()
+	if tap != nil {
+		tap(from, to, append([]byte(nil), b...))
+	}
 	if drop {
 		return nil
 	}

@@ -29,6 +29,9 @@ type RunnerConfig struct {
 	OnChange func(Change)
 	// Registerer receives the metrics (nil: none).
 	Registerer prometheus.Registerer
+	// Boot is this life's boot number (NextBoot with the state directory);
+	// 0 takes one from NextBoot("").
+	Boot uint32
 }
 
 // Runner runs an Engine: it ticks it on time, seals and sends its datagrams,
@@ -60,16 +63,20 @@ const (
 	DropReplay        = "replay"
 	DropPlaintext     = "plaintext"
 	DropConfig        = "config_mismatch"
+	DropRate          = "rate_limited" // a sender's new boots tried too often (seal.DeriveEvery)
 )
 
 // StartRunner starts the engine's goroutine.
 func StartRunner(cfg RunnerConfig) *Runner {
 	now := cfg.Clock.Now()
-	boot := uint64(time.Now().UnixNano())
+	if cfg.Boot == 0 {
+		cfg.Boot, _ = NextBoot("") // cannot fail without a file
+	}
+	cfg.Engine.FirstRound = uint64(cfg.Boot) << 32
 	r := &Runner{
 		cfg:    cfg,
 		eng:    New(cfg.Engine, now),
-		sealer: seal.NewSealer(cfg.Key, uint8(cfg.Engine.Self), boot),
+		sealer: seal.NewSealer(cfg.Key, uint8(cfg.Engine.Self), uint64(cfg.Boot)),
 		opener: seal.NewOpener(cfg.Key),
 		drops:  map[string]uint64{},
 		wake:   make(chan struct{}, 1),
@@ -151,17 +158,23 @@ func (r *Runner) deliverChanges() {
 
 func (r *Runner) handle(d Datagram) {
 	now := r.cfg.Clock.Now()
-	r.mu.Lock()
-	h, payload, err := r.opener.Open(d.Data, now.Sub(r.start).Nanoseconds())
+	// Who it claims to be must match where it came from before any
+	// cryptography: a flood from outside the cluster costs a header parse.
+	h, err := seal.ParseHeader(d.Data)
 	if err != nil {
-		r.mu.Unlock()
 		r.drop(openReason(err))
 		return
 	}
 	s, l := int(h.Sender), int(h.Link)
 	if s >= len(r.cfg.Addrs) || s == r.cfg.Engine.Self || l != d.Link || l >= len(r.cfg.Addrs[s]) || r.cfg.Addrs[s][l] != d.From {
-		r.mu.Unlock()
 		r.drop(DropUnknownSource)
+		return
+	}
+	r.mu.Lock()
+	_, payload, err := r.opener.Open(d.Data, now.Sub(r.start).Nanoseconds())
+	if err != nil {
+		r.mu.Unlock()
+		r.drop(openReason(err))
 		return
 	}
 	m, err := Decode(payload)
@@ -189,6 +202,8 @@ func openReason(err error) string {
 		return DropReplay
 	case errors.Is(err, seal.ErrInsecure), errors.Is(err, seal.ErrSecure):
 		return DropPlaintext
+	case errors.Is(err, seal.ErrRate):
+		return DropRate
 	}
 	return DropMalformed
 }

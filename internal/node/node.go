@@ -213,7 +213,15 @@ func Start(opts Options) (*Node, error) {
 		tr = u
 	}
 	t := cfg.Timing
+	// A boot number that only grows across this node's restarts: peers
+	// refuse its older lives' datagrams, and no ack of an older life
+	// matches a round of this one.
+	boot, err := heartbeat.NextBoot(filepath.Join(cfg.StateDir, "boot"))
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
 	n.hb = heartbeat.StartRunner(heartbeat.RunnerConfig{
+		Boot: boot,
 		Engine: heartbeat.Config{
 			Self: n.selfIdx, Voters: hpeers, ConfigHash: configHash(cfg),
 			Interval: t.HeartbeatInterval.D(), Timeout: t.NodeTimeout.D(),

@@ -6,6 +6,13 @@
 // Why a key per boot: nonces are a per-boot counter, so the key must never be
 // reused across restarts of a sender; deriving it from (sender, boot id)
 // makes a nonce collision impossible without any persistent counter.
+//
+// Boot ids only grow (the agent persists its boot number), so a receiver
+// never accepts a sender's older boot once it has authenticated a newer
+// one: a datagram captured in an earlier life of the sender cannot be
+// replayed. Checking a new boot costs a key derivation, so new boots are
+// tried at most once per DeriveEvery per sender; older boots are refused
+// before any cryptography.
 package seal
 
 import (
@@ -81,7 +88,13 @@ var (
 	ErrReplay   = errors.New("seal: replayed or too old")
 	ErrInsecure = errors.New("seal: plaintext datagram refused (cluster is not insecure)")
 	ErrSecure   = errors.New("seal: encrypted datagram but cluster is configured insecure")
+	ErrRate     = errors.New("seal: new boot of a sender tried too often (a flood?)")
 )
+
+// DeriveEvery is the least time (ns) between two key derivations for new
+// boots of one sender: a genuine restart needs one; a flood of forged boots
+// costs at most one derivation per sender per DeriveEvery.
+const DeriveEvery = int64(20e6)
 
 // DeriveKey derives the per-boot AEAD key of a sender.
 func DeriveKey(clusterKey []byte, sender uint8, boot uint64) []byte {
@@ -183,22 +196,23 @@ func (w *window) mark(c uint64) {
 type Opener struct {
 	key     []byte // nil: insecure cluster
 	senders map[uint8]*window
-	// lastHeard is when each sender's current boot last passed; a sender
-	// whose boot id went backwards (clock stepped back, then restarted) is
-	// accepted once its old boot has been silent for BootSwitchAfter.
-	lastHeard map[uint8]int64
-	// BootSwitchAfter is in the caller's clock units (ns); see Open.
-	BootSwitchAfter int64
+	// derived is when a key was last derived for a new boot of a sender.
+	derived map[uint8]int64
+	// derivations counts key derivations (tests, diagnostics).
+	derivations uint64
 }
 
 // NewOpener returns an opener; clusterKey nil means insecure mode.
 func NewOpener(clusterKey []byte) *Opener {
-	return &Opener{key: clusterKey, senders: map[uint8]*window{}, lastHeard: map[uint8]int64{}, BootSwitchAfter: 2e9}
+	return &Opener{key: clusterKey, senders: map[uint8]*window{}, derived: map[uint8]int64{}}
 }
 
+// Derivations is how many keys the opener has derived.
+func (o *Opener) Derivations() uint64 { return o.derivations }
+
 // Open authenticates b and returns its header and payload. now (ns, any
-// monotonic origin) is only used to let a sender's older boot id in after
-// its current one has gone silent. The payload aliases b.
+// monotonic origin) paces the key derivations for new boots. The payload
+// aliases b.
 func (o *Opener) Open(b []byte, now int64) (Header, []byte, error) {
 	h, err := ParseHeader(b)
 	if err != nil {
@@ -210,13 +224,19 @@ func (o *Opener) Open(b []byte, now int64) (Header, []byte, error) {
 		}
 		return h, nil, ErrSecure
 	}
-	// Authenticate first, so a forged datagram is counted as forged
-	// whatever boot it claims; only then judge its freshness.
 	w := o.senders[h.Sender]
+	if w != nil && h.Boot < w.boot {
+		return h, nil, ErrReplay // an earlier life of the sender: never again
+	}
 	cand := w
 	if w == nil || h.Boot != w.boot {
 		cand = &window{boot: h.Boot}
 		if o.key != nil {
+			if last, ok := o.derived[h.Sender]; ok && now-last < DeriveEvery {
+				return h, nil, ErrRate
+			}
+			o.derived[h.Sender] = now
+			o.derivations++
 			cand.aead = newAEAD(DeriveKey(o.key, h.Sender, h.Boot))
 		}
 	}
@@ -227,15 +247,11 @@ func (o *Opener) Open(b []byte, now int64) (Header, []byte, error) {
 			return h, nil, ErrAuth
 		}
 	}
-	if w != nil && h.Boot < w.boot && now-o.lastHeard[h.Sender] <= o.BootSwitchAfter {
-		return h, nil, ErrReplay // an older boot while the current one is alive
-	}
 	if !cand.check(h.Counter) {
 		return h, nil, ErrReplay
 	}
 	// Only an authenticated datagram may move the window or switch boots.
 	cand.mark(h.Counter)
 	o.senders[h.Sender] = cand
-	o.lastHeard[h.Sender] = now
 	return h, payload, nil
 }

@@ -56,12 +56,12 @@ func TestRejects(t *testing.T) {
 		t.Fatalf("tampered header: %v", err)
 	}
 	other := NewSealer(bytes.Repeat([]byte{8}, 32), 1, 6)
-	if _, _, err := o.Open(other.Seal(nil, 0, []byte("x")), 0); !errors.Is(err, ErrAuth) {
+	if _, _, err := o.Open(other.Seal(nil, 0, []byte("x")), DeriveEvery); !errors.Is(err, ErrAuth) {
 		t.Fatalf("wrong key: %v", err)
 	}
 	// A forged packet must not have moved the window: the real sender's next
 	// packet still passes.
-	if _, _, err := o.Open(s.Seal(nil, 0, []byte("e")), 0); err != nil {
+	if _, _, err := o.Open(s.Seal(nil, 0, []byte("e")), DeriveEvery); err != nil {
 		t.Fatalf("after forgery: %v", err)
 	}
 	if _, _, err := o.Open(NewSealer(nil, 1, 7).Seal(nil, 0, nil), 0); !errors.Is(err, ErrInsecure) {
@@ -83,10 +83,41 @@ func TestBootOrdering(t *testing.T) {
 	if _, _, err := o.Open(oldPkt, 1e9); !errors.Is(err, ErrReplay) {
 		t.Fatalf("old boot while current is alive: %v", err)
 	}
-	// Current boot silent for longer than BootSwitchAfter: the older boot id
-	// is believed (a restart after the clock stepped back).
-	if _, _, err := o.Open(oldPkt, 3e9); err != nil {
-		t.Fatalf("old boot after silence: %v", err)
+	// Boot ids only grow: an older one is never believed again, however
+	// long the current one has been silent (it was accepted after 2 s).
+	if _, _, err := o.Open(oldPkt, 3600e9); !errors.Is(err, ErrReplay) {
+		t.Fatalf("old boot after an hour of silence: %v", err)
+	}
+	if n := o.Derivations(); n != 1 {
+		t.Fatalf("%d key derivations: an older boot must be refused before any", n)
+	}
+}
+
+// Item 4 of issue 10: forged datagrams claiming new boots of a sender cost
+// at most one key derivation per DeriveEvery; a genuine restart still gets
+// through once the flood's slot has passed.
+func TestNewBootDerivationsAreRateLimited(t *testing.T) {
+	o := NewOpener(key)
+	cur := NewSealer(key, 1, 100)
+	if _, _, err := o.Open(cur.Seal(nil, 0, nil), 0); err != nil {
+		t.Fatal(err)
+	}
+	forged := 0
+	for i := 0; i < 10000; i++ {
+		pkt := NewSealer([]byte("not the cluster key, 32 bytes!!!"), 1, uint64(1000+i)).Seal(nil, 0, nil)
+		if _, _, err := o.Open(pkt, int64(i)*1000); errors.Is(err, ErrRate) {
+			forged++
+		}
+	}
+	if n := o.Derivations(); n > 2 {
+		t.Fatalf("10000 forged boots in 10 ms cost %d key derivations", n)
+	}
+	next := NewSealer(key, 1, 200000) // the sender restarted
+	if _, _, err := o.Open(next.Seal(nil, 0, nil), 10e6+DeriveEvery); err != nil {
+		t.Fatalf("a genuine new boot after the flood: %v", err)
+	}
+	if forged < 9990 {
+		t.Fatalf("only %d of 10000 forged boots were turned away before the cipher", forged)
 	}
 }
 
