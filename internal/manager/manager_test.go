@@ -315,7 +315,7 @@ func TestGuardDropsOnTheActiveNodeAreReported(t *testing.T) {
 	r.m.SetState(holderState("a", 1))
 	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
 	time.Sleep(guardPoll + 200*time.Millisecond) // one poll with the guard open
-	r.guard.Revoke(vip)                             // the kernel's element lapsed behind our back
+	r.guard.Revoke(vip)                          // the kernel's element lapsed behind our back
 	r.guard.Drop(vip, 3)
 	deadline := time.Now().Add(3 * guardPoll)
 	for len(r.rec.OfKind(events.GuardDrops)) == 0 {
