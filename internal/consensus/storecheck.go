@@ -1,7 +1,6 @@
 package consensus
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -70,6 +69,7 @@ func checkRaftStore(data []byte) (err error) {
 		return err
 	}
 	var prev uint64
+	dec := codec.NewDecoderBytes(nil, &msgpack)
 	for i, kv := range buckets["logs"] {
 		k, v := kv[0], kv[1]
 		if len(k) != 8 {
@@ -81,7 +81,8 @@ func checkRaftStore(data []byte) (err error) {
 		}
 		prev = idx
 		var l raft.Log
-		if err := codec.NewDecoder(bytes.NewReader(v), &codec.MsgpackHandle{}).Decode(&l); err != nil {
+		dec.ResetBytes(v)
+		if err := dec.Decode(&l); err != nil {
 			return fmt.Errorf("log entry %d does not decode: %v", idx, err)
 		}
 		if l.Index != idx {
@@ -98,6 +99,10 @@ func checkRaftStore(data []byte) (err error) {
 	}
 	return nil
 }
+
+// msgpack decodes log entries as raft-boltdb does (a handle is safe for
+// concurrent use and keeps its type cache).
+var msgpack codec.MsgpackHandle
 
 // guard turns a panic or a memory fault (bbolt reads through an mmap)
 // while fn opens the store into an ErrCorruptState for path, for damage
