@@ -246,7 +246,7 @@ func Start(opts Options) (*Node, error) {
 		prefer = cfg.Witness.Name
 		preferIdx = len(n.voters) - 1
 	}
-	dir := filepath.Join(cfg.StateDir, "raft")
+	dir := consensus.RaftDir(cfg.StateDir) // the same place tandem state check/reset look
 	if opts.InMemoryRaft {
 		dir = ""
 	}
