@@ -29,6 +29,10 @@ type Cluster struct {
 
 	mu     sync.Mutex
 	agents map[string]*exec.Cmd
+	// clients keeps one API client per host: a client per request would
+	// leave a kept-alive connection behind each time, and the agent
+	// refuses a uid more than a few at once.
+	clients map[string]*api.Client
 	// startMu makes "is it running? start it" one step.
 	startMu sync.Mutex
 }
@@ -71,7 +75,19 @@ func (c *Cluster) StateDir(h string) string { return filepath.Join(c.Bed.Dir, h)
 func (c *Cluster) Socket(h string) string { return filepath.Join(c.Bed.Dir, h+".sock") }
 
 // Client talks to host h's agent.
-func (c *Cluster) Client(h string) *api.Client { return api.NewUnixClient(c.Socket(h)) }
+func (c *Cluster) Client(h string) *api.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.clients == nil {
+		c.clients = map[string]*api.Client{}
+	}
+	cl, ok := c.clients[h]
+	if !ok {
+		cl = api.NewUnixClient(c.Socket(h))
+		c.clients[h] = cl
+	}
+	return cl
+}
 
 // Start starts the agents of the named hosts (all voters when none is
 // named), at once.
