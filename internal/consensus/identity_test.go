@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"tandem/internal/peerid"
 )
 
 // muxes starts one mux per name, all keyed with key, each knowing every
@@ -158,14 +160,14 @@ func TestIdentityCertificateNamesTheVoter(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := newIdentities(k, "b", []string{"a", "b"})
-	if name, err := b.voterOf(a.cert.Certificate); err != nil || name != "a" {
+	if name, err := b.MemberOf(a.Certificate()); err != nil || name != "a" {
 		t.Fatalf("b reads a's certificate as %q, %v", name, err)
 	}
-	if _, err := a.voterOf(a.cert.Certificate); err == nil {
+	if _, err := a.MemberOf(a.Certificate()); err == nil {
 		t.Fatal("a accepted its own certificate from a peer")
 	}
-	ka, _ := voterKey(k, "a")
-	kb, _ := voterKey(k, "b")
+	ka, _ := peerid.Key(k, voterDomain, "a")
+	kb, _ := peerid.Key(k, voterDomain, "b")
 	if ka.Equal(kb) {
 		t.Fatal("two voters derived the same key")
 	}

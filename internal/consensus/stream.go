@@ -158,7 +158,7 @@ func (m *mux) route(c net.Conn, authenticated func()) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	var tc *tls.Conn
 	if m.ids != nil {
-		tc = tls.Server(c, m.ids.server())
+		tc = tls.Server(c, m.ids.Server())
 		if err := tc.Handshake(); err != nil {
 			c.Close()
 			return
@@ -178,7 +178,7 @@ func (m *mux) route(c net.Conn, authenticated func()) {
 		return
 	}
 	if tc != nil {
-		if name, err := m.ids.peerName(tc); err != nil || name != string(peer) {
+		if name, err := m.ids.PeerName(tc); err != nil || name != string(peer) {
 			c.Close()
 			return
 		}
@@ -236,7 +236,7 @@ func (m *mux) dialOne(ctx context.Context, to raft.ServerAddress, a netip.AddrPo
 		c.SetDeadline(deadline)
 	}
 	if m.ids != nil {
-		tc := tls.Client(c, m.ids.client(string(to)))
+		tc := tls.Client(c, m.ids.Client(string(to)))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()
 			return nil, err

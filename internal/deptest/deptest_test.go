@@ -26,7 +26,8 @@ var allowed = map[string][]string{
 	"internal/placement": {"internal/config", "internal/state", "internal/keyfile"},
 	"internal/config":    {"internal/keyfile"},
 	"internal/heartbeat": {"internal/clock", "internal/lease", "internal/seal"},
-	"internal/consensus": {"internal/state"},
+	"internal/consensus": {"internal/state", "internal/peerid"},
+	"internal/peerid":    {},
 	"internal/manager":   {"internal/clock", "internal/events", "internal/lifecycle", "internal/resource", "internal/state", "internal/vipguard"},
 	"internal/probe":     {},
 }
