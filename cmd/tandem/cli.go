@@ -96,7 +96,7 @@ var errUnreachable = errors.New("cannot reach the tandem agent")
 // of the HTTP client's words; an answer of the agent passes unchanged.
 func (f *clientFlags) explain(err error) error {
 	var apiErr *api.Error
-	if err == nil || errors.As(err, &apiErr) {
+	if err == nil || errors.As(err, &apiErr) || !errors.Is(err, api.ErrUnreachable) {
 		return err
 	}
 	var why string
@@ -112,20 +112,57 @@ func (f *clientFlags) explain(err error) error {
 		why = "permission denied: run as root, or as a member of the socket's group"
 	case isTimeout(err):
 		why = "no answer within 30 s: the agent may be hung or overloaded"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		why = "the connection was closed without an answer: the agent is stopping or crashed"
 	default:
-		var opErr *net.OpError
-		if !errors.As(err, &opErr) {
-			return err // not a failure to connect
-		}
-		why = opErr.Err.Error()
+		why = innermost(err).Error()
 	}
-	check := "Check that the agent runs here (systemctl status tandem; journalctl -u tandem), or name\n" +
-		"  another one with --socket PATH, or --api HOST:PORT --token-file FILE"
+	check := "Check that the agent runs here (systemctl status tandem, tandem-witness on the witness;\n" +
+		"  journalctl -u tandem), or name another one with --socket PATH, or --api HOST:PORT --token-file FILE."
 	if tcp {
 		check = "Check that the agent runs on that machine (systemctl status tandem) with api.tcp_port\n" +
-			"  set to that port (and api.bind_all for other machines), and that no firewall is in the way"
+			"  set to that port (and api.bind_all for other machines), and that no firewall is in the way."
 	}
-	return fmt.Errorf("%w at %s: %s.\n  %s", errUnreachable, f.target, why, check)
+	where := ""
+	if tcp {
+		where = " (on that machine)"
+	}
+	return fmt.Errorf("%w at %s: %s.\n  %s\n  For a post-mortem, the audit log reads without the agent%s: %s",
+		errUnreachable, f.target, why, check, where, f.postMortem())
+}
+
+// postMortem is the command that reads the audit log with the agent down.
+func (f *clientFlags) postMortem() string {
+	if c, err := config.Load(f.config); err == nil {
+		if f.config == defaultConfig {
+			return "tandem events --file (" + c.Events.File + ")"
+		}
+		return "tandem events -c " + f.config + " --file (" + c.Events.File + ")"
+	}
+	return "tandem events --file STATE_DIR/events.jsonl (" + config.Default().Events.File + " by default)"
+}
+
+// innermost is the error at the end of err's chain: the system's words,
+// without the HTTP client's request line around them.
+func innermost(err error) error {
+	for {
+		switch u := err.(type) {
+		case interface{ Unwrap() []error }:
+			errs := u.Unwrap()
+			if len(errs) == 0 {
+				return err
+			}
+			err = errs[len(errs)-1]
+		case interface{ Unwrap() error }:
+			next := u.Unwrap()
+			if next == nil {
+				return err
+			}
+			err = next
+		default:
+			return err
+		}
+	}
 }
 
 func newStatusCmd() *cobra.Command {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -135,7 +134,7 @@ func (f *eventsFlags) runShow(out, errOut io.Writer) error {
 }
 
 // fromAgent asks the agent; when it cannot be reached, the error says how
-// to read the file instead.
+// to read the file instead (clientFlags.explain).
 func (f *eventsFlags) fromAgent() ([]events.Event, error) {
 	q := url.Values{}
 	for k, v := range map[string]string{"kind": f.kinds, "group": f.group, "node": f.node, "subject": f.subject, "since": f.since} {
@@ -151,13 +150,6 @@ func (f *eventsFlags) fromAgent() ([]events.Event, error) {
 		evs, err = c.Events(ctx, q)
 		return err
 	})
-	if errors.Is(err, errUnreachable) {
-		hint := "tandem events --file PATH"
-		if c, cerr := config.Load(f.client.config); cerr == nil {
-			hint = "tandem events --file (" + c.Events.File + ", events.file of " + f.client.config + ")"
-		}
-		err = fmt.Errorf("%w\n  To read the audit log without the agent: %s", err, hint)
-	}
 	return evs, err
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,7 +146,44 @@ func TestUnreachableAgentSaysWhatToCheck(t *testing.T) {
 	if _, _, err := run("status", "-c", cfg); err == nil || !strings.Contains(err.Error(), "nobody listens on it") {
 		t.Errorf("status with a stale socket: %v", err)
 	}
-	if _, _, err := run("events", "-c", cfg); err == nil || !strings.Contains(err.Error(), "tandem events --file ("+logPath) {
-		t.Errorf("events with no agent: %v", err)
+	postMortem := "tandem events -c " + cfg + " --file (" + logPath + ")"
+	for _, cmd := range []string{"events", "status", "cleanup"} {
+		args := []string{cmd, "-c", cfg}
+		if cmd == "cleanup" {
+			args = append(args, "web")
+		}
+		if _, _, err := run(args...); err == nil || !strings.Contains(err.Error(), postMortem) {
+			t.Errorf("%s with no agent does not say how to read the audit log: %v", cmd, err)
+		}
+	}
+	if _, _, err := run("status", "--socket", sock); err == nil || !strings.Contains(err.Error(), "tandem events --file STATE_DIR/events.jsonl (/var/lib/tandem/events.jsonl by default)") {
+		t.Errorf("with no configuration, the audit log's default place is not named: %v", err)
+	}
+}
+
+// An agent that closes the connection without an answer (it is stopping,
+// or crashed mid-request) is explained too, not shown as the HTTP client's
+// `Get "http://tandem/v1/status": EOF`.
+func TestAgentClosingTheConnectionSaysWhatToCheck(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	_, _, err = run("status", "--socket", sock)
+	if err == nil || !strings.Contains(err.Error(), "cannot reach the tandem agent at the socket "+sock+" (--socket)") ||
+		!strings.Contains(err.Error(), "closed without an answer") || !strings.Contains(err.Error(), "systemctl status tandem") ||
+		strings.Contains(err.Error(), "http://") || strings.Contains(err.Error(), "EOF") {
+		t.Errorf("status against an agent that hangs up: %v", err)
 	}
 }

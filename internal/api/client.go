@@ -37,6 +37,11 @@ func NewTCPClient(addr, token string) *Client {
 	return &Client{http: &http.Client{Timeout: 30 * time.Second}, base: "http://" + addr, token: token}
 }
 
+// ErrUnreachable marks a request that got no answer from the agent at all
+// (no socket, nobody listening, the connection closed or timed out), as
+// opposed to an Error the agent answered.
+var ErrUnreachable = errors.New("cannot reach the tandem agent")
+
 // Error is an error answered by the agent.
 type Error struct {
 	Code    int
@@ -72,7 +77,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the tandem agent: %w", err)
+		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
