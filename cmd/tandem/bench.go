@@ -80,7 +80,7 @@ func newBenchFailoverCmd() *cobra.Command {
 	}
 	cmd.Flags().IntVar(&opts.Runs, "runs", 20, "runs per fault and per system")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
-	cmd.Flags().StringSliceVar(&opts.Faults, "faults", nil, "faults to measure (default kill,freeze,cutoff,partition)")
+	cmd.Flags().StringSliceVar(&opts.Faults, "faults", nil, "faults to measure (default kill,freeze,cutoff,partition,stop)")
 	cmd.Flags().BoolVar(&opts.NoDefaultProfile, "no-default-profile", false, "skip keepalived's default profile (advert_int 1s), the slow part")
 	cmd.Flags().BoolVar(&opts.Keep, "keep", false, "keep the work directory (logs, probe timelines)")
 	cmd.Flags().StringVar(&tandemProfile, "tandem", "", "tandem's timing, tandem:HEARTBEAT/NODE_TIMEOUT[/LEASE] (default: its defaults)")

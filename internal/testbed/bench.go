@@ -34,9 +34,12 @@ type BenchOptions struct {
 }
 
 // The benchmark's faults: the active node SIGKILLed, frozen (SIGSTOP),
-// cut off (every link down), and a partition between the two data nodes
-// (both still reaching the witness and the client).
-var BenchFaults = []string{"kill", "freeze", "cutoff", "partition"}
+// cut off (every link down), a partition between the two data nodes (both
+// still reaching the witness and the client), and its daemon stopped
+// cleanly (SIGTERM of the tandem agent, which stops its services and hands
+// over; of keepalived alone, which gives up its VIP while the service runs
+// on).
+var BenchFaults = []string{"kill", "freeze", "cutoff", "partition", "stop"}
 
 // Stats summarise the client-seen unavailable windows of one fault on one
 // system.

@@ -22,6 +22,10 @@ type benchSystem interface {
 	ready(ctx context.Context) (string, error)
 	// restart brings a killed node's daemons back.
 	restart(h string) error
+	// term stops host h's daemon cleanly (SIGTERM) without waiting;
+	// restartTermed waits until it has exited and starts it again.
+	term(h string) (Fault, error)
+	restartTermed(ctx context.Context, h string) error
 	// takeoverWait bounds how long a takeover may take.
 	takeoverWait() time.Duration
 	// partitionHold is how long a partition lasts: long enough for a
@@ -230,6 +234,8 @@ func benchOnce(ctx context.Context, bed *Bed, sys benchSystem, chk *Checker, fau
 	case "partition":
 		r.victims = "node1↔node2"
 		f, err = bed.Partition("node1", "node2")
+	case "stop":
+		f, err = sys.term(active)
 	}
 	if err != nil {
 		return r, err
@@ -255,6 +261,8 @@ func benchOnce(ctx context.Context, bed *Bed, sys benchSystem, chk *Checker, fau
 		bed.Thaw(active)
 	case "cutoff":
 		_, err = bed.Heal()
+	case "stop":
+		err = sys.restartTermed(ctx, active)
 	}
 	r.healed = time.Now()
 	if ctx.Err() != nil {
@@ -313,6 +321,13 @@ func (t *tandemBench) ready(ctx context.Context) (string, error) {
 }
 
 func (t *tandemBench) restart(h string) error       { return t.c.Start(h) }
+func (t *tandemBench) term(h string) (Fault, error) { return t.c.Term(h) }
+func (t *tandemBench) restartTermed(ctx context.Context, h string) error {
+	if err := t.c.WaitExited(ctx, h); err != nil {
+		return err
+	}
+	return t.c.Start(h)
+}
 func (t *tandemBench) takeoverWait() time.Duration  { return 10 * time.Second }
 func (t *tandemBench) partitionHold() time.Duration { return time.Second }
 
@@ -372,7 +387,11 @@ func (k *keepalivedBench) ready(ctx context.Context) (string, error) {
 	}
 }
 
-func (k *keepalivedBench) restart(h string) error { return k.k.Start(h) }
+func (k *keepalivedBench) restart(h string) error       { return k.k.Start(h) }
+func (k *keepalivedBench) term(h string) (Fault, error) { return k.k.Term(h) }
+func (k *keepalivedBench) restartTermed(ctx context.Context, h string) error {
+	return k.k.RestartDaemon(ctx, h)
+}
 
 func (k *keepalivedBench) takeoverWait() time.Duration { return 5*k.advert + 5*time.Second }
 

@@ -188,6 +188,27 @@ func (c *Cluster) Stop(ctx context.Context, h string) error {
 	}, "the processes of %s to exit after SIGTERM", h)
 }
 
+// Term sends SIGTERM to host h's agent and returns at once: the agent
+// stops its groups, hands them over and leaves while the caller measures.
+// WaitExited waits until it is gone.
+func (c *Cluster) Term(h string) (Fault, error) {
+	c.mu.Lock()
+	cmd := c.agents[h]
+	c.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return Fault{}, fmt.Errorf("testbed: no agent started on %s", h)
+	}
+	f := c.Bed.record(Fault{Kind: FaultStop, Host: h, At: time.Now()})
+	return f, cmd.Process.Signal(syscall.SIGTERM)
+}
+
+// WaitExited waits until every process of host h has exited (after Term).
+func (c *Cluster) WaitExited(ctx context.Context, h string) error {
+	return waitFor(ctx, 10*time.Second, 10*time.Millisecond, func() (bool, error) {
+		return len(netutil.ProcessesIn(c.Bed.Host(h).NS.Path())) == 0, nil
+	}, "the processes of %s to exit after SIGTERM", h)
+}
+
 // Restart crashes host h (SIGKILL) and starts its agent again on the
 // same state.
 func (c *Cluster) Restart(h string) (Fault, error) {

@@ -195,6 +195,40 @@ func (k *Keepalived) WaitSettled(ctx context.Context, timeout time.Duration) (st
 	return master, err
 }
 
+// Term sends SIGTERM to host h's keepalived alone (it sends a priority-0
+// advert and removes its VIP; the service keeps running) and returns.
+func (k *Keepalived) Term(h string) (Fault, error) {
+	n := 0
+	for _, pid := range k.daemons(h) {
+		syscall.Kill(pid, syscall.SIGTERM)
+		n++
+	}
+	if n == 0 {
+		return Fault{}, fmt.Errorf("testbed: no keepalived runs on %s", h)
+	}
+	return k.Bed.record(Fault{Kind: FaultStop, Host: h, Detail: "keepalived", At: time.Now()}), nil
+}
+
+// RestartDaemon waits until host h's keepalived has exited and starts it.
+func (k *Keepalived) RestartDaemon(ctx context.Context, h string) error {
+	if err := waitFor(ctx, 10*time.Second, 10*time.Millisecond, func() (bool, error) { return len(k.daemons(h)) == 0, nil },
+		"keepalived on %s to exit after SIGTERM", h); err != nil {
+		return err
+	}
+	return k.startDaemon(h)
+}
+
+// daemons are host h's keepalived processes.
+func (k *Keepalived) daemons(h string) []int {
+	var pids []int
+	for _, pid := range netutil.ProcessesIn(k.Bed.Host(h).NS.Path()) {
+		if cl := cmdline(pid); strings.Contains(cl, "keepalived") && !strings.Contains(cl, "demo-service") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
 // Stop stops keepalived (SIGTERM: it removes its VIP) and the services on
 // both nodes, and waits until they are gone.
 func (k *Keepalived) Stop() {
