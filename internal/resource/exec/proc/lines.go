@@ -18,15 +18,14 @@ const MaxLine = 4096
 // characters replaced. It holds at most one partial line. Safe for
 // concurrent use.
 type Lines struct {
-	mu       sync.Mutex
-	emit     func(line string, truncated bool)
-	partial  []byte
-	skipping bool // inside an over-long line whose head was already emitted
+	mu    sync.Mutex
+	emit  func(line string, truncated bool)
+	split splitter
 }
 
 // NewLines returns a splitter calling emit for every line.
 func NewLines(emit func(line string, truncated bool)) *Lines {
-	return &Lines{emit: emit}
+	return &Lines{emit: emit, split: splitter{max: MaxLine}}
 }
 
 // Write never fails: a child must not see EPIPE because its output was
@@ -34,50 +33,71 @@ func NewLines(emit func(line string, truncated bool)) *Lines {
 func (l *Lines) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		chunk := p
-		if i >= 0 {
-			chunk = p[:i]
-		}
-		if !l.skipping {
-			room := MaxLine - len(l.partial)
-			if len(chunk) > room {
-				l.partial = append(l.partial, chunk[:room]...)
-				l.flush(true)
-				l.skipping = true
-			} else {
-				l.partial = append(l.partial, chunk...)
-			}
-		}
-		if i < 0 {
-			break
-		}
-		if !l.skipping {
-			l.flush(false)
-		}
-		l.skipping = false
-		p = p[i+1:]
-	}
-	return n, nil
+	l.split.feed(p, l.emitRaw)
+	return len(p), nil
 }
 
 // Close emits a final line without a newline, if any.
 func (l *Lines) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.partial) > 0 && !l.skipping {
-		l.flush(false)
-	}
-	l.skipping = false
+	l.split.end(l.emitRaw)
 	return nil
 }
 
-func (l *Lines) flush(truncated bool) {
-	line := Clean(l.partial)
-	l.partial = l.partial[:0]
-	l.emit(line, truncated)
+func (l *Lines) emitRaw(line []byte, truncated bool) { l.emit(Clean(line), truncated) }
+
+// splitter is the line splitting alone: bytes in, lines out, no locking
+// and no I/O, so that it can be fuzzed in-process with a small max (a
+// 4 KiB limit needs inputs of 4 KiB to reach, and the fuzzer's
+// minimization of such inputs is quadratic in their length).
+type splitter struct {
+	max      int // longest line kept, in bytes
+	partial  []byte
+	skipping bool // inside an over-long line whose head was already emitted
+}
+
+// feed splits p, continuing the line a previous feed left open. The line
+// passed to emit is only valid during the call.
+func (s *splitter) feed(p []byte, emit func(line []byte, truncated bool)) {
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		chunk := p
+		if i >= 0 {
+			chunk = p[:i]
+		}
+		if !s.skipping {
+			room := s.max - len(s.partial)
+			if len(chunk) > room {
+				s.partial = append(s.partial, chunk[:room]...)
+				s.flush(true, emit)
+				s.skipping = true
+			} else {
+				s.partial = append(s.partial, chunk...)
+			}
+		}
+		if i < 0 {
+			return
+		}
+		if !s.skipping {
+			s.flush(false, emit)
+		}
+		s.skipping = false
+		p = p[i+1:]
+	}
+}
+
+// end emits the unterminated last line, if any.
+func (s *splitter) end(emit func(line []byte, truncated bool)) {
+	if len(s.partial) > 0 && !s.skipping {
+		s.flush(false, emit)
+	}
+	s.skipping = false
+}
+
+func (s *splitter) flush(truncated bool, emit func(line []byte, truncated bool)) {
+	emit(s.partial, truncated)
+	s.partial = s.partial[:0]
 }
 
 // Clean makes child output safe to log: valid UTF-8, no control characters

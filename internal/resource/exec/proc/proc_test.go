@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"tandem/internal/clock"
 )
@@ -147,37 +149,48 @@ func TestParseSignal(t *testing.T) {
 	}
 }
 
-// FuzzLines checks, for any chunking of any input, that no emitted line
-// exceeds MaxLine and that short lines come out exactly as written.
-func FuzzLines(f *testing.F) {
-	f.Add([]byte("a\nbb\n\nccc"), uint8(2))
-	f.Add(bytes.Repeat([]byte("x"), MaxLine+3), uint8(7))
-	f.Fuzz(func(t *testing.T, in []byte, split uint8) {
-		var got []string
-		l := NewLines(func(s string, _ bool) { got = append(got, s) })
-		step := int(split) + 1
-		for i := 0; i < len(in); i += step {
-			l.Write(in[i:min(i+step, len(in))])
+// FuzzSplitLines drives the splitter in-process with a line limit of 1 to
+// 16 bytes, so that short inputs reach truncation, a line cut across
+// writes and an over-long line spanning several writes, and compares it
+// with a dumb reference: bytes.Split, a trailing empty piece dropped, each
+// line cut to the limit and marked truncated when it was longer. Every
+// line, once cleaned, is valid UTF-8 without control characters.
+// TestLinesFromAChild covers the same with real process output.
+func FuzzSplitLines(f *testing.F) {
+	f.Add([]byte("a\nbb\n\nccc"), uint8(2), uint8(3))
+	f.Add([]byte("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\nyy\nzzzzzzzzzzzzzzzzzz"), uint8(6), uint8(7))
+	f.Add([]byte("12345678\n123456789\n"), uint8(0), uint8(7))
+	f.Add([]byte("dos\r\n\x1b[31mred\xff\tend"), uint8(31), uint8(15))
+	f.Fuzz(func(t *testing.T, in []byte, step, limit uint8) {
+		s := splitter{max: int(limit%16) + 1}
+		var got []line
+		emit := func(b []byte, truncated bool) { got = append(got, line{string(b), truncated}) }
+		n := int(step%32) + 1
+		for i := 0; i < len(in); i += n {
+			s.feed(in[i:min(i+n, len(in))], emit)
 		}
-		l.Close()
-		var want []string
+		s.end(emit)
+
+		var want []line
 		parts := bytes.Split(in, []byte("\n"))
 		if len(parts[len(parts)-1]) == 0 {
 			parts = parts[:len(parts)-1]
 		}
 		for _, p := range parts {
-			if len(p) > MaxLine {
-				p = p[:MaxLine]
-			}
-			want = append(want, Clean(p))
-		}
-		for _, s := range got {
-			if len(s) > 3*MaxLine { // Clean may widen bytes into U+FFFD
-				t.Fatalf("line of %d bytes", len(s))
+			if len(p) > s.max {
+				want = append(want, line{string(p[:s.max]), true})
+			} else {
+				want = append(want, line{string(p), false})
 			}
 		}
 		if !slices.Equal(got, want) {
-			t.Fatalf("got %q, want %q", got, want)
+			t.Fatalf("max %d, writes of %d: got %#v, want %#v", s.max, n, got, want)
+		}
+		for _, l := range got {
+			c := Clean([]byte(l.s))
+			if !utf8.ValidString(c) || strings.ContainsFunc(c, unicode.IsControl) || len(c) > 3*len(l.s) {
+				t.Fatalf("Clean(%q) = %q", l.s, c)
+			}
 		}
 	})
 }

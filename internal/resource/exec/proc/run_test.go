@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,5 +66,24 @@ func TestRunReportsExitStatusAndMissingCommand(t *testing.T) {
 	}
 	if _, err := Run(context.Background(), Cmd{Argv: []string{"no-such-tool"}, Env: Env(nil)}); err == nil {
 		t.Error("missing command did not fail")
+	}
+}
+
+// TestLinesFromAChild is the splitter on real process output (FuzzSplitLines
+// covers the logic in-process): lines written in pieces by a child, an
+// over-long one, a CRLF line, a terminal escape and an unterminated tail.
+func TestLinesFromAChild(t *testing.T) {
+	var got []string
+	var truncated []bool
+	l := NewLines(func(s string, tr bool) { got, truncated = append(got, s), append(truncated, tr) })
+	script := `printf 'one\ntw'; printf 'o\r\n'; head -c 5000 /dev/zero | tr '\0' x; printf '\nesc\033[31m\ntail'`
+	res, err := Run(context.Background(), Cmd{Argv: []string{"sh", "-c", script}, Env: Env(nil), Stdout: l})
+	if err != nil || res.Code != 0 {
+		t.Fatalf("Run = %+v, %v", res, err)
+	}
+	l.Close()
+	want := []string{"one", "two", strings.Repeat("x", MaxLine), "esc\uFFFD[31m", "tail"}
+	if !slices.Equal(got, want) || !slices.Equal(truncated, []bool{false, false, true, false, false}) {
+		t.Errorf("lines %q truncated %v, want %q with the third truncated", got, truncated, want)
 	}
 }
