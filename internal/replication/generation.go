@@ -1,0 +1,56 @@
+package replication
+
+// The generation transitions. Each returns the new identifiers; the
+// caller persists them (and the disk state) before it writes data under
+// them. fresh is a new random identifier (never 0 or JustCreated).
+
+// NewCurrent starts a generation the peer does not have: on promotion while
+// the peer is not connected and UpToDate, and when a primary loses its peer
+// (in sync mode once the fencer has outdated the peer). The old Current
+// becomes the Bitmap id: the dirty bitmap records what changes from here.
+// A replica that already has a Bitmap id keeps its ids: its bitmap already
+// records every change since the peer last had its data.
+func (g GenIDs) NewCurrent(fresh GenID) GenIDs {
+	if g.Bitmap != 0 {
+		return g
+	}
+	g.Bitmap, g.Current = g.Current, fresh
+	return g
+}
+
+// StartSyncSource marks the start of a resync from this replica: the
+// target takes fresh as its Current (its data belongs to no generation
+// until the resync ends), and fresh becomes this side's Bitmap id, so an
+// interrupted resync is found again at the next connect
+// (self-bitmap-is-peer-current). An older Bitmap id moves to History.
+func (g GenIDs) StartSyncSource(fresh GenID) GenIDs {
+	if g.Bitmap != 0 {
+		g = g.pushHistory(g.Bitmap)
+	}
+	g.Bitmap = fresh
+	return g
+}
+
+// StartSyncTarget is the target's side of StartSyncSource: syncID is the
+// source's new Bitmap id.
+func (g GenIDs) StartSyncTarget(syncID GenID) GenIDs {
+	g.Current, g.Bitmap = syncID, 0
+	return g
+}
+
+// FinishSyncSource is what both sides hold once a resync is done: the
+// source's generation, its Bitmap id moved to History. The target records
+// it first (equal Current, the source's Bitmap id still set: the next
+// connect finds equal-self-dirty and finishes again), then the source.
+func (g GenIDs) FinishSyncSource() GenIDs {
+	if g.Bitmap != 0 {
+		g = g.pushHistory(g.Bitmap)
+	}
+	g.Bitmap = 0
+	return g
+}
+
+func (g GenIDs) pushHistory(id GenID) GenIDs {
+	g.History[1], g.History[0] = g.History[0], id
+	return g
+}
