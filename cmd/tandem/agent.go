@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -217,29 +216,8 @@ func whoAmI(cfg *config.Config, flag string, witness bool) (string, error) {
 	if witness && cfg.Witness != nil {
 		return cfg.Witness.Name, nil
 	}
-	local := map[netip.Addr]bool{}
-	if ifAddrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range ifAddrs {
-			if p, err := netip.ParsePrefix(a.String()); err == nil {
-				local[p.Addr()] = true
-			}
-		}
-	}
-	for _, v := range cfg.Voters() {
-		addrs, err := cfg.LinkAddrs(v)
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			if local[a.Addr()] && cfg.IsWitness(v.Name) == witness {
-				return v.Name, nil
-			}
-		}
-	}
-	if h, err := os.Hostname(); err == nil {
-		if name, err := check(h); err == nil {
-			return name, nil
-		}
+	if name := cfg.FindSelf(config.ThisHost{}, func(name string) bool { return cfg.IsWitness(name) == witness }); name != "" {
+		return name, nil
 	}
 	return "", errors.New("cannot tell which node this machine is: no link address is local and the host name is not a node; pass --node")
 }

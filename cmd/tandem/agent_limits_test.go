@@ -128,7 +128,7 @@ groups:
           check: {command: [/bin/true]}
         monitor_interval: 300ms
 `, key, port, ips["a"], ips["b"], ips["w"], apiPort, token)), 0o600)
-	if _, stderr, err := run("config", "validate", "--local", cfg); err != nil {
+	if _, stderr, err := run("config", "validate", "--local", "--node", "a", cfg); err != nil {
 		t.Fatalf("config: %v\n%s", err, stderr)
 	}
 

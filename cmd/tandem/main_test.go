@@ -82,3 +82,39 @@ func TestBadArguments(t *testing.T) {
 		t.Fatal("failover without a group accepted")
 	}
 }
+
+// validate --local checks this machine as the member it is: before, it
+// printed ok for a VIP on an interface the machine does not have and for a
+// machine that is none of the nodes.
+func TestConfigValidateLocalChecksThisMachine(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "local.yaml")
+	os.WriteFile(p, []byte(`cluster: c
+insecure: true
+nodes:
+  - {name: a, links: ["127.0.0.1:17921"]}
+  - {name: b, links: ["198.51.100.2:17921"]}
+witness: {name: w, links: ["198.51.100.3:17921"]}
+groups:
+  - name: web
+    resources:
+      - vip: {address: 10.88.0.50/24, interface: tandem-eth9}
+`), 0o600)
+	_, stderr, err := run("config", "validate", "--local", "--node", "a", p)
+	if exitCode(err) != 2 || !strings.Contains(stderr, p+":10: groups[0].resources[0].vip.interface: this machine (a) has no interface tandem-eth9") {
+		t.Errorf("a VIP on a missing interface: exit %d\n%s", exitCode(err), stderr)
+	}
+	_, stderr, err = run("config", "validate", "--local", "--node", "b", p)
+	if exitCode(err) != 2 || !strings.Contains(stderr, p+":5: nodes[1].links[0]: 198.51.100.2 is not an address of this machine (b)") {
+		t.Errorf("a link address of another machine: exit %d\n%s", exitCode(err), stderr)
+	}
+	_, stderr, err = run("config", "validate", "--local", "--node", "x", p)
+	if exitCode(err) != 2 || !strings.Contains(stderr, p+`:3: nodes: "x" (--node) is not a member of cluster c (members: a, b, w)`) {
+		t.Errorf("--node of no member: exit %d\n%s", exitCode(err), stderr)
+	}
+	os.WriteFile(p, []byte("cluster: c\ninsecure: true\nnodes:\n  - {name: a, links: [\"127.0.0.1:17921\"]}\n"+
+		"  - {name: b, links: [\"198.51.100.2:17921\"]}\nwitness: {name: w, links: [\"198.51.100.3:17921\"]}\n"), 0o600)
+	out, stderr, err := run("config", "validate", "--local", p)
+	if err != nil || !strings.Contains(out, "this machine is a") {
+		t.Errorf("the member found by its link address: %v\n%s%s", err, out, stderr)
+	}
+}

@@ -20,11 +20,12 @@ import (
 // witness needs only the key: it checks that with keyfile.Load itself.
 func (c *Config) CheckLocal() error {
 	k := &checker{src: c.src}
-	if !c.Insecure && c.KeyFile != "" {
-		if _, err := keyfile.Load(c.KeyFile); err != nil {
-			k.addf("key_file", "%s", strings.TrimPrefix(err.Error(), "keyfile: "))
-		}
-	}
+	c.localChecks(k)
+	return k.probs.sorted().errOrNil()
+}
+
+func (c *Config) localChecks(k *checker) {
+	k.keyFile(c)
 	if c.API.TCPPort != 0 && c.API.TokenFile != "" {
 		if _, err := keyfile.LoadToken(c.API.TokenFile); err != nil {
 			k.addf("api.token_file", "%s", strings.TrimPrefix(err.Error(), "keyfile: "))
@@ -41,7 +42,15 @@ func (c *Config) CheckLocal() error {
 			}
 		}
 	}
-	return k.probs.sorted().errOrNil()
+}
+
+// keyFile checks that the cluster key loads.
+func (k *checker) keyFile(c *Config) {
+	if !c.Insecure && c.KeyFile != "" {
+		if _, err := keyfile.Load(c.KeyFile); err != nil {
+			k.addf("key_file", "%s", strings.TrimPrefix(err.Error(), "keyfile: "))
+		}
+	}
 }
 
 // AgentPath is where an OCF agent "provider/type" lives under root.

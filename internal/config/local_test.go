@@ -76,15 +76,22 @@ func TestCheckLocal(t *testing.T) {
 			if tt.prepare != nil {
 				tt.prepare(dir)
 			}
-			got := problemLines(c.CheckLocal())
-			var want []string
-			for _, w := range tt.want {
-				want = append(want, strings.ReplaceAll(w, "DIR", dir))
-			}
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Errorf("CheckLocal:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
-			}
+			wantProblems(t, "CheckLocal", c.CheckLocal(), tt.want, dir)
 		})
+	}
+}
+
+// wantProblems compares the problems err carries with want, in which DIR
+// stands for dir.
+func wantProblems(t *testing.T, what string, err error, want []string, dir string) {
+	t.Helper()
+	got := problemLines(err)
+	var w []string
+	for _, line := range want {
+		w = append(w, strings.ReplaceAll(line, "DIR", dir))
+	}
+	if fmt.Sprint(got) != fmt.Sprint(w) {
+		t.Errorf("%s:\n  %s\nwant:\n  %s", what, strings.Join(got, "\n  "), strings.Join(w, "\n  "))
 	}
 }
 

@@ -114,8 +114,8 @@ func (k *checker) vip(c *Config, path string, v *VIP, vips map[netip.Addr]string
 		k.addf(path+".address", "required (e.g. 10.0.0.50/24)")
 	case err != nil:
 		k.addf(path+".address", "%q is not an IP prefix", v.Address)
-	case p.Addr().IsUnspecified() || p.Addr().IsMulticast() || p.Addr().IsLoopback():
-		k.addf(path+".address", "%q is not a unicast address", v.Address)
+	case notUnicast(p) != "":
+		k.addf(path+".address", "%q is not a unicast address: %s", v.Address, notUnicast(p))
 	default:
 		a := p.Addr()
 		if first, dup := vips[a]; dup {

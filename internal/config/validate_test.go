@@ -272,7 +272,28 @@ var validateTests = []struct {
 	{"vip without prefix length", map[int]string{13: "      - vip: {address: 10.0.0.50, interface: eth0}"}, "", []string{
 		`t.yaml:13: groups[0].resources[0].vip.address: "10.0.0.50" is not an IP prefix`}},
 	{"vip loopback", map[int]string{13: "      - vip: {address: 127.0.0.2/8, interface: lo}"}, "", []string{
-		`t.yaml:13: groups[0].resources[0].vip.address: "127.0.0.2/8" is not a unicast address`}},
+		`t.yaml:13: groups[0].resources[0].vip.address: "127.0.0.2/8" is not a unicast address: a loopback address: it never leaves the host`}},
+	{"vip network address", map[int]string{13: "      - vip: {address: 10.88.0.0/24, interface: eth0}"}, "", []string{
+		`t.yaml:13: groups[0].resources[0].vip.address: "10.88.0.0/24" is not a unicast address: the network address of 10.88.0.0/24`}},
+	{"vip broadcast address", map[int]string{13: "      - vip: {address: 10.88.0.255/24, interface: eth0}"}, "", []string{
+		`t.yaml:13: groups[0].resources[0].vip.address: "10.88.0.255/24" is not a unicast address: the broadcast address of 10.88.0.0/24`}},
+	{"vip limited broadcast", map[int]string{13: "      - vip: {address: 255.255.255.255/32, interface: eth0}"}, "", []string{
+		`t.yaml:13: groups[0].resources[0].vip.address: "255.255.255.255/32" is not a unicast address: the limited broadcast address`}},
+	{"vip IPv6 link-local", map[int]string{13: "      - vip: {address: \"fe80::5/64\", interface: eth0}"}, "", []string{
+		`t.yaml:13: groups[0].resources[0].vip.address: "fe80::5/64" is not a unicast address: a link-local address (169.254.0.0/16, fe80::/10): routers do not forward it, and hosts give it out on their own`}},
+	{"vip IPv4 link-local", map[int]string{13: "      - vip: {address: 169.254.10.5/16, interface: eth0}"}, "", []string{
+		`t.yaml:13: groups[0].resources[0].vip.address: "169.254.10.5/16" is not a unicast address: a link-local address (169.254.0.0/16, fe80::/10): routers do not forward it, and hosts give it out on their own`}},
+	{"vip multicast", map[int]string{13: "      - vip: {address: 224.0.0.18/24, interface: eth0}"}, "", []string{
+		`t.yaml:13: groups[0].resources[0].vip.address: "224.0.0.18/24" is not a unicast address: a multicast address`}},
+	{"vip unspecified", map[int]string{13: "      - vip: {address: \"::/64\", interface: eth0}"}, "", []string{
+		`t.yaml:13: groups[0].resources[0].vip.address: "::/64" is not a unicast address: the unspecified address`}},
+	{"vip IPv6 subnet-router anycast", map[int]string{13: "      - vip: {address: \"fd00::/64\", interface: eth0}"}, "", []string{
+		`t.yaml:13: groups[0].resources[0].vip.address: "fd00::/64" is not a unicast address: the subnet-router anycast address of fd00::/64 (RFC 4291)`}},
+	{"vip reserved", map[int]string{13: "      - vip: {address: 250.0.0.1/24, interface: eth0}"}, "", []string{
+		`t.yaml:13: groups[0].resources[0].vip.address: "250.0.0.1/24" is not a unicast address: in the reserved 240.0.0.0/4`}},
+	{"vip ends in .0 or .255 of a wider prefix", map[int]string{13: "      - vip: {address: 10.88.1.0/16, interface: eth0}"}, "", nil},
+	{"vip /31 and /32 have no broadcast", map[int]string{13: "      - vip: {address: 10.88.0.1/31, interface: eth0}"},
+		"  - name: db\n    resources:\n      - vip: {address: 10.88.5.255/32, interface: eth1}\n", nil},
 	{"vip IPv6", map[int]string{13: "      - vip: {address: \"fd00::50/64\", interface: eth0}"}, "", nil},
 	{"vip is a link address", map[int]string{13: "      - vip: {address: 10.0.0.2/24, interface: eth0}"}, "", []string{
 		`t.yaml:13: groups[0].resources[0].vip.address: 10.0.0.2 is a link address of node db2; a floating address must be one no node owns`}},
