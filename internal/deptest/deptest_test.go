@@ -30,6 +30,7 @@ var allowed = map[string][]string{
 	"internal/peerid":    {},
 	"internal/manager":   {"internal/clock", "internal/events", "internal/lifecycle", "internal/resource", "internal/state", "internal/vipguard"},
 	"internal/probe":     {},
+	"internal/metapage":  {},
 }
 
 // pure packages do no I/O: no sockets, files or processes.

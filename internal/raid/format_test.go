@@ -1,7 +1,6 @@
 package raid
 
 import (
-	"bytes"
 	"encoding/hex"
 	"testing"
 	"time"
@@ -37,23 +36,6 @@ func TestSuperblockGoldenBytes(t *testing.T) {
 	}
 	if sb.Name != "data" || sb.Geometry != sampleSuperblock().Geometry || sb.Layout != sampleSuperblock().Layout || len(sb.Devices) != 2 || sb.Devices[1].Role != RoleSpare || !sb.Clean {
 		t.Fatalf("round trip: %+v", sb)
-	}
-}
-
-func TestMetaPagePicksNewestValidCopy(t *testing.T) {
-	seed := UUID{5}
-	a, b := make([]byte, BlockSize), make([]byte, BlockSize)
-	encodePage(a, seed, bitmapKind, 3, 10, []byte("old"))
-	encodePage(b, seed, bitmapKind, 3, 11, []byte("new"))
-	if seq, p, ok := pickPage(a, b, seed, bitmapKind, 3); !ok || seq != 11 || !bytes.HasPrefix(p, []byte("new")) {
-		t.Fatal("newest not picked")
-	}
-	b[100] ^= 1 // torn newer copy
-	if seq, p, ok := pickPage(a, b, seed, bitmapKind, 3); !ok || seq != 10 || !bytes.HasPrefix(p, []byte("old")) {
-		t.Fatal("older copy not used when newer is torn")
-	}
-	if _, _, ok := pickPage(a, b, UUID{6}, bitmapKind, 3); ok {
-		t.Fatal("page of another array accepted")
 	}
 }
 
