@@ -19,7 +19,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -113,7 +112,7 @@ func Start(cfg Config) (*Consensus, error) {
 	}
 	m.cut = cfg.Cut
 	c.mux = m
-	hlog := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: slogWriter{cfg.Logger}})
+	hlog := newRaftLogger(cfg.Logger, nil)
 	c.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: m, MaxPool: 3, Timeout: 5 * cfg.Timeout, Logger: hlog,
 	})
@@ -427,12 +426,4 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 	n, err := l.c.Read(p)
 	l.n -= int64(n)
 	return n, err
-}
-
-// slogWriter turns hclog's lines into slog records.
-type slogWriter struct{ l *slog.Logger }
-
-func (w slogWriter) Write(p []byte) (int, error) {
-	w.l.Warn(strings.TrimSpace(string(p)), "component", "raft")
-	return len(p), nil
 }

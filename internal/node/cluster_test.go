@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"tandem/internal/events"
 	"tandem/internal/heartbeat"
 	"tandem/internal/keyfile"
+	"tandem/internal/logcheck"
 	"tandem/internal/resource"
 	"tandem/internal/vipguard"
 )
@@ -50,6 +52,9 @@ type tcluster struct {
 	onExec func(node string, m *resource.Mem)
 	// yamlFor gives a node another configuration file than c.yaml.
 	yamlFor map[string]string
+	// log is every node's log, named as the agent names it; a record that
+	// repeats a key fails the test.
+	log *slog.Logger
 }
 
 func freePort(t *testing.T, ip string) int {
@@ -88,6 +93,7 @@ func newCluster(t *testing.T, failback string) *tcluster {
 	c := &tcluster{t: t, dir: dir, fnet: heartbeat.NewFakeNet(clock.Real{}), cuts: map[[2]string]bool{},
 		nodes: map[string]*Node{}, guards: map[string][]*vipguard.Mem{}, agents: map[string]map[string]*resource.Mem{},
 		starts: map[string]int{}, regs: map[string]*prometheus.Registry{}}
+	c.log, _ = logcheck.New(t, slog.LevelDebug)
 	c.yaml = fmt.Sprintf(`cluster: inproc
 key_file: %s/key
 port: %d
@@ -143,7 +149,7 @@ func (c *tcluster) start(name string) {
 	c.mu.Lock()
 	c.regs[name] = reg
 	c.mu.Unlock()
-	n, err := Start(Options{Config: cfg, Self: name, Transport: tr, Guard: guard, Registerer: reg,
+	n, err := Start(Options{Config: cfg, Self: name, Transport: tr, Guard: guard, Registerer: reg, Logger: c.log.With("node", name),
 		MDStat: c.mdstatFile(), MDStatInterval: 20 * time.Millisecond,
 		Agent: func(group string, r config.Resource) resource.Agent {
 			m := &resource.Mem{}

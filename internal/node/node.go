@@ -39,6 +39,8 @@ import (
 type Options struct {
 	Config *config.Config
 	Self   string
+	// Logger receives the node's log. It names the node already (the agent
+	// adds node=<name>), so the node adds no key of its own for it.
 	Logger *slog.Logger
 	// Registerer receives metrics (nil: a private registry).
 	Registerer prometheus.Registerer
@@ -121,7 +123,7 @@ func Start(opts Options) (*Node, error) {
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
-	n := &Node{opts: opts, cfg: cfg, digest: cfg.Digest(), self: opts.Self, log: opts.Logger.With("node", opts.Self), clk: clock.Real{},
+	n := &Node{opts: opts, cfg: cfg, digest: cfg.Digest(), self: opts.Self, log: opts.Logger, clk: clock.Real{},
 		bus: &events.Bus{}, reg: opts.Registerer, st: state.New(), reach: map[string]reachInfo{},
 		decide: make(chan struct{}, 1), started: time.Now()}
 	n.voters = cfg.Voters()

@@ -20,6 +20,10 @@ import (
 // stopped one succeed. Monitor returns nil when the resource runs healthily,
 // an error satisfying IsNotRunning when it is cleanly stopped, and any other
 // error when it has failed.
+//
+// The logger an agent is built with already names the resource (the node
+// gives it group= and resource=); an agent adds only keys of its own
+// (vip=, agent=, action=), never resource= again.
 type Agent interface {
 	Start(ctx context.Context) error
 	Stop(ctx context.Context) error

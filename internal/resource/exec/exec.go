@@ -134,7 +134,7 @@ func New(name string, spec config.Exec, logger *slog.Logger, opts ...Option) (*A
 		env:      proc.Env(spec.Env),
 		dir:      spec.Dir,
 		stopSig:  sig,
-		logger:   logger.With("resource", name),
+		logger:   logger,
 		clock:    clock.Real{},
 		settle:   DefaultSettle,
 		interval: DefaultCheckInterval,

@@ -14,8 +14,12 @@
 // interval in milliseconds for monitor, 0 otherwise, which agents read as a
 // probe), OCF_CHECK_LEVEL=0, and HA_LOGFACILITY=none with HA_LOGFILE empty
 // so that ocf_log writes to stderr. Standard output and error are logged
-// line by line, capped and rate limited; the last "ocf-exit-reason:" line
-// becomes part of the error. At the end of the context the whole process
+// line by line, capped and rate limited, at Debug: agents print a lot on
+// every action (nginx's agent its whole build configuration on each
+// start) that tells an operator nothing. Only what ocf_log marks as an
+// error (ERROR:, CRIT:) is logged at Warn, and its warnings (WARNING:) at
+// Info. The last "ocf-exit-reason:" line becomes part of the error, and is
+// logged with it. At the end of the context the whole process
 // group is SIGKILLed and the action is a soft failure "timed out after X";
 // after a normal exit nothing is killed, because a daemon the agent started
 // may share its process group.
@@ -151,7 +155,7 @@ func New(instance string, spec config.OCF, logger *slog.Logger, opts ...Option) 
 		root:     root,
 		path:     filepath.Join(root, "resource.d", provider, typ),
 		params:   spec.Params,
-		logger:   logger.With("resource", instance, "agent", "ocf:"+provider+":"+typ),
+		logger:   logger.With("agent", "ocf:"+provider+":"+typ),
 		clock:    clock.Real{},
 		busy:     make(chan struct{}, 1),
 	}
@@ -276,6 +280,7 @@ func (a *Agent) run(ctx context.Context, action string, stdout *capped) (result,
 	log := a.logger.With("action", action)
 	var res result
 	errOut := proc.NewLogWriter(log, a.clock, "stream", "stderr")
+	errOut.Level(outputLevel)
 	errOut.Tee(func(line string) {
 		if r, ok := strings.CutPrefix(line, "ocf-exit-reason:"); ok {
 			res.reason = strings.TrimSpace(r)
@@ -287,6 +292,7 @@ func (a *Agent) run(ctx context.Context, action string, stdout *capped) (result,
 	var outLog *proc.LogWriter
 	if stdout == nil {
 		outLog = proc.NewLogWriter(log, a.clock, "stream", "stdout")
+		outLog.Level(outputLevel)
 		out = outLog
 	}
 	start := time.Now()
@@ -320,6 +326,24 @@ func (a *Agent) run(ctx context.Context, action string, stdout *capped) (result,
 	}
 	log.Debug("agent finished", "rc", CodeName(res.code), "elapsed", elapsed.Round(time.Millisecond))
 	return res, nil
+}
+
+// ocfPriority finds the priority ocf_log writes before a message
+// ("2025/01/02_10:00:00 ERROR: ...", or without the date).
+var ocfPriority = regexp.MustCompile(`(?:^|\s)(CRIT|ERROR|WARNING):\s`)
+
+// outputLevel is the level of a line an agent printed: Warn for what
+// ocf_log marks as an error, Info for its warnings, Debug for everything
+// else (the exit reason too: it is part of the action's error).
+func outputLevel(line string) slog.Level {
+	m := ocfPriority.FindStringSubmatch(line)
+	switch {
+	case m == nil:
+		return slog.LevelDebug
+	case m[1] == "WARNING":
+		return slog.LevelInfo
+	}
+	return slog.LevelWarn
 }
 
 // env is the complete environment of an action.

@@ -77,7 +77,7 @@ func New(name string, spec config.VIP, guard vipguard.Guard, logger *slog.Logger
 		count:    spec.GARPCount,
 		interval: spec.GARPInterval.D(),
 		guard:    guard,
-		log:      logger.With("resource", name, "vip", p.Addr().String(), "interface", spec.Interface),
+		log:      logger.With("vip", p.Addr().String(), "interface", spec.Interface),
 		clock:    clock.Real{},
 	}
 	for _, o := range opts {

@@ -44,8 +44,8 @@ const (
 )
 
 // LogWriter is an io.Writer that logs a child's output line by line at
-// Info with the given attributes, rate limited; suppressed lines are
-// counted and reported as one warning.
+// Info (or the level Level gives each line) with the given attributes,
+// rate limited; suppressed lines are counted and reported as one warning.
 type LogWriter struct {
 	*Lines
 	logger *slog.Logger
@@ -55,6 +55,7 @@ type LogWriter struct {
 	bucket     Bucket
 	suppressed int
 	tee        func(line string)
+	level      func(line string) slog.Level
 }
 
 // NewLogWriter returns a writer logging to logger with attrs (e.g.
@@ -73,12 +74,25 @@ func NewLogWriter(logger *slog.Logger, clk clock.Clock, attrs ...any) *LogWriter
 // find an OCF exit reason. Call before the first Write.
 func (w *LogWriter) Tee(f func(line string)) { w.tee = f }
 
+// Level makes each line logged at the level f gives it instead of Info.
+// Lines below the logger's level are dropped before the rate limit, so
+// they neither use it up nor count as suppressed. Call before the first
+// Write.
+func (w *LogWriter) Level(f func(line string) slog.Level) { w.level = f }
+
 func (w *LogWriter) emit(line string, truncated bool) {
 	if w.tee != nil {
 		w.tee(line)
 	}
 	if strings.TrimSpace(line) == "" {
 		return // blank lines carry nothing worth a log record
+	}
+	level := slog.LevelInfo
+	if w.level != nil {
+		level = w.level(line)
+	}
+	if !w.logger.Enabled(context.Background(), level) {
+		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -88,10 +102,10 @@ func (w *LogWriter) emit(line string, truncated bool) {
 	}
 	w.reportSuppressed()
 	if truncated {
-		w.logger.Info("output", "line", line, "truncated", true)
+		w.logger.Log(context.Background(), level, "output", "line", line, "truncated", true)
 		return
 	}
-	w.logger.Info("output", "line", line)
+	w.logger.Log(context.Background(), level, "output", "line", line)
 }
 
 func (w *LogWriter) reportSuppressed() {
