@@ -1,6 +1,8 @@
 package consensus
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"sync"
 
@@ -8,6 +10,19 @@ import (
 
 	"tandem/internal/state"
 )
+
+// maxSnapshot bounds what Restore reads. The replicated state is a few
+// kilobytes (groups and nodes come from the configuration), so a snapshot
+// this large is not ours; reading it would only hold memory. A variable
+// for tests.
+var maxSnapshot = 64 << 20
+
+// errSnapshotTooLarge is a snapshot over maxSnapshot.
+var errSnapshotTooLarge = errors.New("consensus: snapshot too large")
+
+func snapshotTooLarge() error {
+	return fmt.Errorf("%w: over %d bytes", errSnapshotTooLarge, maxSnapshot)
+}
 
 // fsm applies committed commands to the replicated state.
 type fsm struct {
@@ -45,14 +60,20 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(b) > maxSnapshot { // no voter would restore it
+		return nil, snapshotTooLarge()
+	}
 	return snapshot(b), nil
 }
 
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	b, err := io.ReadAll(rc)
+	b, err := io.ReadAll(io.LimitReader(rc, int64(maxSnapshot)+1))
 	if err != nil {
-		return err
+		return fmt.Errorf("consensus: read snapshot: %w", err)
+	}
+	if len(b) > maxSnapshot {
+		return snapshotTooLarge()
 	}
 	st, err := state.Unmarshal(b)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 )
@@ -328,7 +330,33 @@ func Unmarshal(b []byte) (*State, error) {
 	if s.Nodes == nil {
 		s.Nodes = map[string]*Node{}
 	}
+	if err := s.checkEntries(); err != nil {
+		return nil, fmt.Errorf("state: bad snapshot: %w", err)
+	}
 	return s, nil
+}
+
+// checkEntries refuses null entries, which JSON decodes as nil pointers:
+// Apply never makes one, and every reader of the state (the agent, the
+// placement, the API) reads an entry's fields without looking.
+func (s *State) checkEntries() error {
+	for _, name := range s.GroupNames() {
+		g := s.Groups[name]
+		if g == nil {
+			return fmt.Errorf("group %q is null", name)
+		}
+		for node, f := range g.Failures {
+			if f == nil {
+				return fmt.Errorf("group %q: failures of node %q are null", name, node)
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.Nodes)) {
+		if s.Nodes[name] == nil {
+			return fmt.Errorf("node %q is null", name)
+		}
+	}
+	return nil
 }
 
 // moveTo gives the group to holder at the next epoch (S2): whatever the
