@@ -11,6 +11,10 @@ package replication
 // A replica that already has a Bitmap id keeps its ids: its bitmap already
 // records every change since the peer last had its data.
 func (g GenIDs) NewCurrent(fresh GenID) GenIDs {
+	if g.Current == JustCreated || g.Current == 0 {
+		g.Current = fresh // nothing to diff against: the peer takes a full sync
+		return g
+	}
 	if g.Bitmap != 0 {
 		return g
 	}

@@ -126,6 +126,9 @@ func TestResolveTable(t *testing.T) {
 		{"younger primary: self younger", sbBitmap, a.promotedAt(7), b.promotedAt(5), DiscardYoungerPrimary, SyncTarget},
 		{"younger primary: peer younger", sbBitmap, a.promotedAt(5), b.promotedAt(7), DiscardYoungerPrimary, SyncSource},
 		{"younger primary: same epoch", sbBitmap, a.promotedAt(5), b.promotedAt(5), DiscardYoungerPrimary, SplitBrain},
+		{"older primary: self older", sbBitmap, a.promotedAt(5), b.promotedAt(7), DiscardOlderPrimary, SyncTarget},
+		{"older primary: peer older", sbBitmap, a.promotedAt(7), b.promotedAt(5), DiscardOlderPrimary, SyncSource},
+		{"older primary: same epoch", sbBitmap, a.promotedAt(5), b.promotedAt(5), DiscardOlderPrimary, SplitBrain},
 	}
 	for _, r := range rows {
 		t.Run(r.name, func(t *testing.T) {
@@ -165,7 +168,7 @@ func TestDecideIsSymmetric(t *testing.T) {
 	rules := map[string]bool{}
 	for i := 0; i < 50000; i++ {
 		a, b := randomSide(rng, "a"), randomSide(rng, "b")
-		for _, p := range []SplitBrainPolicy{Disconnect, DiscardZeroChanges, DiscardYoungerPrimary} {
+		for _, p := range []SplitBrainPolicy{Disconnect, DiscardZeroChanges, DiscardYoungerPrimary, DiscardOlderPrimary} {
 			da := Resolve(Decide(a, b), a, b, p)
 			db := Resolve(Decide(b, a), b, a, p)
 			if da.Verdict != db.Mirror().Verdict || da.Full != db.Full {

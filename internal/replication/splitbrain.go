@@ -17,12 +17,19 @@ const (
 	// the lower node name is the source; otherwise disconnect.
 	DiscardZeroChanges
 	// DiscardYoungerPrimary: the side promoted at the newer epoch loses
-	// its changes (the older primary kept the service); equal epochs
-	// disconnect.
+	// its changes (DRBD's meaning: the older primary kept the service);
+	// equal epochs disconnect.
 	DiscardYoungerPrimary
+	// DiscardOlderPrimary: the side promoted at the older epoch loses its
+	// changes. With the cluster's epochs this is the safe automatic
+	// choice: the newer epoch is the holder the cluster chose, and in sync
+	// mode the older primary acknowledged nothing the newer one lacks
+	// (its fencer could not outdate a promoted peer). Equal epochs
+	// disconnect.
+	DiscardOlderPrimary
 )
 
-var policyNames = [...]string{"disconnect", "discard-zero-changes", "discard-younger-primary"}
+var policyNames = [...]string{"disconnect", "discard-zero-changes", "discard-younger-primary", "discard-older-primary"}
 
 func (p SplitBrainPolicy) String() string {
 	if int(p) < len(policyNames) {
@@ -116,6 +123,14 @@ func pickVictim(d Decision, self, peer Side, policy SplitBrainPolicy) (int, stri
 			return 2, peer.Node + " is the younger primary (discard-younger-primary)"
 		}
 		return 0, "both primaries are of the same epoch (discard-younger-primary cannot choose)"
+	case DiscardOlderPrimary:
+		switch {
+		case self.PrimaryEpoch < peer.PrimaryEpoch:
+			return 1, self.Node + " is the older primary (discard-older-primary)"
+		case peer.PrimaryEpoch < self.PrimaryEpoch:
+			return 2, peer.Node + " is the older primary (discard-older-primary)"
+		}
+		return 0, "both primaries are of the same epoch (discard-older-primary cannot choose)"
 	}
 	return 0, "policy disconnect: resolve it with resolve --discard NODE"
 }

@@ -1,0 +1,159 @@
+package replication
+
+import (
+	"fmt"
+	"time"
+)
+
+// Promote makes this replica primary at epoch (the group's epoch, or a
+// standalone counter). It refuses an epoch older than the newest seen, a
+// replica that is not UpToDate (unless force), a sync target, and a peer
+// that is primary. Promoted while the peer is not connected and UpToDate,
+// the replica starts a new generation; in sync mode it then acknowledges
+// no write until the peer is connected or outdated by the fencer.
+func (m *Machine) Promote(now time.Time, epoch Epoch, force bool) error {
+	m.now = now
+	if m.role == Primary && !m.demoting {
+		if epoch < m.meta.PrimaryEpoch {
+			return fmt.Errorf("promote at epoch %d: %w (primary at %d)", epoch, ErrStaleEpoch, m.meta.PrimaryEpoch)
+		}
+		if epoch > m.meta.PrimaryEpoch {
+			m.meta.PrimaryEpoch, m.meta.Epoch = epoch, max(m.meta.Epoch, epoch)
+			m.persist()
+		}
+		return nil
+	}
+	switch {
+	case epoch == 0:
+		return fmt.Errorf("promote: epoch 0: %w", ErrStaleEpoch)
+	case epoch < m.meta.Epoch || epoch == m.meta.Epoch && m.meta.PrimaryEpoch != epoch:
+		return fmt.Errorf("promote at epoch %d: %w (%d seen)", epoch, ErrStaleEpoch, m.meta.Epoch)
+	case m.demoting:
+		return fmt.Errorf("promote: %w: still demoting", ErrBusy)
+	case m.linkUp && m.conn == connHandshake:
+		return fmt.Errorf("promote: %w: handshake in progress", ErrBusy)
+	case m.linkUp && m.conn == connEstablished && m.peerRole == Primary:
+		return fmt.Errorf("promote: %w", ErrPeerPrimary)
+	case m.sync == syncTarget || m.sync == syncTargetBitmap:
+		return fmt.Errorf("promote: %w: resync target", ErrNotUpToDate)
+	case !m.hasDisk():
+		if !m.peerHasData() {
+			return fmt.Errorf("promote: %w", ErrNoData)
+		}
+	case m.disk != UpToDate && !force:
+		return fmt.Errorf("promote: %w: disk is %v", ErrNotUpToDate, m.disk)
+	}
+	if m.hasDisk() {
+		if m.disk != UpToDate {
+			m.disk, m.meta.Disk = UpToDate, UpToDate
+		}
+		if !(m.replicating() && m.peerDisk == UpToDate) {
+			m.meta.GenIDs = m.meta.GenIDs.NewCurrent(m.cfg.NewGenID())
+		}
+	}
+	m.role, m.deposed = Primary, false
+	m.meta.Primary = true
+	m.meta.PrimaryEpoch, m.meta.Epoch = epoch, epoch
+	m.persist()
+	m.sendState()
+	m.event(Event{Kind: EventPromoted, Epoch: epoch})
+	m.step(now)
+	return nil
+}
+
+// Demote makes this replica secondary. Client requests still open fail;
+// the activity log is retired once both replicas flushed what it covers.
+func (m *Machine) Demote(now time.Time) {
+	m.now = now
+	if m.role != Primary {
+		return
+	}
+	m.demote(ErrNotPrimary)
+	m.event(Event{Kind: EventDemoted})
+	m.step(now)
+}
+
+func (m *Machine) demote(err error) {
+	m.failClients(err)
+	m.role = Secondary
+	m.demoting = true
+	m.sendState()
+}
+
+// finishDemotion clears the primary flag once nothing a crash could lose
+// is left: no write in flight and every extent flushed on both sides.
+func (m *Machine) finishDemotion() {
+	if !m.demoting {
+		return
+	}
+	if m.hasDisk() {
+		for _, e := range m.al.extents {
+			if e.inflight > 0 {
+				return
+			}
+			if !m.extentSafe(e) {
+				m.flushInternal()
+				return
+			}
+		}
+		if ext := m.al.all(); len(ext) > 0 {
+			m.emit(ALEnd{Extents: ext})
+			m.al = newActLog(m.cfg.ALExtents)
+		}
+	}
+	m.demoting = false
+	if m.meta.Primary {
+		m.meta.Primary = false
+		m.persist()
+	}
+}
+
+// Connect leaves StandAlone: the adapter may bring the link up again.
+func (m *Machine) Connect(now time.Time) {
+	if m.conn == connStandAlone {
+		m.conn = connWaiting
+	}
+	m.step(now)
+}
+
+// Disconnect drops the link and stays StandAlone until Connect.
+func (m *Machine) Disconnect(now time.Time) {
+	m.now = now
+	m.standAlone("disconnect")
+	m.step(now)
+}
+
+// Resolve records `resolve --discard NODE`: at the next handshake a split
+// brain is resolved by making NODE the sync target (its changes since the
+// split are lost). Either node may be told.
+func (m *Machine) Resolve(now time.Time, discard string) error {
+	if discard == "" {
+		return fmt.Errorf("resolve: no node named")
+	}
+	if m.linkUp && m.conn == connEstablished {
+		return fmt.Errorf("resolve: %w: connected, nothing to resolve", ErrBusy)
+	}
+	m.discardNode = discard
+	m.step(now)
+	return nil
+}
+
+// Outdate records that the cluster marked this replica Outdated (the
+// peer's fencer, through the replicated state).
+func (m *Machine) Outdate(now time.Time) error {
+	m.now = now
+	if m.role == Primary {
+		return fmt.Errorf("outdate: %w: this replica is primary", ErrBusy)
+	}
+	m.outdate("marked Outdated by the cluster")
+	m.step(now)
+	return nil
+}
+
+func (m *Machine) outdate(why string) {
+	if m.disk != UpToDate {
+		return
+	}
+	m.setDisk(Outdated)
+	m.event(Event{Kind: EventOutdated, Reason: why})
+}

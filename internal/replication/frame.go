@@ -1,0 +1,139 @@
+package replication
+
+import (
+	"crypto/sha256"
+	"fmt"
+)
+
+// FrameKind says what a frame between the two machines carries. The values
+// are below 0xf0, the first kind replication/link keeps for itself.
+type FrameKind uint8
+
+const (
+	// FrameHello is the connect handshake: what Decide needs, the volume
+	// size, and which node `resolve --discard` named.
+	FrameHello FrameKind = iota + 1
+	// FrameState: the sender's role or disk state changed while connected.
+	FrameState
+	// FrameData: an application write (Off, Data, FUA), in the primary's
+	// order; acknowledged by FrameDataAck{Ack: Seq} once it completed on
+	// the peer's disk (with FUA: once durable there).
+	FrameData
+	FrameDataAck
+	// FrameFlush: flush every write received before it; acknowledged by
+	// FrameFlushAck{Ack: Seq} once durable.
+	FrameFlush
+	FrameFlushAck
+	// FrameBitmap: sync source to target at the start of a resync: the
+	// source's dirty regions, its sync id (the target's new Current) and
+	// whether the sync is full. FrameBitmapAck: the target's reply with the
+	// union of both bitmaps, sent once it recorded itself Inconsistent.
+	FrameBitmap
+	FrameBitmapAck
+	// FrameResyncData: one region's data from the source (Region, Data);
+	// FrameResyncAck: the target wrote it durably (Region).
+	FrameResyncData
+	FrameResyncAck
+	// FrameResyncDone: every region moved; carries the generation ids and
+	// disk state both sides take. FrameResyncDoneAck: the target recorded
+	// them.
+	FrameResyncDone
+	FrameResyncDoneAck
+	// FrameVerifyStart asks the peer to run a verify (it holds the
+	// reference data: it is primary). FrameVerifyDigest: the reference's
+	// digest of Region; the peer compares it with its own and answers
+	// FrameVerifyResult{Region, Match}. FrameVerifyDone ends a verify.
+	FrameVerifyStart
+	FrameVerifyDigest
+	FrameVerifyResult
+	// FrameOutdate: the async primary went ahead; the peer records itself
+	// Outdated.
+	FrameOutdate
+	// FrameStale refuses a frame whose epoch is older than the newest the
+	// receiver has seen; Epoch is that newest epoch.
+	FrameStale
+	// FrameReadReq / FrameReadReply: a diskless primary reads through the
+	// peer (Ack names the request; the reply has Data or Err).
+	FrameReadReq
+	FrameReadReply
+	// FrameDetached: the sender's disk failed and was detached; the peer
+	// treats it as Inconsistent and stops sending it writes.
+	FrameDetached
+)
+
+var frameKindNames = [...]string{"", "hello", "state", "data", "data-ack", "flush", "flush-ack", "bitmap", "bitmap-ack",
+	"resync-data", "resync-ack", "resync-done", "resync-done-ack", "verify-start", "verify-digest", "verify-result",
+	"outdate", "stale", "read-req", "read-reply", "detached"}
+
+func (k FrameKind) String() string {
+	if int(k) < len(frameKindNames) && k != 0 {
+		return frameKindNames[k]
+	}
+	return fmt.Sprintf("FrameKind(%d)", uint8(k))
+}
+
+// fenced reports whether a frame of kind k changes the receiver's data or
+// generation, and is therefore refused when its epoch is older than the
+// newest the receiver has seen (S2). Acknowledgements, digests and reads
+// change nothing and pass, so a promotion while connected never strands
+// the peer's answers already on the wire.
+func (k FrameKind) fenced() bool {
+	switch k {
+	case FrameData, FrameFlush, FrameBitmap, FrameResyncData, FrameResyncDone, FrameOutdate:
+		return true
+	}
+	return false
+}
+
+// Digest is a region's checksum for online verify.
+type Digest [32]byte
+
+// RegionDigest is the checksum verify compares (SHA-256: a mismatch
+// hidden by a collision is not a practical concern).
+func RegionDigest(b []byte) Digest { return sha256.Sum256(b) }
+
+// Hello is the handshake's content.
+type Hello struct {
+	Side
+	Size int64
+	Mode Mode
+	// DiscardNode is the node `resolve --discard` named on the sender
+	// ("" none): a resolution can be given on either node.
+	DiscardNode string
+}
+
+// Frame is one message between the two machines. Every frame carries the
+// volume, the sender's newest epoch and a per-connection sequence number;
+// the other fields depend on Kind. The link adapter encodes it.
+type Frame struct {
+	Kind   FrameKind
+	Volume VolumeID
+	Epoch  Epoch
+	Seq    uint64
+
+	Hello *Hello // FrameHello
+
+	Off    int64  // FrameData, FrameReadReq
+	Len    int64  // FrameReadReq
+	FUA    bool   // FrameData
+	Data   []byte // FrameData, FrameResyncData, FrameReadReply
+	Ack    uint64 // the Seq acknowledged (acks, FrameReadReq/Reply)
+	Region int    // resync and verify frames
+	Err    string // acks and replies that failed
+
+	// FrameBitmap, FrameBitmapAck: the regions; FrameBitmap: the sync id
+	// and whether the sync is full.
+	Bits   []int
+	SyncID GenID
+	Full   bool
+
+	// FrameState, FrameResyncDone: the sender's (or, for ResyncDone, both
+	// sides' next) ids, disk state and role.
+	GenIDs GenIDs
+	Disk   DiskState
+	Role   Role
+
+	Digest Digest // FrameVerifyDigest
+	Match  bool   // FrameVerifyResult
+	Repair bool   // FrameVerifyStart
+}

@@ -1,0 +1,260 @@
+package replication
+
+import (
+	"fmt"
+	"time"
+)
+
+// resync is a resync in progress, on either side.
+type resync struct {
+	source   bool
+	full     bool
+	total    int64 // bytes to move, at the start
+	moved    int64
+	cursor   int
+	inflight map[int]bool // source: regions read or sent, not yet acknowledged
+	// tokens is the rate limiter's allowance in bytes (shared with verify).
+}
+
+// startSource begins a resync as the sync source: the whole volume if
+// full, else the dirty regions; the target answers with its own, and the
+// union moves.
+func (m *Machine) startSource(full bool) {
+	if full {
+		all := make([]int, m.dirty.Len())
+		for i := range all {
+			all[i] = i
+		}
+		m.setBits(all)
+	}
+	syncID := m.cfg.NewGenID()
+	m.meta.GenIDs = m.meta.GenIDs.StartSyncSource(syncID)
+	m.crashedPrimary = false
+	m.meta.Primary = m.role == Primary
+	m.persist()
+	m.sync = syncSourceBitmap
+	m.rs = &resync{source: true, full: full, inflight: map[int]bool{}}
+	m.send(Frame{Kind: FrameBitmap, Bits: m.dirty.Regions(), SyncID: syncID, Full: full})
+}
+
+// targetBitmap: the source's bitmap. The target takes the union, records
+// itself Inconsistent under the sync id, and answers with the union.
+func (m *Machine) targetBitmap(f Frame) {
+	if !m.bitmapFits(f, syncTargetBitmap) {
+		return
+	}
+	m.setBits(f.Bits)
+	m.meta.GenIDs = m.meta.GenIDs.StartSyncTarget(f.SyncID)
+	m.disk, m.meta.Disk = Inconsistent, Inconsistent
+	m.crashedPrimary, m.meta.Primary = false, false
+	m.persist()
+	m.sync = syncTarget
+	m.rs = &resync{full: f.Full, total: int64(m.dirty.Count()) * m.cfg.RegionSize}
+	m.send(Frame{Kind: FrameBitmapAck, Bits: m.dirty.Regions()})
+	m.event(Event{Kind: EventResyncStarted, Bytes: m.rs.total, Full: f.Full, Reason: "sync target"})
+}
+
+// bitmapFits checks a bitmap frame against the state that expects it;
+// anything else drops the connection.
+func (m *Machine) bitmapFits(f Frame, want syncState) bool {
+	if m.sync != want {
+		m.refuse(m.now, fmt.Sprintf("%v out of place", f.Kind), true)
+		return false
+	}
+	for _, r := range f.Bits {
+		if r < 0 || r >= m.dirty.Len() {
+			m.refuse(m.now, fmt.Sprintf("%v: region %d out of range", f.Kind, r), true)
+			return false
+		}
+	}
+	return true
+}
+
+// sourceBitmapAck: the target is Inconsistent now; regions start moving.
+func (m *Machine) sourceBitmapAck(f Frame) {
+	if !m.bitmapFits(f, syncSourceBitmap) {
+		return
+	}
+	m.setBits(f.Bits)
+	m.sync = syncSource
+	m.peerDisk = Inconsistent
+	m.peerFenced = true
+	m.rs.total = int64(m.dirty.Count()) * m.cfg.RegionSize
+	m.event(Event{Kind: EventResyncStarted, Bytes: m.rs.total, Full: m.rs.full, Reason: "sync source"})
+}
+
+// pumpResync starts region reads within the window and the rate limit,
+// and ends the resync when nothing is left.
+func (m *Machine) pumpResync(now time.Time) {
+	if m.sync != syncSource || m.rs == nil {
+		return
+	}
+	rs := m.rs
+	for len(rs.inflight) < m.cfg.ResyncWindow {
+		r := m.nextDirty(rs.cursor, rs.inflight)
+		if r < 0 {
+			break
+		}
+		off, n := m.regionRange(r)
+		if !m.spend(now, n) {
+			break
+		}
+		rs.inflight[r] = true
+		rs.cursor = r + 1
+		m.enqueue(&item{kind: itResyncRead, off: off, end: off + n, region: r, session: m.session})
+	}
+	if len(rs.inflight) == 0 && m.dirty.Count() == 0 {
+		m.sync = syncSourceDone
+		m.peerFenced = false // the target may be UpToDate from now on
+		m.send(Frame{Kind: FrameResyncDone, GenIDs: m.meta.GenIDs.FinishSyncSource(), Disk: m.disk})
+	}
+}
+
+// nextDirty is the first dirty region at or after from (wrapping) that is
+// not in flight, or -1.
+func (m *Machine) nextDirty(from int, inflight map[int]bool) int {
+	for _, start := range [2]int{from, 0} {
+		for r := m.dirty.Next(start); r >= 0; r = m.dirty.Next(r + 1) {
+			if !inflight[r] {
+				return r
+			}
+		}
+	}
+	return -1
+}
+
+func (m *Machine) resyncReadDone(x *item, c Completion) {
+	if c.Err != nil {
+		m.detach(fmt.Sprintf("resync read of region %d: %v", x.region, c.Err))
+		return
+	}
+	if m.rs == nil || x.session != m.session || !m.linkUp {
+		return
+	}
+	m.send(Frame{Kind: FrameResyncData, Region: x.region, Data: c.Data})
+}
+
+// targetWriteDone: a region is durable here (resync writes are FUA).
+func (m *Machine) targetWriteDone(x *item, errText string) {
+	if errText == "" && m.rs != nil {
+		m.clearBit(x.region)
+		m.rs.moved += x.end - x.off
+	}
+	if x.session == m.session && m.linkUp {
+		m.send(Frame{Kind: FrameResyncAck, Region: x.region, Err: errText})
+	}
+}
+
+func (m *Machine) sourceResyncAck(f Frame) {
+	if m.rs == nil || !m.rs.inflight[f.Region] {
+		return
+	}
+	delete(m.rs.inflight, f.Region)
+	if f.Err != "" {
+		return // the target detached; FrameDetached follows
+	}
+	m.clearBit(f.Region)
+	_, n := m.regionRange(f.Region)
+	m.rs.moved += n
+}
+
+// targetDone: every region moved; the target records the source's ids and
+// disk state first, then answers.
+func (m *Machine) targetDone(f Frame) {
+	if m.sync != syncTarget {
+		m.refuse(m.now, "resync done out of place", true)
+		return
+	}
+	if rest := m.dirty.Regions(); len(rest) > 0 {
+		for _, r := range rest {
+			m.dirty.Clear(r)
+		}
+		m.emit(ClearBits{Regions: rest})
+	}
+	m.meta.GenIDs = f.GenIDs
+	m.disk, m.meta.Disk = f.Disk, f.Disk
+	m.persist()
+	m.send(Frame{Kind: FrameResyncDoneAck})
+	m.event(Event{Kind: EventResyncFinished, Bytes: m.rs.moved, Reason: "sync target"})
+	m.sync, m.rs = syncNone, nil
+}
+
+func (m *Machine) sourceDoneAck() {
+	if m.sync != syncSourceDone {
+		return
+	}
+	m.meta.GenIDs = m.meta.GenIDs.FinishSyncSource()
+	m.persist()
+	m.peerDisk = m.disk
+	m.peerFenced = m.peerDisk != UpToDate
+	m.event(Event{Kind: EventResyncFinished, Bytes: m.rs.moved, Reason: "sync source"})
+	m.sync, m.rs = syncNone, nil
+}
+
+// abortResync ends a resync or verify that cannot go on; the bitmap keeps
+// what is left for the next connect.
+func (m *Machine) abortResync(why string) {
+	if m.rs != nil {
+		m.event(Event{Kind: EventResyncFinished, Bytes: m.rs.moved, Reason: "interrupted: " + why})
+		m.rs = nil
+	}
+	if m.vf != nil {
+		m.event(Event{Kind: EventVerifyFinished, Bytes: m.vf.checked, SelfDirty: m.vf.bad, Reason: "interrupted: " + why})
+		m.vf = nil
+	}
+	if m.sync != syncNone && m.linkUp {
+		m.sync = syncNone
+		m.refuse(m.now, why, true)
+	}
+	m.sync = syncNone
+	q := m.queue[:0]
+	for _, x := range m.queue {
+		if x.kind != itResyncRead && x.kind != itVerifyRead {
+			q = append(q, x)
+		}
+	}
+	m.queue = q
+}
+
+// SetRate changes the resync and verify rate limit (bytes/s, 0 none).
+func (m *Machine) SetRate(now time.Time, bytesPerSecond int64) {
+	if bytesPerSecond >= 0 {
+		m.cfg.ResyncRate = bytesPerSecond
+	}
+	m.step(now)
+}
+
+// spend takes n bytes from the rate limiter's allowance (a burst of at
+// most a window of regions).
+func (m *Machine) spend(now time.Time, n int64) bool {
+	rate := m.cfg.ResyncRate
+	if rate <= 0 {
+		return true
+	}
+	burst := float64(int64(m.cfg.ResyncWindow) * m.cfg.RegionSize)
+	if !m.tokensAt.IsZero() {
+		m.tokens += float64(rate) * now.Sub(m.tokensAt).Seconds()
+	} else {
+		m.tokens = burst
+	}
+	m.tokens = min(m.tokens, burst)
+	m.tokensAt = now
+	if m.tokens < float64(n) {
+		return false
+	}
+	m.tokens -= float64(n)
+	return true
+}
+
+// rateWait: when the limiter will allow the next region, if a resync or
+// verify is waiting for it.
+func (m *Machine) rateWait() (time.Time, bool) {
+	if m.cfg.ResyncRate <= 0 || m.tokensAt.IsZero() || (m.sync != syncSource && m.vf == nil) {
+		return time.Time{}, false
+	}
+	need := float64(m.cfg.RegionSize) - m.tokens
+	if need <= 0 {
+		return m.tokensAt, true
+	}
+	return m.tokensAt.Add(time.Duration(need / float64(m.cfg.ResyncRate) * float64(time.Second))), true
+}
