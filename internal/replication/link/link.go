@@ -288,7 +288,8 @@ func (l *Link) serve(path int, raw net.Conn) {
 		raw.Close()
 	}
 	raw.SetDeadline(time.Now().Add(l.cfg.Limits.HandshakeTimeout))
-	tc := tls.Server(raw, l.tlsConfig(l.ids.Server()))
+	bc := newBufConn(raw)
+	tc := tls.Server(bc, l.tlsConfig(l.ids.Server()))
 	if err := tc.Handshake(); err != nil {
 		refused(fmt.Errorf("link: TLS handshake with %v: %w", remote, err))
 		return
@@ -327,7 +328,7 @@ func (l *Link) serve(path int, raw net.Conn) {
 	}
 	l.noteEpoch(peer.Epoch)
 	self.Epoch = l.fence.get()
-	pc := &pathConn{Conn: tc, path: path, local: addrPort(raw.LocalAddr()), remote: remote}
+	pc := &pathConn{Conn: tc, buf: bc, path: path, local: addrPort(raw.LocalAddr()), remote: remote}
 	reply := func() bool {
 		hf := self.frame()
 		b, _ := AppendFrame(nil, &hf)
@@ -499,7 +500,8 @@ func (l *Link) dialPath(i int, id SessionID, sw bool) (*pathConn, Hello, error) 
 	}
 	deadline, _ := ctx.Deadline()
 	raw.SetDeadline(deadline)
-	tc := tls.Client(raw, l.tlsConfig(l.ids.Client(l.cfg.Peer)))
+	bc := newBufConn(raw)
+	tc := tls.Client(bc, l.tlsConfig(l.ids.Client(l.cfg.Peer)))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, Hello{}, explainTLS(err, l.cfg.Peer)
@@ -546,7 +548,7 @@ func (l *Link) dialPath(i int, id SessionID, sw bool) (*pathConn, Hello, error) 
 	}
 	l.noteEpoch(peer.Epoch)
 	raw.SetDeadline(time.Time{})
-	return &pathConn{Conn: tc, path: i, local: addrPort(raw.LocalAddr()), remote: addrPort(raw.RemoteAddr())}, peer, nil
+	return &pathConn{Conn: tc, buf: bc, path: i, local: addrPort(raw.LocalAddr()), remote: addrPort(raw.RemoteAddr())}, peer, nil
 }
 
 // explainTLS says what a failed handshake most likely means: TLS reports

@@ -16,6 +16,7 @@ import (
 // pathConn is one authenticated connection on one path.
 type pathConn struct {
 	net.Conn // TLS
+	buf      *bufConn // under TLS
 	path     int
 	local    netip.AddrPort
 	remote   netip.AddrPort
@@ -150,6 +151,7 @@ func (s *tcpSession) Send(ctx context.Context, f Frame) (uint64, error) {
 func (s *tcpSession) write(f *Frame) error {
 	c := s.wconn
 	c.SetWriteDeadline(time.Now().Add(s.l.cfg.Limits.Timeout))
+	c.buf.begin()
 	var err error
 	if len(f.Payload) <= smallFrame {
 		s.wbuf, _ = AppendFrame(s.wbuf[:0], f)
@@ -162,6 +164,9 @@ func (s *tcpSession) write(f *Frame) error {
 		if _, err = c.Write(s.wbuf); err == nil {
 			_, err = c.Write(f.Payload[head:])
 		}
+	}
+	if ferr := c.buf.end(); err == nil {
+		err = ferr
 	}
 	if err != nil {
 		return fmt.Errorf("link: write to %s on path %d: %w", c.remote, c.path, timeoutErr(err))
