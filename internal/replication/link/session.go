@@ -15,7 +15,7 @@ import (
 
 // pathConn is one authenticated connection on one path.
 type pathConn struct {
-	net.Conn // TLS
+	net.Conn          // TLS
 	buf      *bufConn // under TLS
 	path     int
 	local    netip.AddrPort
