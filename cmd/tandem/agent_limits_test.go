@@ -56,6 +56,56 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// startAgents runs agents a, b and witness w of the configuration
+// cfgFor gives each, in this test binary as the tandem command, each with
+// its state under dir and env added to its environment. Their standard
+// error is kept; they are stopped (SIGTERM, and the logs shown if the test
+// failed) at its end.
+func startAgents(t *testing.T, dir string, cfgFor func(node string) string, env map[string][]string) (map[string]*lockedBuffer, map[string]*exec.Cmd) {
+	logs := map[string]*lockedBuffer{}
+	procs := map[string]*exec.Cmd{}
+	for _, n := range []string{"w", "b", "a"} {
+		state := filepath.Join(dir, n)
+		use := "agent"
+		if n == "w" {
+			use = "witness"
+		}
+		cmd := exec.Command(os.Args[0], use, "-c", cfgFor(n), "--node", n, "--state-dir", state, "--socket", filepath.Join(state, "api.sock"), "--no-realtime")
+		cmd.Env = append(append(os.Environ(), "TANDEM_TEST_MAIN=1"), env[n]...)
+		logs[n] = &lockedBuffer{}
+		cmd.Stderr = logs[n]
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		procs[n] = cmd
+		t.Cleanup(func() {
+			stopAgent(cmd)
+			if t.Failed() {
+				t.Logf("agent %s:\n%s", n, logs[n].String())
+			}
+		})
+	}
+	return logs, procs
+}
+
+// stopAgent stops an agent started by startAgents and waits for it (once
+// it has stopped, again is a no-op).
+func stopAgent(cmd *exec.Cmd) {
+	if cmd.ProcessState != nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
 // freePort is a port free for TCP and UDP on every address in ips.
 func freePort(t *testing.T, ips ...string) int {
 	t.Helper()
@@ -132,41 +182,7 @@ groups:
 		t.Fatalf("config: %v\n%s", err, stderr)
 	}
 
-	logs := map[string]*lockedBuffer{}
-	procs := map[string]*exec.Cmd{}
-	for _, n := range []string{"w", "b", "a"} {
-		state := filepath.Join(dir, n)
-		use := "agent"
-		if n == "w" {
-			use = "witness"
-		}
-		cmd := exec.Command(os.Args[0], use, "-c", cfg, "--node", n, "--state-dir", state, "--socket", filepath.Join(state, "api.sock"), "--no-realtime")
-		cmd.Env = append(os.Environ(), "TANDEM_TEST_MAIN=1")
-		if n == "a" {
-			cmd.Env = append(cmd.Env, "TANDEM_TEST_NOFILE=128")
-		}
-		logs[n] = &lockedBuffer{}
-		cmd.Stderr = logs[n]
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		procs[n] = cmd
-		t.Cleanup(func() {
-			cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(15 * time.Second):
-				syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-				<-done
-			}
-			if t.Failed() {
-				t.Logf("agent %s:\n%s", n, logs[n].String())
-			}
-		})
-	}
+	logs, procs := startAgents(t, dir, func(string) string { return cfg }, map[string][]string{"a": {"TANDEM_TEST_NOFILE=128"}})
 	a := api.NewUnixClient(filepath.Join(dir, "a", "api.sock"))
 	running := func() (bool, string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -111,6 +111,7 @@ func Start(cfg Config) (*Consensus, error) {
 		return nil, err
 	}
 	m.cut = cfg.Cut
+	m.log = cfg.Logger
 	c.mux = m
 	hlog := newRaftLogger(cfg.Logger, nil)
 	c.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{

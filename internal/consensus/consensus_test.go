@@ -27,21 +27,7 @@ func startCluster(t *testing.T, key []byte, prefer string, names ...string) *clu
 	if len(names) == 0 {
 		names = []string{"a", "b", "w"}
 	}
-	// Hold every listener until all ports are chosen, so no two members
-	// get the same free port.
-	var voters []Voter
-	var held []net.Listener
-	for _, n := range names {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, ln)
-		voters = append(voters, Voter{Name: n, Addrs: []netip.AddrPort{netip.MustParseAddrPort(ln.Addr().String())}})
-	}
-	for _, ln := range held {
-		ln.Close()
-	}
+	voters := loopbackVoters(t, names...)
 	cl := &cluster{members: map[string]*Consensus{}, applied: map[string][]state.Command{}}
 	for _, n := range names {
 		n := n
@@ -61,6 +47,27 @@ func startCluster(t *testing.T, key []byte, prefer string, names ...string) *clu
 		t.Cleanup(func() { c.Shutdown() })
 	}
 	return cl
+}
+
+// loopbackVoters gives each voter a free port on 127.0.0.1.
+func loopbackVoters(t *testing.T, names ...string) []Voter {
+	t.Helper()
+	// Hold every listener until all ports are chosen, so no two members
+	// get the same free port.
+	var voters []Voter
+	var held []net.Listener
+	for _, n := range names {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, ln)
+		voters = append(voters, Voter{Name: n, Addrs: []netip.AddrPort{netip.MustParseAddrPort(ln.Addr().String())}})
+	}
+	for _, ln := range held {
+		ln.Close()
+	}
+	return voters
 }
 
 func (cl *cluster) waitLeader(t *testing.T, want string) string {

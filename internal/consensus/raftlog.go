@@ -69,7 +69,7 @@ func (r *raftLogger) Log(level hclog.Level, msg string, args ...any) {
 	key := r.name + "\x00" + msg
 	attrs := make([]any, 0, len(all)/2)
 	for i := 0; i+1 < len(all); i += 2 {
-		k := fmt.Sprint(all[i])
+		k := strings.ReplaceAll(fmt.Sprint(all[i]), " ", "_") // "backoff time"
 		v := raftValue(all[i+1])
 		if repeatKeys[k] {
 			key += "\x00" + k + "=" + fmt.Sprint(v)

@@ -6,12 +6,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"tandem/internal/peerid"
 )
 
 // Connection purposes, the first byte a dialer writes after the handshake.
@@ -45,10 +49,16 @@ type mux struct {
 	hsMu       sync.Mutex
 	hsTotal    int            // connections in route, not yet dispatched
 	handshakes map[string]int // of them, by source address
+
+	log   *slog.Logger
+	held  *repeats   // handshake failures already logged
+	keyMu sync.Mutex // guards judge
+	judge *keyJudge
 }
 
 func newMux(name string, listen []netip.AddrPort, peers map[raft.ServerAddress][]netip.AddrPort, key []byte, dialTimeout time.Duration) (*mux, error) {
-	m := &mux{name: name, addrs: peers, raftConns: make(chan net.Conn, 16), closed: make(chan struct{}), dialTO: dialTimeout}
+	m := &mux{name: name, addrs: peers, raftConns: make(chan net.Conn, 16), closed: make(chan struct{}), dialTO: dialTimeout,
+		log: slog.New(slog.DiscardHandler), held: newRepeats(repeatWindow, nil), judge: newKeyJudge(len(peers))}
 	if key != nil {
 		names := make([]string, 0, len(peers))
 		for p := range peers {
@@ -158,8 +168,15 @@ func (m *mux) route(c net.Conn, authenticated func()) {
 	c.SetDeadline(time.Now().Add(5 * time.Second))
 	var tc *tls.Conn
 	if m.ids != nil {
-		tc = tls.Server(c, m.ids.Server())
+		cfg := m.ids.Server()
+		claimed := ""
+		cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			claimed = claimedName(h.SupportedProtos)
+			return nil, nil
+		}
+		tc = tls.Server(c, cfg)
 		if err := tc.Handshake(); err != nil {
+			m.handshakeFailed(claimed, sourceIP(c), err)
 			c.Close()
 			return
 		}
@@ -182,6 +199,7 @@ func (m *mux) route(c net.Conn, authenticated func()) {
 			c.Close()
 			return
 		}
+		m.keyAgreed(string(peer))
 	}
 	c.SetDeadline(time.Time{})
 	authenticated()
@@ -236,11 +254,15 @@ func (m *mux) dialOne(ctx context.Context, to raft.ServerAddress, a netip.AddrPo
 		c.SetDeadline(deadline)
 	}
 	if m.ids != nil {
-		tc := tls.Client(c, m.ids.Client(string(to)))
+		cfg := m.ids.Client(string(to))
+		cfg.NextProtos = []string{alpnFrom + m.name}
+		tc := tls.Client(c, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
+			m.handshakeFailed(string(to), a.String(), err)
 			c.Close()
 			return nil, err
 		}
+		m.keyAgreed(string(to))
 		c = tc
 	}
 	hello := append([]byte{purpose, byte(len(m.name))}, m.name...)
@@ -250,6 +272,79 @@ func (m *mux) dialOne(ctx context.Context, to raft.ServerAddress, a netip.AddrPo
 	}
 	c.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// alpnFrom prefixes the dialler's name in the protocols its ClientHello
+// offers, so that a listener whose certificate the dialler refuses knows
+// who refused it (the hello with the name comes after the handshake, and
+// on loopback or behind NAT the source address does not tell). It is a
+// claim, not a proof: it is only ever used to word a log record. A
+// listener that sets no protocols of its own ignores it.
+const alpnFrom = "tandem-from/"
+
+func claimedName(protos []string) string {
+	for _, p := range protos {
+		if n, ok := strings.CutPrefix(p, alpnFrom); ok {
+			return n
+		}
+	}
+	return ""
+}
+
+// keyAgreed notes that peer proved the identity our cluster key derives
+// for it.
+func (m *mux) keyAgreed(peer string) {
+	m.keyMu.Lock()
+	m.judge.agreed(peer)
+	m.keyMu.Unlock()
+}
+
+// handshakeFailed logs a failed TLS handshake with peer (the voter dialled,
+// or the one a dialler claims to be; "" if none) at addr (the address
+// dialled, or the dialler's IP address). A failure for
+// the key is an error, worded by whose key the voters show is wrong; the
+// first one of each peer and verdict is logged, then one a minute with the
+// count (raft retries every few hundred milliseconds). Other failures (a
+// reset, a timeout, a port scanner) are for debugging.
+func (m *mux) handshakeFailed(peer, addr string, err error) {
+	refused := refusedCertificate(err)
+	name, foreign := peerid.IsForeignKey(err)
+	if foreign && !m.isVoter(peer) {
+		peer = name // a dialler's certificate names it
+	}
+	if (!refused && !foreign) || !m.isVoter(peer) {
+		m.logHeld(slog.LevelDebug, "handshake\x00"+addr, "raft transport: TLS handshake failed", "addr", addr, "err", err)
+		return
+	}
+	m.keyMu.Lock()
+	v := m.judge.differs(peer)
+	m.keyMu.Unlock()
+	m.logHeld(slog.LevelError, "key\x00"+peer+"\x00"+v.String(), keyMismatch(v, peer, addr, refused), "peer", peer, "addr", addr, "err", err)
+}
+
+// logHeld logs the first record of kind, then holds back the ones like it
+// for a minute; the first after that says how many were held back.
+func (m *mux) logHeld(level slog.Level, kind, msg string, args ...any) {
+	ok, held := m.held.admit(kind)
+	if !ok {
+		return
+	}
+	if held > 0 {
+		args = append(args, "repeated", held, "in", repeatWindow.String())
+	}
+	m.log.Log(context.Background(), level, msg, args...)
+}
+
+func (m *mux) isVoter(name string) bool {
+	_, ok := m.addrs[raft.ServerAddress(name)]
+	return ok && name != m.name
+}
+
+// refusedCertificate reports whether err is the peer's refusal of our
+// certificate (its TLS alert), rather than ours of its.
+func refusedCertificate(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "remote error" && strings.Contains(op.Err.Error(), "bad certificate")
 }
 
 // filter wraps c so it fails while the path to peer is cut.

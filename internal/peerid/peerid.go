@@ -41,6 +41,28 @@ var ErrIdentity = errors.New("peer identity")
 // IsIdentity reports whether err is a refusal of a peer's identity.
 func IsIdentity(err error) bool { return errors.Is(err, ErrIdentity) }
 
+// ForeignKeyError is the refusal of a member's certificate whose key is not
+// the one our cluster key derives for it: that member, or this one, holds
+// another cluster key. Which of the two cannot be told from one
+// connection; the caller may know from the other members.
+type ForeignKeyError struct{ Name string }
+
+func (e *ForeignKeyError) Error() string {
+	return fmt.Sprintf("%v: %s presents a certificate not derived from our cluster key", ErrIdentity, e.Name)
+}
+
+func (e *ForeignKeyError) Unwrap() error { return ErrIdentity }
+
+// IsForeignKey reports whether err refused a certificate for another
+// cluster key, and names the member it was for.
+func IsForeignKey(err error) (string, bool) {
+	var fk *ForeignKeyError
+	if errors.As(err, &fk) {
+		return fk.Name, true
+	}
+	return "", false
+}
+
 // Set is one member's identity and every member's public key, for one
 // transport.
 type Set struct {
@@ -129,7 +151,7 @@ func (s *Set) MemberOf(raw [][]byte) (string, error) {
 		return "", fmt.Errorf("%w: certificate names %q, not a member (or not keyed with this cluster key)", ErrIdentity, name)
 	}
 	if p, ok := cert.PublicKey.(ed25519.PublicKey); !ok || !p.Equal(want) {
-		return "", fmt.Errorf("%w: certificate for %q does not hold the key derived for it: the peer does not hold the cluster key", ErrIdentity, name)
+		return "", &ForeignKeyError{Name: name}
 	}
 	if name == s.self {
 		return "", fmt.Errorf("%w: peer presents this member's own identity (a reflected connection)", ErrIdentity)

@@ -40,6 +40,8 @@ func TestMemberOf(t *testing.T) {
 	wrongKey, _ := New(bytes.Repeat([]byte{2}, 32), "test", "a", []string{"a", "b"})
 	if _, err := b.MemberOf(wrongKey.Certificate()); !IsIdentity(err) {
 		t.Fatalf("a certificate under another cluster key: %v, want an identity refusal", err)
+	} else if name, ok := IsForeignKey(err); !ok || name != "a" {
+		t.Fatalf("a certificate under another cluster key: %v, want a foreign key refusal naming a", err)
 	}
 	if _, err := New(k, "test", "c", []string{"a", "b"}); err == nil {
 		t.Fatal("New accepted a self that is not a member")
