@@ -9,6 +9,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"tandem/internal/buildinfo"
 )
 
 // subcommands is filled by the init functions of this package's files, one
@@ -27,6 +29,10 @@ func (e *exitError) Unwrap() error { return e.err }
 // exitWith makes a command end the process with code after printing err.
 func exitWith(code int, err error) error { return &exitError{code: code, err: err} }
 
+func init() {
+	cobra.AddTemplateFunc("tandemVersion", func() string { return buildinfo.Read().String() })
+}
+
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "tandem",
@@ -34,6 +40,10 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	// --version prints what `tandem version` prints; the binary is read
+	// only then.
+	root.Version = buildinfo.Version()
+	root.SetVersionTemplate(`{{tandemVersion}}`)
 	for _, mk := range subcommands {
 		root.AddCommand(mk())
 	}
