@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -141,6 +142,53 @@ func FuzzOptionReplies(f *testing.F) {
 		sc := &scriptConn{r: bytes.NewReader(nil)}
 		if _, err := clientGreeting(sc, br); err == nil {
 			clientStartTLS(sc, br, &tls.Config{InsecureSkipVerify: true}) // the handshake fails on EOF
+		}
+	})
+}
+
+// simpleReply is a server's reply header, followed by data.
+func simpleReply(errno uint32, handle uint64, data ...byte) []byte {
+	b := make([]byte, wire.SimpleReplySize, wire.SimpleReplySize+len(data))
+	wire.PutSimpleReply(b, errno, handle)
+	return append(b, data...)
+}
+
+// FuzzClientReplies feeds arbitrary server bytes to a client in
+// transmission (after a well-formed handshake) while it reads 16 bytes,
+// flushes and writes, one request after the other as the handles 1, 2
+// and 3. Whatever the server sends, the client must not panic or hang,
+// and a read that succeeds holds the data that followed its reply. (The
+// option replies before transmission are FuzzOptionReplies'.)
+func FuzzClientReplies(f *testing.F) {
+	data := bytes.Repeat([]byte{0xa5}, 16)
+	f.Add(slices.Concat(simpleReply(0, 1, data...), simpleReply(0, 2), simpleReply(0, 3)))
+	f.Add(slices.Concat(simpleReply(5, 1), simpleReply(0, 2), simpleReply(28, 3)))
+	f.Add(slices.Concat(simpleReply(0, 2), simpleReply(0, 1, data...)))
+	f.Add(simpleReply(0, 1, data[:3]...))
+	f.Add([]byte("\x67\x44\x66\x98\x00\x00"))
+	handshake := serverTranscript((&clientScript{}).flags(wire.ClientFlagFixedNewstyle|wire.ClientFlagNoZeroes).
+		opt(wire.OptGo, wire.AppendInfoRequest(nil, wire.InfoRequest{Name: "vol"})).b)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := NewClient(&scriptConn{r: bytes.NewReader(slices.Concat(handshake, in))}, "vol")
+		if err != nil {
+			t.Fatalf("the handshake failed: %v", err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			buf := make([]byte, 16)
+			// Only handle 1 is pending, so its reply must come first.
+			if _, err := c.ReadAt(buf, 0); err == nil && !bytes.Equal(buf, in[wire.SimpleReplySize:wire.SimpleReplySize+16]) {
+				t.Errorf("read %x, not the data after its reply", buf)
+			}
+			c.Flush()
+			c.WriteAt(data, 0)
+			c.Close()
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the client hung")
 		}
 	})
 }
