@@ -348,11 +348,8 @@ func newMemSession(e *MemEndpoint, peer Hello) *memSession {
 }
 
 func (s *memSession) Send(ctx context.Context, f Frame) (uint64, error) {
-	if !f.Kind.IsData() {
-		return 0, fmt.Errorf("link: send: %v is not a data kind (1..%d)", f.Kind, FirstLinkKind-1)
-	}
-	if len(f.Payload) > MaxPayload {
-		return 0, fmt.Errorf("link: send: payload of %d bytes, at most %d", len(f.Payload), MaxPayload)
+	if err := checkSend(&f); err != nil {
+		return 0, err
 	}
 	select {
 	case s.slots <- struct{}{}:
@@ -436,21 +433,9 @@ func (n *MemNetwork) deliverLocked(s *memSession) {
 }
 
 func (s *memSession) Recv(ctx context.Context) (Frame, error) {
-	var f Frame
-	select {
-	case f = <-s.inbox:
-	default:
-		select {
-		case f = <-s.inbox:
-		case <-ctx.Done():
-			return Frame{}, ctx.Err()
-		case <-s.done:
-			select {
-			case f = <-s.inbox:
-			default:
-				return Frame{}, s.Err()
-			}
-		}
+	f, err := take(ctx, s.inbox, s.done, s.Err)
+	if err != nil {
+		return Frame{}, err
 	}
 	if f.Kind != KindStale {
 		select {

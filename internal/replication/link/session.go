@@ -127,11 +127,8 @@ func (s *tcpSession) lock(ctx context.Context) error {
 func (s *tcpSession) unlock() { <-s.wtok }
 
 func (s *tcpSession) Send(ctx context.Context, f Frame) (uint64, error) {
-	if !f.Kind.IsData() {
-		return 0, fmt.Errorf("link: send: %v is not a data kind (1..%d)", f.Kind, FirstLinkKind-1)
-	}
-	if len(f.Payload) > MaxPayload {
-		return 0, fmt.Errorf("link: send: payload of %d bytes, at most %d", len(f.Payload), MaxPayload)
+	if err := checkSend(&f); err != nil {
+		return 0, err
 	}
 	if err := s.lock(ctx); err != nil {
 		return 0, err
@@ -188,21 +185,9 @@ func (s *tcpSession) Recv(ctx context.Context) (Frame, error) {
 		s.free <- s.cur // never blocks: it came from free
 		s.cur, s.held = nil, false
 	}
-	var f Frame
-	select {
-	case f = <-s.recvq:
-	default:
-		select {
-		case f = <-s.recvq:
-		case <-ctx.Done():
-			return Frame{}, ctx.Err()
-		case <-s.done:
-			select { // frames that arrived before the end still count
-			case f = <-s.recvq:
-			default:
-				return Frame{}, s.Err()
-			}
-		}
+	f, err := take(ctx, s.recvq, s.done, s.Err)
+	if err != nil {
+		return Frame{}, err
 	}
 	if f.Kind != KindStale {
 		s.cur, s.held = f.Payload[:0], true
@@ -512,3 +497,38 @@ func (s *tcpSession) State() State {
 }
 
 var _ Session = (*tcpSession)(nil)
+
+// checkSend refuses what Send must not put on the wire.
+func checkSend(f *Frame) error {
+	if !f.Kind.IsData() {
+		return fmt.Errorf("link: send: %v is not a data kind (1..%d)", f.Kind, FirstLinkKind-1)
+	}
+	if len(f.Payload) > MaxPayload {
+		return fmt.Errorf("link: send: payload of %d bytes, at most %d", len(f.Payload), MaxPayload)
+	}
+	return nil
+}
+
+// take returns the next frame of q, or, once done is closed and q is
+// empty, the session's error: frames that arrived before the end still
+// count.
+func take(ctx context.Context, q <-chan Frame, done <-chan struct{}, errf func() error) (Frame, error) {
+	select {
+	case f := <-q:
+		return f, nil
+	default:
+	}
+	select {
+	case f := <-q:
+		return f, nil
+	case <-ctx.Done():
+		return Frame{}, ctx.Err()
+	case <-done:
+		select {
+		case f := <-q:
+			return f, nil
+		default:
+			return Frame{}, errf()
+		}
+	}
+}
