@@ -501,3 +501,44 @@ func TestBackpressureBoundsMemoryAndTime(t *testing.T) {
 	}
 	<-sb.Done()
 }
+
+// Connections that never complete a handshake are capped, and those from
+// elsewhere cannot take the peer's slots: a flood of silent connections
+// from 127.0.0.99 is closed at once beyond the cap, the rest after the
+// handshake timeout, and a is still answered meanwhile.
+func TestSilentConnectionsAreCappedAndTimedOut(t *testing.T) {
+	a, b := nodes(t, 1, nil)
+	next(t, b, 3*time.Second)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.99")}}
+	var flood []net.Conn
+	for i := 0; i < 3*maxHandshakesOthers; i++ {
+		c, err := d.Dial("tcp", b.cfg.Paths[0].Local.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		flood = append(flood, c)
+	}
+	closedAt := func(within time.Duration) int {
+		n := 0
+		for _, c := range flood {
+			c.SetReadDeadline(time.Now().Add(within))
+			var ne net.Error
+			if _, err := c.Read(make([]byte, 1)); err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := closedAt(20 * time.Millisecond); n != 2*maxHandshakesOthers {
+		t.Fatalf("%d of %d silent connections closed at once, want %d", n, len(flood), 2*maxHandshakesOthers)
+	}
+	// a's hello is answered (that a session is live already) during the flood
+	if _, _, err := a.l.dialPath(0, SessionID{3}, false); !IsRefused(err, RefuseBusy) {
+		t.Fatalf("a's handshake during the flood: %v", err)
+	}
+	time.Sleep(b.cfg.Limits.HandshakeTimeout)
+	if n := closedAt(500 * time.Millisecond); n != len(flood) {
+		t.Fatalf("%d of %d silent connections closed after the handshake timeout", n, len(flood))
+	}
+}
