@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
+	"tandem/internal/agentlock"
 	"tandem/internal/api"
 	"tandem/internal/config"
 	"tandem/internal/consensus"
@@ -89,6 +90,14 @@ func runAgent(cmd *cobra.Command, f agentFlags, witness bool) error {
 	if err != nil {
 		return exitWith(2, err)
 	}
+	// One agent per state directory, taken before anything is bound or
+	// opened, so that a second one is told so instead of "address already
+	// in use".
+	lock, err := agentlock.Acquire(cfg.StateDir, self)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return exitWith(2, fmt.Errorf("--log-level: %w", err))
