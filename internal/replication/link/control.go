@@ -64,6 +64,9 @@ func parseHello(f Frame) (Hello, error) {
 	if p[0] != helloVersion {
 		return Hello{}, fmt.Errorf("%w: hello version %d, this node speaks %d", ErrFrame, p[0], helloVersion)
 	}
+	if p[1]&^flagSwitch != 0 {
+		return Hello{}, fmt.Errorf("%w: hello flags %#x, this node knows %#x", ErrFrame, p[1], flagSwitch)
+	}
 	n := int(p[34])
 	if n == 0 || len(p) != helloFixed+n {
 		return Hello{}, fmt.Errorf("%w: hello with a %d-byte name in %d bytes", ErrFrame, n, len(p))

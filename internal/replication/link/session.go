@@ -101,10 +101,20 @@ func newSession(l *Link, id SessionID, peer Hello, pc *pathConn) *tcpSession {
 	return s
 }
 
+// start runs the reader and the control writer, counted by the session
+// (Close waits for them) and by the link (its Close waits for every
+// session's, ended or not).
 func (s *tcpSession) start() {
 	s.wg.Add(2)
-	go s.readLoop()
-	go s.controlLoop()
+	s.l.wg.Add(2)
+	go func() {
+		defer s.l.wg.Done()
+		s.readLoop()
+	}()
+	go func() {
+		defer s.l.wg.Done()
+		s.controlLoop()
+	}()
 }
 
 func (s *tcpSession) lock(ctx context.Context) error {
