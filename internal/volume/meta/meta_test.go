@@ -12,7 +12,7 @@ import (
 	"tandem/internal/replication"
 )
 
-const testSize = 16 << 20
+const testSize = 2 << 20
 
 // small is a geometry that makes every structure span several pages or
 // slots on a small device: 4 KiB regions, 64 KiB extents, 4 hot extents.
