@@ -45,20 +45,24 @@ type Options struct {
 
 // Result is what `tandem demo --json` prints.
 type Result struct {
-	Mode          string   `json:"mode"` // netns or loopback
-	FailoverMs    float64  `json:"failover_ms"`
-	UnavailableMs float64  `json:"unavailable_ms"`
-	SplitBrain    bool     `json:"split_brain"`
-	OK            bool     `json:"ok"`
-	DetectMs      int64    `json:"detect_ms"`
-	DecideMs      int64    `json:"decide_ms"`
-	StartMs       int64    `json:"start_ms"`
-	From          string   `json:"from"`
-	To            string   `json:"to"`
-	Probes        int      `json:"probes"`
-	FailedProbes  int      `json:"failed_probes"`
-	Why           []string `json:"split_brain_why,omitempty"`
-	Fault         string   `json:"fault"`
+	Mode          string  `json:"mode"` // netns or loopback
+	FailoverMs    float64 `json:"failover_ms"`
+	UnavailableMs float64 `json:"unavailable_ms"`
+	SplitBrain    bool    `json:"split_brain"`
+	OK            bool    `json:"ok"`
+	DetectMs      int64   `json:"detect_ms"`
+	DecideMs      int64   `json:"decide_ms"`
+	StartMs       int64   `json:"start_ms"`
+	From          string  `json:"from"`
+	To            string  `json:"to"`
+	Probes        int     `json:"probes"`
+	FailedProbes  int     `json:"failed_probes"`
+	// FailedInOutage are the failed probes sent while no node served
+	// (after the old node's last answer, before the new node's first);
+	// the rest went to an address not serving at the time (see Print).
+	FailedInOutage int      `json:"failed_in_outage"`
+	Why            []string `json:"split_brain_why,omitempty"`
+	Fault          string   `json:"fault"`
 	// Idle is each agent's CPU (% of one core) and resident memory while
 	// the cluster was idle, when Options.Idle was set.
 	Idle    map[string]Usage `json:"idle,omitempty"`
@@ -91,12 +95,20 @@ type run struct {
 	env    env
 	dir    string
 	agents map[string]*exec.Cmd
+	exits  map[string]*agentExit
 	say    func(format string, args ...any)
+}
+
+// agentExit is closed when an agent process has exited, with why; only its
+// goroutine waits for the process.
+type agentExit struct {
+	done chan struct{}
+	err  error
 }
 
 // Run runs the demo.
 func Run(ctx context.Context, opts Options) (res Result, err error) {
-	r := &run{opts: opts, agents: map[string]*exec.Cmd{}, say: func(string, ...any) {}}
+	r := &run{opts: opts, agents: map[string]*exec.Cmd{}, exits: map[string]*agentExit{}, say: func(string, ...any) {}}
 	if opts.Out != nil {
 		r.say = func(format string, args ...any) { fmt.Fprintf(opts.Out, format+"\n", args...) }
 	}
@@ -124,7 +136,8 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 				os.RemoveAll(r.dir)
 			}
 			err = fmt.Errorf("demo: interrupted; hosts, processes and files cleaned up")
-		case !opts.Keep && err == nil:
+		case !opts.Keep && (err == nil || len(r.exits) == 0):
+			// Done, or failed before any agent started: no logs to keep.
 			os.RemoveAll(r.dir)
 			res.WorkDir = ""
 		case err != nil:
@@ -206,7 +219,7 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 		if err := r.env.kill("node1", r.agents["node1"].Process); err != nil {
 			return res, fmt.Errorf("demo: kill node1: %w", err)
 		}
-		r.agents["node1"].Wait()
+		<-r.exits["node1"].done
 		delete(r.agents, "node1")
 	case "switchover":
 		r.say("planned switchover: tandem failover web --to node2…")
@@ -234,7 +247,7 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	rep := probe.Analyze(samples, arps, fault, 10*time.Millisecond)
 	mu.Unlock()
 	res.FailoverMs, res.UnavailableMs, res.SplitBrain, res.Why = rep.FailoverMs, rep.UnavailableMs, rep.SplitBrain, rep.Why
-	res.From, res.To, res.Probes, res.FailedProbes = rep.Before, rep.After, len(samples), rep.Failed
+	res.From, res.To, res.Probes, res.FailedProbes, res.FailedInOutage = rep.Before, rep.After, len(samples), rep.Failed, rep.FailedInOutage
 	if opts.Fault == "kill" {
 		if tk, ok := r.takeover("node2"); ok {
 			res.DetectMs, res.DecideMs, res.StartMs = attrInt(tk, "detect_ms"), attrInt(tk, "decide_ms"), attrInt(tk, "start_ms")
@@ -267,10 +280,51 @@ func (r *run) startAgent(ctx context.Context, h, cfgPath string) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = childAttrs(true)
 	if err := cmd.Start(); err != nil {
+		logf.Close()
 		return fmt.Errorf("demo: start %s: %w", h, err)
 	}
 	r.agents[h] = cmd
+	x := &agentExit{done: make(chan struct{})}
+	r.exits[h] = x
+	go func() {
+		x.err = cmd.Wait()
+		logf.Close()
+		close(x.done)
+	}()
 	return nil
+}
+
+// exited returns an error for an agent that has exited, with the end of
+// its log: the real reason (a port in use, a bad flag), not a socket that
+// never answered.
+func (r *run) exited() error {
+	for _, h := range []string{"witness", "node1", "node2"} {
+		x, ok := r.exits[h]
+		if !ok {
+			continue
+		}
+		select {
+		case <-x.done:
+		default:
+			continue
+		}
+		log := filepath.Join(r.dir, h+".log")
+		return fmt.Errorf("demo: %s's agent exited (%v) before the group ran; the end of its log %s:\n%s", h, x.err, log, tail(log, 8))
+	}
+	return nil
+}
+
+// tail returns the last n lines of the file at path, indented.
+func tail(path string, n int) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "  (" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "  " + strings.Join(lines, "\n  ")
 }
 
 func (r *run) socket(h string) string { return filepath.Join(r.dir, h+".sock") }
@@ -282,6 +336,9 @@ func (r *run) waitRunning(ctx context.Context, ask, want string, timeout time.Du
 	var last node.Status
 	var lastErr error
 	for time.Now().Before(deadline) {
+		if err := r.exited(); err != nil {
+			return err
+		}
 		cx, cancel := context.WithTimeout(ctx, time.Second)
 		s, err := c.Status(cx)
 		cancel()
@@ -363,8 +420,7 @@ func (r *run) stopAgents() {
 		cmd.Process.Signal(syscall.SIGTERM)
 	}
 	for h, cmd := range r.agents {
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+		done := r.exits[h].done
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
@@ -393,6 +449,9 @@ func Print(w io.Writer, res Result) {
 	}
 	fmt.Fprintf(w, "  the client saw the service unavailable for %.0f ms (first answer from node2 %.0f ms after the fault)\n", res.UnavailableMs, res.FailoverMs)
 	fmt.Fprintf(w, "  probes: %d (%d failed)\n", res.Probes, res.FailedProbes)
+	if why := failedProbesWhy(res); why != "" {
+		fmt.Fprintf(w, "    %s\n", why)
+	}
 	if res.SplitBrain {
 		fmt.Fprintf(w, "  SPLIT BRAIN: %s\n", strings.Join(res.Why, "; "))
 	} else {
@@ -410,6 +469,26 @@ func Print(w io.Writer, res Result) {
 	} else {
 		fmt.Fprintln(w, "  NOT OK")
 	}
+}
+
+// failedProbesWhy says what the failed probes were. The client sends a
+// new HTTP request to each target every 10 ms; a probe fails when it gets
+// no answer within 200 ms (refused, reset or timed out).
+func failedProbesWhy(res Result) string {
+	if res.FailedProbes == 0 {
+		return ""
+	}
+	outage := fmt.Sprintf("%d sent while no node served (after %s's last answer, before %s's first: the failover)",
+		res.FailedInOutage, orDash(res.From), orDash(res.To))
+	rest := res.FailedProbes - res.FailedInOutage
+	switch {
+	case res.Mode == "loopback":
+		return fmt.Sprintf("failed: %s;\n    %d to the address of the node not running the service "+
+			"(this mode probes node1's and node2's own addresses; only the active node's answers)", outage, rest)
+	case rest == 0:
+		return "failed: all " + outage
+	}
+	return fmt.Sprintf("failed: %s; %d at other times (a probe that timed out on a busy machine)", outage, rest)
 }
 
 func orDash(s string) string {

@@ -19,7 +19,14 @@ type Report struct {
 	SplitBrain bool           `json:"split_brain"`
 	Why        []string       `json:"why,omitempty"`
 	Answers    map[string]int `json:"answers"`
-	Failed     int            `json:"failed_probes"`
+	// Failed counts the probes that got no answer (refused, reset or timed
+	// out); FailedInOutage those of them sent while no node served: after
+	// the old node's last answered probe and before the first one the new
+	// node answered. The others went to an address that was not serving at the
+	// time (with one target per node, the standby's) or failed for a
+	// reason of their own.
+	Failed         int `json:"failed_probes"`
+	FailedInOutage int `json:"failed_in_outage"`
 }
 
 // Analyze reads a timeline around a fault at fault. A split brain is: the
@@ -75,6 +82,7 @@ func Analyze(samples []Sample, arps []ARPSample, fault time.Time, interval time.
 			}
 		}
 	}
+	r.FailedInOutage = failedInOutage(samples, ok, r.Before, firstNew)
 	for i := 0; i+1 < len(ok); i++ {
 		a := ok[i]
 		for j := i + 1; j < len(ok) && ok[j].Sent.Sub(a.Sent) < interval/2; j++ {
@@ -94,6 +102,25 @@ func Analyze(samples []Sample, arps []ARPSample, fault time.Time, interval time.
 		}
 	}
 	return r
+}
+
+// failedInOutage counts the failed samples sent after the last answered
+// probe of before and before the first probe the new node answered (until
+// the end when there is none).
+func failedInOutage(samples, ok []Sample, before string, firstNew *Sample) int {
+	var from time.Time
+	for _, s := range ok {
+		if s.Node == before && (firstNew == nil || s.Sent.Before(firstNew.Sent)) && s.Sent.After(from) {
+			from = s.Sent
+		}
+	}
+	n := 0
+	for _, s := range samples {
+		if !s.OK() && s.Sent.After(from) && (firstNew == nil || s.Sent.Before(firstNew.Sent)) {
+			n++
+		}
+	}
+	return n
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -42,6 +42,38 @@ func TestCleanFailover(t *testing.T) {
 	if r.UnavailableMs != 190 || r.FailoverMs != 176 {
 		t.Fatalf("unavailable %v failover %v", r.UnavailableMs, r.FailoverMs)
 	}
+	// Probes sent at 300, 310, … 470 got no answer, all in the outage.
+	if r.Failed != 18 || r.FailedInOutage != 18 {
+		t.Fatalf("failed %d, in the outage %d; want 18 and 18", r.Failed, r.FailedInOutage)
+	}
+}
+
+// With a target per node (the loopback demo), the standby's address fails
+// before the failover and the old node's after it: those failures are not
+// the outage, which only the probes sent while neither answered are.
+func TestFailedProbesOutsideTheOutage(t *testing.T) {
+	var s []Sample
+	for ms := 0; ms < 1000; ms += 10 {
+		for _, target := range []string{"node1", "node2"} {
+			serving := (target == "node1" && ms < 300) || (target == "node2" && ms >= 480)
+			smp := Sample{Target: target, Sent: at(ms), Done: at(ms + 1)}
+			if serving {
+				smp.Node = target
+			} else {
+				smp.Err = "connection refused"
+			}
+			s = append(s, smp)
+		}
+	}
+	r := Analyze(s, nil, at(305), 10*time.Millisecond)
+	if !r.Moved || r.SplitBrain {
+		t.Fatalf("%+v", r)
+	}
+	// 200 probes, 82 answered: node2's 30 before, node1's 52 after and
+	// both targets' 18 rounds between 300 and 470.
+	if r.Failed != 118 || r.FailedInOutage != 36 {
+		t.Fatalf("failed %d, in the outage %d; want 118 and 36", r.Failed, r.FailedInOutage)
+	}
 }
 
 func TestOldNodeAnsweringAfterTakeoverIsSplitBrain(t *testing.T) {
