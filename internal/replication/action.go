@@ -81,9 +81,12 @@ type ALEnd struct{ Extents []int }
 // Persist writes the metadata: durable before the adapter goes on.
 type Persist struct{ Meta Meta }
 
-// Fence asks the PeerFencer to mark the peer Outdated somewhere durable;
-// the answer comes back through FenceDone.
-type Fence struct{}
+// Fence asks the PeerFencer to mark the peer Outdated somewhere durable,
+// on behalf of the primary of Epoch; the answer comes back through
+// FenceDone. The fencer must refuse if the peer is primary or if Epoch is
+// no longer the current holder's (this node was deposed or demoted
+// meanwhile): a stale request must not outdate a peer the cluster chose.
+type Fence struct{ Epoch Epoch }
 
 // Suspend and Resume tell the adapter that client I/O is frozen (the
 // machine queues requests meanwhile) and thawed; for status and events.

@@ -87,14 +87,16 @@ func (m *Machine) finishDemotion() {
 		return
 	}
 	if m.hasDisk() {
+		safe := true
 		for _, e := range m.al.extents {
 			if e.inflight > 0 {
 				return
 			}
-			if !m.extentSafe(e) {
-				m.flushInternal()
-				return
-			}
+			safe = safe && m.extentSafe(e)
+		}
+		if !safe {
+			m.flushInternal()
+			return
 		}
 		if ext := m.al.all(); len(ext) > 0 {
 			m.emit(ALEnd{Extents: ext})

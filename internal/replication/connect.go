@@ -164,6 +164,11 @@ func (m *Machine) decide() {
 		m.emit(DropLink{Reason: d.String(), Reconnect: true})
 		m.linkDown(d.String())
 	}
+	// A demotion (or a detach) during the handshake changed what the
+	// hello said.
+	if m.conn == connEstablished && (m.role != s.Role || m.disk != s.Disk) {
+		m.sendState()
+	}
 }
 
 // refuse drops the connection for a protocol or configuration error.
@@ -233,7 +238,7 @@ func (m *Machine) step(now time.Time) {
 	}
 	if m.mustSuspend() && !m.linkUp && !m.fenceOut && !now.Before(m.fenceRetryAt) {
 		m.fenceOut = true
-		m.emit(Fence{})
+		m.emit(Fence{Epoch: m.meta.PrimaryEpoch})
 	}
 	if s := m.mustSuspend(); s != m.suspended {
 		m.suspended = s

@@ -22,12 +22,19 @@ func (g GenIDs) NewCurrent(fresh GenID) GenIDs {
 	return g
 }
 
-// StartSyncSource marks the start of a resync from this replica: the
-// target takes fresh as its Current (its data belongs to no generation
-// until the resync ends), and fresh becomes this side's Bitmap id, so an
-// interrupted resync is found again at the next connect
-// (self-bitmap-is-peer-current). An older Bitmap id moves to History.
-func (g GenIDs) StartSyncSource(fresh GenID) GenIDs {
+// StartSyncSource marks the start of a resync from this replica to a peer
+// whose Current is peerCurrent. The target takes the returned Bitmap id as
+// its Current (its data belongs to no generation until the resync ends), so
+// an interrupted resync is found again at the next connect
+// (self-bitmap-is-peer-current). If the peer already is at this side's
+// Bitmap id (a bitmap resync, or one interrupted before) that id serves;
+// otherwise fresh does, and an older Bitmap id moves to History. Reusing
+// it keeps repeated interruptions from pushing the target's generation out
+// of the two-deep History (which would make the replicas unrelated).
+func (g GenIDs) StartSyncSource(fresh, peerCurrent GenID) GenIDs {
+	if g.Bitmap != 0 && g.Bitmap == peerCurrent {
+		return g
+	}
 	if g.Bitmap != 0 {
 		g = g.pushHistory(g.Bitmap)
 	}

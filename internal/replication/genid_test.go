@@ -208,14 +208,23 @@ func TestGenerationTransitions(t *testing.T) {
 	if d := Decide(self, peer); d.Verdict != SyncSource || d.Full {
 		t.Fatalf("after a disconnect: %v", d)
 	}
-	// Resync start, interrupted, found again.
-	src := p.StartSyncSource(idS)
-	tgt := g.StartSyncTarget(idS)
+	// A bitmap resync starts under the bitmap id the target is at.
+	if s := p.StartSyncSource(idS, g.Current); s != p {
+		t.Fatalf("bitmap resync start: %+v", s)
+	}
+	// A full one (the target is older than the bitmap) under a fresh id.
+	src := p.StartSyncSource(idS, idF)
+	tgt := GenIDs{Current: idF}.StartSyncTarget(src.Bitmap)
 	if src != (GenIDs{Current: idB, Bitmap: idS, History: [2]GenID{idA}}) || tgt.Current != idS {
 		t.Fatalf("start: %+v %+v", src, tgt)
 	}
-	if d := Decide(Side{Node: "a", GenIDs: src, Disk: UpToDate}, Side{Node: "b", GenIDs: tgt, Disk: Inconsistent}); d.Verdict != SyncSource || d.Full {
-		t.Fatalf("interrupted: %v", d)
+	// Interrupted, found again, any number of times, under the same id.
+	for i := 0; i < 5; i++ {
+		if d := Decide(Side{Node: "a", GenIDs: src, Disk: UpToDate}, Side{Node: "b", GenIDs: tgt, Disk: Inconsistent}); d.Verdict != SyncSource || d.Full {
+			t.Fatalf("interrupted %d times: %v", i+1, d)
+		}
+		src = src.StartSyncSource(GenID(100+i), tgt.Current)
+		tgt = tgt.StartSyncTarget(src.Bitmap)
 	}
 	// Finish: the target records first, then the source.
 	fin := src.FinishSyncSource()

@@ -314,7 +314,13 @@ func (m *Machine) peerGone(why string) {
 	clear(m.sentAt)
 	m.peerSafe = m.tick + 1
 	m.tick++
-	for seq, x := range m.peerOps {
+	seqs := make([]uint64, 0, len(m.peerOps))
+	for seq := range m.peerOps {
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	for _, seq := range seqs {
+		x := m.peerOps[seq]
 		delete(m.peerOps, seq)
 		x.peerWait = false
 		switch x.kind {

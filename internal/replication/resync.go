@@ -27,8 +27,8 @@ func (m *Machine) startSource(full bool) {
 		}
 		m.setBits(all)
 	}
-	syncID := m.cfg.NewGenID()
-	m.meta.GenIDs = m.meta.GenIDs.StartSyncSource(syncID)
+	m.meta.GenIDs = m.meta.GenIDs.StartSyncSource(m.cfg.NewGenID(), m.peerHello.GenIDs.Current)
+	syncID := m.meta.GenIDs.Bitmap
 	m.crashedPrimary = false
 	m.meta.Primary = m.role == Primary
 	m.persist()

@@ -36,10 +36,11 @@ type simNode struct {
 	// lost: acknowledged writes this replica may have lost legitimately:
 	// not durable when it crashed, or lost by a sync source it took
 	// regions from.
-	lost   map[uint64]bool
-	fence  bool // a Fence action awaits its answer
-	events []Event
-	lastSB bool // the last connect ended in a split brain
+	lost       map[uint64]bool
+	fence      bool // a Fence action awaits its answer
+	fenceEpoch Epoch
+	events     []Event
+	lastSB     bool // the last connect ended in a split brain
 }
 
 type simWrite struct {
@@ -67,6 +68,8 @@ type sim struct {
 	linkUp bool
 	wire   [2][]Frame // wire[i]: frames from node i, in order
 	epoch  Epoch
+	// holderEpoch: the epoch of the last successful promotion.
+	holderEpoch Epoch
 	// epochWriter: which node wrote as primary at each epoch.
 	epochWriter map[Epoch]int
 	writes      map[uint64]*simWrite // by write number (= request ID)
@@ -78,15 +81,17 @@ type sim struct {
 	trace       []string
 	resyncBytes int64
 	// knobs
-	faults   bool
-	rogue    bool // promote without demoting a primary the cluster cannot reach
-	fenceBad float64
+	faults    bool
+	faultRate int  // per mille of steps
+	rogue     bool // promote without demoting a primary the cluster cannot reach
+	fenceBad  float64
 }
 
 func newSim(t testing.TB, seed uint64, mode Mode) *sim {
 	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed*7919+1)), now: time.Unix(1000, 0),
 		epochWriter: map[Epoch]int{}, writes: map[uint64]*simWrite{}, flushes: map[uint64]*simFlush{},
 		reqs: map[uint64]int{}, faults: true, fenceBad: 0.2}
+	s.faultRate = []int{5, 20, 80}[seed%3]
 	s.cfg = Config{Volume: VolumeID{1, 2, 3}, Size: 128 << 10, RegionSize: 8 << 10, ExtentRegions: 2, ALExtents: 3,
 		Mode: mode, MaxLagBytes: 32 << 10, MaxLagTime: 200 * time.Millisecond, ResyncWindow: 3,
 		FenceRetry: 50 * time.Millisecond, NewGenID: func() GenID { s.nextGen++; return GenID(0x1000 + s.nextGen) }}
@@ -101,15 +106,15 @@ func newSim(t testing.TB, seed uint64, mode Mode) *sim {
 
 func (s *sim) logf(format string, a ...any) {
 	s.trace = append(s.trace, fmt.Sprintf("%5d ", s.step)+fmt.Sprintf(format, a...))
-	if len(s.trace) > 400 {
-		s.trace = s.trace[200:]
+	if len(s.trace) > 4000 && !*simFullTrace {
+		s.trace = s.trace[2000:]
 	}
 }
 
 func (s *sim) fail(format string, a ...any) {
 	s.t.Helper()
 	tail := s.trace
-	if len(tail) > 120 {
+	if len(tail) > 120 && !*simFullTrace {
 		tail = tail[len(tail)-120:]
 	}
 	var st []string
@@ -193,25 +198,41 @@ func (s *sim) apply(i int, a Action) {
 	case Complete:
 		s.completed(i, a)
 	case SetBits:
+		if *simFullTrace {
+			s.logf("%s setbits %v", n.name, a.Regions)
+		}
 		for _, r := range a.Regions {
 			n.bits[r] = true
 		}
 	case ClearBits:
+		if *simFullTrace {
+			s.logf("%s clearbits %v", n.name, a.Regions)
+		}
 		for _, r := range a.Regions {
 			delete(n.bits, r)
 		}
 	case ALBegin:
+		if *simFullTrace {
+			s.logf("%s al+ %v", n.name, a.Extents)
+		}
 		for _, e := range a.Extents {
 			n.al[e] = true
 		}
 	case ALEnd:
+		if *simFullTrace {
+			s.logf("%s al- %v", n.name, a.Extents)
+		}
 		for _, e := range a.Extents {
 			delete(n.al, e)
 		}
 	case Persist:
+		if a.Meta.GenIDs != n.meta.GenIDs || a.Meta.Disk != n.meta.Disk {
+			s.logf("%s persist %+v %v", n.name, a.Meta.GenIDs, a.Meta.Disk)
+		}
 		n.meta = a.Meta
 	case Fence:
 		n.fence = true
+		n.fenceEpoch = a.Epoch
 	case DropLink:
 		s.logf("%s drops the link: %s", n.name, a.Reason)
 		s.linkDown("dropped by " + n.name)
@@ -305,6 +326,9 @@ func (s *sim) complete(i, k int) {
 	a := n.inflight[k]
 	n.inflight = append(n.inflight[:k], n.inflight[k+1:]...)
 	var c Completion
+	if *simFullTrace {
+		s.logf("%s done %T%+v", n.name, a, a)
+	}
 	switch a := a.(type) {
 	case WriteLocal:
 		c.ID = a.ID
@@ -358,7 +382,7 @@ func (s *sim) crash(i int) {
 func (s *sim) resolveFence(i int, ok bool) {
 	n, p := s.nodes[i], s.nodes[1-i]
 	n.fence = false
-	if ok && p.m != nil && p.m.role == Primary {
+	if ok && (p.m != nil && p.m.role == Primary || n.fenceEpoch != s.epochHolder()) {
 		ok = false
 	}
 	if ok {
@@ -372,6 +396,17 @@ func (s *sim) resolveFence(i int, ok bool) {
 	s.drain()
 	n.m.FenceDone(s.now, ok, "")
 	s.drain()
+}
+
+// epochHolder is the epoch of the cluster's current holder: the newest
+// epoch a node was promoted at, if that node is still primary; else 0.
+func (s *sim) epochHolder() Epoch {
+	for _, n := range s.nodes {
+		if n.m != nil && n.m.role == Primary && n.m.meta.PrimaryEpoch == s.holderEpoch {
+			return s.holderEpoch
+		}
+	}
+	return 0
 }
 
 // submit sends a client request to the primary, if there is one.
@@ -464,10 +499,17 @@ func (s *sim) promote(i int) {
 	s.epoch++
 	err := n.m.Promote(s.now, s.epoch, false)
 	s.logf("%s promote at %d: %v", n.name, s.epoch, err)
+	if err == nil && s.nodes[1-i].m != nil && s.nodes[1-i].m.role == Primary {
+		simStats["promoted beside a primary"]++
+	}
 	if err == nil {
+		s.holderEpoch = n.m.meta.PrimaryEpoch
 		simStats["promoted"]++
 	} else {
 		simStats["promote refused"]++
+		if s.nodes[1-i].m != nil && s.nodes[1-i].m.role == Primary {
+			simStats["promote beside a primary refused: "+err.Error()]++
+		}
 	}
 	s.drain()
 	if err == nil && s.cfg.Mode == Sync {
@@ -478,22 +520,40 @@ func (s *sim) promote(i int) {
 // randomStep does one random thing.
 func (s *sim) randomStep() {
 	s.step++
-	r := s.rng.IntN(100)
+	if s.faults && s.rng.IntN(1000) < s.faultRate {
+		s.fault()
+		return
+	}
+	r := s.rng.IntN(90)
 	switch {
+	case r >= 84:
+		// The operator and the service manager: restart what crashed,
+		// reconnect what stands alone.
+		i := s.rng.IntN(2)
+		switch n := s.nodes[i]; {
+		case n.m == nil:
+			s.start(i)
+		case n.m.conn == connStandAlone:
+			s.connectAgain(i)
+		}
 	case r < 30:
-		var ready []int
-		for i := range s.wire {
-			if len(s.wire[i]) > 0 {
-				ready = append(ready, i)
+		for k := s.rng.IntN(3); k >= 0; k-- {
+			var ready []int
+			for i := range s.wire {
+				if len(s.wire[i]) > 0 {
+					ready = append(ready, i)
+				}
+			}
+			if len(ready) > 0 {
+				s.deliver(ready[s.rng.IntN(len(ready))])
 			}
 		}
-		if len(ready) > 0 {
-			s.deliver(ready[s.rng.IntN(len(ready))])
-		}
 	case r < 55:
-		i := s.rng.IntN(2)
-		if n := s.nodes[i]; n.m != nil && len(n.inflight) > 0 {
-			s.complete(i, s.rng.IntN(len(n.inflight)))
+		for k := s.rng.IntN(3); k >= 0; k-- {
+			i := s.rng.IntN(2)
+			if n := s.nodes[i]; n.m != nil && len(n.inflight) > 0 {
+				s.complete(i, s.rng.IntN(len(n.inflight)))
+			}
 		}
 	case r < 68:
 		switch x := s.rng.IntN(10); {
@@ -517,20 +577,16 @@ func (s *sim) randomStep() {
 		if s.nodes[i].fence && s.nodes[i].m != nil {
 			s.resolveFence(i, s.rng.Float64() >= s.fenceBad)
 		}
-	case r < 84:
-		s.linkUpNow()
 	default:
-		if s.faults {
-			s.fault()
-		}
+		s.linkUpNow()
 	}
 }
 
 func (s *sim) fault() {
 	i := s.rng.IntN(2)
 	n := s.nodes[i]
-	switch s.rng.IntN(12) {
-	case 0, 1:
+	switch s.rng.IntN(14) {
+	case 0, 1, 12:
 		s.linkDown("cut")
 	case 2:
 		s.crash(i)
@@ -538,7 +594,7 @@ func (s *sim) fault() {
 		if n.m == nil {
 			s.start(i)
 		}
-	case 5, 6:
+	case 5, 6, 13:
 		// The cluster moves the service: the primary (if it can be
 		// reached) stops first, unless rogue.
 		if p := s.primary(); p >= 0 && p != i && (!s.rogue || s.linkUp) {
@@ -547,6 +603,15 @@ func (s *sim) fault() {
 		}
 		s.promote(i)
 	case 7:
+		// A primary stops (planned, or its lease ran out); with two, the
+		// older one.
+		if a, b := s.nodes[0].m, s.nodes[1].m; a != nil && b != nil && a.role == Primary && b.role == Primary {
+			i = 0
+			if b.meta.PrimaryEpoch < a.meta.PrimaryEpoch {
+				i = 1
+			}
+			n = s.nodes[i]
+		}
 		if n.m != nil && n.m.role == Primary {
 			n.m.Demote(s.now)
 			s.drain()
@@ -568,7 +633,7 @@ func (s *sim) fault() {
 		}
 	case 11:
 		if n.m != nil {
-			n.m.SetRate(s.now, int64(s.rng.IntN(3))*(256<<10))
+			n.m.SetRate(s.now, []int64{0, 2 << 20, 8 << 20}[s.rng.IntN(3)])
 			s.drain()
 		}
 	}
@@ -756,7 +821,7 @@ func (s *sim) run(steps int) {
 	if err := s.nodes[0].m.Promote(s.now, 1, true); err != nil {
 		s.fail("first promotion: %v", err)
 	}
-	s.epoch = 1
+	s.epoch, s.holderEpoch = 1, 1
 	s.drain()
 	s.linkUpNow()
 	for s.step < steps {
