@@ -143,3 +143,93 @@ func rawTransfer(b *testing.B, n int, payload []byte, wrap func(net.Conn, bool) 
 	}
 	return <-got
 }
+
+// BenchmarkLinkRoundTrip: a 4 KiB frame from a to b and a 16-byte answer
+// back, one at a time (a sync-mode 4 KiB write at queue depth 1, less the
+// disks), against the same exchange over raw TCP in the same run. Issue
+// 11 bounds that write's p50 by local write + link RTT + 10 %.
+//
+//	go test -run - -bench RoundTrip -benchtime 5000x ./internal/replication/link
+func BenchmarkLinkRoundTrip(b *testing.B) {
+	na, nb := nodes(b, 1, func(a, b *Config) { a.Logger, b.Logger = nil, nil })
+	sa, sb := next(b, na, 3*time.Second), next(b, nb, 3*time.Second)
+	write, ack := make([]byte, 4096), make([]byte, 16)
+	go func() {
+		for {
+			if _, err := sb.Recv(context.Background()); err != nil {
+				return
+			}
+			if _, err := sb.Send(context.Background(), Frame{Kind: 2, Payload: ack}); err != nil {
+				return
+			}
+		}
+	}()
+	b.ResetTimer()
+	const rounds = 4 // alternating, as in BenchmarkLink
+	var linkTook, tcpTook time.Duration
+	for r := 0; r < rounds; r++ {
+		m := b.N / rounds
+		if r == rounds-1 {
+			m = b.N - (rounds-1)*(b.N/rounds)
+		}
+		b.StartTimer()
+		start := time.Now()
+		for i := 0; i < m; i++ {
+			if _, err := sa.Send(context.Background(), Frame{Kind: 1, Payload: write}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := sa.Recv(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		linkTook += time.Since(start)
+		b.StopTimer()
+		tcpTook += rawRoundTrips(b, m, HeaderSize+len(write), HeaderSize+len(ack))
+	}
+	sa.Close(nil)
+	b.ReportMetric(float64(linkTook.Microseconds())/float64(b.N), "link_us/op")
+	b.ReportMetric(float64(tcpTook.Microseconds())/float64(b.N), "tcp_us/op")
+	b.ReportMetric(linkTook.Seconds()/tcpTook.Seconds(), "ratio_tcp_time")
+}
+
+// rawRoundTrips sends n requests of req bytes over loopback TCP, each
+// answered by resp bytes, one at a time.
+func rawRoundTrips(b *testing.B, n, req, resp int) time.Duration {
+	ln, err := net.Listen("tcp", "127.0.0.22:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		in, out := make([]byte, req), make([]byte, resp)
+		for {
+			if _, err := io.ReadFull(c, in); err != nil {
+				return
+			}
+			if _, err := c.Write(out); err != nil {
+				return
+			}
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	in, out := make([]byte, resp), make([]byte, req)
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if _, err := c.Write(out); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, in); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return time.Since(start)
+}

@@ -542,3 +542,24 @@ func TestSilentConnectionsAreCappedAndTimedOut(t *testing.T) {
 		t.Fatalf("%d of %d silent connections closed after the handshake timeout", n, len(flood))
 	}
 }
+
+// A connection to b that the network sends back to a, or on to another
+// key holder, is refused by the dialler's identity check.
+func TestReflectedOrRedirectedConnectionIsRefused(t *testing.T) {
+	a, _ := nodes(t, 1, func(a, b *Config) { a.Limits.ReconnectMin, a.Limits.ReconnectMax = time.Hour, time.Hour })
+	a.l.cfg.Paths = []Path{{Local: a.cfg.Paths[0].Local, Peer: a.cfg.Paths[0].Local}} // b's address leads to a
+	if _, _, err := a.l.dialPath(0, SessionID{4}, false); !peerIDError(err) || !strings.Contains(err.Error(), "reflected") {
+		t.Fatalf("a's connection to b, reflected to a: %v", err)
+	}
+	// c holds the cluster key and replicates with a, but is not b
+	c := &testNode{cfg: a.cfg, ev: newEvents(t)}
+	c.cfg.Self, c.cfg.Peer = "c", "a"
+	c.cfg.Paths = []Path{{Local: freeAddr(t, "127.0.0.25"), Peer: a.cfg.Paths[0].Local}}
+	c.start(t)
+	a.l.cfg.Paths = []Path{{Local: a.cfg.Paths[0].Local, Peer: c.cfg.Paths[0].Local}} // b's address leads to c
+	if _, _, err := a.l.dialPath(0, SessionID{5}, false); !peerIDError(err) || !strings.Contains(err.Error(), "not b") {
+		t.Fatalf("a's connection to b, redirected to c: %v", err)
+	}
+}
+
+func peerIDError(err error) bool { return err != nil && strings.Contains(err.Error(), "peer identity") }
