@@ -426,7 +426,7 @@ func (l *Link) failback(s *tcpSession) bool {
 		}
 		cur := s.State().Path
 		for i := 0; i < cur; i++ {
-			pc, _, err := l.dialPath(i, s.id, true)
+			pc, _, err := l.dialPath(context.Background(), i, s.id, true)
 			if err != nil {
 				continue
 			}
@@ -449,39 +449,86 @@ func (l *Link) sleep(d time.Duration) bool {
 	}
 }
 
-// connect dials the paths in order and starts a session on the first that
-// answers.
+// connect dials the paths in preference order and starts a session on the
+// first that completes the handshake. Path i+1 is tried as soon as path i
+// fails, or dialStagger after path i began when it has not answered yet
+// (a path that drops packets would otherwise cost a whole DialTimeout
+// before the next is tried); the answer of a better path that comes later
+// is dropped, and failback moves the session to it.
 func (l *Link) connect() error {
 	var id SessionID
 	rand.Read(id[:])
-	var errs []error
-	for i := range l.cfg.Paths {
-		pc, peer, err := l.dialPath(i, id, false)
-		if err != nil {
-			var r *RefusedError
-			if errors.As(err, &r) && r.ByPeer {
-				return err // the peer answered: another path will not change its mind
-			}
-			errs = append(errs, fmt.Errorf("path %d (%v): %w", i, l.cfg.Paths[i].Peer, err))
-			continue
-		}
-		s := newSession(l, id, peer, pc)
-		if r := l.establish(s); r != nil {
-			pc.Close()
-			return r
-		}
-		l.emit(Event{Kind: EventUp, Path: i, Remote: pc.remote.String()})
-		s.start()
-		return nil
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		i    int
+		pc   *pathConn
+		peer Hello
+		err  error
 	}
-	return fmt.Errorf("link: no path to %s answered: %w", l.cfg.Peer, errors.Join(errs...))
+	n := len(l.cfg.Paths)
+	results := make(chan result, n)
+	failed := make([]chan struct{}, n) // closed when path i failed
+	for i := range failed {
+		failed[i] = make(chan struct{})
+	}
+	stagger := l.cfg.Limits.DialTimeout / 3
+	for i := range l.cfg.Paths {
+		go func() {
+			if i > 0 {
+				t := l.clk.NewTimer(stagger)
+				select {
+				case <-failed[i-1]:
+				case <-t.C():
+				case <-ctx.Done():
+				}
+				t.Stop()
+			}
+			pc, peer, err := l.dialPath(ctx, i, id, false)
+			if err != nil {
+				close(failed[i])
+			}
+			results <- result{i, pc, peer, err}
+		}()
+	}
+	var won *result
+	var errs []error
+	var refusal error
+	for range n {
+		r := <-results
+		switch {
+		case r.err == nil && won == nil:
+			won = &r
+			cancel() // the paths still dialling give up
+		case r.err == nil:
+			r.pc.Close()
+		case errors.As(r.err, new(*RefusedError)):
+			refusal = r.err // the peer answered: the clearest reason
+		case ctx.Err() == nil || won == nil:
+			errs = append(errs, fmt.Errorf("path %d (%v): %w", r.i, l.cfg.Paths[r.i].Peer, r.err))
+		}
+	}
+	if won == nil {
+		if refusal != nil {
+			return refusal
+		}
+		return fmt.Errorf("link: no path to %s answered: %w", l.cfg.Peer, errors.Join(errs...))
+	}
+	s := newSession(l, id, won.peer, won.pc)
+	if r := l.establish(s); r != nil {
+		won.pc.Close()
+		return r
+	}
+	l.emit(Event{Kind: EventUp, Path: won.i, Remote: won.pc.remote.String()})
+	s.start()
+	return nil
 }
 
 // dialPath connects on path i, proves this node's identity and checks the
 // peer's, and exchanges hellos.
-func (l *Link) dialPath(i int, id SessionID, sw bool) (*pathConn, Hello, error) {
+func (l *Link) dialPath(parent context.Context, i int, id SessionID, sw bool) (*pathConn, Hello, error) {
 	p := l.cfg.Paths[i]
-	ctx, cancel := context.WithTimeout(context.Background(), l.cfg.Limits.DialTimeout)
+	ctx, cancel := context.WithTimeout(parent, l.cfg.Limits.DialTimeout)
 	defer cancel()
 	go func() { // a dial in progress ends when the link closes
 		select {

@@ -228,7 +228,7 @@ func TestWrongNodeIsRefused(t *testing.T) {
 	a.l.mu.Lock()
 	a.l.cfg.Self = "mallory" // a's certificate, another name in the hello
 	a.l.mu.Unlock()
-	_, _, err := a.l.dialPath(0, SessionID{1}, false)
+	_, _, err := a.l.dialPath(context.Background(), 0, SessionID{1}, false)
 	if !IsRefused(err, RefusePeer) || !strings.Contains(err.Error(), "the hello claims mallory, the certificate is a's") {
 		t.Fatalf("a hello naming mallory on a's certificate: %v", err)
 	}
@@ -265,7 +265,7 @@ func TestVolumeOrSizeMismatchIsRefusedOnBothSides(t *testing.T) {
 func TestSecondConnectionIsRefused(t *testing.T) {
 	a, b := nodes(t, 1, nil)
 	sa, sb := next(t, a, 3*time.Second), next(t, b, 3*time.Second)
-	_, _, err := a.l.dialPath(0, SessionID{2}, false)
+	_, _, err := a.l.dialPath(context.Background(), 0, SessionID{2}, false)
 	if !IsRefused(err, RefuseBusy) || !strings.Contains(err.Error(), "only one connection per volume") {
 		t.Fatalf("a second connection: %v", err)
 	}
@@ -534,7 +534,7 @@ func TestSilentConnectionsAreCappedAndTimedOut(t *testing.T) {
 		t.Fatalf("%d of %d silent connections closed at once, want %d", n, len(flood), 2*maxHandshakesOthers)
 	}
 	// a's hello is answered (that a session is live already) during the flood
-	if _, _, err := a.l.dialPath(0, SessionID{3}, false); !IsRefused(err, RefuseBusy) {
+	if _, _, err := a.l.dialPath(context.Background(), 0, SessionID{3}, false); !IsRefused(err, RefuseBusy) {
 		t.Fatalf("a's handshake during the flood: %v", err)
 	}
 	time.Sleep(b.cfg.Limits.HandshakeTimeout)
@@ -548,7 +548,7 @@ func TestSilentConnectionsAreCappedAndTimedOut(t *testing.T) {
 func TestReflectedOrRedirectedConnectionIsRefused(t *testing.T) {
 	a, _ := nodes(t, 1, func(a, b *Config) { a.Limits.ReconnectMin, a.Limits.ReconnectMax = time.Hour, time.Hour })
 	a.l.cfg.Paths = []Path{{Local: a.cfg.Paths[0].Local, Peer: a.cfg.Paths[0].Local}} // b's address leads to a
-	if _, _, err := a.l.dialPath(0, SessionID{4}, false); !peerIDError(err) || !strings.Contains(err.Error(), "reflected") {
+	if _, _, err := a.l.dialPath(context.Background(), 0, SessionID{4}, false); !peerIDError(err) || !strings.Contains(err.Error(), "reflected") {
 		t.Fatalf("a's connection to b, reflected to a: %v", err)
 	}
 	// c holds the cluster key and replicates with a, but is not b
@@ -557,9 +557,38 @@ func TestReflectedOrRedirectedConnectionIsRefused(t *testing.T) {
 	c.cfg.Paths = []Path{{Local: freeAddr(t, "127.0.0.25"), Peer: a.cfg.Paths[0].Local}}
 	c.start(t)
 	a.l.cfg.Paths = []Path{{Local: a.cfg.Paths[0].Local, Peer: c.cfg.Paths[0].Local}} // b's address leads to c
-	if _, _, err := a.l.dialPath(0, SessionID{5}, false); !peerIDError(err) || !strings.Contains(err.Error(), "not b") {
+	if _, _, err := a.l.dialPath(context.Background(), 0, SessionID{5}, false); !peerIDError(err) || !strings.Contains(err.Error(), "not b") {
 		t.Fatalf("a's connection to b, redirected to c: %v", err)
 	}
 }
 
 func peerIDError(err error) bool { return err != nil && strings.Contains(err.Error(), "peer identity") }
+
+// A preferred path that swallows connections (accepts, never answers)
+// does not hold the session back for a whole dial timeout: the next path
+// is tried a third of it later.
+func TestUnansweringPathDoesNotDelayTheNext(t *testing.T) {
+	tarpit, err := net.Listen("tcp", "127.0.0.22:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tarpit.Close()
+	go func() {
+		for {
+			c, err := tarpit.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	start := time.Now()
+	a, _ := nodes(t, 2, func(a, b *Config) {
+		a.Limits.DialTimeout, b.Limits.DialTimeout = 3*time.Second, 3*time.Second
+		a.Paths[0].Peer = netip.MustParseAddrPort(tarpit.Addr().String())
+	})
+	s := next(t, a, 5*time.Second)
+	if took := time.Since(start); s.State().Path != 1 || took > 2*time.Second {
+		t.Fatalf("session on path %d after %v", s.State().Path, took)
+	}
+}
