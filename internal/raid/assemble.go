@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"tandem/internal/blockdev"
 	"tandem/internal/events"
 )
 
@@ -146,17 +147,11 @@ func Assemble(offered []Member, ao AssembleOptions, o Options) (*Array, error) {
 	a.leftOut = problems
 
 	a.bm = newBitmap(a.lay.bitmapBits(g), a.lay.StripesPerBit, a.lay.BitmapPages)
-	for _, m := range accepted {
-		buf := alignedBuf(int(2 * BlockSize * a.lay.BitmapPages))
-		if _, err := m.dev.ReadAt(buf, a.lay.BitmapOff); err == nil {
-			for p := int64(0); p < a.lay.BitmapPages; p++ {
-				if seq, payload, ok := pickPage(buf[2*p*BlockSize:(2*p+1)*BlockSize], buf[(2*p+1)*BlockSize:(2*p+2)*BlockSize], a.uuid, bitmapKind, uint32(p)); ok {
-					a.bm.load(p, payload, seq)
-				}
-			}
-		}
-		freeBuf(buf)
+	devs := make([]blockdev.Device, len(accepted))
+	for i, m := range accepted {
+		devs[i] = m.dev
 	}
+	a.bm.readFrom(devs, a.lay, a.uuid)
 	if g.ParityChunks() > 0 {
 		a.jr = newJournal(a.lay)
 		var present []*member
@@ -280,7 +275,7 @@ func Inspect(offered []Member, ao AssembleOptions) (Status, []MemberProblem, err
 	}
 	g := fresh.Geometry
 	st := Status{Name: fresh.Name, UUID: fresh.Array.String(), Level: g.Level.String(), Chunk: g.Chunk, Size: g.Size(),
-		Slots: g.Members, Events: fresh.Events, Checksums: fresh.checksums()}
+		Slots: g.Members, Events: fresh.Events, Checksums: fresh.checksums(), Regions: fresh.Layout.bitmapBits(g)}
 	if g.Layout != LayoutDefault {
 		st.Layout = g.Layout.String()
 	}
@@ -293,10 +288,20 @@ func Inspect(offered []Member, ao AssembleOptions) (Status, []MemberProblem, err
 		}
 	}
 	dirty := false
+	var devs []blockdev.Device
 	for _, c := range cands {
 		if d, ok := fresh.device(c.sb.Dev); ok && d.Role != RoleFaulty && c.sb.Events+1 >= fresh.Events {
 			dirty = dirty || !c.sb.Clean
+			devs = append(devs, c.Dev)
 		}
+	}
+	// What Assemble will find: the set bits, resynced if the array was not
+	// stopped cleanly (killed mid-write, or created and not yet synced).
+	bm := newBitmap(fresh.Layout.bitmapBits(g), fresh.Layout.StripesPerBit, fresh.Layout.BitmapPages)
+	bm.readFrom(devs, fresh.Layout, fresh.Array)
+	st.DirtyRegions = bm.bits.count()
+	if dirty {
+		st.ResyncPending = st.DirtyRegions
 	}
 	slots := make([]*MemberStatus, g.Members)
 	rebuilding := false

@@ -3,6 +3,8 @@ package raid
 import (
 	"sync"
 	"time"
+
+	"tandem/internal/blockdev"
 )
 
 // bitmap is the write-intent bitmap: one bit per StripesPerBit stripes,
@@ -52,6 +54,23 @@ func (b *bitmap) load(p int64, payload []byte, seq uint64) {
 		}
 	}
 	b.pageSeq[p] = max(b.pageSeq[p], seq)
+}
+
+// readFrom loads the bitmap pages of every device in devs: the bits of a
+// region set on any member are set.
+func (b *bitmap) readFrom(devs []blockdev.Device, lay diskLayout, seed UUID) {
+	buf := alignedBuf(int(2 * BlockSize * lay.BitmapPages))
+	defer freeBuf(buf)
+	for _, d := range devs {
+		if _, err := d.ReadAt(buf, lay.BitmapOff); err != nil {
+			continue
+		}
+		for p := int64(0); p < lay.BitmapPages; p++ {
+			if seq, payload, ok := pickPage(buf[2*p*BlockSize:(2*p+1)*BlockSize], buf[(2*p+1)*BlockSize:(2*p+2)*BlockSize], seed, bitmapKind, uint32(p)); ok {
+				b.load(p, payload, seq)
+			}
+		}
+	}
 }
 
 // beginWrite makes the bits of [s0, s1) durable on every live member before

@@ -25,7 +25,13 @@ type Status struct {
 	ReadErrors   int64          `json:"read_errors"`
 	Events       uint64         `json:"events"`
 	DirtyRegions int64          `json:"dirty_regions"`
-	Checksums    bool           `json:"checksums"`
+	// ResyncPending counts the bitmap regions whose parity, mirrors and
+	// checksums are not yet known to agree with the data: after an
+	// unclean shutdown or since create, until the resync (which runs
+	// whenever the array is open) has done them.
+	ResyncPending int64 `json:"resync_pending_regions"`
+	Regions       int64 `json:"regions"` // bitmap regions in all
+	Checksums     bool  `json:"checksums"`
 }
 
 // Status returns the array's state.
@@ -69,6 +75,12 @@ func (a *Array) Status() Status {
 	st.Repaired = a.stats.repaired.Load()
 	st.ReadErrors = a.stats.readErrors.Load()
 	st.DirtyRegions = a.DirtyRegions()
+	st.Regions = a.bm.nbits
+	if r := a.resync.Load(); r != nil {
+		r.mu.Lock()
+		st.ResyncPending = r.pending.count()
+		r.mu.Unlock()
+	}
 	switch {
 	case failed:
 		st.State = "failed"

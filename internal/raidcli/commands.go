@@ -206,6 +206,9 @@ func assembleCmd(g *globals) *cobra.Command {
 					errs = append(errs, err)
 					continue
 				}
+				if st := a.Status(); st.ResyncPending > 0 {
+					fmt.Fprintf(g.out, "%s: resync %s\n", st.Name, pendingWhat(st))
+				}
 				err = g.runJobs(cmd.Context(), a)
 				printStatus(g.out, a.Status())
 				errs = append(errs, err, a.Close())
@@ -332,6 +335,8 @@ func printStatus(w io.Writer, st raid.Status) {
 	fmt.Fprintf(w, "      %d blocks, chunk %dk, %s [%d/%d] [%s] events %d\n", st.Size/1024, st.Chunk/1024, sums, st.Slots, st.InSync, bar, st.Events)
 	if p := st.Progress; p != nil {
 		fmt.Fprintf(w, "      %s\n", progressLine(p))
+	} else if st.ResyncPending > 0 {
+		fmt.Fprintf(w, "      resync=PENDING %s; it runs when the array is assembled or served\n", pendingWhat(st))
 	}
 	if st.Mismatches > 0 || st.Repaired > 0 || st.ReadErrors > 0 {
 		fmt.Fprintf(w, "      mismatches %d, repaired blocks %d, read errors %d\n", st.Mismatches, st.Repaired, st.ReadErrors)
@@ -339,6 +344,15 @@ func printStatus(w io.Writer, st raid.Status) {
 	if st.DirtyRegions > 0 {
 		fmt.Fprintf(w, "      bitmap: %d dirty regions\n", st.DirtyRegions)
 	}
+}
+
+// pendingWhat says how much awaits resync: all of a new array, or the
+// regions written when it was last stopped without a clean shutdown.
+func pendingWhat(st raid.Status) string {
+	if st.ResyncPending == st.Regions {
+		return fmt.Sprintf("(all %d bitmap regions: new, or not stopped cleanly)", st.Regions)
+	}
+	return fmt.Sprintf("(%d of %d bitmap regions: not stopped cleanly)", st.ResyncPending, st.Regions)
 }
 
 func examineCmd(g *globals) *cobra.Command {
@@ -458,7 +472,12 @@ func removeCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.act(cmd.Context(), args[:1], func(c *controlClient) error {
 				return c.call("POST", "remove", controlRequest{Member: args[1]}, nil)
-			}, func(a *raid.Array) error { return a.Remove(args[1]) })
+			}, func(a *raid.Array) error {
+				if err := a.Remove(args[1]); err != nil {
+					return err
+				}
+				return g.unrecordMember(a.Name(), args[1])
+			})
 		},
 	}
 }
@@ -537,6 +556,19 @@ func (g *globals) recordMember(name, path string) error {
 		return nil
 	}
 	r.addMembers(path)
+	return saveRecord(g.stateDir, r)
+}
+
+// unrecordMember takes a removed member out of the array's record, so that
+// later commands no longer offer it (and warn that it was left out). Its
+// entry in the superblocks' role table stays: add PATH re-adds it with a
+// bitmap resync.
+func (g *globals) unrecordMember(name, path string) error {
+	r, err := loadRecord(g.stateDir, name)
+	if err != nil {
+		return nil
+	}
+	r.removeMember(path)
 	return saveRecord(g.stateDir, r)
 }
 

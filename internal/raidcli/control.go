@@ -57,7 +57,12 @@ func startControl(g *globals, a *raid.Array, rec *record, metrics prometheus.Gat
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { reply(w, a.Status(), nil) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("POST /fail", cs.handle(func(q controlRequest) (any, error) { return nil, a.Fail(q.Member) }))
-	mux.HandleFunc("POST /remove", cs.handle(func(q controlRequest) (any, error) { return nil, a.Remove(q.Member) }))
+	mux.HandleFunc("POST /remove", cs.handle(func(q controlRequest) (any, error) {
+		if err := a.Remove(q.Member); err != nil {
+			return nil, err
+		}
+		return nil, cs.unrecord(q.Member)
+	}))
 	mux.HandleFunc("POST /add", cs.handle(func(q controlRequest) (any, error) {
 		if err := joinMember(a, q.Path, q.Force, a.Add); err != nil {
 			return nil, err
@@ -92,6 +97,14 @@ func (cs *controlServer) record(path string) error {
 		return nil
 	}
 	cs.rec.addMembers(path)
+	return saveRecord(cs.g.stateDir, cs.rec)
+}
+
+func (cs *controlServer) unrecord(path string) error {
+	if cs.rec == nil {
+		return nil
+	}
+	cs.rec.removeMember(path)
 	return saveRecord(cs.g.stateDir, cs.rec)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -78,6 +79,11 @@ func (r *record) addMembers(paths ...string) {
 			r.Members = append(r.Members, p)
 		}
 	}
+}
+
+// removeMember forgets path.
+func (r *record) removeMember(path string) {
+	r.Members = slices.DeleteFunc(r.Members, func(q string) bool { return q == path })
 }
 
 func listRecords(stateDir string) ([]string, error) {
