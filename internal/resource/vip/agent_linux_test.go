@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -318,9 +317,9 @@ func TestVIPMovesAndClientFollows(t *testing.T) {
 			if err := l.c.DialTCP(target, time.Second); err != nil {
 				t.Fatalf("client to VIP on B: %v", err)
 			}
-			if vip.Is4() && haveArping(t) {
-				out, err := l.c.Command(ctx, "arping", "-c", "1", "-w", "2", "-r", "-i", netutil.HostLink, vip.String()).CombinedOutput()
-				if err != nil || !strings.Contains(string(out), l.b.MAC.String()) {
+			if a := haveArping(t); vip.Is4() && a != nil {
+				out, err := l.c.Command(ctx, a.path, a.args(netutil.HostLink, vip, 1, 0, 2*time.Second)...).CombinedOutput()
+				if macs := replyMACs(string(out)); err != nil || len(macs) != 1 || !bytes.Equal(macs[0], l.b.MAC) {
 					t.Errorf("arping from the client: %v: %q, want B's MAC %v", err, out, l.b.MAC)
 				}
 			}
@@ -522,11 +521,17 @@ func TestFrozenHolderNeverAnswersBesideTheNewOne(t *testing.T) {
 			if len(answers) != 1 || answers[l.b.MAC.String()] != 5 {
 				t.Errorf("who-has answers %v, want only B (%v)", answers, l.b.MAC)
 			}
-			if vip.Is4() && haveArping(t) {
+			if a := haveArping(t); vip.Is4() && a != nil {
 				// arping counts every reply, so a second answerer would show.
-				out, err := l.c.Command(ctx, "arping", "-c", "3", "-W", "0.1", "-w", "2", "-r", "-i", netutil.HostLink, vip.String()).CombinedOutput()
-				lines := strings.Fields(string(out))
-				if err != nil || len(lines) != 3 || strings.Count(string(out), l.b.MAC.String()) != 3 {
+				out, err := l.c.Command(ctx, a.path, a.args(netutil.HostLink, vip, 3, 100*time.Millisecond, 2*time.Second)...).CombinedOutput()
+				macs := replyMACs(string(out))
+				fromB := 0
+				for _, m := range macs {
+					if bytes.Equal(m, l.b.MAC) {
+						fromB++
+					}
+				}
+				if err != nil || len(macs) != 3 || fromB != 3 {
 					t.Errorf("arping: %v: %q, want three replies, all from B %v", err, out, l.b.MAC)
 				}
 			}
@@ -534,15 +539,14 @@ func TestFrozenHolderNeverAnswersBesideTheNewOne(t *testing.T) {
 	}
 }
 
-// haveArping reports whether arping (Debian package arping, the
-// Thomas Habets one: -r prints the MAC alone) is there to ask for the VIP
-// as an independent client; without it that check is skipped, saying so,
-// like the NBD client tests.
-func haveArping(t *testing.T) bool {
+// haveArping returns the arping installed (Thomas Habets's or iputils')
+// to ask for the VIP as an independent client; without one that check is
+// skipped, saying so, like the NBD client tests.
+func haveArping(t *testing.T) *arping {
 	t.Helper()
-	if _, err := exec.LookPath("arping"); err != nil {
-		t.Log("arping not installed (Debian package arping): the independent ARP client check is skipped")
-		return false
+	a, why := findArping()
+	if a == nil {
+		t.Log(why)
 	}
-	return true
+	return a
 }
