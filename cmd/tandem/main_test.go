@@ -118,3 +118,17 @@ groups:
 		t.Errorf("the member found by its link address: %v\n%s%s", err, out, stderr)
 	}
 }
+
+// The help spoke of replicated storage as if tandem had it.
+func TestHelpSaysReplicatedStorageIsNotBuilt(t *testing.T) {
+	out, _, err := run("--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "Not built yet: replicated storage") {
+		t.Errorf("tandem --help:\n%s", out)
+	}
+	if i := strings.Index(out, "replicated storage"); i >= 0 && !strings.Contains(out[max(0, i-20):i], "Not built yet") {
+		t.Errorf("tandem --help speaks of replicated storage as present:\n%s", out)
+	}
+}

@@ -228,3 +228,26 @@ groups: [{name: web, resources: [{vip: {address: %s/24, interface: eth0}}]}]
 		t.Fatal("state_dir and api must not change the digest")
 	}
 }
+
+// The example's timing comment calls its values the defaults: they are
+// (it said so of 50ms / 150ms while the defaults were 60ms / 180ms), and the
+// detection time it quotes is the default node_timeout.
+func TestExampleTimingIsTheDefaultItSays(t *testing.T) {
+	c, err := Parse("example.yaml", []byte(Example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := DefaultTiming()
+	if c.Timing.HeartbeatInterval != d.HeartbeatInterval || c.Timing.NodeTimeout != d.NodeTimeout || c.Timing.Lease != d.Lease {
+		t.Errorf("example timing %s / %s / lease %s, defaults %s / %s / lease %s",
+			c.Timing.HeartbeatInterval, c.Timing.NodeTimeout, c.Timing.Lease, d.HeartbeatInterval, d.NodeTimeout, d.Lease)
+	}
+	for _, want := range []string{
+		"# The default profile, written out: a dead node is detected within " + strings.TrimSuffix(d.NodeTimeout.D().String(), "ms") + " ms",
+		"# lease: " + d.Lease.D().String() + " ",
+	} {
+		if !strings.Contains(Example, want) {
+			t.Errorf("the example's timing comment does not say %q", want)
+		}
+	}
+}
