@@ -6,6 +6,16 @@ import (
 	"time"
 )
 
+// refuseLinger bounds how long a refused handshake keeps the link up
+// waiting for the peer's own refusal.
+const refuseLinger = time.Second
+
+type refusal struct {
+	why       string
+	reconnect bool
+	until     time.Time
+}
+
 // LinkUp: the link to the peer is established; the handshake starts.
 func (m *Machine) LinkUp(now time.Time) {
 	if m.linkUp {
@@ -40,6 +50,12 @@ func (m *Machine) linkDown(why string) {
 	if m.conn != connStandAlone {
 		m.conn = connWaiting
 	}
+	if r := m.refusing; r != nil && !r.reconnect {
+		// The peer dropped first; this side refused too.
+		m.emit(DropLink{Reason: r.why, Reconnect: false})
+		m.conn = connStandAlone
+	}
+	m.refusing, m.peerRefused = nil, false
 	// Operations the peer asked for and not started are dropped: the peer
 	// recorded what it did not hear back about.
 	q := m.queue[:0]
@@ -112,13 +128,13 @@ func (m *Machine) decide() {
 	s, p := m.helloSent, m.peerHello
 	switch {
 	case p.Size != s.Size:
-		m.refuse(m.now, fmt.Sprintf("sizes differ: %d here, %d on %s", s.Size, p.Size, p.Node), false)
+		m.refuseBoth(fmt.Sprintf("sizes differ: %d here, %d on %s", s.Size, p.Size, p.Node), false)
 		return
 	case p.Mode != s.Mode:
-		m.refuse(m.now, fmt.Sprintf("modes differ: %v here, %v on %s", s.Mode, p.Mode, p.Node), false)
+		m.refuseBoth(fmt.Sprintf("modes differ: %v here, %v on %s", s.Mode, p.Mode, p.Node), false)
 		return
 	case s.Role == Primary && p.Role == Primary:
-		m.refuse(m.now, "both replicas are primary", true)
+		m.refuseBoth("both replicas are primary", true)
 		return
 	}
 	self, peer := s.Side, p.Side
@@ -155,14 +171,13 @@ func (m *Machine) decide() {
 		m.event(Event{Kind: EventConnected, Decision: d, Reason: d.String()})
 	case SplitBrain:
 		m.event(Event{Kind: EventSplitBrain, Decision: d, Reason: d.String(), SelfDirty: self.DirtyBytes, PeerDirty: peer.DirtyBytes})
-		m.standAlone(d.String())
+		m.lingerRefused(d.String(), false)
 	case Unrelated:
 		m.event(Event{Kind: EventConnectRefused, Decision: d, Reason: d.String()})
-		m.standAlone(d.String())
+		m.lingerRefused(d.String(), false)
 	case Refused:
 		m.event(Event{Kind: EventConnectRefused, Decision: d, Reason: d.String()})
-		m.emit(DropLink{Reason: d.String(), Reconnect: true})
-		m.linkDown(d.String())
+		m.lingerRefused(d.String(), true)
 	}
 	// A demotion (or a detach) during the handshake changed what the
 	// hello said.
@@ -183,6 +198,38 @@ func (m *Machine) refuse(now time.Time, why string, reconnect bool) {
 	if m.linkUp {
 		m.linkDown(why)
 	}
+}
+
+// refuseBoth refuses a connection both sides refuse from the same hellos.
+func (m *Machine) refuseBoth(why string, reconnect bool) {
+	m.event(Event{Kind: EventConnectRefused, Reason: why})
+	m.lingerRefused(why, reconnect)
+}
+
+// lingerRefused ends a handshake that both sides refuse from the same
+// pair of hellos: the link stays up until the peer's FrameRefuse (or
+// refuseLinger) so that the peer receives this side's hello, decides the
+// same and reports it too (dropping at once would lose the hello in
+// flight, and the split brain would be seen on one side only).
+func (m *Machine) lingerRefused(why string, reconnect bool) {
+	m.refusing = &refusal{why: why, reconnect: reconnect, until: m.now.Add(refuseLinger)}
+	m.conn = connWaiting
+	m.send(Frame{Kind: FrameRefuse, Err: why})
+	if m.peerRefused {
+		m.endRefusal()
+	}
+}
+
+// endRefusal drops the link of a refused handshake.
+func (m *Machine) endRefusal() {
+	r := m.refusing
+	m.refusing, m.peerRefused = nil, false
+	if r.reconnect {
+		m.emit(DropLink{Reason: r.why, Reconnect: true})
+		m.linkDown(r.why)
+		return
+	}
+	m.standAlone(r.why)
 }
 
 func (m *Machine) standAlone(why string) {
@@ -224,6 +271,9 @@ func (m *Machine) FenceDone(now time.Time, ok bool, why string) {
 // step runs everything that may follow an input.
 func (m *Machine) step(now time.Time) {
 	m.now = now
+	if m.refusing != nil && !now.Before(m.refusing.until) {
+		m.endRefusal()
+	}
 	m.pumpResync(now)
 	m.pumpVerify(now)
 	m.pump(now)
@@ -263,6 +313,9 @@ func (m *Machine) NextTick(now time.Time) time.Time {
 	}
 	if m.mustSuspend() && !m.linkUp && !m.fenceOut {
 		at(m.fenceRetryAt)
+	}
+	if m.refusing != nil {
+		at(m.refusing.until)
 	}
 	if t, ok := m.rateWait(); ok {
 		at(t)

@@ -59,11 +59,15 @@ const (
 	// FrameDetached: the sender's disk failed and was detached; the peer
 	// treats it as Inconsistent and stops sending it writes.
 	FrameDetached
+	// FrameRefuse: the sender refused the handshake (Err says why: split
+	// brain, unrelated data, sizes differ...); each side drops the link
+	// once it has refused and heard the peer's refusal, so both report it.
+	FrameRefuse
 )
 
 var frameKindNames = [...]string{"", "hello", "state", "data", "data-ack", "flush", "flush-ack", "bitmap", "bitmap-ack",
 	"resync-data", "resync-ack", "resync-done", "resync-done-ack", "verify-start", "verify-digest", "verify-result",
-	"outdate", "stale", "read-req", "read-reply", "detached"}
+	"outdate", "stale", "read-req", "read-reply", "detached", "refuse"}
 
 func (k FrameKind) String() string {
 	if int(k) < len(frameKindNames) && k != 0 {

@@ -65,6 +65,8 @@ type Machine struct {
 	peerFenced  bool
 	discardNode string
 	sendSeq     uint64
+	refusing    *refusal // a refused handshake waits for the peer's refusal
+	peerRefused bool     // the peer's FrameRefuse came first
 
 	fenceOut     bool // a Fence action awaits FenceDone
 	fenceRetryAt time.Time

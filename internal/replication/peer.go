@@ -66,6 +66,12 @@ func (m *Machine) Receive(now time.Time, f Frame) {
 		m.outdate("the async primary went ahead")
 	case FrameStale:
 		m.event(Event{Kind: EventStaleFrame, Epoch: f.Epoch, Reason: fmt.Sprintf("the peer refused frame %d: it has seen epoch %d", f.Ack, f.Epoch)})
+	case FrameRefuse:
+		if m.refusing != nil {
+			m.endRefusal()
+		} else {
+			m.peerRefused = true
+		}
 	case FrameDetached:
 		m.peerDisk = Diskless
 		m.peerFenced = true

@@ -39,6 +39,7 @@ type simNode struct {
 	lost       map[uint64]bool
 	fence      bool // a Fence action awaits its answer
 	fenceEpoch Epoch
+	failIO     bool // local operations fail (a dead disk)
 	events     []Event
 	lastSB     bool // the last connect ended in a split brain
 }
@@ -328,6 +329,20 @@ func (s *sim) complete(i, k int) {
 	var c Completion
 	if *simFullTrace {
 		s.logf("%s done %T%+v", n.name, a, a)
+	}
+	if n.failIO {
+		switch a := a.(type) {
+		case WriteLocal:
+			c.ID = a.ID
+		case FlushLocal:
+			c.ID = a.ID
+		case ReadLocal:
+			c.ID = a.ID
+		}
+		c.Err = blockdev.ErrInjected
+		n.m.Done(s.now, c)
+		s.drain()
+		return
 	}
 	switch a := a.(type) {
 	case WriteLocal:
