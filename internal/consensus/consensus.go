@@ -118,6 +118,8 @@ func Start(cfg Config) (*Consensus, error) {
 		Stream: m, MaxPool: 3, Timeout: 5 * cfg.Timeout, Logger: hlog,
 	})
 	m.start(c.serveForward)
+	c.wg.Add(1)
+	go c.flushRepeats(hlog.held, m.held)
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.Self)
@@ -407,6 +409,24 @@ func (c *Consensus) steer() {
 		f := c.raft.LeadershipTransferToServer(raft.ServerID(c.cfg.PreferLeader), raft.ServerAddress(c.cfg.PreferLeader))
 		if err := f.Error(); err != nil {
 			c.cfg.Logger.Warn("leadership transfer failed", "to", c.cfg.PreferLeader, "err", err)
+		}
+	}
+}
+
+// flushRepeats tells, now and then, how many records were held back as
+// repeats (repeats.go), also of failures that have stopped.
+func (c *Consensus) flushRepeats(rs ...*repeats) {
+	defer c.wg.Done()
+	t := time.NewTicker(repeatWindow / 10)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			for _, r := range rs {
+				r.flush()
+			}
 		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"log"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -24,8 +23,7 @@ import (
 // A record that repeats (the same message about the same peer: raft
 // retries an unreachable voter every few hundred milliseconds, a voter
 // without quorum starts an election every timeout) is logged the first
-// time, then held back for a minute; the first one after that carries
-// how many were held back (repeated=N).
+// time, then held back and counted (repeats.go).
 type raftLogger struct {
 	l       *slog.Logger
 	name    string
@@ -76,18 +74,11 @@ func (r *raftLogger) Log(level hclog.Level, msg string, args ...any) {
 		}
 		attrs = append(attrs, slog.Any(k, v))
 	}
-	ok, held := r.held.admit(key)
-	if !ok {
-		return
-	}
 	out := []any{slog.Group("raft", attrs...)}
-	if held > 0 {
-		out = append(out, "repeated", held, "in", repeatWindow.String())
-	}
 	if r.name != "raft" {
 		out = append(out, "raft_logger", r.name)
 	}
-	r.l.Log(context.Background(), lvl, msg, out...)
+	r.held.log(r.l, key, lvl, msg, out...)
 }
 
 // raftValue makes raft's argument values read as raft means them.
@@ -178,57 +169,4 @@ func (w lineWriter) Write(p []byte) (int, error) {
 		w.r.Info(line)
 	}
 	return len(p), nil
-}
-
-// repeatWindow is how long a repeated record is held back: an operator
-// still sees each failure at least once a minute while it lasts.
-const repeatWindow = time.Minute
-
-// repeats lets the first record of a kind through and holds back the ones
-// like it for a window; the first let through after the window learns how
-// many were held back. It does no I/O; the time comes from now.
-type repeats struct {
-	mu     sync.Mutex
-	window time.Duration
-	now    func() time.Time
-	kinds  map[string]*repeat
-}
-
-type repeat struct {
-	since time.Time // when the last one let through was
-	held  int
-}
-
-// maxKinds bounds the memory of kinds seen: kinds are per message and
-// peer, so a cluster has far fewer; past it the memory starts over.
-const maxKinds = 4096
-
-func newRepeats(window time.Duration, now func() time.Time) *repeats {
-	if now == nil {
-		now = time.Now
-	}
-	return &repeats{window: window, now: now, kinds: map[string]*repeat{}}
-}
-
-// admit reports whether a record of kind is logged now, and how many of
-// its kind were held back since the last one that was.
-func (r *repeats) admit(kind string) (bool, int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := r.now()
-	k, ok := r.kinds[kind]
-	if ok && now.Sub(k.since) < r.window {
-		k.held++
-		return false, 0
-	}
-	if !ok {
-		if len(r.kinds) >= maxKinds {
-			clear(r.kinds)
-		}
-		k = &repeat{}
-		r.kinds[kind] = k
-	}
-	held := k.held
-	k.since, k.held = now, 0
-	return true, held
 }

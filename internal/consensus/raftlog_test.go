@@ -99,4 +99,29 @@ func TestRaftRepeatsAreSummedUpOnceAMinute(t *testing.T) {
 	if p, _ := logcheck.Field(lines[2], "raft.peer"); p != "b" {
 		t.Errorf("summary %s is not about b", lines[2])
 	}
+	// Failures that stop are still counted: the flush after the window
+	// tells how many were held back since.
+	for i := 0; i < 5; i++ {
+		clk.advance(time.Second)
+		fail("b")
+	}
+	rl.held.flush()
+	if n := len(rec.Lines()); n != 3 {
+		t.Fatalf("a flush inside the window logged: %s", rec.Lines()[n-1])
+	}
+	clk.advance(time.Minute)
+	rl.held.flush()
+	lines = rec.Lines()
+	if n, _ := logcheck.Field(lines[len(lines)-1], "repeated"); len(lines) != 4 || n != "5" {
+		t.Fatalf("after the failures stopped and a minute passed, the flush logged %q; want the last one with repeated=5", lines[3:])
+	}
+	clk.advance(time.Minute)
+	rl.held.flush()
+	fail("b") // quiet for a minute: news again
+	if lines = rec.Lines(); len(lines) != 5 {
+		t.Fatalf("a failure after a quiet minute was held back: %q", lines)
+	}
+	if _, ok := logcheck.Field(lines[4], "repeated"); ok {
+		t.Errorf("a failure after a quiet minute carries a count: %s", lines[4])
+	}
 }

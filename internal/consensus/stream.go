@@ -313,26 +313,13 @@ func (m *mux) handshakeFailed(peer, addr string, err error) {
 		peer = name // a dialler's certificate names it
 	}
 	if (!refused && !foreign) || !m.isVoter(peer) {
-		m.logHeld(slog.LevelDebug, "handshake\x00"+addr, "raft transport: TLS handshake failed", "addr", addr, "err", err)
+		m.held.log(m.log, "handshake\x00"+addr, slog.LevelDebug, "raft transport: TLS handshake failed", "addr", addr, "err", err)
 		return
 	}
 	m.keyMu.Lock()
 	v := m.judge.differs(peer)
 	m.keyMu.Unlock()
-	m.logHeld(slog.LevelError, "key\x00"+peer+"\x00"+v.String(), keyMismatch(v, peer, addr, refused), "peer", peer, "addr", addr, "err", err)
-}
-
-// logHeld logs the first record of kind, then holds back the ones like it
-// for a minute; the first after that says how many were held back.
-func (m *mux) logHeld(level slog.Level, kind, msg string, args ...any) {
-	ok, held := m.held.admit(kind)
-	if !ok {
-		return
-	}
-	if held > 0 {
-		args = append(args, "repeated", held, "in", repeatWindow.String())
-	}
-	m.log.Log(context.Background(), level, msg, args...)
+	m.held.log(m.log, "key\x00"+peer+"\x00"+v.String(), slog.LevelError, keyMismatch(v, peer, addr, refused), "peer", peer, "addr", addr, "err", err)
 }
 
 func (m *mux) isVoter(name string) bool {
