@@ -204,12 +204,22 @@ func (l *Link) establish(s *tcpSession) *RefusedError {
 			l.cfg.Self, live.peer.Node, l.cfg.Volume, st.Path, st.Remote, st.Since.Format(time.RFC3339))}
 	}
 	l.live = s
+	return nil
+}
+
+// publish hands the started session s to Next, unless it is no longer the
+// live one (it ended and another began meanwhile).
+func (l *Link) publish(s *tcpSession) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.live != s {
+		return
+	}
 	select { // a session Next never took is over by now
 	case <-l.ready:
 	default:
 	}
 	l.ready <- s
-	return nil
 }
 
 func (l *Link) hello(id SessionID, sw bool) Hello {
@@ -359,10 +369,12 @@ func (l *Link) serve(path int, raw net.Conn) {
 	}
 	if !reply() {
 		s.fail(fmt.Errorf("link: hello to %s: the connection failed", name))
+		s.start()
 		return
 	}
-	l.emit(Event{Kind: EventUp, Path: path, Remote: remote.String()})
 	s.start()
+	l.emit(Event{Kind: EventUp, Path: path, Remote: remote.String()})
+	l.publish(s)
 }
 
 // dialLoop keeps a session up, over the best path that answers.
@@ -519,8 +531,9 @@ func (l *Link) connect() error {
 		won.pc.Close()
 		return r
 	}
-	l.emit(Event{Kind: EventUp, Path: won.i, Remote: won.pc.remote.String()})
 	s.start()
+	l.emit(Event{Kind: EventUp, Path: won.i, Remote: won.pc.remote.String()})
+	l.publish(s)
 	return nil
 }
 

@@ -546,19 +546,18 @@ func TestSilentConnectionsAreCappedAndTimedOut(t *testing.T) {
 // A connection to b that the network sends back to a, or on to another
 // key holder, is refused by the dialler's identity check.
 func TestReflectedOrRedirectedConnectionIsRefused(t *testing.T) {
-	a, _ := nodes(t, 1, func(a, b *Config) { a.Limits.ReconnectMin, a.Limits.ReconnectMax = time.Hour, time.Hour })
-	a.l.cfg.Paths = []Path{{Local: a.cfg.Paths[0].Local, Peer: a.cfg.Paths[0].Local}} // b's address leads to a
-	if _, _, err := a.l.dialPath(context.Background(), 0, SessionID{4}, false); !peerIDError(err) || !strings.Contains(err.Error(), "reflected") {
-		t.Fatalf("a's connection to b, reflected to a: %v", err)
+	a, _ := nodes(t, 1, func(a, b *Config) { a.Paths[0].Peer = a.Paths[0].Local }) // b's address leads to a
+	if ev, ok := a.ev.wait(EventDialFailed, 2*time.Second, nil); !ok || !peerIDError(ev.Err) || !strings.Contains(ev.Err.Error(), "reflected") {
+		t.Fatalf("a's connection to b, reflected to a: %v", ev.Err)
 	}
 	// c holds the cluster key and replicates with a, but is not b
 	c := &testNode{cfg: a.cfg, ev: newEvents(t)}
 	c.cfg.Self, c.cfg.Peer = "c", "a"
-	c.cfg.Paths = []Path{{Local: freeAddr(t, "127.0.0.25"), Peer: a.cfg.Paths[0].Local}}
+	c.cfg.Paths = []Path{{Local: freeAddr(t, "127.0.0.25"), Peer: freeAddr(t, "127.0.0.21")}}
 	c.start(t)
-	a.l.cfg.Paths = []Path{{Local: a.cfg.Paths[0].Local, Peer: c.cfg.Paths[0].Local}} // b's address leads to c
-	if _, _, err := a.l.dialPath(context.Background(), 0, SessionID{5}, false); !peerIDError(err) || !strings.Contains(err.Error(), "not b") {
-		t.Fatalf("a's connection to b, redirected to c: %v", err)
+	a, _ = nodes(t, 1, func(a, b *Config) { a.Paths[0].Peer = c.cfg.Paths[0].Local }) // b's address leads to c
+	if ev, ok := a.ev.wait(EventDialFailed, 2*time.Second, nil); !ok || !peerIDError(ev.Err) || !strings.Contains(ev.Err.Error(), "not b") {
+		t.Fatalf("a's connection to b, redirected to c: %v", ev.Err)
 	}
 }
 

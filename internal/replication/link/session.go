@@ -98,14 +98,15 @@ func newSession(l *Link, id SessionID, peer Hello, pc *pathConn) *tcpSession {
 	for i := 0; i < cap(s.free); i++ {
 		s.free <- nil // allocated as frames need them
 	}
+	s.wg.Add(2) // start runs them: Close may wait before it has
 	return s
 }
 
 // start runs the reader and the control writer, counted by the session
 // (Close waits for them) and by the link (its Close waits for every
-// session's, ended or not).
+// session's, ended or not). Every session made live is started once,
+// also one that failed before: its goroutines then end at once.
 func (s *tcpSession) start() {
-	s.wg.Add(2)
 	s.l.wg.Add(2)
 	go func() {
 		defer s.l.wg.Done()
