@@ -12,4 +12,25 @@
 // volume/meta (the metadata on disk) and volume (the replicated block
 // device the NBD server exposes) — feed it events and carry out the
 // actions it returns, in order.
+//
+// Files, by what they own:
+//   - types.go: VolumeID, Epoch, GenID(s), DiskState, Role, Mode.
+//   - genid.go: Side, Decision, Decide — the connect decision table.
+//   - splitbrain.go: SplitBrainPolicy, Resolve — --discard and the policies.
+//   - generation.go: the generation transitions (new current, resync
+//     start and end).
+//   - config.go: Config, its defaults and Validate.
+//   - frame.go: the frames between the two machines; action.go: requests,
+//     actions, metadata, errors; event.go: events.
+//   - machine.go: Machine, New, Status; queue.go: the local operation
+//     queue (conflict ordering); primary.go: client requests and their
+//     acknowledgement, losing the peer, detach; peer.go: frames from the
+//     peer and the secondary's side; connect.go: link up/down, the
+//     handshake, fencing, timers; resync.go; verify.go; admin.go: promote,
+//     demote, connect, disconnect, resolve, outdate; actlog.go: the
+//     activity log; bitmap.go: region sets.
+//
+// docs/replication.md describes the design and its guarantees; the model
+// in sim_test.go checks them over random interleavings. It imports only
+// the standard library; internal/volume and replication/link import it.
 package replication
