@@ -43,6 +43,8 @@ type Link struct {
 	ready   chan *tcpSession // the newest session not yet taken by Next
 	pending map[string]int   // accepted connections in handshake, by source address
 	shaking map[net.Conn]struct{}
+	// refusals: the last refusal reported per path and source address
+	refusals map[string]string
 }
 
 // Handshake slots: a connection holds one from accept until its hello is
@@ -67,11 +69,12 @@ func Start(cfg Config) (*Link, error) {
 	}
 	l := &Link{
 		cfg: cfg, clk: cfg.clock(), ids: ids,
-		log:     cfg.logger().With("volume", cfg.Volume.String(), "peer", cfg.Peer),
-		closed:  make(chan struct{}),
-		ready:   make(chan *tcpSession, 1),
-		pending: map[string]int{},
-		shaking: map[net.Conn]struct{}{},
+		log:      cfg.logger().With("volume", cfg.Volume.String(), "peer", cfg.Peer),
+		closed:   make(chan struct{}),
+		ready:    make(chan *tcpSession, 1),
+		pending:  map[string]int{},
+		shaking:  map[net.Conn]struct{}{},
+		refusals: map[string]string{},
 	}
 	l.fence.observe(cfg.Epoch)
 	for i, p := range cfg.Paths {
@@ -204,6 +207,7 @@ func (l *Link) establish(s *tcpSession) *RefusedError {
 			l.cfg.Self, live.peer.Node, l.cfg.Volume, st.Path, st.Remote, st.Since.Format(time.RFC3339))}
 	}
 	l.live = s
+	clear(l.refusals)
 	return nil
 }
 
@@ -294,14 +298,16 @@ func (l *Link) release(src string, c net.Conn) {
 func (l *Link) serve(path int, raw net.Conn) {
 	remote := addrPort(raw.RemoteAddr())
 	refused := func(err error) {
-		l.emit(Event{Kind: EventRefused, Path: path, Remote: remote.String(), Err: err})
 		raw.Close()
+		if l.newRefusal(path, remote.Addr(), err) {
+			l.emit(Event{Kind: EventRefused, Path: path, Remote: remote.String(), Err: err})
+		}
 	}
 	raw.SetDeadline(time.Now().Add(l.cfg.Limits.HandshakeTimeout))
 	bc := newBufConn(raw)
 	tc := tls.Server(bc, l.tlsConfig(l.ids.Server()))
 	if err := tc.Handshake(); err != nil {
-		refused(fmt.Errorf("link: TLS handshake with %v: %w", remote, err))
+		refused(fmt.Errorf("link: TLS handshake with %v: %w", remote.Addr(), err))
 		return
 	}
 	name, err := l.ids.PeerName(tc)
@@ -318,7 +324,7 @@ func (l *Link) serve(path int, raw net.Conn) {
 		peer, err = parseHello(f)
 	}
 	if err != nil {
-		refused(fmt.Errorf("link: hello from %s at %v: %w", name, remote, err))
+		refused(fmt.Errorf("link: hello from %s at %v: %w", name, remote.Addr(), err))
 		return
 	}
 	refuse := func(r *RefusedError) {
@@ -343,7 +349,7 @@ func (l *Link) serve(path int, raw net.Conn) {
 		hf := self.frame()
 		b, _ := AppendFrame(nil, &hf)
 		if _, err := tc.Write(b); err != nil {
-			refused(fmt.Errorf("link: hello to %s at %v: %w", name, remote, err))
+			refused(fmt.Errorf("link: hello to %s at %v: %w", name, remote.Addr(), err))
 			return false
 		}
 		raw.SetDeadline(time.Time{})
@@ -376,6 +382,26 @@ func (l *Link) serve(path int, raw net.Conn) {
 	l.emit(Event{Kind: EventUp, Path: path, Remote: remote.String()})
 	l.publish(s)
 }
+
+// newRefusal reports whether a refusal on path from addr differs from the
+// last one there: a peer that retries every few seconds with the wrong
+// key is reported once, not on every try, until a session comes up.
+func (l *Link) newRefusal(path int, addr netip.Addr, err error) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	key := fmt.Sprintf("%d %v", path, addr)
+	if l.refusals[key] == err.Error() {
+		return false
+	}
+	if len(l.refusals) >= maxRefusalsKept {
+		clear(l.refusals)
+	}
+	l.refusals[key] = err.Error()
+	return true
+}
+
+// maxRefusalsKept bounds what newRefusal remembers (sources are many).
+const maxRefusalsKept = 64
 
 // dialLoop keeps a session up, over the best path that answers.
 func (l *Link) dialLoop() {

@@ -591,3 +591,18 @@ func TestUnansweringPathDoesNotDelayTheNext(t *testing.T) {
 		t.Fatalf("session on path %d after %v", s.State().Path, took)
 	}
 }
+
+// A peer retrying with the wrong key is reported once, not at every try.
+func TestRepeatedRefusalIsReportedOnce(t *testing.T) {
+	_, b := nodes(t, 1, func(a, b *Config) { b.Key = bytes.Repeat([]byte{2}, 32) })
+	time.Sleep(time.Second) // a retries several times (backoff 20 ms .. 200 ms)
+	n := 0
+	for len(b.ev.ch) > 0 {
+		if ev := <-b.ev.ch; ev.Kind == EventRefused {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d refusal events for one reason", n)
+	}
+}
