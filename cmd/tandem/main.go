@@ -35,8 +35,8 @@ func init() {
 
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
-		Use:           "tandem",
-		Short:         "tandem: a hot-standby cluster manager (two nodes + witness, floating IP, services)",
+		Use:   "tandem",
+		Short: "tandem: a hot-standby cluster manager (two nodes + witness, floating IP, services)",
 		Long: "tandem: a hot-standby cluster manager. Two nodes and a witness: one node runs each group\n" +
 			"(a floating IP, services, OCF resources), the other takes over when it dies, hangs or is\n" +
 			"cut off. `tandem raid` is a software RAID for one machine's own disks.\n\n" +
