@@ -69,9 +69,10 @@ type Complete struct {
 
 // SetBits marks regions dirty (the peer may lack them): durable before
 // the adapter goes on. ClearBits may be written lazily: a region left
-// dirty is only resynced once more.
-type SetBits struct{ Regions []int }
-type ClearBits struct{ Regions []int }
+// dirty is only resynced once more. Region r covers bytes
+// [r*RegionSize, (r+1)*RegionSize).
+type SetBits struct{ Ranges []RegionRange }
+type ClearBits struct{ Ranges []RegionRange }
 
 // ALBegin adds extents to the activity log: durable before the adapter
 // goes on (the writes that follow may land in them). ALEnd may be lazy.
@@ -134,7 +135,7 @@ type Meta struct {
 // Persisted is what the adapter read back at start.
 type Persisted struct {
 	Meta   Meta
-	Dirty  []int // regions
+	Dirty  []RegionRange
 	Active []int // activity-log extents
 }
 

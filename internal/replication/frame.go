@@ -78,16 +78,21 @@ func (k FrameKind) String() string {
 
 // fenced reports whether a frame of kind k changes the receiver's data or
 // generation, and is therefore refused when its epoch is older than the
-// newest the receiver has seen (S2). Acknowledgements, digests and reads
-// change nothing and pass, so a promotion while connected never strands
-// the peer's answers already on the wire.
+// newest the receiver has seen (S2). Acknowledgements, digests, reads and
+// flushes change nothing and pass, so a promotion while connected never
+// strands the peer's answers already on the wire, nor the flush a
+// demoting primary sends to retire its activity log.
 func (k FrameKind) fenced() bool {
 	switch k {
-	case FrameData, FrameFlush, FrameBitmap, FrameResyncData, FrameResyncDone, FrameOutdate:
+	case FrameData, FrameBitmap, FrameResyncData, FrameResyncDone, FrameOutdate:
 		return true
 	}
 	return false
 }
+
+// BitmapChunkWords bounds a bitmap frame: 64 Ki words (512 KiB, 4 Mi
+// regions), within the link's 1 MiB payload.
+const BitmapChunkWords = 1 << 16
 
 // Digest is a region's checksum for online verify.
 type Digest [32]byte
@@ -125,11 +130,15 @@ type Frame struct {
 	Region int    // resync and verify frames
 	Err    string // acks and replies that failed
 
-	// FrameBitmap, FrameBitmapAck: the regions; FrameBitmap: the sync id
-	// and whether the sync is full.
-	Bits   []int
-	SyncID GenID
-	Full   bool
+	// FrameBitmap, FrameBitmapAck: a chunk of the bitmap, as words of 64
+	// regions from word BitsFrom (at most BitmapChunkWords, so a 1 TiB
+	// volume's 2 MiB bitmap takes four frames), More if chunks follow;
+	// FrameBitmap: the sync id and whether the sync is full.
+	BitsFrom int
+	Bits     []uint64
+	More     bool
+	SyncID   GenID
+	Full     bool
 
 	// FrameState, FrameResyncDone: the sender's (or, for ResyncDone, both
 	// sides' next) ids, disk state and role.

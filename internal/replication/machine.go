@@ -2,6 +2,7 @@ package replication
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -123,8 +124,8 @@ func New(cfg Config, p Persisted, now time.Time) (*Machine, error) {
 	if m.meta.GenIDs.Current == 0 {
 		m.meta.GenIDs.Current = JustCreated
 	}
-	for _, r := range p.Dirty {
-		if r >= 0 && r < m.dirty.Len() {
+	for _, rr := range p.Dirty {
+		for r := max(rr.First, 0); r < rr.First+rr.N && r < m.dirty.Len(); r++ {
 			m.dirty.Set(r)
 		}
 	}
@@ -177,13 +178,14 @@ func (m *Machine) setBits(regions []int) {
 		}
 	}
 	if len(fresh) > 0 {
-		m.emit(SetBits{Regions: fresh})
+		slices.Sort(fresh)
+		m.emit(SetBits{Ranges: rangesOf(fresh)})
 	}
 }
 
 func (m *Machine) clearBit(r int) {
 	if m.dirty.Clear(r) {
-		m.emit(ClearBits{Regions: []int{r}})
+		m.emit(ClearBits{Ranges: []RegionRange{{First: r, N: 1}}})
 	}
 }
 

@@ -423,7 +423,7 @@ func TestAsyncThrottle(t *testing.T) {
 	s := pair(t, Async)
 	a := s.nodes[0]
 	var ids []uint64
-	for k := 0; k < 9; k++ { // 9 x 2 blocks = 36 KiB > max_lag (32 KiB)
+	for k := 0; k < 9; k++ { // 9 x 2 blocks = 18 KiB > max_lag (16 KiB)
 		ids = append(ids, s.write(int64(k)*2*simBlock, 2))
 	}
 	over := s.write(20*simBlock, 2)

@@ -37,7 +37,7 @@ func seeds(quick int) int {
 // the new primary holds every acknowledged write (S3); no two primaries
 // write at one epoch; after healing the replicas are equal.
 func TestModelSync(t *testing.T) {
-	for seed, last := seedRange(300); seed <= last; seed++ {
+	for seed, last := seedRange(1000); seed <= last; seed++ {
 		s := newSim(t, seed, Sync)
 		s.rogue = seed%3 == 0
 		s.run(400)
@@ -62,7 +62,7 @@ func logStats(t *testing.T) {
 // cut-off primary's peer make split brains, resolved by the policy or by
 // hand; after healing the replicas are equal.
 func TestModelAsync(t *testing.T) {
-	for seed, last := seedRange(300); seed <= last; seed++ {
+	for seed, last := seedRange(1000); seed <= last; seed++ {
 		s := newSim(t, seed, Async)
 		s.rogue = seed%2 == 0
 		s.cfg.OnLag = LagPolicy(seed / 2 % 2)

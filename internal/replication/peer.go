@@ -66,6 +66,9 @@ func (m *Machine) Receive(now time.Time, f Frame) {
 		m.outdate("the async primary went ahead")
 	case FrameStale:
 		m.event(Event{Kind: EventStaleFrame, Epoch: f.Epoch, Reason: fmt.Sprintf("the peer refused frame %d: it has seen epoch %d", f.Ack, f.Epoch)})
+		if x := m.peerOps[f.Ack]; x != nil {
+			m.peerAnswer(Frame{Ack: f.Ack, Err: "refused: stale epoch"})
+		}
 	case FrameRefuse:
 		if m.refusing != nil {
 			m.endRefusal()

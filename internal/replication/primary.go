@@ -310,6 +310,7 @@ func (m *Machine) peerGone(why string) {
 		}
 	}
 	slices.Sort(regions)
+	regions = slices.Compact(regions)
 	m.setBits(regions)
 	clear(m.sentAt)
 	m.peerSafe = m.tick + 1

@@ -21,11 +21,8 @@ type resync struct {
 // union moves.
 func (m *Machine) startSource(full bool) {
 	if full {
-		all := make([]int, m.dirty.Len())
-		for i := range all {
-			all[i] = i
-		}
-		m.setBits(all)
+		m.dirty.SetAll()
+		m.emit(SetBits{Ranges: []RegionRange{{First: 0, N: m.dirty.Len()}}})
 	}
 	m.meta.GenIDs = m.meta.GenIDs.StartSyncSource(m.cfg.NewGenID(), m.peerHello.GenIDs.Current)
 	syncID := m.meta.GenIDs.Bitmap
@@ -34,48 +31,60 @@ func (m *Machine) startSource(full bool) {
 	m.persist()
 	m.sync = syncSourceBitmap
 	m.rs = &resync{source: true, full: full, inflight: map[int]bool{}}
-	m.send(Frame{Kind: FrameBitmap, Bits: m.dirty.Regions(), SyncID: syncID, Full: full})
+	m.sendBitmap(Frame{Kind: FrameBitmap, SyncID: syncID, Full: full})
 }
 
-// targetBitmap: the source's bitmap. The target takes the union, records
-// itself Inconsistent under the sync id, and answers with the union.
+// sendBitmap sends the dirty bitmap in chunks of f's kind.
+func (m *Machine) sendBitmap(f Frame) {
+	n := m.dirty.WordCount()
+	for from := 0; from < n || from == 0; from += BitmapChunkWords {
+		c := f
+		c.BitsFrom, c.Bits, c.More = from, m.dirty.Words(from, BitmapChunkWords), from+BitmapChunkWords < n
+		m.send(c)
+	}
+}
+
+// takeBitmap adds a bitmap chunk to the dirty bitmap; false (the link
+// dropped) if it does not fit the state or the volume.
+func (m *Machine) takeBitmap(f Frame, want syncState) bool {
+	if m.sync != want {
+		m.refuse(m.now, fmt.Sprintf("%v out of place", f.Kind), true)
+		return false
+	}
+	fresh, ok := m.dirty.Or(f.BitsFrom, f.Bits)
+	if !ok {
+		m.refuse(m.now, fmt.Sprintf("%v: words [%d, %d) outside the bitmap", f.Kind, f.BitsFrom, f.BitsFrom+len(f.Bits)), true)
+		return false
+	}
+	if len(fresh) > 0 {
+		m.emit(SetBits{Ranges: fresh})
+	}
+	return true
+}
+
+// targetBitmap: a chunk of the source's bitmap. Once it has all of them
+// the target has the union, records itself Inconsistent under the sync
+// id, and answers with the union.
 func (m *Machine) targetBitmap(f Frame) {
-	if !m.bitmapFits(f, syncTargetBitmap) {
+	if !m.takeBitmap(f, syncTargetBitmap) || f.More {
 		return
 	}
-	m.setBits(f.Bits)
 	m.meta.GenIDs = m.meta.GenIDs.StartSyncTarget(f.SyncID)
 	m.disk, m.meta.Disk = Inconsistent, Inconsistent
 	m.crashedPrimary, m.meta.Primary = false, false
 	m.persist()
 	m.sync = syncTarget
 	m.rs = &resync{full: f.Full, total: int64(m.dirty.Count()) * m.cfg.RegionSize}
-	m.send(Frame{Kind: FrameBitmapAck, Bits: m.dirty.Regions()})
+	m.sendBitmap(Frame{Kind: FrameBitmapAck})
 	m.event(Event{Kind: EventResyncStarted, Bytes: m.rs.total, Full: f.Full, Reason: "sync target"})
 }
 
-// bitmapFits checks a bitmap frame against the state that expects it;
-// anything else drops the connection.
-func (m *Machine) bitmapFits(f Frame, want syncState) bool {
-	if m.sync != want {
-		m.refuse(m.now, fmt.Sprintf("%v out of place", f.Kind), true)
-		return false
-	}
-	for _, r := range f.Bits {
-		if r < 0 || r >= m.dirty.Len() {
-			m.refuse(m.now, fmt.Sprintf("%v: region %d out of range", f.Kind, r), true)
-			return false
-		}
-	}
-	return true
-}
-
-// sourceBitmapAck: the target is Inconsistent now; regions start moving.
+// sourceBitmapAck: a chunk of the target's union; after the last the
+// target is Inconsistent and regions start moving.
 func (m *Machine) sourceBitmapAck(f Frame) {
-	if !m.bitmapFits(f, syncSourceBitmap) {
+	if !m.takeBitmap(f, syncSourceBitmap) || f.More {
 		return
 	}
-	m.setBits(f.Bits)
 	m.sync = syncSource
 	m.peerDisk = Inconsistent
 	m.peerFenced = true
@@ -165,11 +174,9 @@ func (m *Machine) targetDone(f Frame) {
 		m.refuse(m.now, "resync done out of place", true)
 		return
 	}
-	if rest := m.dirty.Regions(); len(rest) > 0 {
-		for _, r := range rest {
-			m.dirty.Clear(r)
-		}
-		m.emit(ClearBits{Regions: rest})
+	if rest := m.dirty.Ranges(); len(rest) > 0 {
+		m.dirty.ClearAll()
+		m.emit(ClearBits{Ranges: rest})
 	}
 	m.meta.GenIDs = f.GenIDs
 	m.disk, m.meta.Disk = f.Disk, f.Disk

@@ -19,7 +19,7 @@ import (
 // carries its write's number, so a replica's contents say which write
 // each block holds.
 
-const simBlock = 2048
+const simBlock = 1024
 
 // simStats counts what the model runs reached, to show they reach it.
 var simStats = map[string]int{}
@@ -93,8 +93,8 @@ func newSim(t testing.TB, seed uint64, mode Mode) *sim {
 		epochWriter: map[Epoch]int{}, writes: map[uint64]*simWrite{}, flushes: map[uint64]*simFlush{},
 		reqs: map[uint64]int{}, faults: true, fenceBad: 0.2}
 	s.faultRate = []int{5, 20, 80}[seed%3]
-	s.cfg = Config{Volume: VolumeID{1, 2, 3}, Size: 128 << 10, RegionSize: 8 << 10, ExtentRegions: 2, ALExtents: 3,
-		Mode: mode, MaxLagBytes: 32 << 10, MaxLagTime: 200 * time.Millisecond, ResyncWindow: 3,
+	s.cfg = Config{Volume: VolumeID{1, 2, 3}, Size: 64 << 10, RegionSize: 4 << 10, ExtentRegions: 2, ALExtents: 3,
+		Mode: mode, MaxLagBytes: 16 << 10, MaxLagTime: 200 * time.Millisecond, ResyncWindow: 3,
 		FenceRetry: 50 * time.Millisecond, NewGenID: func() GenID { s.nextGen++; return GenID(0x1000 + s.nextGen) }}
 	s.blockWrites = make([][]uint64, s.cfg.Size/simBlock)
 	for i, n := range []string{"a", "b"} {
@@ -134,13 +134,15 @@ func (s *sim) start(i int) {
 	cfg := s.cfg
 	cfg.Node = n.name
 	p := Persisted{Meta: n.meta}
+	var dirty []int
 	for r := range n.bits {
-		p.Dirty = append(p.Dirty, r)
+		dirty = append(dirty, r)
 	}
 	for e := range n.al {
 		p.Active = append(p.Active, e)
 	}
-	slices.Sort(p.Dirty)
+	slices.Sort(dirty)
+	p.Dirty = rangesOf(dirty)
 	slices.Sort(p.Active)
 	m, err := New(cfg, p, s.now)
 	if err != nil {
@@ -200,17 +202,21 @@ func (s *sim) apply(i int, a Action) {
 		s.completed(i, a)
 	case SetBits:
 		if *simFullTrace {
-			s.logf("%s setbits %v", n.name, a.Regions)
+			s.logf("%s setbits %v", n.name, a.Ranges)
 		}
-		for _, r := range a.Regions {
-			n.bits[r] = true
+		for _, rr := range a.Ranges {
+			for r := rr.First; r < rr.First+rr.N; r++ {
+				n.bits[r] = true
+			}
 		}
 	case ClearBits:
 		if *simFullTrace {
-			s.logf("%s clearbits %v", n.name, a.Regions)
+			s.logf("%s clearbits %v", n.name, a.Ranges)
 		}
-		for _, r := range a.Regions {
-			delete(n.bits, r)
+		for _, rr := range a.Ranges {
+			for r := rr.First; r < rr.First+rr.N; r++ {
+				delete(n.bits, r)
+			}
 		}
 	case ALBegin:
 		if *simFullTrace {
