@@ -33,7 +33,13 @@ type Config struct {
 	// OnEvent, if set, receives every event, on the link's goroutines: it
 	// must not block.
 	OnEvent func(Event)
+	// Fenced says which data kinds the epoch fence applies to (those that
+	// change the receiver's data or generation); nil: every data kind.
+	// Frames of other kinds still raise the newest epoch seen.
+	Fenced func(Kind) bool
 }
+
+func fencedBy(f func(Kind) bool, k Kind) bool { return f == nil || f(k) }
 
 // Limits bound time and memory per link.
 type Limits struct {

@@ -15,20 +15,20 @@ import (
 // twins makes a connected pair of endpoints, a (dials) and b, whose
 // configured newest epochs are ea and eb: the TCP link on loopback, or the
 // in-memory twin. The contract below holds for both.
-type twins func(t *testing.T, ea, eb replication.Epoch) (a, b Endpoint)
+type twins func(t *testing.T, ea, eb replication.Epoch, fenced func(Kind) bool) (a, b Endpoint)
 
-func tcpTwins(t *testing.T, ea, eb replication.Epoch) (Endpoint, Endpoint) {
-	a, b := nodes(t, 1, func(a, b *Config) { a.Epoch, b.Epoch = ea, eb })
+func tcpTwins(t *testing.T, ea, eb replication.Epoch, fenced func(Kind) bool) (Endpoint, Endpoint) {
+	a, b := nodes(t, 1, func(a, b *Config) { a.Epoch, b.Epoch, a.Fenced, b.Fenced = ea, eb, fenced, fenced })
 	return a.l, b.l
 }
 
-func memTwins(t *testing.T, ea, eb replication.Epoch) (Endpoint, Endpoint) {
+func memTwins(t *testing.T, ea, eb replication.Epoch, fenced func(Kind) bool) (Endpoint, Endpoint) {
 	n := NewMemNetwork(clock.NewFake(time.Unix(0, 0)))
-	a, err := n.Endpoint(MemConfig{Self: "a", Peer: "b", Volume: testVolume, Size: 1 << 30, Epoch: ea})
+	a, err := n.Endpoint(MemConfig{Self: "a", Peer: "b", Volume: testVolume, Size: 1 << 30, Epoch: ea, Fenced: fenced})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := n.Endpoint(MemConfig{Self: "b", Peer: "a", Volume: testVolume, Size: 1 << 30, Epoch: eb})
+	b, err := n.Endpoint(MemConfig{Self: "b", Peer: "a", Volume: testVolume, Size: 1 << 30, Epoch: eb, Fenced: fenced})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func nextOf(t *testing.T, e Endpoint) Session {
 
 func testContract(t *testing.T, mk twins) {
 	t.Run("frames arrive in order, both ways, with what was sent", func(t *testing.T) {
-		a, b := mk(t, 2, 1)
+		a, b := mk(t, 2, 1, nil)
 		sa, sb := nextOf(t, a), nextOf(t, b)
 		if sb.Peer().Node != "a" || sb.Peer().Epoch != 2 || b.Newest() != 2 {
 			t.Fatalf("b: hello %+v, newest %d", sb.Peer(), b.Newest())
@@ -80,7 +80,7 @@ func testContract(t *testing.T, mk twins) {
 		}
 	})
 	t.Run("an older epoch is refused and the sender told the newest", func(t *testing.T) {
-		a, b := mk(t, 4, 4)
+		a, b := mk(t, 4, 4, nil)
 		sa, sb := nextOf(t, a), nextOf(t, b)
 		b.Observe(6)
 		seq := send(t, sa, Frame{Kind: 1, Epoch: 4})
@@ -93,8 +93,46 @@ func testContract(t *testing.T, mk twins) {
 			t.Fatalf("b delivered %q", f.Payload)
 		}
 	})
+	t.Run("only fenced kinds are refused; every kind raises the newest epoch", func(t *testing.T) {
+		a, b := mk(t, 4, 4, func(k Kind) bool { return k == 1 })
+		sa, sb := nextOf(t, a), nextOf(t, b)
+		b.Observe(6)
+		send(t, sa, Frame{Kind: 2, Epoch: 4, Payload: []byte("an ack")})
+		if f := recv(t, sb, 2*time.Second); string(f.Payload) != "an ack" {
+			t.Fatalf("b delivered %v %q", f.Kind, f.Payload)
+		}
+		send(t, sa, Frame{Kind: 1, Epoch: 4})
+		if f := recv(t, sa, 2*time.Second); f.Kind != KindStale {
+			t.Fatalf("a got %v for a fenced kind", f.Kind)
+		}
+		send(t, sb, Frame{Kind: 2, Epoch: 9})
+		recv(t, sa, 2*time.Second)
+		if a.Newest() != 9 {
+			t.Fatalf("a's newest epoch is %d after an unfenced frame of epoch 9", a.Newest())
+		}
+	})
+	t.Run("the sender may number its frames, rising", func(t *testing.T) {
+		a, b := mk(t, 1, 1, nil)
+		sa, sb := nextOf(t, a), nextOf(t, b)
+		for _, seq := range []uint64{10, 20} {
+			if got, err := sa.Send(context.Background(), Frame{Kind: 1, Epoch: 1, Seq: seq}); err != nil || got != seq {
+				t.Fatalf("sent %d as %d, %v", seq, got, err)
+			}
+		}
+		if _, err := sa.Send(context.Background(), Frame{Kind: 1, Epoch: 1, Seq: 15}); err == nil {
+			t.Fatal("sent 15 after 20")
+		}
+		if got := send(t, sa, Frame{Kind: 1, Epoch: 1}); got != 21 {
+			t.Fatalf("the link numbered the next %d", got)
+		}
+		for _, want := range []uint64{10, 20, 21} {
+			if f := recv(t, sb, 2*time.Second); f.Seq != want {
+				t.Fatalf("received %d, want %d", f.Seq, want)
+			}
+		}
+	})
 	t.Run("close says why on both sides", func(t *testing.T) {
-		a, b := mk(t, 1, 1)
+		a, b := mk(t, 1, 1, nil)
 		sa, sb := nextOf(t, a), nextOf(t, b)
 		sb.Close(errors.New("demoted"))
 		<-sa.Done()
@@ -109,7 +147,7 @@ func testContract(t *testing.T, mk twins) {
 		}
 	})
 	t.Run("frames received before the end are still delivered", func(t *testing.T) {
-		a, b := mk(t, 1, 1)
+		a, b := mk(t, 1, 1, nil)
 		sa, sb := nextOf(t, a), nextOf(t, b)
 		send(t, sa, Frame{Kind: 1, Epoch: 1, Payload: []byte("last words")})
 		deadline := time.Now().Add(2 * time.Second)

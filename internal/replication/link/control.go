@@ -237,12 +237,25 @@ func (f *fence) observe(e replication.Epoch) bool {
 
 func (f *fence) get() replication.Epoch { return replication.Epoch(f.newest.Load()) }
 
-// admit accepts a data frame of epoch e, raising the fence to it, or
-// returns the refusal to send back.
-func (f *fence) admit(h *Header) *StaleError {
-	f.observe(h.Epoch)
-	if newest := f.get(); h.Epoch < newest {
-		return &StaleError{Newest: newest, Epoch: h.Epoch, Seq: h.Seq, Kind: h.Kind}
+// admit takes a data frame's epoch into the fence and, when the frame is
+// fenced and older than the newest epoch seen, returns the refusal to send
+// back. raised reports that the frame's epoch is the newest now.
+func (f *fence) admit(h *Header, fenced bool) (stale *StaleError, raised bool) {
+	raised = f.observe(h.Epoch)
+	if newest := f.get(); fenced && h.Epoch < newest {
+		return &StaleError{Newest: newest, Epoch: h.Epoch, Seq: h.Seq, Kind: h.Kind}, false
 	}
-	return nil
+	return nil, raised
+}
+
+// nextSeq is the sequence number of a data frame sent after last: the
+// sender's own when it gives one (it must rise), else last+1.
+func nextSeq(last, own uint64) (uint64, error) {
+	if own == 0 {
+		return last + 1, nil
+	}
+	if own <= last {
+		return 0, fmt.Errorf("link: send: sequence %d after %d: sequence numbers must rise", own, last)
+	}
+	return own, nil
 }

@@ -55,6 +55,7 @@ type MemConfig struct {
 	// 0: DefaultLimits().ReconnectMin.
 	Reconnect time.Duration
 	OnEvent   func(Event)
+	Fenced    func(Kind) bool // as Config.Fenced
 }
 
 // MemEndpoint is one node's Endpoint on a MemNetwork.
@@ -365,8 +366,12 @@ func (s *memSession) Send(ctx context.Context, f Frame) (uint64, error) {
 		<-s.slots
 		return 0, s.err
 	}
-	s.sendSeq++
-	f.Seq, f.Volume = s.sendSeq, s.ep.cfg.Volume
+	seq, err := nextSeq(s.sendSeq, f.Seq)
+	if err != nil {
+		return 0, err
+	}
+	s.sendSeq = seq
+	f.Seq, f.Volume = seq, s.ep.cfg.Volume
 	f.Payload = append([]byte(nil), f.Payload...)
 	s.framesOut++
 	s.bytesOut += uint64(HeaderSize + len(f.Payload))
@@ -410,8 +415,8 @@ func (n *MemNetwork) deliverLocked(s *memSession) {
 			return
 		}
 		h := f.header()
-		raised := p.ep.fence.get() < h.Epoch
-		if stale := p.ep.fence.admit(&h); stale != nil {
+		stale, raised := p.ep.fence.admit(&h, fencedBy(p.ep.cfg.Fenced, h.Kind))
+		if stale != nil {
 			<-s.slots
 			n.emitLocked(p.ep, Event{Kind: EventStale, Epoch: stale.Newest, Err: stale})
 			n.emitLocked(s.ep, Event{Kind: EventStale, Epoch: stale.Newest, Err: stale})

@@ -145,8 +145,12 @@ func (s *tcpSession) Send(ctx context.Context, f Frame) (uint64, error) {
 		return 0, err
 	}
 	defer s.unlock()
-	s.sendSeq++
-	f.Seq, f.Volume = s.sendSeq, s.l.cfg.Volume
+	seq, err := nextSeq(s.sendSeq, f.Seq)
+	if err != nil {
+		return 0, err
+	}
+	s.sendSeq = seq
+	f.Seq, f.Volume = seq, s.l.cfg.Volume
 	if err := s.write(&f); err != nil {
 		s.fail(err)
 		return 0, s.Err()
@@ -258,11 +262,12 @@ func (s *tcpSession) readFrame(fr *FrameReader, h Header) error {
 		}
 		return s.control(fr, h, p)
 	}
-	if h.Seq != s.recvSeq+1 {
+	if h.Seq <= s.recvSeq {
 		return &RefusedError{Code: RefuseProtocol, Msg: fmt.Sprintf("frame %d after frame %d", h.Seq, s.recvSeq)}
 	}
 	s.recvSeq = h.Seq
-	if stale := s.l.fence.admit(&h); stale != nil {
+	stale, raised := s.l.fence.admit(&h, fencedBy(s.l.cfg.Fenced, h.Kind))
+	if stale != nil {
 		s.rconn.SetReadDeadline(time.Now().Add(timeout))
 		if _, err := io.CopyN(io.Discard, s.rconn, int64(h.Length)); err != nil {
 			return s.readErr("read", err)
@@ -271,7 +276,9 @@ func (s *tcpSession) readFrame(fr *FrameReader, h Header) error {
 		s.queueControl(stale.frame(s.l.cfg.Volume))
 		return nil
 	}
-	s.l.noteEpoch(h.Epoch)
+	if raised {
+		s.l.emit(Event{Kind: EventEpoch, Epoch: h.Epoch})
+	}
 	var buf []byte
 	select {
 	case buf = <-s.free:
