@@ -199,3 +199,45 @@ func checkCrash(t *testing.T, where string, img *blockdev.Mem, w *crashWorld) {
 		}
 	}
 }
+
+// TestRecoverCutAtEveryStep: the next start after a crash is itself cut at
+// every step of Open, Recover and Close; the start after that still finds
+// every region the peer may lack dirty.
+func TestRecoverCutAtEveryStep(t *testing.T) {
+	base := blockdev.NewMem(crashDevSize)
+	m := mustCreate(t, base, small())
+	w := &crashWorld{acked: m.State(), attempt: m.State(), latest: map[int64][]byte{}, mustDirty: map[int64]bool{}}
+	script := crashScript()
+	for _, op := range script[:len(script)-1] { // all but the close: a crash with writes in flight
+		if err := op.run(m, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	crashed := base.CrashKeeping(func(i int) bool { return i%3 != 0 })
+	for steps := 0; ; steps++ {
+		img := crashed.Crash()
+		dev := blockdev.NewFaulty(img)
+		cut := blockdev.NewPowerCut(steps, 100)
+		dev.SharePowerCut(cut)
+		r, err := Open(dev, OpenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.Unclean() {
+			t.Fatal("a crash with writes in flight left a clean log")
+		}
+		if _, err = r.AL().Recover(); err == nil {
+			err = r.Close()
+		}
+		if !cut.Fired() {
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkCrash(t, "uncut recovery", img, w)
+			break
+		}
+		for i, again := range []*blockdev.Mem{img.Crash(), img.CrashKeeping(func(int) bool { return true })} {
+			checkCrash(t, fmt.Sprintf("recovery cut after %d steps, image %d", steps, i), again, w)
+		}
+	}
+}
