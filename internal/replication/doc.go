@@ -20,7 +20,8 @@
 //   - generation.go: the generation transitions (new current, resync
 //     start and end).
 //   - config.go: Config, its defaults and Validate.
-//   - frame.go: the frames between the two machines; action.go: requests,
+//   - frame.go: the frames between the two machines; codec.go: their
+//     payloads on the wire; action.go: requests,
 //     actions, metadata, errors; event.go: events.
 //   - machine.go: Machine, New, Status; queue.go: the local operation
 //     queue (conflict ordering); primary.go: client requests and their
