@@ -115,10 +115,12 @@ func (f *eventsFlags) runShow(out, errOut io.Writer) error {
 		reportBadLines(errOut, path, res.Bad, res.BadCount)
 		evs = res.Events
 	} else {
-		evs, err = f.fromAgent()
+		res, err := f.fromAgent()
 		if err != nil {
 			return err
 		}
+		reportBadLines(errOut, "the agent's audit log", res.Bad, res.BadCount)
+		evs = res.Events
 	}
 	if f.asJSON {
 		enc := json.NewEncoder(out)
@@ -135,7 +137,7 @@ func (f *eventsFlags) runShow(out, errOut io.Writer) error {
 
 // fromAgent asks the agent; when it cannot be reached, the error says how
 // to read the file instead (clientFlags.explain).
-func (f *eventsFlags) fromAgent() ([]events.Event, error) {
+func (f *eventsFlags) fromAgent() (events.Result, error) {
 	q := url.Values{}
 	for k, v := range map[string]string{"kind": f.kinds, "group": f.group, "node": f.node, "subject": f.subject, "since": f.since} {
 		if v != "" {
@@ -145,12 +147,12 @@ func (f *eventsFlags) fromAgent() ([]events.Event, error) {
 	if f.limit > 0 {
 		q.Set("limit", fmt.Sprint(f.limit))
 	}
-	var evs []events.Event
+	var res events.Result
 	err := f.client.call(func(ctx context.Context, c *api.Client) (err error) {
-		evs, err = c.Events(ctx, q)
+		res, err = c.ScanEvents(ctx, q)
 		return err
 	})
-	return evs, err
+	return res, err
 }
 
 // filter is what the agent's API makes of the same flags.

@@ -6,16 +6,21 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"tandem/internal/consensus"
 	"tandem/internal/events"
 	"tandem/internal/node"
 )
 
-type fakeBackend struct{ actor string }
+type fakeBackend struct {
+	actor string
+	log   string // an audit log to read; none: one takeover event
+}
 
 func (f *fakeBackend) Status() node.Status { return node.Status{Cluster: "c", Node: "a"} }
 func (f *fakeBackend) Failover(_ context.Context, group, to, actor string) (string, error) {
@@ -38,8 +43,11 @@ func (f *fakeBackend) Standby(_ context.Context, n string, on bool, actor string
 }
 func (f *fakeBackend) Maintenance(context.Context, string, bool, string) error { return nil }
 func (f *fakeBackend) Cleanup(context.Context, string, string) error           { return nil }
-func (f *fakeBackend) ReadEvents(fl events.Filter) ([]events.Event, error) {
-	return []events.Event{{Kind: events.Takeover, Group: fl.Group}}, nil
+func (f *fakeBackend) ScanEvents(fl events.Filter) (events.Result, error) {
+	if f.log != "" {
+		return events.ScanFile(f.log, fl)
+	}
+	return events.Result{Events: []events.Event{{Kind: events.Takeover, Group: fl.Group}}}, nil
 }
 
 func freeTCP(t *testing.T) string {
@@ -123,5 +131,50 @@ func TestTCPNeedsToken(t *testing.T) {
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil || resp.StatusCode != 400 {
 		t.Fatalf("garbage body: %v %v", resp.StatusCode, err)
+	}
+}
+
+// A torn or foreign line in the agent's audit log is reported to an API
+// client too, not only to `tandem events --file`: the answer is the events
+// read, and headers say which lines were skipped and why.
+func TestEventsReportSkippedLines(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "events.jsonl")
+	log, err := events.OpenLog(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Publish(events.Event{Kind: events.Takeover, Group: "web"})
+	log.Close()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("{\"time\": \"torn\n\x01not json at all\n")
+	f.Close()
+	log, err = events.OpenLog(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Publish(events.Event{Kind: events.Takeover, Group: "db"})
+	log.Close()
+
+	sock := filepath.Join(dir, "api.sock")
+	s := NewServer(&fakeBackend{log: path}, "", nil, nil)
+	if err := s.ServeUnix(sock); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := NewUnixClient(sock).ScanEvents(ctx, url.Values{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Events) != 2 || res.Events[0].Group != "web" || res.Events[1].Group != "db" {
+		t.Fatalf("events: %+v, want web's and db's takeovers", res.Events)
+	}
+	if res.BadCount != 2 || len(res.Bad) != 2 || res.Bad[0].Line != 2 || res.Bad[1].Line != 3 || res.Bad[0].Reason == "" {
+		t.Fatalf("skipped lines: %d %+v, want lines 2 and 3 with their reasons", res.BadCount, res.Bad)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,17 +58,23 @@ func IsCode(err error, code int) bool {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	_, err := c.doHeader(ctx, method, path, body, out)
+	return err
+}
+
+// doHeader is do that also returns the answer's headers.
+func (c *Client) doHeader(ctx context.Context, method, path string, body, out any) (http.Header, error) {
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		r = strings.NewReader(string(b))
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -77,12 +84,12 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrUnreachable, err)
+		return nil, fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode/100 != 2 {
 		var e struct {
@@ -91,12 +98,12 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		if json.Unmarshal(data, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(data))
 		}
-		return &Error{Code: resp.StatusCode, Message: e.Error}
+		return resp.Header, &Error{Code: resp.StatusCode, Message: e.Error}
 	}
 	if out != nil {
-		return json.Unmarshal(data, out)
+		return resp.Header, json.Unmarshal(data, out)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // Status returns the cluster as the agent sees it.
@@ -132,9 +139,26 @@ func (c *Client) Maintenance(ctx context.Context, nodeName string, on bool) erro
 
 // Events reads the agent's audit log.
 func (c *Client) Events(ctx context.Context, q url.Values) ([]events.Event, error) {
-	var out []events.Event
-	err := c.do(ctx, "GET", "/v1/events?"+q.Encode(), nil, &out)
-	return out, err
+	res, err := c.ScanEvents(ctx, q)
+	return res.Events, err
+}
+
+// ScanEvents is Events with the lines of the agent's log that are not
+// entries (torn, too long, not JSON): skipped, counted and named in the
+// answer's Tandem-Skipped-Lines and Tandem-Skipped headers.
+func (c *Client) ScanEvents(ctx context.Context, q url.Values) (events.Result, error) {
+	var res events.Result
+	h, err := c.doHeader(ctx, "GET", "/v1/events?"+q.Encode(), nil, &res.Events)
+	if err != nil {
+		return res, err
+	}
+	res.BadCount, _ = strconv.Atoi(h.Get(skippedCountHeader))
+	for _, v := range h.Values(skippedHeader) {
+		if b, ok := events.ParseBadLine(v); ok {
+			res.Bad = append(res.Bad, b)
+		}
+	}
+	return res, nil
 }
 
 // Metrics returns the Prometheus text exposition.

@@ -37,7 +37,27 @@ type Backend interface {
 	Standby(ctx context.Context, nodeName string, on bool, actor string) error
 	Maintenance(ctx context.Context, nodeName string, on bool, actor string) error
 	Cleanup(ctx context.Context, group, actor string) error
-	ReadEvents(f events.Filter) ([]events.Event, error)
+	ScanEvents(f events.Filter) (events.Result, error)
+}
+
+// The headers of GET /v1/events that report the audit log's lines that
+// are not entries: how many, and the first of them ("line N: reason").
+const (
+	skippedCountHeader = "Tandem-Skipped-Lines"
+	skippedHeader      = "Tandem-Skipped"
+)
+
+// headerSafe keeps s to printable ASCII, at most 200 bytes.
+func headerSafe(s string) string {
+	b := make([]byte, 0, min(len(s), 200))
+	for i := 0; i < len(s) && len(b) < 200; i++ {
+		if c := s[i]; c >= 0x20 && c < 0x7f {
+			b = append(b, c)
+		} else {
+			b = append(b, '?')
+		}
+	}
+	return string(b)
 }
 
 // Server serves the API.
@@ -181,13 +201,23 @@ func (s *Server) handler(needToken bool) http.Handler {
 			writeError(w, http.StatusBadRequest, err)
 			return
 		}
-		evs, err := s.backend.ReadEvents(f)
+		res, err := s.backend.ScanEvents(f)
 		if err != nil {
 			writeError(w, http.StatusInternalServerError, err)
 			return
 		}
+		evs := res.Events
 		if evs == nil {
 			evs = []events.Event{}
+		}
+		// Lines that are not entries are skipped, never silently: the
+		// count and the first of them travel in headers, so the answer
+		// stays the list of events it always was.
+		if res.BadCount > 0 {
+			w.Header().Set(skippedCountHeader, strconv.Itoa(res.BadCount))
+			for _, b := range res.Bad {
+				w.Header().Add(skippedHeader, headerSafe(b.String()))
+			}
 		}
 		writeJSON(w, http.StatusOK, evs)
 	})

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
+	"strings"
 )
 
 // The audit log is JSON lines, one record per line: an Event's fields and
@@ -85,6 +87,20 @@ type BadLine struct {
 }
 
 func (b BadLine) String() string { return fmt.Sprintf("line %d: %s", b.Line, b.Reason) }
+
+// ParseBadLine reads the form String prints.
+func ParseBadLine(s string) (BadLine, bool) {
+	var b BadLine
+	num, reason, ok := strings.Cut(strings.TrimPrefix(s, "line "), ": ")
+	if !ok || !strings.HasPrefix(s, "line ") {
+		return b, false
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 1 {
+		return b, false
+	}
+	return BadLine{Line: n, Reason: reason}, true
+}
 
 // lineReader reads a log line by line, however long its lines are: a line
 // longer than MaxLine is skipped without being held in memory.

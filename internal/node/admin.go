@@ -272,7 +272,8 @@ func (n *Node) role(name string) string {
 	return "node"
 }
 
-// ReadEvents returns this node's audit log, filtered.
-func (n *Node) ReadEvents(f events.Filter) ([]events.Event, error) {
-	return events.ReadFile(n.AuditFile(), f)
+// ScanEvents reads this node's audit log, filtered, with the lines that
+// are not entries.
+func (n *Node) ScanEvents(f events.Filter) (events.Result, error) {
+	return events.ScanFile(n.AuditFile(), f)
 }
