@@ -93,6 +93,18 @@ func testContract(t *testing.T, mk twins) {
 			t.Fatalf("b delivered %q", f.Payload)
 		}
 	})
+	t.Run("a tail is sent as the rest of the payload", func(t *testing.T) {
+		a, b := mk(t, 1, 1, nil)
+		sa, sb := nextOf(t, a), nextOf(t, b)
+		big := bytes.Repeat([]byte("0123456789abcdef"), 20000)
+		for _, f := range []Frame{{Kind: 1, Epoch: 1, Payload: []byte("ab"), Tail: []byte("cd")}, {Kind: 1, Epoch: 1, Payload: []byte("fields"), Tail: big}} {
+			send(t, sa, f)
+			want := append(append([]byte(nil), f.Payload...), f.Tail...)
+			if got := recv(t, sb, 2*time.Second); !bytes.Equal(got.Payload, want) {
+				t.Fatalf("sent %d+%d bytes, received %d", len(f.Payload), len(f.Tail), len(got.Payload))
+			}
+		}
+	})
 	t.Run("only fenced kinds are refused; every kind raises the newest epoch", func(t *testing.T) {
 		a, b := mk(t, 4, 4, func(k Kind) bool { return k == 1 })
 		sa, sb := nextOf(t, a), nextOf(t, b)

@@ -86,8 +86,7 @@ type Header struct {
 	Length uint32
 }
 
-// Frame is a header's fields and the payload they describe. Length is
-// taken from len(Payload).
+// Frame is a header's fields and the payload they describe.
 type Frame struct {
 	Kind    Kind
 	Flags   uint16
@@ -95,10 +94,16 @@ type Frame struct {
 	Epoch   replication.Epoch
 	Seq     uint64
 	Payload []byte
+	// Tail, when sending, is the rest of the payload, written from where
+	// it lies (a write's data behind its fields, never copied). A frame
+	// received has its whole payload in Payload.
+	Tail []byte
 }
 
+func (f *Frame) size() int { return len(f.Payload) + len(f.Tail) }
+
 func (f *Frame) header() Header {
-	return Header{Kind: f.Kind, Flags: f.Flags, Volume: f.Volume, Epoch: f.Epoch, Seq: f.Seq, Length: uint32(len(f.Payload))}
+	return Header{Kind: f.Kind, Flags: f.Flags, Volume: f.Volume, Epoch: f.Epoch, Seq: f.Seq, Length: uint32(f.size())}
 }
 
 // ErrFrame is wrapped by every decoding error: the bytes are not a frame
@@ -154,13 +159,13 @@ func ParseHeader(b []byte) (Header, error) {
 
 // AppendFrame appends f's encoding to dst.
 func AppendFrame(dst []byte, f *Frame) ([]byte, error) {
-	if len(f.Payload) > MaxPayload {
-		return dst, fmt.Errorf("link: payload of %d bytes, at most %d", len(f.Payload), MaxPayload)
+	if f.size() > MaxPayload {
+		return dst, fmt.Errorf("link: payload of %d bytes, at most %d", f.size(), MaxPayload)
 	}
 	n := len(dst)
 	dst = append(dst, make([]byte, HeaderSize)...)
 	PutHeader(dst[n:], f.header())
-	return append(dst, f.Payload...), nil
+	return append(append(dst, f.Payload...), f.Tail...), nil
 }
 
 // DecodeFrame reads one frame from the front of b and returns it (its

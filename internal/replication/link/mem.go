@@ -372,7 +372,8 @@ func (s *memSession) Send(ctx context.Context, f Frame) (uint64, error) {
 	}
 	s.sendSeq = seq
 	f.Seq, f.Volume = seq, s.ep.cfg.Volume
-	f.Payload = append([]byte(nil), f.Payload...)
+	f.Payload = append(append(make([]byte, 0, f.size()), f.Payload...), f.Tail...)
+	f.Tail = nil
 	s.framesOut++
 	s.bytesOut += uint64(HeaderSize + len(f.Payload))
 	from, to := s.ep.cfg.Self, s.peer.ep.cfg.Self

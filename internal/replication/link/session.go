@@ -165,16 +165,25 @@ func (s *tcpSession) write(f *Frame) error {
 	c.SetWriteDeadline(time.Now().Add(s.l.cfg.Limits.Timeout))
 	c.buf.begin()
 	var err error
-	if len(f.Payload) <= smallFrame {
+	if f.size() <= smallFrame {
 		s.wbuf, _ = AppendFrame(s.wbuf[:0], f)
 		_, err = c.Write(s.wbuf)
 	} else {
-		head := tlsRecord - HeaderSize
+		// the first record: the header and the start of the payload; the
+		// rest straight from the caller's slices
 		s.wbuf = append(s.wbuf[:0], make([]byte, HeaderSize)...)
 		PutHeader(s.wbuf, f.header())
-		s.wbuf = append(s.wbuf, f.Payload[:head]...)
-		if _, err = c.Write(s.wbuf); err == nil {
-			_, err = c.Write(f.Payload[head:])
+		rest := [2][]byte{f.Payload, f.Tail}
+		for i := range rest {
+			take := min(len(rest[i]), tlsRecord-len(s.wbuf))
+			s.wbuf = append(s.wbuf, rest[i][:take]...)
+			rest[i] = rest[i][take:]
+		}
+		_, err = c.Write(s.wbuf)
+		for i := 0; i < len(rest) && err == nil; i++ {
+			if len(rest[i]) > 0 {
+				_, err = c.Write(rest[i])
+			}
 		}
 	}
 	if ferr := c.buf.end(); err == nil {
@@ -183,7 +192,7 @@ func (s *tcpSession) write(f *Frame) error {
 	if err != nil {
 		return fmt.Errorf("link: write to %s on path %d: %w", c.remote, c.path, timeoutErr(err))
 	}
-	s.bytesOut.Add(uint64(HeaderSize + len(f.Payload)))
+	s.bytesOut.Add(uint64(HeaderSize + f.size()))
 	return nil
 }
 
@@ -521,8 +530,8 @@ func checkSend(f *Frame) error {
 	if !f.Kind.IsData() {
 		return fmt.Errorf("link: send: %v is not a data kind (1..%d)", f.Kind, FirstLinkKind-1)
 	}
-	if len(f.Payload) > MaxPayload {
-		return fmt.Errorf("link: send: payload of %d bytes, at most %d", len(f.Payload), MaxPayload)
+	if f.size() > MaxPayload {
+		return fmt.Errorf("link: send: payload of %d bytes, at most %d", f.size(), MaxPayload)
 	}
 	return nil
 }
