@@ -80,6 +80,13 @@ func (m *Machine) demote(err error) {
 	m.sendState()
 }
 
+// activeLog: the activity log may hold extents a crash would have to
+// resync, so the durable primary flag must stay set (it is what makes the
+// next start fold the log into the bitmap): while primary and until a
+// demotion has retired the log. A crashed primary's log was folded at
+// start, so once its bitmap went to the peer the flag may go.
+func (m *Machine) activeLog() bool { return m.role == Primary || m.demoting }
+
 // finishDemotion clears the primary flag once nothing a crash could lose
 // is left: no write in flight and every extent flushed on both sides.
 func (m *Machine) finishDemotion() {

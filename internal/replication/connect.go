@@ -156,9 +156,9 @@ func (m *Machine) decide() {
 			m.peerDisk = UpToDate
 		}
 		m.peerFenced = m.peerDisk != UpToDate
-		if m.crashedPrimary || m.meta.Primary != (m.role == Primary) {
+		if m.crashedPrimary || m.meta.Primary != m.activeLog() {
 			m.crashedPrimary = false
-			m.meta.Primary = m.role == Primary
+			m.meta.Primary = m.activeLog()
 			m.persist()
 		}
 		m.event(Event{Kind: EventConnected, Decision: d, Reason: d.String()})

@@ -163,6 +163,10 @@ func equalCurrent(self, peer Side) Decision {
 	switch {
 	case sAhead && pAhead:
 		return Decision{SplitBrain, false, "equal-both-dirty", "both sides wrote on the same generation without the other"}
+	case sAhead && peer.Role == Primary && self.Role != Primary:
+		return Decision{SyncTarget, false, "equal-peer-primary", "same generation; this replica has dirty regions (a verify repair, a demoted primary's) but the peer is primary: its data moves over both bitmaps"}
+	case pAhead && self.Role == Primary && peer.Role != Primary:
+		return Decision{SyncSource, false, "equal-self-primary", "same generation; the peer has dirty regions (a verify repair, a demoted primary's) but this replica is primary: its data moves over both bitmaps"}
 	case sAhead:
 		return Decision{SyncSource, false, "equal-self-dirty", "same generation, but this replica holds writes the peer lacks"}
 	case pAhead:

@@ -56,6 +56,8 @@ func TestDecideTable(t *testing.T) {
 		{"primary awaiting the fencer holds writes", up(idA, 0, 0, 0).dirty(65536), up(idA, 0, 0, 0), SyncSource, false, "equal-self-dirty"},
 		{"peer holds writes on the same generation", up(idA, 0, 0, 0), up(idA, 0, 0, 0).dirty(1), SyncTarget, false, "equal-peer-dirty"},
 		{"both wrote on the same generation", up(idA, 0, 0, 0).dirty(1), up(idA, idS, 0, 0), SplitBrain, false, "equal-both-dirty"},
+		{"dirty secondary facing a primary", up(idA, 0, 0, 0).dirty(1), up(idA, 0, 0, 0).primary(), SyncTarget, false, "equal-peer-primary"},
+		{"primary facing a dirty secondary", up(idA, 0, 0, 0).primary(), up(idA, 0, 0, 0).dirty(1), SyncSource, false, "equal-self-primary"},
 		{"self bitmap is peer current", up(idB, idA, 0, 0), up(idA, 0, 0, 0), SyncSource, false, "self-bitmap-is-peer-current"},
 		{"interrupted resync, source side", up(idA, idS, idB, 0), up(idS, 0, idC, 0).disk(Inconsistent), SyncSource, false, "self-bitmap-is-peer-current"},
 		{"peer bitmap is self current", up(idA, 0, 0, 0).disk(Outdated), up(idB, idA, 0, 0), SyncTarget, false, "peer-bitmap-is-self-current"},

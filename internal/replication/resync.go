@@ -27,7 +27,7 @@ func (m *Machine) startSource(full bool) {
 	m.meta.GenIDs = m.meta.GenIDs.StartSyncSource(m.cfg.NewGenID(), m.peerHello.GenIDs.Current)
 	syncID := m.meta.GenIDs.Bitmap
 	m.crashedPrimary = false
-	m.meta.Primary = m.role == Primary
+	m.meta.Primary = m.activeLog()
 	m.persist()
 	m.sync = syncSourceBitmap
 	m.rs = &resync{source: true, full: full, inflight: map[int]bool{}}
@@ -71,7 +71,7 @@ func (m *Machine) targetBitmap(f Frame) {
 	}
 	m.meta.GenIDs = m.meta.GenIDs.StartSyncTarget(f.SyncID)
 	m.disk, m.meta.Disk = Inconsistent, Inconsistent
-	m.crashedPrimary, m.meta.Primary = false, false
+	m.crashedPrimary, m.meta.Primary = false, m.activeLog()
 	m.persist()
 	m.sync = syncTarget
 	m.rs = &resync{full: f.Full, total: int64(m.dirty.Count()) * m.cfg.RegionSize}
