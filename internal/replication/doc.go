@@ -30,6 +30,7 @@
 //     handshake, fencing, timers; resync.go; verify.go; admin.go: promote,
 //     demote, connect, disconnect, resolve, outdate; actlog.go: the
 //     activity log; bitmap.go: region sets.
+//   - fencer.go: the PeerFencer seam and MemFencer, its in-memory twin.
 //
 // docs/replication.md describes the design and its guarantees; the model
 // in sim_test.go checks them over random interleavings. It imports only
