@@ -308,3 +308,7 @@ func (r *reader) genIDs() replication.GenIDs {
 	g.History[0], g.History[1] = replication.GenID(r.u64()), replication.GenID(r.u64())
 	return g
 }
+
+// MessageFenced is Config.Fenced for links that carry replication
+// messages: the kinds the machine refuses from an older epoch.
+func MessageFenced(k Kind) bool { return replication.FrameKind(k).Fenced() }

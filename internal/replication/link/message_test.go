@@ -193,3 +193,9 @@ func TestMessageCoversEveryField(t *testing.T) {
 		}
 	}
 }
+
+func TestMessageFencedFollowsTheMachine(t *testing.T) {
+	if !MessageFenced(Kind(replication.FrameData)) || MessageFenced(Kind(replication.FrameDataAck)) {
+		t.Fatal("data must be fenced, its acknowledgement not")
+	}
+}
