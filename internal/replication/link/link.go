@@ -403,6 +403,10 @@ func (l *Link) newRefusal(path int, addr netip.Addr, err error) bool {
 // maxRefusalsKept bounds what newRefusal remembers (sources are many).
 const maxRefusalsKept = 64
 
+// stableSession: a session that lasted this long resets the dialler's
+// backoff; one that ended sooner is followed by the next backoff step.
+const stableSession = 10 * time.Second
+
 // dialLoop keeps a session up, over the best path that answers.
 func (l *Link) dialLoop() {
 	defer l.wg.Done()
@@ -413,11 +417,21 @@ func (l *Link) dialLoop() {
 		s := l.live
 		l.mu.Unlock()
 		if s != nil {
-			backoff = l.cfg.Limits.ReconnectMin
 			lastErr = ""
 			if !l.failback(s) {
 				return
 			}
+			// a session that ended soon after it began (the machine
+			// refused the peer, say) is not retried at once: that would
+			// spin through handshakes
+			if l.clk.Since(s.since) >= stableSession {
+				backoff = l.cfg.Limits.ReconnectMin
+				continue
+			}
+			if !l.sleep(backoff) {
+				return
+			}
+			backoff = min(2*backoff, l.cfg.Limits.ReconnectMax)
 			continue
 		}
 		err := l.connect()

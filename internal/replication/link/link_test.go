@@ -608,3 +608,24 @@ func TestRepeatedRefusalIsReportedOnce(t *testing.T) {
 		t.Fatalf("%d refusal events for one reason", n)
 	}
 }
+
+// A peer whose sessions the engine closes at once (a machine refusing its
+// data, say) is not redialled in a tight loop.
+func TestShortSessionsBackOff(t *testing.T) {
+	_, b := nodes(t, 1, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	n := 0
+	for {
+		s, err := b.l.Next(ctx)
+		if err != nil {
+			break
+		}
+		n++
+		s.Close(errors.New("refused by the machine"))
+	}
+	// backoff 20, 40, 80, 160, 200, 200 ... ms: about 7 in a second
+	if n > 10 {
+		t.Fatalf("%d sessions in a second", n)
+	}
+}
