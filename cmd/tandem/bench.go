@@ -87,5 +87,7 @@ func newBenchFailoverCmd() *cobra.Command {
 	cmd.Flags().DurationSliceVar(&opts.KeepalivedAdverts, "keepalived-advert", nil,
 		"keepalived's advert_int values (centiseconds) besides its default; the first is the ratio's baseline (default: tandem's heartbeat interval)")
 	cmd.Flags().BoolVar(&stress, "stress", false, "run the soak benchmark's stress-ng load all through")
+	cmd.Flags().BoolVar(&opts.TandemVIPOnly, "tandem-vip-only", false,
+		"tandem's group is the VIP only and the service runs on both nodes, as with keepalived (like for like; by default tandem also moves the service)")
 	return cmd
 }

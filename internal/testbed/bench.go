@@ -21,6 +21,11 @@ type BenchOptions struct {
 	NoDefaultProfile bool
 	// Tandem is tandem's timing (the zero value: its defaults).
 	Tandem SoakProfile
+	// TandemVIPOnly gives tandem's group only the VIP and runs the service
+	// on both nodes all the time, as the keepalived runs do: a like-for-like
+	// comparison, where the default group also stops the service on the old
+	// node and starts it on the new one.
+	TandemVIPOnly bool
 	// KeepalivedAdverts are keepalived's advert intervals besides its
 	// default profile (default: one, equal to tandem's heartbeat
 	// interval). The first is the ratio's baseline; the others are

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"tandem/internal/config"
@@ -71,9 +72,13 @@ func RunBench(ctx context.Context, opts BenchOptions) (BenchResult, error) {
 	if len(adverts) == 0 {
 		adverts = []time.Duration{heartbeat} // equal to tandem's heartbeat
 	}
-	res := BenchResult{Runs: opts.Runs, TandemProfile: opts.Tandem.Name(), HeartbeatMs: ms(heartbeat), KeepalivedAdvertMs: ms(adverts[0]), ProbeIntervalMs: ms(ProbeInterval)}
+	profile := opts.Tandem.Name()
+	if opts.TandemVIPOnly {
+		profile += " (group: the VIP only; the service runs on both nodes)"
+	}
+	res := BenchResult{Runs: opts.Runs, TandemProfile: profile, HeartbeatMs: ms(heartbeat), KeepalivedAdvertMs: ms(adverts[0]), ProbeIntervalMs: ms(ProbeInterval)}
 	systems := []benchSystem{
-		&tandemBench{bed: bed, timing: opts.Tandem.Timing()},
+		&tandemBench{bed: bed, timing: opts.Tandem.Timing(), vipOnly: opts.TandemVIPOnly},
 		&keepalivedBench{bed: bed, label: "keepalived", advert: adverts[0], vip: 10, port: 8090},
 	}
 	for i, a := range adverts[1:] {
@@ -273,16 +278,19 @@ func benchOnce(ctx context.Context, bed *Bed, sys benchSystem, chk *Checker, fau
 
 // tandemBench is tandem with one timing profile (nil: its defaults).
 type tandemBench struct {
-	bed    *Bed
-	timing map[string]string
-	c      *Cluster
-	chk    *Checker
+	bed     *Bed
+	timing  map[string]string
+	vipOnly bool // the group is the VIP; the service runs on both nodes
+	c       *Cluster
+	chk     *Checker
 }
 
 func (t *tandemBench) name() string { return "tandem" }
 
 func (t *tandemBench) start(ctx context.Context) (*Checker, error) {
-	c, err := t.bed.NewCluster(Spec{Timing: t.timing})
+	g := DefaultGroup()
+	g.VIPOnly = t.vipOnly
+	c, err := t.bed.NewCluster(Spec{Timing: t.timing, Groups: []GroupSpec{g}})
 	if err != nil {
 		return nil, err
 	}
@@ -290,12 +298,29 @@ func (t *tandemBench) start(ctx context.Context) (*Checker, error) {
 	if err := c.Start(); err != nil {
 		return nil, err
 	}
+	for _, h := range DataNodes {
+		if err := t.startService(h); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.WaitRunning(ctx, "web", "node1", 20*time.Second); err != nil {
 		return nil, err
 	}
-	g := c.Spec.Groups[0]
+	g = c.Spec.Groups[0]
 	t.chk, err = t.bed.StartChecker("tandem", VIPAddr(g.VIP), g.Port)
 	return t.chk, err
+}
+
+// startService runs the group's service on host h outside tandem, when the
+// group is the VIP only.
+func (t *tandemBench) startService(h string) error {
+	if !t.vipOnly {
+		return nil
+	}
+	cmd := t.bed.Command(h, t.bed.Binary, "demo-service", "--all", "--port", fmt.Sprint(t.c.Spec.Groups[0].Port))
+	cmd.Env = append(os.Environ(), "TANDEM_NODE="+h)
+	t.bed.record(Fault{Kind: FaultStart, Host: h, Detail: "service"})
+	return t.bed.start(cmd)
 }
 
 // ready: a leader sees every voter up, every agent has run for a second
@@ -320,7 +345,12 @@ func (t *tandemBench) ready(ctx context.Context) (string, error) {
 	return t.chk.WaitSteady(ctx, benchSettle, 20*time.Second)
 }
 
-func (t *tandemBench) restart(h string) error       { return t.c.Start(h) }
+func (t *tandemBench) restart(h string) error {
+	if err := t.c.Start(h); err != nil {
+		return err
+	}
+	return t.startService(h)
+}
 func (t *tandemBench) term(h string) (Fault, error) { return t.c.Term(h) }
 func (t *tandemBench) restartTermed(ctx context.Context, h string) error {
 	if err := t.c.WaitExited(ctx, h); err != nil {

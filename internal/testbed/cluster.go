@@ -43,6 +43,10 @@ type GroupSpec struct {
 	// ServiceArgs are extra arguments of demo-service (--stop-delay 1s,
 	// --trace FILE).
 	ServiceArgs []string
+	// VIPOnly leaves the service out of the group: tandem moves only the
+	// VIP, and the caller runs the service on both nodes (as keepalived
+	// users do), for the benchmark's like-for-like comparison.
+	VIPOnly bool
 }
 
 // DefaultGroup is the group most scenarios use.
@@ -136,6 +140,10 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
 		extra := ""
 		if len(g.ServiceArgs) > 0 {
 			extra = ", " + strings.TrimSuffix(strings.TrimPrefix(yamlList(g.ServiceArgs), "["), "]")
+		}
+		if g.VIPOnly {
+			fmt.Fprintf(&b, "    resources:\n      - name: vip\n        vip: {address: %s/24, interface: %s}\n", VIPAddr(g.VIP), Iface(0))
+			continue
 		}
 		fmt.Fprintf(&b, `    resources:
       - name: service

@@ -202,11 +202,12 @@ func (c *Cluster) Term(h string) (Fault, error) {
 	return f, cmd.Process.Signal(syscall.SIGTERM)
 }
 
-// WaitExited waits until every process of host h has exited (after Term).
+// WaitExited waits until host h's agent has exited (after Term); the
+// agent stops its services before it exits.
 func (c *Cluster) WaitExited(ctx context.Context, h string) error {
 	return waitFor(ctx, 10*time.Second, 10*time.Millisecond, func() (bool, error) {
-		return len(netutil.ProcessesIn(c.Bed.Host(h).NS.Path())) == 0, nil
-	}, "the processes of %s to exit after SIGTERM", h)
+		return !c.agentIn(h), nil
+	}, "the agent of %s to exit after SIGTERM", h)
 }
 
 // Restart crashes host h (SIGKILL) and starts its agent again on the
