@@ -275,14 +275,17 @@ func (m *Machine) goAhead() {
 	m.event(Event{Kind: EventAhead, Reason: fmt.Sprintf("peer trails by %d bytes", m.lagSize)})
 }
 
-// detach drops a failed local disk: in memory Diskless, on disk
-// Inconsistent (it may have missed writes); I/O goes to the peer.
+// detach drops a failed local disk: in memory Diskless; on disk
+// Inconsistent and JustCreated, so that a disk attached again (repaired or
+// replaced) takes a full sync: nothing tracks what it misses while I/O
+// goes to the peer.
 func (m *Machine) detach(why string) {
 	if !m.hasDisk() {
 		return
 	}
 	m.disk = Diskless
 	m.meta.Disk = Inconsistent
+	m.meta.GenIDs = GenIDs{Current: JustCreated}
 	m.persist()
 	m.event(Event{Kind: EventDiskDetached, Reason: why})
 	m.al = newActLog(m.cfg.ALExtents)

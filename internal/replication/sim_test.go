@@ -398,6 +398,24 @@ func (s *sim) crash(i int) {
 	s.linkDown(n.name + " crashed")
 }
 
+// replaceDisk: the operator replaces node i's failed disk with an empty
+// one and restarts it (its metadata says JustCreated: a full sync).
+func (s *sim) replaceDisk(i int) {
+	n := s.nodes[i]
+	s.crash(i)
+	n.dev, n.failIO = blockdev.NewMem(s.cfg.Size), false
+	// New metadata on the new disk, as `tandem volume create` writes it.
+	n.meta = Meta{GenIDs: GenIDs{Current: JustCreated}, Disk: Inconsistent}
+	n.bits, n.al = map[int]bool{}, map[int]bool{}
+	for _, w := range s.writes {
+		if w.acked {
+			n.lost[w.id] = true
+		}
+	}
+	s.logf("%s: disk replaced", n.name)
+	s.start(i)
+}
+
 // resolveFence answers node i's fencer: it outdates the peer through the
 // cluster unless the peer is primary (the cluster chose it), or fails.
 func (s *sim) resolveFence(i int, ok bool) {
@@ -534,7 +552,11 @@ func (s *sim) promote(i int) {
 	}
 	s.drain()
 	if err == nil && s.cfg.Mode == Sync {
-		s.checkAcked(i, "promoted")
+		if n.m.disk == Diskless {
+			s.checkAcked(1-i, "the disk of a diskless primary")
+		} else {
+			s.checkAcked(i, "promoted")
+		}
 	}
 }
 
@@ -552,6 +574,8 @@ func (s *sim) randomStep() {
 		// reconnect what stands alone.
 		i := s.rng.IntN(2)
 		switch n := s.nodes[i]; {
+		case n.failIO && (n.m == nil || n.m.disk == Diskless):
+			s.replaceDisk(i)
 		case n.m == nil:
 			s.start(i)
 		case n.m.conn == connStandAlone:
@@ -606,7 +630,14 @@ func (s *sim) randomStep() {
 func (s *sim) fault() {
 	i := s.rng.IntN(2)
 	n := s.nodes[i]
-	switch s.rng.IntN(14) {
+	switch s.rng.IntN(15) {
+	case 14:
+		// A disk dies (rarely), while the other replica is a good copy.
+		o := s.nodes[1-i].m
+		if s.rng.IntN(4) == 0 && o != nil && o.disk == UpToDate && o.conn == connEstablished && o.sync == syncNone && s.linkUp {
+			n.failIO = true
+			s.logf("%s: disk fails", n.name)
+		}
 	case 0, 1, 12:
 		s.linkDown("cut")
 	case 2:
@@ -683,7 +714,9 @@ func (s *sim) connectAgain(i int) {
 // sync and idle.
 func (s *sim) heal() {
 	for i, n := range s.nodes {
-		if n.m == nil {
+		if n.failIO {
+			s.replaceDisk(i)
+		} else if n.m == nil {
 			s.start(i)
 		}
 	}
