@@ -3,6 +3,7 @@ package replication
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -583,5 +584,92 @@ func TestOverlappingWritesKeepOrder(t *testing.T) {
 			t.Fatalf("%s: blocks hold %d %d %d", n.name, img[0], img[simBlock], img[2*simBlock])
 		}
 	}
-	_ = time.Second
+}
+
+// TestResyncRateLimit: a resync moves at most the rate (after a burst of
+// one window) and asks for a tick when the limiter allows more.
+func TestResyncRateLimit(t *testing.T) {
+	s := pair(t, Sync)
+	a := s.nodes[0]
+	s.linkDown("cut")
+	s.resolveFence(0, true)
+	for r := 0; r < 8; r++ {
+		s.write(int64(r)*s.cfg.RegionSize, 1)
+	}
+	s.settle()
+	a.m.SetRate(s.now, s.cfg.RegionSize) // one region a second
+	s.drain()
+	s.linkUpNow()
+	s.settle()
+	st := a.m.Status()
+	if st.Sync != "source" || st.ResyncDone != int64(s.cfg.ResyncWindow)*s.cfg.RegionSize {
+		t.Fatalf("after the burst: %+v, want a window (%d regions) moved", st, s.cfg.ResyncWindow)
+	}
+	next := a.m.NextTick(s.now)
+	if d := next.Sub(s.now); d <= 0 || d > time.Second {
+		t.Fatalf("next tick in %v, want within a second", d)
+	}
+	for i := 0; i < 5 && a.m.Status().Sync != ""; i++ {
+		s.now = s.now.Add(time.Second)
+		a.m.Tick(s.now)
+		s.drain()
+		s.settle()
+		if moved := a.m.Status().ResyncDone; a.m.Status().Sync != "" && moved != int64(s.cfg.ResyncWindow+i+1)*s.cfg.RegionSize {
+			t.Fatalf("after %d s: %d bytes moved", i+1, moved)
+		}
+	}
+	if a.m.Status().Sync != "" {
+		t.Fatal("resync not done after 5 s at one region a second")
+	}
+	s.checkHealed()
+}
+
+// TestStatus: what `tandem volume status` reads while connected and in a
+// resync.
+func TestStatus(t *testing.T) {
+	s := pair(t, Async)
+	st := s.nodes[0].m.Status()
+	if st.Role != Primary || st.Disk != UpToDate || st.PeerDisk != UpToDate || st.Connection != "Connected" || st.OutOfSync != 0 || st.Epoch != 1 {
+		t.Fatalf("connected primary: %+v", st)
+	}
+	s.linkDown("cut")
+	s.write(0, 1)
+	s.settle()
+	st = s.nodes[0].m.Status()
+	if st.Connection != "Connecting" || st.OutOfSync != s.cfg.RegionSize {
+		t.Fatalf("cut off after a write: %+v", st)
+	}
+	if st := s.nodes[1].m.Status(); st.Role != Secondary || st.Disk != UpToDate {
+		t.Fatalf("secondary: %+v", st)
+	}
+}
+
+// TestWrongVolumeRefused: a frame for another volume drops the link for
+// good.
+func TestWrongVolumeRefused(t *testing.T) {
+	s := pair(t, Sync)
+	b := s.nodes[1]
+	b.m.Receive(s.now, Frame{Kind: FrameData, Volume: VolumeID{7}, Epoch: 1, Data: make([]byte, simBlock)})
+	s.drain()
+	if b.m.conn != connStandAlone || len(b.inflight) != 0 || len(s.eventsOf(1, EventConnectRefused)) != 1 {
+		t.Fatalf("frame of another volume: %v", b.m)
+	}
+}
+
+// TestConfigValidate reports every problem at once.
+func TestConfigValidate(t *testing.T) {
+	c := Config{RegionSize: 3000, ResyncWindow: -1}
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	for _, want := range []string{"node", "size", "region size", "resync window", "NewGenID"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("missing %q in %v", want, err)
+		}
+	}
+	d := DefaultConfig()
+	if d.RegionSize != 64<<10 || d.ALExtents != 64 || d.ExtentRegions != 64 {
+		t.Fatalf("defaults: %+v", d)
+	}
 }
