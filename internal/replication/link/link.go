@@ -32,6 +32,7 @@ type Link struct {
 	log   *slog.Logger
 	ids   *peerid.Set
 	fence fence
+	stats linkStats
 
 	listeners []net.Listener
 	closed    chan struct{}
@@ -157,6 +158,7 @@ func (l *Link) State() (State, bool) {
 }
 
 func (l *Link) emit(e Event) {
+	l.stats.count(e.Kind)
 	e.Volume = l.cfg.Volume
 	if e.Peer == "" {
 		e.Peer = l.cfg.Peer
@@ -183,12 +185,13 @@ func (l *Link) emit(e Event) {
 
 // ended is called once by a session that ended.
 func (l *Link) ended(s *tcpSession) {
+	st := s.State()
 	l.mu.Lock()
 	if l.live == s {
 		l.live = nil
 	}
+	l.stats.sessionEnded(st)
 	l.mu.Unlock()
-	st := s.State()
 	l.emit(Event{Kind: EventDown, Path: st.Path, Remote: st.Remote.String(), Err: s.Err()})
 }
 
