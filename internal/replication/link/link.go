@@ -225,6 +225,9 @@ func (l *Link) hello(id SessionID, sw bool) Hello {
 
 func (l *Link) tlsConfig(cfg *tls.Config) *tls.Config {
 	cfg.DynamicRecordSizingDisabled = true // full 16 KiB records from the first byte
+	// no resumption: a resumed connection skips the identity check, and
+	// a link reconnects rarely enough to afford a full handshake
+	cfg.SessionTicketsDisabled = true
 	return cfg
 }
 
