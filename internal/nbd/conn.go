@@ -82,6 +82,10 @@ type serverConn struct {
 	drainBy atomic.Int64
 
 	inFlight atomic.Int32 // requests read and not yet answered
+	// answered is when the last reply went out (unix ns): a connection is
+	// idle IdleTimeout after its last request or its last answer,
+	// whichever is later.
+	answered atomic.Int64
 
 	readers atomic.Int32 // workers in next(): reading or waiting to
 
@@ -292,6 +296,7 @@ func (sc *serverConn) work() {
 		if j.weight > 0 {
 			sc.mem.release(j.weight)
 		}
+		sc.answered.Store(time.Now().UnixNano())
 		sc.inFlight.Add(-1)
 	}
 }
@@ -409,9 +414,20 @@ func (sc *serverConn) readFull(p []byte, header bool) error {
 		}
 		sc.readDeadline = time.Time{}
 		// Not idle while the client makes progress or, between requests,
-		// waits for answers.
+		// waits for answers, or got one less than IdleTimeout ago (the
+		// deadline was set before that answer went out).
 		if n > 0 || (header && got == 0 && sc.inFlight.Load() > 0) {
 			continue
+		}
+		if header && got == 0 {
+			if end := time.Unix(0, sc.answered.Load()).Add(idle); time.Now().Before(end) {
+				sc.readDeadline = end
+				sc.raw.SetReadDeadline(end)
+				if sc.ctx.Err() != nil {
+					sc.raw.SetReadDeadline(time.Unix(1, 0)) // as above
+				}
+				continue
+			}
 		}
 		return errIdle
 	}

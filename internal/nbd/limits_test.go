@@ -301,6 +301,13 @@ func TestIdleTimeout(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("a client waiting on a slow request was cut off: %v", err)
 	}
+	// Idleness counts from the answer: half a timeout after it the
+	// connection still serves (it was cut up to a whole timeout early when
+	// the deadline armed during the request ran out just after the answer).
+	time.Sleep(150 * time.Millisecond)
+	if _, err := busy.ReadAt(make([]byte, 4096), 0); err != nil {
+		t.Fatalf("a client was cut off less than the idle timeout after its answer: %v", err)
+	}
 	if got := counterValue(t, reg, "tandem_nbd_connections_timed_out_total", "idle"); got != 1 {
 		t.Errorf("timed out (idle) = %v, want 1", got)
 	}
