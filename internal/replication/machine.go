@@ -175,6 +175,8 @@ func (m *Machine) setBits(regions []int) {
 	for _, r := range regions {
 		if m.dirty.Set(r) {
 			fresh = append(fresh, r)
+		} else if m.rs != nil && m.rs.inflight[r] {
+			m.rs.redirty[r] = true // its resync read may predate this write
 		}
 	}
 	if len(fresh) > 0 {

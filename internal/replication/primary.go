@@ -54,7 +54,9 @@ func (m *Machine) admitWrite(now time.Time, x *item) admission {
 		return hold
 	}
 	if m.cfg.Mode == Async && m.replicating() && m.lagExceeded(now) {
-		if m.cfg.OnLag == Throttle {
+		// During a resync the target is Inconsistent anyway: going ahead
+		// would only race the resync over the same bits, so it throttles.
+		if m.cfg.OnLag == Throttle || m.sync != syncNone {
 			return hold
 		}
 		m.goAhead()

@@ -13,6 +13,9 @@ type resync struct {
 	moved    int64
 	cursor   int
 	inflight map[int]bool // source: regions read or sent, not yet acknowledged
+	// redirty: source: regions marked dirty again while in flight; their
+	// bit stays when the acknowledgement comes.
+	redirty map[int]bool
 	// tokens is the rate limiter's allowance in bytes (shared with verify).
 }
 
@@ -30,7 +33,7 @@ func (m *Machine) startSource(full bool) {
 	m.meta.Primary = m.activeLog()
 	m.persist()
 	m.sync = syncSourceBitmap
-	m.rs = &resync{source: true, full: full, inflight: map[int]bool{}}
+	m.rs = &resync{source: true, full: full, inflight: map[int]bool{}, redirty: map[int]bool{}}
 	m.sendBitmap(Frame{Kind: FrameBitmap, SyncID: syncID, Full: full})
 }
 
@@ -161,6 +164,10 @@ func (m *Machine) sourceResyncAck(f Frame) {
 	delete(m.rs.inflight, f.Region)
 	if f.Err != "" {
 		return // the target detached; FrameDetached follows
+	}
+	if m.rs.redirty[f.Region] {
+		delete(m.rs.redirty, f.Region)
+		return
 	}
 	m.clearBit(f.Region)
 	_, n := m.regionRange(f.Region)
