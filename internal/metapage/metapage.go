@@ -37,6 +37,16 @@ const (
 // Castagnoli is the CRC-32C table every tandem checksum uses.
 var Castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// The superblocks that claim a device. Each owner's create refuses a
+// device that carries the other's (unless forced), so both kinds live here.
+var (
+	// RaidSuperblock: a tandem raid member's, in its first 8 KiB.
+	RaidSuperblock = [4]byte{'T', 'R', 'S', 'B'}
+	// VolumeSuperblock: a replicated volume's metadata, in the last 8 KiB
+	// (below the last whole page) of the device holding it.
+	VolumeSuperblock = [4]byte{'T', 'V', 'S', 'B'}
+)
+
 // ErrBadPage says a page fails its checksum or names another page.
 var ErrBadPage = errors.New("metadata page fails its checksum or names another page")
 

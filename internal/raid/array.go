@@ -11,6 +11,7 @@ import (
 
 	"tandem/internal/blockdev"
 	"tandem/internal/events"
+	"tandem/internal/metapage"
 )
 
 // Member names a device offered to Create, Assemble or Add: Name (a path,
@@ -105,8 +106,9 @@ const usedZone = 64 << 10
 
 // Claimable says whether m may be written over as a member of the array
 // own (the zero UUID: a new array). It may not when its superblock belongs
-// to another array, or when it has none and its first 64 KiB hold anything
-// but zeros (a file system, a partition table; mdadm warns the same way).
+// to another array, when it holds a replicated volume's metadata, or when it
+// has no superblock and its first 64 KiB hold anything but zeros (a file
+// system, a partition table; mdadm warns the same way).
 // A new file or a wiped disk is all zeros. Callers let "force" skip it.
 func Claimable(m Member, own UUID) error {
 	if sb, _, err := readSuperblock(m.Dev); err == nil {
@@ -114,6 +116,9 @@ func Claimable(m Member, own UUID) error {
 			return nil
 		}
 		return fmt.Errorf("raid: member %s already belongs to array %q (%s); use force to overwrite it", m.Name, sb.Name, sb.Array)
+	}
+	if holdsVolume(m.Dev) {
+		return fmt.Errorf("raid: member %s holds a replicated volume's metadata (at its end); use force to overwrite it", m.Name)
 	}
 	buf := blockdev.AlignedBuffer(int(min(usedZone, m.Dev.Size())))
 	n, _ := m.Dev.ReadAt(buf, 0) // unreadable: the superblock writes will say so
@@ -123,6 +128,22 @@ func Claimable(m Member, own UUID) error {
 		}
 	}
 	return nil
+}
+
+// holdsVolume reports whether d's last 8 KiB hold a replicated volume's
+// superblock (internal/volume/meta): a disk that backs a volume, or holds
+// its metadata, is not free even when its first 64 KiB are zeros.
+func holdsVolume(d blockdev.Device) bool {
+	end := d.Size() / BlockSize * BlockSize
+	if end < 2*BlockSize {
+		return false
+	}
+	buf := blockdev.AlignedBuffer(2 * BlockSize)
+	if _, err := d.ReadAt(buf, end-2*BlockSize); err != nil {
+		return false
+	}
+	_, _, ok := metapage.Pick(buf[:BlockSize], buf[BlockSize:], [16]byte{}, metapage.VolumeSuperblock, 0)
+	return ok
 }
 
 // Create writes a new array on members (and spares) and opens it. Nothing is

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"time"
+
+	"tandem/internal/metapage"
 )
 
 // The superblock sits on every member (A/B metadata pages at offset 0). It
@@ -12,7 +14,7 @@ import (
 // whole role table, an event counter that grows with every state change, and
 // the clean flag.
 
-var sbKind = [4]byte{'T', 'R', 'S', 'B'}
+var sbKind = metapage.RaidSuperblock
 
 const sbVersion = 1
 

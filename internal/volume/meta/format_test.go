@@ -196,8 +196,7 @@ func TestOpenWhatIsNotOurs(t *testing.T) {
 	}
 }
 
-// Create refuses a tandem raid member: its superblock kind here must stay
-// the one raid writes.
+// Create refuses a tandem raid member, and raid refuses a volume's device.
 func TestCreateRefusesRaidMember(t *testing.T) {
 	members := []raid.Member{{Name: "a", Dev: blockdev.NewMem(testSize)}, {Name: "b", Dev: blockdev.NewMem(testSize)}}
 	a, err := raid.Create(members, nil, raid.CreateOptions{Name: "r", Level: raid.Raid1}, raid.Options{})
@@ -214,5 +213,8 @@ func TestCreateRefusesRaidMember(t *testing.T) {
 	mustCreate(t, members[0].Dev, o)
 	if _, err := raid.Examine(members[0]); err == nil {
 		t.Fatal("a forced create left the raid superblock")
+	}
+	if err := raid.Claimable(members[0], raid.UUID{}); err == nil || !strings.Contains(err.Error(), "volume") {
+		t.Fatalf("raid claims a volume's backing device: %v", err)
 	}
 }

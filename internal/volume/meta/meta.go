@@ -87,7 +87,7 @@ func Create(dev blockdev.Device, o CreateOptions) (*Meta, error) {
 		rand.Read(id[:])
 	}
 	sb := &superblock{ID: id, Layout: lay, Internal: o.Meta == nil,
-		State: State{Node: o.Node, Peer: o.Peer, Gen: o.Gen, Disk: o.Disk, Flags: 0}}
+		State: State{Node: o.Node, Peer: o.Peer, Gen: o.Gen, Disk: o.Disk}}
 	if err := writeNew(dev, mdev, metaOff, sb, raid); err != nil {
 		return nil, fmt.Errorf("volume meta: create on %s: %w", name, err)
 	}
@@ -152,10 +152,6 @@ func flushBoth(dev, mdev blockdev.Device) error {
 	return nil
 }
 
-// raidKind is the kind of a tandem raid member's superblock page, at the
-// start of the member (internal/raid's sbKind; a test keeps them equal).
-var raidKind = [4]byte{'T', 'R', 'S', 'B'}
-
 func holdsRaid(d blockdev.Device) bool {
 	if d.Size() < 2*pageSize {
 		return false
@@ -164,7 +160,7 @@ func holdsRaid(d blockdev.Device) bool {
 	if _, err := d.ReadAt(buf, 0); err != nil {
 		return false
 	}
-	_, _, ok := metapage.Pick(buf[:pageSize], buf[pageSize:], [16]byte{}, raidKind, 0)
+	_, _, ok := metapage.Pick(buf[:pageSize], buf[pageSize:], [16]byte{}, metapage.RaidSuperblock, 0)
 	return ok
 }
 

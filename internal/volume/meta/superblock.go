@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"unicode/utf8"
 
+	"tandem/internal/metapage"
 	"tandem/internal/replication"
 )
 
@@ -35,7 +36,7 @@ import (
 //	176 peer name    [64]byte, NUL padded
 //	240 end; the rest of the payload is zero
 
-var sbKind = [4]byte{'T', 'V', 'S', 'B'}
+var sbKind = metapage.VolumeSuperblock
 
 const (
 	sbVersion = 1
