@@ -78,7 +78,10 @@ func TestWrongKeyNodeIsToldItIsTheOneWrong(t *testing.T) {
 		}
 		return false
 	}
-	healthy := "b (127.0.0.1:"
+	// Inbound ("node b (127.0.0.1) refused our certificate") or outbound
+	// ("node b (127.0.0.1:PORT) presents …"): whichever a judged first (the
+	// other is then a repeat of the same verdict, held back).
+	healthy := "b (127.0.0.1"
 	deadline := time.Now().Add(10 * time.Second)
 	for !(says("a", healthy) && says("a", "a wrong key on that node?") && says("w", "a wrong key on that node?") &&
 		says("b", "our key does not match the cluster's")) {
