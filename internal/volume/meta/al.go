@@ -2,6 +2,7 @@ package meta
 
 import (
 	"container/list"
+	"errors"
 	"fmt"
 	"maps"
 
@@ -118,6 +119,36 @@ func (a ActivityLog) Begin(extent int64) (wrote bool, err error) {
 	}
 	m.al.hot[x] = &alEntry{ext: x, refs: 1}
 	return true, nil
+}
+
+// BeginWrite puts every extent that a write of n bytes at off touches in
+// the log (Begin for each, in order; on an error the ones already begun are
+// ended again). wrote says whether any took a transaction.
+func (a ActivityLog) BeginWrite(off, n int64) (wrote bool, err error) {
+	first, end := a.Span(off, n)
+	for e := first; e < end; e++ {
+		w, err := a.Begin(e)
+		if err != nil {
+			for done := first; done < e; done++ {
+				a.End(done)
+			}
+			return false, err
+		}
+		wrote = wrote || w
+	}
+	return wrote, nil
+}
+
+// EndWrite ends what BeginWrite(off, n) began.
+func (a ActivityLog) EndWrite(off, n int64) error {
+	first, end := a.Span(off, n)
+	var errs []error
+	for e := first; e < end; e++ {
+		if err := a.End(e); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // End says a write to extent begun with Begin has completed.

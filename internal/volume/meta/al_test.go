@@ -126,3 +126,31 @@ func TestCleanCloseLeavesAnEmptyLog(t *testing.T) {
 		t.Fatalf("unclean %v dirty %d after a clean close", again.Unclean(), again.Bitmap().DirtyRegions())
 	}
 }
+
+func TestBeginWriteSpansExtents(t *testing.T) {
+	m := mustCreate(t, blockdev.NewMem(testSize), small())
+	al := m.AL()
+	x := al.ExtentSize()
+	if wrote, err := al.BeginWrite(x-100, 2*x); err != nil || !wrote {
+		t.Fatalf("BeginWrite over 3 extents: %v %v", wrote, err)
+	}
+	if got := al.Hot(); !slices.Equal(got, []int64{0, 1, 2}) {
+		t.Fatalf("hot %v", got)
+	}
+	al.Begin(5) // the fourth and last slot, busy
+	if _, err := al.BeginWrite(7*x, 2*x); !IsALFull(err) {
+		t.Fatalf("BeginWrite with the log full: %v", err)
+	}
+	if err := al.EndWrite(x-100, 2*x); err != nil {
+		t.Fatal(err)
+	}
+	if wrote, err := al.BeginWrite(7*x, 2*x); err != nil || !wrote {
+		t.Fatalf("BeginWrite after EndWrite: %v %v", wrote, err)
+	}
+	if err := al.EndWrite(7*x, 2*x); err != nil {
+		t.Fatal(err)
+	}
+	if err := al.EndWrite(7*x, 2*x); err == nil {
+		t.Fatal("EndWrite twice accepted")
+	}
+}
