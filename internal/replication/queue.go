@@ -91,28 +91,23 @@ const (
 	drop
 )
 
-// pump starts every queued operation that may start.
+// pump starts every queued operation that may start, in one pass: starting
+// an operation only adds constraints on those after it.
 func (m *Machine) pump(now time.Time) {
-	for {
-		moved := false
-		for i := 0; i < len(m.queue); i++ {
-			if m.blocked(i) {
-				continue
-			}
-			x := m.queue[i]
-			a := m.admit(now, x)
-			if a == hold {
-				continue
-			}
-			m.queue = append(m.queue[:i], m.queue[i+1:]...)
-			if a == start {
-				m.start(now, x)
-			}
-			moved = true
-			break
+	for i := 0; i < len(m.queue); {
+		if m.blocked(i) {
+			i++
+			continue
 		}
-		if !moved {
-			return
+		x := m.queue[i]
+		a := m.admit(now, x)
+		if a == hold {
+			i++
+			continue
+		}
+		m.queue = append(m.queue[:i], m.queue[i+1:]...)
+		if a == start {
+			m.start(now, x)
 		}
 	}
 }
