@@ -122,6 +122,16 @@ func compareGenIDs(self, peer Side) Decision {
 	case pBmS:
 		return Decision{SyncTarget, false, "peer-bitmap-is-self-current", "this replica is where the peer was when it lost this one; the peer's bitmap says what changed"}
 	}
+	// A sync target whose source recorded the end of the resync and the
+	// target did not: it lacks only what both bitmaps cover.
+	sEndedP := peer.Disk == Inconsistent && p.Current == s.History[0] && s.History[0] != 0
+	pEndedS := self.Disk == Inconsistent && s.Current == p.History[0] && p.History[0] != 0
+	switch {
+	case sEndedP && !pEndedS:
+		return Decision{SyncSource, false, "resync-end-on-self-only", "the peer is the Inconsistent target of a resync this replica recorded as done; the bitmaps cover the rest"}
+	case pEndedS && !sEndedP:
+		return Decision{SyncTarget, false, "resync-end-on-peer-only", "this replica is the Inconsistent target of a resync the peer recorded as done; the bitmaps cover the rest"}
+	}
 	sHasP, pHasS := inHistory(p.Current, s), inHistory(s.Current, p)
 	switch {
 	case sHasP && pHasS:

@@ -65,6 +65,8 @@ func TestDecideTable(t *testing.T) {
 		{"peer current in self history[0]", up(idC, 0, idB, idA), up(idB, 0, idA, 0), SyncSource, true, "peer-current-in-self-history"},
 		{"peer current in self history[1]", up(idC, idD, idB, idA), up(idA, 0, 0, 0), SyncSource, true, "peer-current-in-self-history"},
 		{"self current in peer history", up(idA, 0, 0, 0), up(idC, 0, idA, 0), SyncTarget, true, "self-current-in-peer-history"},
+		{"resync end recorded on the source only", up(idC, idA, idS, 0), up(idS, 0, idB, 0).disk(Inconsistent), SyncSource, false, "resync-end-on-self-only"},
+		{"resync end recorded on the peer only", up(idS, 0, idB, 0).disk(Inconsistent), up(idC, idA, idS, 0), SyncTarget, false, "resync-end-on-peer-only"},
 		{"histories crossed", up(idA, 0, idB, 0), up(idB, 0, idA, 0), SplitBrain, true, "histories-crossed"},
 		{"common bitmap: split brain", up(idB, idA, 0, 0), up(idC, idA, 0, 0), SplitBrain, false, "common-bitmap"},
 		{"common history[0]: split brain", up(idB, idD, idA, 0), up(idC, idE, idA, 0), SplitBrain, true, "common-history"},

@@ -634,7 +634,7 @@ func (s *sim) fault() {
 	case 14:
 		// A disk dies (rarely), while the other replica is a good copy.
 		o := s.nodes[1-i].m
-		if s.rng.IntN(4) == 0 && o != nil && o.disk == UpToDate && o.conn == connEstablished && o.sync == syncNone && s.linkUp {
+		if s.rng.IntN(4) == 0 && o != nil && !s.nodes[1-i].failIO && o.disk == UpToDate && o.conn == connEstablished && o.sync == syncNone && s.linkUp {
 			n.failIO = true
 			s.logf("%s: disk fails", n.name)
 		}
