@@ -4,7 +4,7 @@ import (
 	"container/list"
 	"errors"
 	"fmt"
-	"maps"
+	"slices"
 
 	"tandem/internal/blockdev"
 )
@@ -71,13 +71,62 @@ func (a ActivityLog) Hot() []int64 {
 // durable log, and wrote says whether that took a transaction (the extent
 // was cold). Every Begin is paired with an End once the write completed.
 // When every logged extent has writes in flight it fails with ErrALFull
-// (IsALFull): wait for an End and retry.
+// (IsALFull): wait for an End and retry. A Begin of a hot extent does no
+// I/O and does not wait for another Begin's transaction.
 func (a ActivityLog) Begin(extent int64) (wrote bool, err error) {
 	m := a.m
 	if extent < 0 || extent >= m.lay.extents() {
 		return false, fmt.Errorf("volume meta: %s: extent %d out of range (0 to %d): %w", m.name, extent, m.lay.extents()-1, blockdev.ErrOutOfRange)
 	}
 	x := uint32(extent)
+	if hot, err := m.beginHot(x); hot || err != nil {
+		return false, err
+	}
+	m.txMu.Lock()
+	defer m.txMu.Unlock()
+	// Only txMu's holder changes which extents are hot: what is decided
+	// below stays true while the transaction is written.
+	if hot, err := m.beginHot(x); hot || err != nil {
+		return false, err
+	}
+	m.alMu.Lock()
+	var victim *alEntry
+	if int64(len(m.al.hot)) >= m.lay.ALExtents {
+		front := m.al.idle.Front()
+		if front == nil {
+			m.alMu.Unlock()
+			return false, fmt.Errorf("volume meta: %s: %w", m.name, ErrALFull)
+		}
+		// Out of the hot set now, so no write begins on it unlogged; it
+		// stays in the durable log until the transaction lands.
+		victim = front.Value.(*alEntry)
+		m.al.idle.Remove(victim.elem)
+		delete(m.al.hot, victim.ext)
+	}
+	next := append(sortedExtents(m.al.hot), x)
+	m.alMu.Unlock()
+	slices.Sort(next)
+	if victim != nil {
+		err = m.retire(victim)
+	}
+	if err == nil {
+		err = m.writeTx(next)
+	}
+	m.alMu.Lock()
+	defer m.alMu.Unlock()
+	if err != nil {
+		if victim != nil {
+			victim.elem = m.al.idle.PushFront(victim)
+			m.al.hot[victim.ext] = victim
+		}
+		return false, err
+	}
+	m.al.hot[x] = &alEntry{ext: x, refs: 1}
+	return true, nil
+}
+
+// beginHot counts a write on extent x if it is hot.
+func (m *Meta) beginHot(x uint32) (bool, error) {
 	m.alMu.Lock()
 	defer m.alMu.Unlock()
 	switch {
@@ -86,38 +135,15 @@ func (a ActivityLog) Begin(extent int64) (wrote bool, err error) {
 	case m.al.needRecover():
 		return false, fmt.Errorf("volume meta: %s: %w", m.name, ErrNotRecovered)
 	}
-	if e := m.al.hot[x]; e != nil {
-		if e.elem != nil {
-			m.al.idle.Remove(e.elem)
-			e.elem = nil
-		}
-		e.refs++
+	e := m.al.hot[x]
+	if e == nil {
 		return false, nil
 	}
-	var victim *alEntry
-	if int64(len(m.al.hot)) >= m.lay.ALExtents {
-		front := m.al.idle.Front()
-		if front == nil {
-			return false, fmt.Errorf("volume meta: %s: %w", m.name, ErrALFull)
-		}
-		victim = front.Value.(*alEntry)
-		if err := m.retire(victim); err != nil {
-			return false, err
-		}
+	if e.elem != nil {
+		m.al.idle.Remove(e.elem)
+		e.elem = nil
 	}
-	next := maps.Clone(m.al.hot)
-	if victim != nil {
-		delete(next, victim.ext)
-	}
-	next[x] = nil
-	if err := m.writeTxLocked(sortedExtents(next)); err != nil {
-		return false, err
-	}
-	if victim != nil {
-		m.al.idle.Remove(victim.elem)
-		delete(m.al.hot, victim.ext)
-	}
-	m.al.hot[x] = &alEntry{ext: x, refs: 1}
+	e.refs++
 	return true, nil
 }
 
@@ -170,7 +196,7 @@ func (a ActivityLog) End(extent int64) error {
 
 // retire makes what the log protects of an extent durable elsewhere before
 // a transaction drops it: its bits in the bitmap, and its data (the peer
-// may hold writes this replica's cache would lose). The caller holds alMu.
+// may hold writes this replica's cache would lose). The caller holds txMu.
 func (m *Meta) retire(e *alEntry) error {
 	r0, r1 := m.extentRegions(int64(e.ext))
 	m.bmMu.Lock()
@@ -196,9 +222,9 @@ func (m *Meta) extentRegions(e int64) (r0, r1 int64) {
 	return e * per, min((e+1)*per, m.bm.nbits)
 }
 
-// writeTxLocked writes the next transaction, listing extents, and syncs.
-// The caller holds alMu.
-func (m *Meta) writeTxLocked(extents []uint32) error {
+// writeTx writes the next transaction, listing extents, and syncs. The
+// caller holds txMu.
+func (m *Meta) writeTx(extents []uint32) error {
 	if m.al.buf == nil {
 		m.al.buf = blockdev.AlignedBuffer(int(m.lay.ALSlotPages * pageSize))
 	}
@@ -221,9 +247,9 @@ func (m *Meta) writeTxLocked(extents []uint32) error {
 // when Unclean; after a crash it may run again (it is idempotent).
 func (a ActivityLog) Recover() ([]int64, error) {
 	m := a.m
-	m.alMu.Lock()
-	defer m.alMu.Unlock()
-	if !m.al.needRecover() {
+	m.txMu.Lock()
+	defer m.txMu.Unlock()
+	if !m.al.needRecover() { // changes only under txMu
 		return nil, nil
 	}
 	m.bmMu.Lock()
@@ -235,7 +261,7 @@ func (a ActivityLog) Recover() ([]int64, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := m.writeTxLocked(nil); err != nil {
+	if err := m.writeTx(nil); err != nil {
 		return nil, err
 	}
 	out := make([]int64, len(m.al.pending))
@@ -243,6 +269,8 @@ func (a ActivityLog) Recover() ([]int64, error) {
 		out[i] = int64(e)
 	}
 	m.log.Info("volume meta: activity log recovered", "device", m.name, "extents", len(out))
+	m.alMu.Lock()
 	m.al.pending = nil
+	m.alMu.Unlock()
 	return out, nil
 }

@@ -154,3 +154,38 @@ func TestBeginWriteSpansExtents(t *testing.T) {
 		t.Fatal("EndWrite twice accepted")
 	}
 }
+
+// A transaction that fails (a disk error, not a crash) leaves the log as it
+// was; the retry goes to the same slot and the newest good transaction
+// stays readable throughout.
+func TestFailedTransactionLeavesTheLog(t *testing.T) {
+	mem := blockdev.NewMem(testSize)
+	dev := blockdev.NewFaulty(mem)
+	m := mustCreate(t, dev, small())
+	al := m.AL()
+	for e := range int64(4) {
+		al.Begin(e)
+		al.End(e)
+	}
+	dev.FailWrites()
+	if _, err := al.Begin(9); !errors.Is(err, blockdev.ErrInjected) {
+		t.Fatalf("Begin on a failing disk: %v", err)
+	}
+	if got := al.Hot(); !slices.Equal(got, []int64{0, 1, 2, 3}) {
+		t.Fatalf("hot %v after a failed transaction", got)
+	}
+	dev.Heal()
+	dev.TearNextWrite(30)
+	al.Begin(9)
+	r := mustOpen(t, mem.CrashKeeping(func(int) bool { return true }), OpenOptions{})
+	if ext, _ := r.AL().Recover(); !slices.Equal(ext, []int64{0, 1, 2, 3}) {
+		t.Fatalf("after a torn transaction the log is %v, want [0 1 2 3]", ext)
+	}
+	if wrote, err := al.Begin(9); err != nil || !wrote {
+		t.Fatalf("retry: %v %v", wrote, err)
+	}
+	r = mustOpen(t, mem.Crash(), OpenOptions{})
+	if ext, _ := r.AL().Recover(); !slices.Equal(ext, []int64{1, 2, 3, 9}) {
+		t.Fatalf("after the retry the log is %v, want [1 2 3 9]", ext)
+	}
+}

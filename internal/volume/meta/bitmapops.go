@@ -162,6 +162,9 @@ func (b Bitmap) Merge(bits []byte) error {
 // disk only after the data written so far is durable, so a crash never
 // leaves a region clean whose data the peer has and this replica lost.
 func (b Bitmap) Flush() error {
+	if b.m.closed.Load() {
+		return fmt.Errorf("volume meta: %s: %w", b.m.name, ErrClosed)
+	}
 	b.m.bmMu.Lock()
 	defer b.m.bmMu.Unlock()
 	return b.m.writePagesLocked(b.m.bm.dirtyPages())
@@ -182,9 +185,6 @@ func (bm *bitmap) dirtyPages() []int64 {
 func (m *Meta) writePagesLocked(pages []int64) error {
 	if len(pages) == 0 {
 		return nil
-	}
-	if m.closed.Load() {
-		return fmt.Errorf("volume meta: %s: %w", m.name, ErrClosed)
 	}
 	for _, p := range pages {
 		if m.bm.cleared[p] {

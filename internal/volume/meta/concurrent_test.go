@@ -2,7 +2,9 @@ package meta
 
 import (
 	"math/rand/v2"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"tandem/internal/blockdev"
@@ -68,5 +70,51 @@ func TestConcurrentWritePath(t *testing.T) {
 	}
 	if again := mustOpen(t, mem.Crash(), OpenOptions{}); again.Unclean() {
 		t.Fatal("unclean after Close")
+	}
+}
+
+// gatedFlush is a device whose flushes wait for the test's go-ahead once
+// armed: a cold Begin stuck in its transaction's flush.
+type gatedFlush struct {
+	*blockdev.Mem
+	armed   atomic.Bool
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gatedFlush) Flush() error {
+	if g.armed.Load() {
+		g.entered <- struct{}{}
+		<-g.gate
+	}
+	return g.Mem.Flush()
+}
+
+func TestHotBeginDoesNotWaitForATransaction(t *testing.T) {
+	dev := &gatedFlush{Mem: blockdev.NewMem(crashDevSize), entered: make(chan struct{}, 1), gate: make(chan struct{})}
+	m := mustCreate(t, dev, small())
+	al := m.AL()
+	al.Begin(0)
+	al.End(0)
+	dev.armed.Store(true)
+	cold := make(chan error)
+	go func() {
+		_, err := al.Begin(1)
+		cold <- err
+	}()
+	<-dev.entered // the cold transaction is waiting on its flush
+	if wrote, err := al.Begin(0); err != nil || wrote {
+		t.Fatalf("hot Begin during a transaction: %v %v", wrote, err)
+	}
+	if err := al.End(0); err != nil {
+		t.Fatal(err)
+	}
+	dev.armed.Store(false)
+	close(dev.gate)
+	if err := <-cold; err != nil {
+		t.Fatal(err)
+	}
+	if got := al.Hot(); !slices.Equal(got, []int64{0, 1}) {
+		t.Fatalf("hot %v", got)
 	}
 }

@@ -33,7 +33,12 @@ type Meta struct {
 	bmMu sync.Mutex
 	bm   *bitmap
 
-	alMu sync.Mutex // taken before bmMu when both are needed
+	// txMu serializes what changes the log's membership (transactions,
+	// Recover, Close) and is held across their I/O; alMu guards the log in
+	// memory and is held only briefly, so writes to hot extents never wait
+	// for a transaction. Lock order: txMu, alMu, bmMu.
+	txMu sync.Mutex
+	alMu sync.Mutex
 	al   activityLog
 
 	// Data writes completed through Data(), and how many of them a

@@ -120,30 +120,38 @@ func (m *Meta) dataDurable(upTo uint64) error {
 
 // Close makes the bitmap durable and empties the activity log of every
 // idle extent (after making their data durable), so that the next Open
-// finds a clean log. It leaves the devices open.
+// finds a clean log. Begin, Update and Bitmap().Flush fail afterwards,
+// also when Close itself failed (the next Open then recovers). It leaves
+// the devices open.
 func (m *Meta) Close() error {
+	m.txMu.Lock()
+	defer m.txMu.Unlock()
 	m.alMu.Lock()
-	defer m.alMu.Unlock()
-	if m.closed.Load() {
+	already := m.closed.Swap(true)
+	m.alMu.Unlock()
+	if already {
 		return nil
 	}
 	if err := m.dataDurable(m.writes.Load()); err != nil {
 		return fmt.Errorf("volume meta: %s: close: flush data: %w", m.name, err)
 	}
-	if err := m.Bitmap().Flush(); err != nil {
+	m.bmMu.Lock()
+	err := m.writePagesLocked(m.bm.dirtyPages())
+	m.bmMu.Unlock()
+	if err != nil {
 		return err
 	}
-	if !m.al.needRecover() && len(m.al.hot) > 0 {
-		busy := map[uint32]bool{}
-		for e, ent := range m.al.hot {
-			if ent.refs > 0 {
-				busy[e] = true
-			}
-		}
-		if err := m.writeTxLocked(sortedExtents(busy)); err != nil {
-			return err
+	m.alMu.Lock()
+	clean := m.al.needRecover() || len(m.al.hot) == 0
+	busy := map[uint32]bool{}
+	for e, ent := range m.al.hot {
+		if ent.refs > 0 {
+			busy[e] = true
 		}
 	}
-	m.closed.Store(true)
-	return nil
+	m.alMu.Unlock()
+	if clean {
+		return nil
+	}
+	return m.writeTx(sortedExtents(busy))
 }
