@@ -147,6 +147,15 @@ func (m *Machine) Resolve(now time.Time, discard string) error {
 	return nil
 }
 
+// Detach drops the local disk as an I/O error would (an operator, or a
+// health check that saw it failing): Diskless here, a full sync when a
+// disk is attached again; a primary goes on through an UpToDate peer.
+func (m *Machine) Detach(now time.Time) {
+	m.now = now
+	m.detach("detached by the operator")
+	m.step(now)
+}
+
 // Outdate records that the cluster marked this replica Outdated (the
 // peer's fencer, through the replicated state).
 func (m *Machine) Outdate(now time.Time) error {

@@ -637,6 +637,14 @@ func (s *sim) fault() {
 		if s.rng.IntN(4) == 0 && o != nil && !s.nodes[1-i].failIO && o.disk == UpToDate && o.conn == connEstablished && o.sync == syncNone && s.linkUp {
 			n.failIO = true
 			s.logf("%s: disk fails", n.name)
+			if n.m != nil {
+				// Seen at once (a health check): a failure found only by the
+				// next I/O could outlive the other copy's goodness, a double
+				// fault no replication survives. The scenario tests cover
+				// detaching on an I/O error.
+				n.m.Detach(s.now)
+				s.drain()
+			}
 		}
 	case 0, 1, 12:
 		s.linkDown("cut")
