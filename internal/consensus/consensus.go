@@ -11,6 +11,8 @@ package consensus
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -46,7 +48,9 @@ type Config struct {
 	Timeout time.Duration
 	Logger  *slog.Logger
 	// OnApply is called, in log order, after each applied entry with a
-	// copy of the new state. It must not block for long.
+	// copy of the new state. It must not block for long. A repeated
+	// proposal (a retry of one applied before) changed nothing and comes
+	// as a no-op.
 	OnApply func(st *state.State, c state.Command, err error)
 	// PreferLeader, if set, is a voter that should lead whenever it is up.
 	PreferLeader string
@@ -58,6 +62,13 @@ type Config struct {
 	// trailingLogs, when set, replaces the snapshot threshold and the logs
 	// kept after a snapshot (tests that need a snapshot sent to a voter).
 	trailingLogs uint64
+	// afterCommit, in tests, sees each proposal this member committed as
+	// leader; an error it returns is reported in place of the result, as
+	// raft reports a leadership lost after the entry reached a majority.
+	afterCommit func(state.Command) error
+	// dropAnswer, in tests, makes this member close a forwarded
+	// proposal's connection after applying it, without answering.
+	dropAnswer func(state.Command) bool
 }
 
 // Consensus is one member of the raft group.
@@ -78,6 +89,10 @@ type Consensus struct {
 // ErrNoLeader is returned when no leader is known (no quorum, or an
 // election is in progress).
 var ErrNoLeader = errors.New("consensus: no leader")
+
+// errAnswerLost is a forwarded proposal whose answer never came: the
+// leader may have committed it or not.
+var errAnswerLost = errors.New("consensus: the leader's answer was lost; the proposal may have committed")
 
 // Start opens storage, bootstraps on first start, and joins the group.
 func Start(cfg Config) (*Consensus, error) {
@@ -261,11 +276,23 @@ func (c *Consensus) Stats() map[string]string { return c.raft.Stats() }
 // error Apply returned for it (for example a stale epoch). While no leader
 // is known (an election) it waits, until ctx ends or for at most five
 // timeouts when ctx has no deadline.
+//
+// A proposal whose outcome is unknown (the leader lost leadership after
+// replicating it, or its answer was lost) is proposed again until one
+// answer comes. The retry carries the proposal's ID, so if the first had
+// committed after all, the retry changes nothing and reports the first
+// one's result: without the ID, a committed place retried came back as a
+// stale epoch, against its own application. A caller that retries on its
+// own may set cmd.ID to the same effect; Propose names every other
+// proposal but a no-op.
 func (c *Consensus) Propose(ctx context.Context, cmd state.Command) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 5*c.cfg.Timeout)
 		defer cancel()
+	}
+	if cmd.ID == "" && cmd.Op != state.OpNoop {
+		cmd.ID = newProposalID()
 	}
 	for {
 		var err error
@@ -276,7 +303,7 @@ func (c *Consensus) Propose(ctx context.Context, cmd state.Command) error {
 		} else {
 			err = c.forward(ctx, leader, cmd)
 		}
-		if !errors.Is(err, ErrNoLeader) {
+		if !errors.Is(err, ErrNoLeader) && !errors.Is(err, errAnswerLost) {
 			return err
 		}
 		select {
@@ -285,6 +312,14 @@ func (c *Consensus) Propose(ctx context.Context, cmd state.Command) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// newProposalID names a proposal. 64 random bits keep the IDs of every
+// proposer, restarted or not, apart among the outcomes the state keeps.
+func newProposalID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // leaderChanging reports whether an Apply failed only because leadership
@@ -300,8 +335,15 @@ func (c *Consensus) applyLocal(ctx context.Context, cmd state.Command) error {
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
+	if timeout <= 0 { // raft would wait without end
+		return fmt.Errorf("consensus: apply: %w", context.DeadlineExceeded)
+	}
 	f := c.raft.Apply(cmd.Encode(), timeout)
-	if err := f.Error(); err != nil {
+	err := f.Error()
+	if err == nil && c.cfg.afterCommit != nil {
+		err = c.cfg.afterCommit(cmd)
+	}
+	if err != nil {
 		if leaderChanging(err) {
 			return fmt.Errorf("%w: %v", ErrNoLeader, err)
 		}
@@ -341,16 +383,18 @@ func (c *Consensus) forward(ctx context.Context, leader string, cmd state.Comman
 	if d, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(d)
 	}
+	// Once the request may have left, a failure leaves its outcome
+	// unknown: Propose retries.
 	if err := json.NewEncoder(conn).Encode(forwardRequest{Command: cmd}); err != nil {
-		return fmt.Errorf("consensus: forward to %s: %w", leader, err)
+		return fmt.Errorf("%w: forward to %s: %v", errAnswerLost, leader, err)
 	}
 	var resp forwardResponse
 	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
-		return fmt.Errorf("consensus: forward to %s: %w", leader, err)
+		return fmt.Errorf("%w: forward to %s: %v", errAnswerLost, leader, err)
 	}
 	switch {
-	case resp.Stale:
-		return fmt.Errorf("%w: %s", state.ErrStaleEpoch, resp.Error)
+	case resp.Stale: // the text is the state's own ("state: stale epoch: …")
+		return state.Outcome{Error: resp.Error, Stale: true}.Err()
 	case resp.NoLeader:
 		return fmt.Errorf("%w: %s", ErrNoLeader, resp.Error)
 	case resp.Error != "":
@@ -377,6 +421,9 @@ func (c *Consensus) serveForward(conn net.Conn) {
 		resp.Error = err.Error()
 		resp.Stale = state.IsStaleEpoch(err)
 		resp.NoLeader = errors.Is(err, ErrNoLeader)
+	}
+	if c.cfg.dropAnswer != nil && c.cfg.dropAnswer(req.Command) {
+		return
 	}
 	json.NewEncoder(conn).Encode(resp)
 }

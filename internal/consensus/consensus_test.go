@@ -24,6 +24,13 @@ type cluster struct {
 
 func startCluster(t *testing.T, key []byte, prefer string, names ...string) *cluster {
 	t.Helper()
+	return startClusterWith(t, key, prefer, nil, names...)
+}
+
+// startClusterWith is startCluster with each member's configuration
+// changed by tweak (fault hooks) before it starts.
+func startClusterWith(t *testing.T, key []byte, prefer string, tweak func(*Config), names ...string) *cluster {
+	t.Helper()
 	if len(names) == 0 {
 		names = []string{"a", "b", "w"}
 	}
@@ -31,7 +38,7 @@ func startCluster(t *testing.T, key []byte, prefer string, names ...string) *clu
 	cl := &cluster{members: map[string]*Consensus{}, applied: map[string][]state.Command{}}
 	for _, n := range names {
 		n := n
-		c, err := Start(Config{Self: n, Voters: voters, Key: key, Timeout: 100 * time.Millisecond,
+		cfg := Config{Self: n, Voters: voters, Key: key, Timeout: 100 * time.Millisecond,
 			PreferLeader: prefer, PreferredUp: func() bool { return true },
 			OnApply: func(st *state.State, c state.Command, err error) {
 				cl.mu.Lock()
@@ -39,7 +46,11 @@ func startCluster(t *testing.T, key []byte, prefer string, names ...string) *clu
 					cl.applied[n] = append(cl.applied[n], c)
 				}
 				cl.mu.Unlock()
-			}})
+			}}
+		if tweak != nil {
+			tweak(&cfg)
+		}
+		c, err := Start(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +105,11 @@ func TestProposeFromFollowerAndStaleEpoch(t *testing.T) {
 			follower = c
 		}
 	}
-	ctx := context.Background()
+	// The deadline bounds an election too: on a loaded machine the leader
+	// may change while the proposals are under way (raft's timeout is
+	// 100 ms), which the default of five timeouts did not always cover.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
 	if err := follower.Propose(ctx, state.Command{Op: state.OpPlace, Group: "g", Holder: "a", Epoch: 0}); err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,9 @@ import (
 )
 
 // maxSnapshot bounds what Restore reads. The replicated state is a few
-// kilobytes (groups and nodes come from the configuration), so a snapshot
-// this large is not ours; reading it would only hold memory. A variable
+// kilobytes (groups and nodes come from the configuration) and the
+// outcomes of recent proposals some 40 KiB, so a snapshot this large is
+// not ours; reading it would only hold memory. A variable
 // for tests.
 var maxSnapshot = 64 << 20
 
@@ -37,7 +38,9 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	c, err := state.DecodeCommand(l.Data)
 	f.mu.Lock()
+	repeat := false
 	if err == nil {
+		_, repeat = f.st.Outcome(c.ID)
 		err = f.st.Apply(l.Index, c)
 	} else {
 		f.st.Index = l.Index
@@ -48,7 +51,14 @@ func (f *fsm) Apply(l *raft.Log) any {
 	}
 	f.mu.Unlock()
 	if f.onApply != nil {
-		f.onApply(snap, c, err)
+		if repeat {
+			// A retry of a proposal applied before changed nothing: it is
+			// handed on as a no-op, so each change (a placement event) is
+			// reported once. Its proposer still gets the first result.
+			f.onApply(snap, state.Command{Op: state.OpNoop}, nil)
+		} else {
+			f.onApply(snap, c, err)
+		}
 	}
 	return err
 }

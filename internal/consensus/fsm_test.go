@@ -3,6 +3,7 @@ package consensus
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -79,7 +80,9 @@ func snapshotBytes(t *testing.T, f *fsm) []byte {
 // entries hold, Apply must not panic, must return nil or an error (a
 // bad entry is "state: bad command"), must leave a state every reader
 // can use, and the result must be deterministic and survive a snapshot
-// and restore unchanged: every voter computes the same state.
+// and restore unchanged: every voter computes the same state. A repeat of
+// a proposal ID it still keeps must change nothing but the index and
+// return the first result.
 func FuzzApplyLog(f *testing.F) {
 	// Short seeds: Go minimizes each new input by trying to remove every
 	// range of its bytes, quadratic in its length, so a long seed (the
@@ -91,13 +94,32 @@ func FuzzApplyLog(f *testing.F) {
 	f.Add([]byte(`{"op":"place","group":"g","holder":"a","epoch":0}` + "\n" + `{"op":"bogus"}` + "\n" + `not json`))
 	f.Add([]byte(`{"op":"failure","group":"g","node":"a","severity":"fatal","time":"9999-12-31T23:59:59+23:59"}`))
 	f.Add([]byte(`{"op":"place","group":"g","holder":"a","takeover":null,"time":"0000-01-01T00:00:00-00:01"}`))
+	f.Add([]byte(`{"op":"place","id":"p","group":"g","holder":"a"}` + "\n" + `{"op":"failure","id":"f","group":"g","node":"a","epoch":1}` + "\n" +
+		`{"op":"place","id":"p","group":"g","holder":"a"}` + "\n" + `{"op":"failure","id":"f","group":"g","node":"a","epoch":1}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		run := func() (*fsm, []byte) {
 			var seen *state.State
 			m := &fsm{st: state.New(), onApply: func(st *state.State, _ state.Command, _ error) { seen = st }}
 			for i, entry := range bytes.Split(in, []byte("\n")) {
 				index := uint64(i + 1)
+				var kept *state.Outcome
+				var before []byte
+				if c, err := state.DecodeCommand(entry); err == nil {
+					if o, ok := m.st.Outcome(c.ID); ok {
+						kept, before = &o, snapshotBytes(t, m)
+					}
+				}
 				res := m.Apply(&raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: entry})
+				if kept != nil {
+					m.st.Index = index - 1
+					if after := snapshotBytes(t, m); !bytes.Equal(after, before) {
+						t.Fatalf("entry %d repeats proposal %q but changed the state:\n%s\n%s", index, kept.ID, before, after)
+					}
+					m.st.Index = index
+					if fmt.Sprint(res) != fmt.Sprint(kept.Err()) {
+						t.Fatalf("entry %d repeats proposal %q: %v, want its first result %v", index, kept.ID, res, kept.Err())
+					}
+				}
 				if res != nil {
 					err, ok := res.(error)
 					if !ok {
@@ -149,6 +171,8 @@ func FuzzRestore(f *testing.F) {
 	f.Add([]byte(full.(snapshot)))
 	f.Add([]byte(`{"groups":null,"nodes":null,"maintenance":true}`))
 	f.Add([]byte(`{"index":-1}`))
+	f.Add([]byte(`{"index":3,"groups":{},"nodes":{},"maintenance":false,"outcomes":[{"id":"p","index":1},` +
+		`{"id":"s","index":2,"error":"state: stale epoch: x","stale":true},{"id":"","index":0},{"id":"p","index":3}]}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		before := &fsm{st: state.New()}

@@ -68,9 +68,7 @@ func (dc *diskCluster) propose(groups ...string) {
 	defer cancel()
 	for _, g := range groups {
 		for _, c := range dc.on {
-			// A stale epoch is a retry after a leader change of a command
-			// that had committed: it is in the log.
-			if err := c.Propose(ctx, state.Command{Op: state.OpPlace, Group: g, Holder: "a"}); err != nil && !state.IsStaleEpoch(err) {
+			if err := c.Propose(ctx, state.Command{Op: state.OpPlace, Group: g, Holder: "a"}); err != nil {
 				dc.t.Fatalf("propose %s: %v", g, err)
 			}
 			break
@@ -207,7 +205,7 @@ func TestCorruptStoreIsRefusedAndResetRejoins(t *testing.T) {
 			// and it takes part again: its proposals commit
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			if err := a.Propose(ctx, state.Command{Op: state.OpPlace, Group: "from-a", Holder: "a"}); err != nil && !state.IsStaleEpoch(err) {
+			if err := a.Propose(ctx, state.Command{Op: state.OpPlace, Group: "from-a", Holder: "a"}); err != nil {
 				t.Fatalf("propose from the reset voter: %v", err)
 			}
 		})

@@ -22,6 +22,9 @@ type State struct {
 	Groups      map[string]*Group `json:"groups"`
 	Nodes       map[string]*Node  `json:"nodes"`
 	Maintenance bool              `json:"maintenance"` // cluster-wide: nothing is managed
+	// Outcomes are the results of the last keptOutcomes proposals that
+	// carried an ID, oldest first (see Apply).
+	Outcomes []Outcome `json:"outcomes,omitempty"`
 }
 
 // Group is the placement of one group.
@@ -116,7 +119,11 @@ const (
 
 // Command is one change, as proposed and logged.
 type Command struct {
-	Op     Op        `json:"op"`
+	Op Op `json:"op"`
+	// ID names the proposal: a retry of one whose outcome the proposer
+	// never heard carries the same ID, and Apply answers it with the first
+	// application's result. Empty in entries logged before IDs existed.
+	ID     string    `json:"id,omitempty"`
 	Time   time.Time `json:"time"` // proposer's clock
 	Actor  string    `json:"actor,omitempty"`
 	Group  string    `json:"group,omitempty"`
@@ -184,9 +191,20 @@ func (s *State) Node(name string) *Node {
 }
 
 // Apply applies c at log index. A rejected command (stale epoch) changes
-// nothing but the index.
+// nothing but the index. So does a repeat, a command whose ID was applied
+// before (a retry after a leader change or a lost answer, which had
+// committed after all): it returns the first application's result.
 func (s *State) Apply(index uint64, c Command) error {
 	s.Index = index
+	if o, ok := s.Outcome(c.ID); ok {
+		return o.Err()
+	}
+	err := s.apply(c)
+	s.record(index, c.ID, err)
+	return err
+}
+
+func (s *State) apply(c Command) error {
 	switch c.Op {
 	case OpPlace:
 		g := s.Group(c.Group)
@@ -297,8 +315,12 @@ func (s *State) Apply(index uint64, c Command) error {
 }
 
 // Clone returns a deep copy (for readers outside the apply goroutine).
+// Outcomes hold nothing mutable, so a copy of the slice is a deep one and
+// spares the JSON round trip its thousand entries.
 func (s *State) Clone() *State {
-	b, err := json.Marshal(s)
+	rest := *s
+	rest.Outcomes = nil
+	b, err := json.Marshal(&rest)
 	if err != nil {
 		panic(err)
 	}
@@ -306,6 +328,7 @@ func (s *State) Clone() *State {
 	if err := json.Unmarshal(b, c); err != nil {
 		panic(err)
 	}
+	c.Outcomes = slices.Clone(s.Outcomes)
 	if c.Groups == nil {
 		c.Groups = map[string]*Group{}
 	}
