@@ -46,12 +46,17 @@ func (f *fakeLease) set(epoch uint64, d time.Duration) {
 type fakeReporter struct {
 	mu   sync.Mutex
 	cmds []state.Command
+	lose int // the next tries whose answers are lost (they did commit)
 }
 
 func (f *fakeReporter) Propose(_ context.Context, c state.Command) error {
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.cmds = append(f.cmds, c)
-	f.mu.Unlock()
+	if f.lose > 0 {
+		f.lose--
+		return context.DeadlineExceeded
+	}
 	return nil
 }
 
@@ -326,5 +331,42 @@ func TestGuardDropsOnTheActiveNodeAreReported(t *testing.T) {
 	}
 	if st := r.m.Status()[0]; st.GuardDropped != 3 {
 		t.Fatalf("status counts %d dropped packets, want 3", st.GuardDropped)
+	}
+}
+
+// A report whose answer was lost is retried under the same ID, so the
+// cluster answers the retry with the first outcome instead of applying it
+// twice (a failure would count twice towards max_restarts). (A newer phase
+// report may replace an older one in the queue: that is a new report, with
+// its own ID.)
+func TestRetriedReportKeepsItsID(t *testing.T) {
+	r := newRig(t, 2)
+	r.rep.mu.Lock()
+	r.rep.lose = 3
+	r.rep.mu.Unlock()
+	r.lease.set(1, time.Hour)
+	r.m.SetState(holderState("a", 1))
+	same := func(a, b state.Command) bool {
+		return a.Op == b.Op && a.Phase == b.Phase && a.Epoch == b.Epoch && a.Reason == b.Reason
+	}
+	retried := func() (n int) {
+		got := r.rep.get()
+		for i := 1; i < len(got); i++ {
+			if same(got[i-1], got[i]) {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, "a report tried again after its answer was lost", func() bool { return retried() > 0 })
+	got := r.rep.get()
+	for i, c := range got {
+		if c.ID == "" {
+			t.Fatalf("report %d (%s) has no ID", i, c.Op)
+		}
+		if i > 0 && same(got[i-1], c) != (got[i-1].ID == c.ID) {
+			t.Fatalf("tries %d and %d (%s %s, %s %s): ids %q and %q: a retry must keep its ID, a new report must not",
+				i-1, i, got[i-1].Op, got[i-1].Phase, c.Op, c.Phase, got[i-1].ID, c.ID)
+		}
 	}
 }

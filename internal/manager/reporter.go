@@ -2,6 +2,8 @@ package manager
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"sync"
 	"time"
 
@@ -20,6 +22,15 @@ type reporter struct {
 }
 
 func (r *reporter) add(c state.Command) {
+	// One ID for every try of this report: a try whose answer was lost
+	// (its deadline ran out while it committed) is then answered with the
+	// first outcome when retried, not applied twice (a failure counted
+	// twice towards max_restarts).
+	if c.ID == "" {
+		var b [8]byte
+		rand.Read(b[:])
+		c.ID = hex.EncodeToString(b[:])
+	}
 	r.mu.Lock()
 	if c.Op == state.OpPhase {
 		kept := r.queue[:0]
