@@ -2,6 +2,7 @@ package replication
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -16,6 +17,13 @@ type resync struct {
 	// redirty: source: regions marked dirty again while in flight; their
 	// bit stays when the acknowledgement comes.
 	redirty map[int]bool
+	// readAt: source: the tick each region's read completed; awaiting:
+	// regions the target acknowledged, whose bit is cleared only once a
+	// local flush issued after their read completed has completed (a
+	// source that crashed could otherwise lose, from its cache, data the
+	// target already holds durably, and nothing would resync it).
+	readAt   map[int]uint64
+	awaiting map[int]bool
 	// tokens is the rate limiter's allowance in bytes (shared with verify).
 }
 
@@ -33,7 +41,8 @@ func (m *Machine) startSource(full bool) {
 	m.meta.Primary = m.activeLog()
 	m.persist()
 	m.sync = syncSourceBitmap
-	m.rs = &resync{source: true, full: full, inflight: map[int]bool{}, redirty: map[int]bool{}}
+	m.rs = &resync{source: true, full: full, inflight: map[int]bool{}, redirty: map[int]bool{},
+		readAt: map[int]uint64{}, awaiting: map[int]bool{}}
 	m.sendBitmap(Frame{Kind: FrameBitmap, SyncID: syncID, Full: full})
 }
 
@@ -102,7 +111,8 @@ func (m *Machine) pumpResync(now time.Time) {
 		return
 	}
 	rs := m.rs
-	for len(rs.inflight) < m.cfg.ResyncWindow {
+	m.resyncFlushed()
+	for len(rs.inflight)-len(rs.awaiting) < m.cfg.ResyncWindow {
 		r := m.nextDirty(rs.cursor, rs.inflight)
 		if r < 0 {
 			break
@@ -143,7 +153,40 @@ func (m *Machine) resyncReadDone(x *item, c Completion) {
 	if m.rs == nil || x.session != m.session || !m.linkUp {
 		return
 	}
+	m.rs.readAt[x.region] = m.tick
 	m.send(Frame{Kind: FrameResyncData, Region: x.region, Data: c.Data})
+}
+
+// resyncFlushed clears the bits of acknowledged regions whose data is
+// durable here, and asks for a flush while some wait for one.
+func (m *Machine) resyncFlushed() {
+	rs := m.rs
+	if len(rs.awaiting) == 0 {
+		return
+	}
+	regions := make([]int, 0, len(rs.awaiting))
+	for r := range rs.awaiting {
+		regions = append(regions, r)
+	}
+	slices.Sort(regions)
+	for _, r := range regions {
+		switch {
+		case rs.redirty[r]:
+			delete(rs.redirty, r)
+		case rs.readAt[r] < m.localFlushed:
+			m.clearBit(r)
+			_, n := m.regionRange(r)
+			rs.moved += n
+		default:
+			continue
+		}
+		delete(rs.awaiting, r)
+		delete(rs.inflight, r)
+		delete(rs.readAt, r)
+	}
+	if len(rs.awaiting) > 0 {
+		m.flushInternal()
+	}
 }
 
 // targetWriteDone: a region is durable here (resync writes are FUA).
@@ -161,17 +204,11 @@ func (m *Machine) sourceResyncAck(f Frame) {
 	if m.rs == nil || !m.rs.inflight[f.Region] {
 		return
 	}
-	delete(m.rs.inflight, f.Region)
 	if f.Err != "" {
+		delete(m.rs.inflight, f.Region)
 		return // the target detached; FrameDetached follows
 	}
-	if m.rs.redirty[f.Region] {
-		delete(m.rs.redirty, f.Region)
-		return
-	}
-	m.clearBit(f.Region)
-	_, n := m.regionRange(f.Region)
-	m.rs.moved += n
+	m.rs.awaiting[f.Region] = true
 }
 
 // targetDone: every region moved; the target records the source's ids and
