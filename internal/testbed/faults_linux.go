@@ -47,6 +47,10 @@ func (b *Bed) Kill(h string) Fault {
 	for deadline := time.Now().Add(100 * time.Millisecond); !allStopped(pids) && time.Now().Before(deadline); {
 		time.Sleep(100 * time.Microsecond)
 	}
+	// Until every thread is stopped the host can still answer (a loaded
+	// machine takes tens of ms to deliver the stops): the kill is complete
+	// from then on, as the audit judges it (Incapacities).
+	f.Done = time.Now()
 	// Children before parents: when a parent dies while a child of its
 	// process group is stopped, the kernel sends the orphaned group SIGHUP
 	// and SIGCONT, and the child would run its shutdown (keepalived's VRRP

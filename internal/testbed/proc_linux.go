@@ -85,11 +85,28 @@ func statFields(pid int) []string {
 	return strings.Fields(s[i+1:])
 }
 
-// allStopped reports whether every pid is stopped (or gone).
+// allStopped reports whether every thread of every pid is stopped (or
+// gone): a group stop reaches the threads one by one, and a thread of a Go
+// service that still runs can answer a client.
 func allStopped(pids []int) bool {
 	for _, p := range pids {
-		if st := procState(p); st != 0 && st != 'T' && st != 'Z' && st != 'X' {
-			return false
+		tasks, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(p), "task"))
+		if err != nil {
+			continue // gone
+		}
+		for _, t := range tasks {
+			f, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p), "task", t.Name(), "stat"))
+			if err != nil {
+				continue
+			}
+			s := string(f)
+			i := strings.LastIndexByte(s, ')')
+			if i < 0 || i+2 >= len(s) {
+				continue
+			}
+			if st := s[i+2]; st != 'T' && st != 't' && st != 'Z' && st != 'X' {
+				return false
+			}
 		}
 	}
 	return true
