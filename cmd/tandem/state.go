@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"tandem/internal/agentlock"
 	"tandem/internal/config"
 	"tandem/internal/consensus"
 )
@@ -85,6 +87,14 @@ func newStateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The agent holds its state directory's lock from its start,
+			// before raft opens the store (and while it exits on a damaged
+			// one): hold it for the move, so no agent starts meanwhile.
+			lock, err := agentlock.Acquire(filepath.Dir(dir), "(tandem state reset)")
+			if err != nil {
+				return err
+			}
+			defer lock.Release()
 			moved, err := consensus.ResetState(dir, time.Now())
 			if err != nil {
 				return err

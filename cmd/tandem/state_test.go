@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"tandem/internal/agentlock"
 	"testing"
 
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -86,5 +87,31 @@ func TestStateResetRefusesWhileTheStoreIsOpen(t *testing.T) {
 	}
 	if _, err := os.Stat(consensus.StoreFile(consensus.RaftDir(dir))); err != nil {
 		t.Fatalf("the store moved while open: %v", err)
+	}
+}
+
+// An agent holds its state directory's lock from its first moment, before
+// raft has the store open (or when the store is too damaged to open and
+// the agent is about to exit): reset refuses while the lock is held, and
+// names the agent.
+func TestStateResetRefusesWhileAnAgentHoldsTheStateDir(t *testing.T) {
+	dir := t.TempDir()
+	cfg := loopbackConfig(t, dir)
+	os.MkdirAll(consensus.RaftDir(dir), 0o700)
+	os.WriteFile(consensus.StoreFile(consensus.RaftDir(dir)), []byte("damaged"), 0o600)
+	l, err := agentlock.Acquire(dir, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = run("state", "reset", "-c", cfg)
+	if err == nil || !strings.Contains(err.Error(), "already runs for node a") {
+		t.Fatalf("reset with an agent holding the state dir: %v", err)
+	}
+	if _, err := os.Stat(consensus.StoreFile(consensus.RaftDir(dir))); err != nil {
+		t.Fatalf("the store moved while an agent held the state dir: %v", err)
+	}
+	l.Release()
+	if _, _, err := run("state", "reset", "-c", cfg); err != nil {
+		t.Fatalf("reset once the agent is gone: %v", err)
 	}
 }
