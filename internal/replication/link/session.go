@@ -290,12 +290,17 @@ func (s *tcpSession) fail(err error) {
 	s.l.ended(s)
 }
 
-// goodbye writes a refusal as the last frame, if the write token is free
-// now (the writer may be stuck on a dead peer).
+// goodbye writes a refusal as the last frame, if the write token comes
+// free within 100 ms: a frame being written (a ping) finishes in far less,
+// while a writer stuck on a dead peer would hold it until its deadline.
+// (Taking it only when free at once lost the reason whenever a ping was
+// on its way: the peer then saw a bare EOF.)
 func (s *tcpSession) goodbye(r *RefusedError) {
+	t := time.NewTimer(100 * time.Millisecond)
+	defer t.Stop()
 	select {
 	case s.wtok <- struct{}{}:
-	default:
+	case <-t.C:
 		return
 	}
 	s.wconn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
