@@ -43,8 +43,16 @@ func (g GenIDs) StartSyncSource(fresh, peerCurrent GenID) GenIDs {
 }
 
 // StartSyncTarget is the target's side of StartSyncSource: syncID is the
-// source's new Bitmap id.
-func (g GenIDs) StartSyncTarget(syncID GenID) GenIDs {
+// source's new Bitmap id. A consistent target's previous Current moves to
+// History: the source records the sync id only after the target did, so
+// if they part in between, the source finds the target through it. An
+// Inconsistent target's Current is a sync id of an earlier attempt,
+// perhaps never recorded by the source: it is dropped, not kept (but
+// JustCreated is: it marks the target of an initial sync).
+func (g GenIDs) StartSyncTarget(syncID GenID, wasConsistent bool) GenIDs {
+	if (wasConsistent || g.Current == JustCreated) && g.Current != syncID && g.Current != 0 {
+		g = g.pushHistory(g.Current)
+	}
 	g.Current, g.Bitmap = syncID, 0
 	return g
 }

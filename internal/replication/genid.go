@@ -147,6 +147,15 @@ func compareGenIDs(self, peer Side) Decision {
 	if commonAncestor(s, p) {
 		return Decision{SplitBrain, true, "common-history", "both sides changed the data and share only an older generation; only a full sync can resolve it"}
 	}
+	// The Inconsistent target of an initial sync the source never recorded.
+	sInit := self.Disk == Inconsistent && s.Bitmap == 0 && s.History[0] == JustCreated
+	pInit := peer.Disk == Inconsistent && p.Bitmap == 0 && p.History[0] == JustCreated
+	switch {
+	case pInit && !sInit:
+		return Decision{SyncSource, true, "peer-initial-sync", "the peer is the target of an initial sync this replica never recorded; it takes all of this replica's data"}
+	case sInit && !pInit:
+		return Decision{SyncTarget, true, "self-initial-sync", "this replica is the target of an initial sync the peer never recorded; it takes all of the peer's data"}
+	}
 	return Decision{Unrelated, false, "unrelated", "the replicas share no generation: different data, refused"}
 }
 

@@ -71,6 +71,8 @@ func TestDecideTable(t *testing.T) {
 		{"common bitmap: split brain", up(idB, idA, 0, 0), up(idC, idA, 0, 0), SplitBrain, false, "common-bitmap"},
 		{"common history[0]: split brain", up(idB, idD, idA, 0), up(idC, idE, idA, 0), SplitBrain, true, "common-history"},
 		{"common history, crossed positions", up(idB, idD, idA, idF), up(idC, idF, idE, 0), SplitBrain, true, "common-history"},
+		{"initial sync the source never recorded", up(idA, idB, 0, 0), up(idS, 0, JustCreated, 0).disk(Inconsistent), SyncSource, true, "peer-initial-sync"},
+		{"initial sync the peer never recorded", up(idS, 0, JustCreated, 0).disk(Inconsistent), up(idA, idB, 0, 0), SyncTarget, true, "self-initial-sync"},
 		{"unrelated", up(idA, idB, idC, idD), up(idE, idF, idS, 0), Unrelated, false, "unrelated"},
 		{"unrelated even if inconsistent", up(idA, 0, 0, 0).disk(Inconsistent), up(idB, 0, 0, 0), Unrelated, false, "unrelated"},
 		{"self inconsistent overrides equal", up(idA, 0, 0, 0).disk(Inconsistent), up(idA, 0, 0, 0), SyncTarget, false, "self-inconsistent"},
@@ -218,7 +220,7 @@ func TestGenerationTransitions(t *testing.T) {
 	}
 	// A full one (the target is older than the bitmap) under a fresh id.
 	src := p.StartSyncSource(idS, idF)
-	tgt := GenIDs{Current: idF}.StartSyncTarget(src.Bitmap)
+	tgt := GenIDs{Current: idF}.StartSyncTarget(src.Bitmap, true)
 	if src != (GenIDs{Current: idB, Bitmap: idS, History: [2]GenID{idA}}) || tgt.Current != idS {
 		t.Fatalf("start: %+v %+v", src, tgt)
 	}
@@ -228,7 +230,7 @@ func TestGenerationTransitions(t *testing.T) {
 			t.Fatalf("interrupted %d times: %v", i+1, d)
 		}
 		src = src.StartSyncSource(GenID(100+i), tgt.Current)
-		tgt = tgt.StartSyncTarget(src.Bitmap)
+		tgt = tgt.StartSyncTarget(src.Bitmap, false)
 	}
 	// Finish: the target records first, then the source.
 	fin := src.FinishSyncSource()

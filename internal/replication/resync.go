@@ -9,6 +9,7 @@ import (
 // resync is a resync in progress, on either side.
 type resync struct {
 	source   bool
+	next     GenIDs // source: the ids to record once the target adopted the sync id
 	full     bool
 	total    int64 // bytes to move, at the start
 	moved    int64
@@ -35,15 +36,15 @@ func (m *Machine) startSource(full bool) {
 		m.dirty.SetAll()
 		m.emit(SetBits{Ranges: []RegionRange{{First: 0, N: m.dirty.Len()}}})
 	}
-	m.meta.GenIDs = m.meta.GenIDs.StartSyncSource(m.cfg.NewGenID(), m.peerHello.GenIDs.Current)
-	syncID := m.meta.GenIDs.Bitmap
-	m.crashedPrimary = false
-	m.meta.Primary = m.activeLog()
-	m.persist()
+	// The source records the sync id only once the target has (its
+	// BitmapAck): cut off before, the target may or may not hold it, and
+	// ids it never adopted would hide this side's later writes from the
+	// decision table (the model found a split brain that way).
+	next := m.meta.GenIDs.StartSyncSource(m.cfg.NewGenID(), m.peerHello.GenIDs.Current)
 	m.sync = syncSourceBitmap
-	m.rs = &resync{source: true, full: full, inflight: map[int]bool{}, redirty: map[int]bool{},
+	m.rs = &resync{source: true, full: full, next: next, inflight: map[int]bool{}, redirty: map[int]bool{},
 		readAt: map[int]uint64{}, awaiting: map[int]bool{}}
-	m.sendBitmap(Frame{Kind: FrameBitmap, SyncID: syncID, Full: full})
+	m.sendBitmap(Frame{Kind: FrameBitmap, SyncID: next.Bitmap, Full: full})
 }
 
 // sendBitmap sends the dirty bitmap in chunks of f's kind.
@@ -81,7 +82,7 @@ func (m *Machine) targetBitmap(f Frame) {
 	if !m.takeBitmap(f, syncTargetBitmap) || f.More {
 		return
 	}
-	m.meta.GenIDs = m.meta.GenIDs.StartSyncTarget(f.SyncID)
+	m.meta.GenIDs = m.meta.GenIDs.StartSyncTarget(f.SyncID, m.meta.Disk != Inconsistent)
 	m.disk, m.meta.Disk = Inconsistent, Inconsistent
 	m.crashedPrimary, m.meta.Primary = false, m.activeLog()
 	m.persist()
@@ -97,6 +98,10 @@ func (m *Machine) sourceBitmapAck(f Frame) {
 	if !m.takeBitmap(f, syncSourceBitmap) || f.More {
 		return
 	}
+	m.meta.GenIDs = m.rs.next
+	m.crashedPrimary = false
+	m.meta.Primary = m.activeLog()
+	m.persist()
 	m.sync = syncSource
 	m.peerDisk = Inconsistent
 	m.peerFenced = true
