@@ -8,7 +8,7 @@ import (
 // Promote makes this replica primary at epoch (the group's epoch, or a
 // standalone counter). It refuses an epoch older than the newest seen, a
 // replica that is not UpToDate (unless force), a sync target, and a peer
-// that is primary. Promoted while the peer is not connected and UpToDate,
+// that is primary. Promoted while the peer does not receive its writes,
 // the replica starts a new generation; in sync mode it then acknowledges
 // no write until the peer is connected or outdated by the fencer.
 func (m *Machine) Promote(now time.Time, epoch Epoch, force bool) error {
@@ -47,7 +47,9 @@ func (m *Machine) Promote(now time.Time, epoch Epoch, force bool) error {
 		if m.disk != UpToDate {
 			m.disk, m.meta.Disk = UpToDate, UpToDate
 		}
-		if !(m.replicating() && m.peerDisk == UpToDate) {
+		// Replicating, the peer receives every write from now on and the
+		// bitmap holds what it lacks (a resync): the generation goes on.
+		if !m.replicating() {
 			m.meta.GenIDs = m.meta.GenIDs.NewCurrent(m.cfg.NewGenID())
 		}
 	}

@@ -58,9 +58,11 @@ func (g GenIDs) StartSyncTarget(syncID GenID, wasConsistent bool) GenIDs {
 }
 
 // FinishSyncSource is what both sides hold once a resync is done: the
-// source's generation, its Bitmap id moved to History. The target records
-// it first (equal Current, the source's Bitmap id still set: the next
-// connect finds equal-self-dirty and finishes again), then the source.
+// source's generation, its Bitmap id moved to History. The source records
+// it first, then the target (still Inconsistent at the sync id in
+// between: the next connect finds resync-end-on-self-only). So while a
+// replica's Bitmap id is set, its peer never holds its Current, which is
+// what lets NewCurrent keep the ids then.
 func (g GenIDs) FinishSyncSource() GenIDs {
 	if g.Bitmap != 0 {
 		g = g.pushHistory(g.Bitmap)

@@ -303,13 +303,6 @@ func (m *Machine) detach(why string) {
 // detached). What it may lack is marked dirty; a primary starts a new
 // generation now, or in sync mode once the fencer has outdated the peer.
 func (m *Machine) peerGone(why string) {
-	if m.sync == syncSourceDone {
-		// Every region was acknowledged; the target may have recorded the
-		// end already (and be promoted): record it here too, so what this
-		// side writes from now on is a generation of its own.
-		m.meta.GenIDs = m.meta.GenIDs.FinishSyncSource()
-		m.persist()
-	}
 	var regions []int
 	for _, x := range m.clients {
 		if x.kind == itClientWrite && x.peerWait {

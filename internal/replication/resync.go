@@ -131,9 +131,16 @@ func (m *Machine) pumpResync(now time.Time) {
 		m.enqueue(&item{kind: itResyncRead, off: off, end: off + n, region: r, session: m.session})
 	}
 	if len(rs.inflight) == 0 && m.dirty.Count() == 0 {
+		// The source records the end first: while its Bitmap id is set
+		// the peer never holds its Current, so a promotion or a lost peer
+		// that keeps the ids (NewCurrent) hides no write. The target,
+		// Inconsistent until it records the end too, is found again by
+		// resync-end-on-self-only if they part in between.
+		m.meta.GenIDs = m.meta.GenIDs.FinishSyncSource()
+		m.persist()
 		m.sync = syncSourceDone
 		m.peerFenced = false // the target may be UpToDate from now on
-		m.send(Frame{Kind: FrameResyncDone, GenIDs: m.meta.GenIDs.FinishSyncSource(), Disk: m.disk})
+		m.send(Frame{Kind: FrameResyncDone, GenIDs: m.meta.GenIDs, Disk: m.disk})
 	}
 }
 
@@ -216,8 +223,8 @@ func (m *Machine) sourceResyncAck(f Frame) {
 	m.rs.awaiting[f.Region] = true
 }
 
-// targetDone: every region moved; the target records the source's ids and
-// disk state first, then answers.
+// targetDone: every region moved; the target records the source's ids
+// (which the source recorded already) and disk state, then answers.
 func (m *Machine) targetDone(f Frame) {
 	if m.sync != syncTarget {
 		m.refuse(m.now, "resync done out of place", true)
@@ -239,8 +246,6 @@ func (m *Machine) sourceDoneAck() {
 	if m.sync != syncSourceDone {
 		return
 	}
-	m.meta.GenIDs = m.meta.GenIDs.FinishSyncSource()
-	m.persist()
 	m.peerDisk = m.disk
 	m.peerFenced = m.peerDisk != UpToDate
 	m.event(Event{Kind: EventResyncFinished, Bytes: m.rs.moved, Reason: "sync source"})
