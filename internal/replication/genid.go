@@ -161,9 +161,9 @@ func compareGenIDs(self, peer Side) Decision {
 
 // equalCurrent: the same generation on both sides. Data differs only where
 // one side wrote without the peer and without starting a new generation:
-// a crashed primary (its activity log), a sync source that lost its target
-// or recorded the end of a resync only on one side, a primary that lost its
-// peer and is still waiting for the fencer.
+// a crashed primary (its activity log), a primary that lost its peer and
+// is still waiting for the fencer, a verify repair, a source whose
+// target acknowledged regions it then lost.
 func equalCurrent(self, peer Side) Decision {
 	if self.CrashedPrimary && peer.CrashedPrimary {
 		if self.Node < peer.Node {

@@ -52,7 +52,7 @@ func TestDecideTable(t *testing.T) {
 		{"peer crashed primary", up(idA, 0, 0, 0), up(idA, 0, 0, 0).crashed(), SyncTarget, false, "peer-crashed-primary"},
 		{"both crashed primary, self lower", up(idA, 0, 0, 0).crashed().named("a"), up(idA, 0, 0, 0).crashed().named("b"), SyncSource, false, "both-crashed-primary"},
 		{"both crashed primary, self higher", up(idA, 0, 0, 0).crashed().named("b"), up(idA, 0, 0, 0).crashed().named("a"), SyncTarget, false, "both-crashed-primary"},
-		{"resync end recorded on the target only", up(idA, idS, idB, 0), up(idA, 0, idS, idB), SyncSource, false, "equal-self-dirty"},
+		{"equal, self holds a bitmap id", up(idA, idS, idB, 0), up(idA, 0, idS, idB), SyncSource, false, "equal-self-dirty"},
 		{"primary awaiting the fencer holds writes", up(idA, 0, 0, 0).dirty(65536), up(idA, 0, 0, 0), SyncSource, false, "equal-self-dirty"},
 		{"peer holds writes on the same generation", up(idA, 0, 0, 0), up(idA, 0, 0, 0).dirty(1), SyncTarget, false, "equal-peer-dirty"},
 		{"both wrote on the same generation", up(idA, 0, 0, 0).dirty(1), up(idA, idS, 0, 0), SplitBrain, false, "equal-both-dirty"},
@@ -232,13 +232,13 @@ func TestGenerationTransitions(t *testing.T) {
 		src = src.StartSyncSource(GenID(100+i), tgt.Current)
 		tgt = tgt.StartSyncTarget(src.Bitmap, false)
 	}
-	// Finish: the target records first, then the source.
+	// Finish: the source records first, then the target.
 	fin := src.FinishSyncSource()
 	if fin != (GenIDs{Current: idB, History: [2]GenID{idS, idA}}) {
 		t.Fatalf("finish: %+v", fin)
 	}
-	if d := Decide(Side{Node: "a", GenIDs: src, Disk: UpToDate}, Side{Node: "b", GenIDs: fin, Disk: UpToDate}); d.Verdict != SyncSource {
-		t.Fatalf("finish recorded on the target only: %v", d)
+	if d := Decide(Side{Node: "a", GenIDs: fin, Disk: UpToDate}, Side{Node: "b", GenIDs: tgt, Disk: Inconsistent}); d.Verdict != SyncSource || d.Full {
+		t.Fatalf("finish recorded on the source only: %v", d)
 	}
 	if d := Decide(Side{Node: "a", GenIDs: fin, Disk: UpToDate}, Side{Node: "b", GenIDs: fin, Disk: UpToDate}); d.Verdict != NoSync {
 		t.Fatalf("finished: %v", d)
