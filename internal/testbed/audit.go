@@ -97,12 +97,23 @@ func LeaseSpans(in AuditInput) []LeaseSpan {
 				closeSpan(e.Group, e.Time, string(e.Kind))
 			case (e.Kind == events.NodeUp || e.Kind == events.NodeDown) && e.Subject == host:
 				end, why := e.Time, "agent "+map[bool]string{true: "restarted", false: "stopped"}[e.Kind == events.NodeUp]
-				if k, ok := agentKilledBefore(in.Faults, host, e.Time); ok && e.Kind == events.NodeUp && k.Add(in.Lease).After(end) {
+				if k, ok := agentKilledBefore(in.Faults, host, e.Time); ok && e.Kind == events.NodeUp {
 					// Only the agent was killed: the guard it had opened
 					// lets the VIP (and the services it left) answer
 					// until its lease ends, one lease after the kill at
 					// the latest; nobody else can hold the lease before.
-					end, why = k.Add(in.Lease), fmt.Sprintf("agent killed at %s + lease", k.Format("15:04:05.000"))
+					// Tighter and still sound, as for a cut: the dead
+					// agent renewed only through voters that heard it,
+					// so its lease ended one lease after they last did
+					// (it may have sent its last renewal well before the
+					// kill).
+					bound, how := k.Add(in.Lease), fmt.Sprintf("agent killed at %s + lease", k.Format("15:04:05.000"))
+					if hb, ok := heardLeaseEnd(in.Logs, host, k, time.Time{}, in.Lease); ok && hb.Before(bound) {
+						bound, how = hb, fmt.Sprintf("agent killed at %s; last heard by the voters at %s + lease", k.Format("15:04:05.000"), hb.Add(-in.Lease).Format("15:04:05.000"))
+					}
+					if bound.After(end) {
+						end, why = bound, how
+					}
 				}
 				for g := range cur {
 					closeSpan(g, end, why)

@@ -377,3 +377,31 @@ func TestRegainedLeaseRunsWithoutGroupStarted(t *testing.T) {
 		t.Fatalf("spans %v, want only the first", spans)
 	}
 }
+
+// CI's TestRestartedAgentFindsItsService (2026-12-02): node1's agent sent
+// its last heartbeat (and lease renewal) at 1025 and was SIGKILLed at 1073;
+// the voters declared it down at 1205 (last heard 1025), its new agent
+// spoke from 1207, and node2 acquired epoch 2 at 1232. node1's lease ended
+// by 1205 (last heard + lease), not at kill + lease (1253): no overlap.
+func TestKilledAgentsLeaseEndsALeaseAfterItWasLastHeard(t *testing.T) {
+	down := func(ms, heard int) events.Event { return nodeDown(ms, "node1", heard) }
+	in := AuditInput{
+		Logs: map[string][]events.Event{
+			"node1": {nodeUp(0, "witness"), ev(904, events.LeaseAcquired, 1), ev(945, events.GroupStarted, 1),
+				{Time: at(1189), Kind: events.NodeUp, Subject: "node1"}, ev(1294, events.GroupStopped, 1)},
+			"node2":   {nodeUp(0, "node1"), down(1205, 1025), nodeUp(1207, "node1"), ev(1232, events.LeaseAcquired, 2), ev(1275, events.GroupStarted, 2)},
+			"witness": {nodeUp(0, "node1"), down(1205, 1025), nodeUp(1207, "node1")},
+		},
+		Faults: []Fault{{At: at(1073), Kind: FaultKillAgent, Host: "node1"}, {At: at(1085), Kind: FaultStart, Host: "node1"}},
+		Lease:  180 * time.Millisecond, End: at(3000), Slack: 5 * time.Millisecond,
+	}
+	if p := CheckAudit(in); len(p) != 0 {
+		t.Fatal(p)
+	}
+	// Heard until the kill (a renewal just before it): the bound is kill + lease,
+	// and a holder at 1232 overlaps.
+	in.Logs["node2"][1], in.Logs["witness"][1] = down(1205, 1072), down(1205, 1072)
+	if p := CheckAudit(in); len(p) != 1 || !strings.Contains(p[0], "two lease holders at once") {
+		t.Fatalf("a renewal at 1072 holds the lease to 1252: %v", p)
+	}
+}
