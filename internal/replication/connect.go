@@ -162,6 +162,11 @@ func (m *Machine) decide() {
 			m.persist()
 		}
 		m.event(Event{Kind: EventConnected, Decision: d, Reason: d.String()})
+		if m.dirty.Count() > 0 && m.hasDisk() {
+			// Written here during the handshake (not sent): the hello said
+			// nothing of it, so shake hands again to resync it.
+			m.rehandshake()
+		}
 	case SyncSource:
 		m.conn = connEstablished
 		m.event(Event{Kind: EventConnected, Decision: d, Reason: d.String()})
