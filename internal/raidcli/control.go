@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"time"
@@ -150,7 +151,11 @@ func (cs *controlServer) close() {
 }
 
 // controlClient talks to a served array; nil when it is not served.
-type controlClient struct{ hc *http.Client }
+type controlClient struct {
+	hc   *http.Client
+	name string // the array
+	path string // its control socket
+}
 
 func (g *globals) control(name string) *controlClient {
 	path := socketPath(g.stateDir, name)
@@ -159,7 +164,7 @@ func (g *globals) control(name string) *controlClient {
 		return nil
 	}
 	c.Close()
-	return &controlClient{hc: &http.Client{Transport: &http.Transport{
+	return &controlClient{name: name, path: path, hc: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", path)
 		},
@@ -171,7 +176,15 @@ func (c *controlClient) call(method, op string, q controlRequest, out any) error
 	req, _ := http.NewRequest(method, "http://raid/"+op, bytes.NewReader(body))
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("raid: control socket: %w", err)
+		// Go's HTTP error names a made-up URL; say what the user has.
+		var cause error = err
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			cause = ue.Err
+		}
+		return fmt.Errorf("raid: the process serving array %s (tandem raid serve, control socket %s) did not answer %s: %w\n"+
+			"  Check that it still runs (ps, or systemctl status for its unit); once it has stopped, run this command again:\n"+
+			"  without a serving process it works on the array's members directly", c.name, c.path, op, cause)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
