@@ -417,6 +417,15 @@ func (e *Engine) reportLeases(now time.Time) {
 		case held && !had:
 			e.changes = append(e.changes, Change{At: now, Kind: LeaseAcquired, Group: g, Epoch: c.Epoch, Until: until})
 			e.reported[g] = until
+		case held && !now.Before(prev):
+			// The lease ran out at prev and a renewal that came after
+			// it (in the same wake-up as this report) granted a new one:
+			// that is a loss and a new lease, not an extension. The node
+			// did not hold it in between (its guard closed the VIP), and
+			// the audit log must say so.
+			e.changes = append(e.changes, Change{At: prev, Kind: LeaseLost, Group: g, Epoch: c.Epoch, Until: prev},
+				Change{At: now, Kind: LeaseAcquired, Group: g, Epoch: c.Epoch, Until: until})
+			e.reported[g] = until
 		case held && until.After(prev):
 			e.changes = append(e.changes, Change{At: now, Kind: LeaseExtended, Group: g, Epoch: c.Epoch, Until: until})
 			e.reported[g] = until

@@ -406,3 +406,36 @@ func TestReleasedLeaseIsNotClaimedAgain(t *testing.T) {
 		t.Fatalf("b got the lease %v after the handover", from.Sub(moved))
 	}
 }
+
+// A lease that ran out, then was granted again by a renewal processed in
+// the same wake-up as the report (a frozen witness thawed just after the
+// lease end: random schedule 332607151), is reported as lost at its end
+// and acquired anew, not as extended: the node did not hold it in between
+// and restarted its group, and the audit log must show the new lease.
+func TestLapsedLeaseRenewedLateIsLostAndAcquired(t *testing.T) {
+	s := newSim(t, []string{"a", "b", "w"}, 1)
+	s.setState(map[string]GroupState{"g": {Holder: "a", Epoch: 1}})
+	s.run(ms(300))
+	e := s.engines[0]
+	if _, _, ok := e.Lease("g", s.now); !ok {
+		t.Fatal("a has no lease")
+	}
+	e.Changes()
+	// As if a's last report was of a lease that ended 20 ms ago, and the
+	// renewal now held arrived after that end.
+	lapsed := s.now.Add(-ms(20))
+	e.reported["g"] = lapsed
+	e.Tick(s.now)
+	var kinds []ChangeKind
+	for _, c := range e.Changes() {
+		if c.Group == "g" {
+			kinds = append(kinds, c.Kind)
+			if c.Kind == LeaseLost && !c.At.Equal(lapsed) {
+				t.Errorf("lost at %v, want the old lease's end %v", c.At.Sub(t0), lapsed.Sub(t0))
+			}
+		}
+	}
+	if len(kinds) != 2 || kinds[0] != LeaseLost || kinds[1] != LeaseAcquired {
+		t.Fatalf("changes %v, want lease lost then acquired", kinds)
+	}
+}
