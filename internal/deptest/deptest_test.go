@@ -31,12 +31,13 @@ var allowed = map[string][]string{
 	"internal/manager":          {"internal/clock", "internal/events", "internal/lifecycle", "internal/resource", "internal/state", "internal/vipguard"},
 	"internal/probe":            {},
 	"internal/metapage":         {},
+	"internal/replication":      {},
 	"internal/volume/meta":      {"internal/blockdev", "internal/metapage", "internal/replication"},
 	"internal/replication/link": {"internal/clock", "internal/keyfile", "internal/peerid", "internal/replication"},
 }
 
 // pure packages do no I/O: no sockets, files or processes.
-var pure = []string{"internal/lease", "internal/state", "internal/placement", "internal/seal", "internal/lifecycle"}
+var pure = []string{"internal/lease", "internal/state", "internal/placement", "internal/seal", "internal/lifecycle", "internal/replication"}
 
 var ioPackages = []string{"net", "os", "os/exec", "syscall", "net/http", "io/ioutil", "golang.org/x/sys/unix"}
 
