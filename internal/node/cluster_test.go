@@ -395,6 +395,9 @@ func TestInProcessPartitionBetweenNodesKeepsPrimary(t *testing.T) {
 	c := newCluster(t, "manual")
 	c.startAll()
 	c.waitRunningOn("a")
+	// holder reads the witness's state, which may apply the placement a
+	// moment after a runs it (a led when it committed): wait for it.
+	c.waitFor("the witness to apply a's placement", 5*time.Second, func() bool { h, e := c.holder(); return h == "a" && e > 0 })
 	_, epoch := c.holder()
 	c.cutBoth("a", "b")
 	c.stays("group on a while a and b cannot talk", 1500*time.Millisecond, func() bool { return c.running("a") && !c.running("b") })
