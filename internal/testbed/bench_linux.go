@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"tandem/internal/config"
@@ -317,10 +316,7 @@ func (t *tandemBench) startService(h string) error {
 	if !t.vipOnly {
 		return nil
 	}
-	cmd := t.bed.Command(h, t.bed.Binary, "demo-service", "--all", "--port", fmt.Sprint(t.c.Spec.Groups[0].Port))
-	cmd.Env = append(os.Environ(), "TANDEM_NODE="+h)
-	t.bed.record(Fault{Kind: FaultStart, Host: h, Detail: "service"})
-	return t.bed.start(cmd)
+	return t.bed.startDemoService(h, t.c.Spec.Groups[0].Port)
 }
 
 // ready: a leader sees every voter up, every agent has run for a second

@@ -90,11 +90,15 @@ func (k *Keepalived) Start(hosts ...string) error {
 	return nil
 }
 
-func (k *Keepalived) startService(h string) error {
-	cmd := k.Bed.Command(h, k.Bed.Binary, "demo-service", "--all", "--port", fmt.Sprint(k.Port))
+func (k *Keepalived) startService(h string) error { return k.Bed.startDemoService(h, k.Port) }
+
+// startDemoService runs the demo HTTP service on host h outside any
+// cluster manager (as keepalived users run theirs).
+func (b *Bed) startDemoService(h string, port int) error {
+	cmd := b.Command(h, b.Binary, "demo-service", "--all", "--port", fmt.Sprint(port))
 	cmd.Env = append(os.Environ(), "TANDEM_NODE="+h)
-	k.Bed.record(Fault{Kind: FaultStart, Host: h, Detail: "service"})
-	return k.Bed.start(cmd)
+	b.record(Fault{Kind: FaultStart, Host: h, Detail: "service"})
+	return b.start(cmd)
 }
 
 func (k *Keepalived) startDaemon(h string) error {

@@ -73,7 +73,12 @@ func parentOf(pid int) int {
 // statFields are the fields of /proc/PID/stat after the command name
 // (state, ppid, …); nil when pid is gone.
 func statFields(pid int) []string {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	return statFieldsAt(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+}
+
+// statFieldsAt is statFields of a stat file (a process's or a thread's).
+func statFieldsAt(path string) []string {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil
 	}
@@ -95,16 +100,11 @@ func allStopped(pids []int) bool {
 			continue // gone
 		}
 		for _, t := range tasks {
-			f, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p), "task", t.Name(), "stat"))
-			if err != nil {
-				continue
+			f := statFieldsAt(filepath.Join("/proc", strconv.Itoa(p), "task", t.Name(), "stat"))
+			if len(f) == 0 || f[0] == "" {
+				continue // gone
 			}
-			s := string(f)
-			i := strings.LastIndexByte(s, ')')
-			if i < 0 || i+2 >= len(s) {
-				continue
-			}
-			if st := s[i+2]; st != 'T' && st != 't' && st != 'Z' && st != 'X' {
+			if st := f[0][0]; st != 'T' && st != 't' && st != 'Z' && st != 'X' {
 				return false
 			}
 		}
