@@ -43,13 +43,18 @@ func (m *Machine) Promote(now time.Time, epoch Epoch, force bool) error {
 	case m.disk != UpToDate && !force:
 		return fmt.Errorf("promote: %w: disk is %v", ErrNotUpToDate, m.disk)
 	}
+	// Connected to a peer that is Inconsistent with no resync under way
+	// (neither side had data: a new volume's initial sync, forced here),
+	// the promoted replica's data must reach the peer in full: a new
+	// generation, and a new handshake decides the sync.
+	initial := m.hasDisk() && m.linkUp && m.conn == connEstablished && m.peerDisk == Inconsistent && m.sync == syncNone
 	if m.hasDisk() {
 		if m.disk != UpToDate {
 			m.disk, m.meta.Disk = UpToDate, UpToDate
 		}
 		// Replicating, the peer receives every write from now on and the
 		// bitmap holds what it lacks (a resync): the generation goes on.
-		if !m.replicating() {
+		if !m.replicating() || initial {
 			m.meta.GenIDs = m.meta.GenIDs.NewCurrent(m.cfg.NewGenID())
 		}
 	}
@@ -58,6 +63,9 @@ func (m *Machine) Promote(now time.Time, epoch Epoch, force bool) error {
 	m.meta.PrimaryEpoch, m.meta.Epoch = epoch, epoch
 	m.persist()
 	m.sendState()
+	if initial {
+		m.rehandshake()
+	}
 	m.event(Event{Kind: EventPromoted, Epoch: epoch})
 	m.step(now)
 	return nil

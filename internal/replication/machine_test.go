@@ -673,3 +673,33 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("defaults: %+v", d)
 	}
 }
+
+// TestForcedPromotionWhileConnectedStartsTheInitialSync: two new replicas
+// connect first (neither has data: nothing to sync), then one is forced
+// primary, as `tandem volume primary --force` does for a new volume: the
+// peer must receive all of the data and end UpToDate, not stay an
+// Inconsistent replica that only gets the writes from now on.
+func TestForcedPromotionWhileConnectedStartsTheInitialSync(t *testing.T) {
+	s := newSim(t, 1, Sync)
+	s.faults = false
+	s.linkUpNow()
+	s.settle()
+	if st := s.nodes[1].m.Status(); st.Connection != "Connected" || st.Disk != Inconsistent {
+		s.fail("before promotion: %+v", st)
+	}
+	if err := s.nodes[0].m.Promote(s.now, 1, true); err != nil {
+		t.Fatal(err)
+	}
+	s.epoch, s.holderEpoch = 1, 1
+	s.drain()
+	s.write(0, 1)
+	s.settle()
+	for i := range 2 {
+		if st := s.nodes[i].m.Status(); st.Disk != UpToDate || st.PeerDisk != UpToDate || st.Sync != "" {
+			s.fail("node %d after the initial sync: %+v", i, st)
+		}
+	}
+	if len(s.eventsOf(0, EventResyncStarted)) != 1 || !s.eventsOf(0, EventResyncStarted)[0].Full {
+		s.fail("no full sync started: %v", s.nodes[0].events)
+	}
+}

@@ -34,14 +34,15 @@ import (
 //	104 last epoch   uint64
 //	112 node name    [64]byte, NUL padded
 //	176 peer name    [64]byte, NUL padded
-//	240 end; the rest of the payload is zero
+//	240 primary epoch uint64 (of the newest promotion)
+//	248 end; the rest of the payload is zero
 
 var sbKind = metapage.VolumeSuperblock
 
 const (
 	sbVersion = 1
 	nameLen   = 64
-	sbUsed    = 240
+	sbUsed    = 248
 )
 
 // Flags are the superblock's yes/no facts.
@@ -90,6 +91,9 @@ type State struct {
 	Disk       replication.DiskState
 	Flags      Flags
 	Epoch      replication.Epoch // the newest epoch seen
+	// PrimaryEpoch is the epoch of this replica's newest promotion (0:
+	// never primary): split-brain policies compare it.
+	PrimaryEpoch replication.Epoch
 }
 
 func (s State) check() error {
@@ -140,6 +144,7 @@ func (sb *superblock) encode() []byte {
 	le.PutUint64(b[104:], uint64(st.Epoch))
 	copy(b[112:112+nameLen], st.Node)
 	copy(b[176:176+nameLen], st.Peer)
+	le.PutUint64(b[240:], uint64(st.PrimaryEpoch))
 	return b
 }
 
@@ -183,6 +188,7 @@ func decodeSuperblock(b []byte) (*superblock, error) {
 		History: [2]replication.GenID{replication.GenID(le.Uint64(b[88:])), replication.GenID(le.Uint64(b[96:]))},
 	}
 	st.Epoch = replication.Epoch(le.Uint64(b[104:]))
+	st.PrimaryEpoch = replication.Epoch(le.Uint64(b[240:]))
 	var err error
 	if st.Node, err = decodeName(b[112 : 112+nameLen]); err != nil {
 		return nil, fmt.Errorf("superblock node name: %w", err)

@@ -1,0 +1,118 @@
+package volume
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"tandem/internal/replication"
+)
+
+// The Volume is a blockdev.Device while this node is primary: the NBD
+// server's requests go through the machine (to the local disk and, as the
+// mode says, the peer). On a secondary every request fails with
+// replication.ErrNotPrimary. WriteAt returning nil means the write is on
+// every replica the mode asks for, and Flush makes every write that
+// returned durable on them (so the NBD export may offer multi-conn).
+
+var waiterPool = sync.Pool{New: func() any { return make(chan replication.Complete, 1) }}
+
+// do submits one request and waits for its completion.
+func (v *Volume) do(r replication.Request) replication.Complete {
+	ch := waiterPool.Get().(chan replication.Complete)
+	r.ID = v.nextReq.Add(1)
+	start := v.clk.Now()
+	if !v.post(func(now time.Time) {
+		v.waiters[r.ID] = ch
+		v.m.Submit(now, r)
+	}) {
+		return replication.Complete{ID: r.ID, Err: ErrClosed}
+	}
+	c := <-ch
+	waiterPool.Put(ch)
+	if r.Op != replication.OpRead && c.Err == nil {
+		d := v.clk.Since(start)
+		v.post(func(time.Time) { v.lat.add(r.Op, d) })
+	}
+	return c
+}
+
+func (v *Volume) check(p []byte, off int64) error {
+	if off < 0 || off+int64(len(p)) > v.cfg.Size {
+		return fmt.Errorf("volume %s: I/O at %d+%d past the end (%d bytes)", v.name, off, len(p), v.cfg.Size)
+	}
+	return nil
+}
+
+// ReadAt reads from the local replica (or the peer's, when the local disk
+// is detached).
+func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
+	if err := v.check(p, off); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c := v.do(replication.Request{Op: replication.OpRead, Off: off, Len: int64(len(p))})
+	if c.Err != nil {
+		return 0, c.Err
+	}
+	return copy(p, c.Data), nil
+}
+
+// WriteAt writes p at off on the replicas the mode asks for.
+func (v *Volume) WriteAt(p []byte, off int64) (int, error) {
+	if err := v.check(p, off); err != nil {
+		return 0, err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if c := v.do(replication.Request{Op: replication.OpWrite, Off: off, Data: p}); c.Err != nil {
+		return 0, c.Err
+	}
+	return len(p), nil
+}
+
+// Flush makes every write that returned durable on the replicas.
+func (v *Volume) Flush() error {
+	return v.do(replication.Request{Op: replication.OpFlush}).Err
+}
+
+// Size is the volume's size in bytes.
+func (v *Volume) Size() int64 { return v.cfg.Size }
+
+// latency keeps the durations of recent writes and flushes (the loop's).
+type latency struct {
+	writes, flushes ring
+}
+
+type ring struct {
+	d    [1024]time.Duration
+	n, i int
+}
+
+func (r *ring) add(d time.Duration) {
+	r.d[r.i] = d
+	r.i = (r.i + 1) % len(r.d)
+	r.n = min(r.n+1, len(r.d))
+}
+
+// quantile of the kept durations (0 when none).
+func (r *ring) quantile(q float64) time.Duration {
+	if r.n == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), r.d[:r.n]...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[min(int(q*float64(r.n)), r.n-1)]
+}
+
+func (l *latency) add(op replication.Op, d time.Duration) {
+	if op == replication.OpFlush {
+		l.flushes.add(d)
+	} else {
+		l.writes.add(d)
+	}
+}

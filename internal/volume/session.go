@@ -1,0 +1,171 @@
+package volume
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"tandem/internal/replication"
+	"tandem/internal/replication/link"
+)
+
+// session is one link session as the loop sees it: frames queued for its
+// sender, in the machine's order. The queue is not bounded here: the
+// machine bounds what it sends by the client requests it holds (the NBD
+// server bounds those) and its resync and verify windows.
+type session struct {
+	v  *Volume
+	s  link.Session
+	mu sync.Mutex
+	// q holds frames not yet handed to the link; more wakes the sender.
+	q      []replication.Frame
+	more   chan struct{}
+	ended  bool
+	sender sync.WaitGroup
+}
+
+// sessions takes each session the endpoint hands out, in turn: it tells
+// the machine the link is up, reads frames into the loop, and once the
+// session is over (and its sender stopped) tells the machine it is down.
+func (v *Volume) sessions() {
+	defer v.wg.Done()
+	for {
+		s, err := v.ep.Next(v.ctx)
+		if err != nil {
+			if v.ctx.Err() == nil && !errors.Is(err, link.ErrClosed) {
+				v.log.Error("volume: link stopped", "volume", v.name, "err", err)
+			}
+			return
+		}
+		ss := &session{v: v, s: s, more: make(chan struct{}, 1)}
+		ss.sender.Add(1)
+		go ss.send()
+		if !v.post(func(now time.Time) {
+			v.sess = ss
+			v.m.LinkUp(now)
+		}) {
+			ss.end(ErrClosed)
+			ss.sender.Wait()
+			return
+		}
+		ss.read()
+		<-s.Done()
+		ss.end(s.Err())
+		ss.sender.Wait()
+		why := "link down"
+		if err := s.Err(); err != nil {
+			why = err.Error()
+		}
+		if !v.post(func(now time.Time) {
+			if v.sess == ss {
+				v.sess = nil
+			}
+			v.m.LinkDown(now, why)
+		}) {
+			return
+		}
+	}
+}
+
+// read hands every frame of the session to the loop, in order, until the
+// session ends. A frame that does not decode ends the session: the peer
+// is broken or hostile, and nothing it sent after can be trusted.
+func (ss *session) read() {
+	v := ss.v
+	for {
+		f, err := ss.s.Recv(v.ctx)
+		if err != nil {
+			return
+		}
+		var m replication.Frame
+		if f.Kind == link.KindStale {
+			se, err := link.DecodeStale(f)
+			if err != nil {
+				ss.s.Close(err)
+				return
+			}
+			m = replication.Frame{Kind: replication.FrameStale, Volume: f.Volume, Epoch: se.Newest, Ack: se.Seq}
+		} else {
+			m, err = link.DecodeMessage(f)
+			if err != nil {
+				v.log.Warn("volume: bad frame from the peer: dropping the link", "volume", v.name, "err", err)
+				ss.s.Close(err)
+				return
+			}
+			m.Data = slices.Clone(m.Data) // it aliases the link's buffer
+		}
+		if !v.post(func(now time.Time) {
+			if v.sess == ss {
+				v.m.Receive(now, m)
+			}
+		}) {
+			return
+		}
+	}
+}
+
+// queue adds a frame for the sender (from the loop).
+func (ss *session) queue(f replication.Frame) {
+	ss.mu.Lock()
+	if !ss.ended {
+		ss.q = append(ss.q, f)
+	}
+	ss.mu.Unlock()
+	select {
+	case ss.more <- struct{}{}:
+	default:
+	}
+}
+
+// end closes the session (from any goroutine); the sender stops.
+func (ss *session) end(why error) {
+	ss.mu.Lock()
+	first := !ss.ended
+	ss.ended, ss.q = true, nil
+	ss.mu.Unlock()
+	if first {
+		ss.s.Close(why)
+		select {
+		case ss.more <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// send writes queued frames in order until the session ends.
+func (ss *session) send() {
+	defer ss.sender.Done()
+	var buf []byte
+	for {
+		ss.mu.Lock()
+		batch := ss.q
+		ss.q = nil
+		ended := ss.ended
+		ss.mu.Unlock()
+		if ended {
+			return
+		}
+		for i := range batch {
+			lf, err := link.EncodeMessage(&batch[i], buf)
+			if err == nil {
+				buf = lf.Payload[:0]
+				_, err = ss.s.Send(ss.v.ctx, lf)
+			}
+			if err != nil {
+				ss.end(fmt.Errorf("send %v: %w", batch[i].Kind, err))
+				return
+			}
+		}
+		if len(batch) > 0 {
+			continue
+		}
+		select {
+		case <-ss.more:
+		case <-ss.s.Done():
+			ss.end(ss.s.Err())
+			return
+		}
+	}
+}
