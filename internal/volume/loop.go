@@ -263,8 +263,11 @@ func (v *Volume) machineEvent(now time.Time, e replication.Event) {
 	if e.Bytes != 0 {
 		attrs["bytes"] = e.Bytes
 	}
-	if e.SelfDirty != 0 || e.PeerDirty != 0 || e.Kind == replication.EventSplitBrain {
+	switch e.Kind {
+	case replication.EventSplitBrain:
 		attrs["self_dirty_bytes"], attrs["peer_dirty_bytes"] = e.SelfDirty, e.PeerDirty
+	case replication.EventVerifyFinished:
+		attrs["mismatched_bytes"] = e.SelfDirty
 	}
 	if e.Kind == replication.EventVerifyMismatch {
 		attrs["region"] = e.Region

@@ -1,0 +1,5 @@
+package main
+
+import "tandem/internal/volumecli"
+
+func init() { subcommands = append(subcommands, volumecli.Command) }

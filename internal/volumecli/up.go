@@ -1,0 +1,292 @@
+package volumecli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+
+	"tandem/internal/blockdev"
+	"tandem/internal/events"
+	"tandem/internal/keyfile"
+	"tandem/internal/nbd"
+	"tandem/internal/replication"
+	"tandem/internal/replication/link"
+	"tandem/internal/volume"
+	"tandem/internal/volume/meta"
+)
+
+func upCmd(g *globals) *cobra.Command {
+	var salvage bool
+	cmd := &cobra.Command{
+		Use:   "up NAME",
+		Short: "Run this node's replica of a volume until 'down' or SIGTERM: the link to the peer, NBD while primary, a control socket",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rec, err := loadRecord(g.stateDir, args[0])
+			if err != nil {
+				return err
+			}
+			log := g.logger().With("volume", rec.Name)
+			d, err := startDaemon(g, rec, log, salvage)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "volume %s up: %s, %s, peer %s, control socket %s\n", rec.Name, rec.Backing,
+				formatBytes(d.vol.Size()), rec.Peer, socketPath(g.stateDir, rec.Name))
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			select {
+			case <-ctx.Done():
+			case <-d.downReq:
+			}
+			return d.close()
+		},
+	}
+	cmd.Flags().BoolVar(&salvage, "salvage", false, "open metadata whose bitmap or activity log is damaged by counting what they cover as dirty (more resync, never less)")
+	return cmd
+}
+
+// daemon is one running volume: the engine, its link, the NBD export
+// while primary and the control socket.
+type daemon struct {
+	g      *globals
+	rec    *record
+	log    *slog.Logger
+	vol    *volume.Volume
+	fencer *localFencer
+	audit  *events.Log
+	reg    *prometheus.Registry
+	ctl    *control
+
+	devs    []blockdev.Device // the backing and meta devices, closed last
+
+	mu      sync.Mutex // serializes role changes and the export
+	export  *nbd.Server
+	exportL net.Listener
+	downReq chan struct{}
+	downOne sync.Once
+}
+
+func startDaemon(g *globals, rec *record, log *slog.Logger, salvage bool) (*daemon, error) {
+	cfg, err := rec.replicationConfig()
+	if err != nil {
+		return nil, err
+	}
+	paths, err := rec.linkPaths()
+	if err != nil {
+		return nil, err
+	}
+	key, err := keyfile.Load(rec.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: %w", rec.Name, err)
+	}
+	if c := dialControl(g.stateDir, rec.Name); c != nil {
+		return nil, fmt.Errorf("volume %s is up already (control socket %s)", rec.Name, socketPath(g.stateDir, rec.Name))
+	}
+	dev, mdev, err := openBacking(rec)
+	if err != nil {
+		return nil, err
+	}
+	o := meta.OpenOptions{Name: rec.Backing, Salvage: salvage, Logger: log}
+	if mdev != nil {
+		o.Meta = mdev
+	}
+	devs := []blockdev.Device{dev}
+	if mdev != nil {
+		devs = append(devs, mdev)
+	}
+	closeDevs := func() {
+		for _, d := range devs {
+			d.Close()
+		}
+	}
+	md, err := meta.Open(dev, o)
+	if err != nil {
+		closeDevs()
+		return nil, fmt.Errorf("volume %s: %w", rec.Name, err)
+	}
+	if id := md.ID().String(); id != rec.UUID {
+		md.Close()
+		closeDevs()
+		return nil, fmt.Errorf("volume %s: %s holds volume %s, the record says %s", rec.Name, rec.Backing, id, rec.UUID)
+	}
+	d := &daemon{g: g, rec: rec, log: log, fencer: &localFencer{path: fencePath(g.stateDir, rec.Name)},
+		reg: prometheus.NewRegistry(), downReq: make(chan struct{}), devs: devs}
+	d.audit = g.auditLog(log)
+	st := md.State()
+	var onLink func(link.Event)
+	ln, err := link.Start(link.Config{
+		Self: rec.Node, Peer: rec.Peer, Key: key, Volume: md.ID(), Size: uint64(md.DataSize()), Epoch: st.Epoch,
+		Paths: paths, Logger: log, Fenced: link.MessageFenced,
+		OnEvent: func(e link.Event) {
+			if onLink != nil {
+				onLink(e)
+			}
+		},
+	})
+	if err != nil {
+		md.Close()
+		closeDevs()
+		return nil, fmt.Errorf("volume %s: %w", rec.Name, err)
+	}
+	col := link.NewCollector()
+	col.Add(ln)
+	d.reg.MustRegister(col)
+	vol, err := volume.Open(volume.Options{Name: rec.Name, Meta: md, Link: ln, Fencer: d.fencer, Replication: cfg,
+		Logger: g.logger(), OnEvent: d.publish})
+	if err != nil {
+		closeDevs()
+		return nil, err
+	}
+	onLink = vol.LinkEvent
+	d.vol = vol
+	d.reg.MustRegister(volume.NewCollector(vol))
+	if d.ctl, err = startControl(d); err != nil {
+		vol.Close()
+		closeDevs()
+		return nil, err
+	}
+	return d, nil
+}
+
+// openBacking opens the record's backing device (and meta device).
+func openBacking(rec *record) (blockdev.Device, blockdev.Device, error) {
+	if name, ok := strings.CutPrefix(rec.Backing, "raid:"); ok {
+		return nil, nil, fmt.Errorf("volume %s: backing raid:%s: serve the array and put the volume on its device; raid arrays as backing are not built yet (README, Not finished)", rec.Name, name)
+	}
+	dev, err := blockdev.OpenFile(rec.Backing, false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("volume %s: backing device: %w", rec.Name, err)
+	}
+	if rec.Meta == "" {
+		return dev, nil, nil
+	}
+	mdev, err := blockdev.OpenFile(rec.Meta, false)
+	if err != nil {
+		dev.Close()
+		return nil, nil, fmt.Errorf("volume %s: meta device: %w", rec.Name, err)
+	}
+	return dev, mdev, nil
+}
+
+// publish writes a volume event to the audit log.
+func (d *daemon) publish(e volume.Event) {
+	if d.audit == nil {
+		return
+	}
+	d.audit.Publish(events.Event{Time: e.Time, Kind: events.Kind("volume_" + e.Kind), Node: d.rec.Node,
+		Subject: d.rec.Name, Epoch: uint64(e.Epoch), Message: e.Message, Attrs: e.Attrs})
+}
+
+// promote makes this replica primary at the next epoch and starts the
+// NBD export.
+func (d *daemon) promote(force bool) (replication.Epoch, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.vol.Status()
+	epoch := replication.Epoch(st.Epoch)
+	if st.Role != replication.Primary.String() {
+		epoch++
+	}
+	if err := d.fencer.promoted(epoch); err != nil {
+		return 0, fmt.Errorf("volume %s: record the promotion: %w", d.rec.Name, err)
+	}
+	if err := d.vol.Promote(epoch, force); err != nil {
+		return 0, err
+	}
+	if err := d.startExport(); err != nil {
+		return epoch, fmt.Errorf("volume %s is primary at epoch %d, but its NBD export did not start: %w", d.rec.Name, epoch, err)
+	}
+	return epoch, nil
+}
+
+func (d *daemon) demote() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stopExport()
+	return d.vol.Demote()
+}
+
+func (d *daemon) startExport() error {
+	if d.export != nil {
+		return nil
+	}
+	network, addr := "tcp", d.rec.NBD
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		network, addr = "unix", p
+		os.Remove(p)
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", d.rec.NBD, err)
+	}
+	srv := nbd.NewServer(d.log, nbd.Export{Name: d.rec.Name, Description: "tandem replicated volume " + d.rec.Name,
+		Device: d.vol, MultiConn: true})
+	d.export, d.exportL = srv, ln
+	go srv.Serve(ln)
+	d.log.Info("volume: NBD export started", "listen", d.rec.NBD, "export", d.rec.Name)
+	return nil
+}
+
+func (d *daemon) stopExport() {
+	if d.export == nil {
+		return
+	}
+	d.export.Close()
+	if p, ok := strings.CutPrefix(d.rec.NBD, "unix:"); ok {
+		os.Remove(p)
+	}
+	d.export, d.exportL = nil, nil
+	d.log.Info("volume: NBD export stopped")
+}
+
+// down asks the daemon to exit.
+func (d *daemon) down() { d.downOne.Do(func() { close(d.downReq) }) }
+
+// close stops everything: the control socket, the export, the engine.
+// A primary is left primary on disk: found so at the next up, its
+// activity log's extents are resynced to the peer.
+func (d *daemon) close() error {
+	d.ctl.close()
+	d.mu.Lock()
+	d.stopExport()
+	d.mu.Unlock()
+	err := d.vol.Close()
+	for _, dev := range d.devs {
+		if cerr := dev.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if d.audit != nil {
+		d.audit.Close()
+	}
+	return err
+}
+
+// waitIdle waits until no resync or verify runs (for --wait).
+func waitIdle(ctx context.Context, status func() (volume.Status, error)) (volume.Status, error) {
+	for {
+		s, err := status()
+		if err != nil || (s.Sync == "" && !s.Verifying) {
+			return s, err
+		}
+		select {
+		case <-ctx.Done():
+			return s, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+var errDownPrimary = errors.New("the volume is primary here: run 'tandem volume secondary' first, or down --force")
