@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -77,8 +78,12 @@ func (g *globals) status(name string) (volume.Status, error) {
 	if c := dialControl(g.stateDir, name); c != nil {
 		return c.status()
 	}
-	s := volume.Status{Name: rec.Name, UUID: rec.UUID, Node: rec.Node, Peer: rec.Peer, Mode: rec.Mode, Role: "down", Connection: "Down"}
-	dev, mdev, err := openBacking(rec)
+	s := volume.Status{Name: rec.Name, UUID: rec.UUID, Node: rec.Node, Peer: rec.Peer, Mode: rec.Mode, Size: rec.Size, Role: "down", Connection: "Down"}
+	if strings.HasPrefix(rec.Backing, "raid:") {
+		s.Disk = "?" // not assembled just to read its metadata
+		return s, nil
+	}
+	dev, mdev, err := openBacking(g.stateDir, rec, g.logger())
 	if err != nil {
 		s.DiskError = err.Error()
 		return s, nil

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -95,7 +96,7 @@ both start UpToDate and nothing is synced.`,
 				}
 				o.Disk, o.Gen = replication.UpToDate, replication.GenIDs{Current: cleanGen(o.ID)}
 			}
-			dev, mdev, err := openForCreate(r.Backing, r.Meta, dataSize, metaSize, o)
+			dev, mdev, err := openForCreate(g.stateDir, g.logger(), r.Backing, r.Meta, dataSize, metaSize, o)
 			if err != nil {
 				return err
 			}
@@ -110,7 +111,7 @@ both start UpToDate and nothing is synced.`,
 				}
 				return err
 			}
-			r.UUID = md.ID().String()
+			r.UUID, r.Size = md.ID().String(), md.DataSize()
 			r.Created = time.Now().UTC()
 			data := md.DataSize()
 			if err := md.Close(); err != nil {
@@ -123,9 +124,9 @@ both start UpToDate and nothing is synced.`,
 			if err := saveJSON(recordPath(g.stateDir, r.Name), &r); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out, "volume %s created on %s: %s, uuid %s\n", r.Name, r.Backing, formatBytes(data), r.UUID)
+			fmt.Fprintf(g.out, "volume %s created on %s: %s (%d bytes), uuid %s\n", r.Name, r.Backing, formatBytes(data), data, r.UUID)
 			if uuid == "" {
-				fmt.Fprintf(g.out, "on %s: tandem volume create %s --uuid %s --node %s --peer %s --backing ... --path ...\n", r.Peer, r.Name, r.UUID, r.Peer, r.Node)
+				fmt.Fprintf(g.out, "on %s: tandem volume create %s --uuid %s --size %d --node %s --peer %s --backing ... --path ...\n", r.Peer, r.Name, r.UUID, data, r.Peer, r.Node)
 			}
 			return nil
 		},
@@ -163,17 +164,20 @@ func cleanGen(id replication.VolumeID) replication.GenID {
 // openForCreate opens (or creates) the backing device and the meta
 // device. A missing backing file is created sparse with room for the data
 // and internal metadata; a missing meta file with what the metadata needs.
-func openForCreate(backing, metaPath string, dataSize int64, metaSize string, o meta.CreateOptions) (blockdev.Device, blockdev.Device, error) {
+func openForCreate(stateDir string, log *slog.Logger, backing, metaPath string, dataSize int64, metaSize string, o meta.CreateOptions) (blockdev.Device, blockdev.Device, error) {
+	var dev blockdev.Device
+	var err error
 	if strings.HasPrefix(backing, "raid:") {
-		return nil, nil, fmt.Errorf("volume: %s: create the volume on the array's block device or file; raid:NAME backing is opened by 'up' (see docs/volumes.md)", backing)
+		dev, err = openBackingDevice(stateDir, backing, log)
+	} else {
+		need := dataSize
+		if metaPath == "" && dataSize > 0 {
+			need += meta.MetaSize(dataSize, o)
+		}
+		dev, err = openOrCreate(backing, need, "--size")
 	}
-	need := dataSize
-	if metaPath == "" && dataSize > 0 {
-		need += meta.MetaSize(dataSize, o)
-	}
-	dev, err := openOrCreate(backing, need, "--size")
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("volume: backing device: %w", err)
 	}
 	if metaPath == "" {
 		return dev, nil, nil

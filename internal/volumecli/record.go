@@ -21,6 +21,7 @@ type record struct {
 	UUID    string `json:"uuid"`
 	Node    string `json:"node"`
 	Peer    string `json:"peer"`
+	Size    int64  `json:"size_bytes"`     // the data size, the same on both nodes
 	Backing string `json:"backing"`        // a file, a block device, or raid:NAME
 	Meta    string `json:"meta,omitempty"` // separate metadata file or device
 	// Paths are "LOCAL,PEER" address pairs, in preference order.

@@ -20,6 +20,7 @@ import (
 	"tandem/internal/events"
 	"tandem/internal/keyfile"
 	"tandem/internal/nbd"
+	"tandem/internal/raidcli"
 	"tandem/internal/replication"
 	"tandem/internal/replication/link"
 	"tandem/internal/volume"
@@ -69,7 +70,7 @@ type daemon struct {
 	reg    *prometheus.Registry
 	ctl    *control
 
-	devs    []blockdev.Device // the backing and meta devices, closed last
+	devs []blockdev.Device // the backing and meta devices, closed last
 
 	mu      sync.Mutex // serializes role changes and the export
 	export  *nbd.Server
@@ -94,7 +95,7 @@ func startDaemon(g *globals, rec *record, log *slog.Logger, salvage bool) (*daem
 	if c := dialControl(g.stateDir, rec.Name); c != nil {
 		return nil, fmt.Errorf("volume %s is up already (control socket %s)", rec.Name, socketPath(g.stateDir, rec.Name))
 	}
-	dev, mdev, err := openBacking(rec)
+	dev, mdev, err := openBacking(g.stateDir, rec, log)
 	if err != nil {
 		return nil, err
 	}
@@ -161,11 +162,8 @@ func startDaemon(g *globals, rec *record, log *slog.Logger, salvage bool) (*daem
 }
 
 // openBacking opens the record's backing device (and meta device).
-func openBacking(rec *record) (blockdev.Device, blockdev.Device, error) {
-	if name, ok := strings.CutPrefix(rec.Backing, "raid:"); ok {
-		return nil, nil, fmt.Errorf("volume %s: backing raid:%s: serve the array and put the volume on its device; raid arrays as backing are not built yet (README, Not finished)", rec.Name, name)
-	}
-	dev, err := blockdev.OpenFile(rec.Backing, false)
+func openBacking(stateDir string, rec *record, log *slog.Logger) (blockdev.Device, blockdev.Device, error) {
+	dev, err := openBackingDevice(stateDir, rec.Backing, log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("volume %s: backing device: %w", rec.Name, err)
 	}
@@ -290,3 +288,12 @@ func waitIdle(ctx context.Context, status func() (volume.Status, error)) (volume
 }
 
 var errDownPrimary = errors.New("the volume is primary here: run 'tandem volume secondary' first, or down --force")
+
+// openBackingDevice opens a file or block device, or assembles a recorded
+// tandem raid array (raid:NAME) in this process, with its control socket.
+func openBackingDevice(stateDir, backing string, log *slog.Logger) (blockdev.Device, error) {
+	if name, ok := strings.CutPrefix(backing, "raid:"); ok {
+		return raidcli.OpenRecorded(stateDir, name, log)
+	}
+	return blockdev.OpenFile(backing, false)
+}
