@@ -660,6 +660,34 @@ func TestInProcessShutdownWithoutQuorum(t *testing.T) {
 	t.Logf("stopped without a quorum in %v", took)
 }
 
+// A node whose agent stopped cleanly comes back eligible as soon as its
+// restarted agent has applied the old leaving mark and probed its groups,
+// not a poll period later: the failover bench stopped the active node 1.1 s
+// after the standby's restart, found no eligible node, and moved the group
+// to nowhere (then waited out the old lease) in 14 runs of 15.
+func TestInProcessRestartedNodeClearsItsLeavingMarkAtOnce(t *testing.T) {
+	c := newCluster(t, "manual")
+	c.startAll()
+	c.waitRunningOn("a")
+	c.mu.Lock()
+	b := c.nodes["b"]
+	delete(c.nodes, "b")
+	c.mu.Unlock()
+	b.Stop()
+	c.start("b")
+	c.mu.Lock()
+	b = c.nodes["b"]
+	c.mu.Unlock()
+	leaving := func() bool { ns := b.State().Nodes["b"]; return ns != nil && ns.Leaving }
+	c.waitFor("the old leaving mark replayed on b", 10*time.Second, leaving)
+	took := c.waitFor("b's leaving mark cleared", 10*time.Second, func() bool { return !leaving() })
+	// A proposal round trip, not the 1 s poll of an idle agent.
+	if took > 700*time.Millisecond {
+		t.Fatalf("the replayed leaving mark was cleared %v after b applied it", took)
+	}
+	t.Logf("cleared %v after it was replayed", took)
+}
+
 func TestInProcessMonitorFailureRestartsThenMoves(t *testing.T) {
 	c := newCluster(t, "manual")
 	c.startAll()

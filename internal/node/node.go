@@ -102,6 +102,10 @@ type Node struct {
 	leaving bool
 
 	decide chan struct{}
+	// marked is poked when an applied state marks this node leaving: join
+	// clears a stale mark as soon as it shows up (replayed after a
+	// restart), not at its next poll.
+	marked chan struct{}
 	// running: the manager runs (Start completed), so Stop hands over.
 	running bool
 	cancel  context.CancelFunc
@@ -125,7 +129,7 @@ func Start(opts Options) (*Node, error) {
 	}
 	n := &Node{opts: opts, cfg: cfg, digest: cfg.Digest(), self: opts.Self, log: opts.Logger, clk: clock.Real{},
 		bus: &events.Bus{}, reg: opts.Registerer, st: state.New(), reach: map[string]reachInfo{},
-		decide: make(chan struct{}, 1), started: time.Now()}
+		decide: make(chan struct{}, 1), marked: make(chan struct{}, 1), started: time.Now()}
 	n.voters = cfg.Voters()
 	n.selfIdx = -1
 	for i, v := range n.voters {
@@ -435,34 +439,54 @@ func (n *Node) maxStopTime() time.Duration {
 // join clears this node's leaving mark (left by its previous agent's
 // clean shutdown) once its groups have been probed, so placement may give
 // it groups again. It keeps watching while the agent runs: the mark may
-// show up late, when the log is replayed after a restart.
+// show up late, when the log is replayed after a restart, and is cleared
+// as soon as it does: until then the node is not eligible, and a group
+// whose holder stops meanwhile has nowhere to go (the failover bench's
+// stops came ~1 s after the standby's restart and moved the group to
+// nowhere, then waited out the old lease).
 func (n *Node) join(ctx context.Context) {
 	defer n.wg.Done()
-	t := time.NewTicker(50 * time.Millisecond)
+	t := time.NewTimer(joinPoll)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.marked:
 		}
-		n.mu.Lock()
-		leaving := n.leaving
-		n.mu.Unlock()
-		if leaving || (n.mgr != nil && !n.mgr.Probed()) {
-			continue
-		}
-		if ns := n.State().Nodes[n.self]; ns == nil || !ns.Leaving {
-			t.Reset(time.Second)
-			continue
-		}
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := n.cons.Propose(pctx, state.Command{Op: state.OpLeaving, Time: time.Now(), Node: n.self, On: false})
-		cancel()
-		if err != nil && ctx.Err() == nil {
+		t.Reset(n.joinOnce(ctx))
+	}
+}
+
+// joinPoll is how often join looks again while the mark is there but cannot
+// be cleared yet (groups not probed, proposal failed).
+const joinPoll = 50 * time.Millisecond
+
+// joinOnce clears the leaving mark if it may, and says when to look again.
+func (n *Node) joinOnce(ctx context.Context) time.Duration {
+	n.mu.Lock()
+	leaving := n.leaving
+	n.mu.Unlock()
+	if leaving {
+		return time.Hour
+	}
+	if ns := n.State().Nodes[n.self]; ns == nil || !ns.Leaving {
+		return time.Second // the mark, replayed late, pokes marked
+	}
+	if n.mgr != nil && !n.mgr.Probed() {
+		return joinPoll
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err := n.cons.Propose(pctx, state.Command{Op: state.OpLeaving, Time: time.Now(), Node: n.self, On: false})
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
 			n.log.Debug("cannot clear the leaving mark yet", "err", err)
 		}
+		return joinPoll
 	}
+	return time.Second
 }
 
 // announceConfig puts this member's configuration digest into the
@@ -608,6 +632,12 @@ func (n *Node) onApply(st *state.State, c state.Command, err error) {
 		n.lastReal = st.Index
 	}
 	n.mu.Unlock()
+	if ns := st.Nodes[n.self]; ns != nil && ns.Leaving {
+		select {
+		case n.marked <- struct{}{}:
+		default:
+		}
+	}
 	groups := map[string]heartbeat.GroupState{}
 	for name, g := range st.Groups {
 		groups[name] = heartbeat.GroupState{Holder: g.Holder, Epoch: g.Epoch}
