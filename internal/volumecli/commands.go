@@ -137,8 +137,12 @@ func printStatus(w io.Writer, s volume.Status) {
 			limit = fmt.Sprintf(" (limit %s/s)", formatBytes(s.RateLimit))
 		}
 		fmt.Fprintf(w, "  resync %s: %.1f%% of %s, %s/s%s%s\n", s.Sync, s.ResyncPct, formatBytes(s.ResyncTotal), formatBytes(int64(s.ResyncRate)), eta, limit)
+	case s.Connection != "Connected":
+		fmt.Fprintf(w, "  NOT REPLICATING: the peer is not connected; out of sync %s (resynced when it is)\n", formatBytes(s.OutOfSync))
+	case s.Disk == "Inconsistent" && s.PeerDisk == "Inconsistent":
+		fmt.Fprintf(w, "  no data yet: both replicas are Inconsistent (a new volume): 'tandem volume primary %s --force' on one node syncs it to the other\n", s.Name)
 	case s.OutOfSync > 0:
-		fmt.Fprintf(w, "  out of sync: %s (resynced when connected)\n", formatBytes(s.OutOfSync))
+		fmt.Fprintf(w, "  out of sync: %s\n", formatBytes(s.OutOfSync))
 	default:
 		fmt.Fprintf(w, "  in sync\n")
 	}
