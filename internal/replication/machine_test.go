@@ -586,6 +586,54 @@ func TestOverlappingWritesKeepOrder(t *testing.T) {
 	}
 }
 
+// TestReadWaitsForOverlappingWriteToBeAcknowledged: in sync mode a read
+// of blocks that a write has reached here but not yet the peer waits for
+// the write's acknowledgement. Returning the data early shows the client
+// a write that a failover to the peer undoes (found by the volume's
+// linearizability test: a read returned a write in flight at a primary
+// crash, and a read on the new primary then returned the older value).
+func TestReadWaitsForOverlappingWriteToBeAcknowledged(t *testing.T) {
+	s := pair(t, Sync)
+	a := s.nodes[0]
+	w := s.write(0, 2)
+	for len(a.inflight) > 0 {
+		s.complete(0, 0)
+	}
+	if s.writes[w].acked {
+		t.Fatal("acknowledged before the peer")
+	}
+	read := func(off int64) uint64 {
+		s.nextReq++
+		s.reqs[s.nextReq] = 0
+		a.m.Submit(s.now, Request{ID: s.nextReq, Op: OpRead, Off: off, Len: simBlock})
+		s.drain()
+		return s.nextReq
+	}
+	reading := func(off int64) bool {
+		for _, op := range a.inflight {
+			if r, ok := op.(ReadLocal); ok && r.Off == off {
+				return true
+			}
+		}
+		return false
+	}
+	held := read(simBlock)
+	elsewhere := read(4 * simBlock)
+	if reading(simBlock) {
+		t.Fatal("a read of a block written here and not yet on the peer went to the disk before the write was acknowledged")
+	}
+	if !reading(4 * simBlock) {
+		t.Fatal("a read of another block waits too")
+	}
+	s.settle()
+	if _, open := s.reqs[held]; open || !s.writes[w].acked {
+		t.Fatal("the read did not complete once the write was acknowledged")
+	}
+	if _, open := s.reqs[elsewhere]; open {
+		t.Fatal("the other read did not complete")
+	}
+}
+
 // TestResyncRateLimit: a resync moves at most the rate (after a burst of
 // one window) and asks for a tick when the limiter allows more.
 func TestResyncRateLimit(t *testing.T) {

@@ -80,6 +80,21 @@ func (m *Machine) blocked(i int) bool {
 			return true
 		}
 	}
+	return x.kind == itClientRead && m.readsUnacknowledged(x)
+}
+
+// readsUnacknowledged: client read x overlaps an earlier client write
+// that is written here but not yet acknowledged (in sync mode, the peer
+// may not hold it yet). The read waits for that acknowledgement: had it
+// returned the write's data, a failover to a peer that never received the
+// write would undo what the client already saw (no acknowledged write is
+// lost, but the history is no longer linearizable).
+func (m *Machine) readsUnacknowledged(x *item) bool {
+	for _, c := range m.clients {
+		if c.kind == itClientWrite && c.seq < x.seq && !c.done && overlaps(c, x) {
+			return true
+		}
+	}
 	return false
 }
 
