@@ -424,10 +424,13 @@ func TestAsyncThrottle(t *testing.T) {
 	s := pair(t, Async)
 	a := s.nodes[0]
 	var ids []uint64
-	for k := 0; k < 9; k++ { // 9 x 2 blocks = 18 KiB > max_lag (16 KiB)
+	for k := 0; k < 8; k++ { // 8 x 2 blocks = 16 KiB = max_lag
 		ids = append(ids, s.write(int64(k)*2*simBlock, 2))
 	}
-	over := s.write(20*simBlock, 2)
+	// One block more would make the peer trail by more than max_lag (the
+	// volume's test lost max_lag + 4 KiB at a crash when the check let a
+	// write in while the lag was at most max_lag, before adding it).
+	over := s.write(20*simBlock, 1)
 	for len(a.inflight) > 0 {
 		s.complete(0, 0)
 	}
@@ -438,6 +441,9 @@ func TestAsyncThrottle(t *testing.T) {
 	}
 	if s.writes[over].acked || len(a.m.queue) != 1 {
 		t.Fatalf("write past max_lag not held (queue %d)", len(a.m.queue))
+	}
+	if lag := a.m.Status().LagBytes; lag > s.cfg.MaxLagBytes {
+		t.Fatalf("the peer trails by %d bytes, max_lag %d", lag, s.cfg.MaxLagBytes)
 	}
 	s.settle()
 	if !s.writes[over].acked {

@@ -53,7 +53,7 @@ func (m *Machine) admitWrite(now time.Time, x *item) admission {
 	if m.mustSuspend() {
 		return hold
 	}
-	if m.cfg.Mode == Async && m.replicating() && m.lagExceeded(now) {
+	if m.cfg.Mode == Async && m.replicating() && m.lagExceeded(now, x.end-x.off) {
 		// During a resync the target is Inconsistent anyway: going ahead
 		// would only race the resync over the same bits, so it throttles.
 		if m.cfg.OnLag == Throttle || m.sync != syncNone {
@@ -250,9 +250,11 @@ func (m *Machine) failClients(err error) {
 	m.queue = q
 }
 
-// lagExceeded: the async peer trails by more than max_lag.
-func (m *Machine) lagExceeded(now time.Time) bool {
-	if m.lagSize > m.cfg.MaxLagBytes {
+// lagExceeded: sending n more bytes would make the async peer trail by
+// more than max_lag, or it trails by more than max_lag_time already. A
+// write larger than max_lag alone goes once nothing else is out.
+func (m *Machine) lagExceeded(now time.Time, n int64) bool {
+	if m.lagSize > 0 && m.lagSize+n > m.cfg.MaxLagBytes {
 		return true
 	}
 	for _, e := range m.lag {
