@@ -57,11 +57,14 @@ func (m *Machine) linkDown(why string) {
 	}
 	m.refusing, m.peerRefused = nil, false
 	// Operations the peer asked for and not started are dropped: the peer
-	// recorded what it did not hear back about.
+	// recorded what it did not hear back about. Its writes are kept and
+	// applied (unanswered): one waiting for an earlier overlapping write
+	// must not vanish while later ones reached the disk, or this replica
+	// would hold no prefix of the primary's writes.
 	q := m.queue[:0]
 	for _, x := range m.queue {
 		switch x.kind {
-		case itPeerWrite, itPeerFlush, itPeerRead, itResyncWrite, itVerifyCheck, itResyncRead, itVerifyRead:
+		case itPeerFlush, itPeerRead, itResyncWrite, itVerifyCheck, itResyncRead, itVerifyRead:
 			continue
 		}
 		q = append(q, x)

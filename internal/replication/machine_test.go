@@ -640,6 +640,41 @@ func TestReadWaitsForOverlappingWriteToBeAcknowledged(t *testing.T) {
 	}
 }
 
+// TestSecondaryKeepsWriteOrderAcrossLinkLoss: the writes a secondary
+// received before the link dropped are all applied, in order, even one
+// still waiting for an earlier overlapping write: dropping it while a
+// later write (issued after it was acknowledged) reached the disk leaves
+// a replica that is no prefix of the primary's writes, and an async
+// failover shows the later write without the earlier one.
+func TestSecondaryKeepsWriteOrderAcrossLinkLoss(t *testing.T) {
+	s := pair(t, Async)
+	a, b := s.nodes[0], s.nodes[1]
+	written := func() {
+		for len(a.inflight) > 0 {
+			s.complete(0, 0)
+		}
+	}
+	s.write(0, 1)
+	written()
+	second := s.write(0, 1) // overlaps the first
+	written()
+	third := s.write(4*simBlock, 1)
+	written()
+	if !s.writes[second].acked || !s.writes[third].acked {
+		t.Fatal("async writes not acknowledged once written locally")
+	}
+	for len(s.wire[0]) > 0 { // b starts the first and the third; the second waits
+		s.deliver(0)
+	}
+	s.linkDown("cut")
+	for len(b.inflight) > 0 {
+		s.complete(1, 0)
+	}
+	if img := b.dev.Bytes(); img[4*simBlock] == byte(third) && img[0] != byte(second) {
+		t.Fatalf("the secondary holds write %d but not write %d, acknowledged before it was issued", third, second)
+	}
+}
+
 // TestResyncRateLimit: a resync moves at most the rate (after a burst of
 // one window) and asks for a tick when the limiter allows more.
 func TestResyncRateLimit(t *testing.T) {
