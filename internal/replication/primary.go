@@ -195,7 +195,10 @@ func (m *Machine) readDone(x *item, c Completion) {
 // async, once durable (completed) locally; sync, once also on the peer,
 // or with the peer known not promotable; diskless, once on the peer.
 func (m *Machine) tryComplete(x *item) {
-	if x.done || x.req == nil || !x.started || x.localWait {
+	// A read is answered with its data, by readDone or peerAnswer: its
+	// local read sets no localWait, so the rules below would complete it
+	// empty.
+	if x.done || x.req == nil || !x.started || x.localWait || x.kind == itClientRead {
 		return
 	}
 	localOK := x.id != 0 && x.localErr == nil && m.hasDisk()

@@ -75,7 +75,8 @@ type sim struct {
 	epochWriter map[Epoch]int
 	writes      map[uint64]*simWrite // by write number (= request ID)
 	flushes     map[uint64]*simFlush
-	blockWrites [][]uint64 // per block, the writes to it in submission order
+	reads       map[uint64]int64 // by request ID: the length asked for
+	blockWrites [][]uint64       // per block, the writes to it in submission order
 	reqs        map[uint64]int
 	nextReq     uint64
 	nextGen     uint64
@@ -90,7 +91,7 @@ type sim struct {
 
 func newSim(t testing.TB, seed uint64, mode Mode) *sim {
 	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed*7919+1)), now: time.Unix(1000, 0),
-		epochWriter: map[Epoch]int{}, writes: map[uint64]*simWrite{}, flushes: map[uint64]*simFlush{},
+		epochWriter: map[Epoch]int{}, writes: map[uint64]*simWrite{}, flushes: map[uint64]*simFlush{}, reads: map[uint64]int64{},
 		reqs: map[uint64]int{}, faults: true, fenceBad: 0.2}
 	s.faultRate = []int{5, 20, 80}[seed%3]
 	s.cfg = Config{Volume: VolumeID{1, 2, 3}, Size: 64 << 10, RegionSize: 4 << 10, ExtentRegions: 2, ALExtents: 3,
@@ -281,6 +282,9 @@ func (s *sim) completed(i int, c Complete) {
 	}
 	if f := s.flushes[c.ID]; f != nil && c.Err == nil {
 		f.acked, f.ackedAt = true, s.step
+	}
+	if n, ok := s.reads[c.ID]; ok && c.Err == nil && int64(len(c.Data)) != n {
+		s.fail("read %d of %d bytes answered with %d bytes and no error", c.ID, n, len(c.Data))
 	}
 	s.logf("%s completes %d: %v", s.nodes[i].name, c.ID, c.Err)
 }
@@ -475,6 +479,7 @@ func (s *sim) submit(op Op) {
 		nb := s.rng.IntN(4) + 1
 		r.Off = int64(s.rng.IntN(len(s.blockWrites)-nb+1)) * simBlock
 		r.Len = int64(nb) * simBlock
+		s.reads[id] = r.Len
 	case OpFlush:
 		s.flushes[id] = &simFlush{submitted: s.step}
 	}
