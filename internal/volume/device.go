@@ -29,7 +29,18 @@ func (v *Volume) do(r replication.Request) replication.Complete {
 	}) {
 		return replication.Complete{ID: r.ID, Err: ErrClosed}
 	}
-	c := <-ch
+	var c replication.Complete
+	select {
+	case c = <-ch:
+	case <-v.exited:
+		// A request posted as Close began may have entered the queue
+		// after the loop's last look at it: nothing answers it then.
+		select {
+		case c = <-ch:
+		default:
+			return replication.Complete{ID: r.ID, Err: ErrClosed}
+		}
+	}
 	waiterPool.Put(ch)
 	if r.Op != replication.OpRead && c.Err == nil {
 		d := v.clk.Since(start)
@@ -58,7 +69,10 @@ func (v *Volume) ReadAt(p []byte, off int64) (int, error) {
 	if c.Err != nil {
 		return 0, c.Err
 	}
-	return copy(p, c.Data), nil
+	if n := copy(p, c.Data); n < len(p) {
+		return n, fmt.Errorf("volume %s: read at %d answered with %d of %d bytes", v.name, off, n, len(p))
+	}
+	return len(p), nil
 }
 
 // WriteAt writes p at off on the replicas the mode asks for.
