@@ -23,12 +23,18 @@ type pair struct {
 	vols   [2]*Volume
 	names  [2]string
 	mode   replication.Mode
+	tune   func(*replication.Config) // nil: the defaults
 }
 
 const pairSize = 8 << 20
 
 func newPair(t *testing.T, mode replication.Mode, gen replication.GenIDs, disk replication.DiskState) *pair {
-	p := &pair{t: t, net: link.NewMemNetwork(nil), fencer: replication.NewMemFencer(), names: [2]string{"a", "b"}, mode: mode}
+	return newPairTuned(t, mode, gen, disk, nil)
+}
+
+// newPairTuned is newPair with tune applied to both replicas' configuration.
+func newPairTuned(t *testing.T, mode replication.Mode, gen replication.GenIDs, disk replication.DiskState, tune func(*replication.Config)) *pair {
+	p := &pair{t: t, net: link.NewMemNetwork(nil), fencer: replication.NewMemFencer(), names: [2]string{"a", "b"}, mode: mode, tune: tune}
 	for i := range 2 {
 		p.devs[i] = blockdev.NewMem(pairSize + 1<<20)
 		md, err := meta.Create(p.devs[i], meta.CreateOptions{ID: p.id, Node: p.names[i], Peer: p.names[1-i],
@@ -65,6 +71,9 @@ func (p *pair) open(i int) {
 		p.t.Fatal(err)
 	}
 	cfg := replication.Config{Mode: p.mode, FenceRetry: 50 * time.Millisecond}
+	if p.tune != nil {
+		p.tune(&cfg)
+	}
 	v, err = Open(Options{Name: "v", Meta: md, Link: ep, Fencer: p.fencer, Replication: cfg})
 	if err != nil {
 		p.t.Fatal(err)
