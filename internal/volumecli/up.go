@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +30,7 @@ import (
 
 func upCmd(g *globals) *cobra.Command {
 	var salvage bool
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "up NAME",
 		Short: "Run this node's replica of a volume until 'down' or SIGTERM: the link to the peer, NBD while primary, a control socket",
@@ -39,6 +41,16 @@ func upCmd(g *globals) *cobra.Command {
 				return err
 			}
 			log := g.logger().With("volume", rec.Name)
+			if cpuProfile != "" {
+				pf, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				if err := pprof.StartCPUProfile(pf); err != nil {
+					return err
+				}
+				defer func() { pprof.StopCPUProfile(); pf.Close() }()
+			}
 			d, err := startDaemon(g, rec, log, salvage)
 			if err != nil {
 				return err
@@ -55,6 +67,8 @@ func upCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&salvage, "salvage", false, "open metadata whose bitmap or activity log is damaged by counting what they cover as dirty (more resync, never less)")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile until the volume stops (tandem volume bench --profile)")
+	cmd.Flags().MarkHidden("cpuprofile")
 	return cmd
 }
 

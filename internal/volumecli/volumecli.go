@@ -47,7 +47,7 @@ in <state-dir>/volumes; 'up' runs one until 'down' or a signal. See docs/volumes
 	cmd.AddCommand(createCmd(g), upCmd(g), downCmd(g), statusCmd(g), primaryCmd(g), simpleCmd(g, "secondary", "Demote the volume here (open requests fail; the NBD export stops)"),
 		simpleCmd(g, "connect", "Connect to the peer again after disconnect, a split brain or unrelated data"),
 		simpleCmd(g, "disconnect", "Drop the link to the peer and stay stand-alone until connect"),
-		verifyCmd(g), resolveCmd(g), rateCmd(g))
+		verifyCmd(g), resolveCmd(g), rateCmd(g), benchCmd(g), benchPeerCmd(g))
 	return cmd
 }
 
