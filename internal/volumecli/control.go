@@ -88,7 +88,7 @@ func startControl(d *daemon) (*control, error) {
 		return nil, nil
 	})
 	c := &control{path: path, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout: 10 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 1 << 14}}
+		ReadTimeout: 10 * time.Second, IdleTimeout: 5 * time.Second, MaxHeaderBytes: 1 << 14}}
 	go c.srv.Serve(limitListener(ln, maxControlConns))
 	return c, nil
 }
@@ -180,7 +180,11 @@ func dialControl(stateDir, name string) *controlClient {
 		return nil
 	}
 	c.Close()
+	// One request per connection: a kept-alive idle connection would
+	// hold one of the server's few connection slots until its idle
+	// timeout (a test running many commands in one process filled them).
 	return &controlClient{name: name, path: path, hc: &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", path)
 		},

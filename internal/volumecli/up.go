@@ -11,6 +11,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -140,13 +141,15 @@ func startDaemon(g *globals, rec *record, log *slog.Logger, salvage bool) (*daem
 		reg: prometheus.NewRegistry(), downReq: make(chan struct{}), devs: devs}
 	d.audit = g.auditLog(log)
 	st := md.State()
-	var onLink func(link.Event)
+	// The link reports events from its goroutines before the volume
+	// that takes them exists.
+	var onLink atomic.Pointer[func(link.Event)]
 	ln, err := link.Start(link.Config{
 		Self: rec.Node, Peer: rec.Peer, Key: key, Volume: md.ID(), Size: uint64(md.DataSize()), Epoch: st.Epoch,
 		Paths: paths, Logger: log, Fenced: link.MessageFenced,
 		OnEvent: func(e link.Event) {
-			if onLink != nil {
-				onLink(e)
+			if f := onLink.Load(); f != nil {
+				(*f)(e)
 			}
 		},
 	})
@@ -164,7 +167,8 @@ func startDaemon(g *globals, rec *record, log *slog.Logger, salvage bool) (*daem
 		closeDevs()
 		return nil, err
 	}
-	onLink = vol.LinkEvent
+	onLinkEv := vol.LinkEvent
+	onLink.Store(&onLinkEv)
 	d.vol = vol
 	d.reg.MustRegister(volume.NewCollector(vol))
 	if d.ctl, err = startControl(d); err != nil {
