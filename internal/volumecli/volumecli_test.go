@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -238,6 +239,20 @@ func TestTwoNodesReplicateThroughNBD(t *testing.T) {
 	for _, k := range []string{"volume_connected", "volume_resync_finished", "volume_promoted", "volume_verify_finished"} {
 		if !bytes.Contains(log, []byte(k)) {
 			t.Errorf("audit log lacks %s", k)
+		}
+	}
+	var metrics []byte
+	c2 := dialControl(b.dir, "v")
+	resp, err := c2.hc.Get("http://volume/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{`tandem_volume_primary{volume="v"} 1`, `tandem_volume_connected{volume="v"} 1`,
+		`tandem_volume_disk_state{state="UpToDate",volume="v"} 1`, "tandem_replication_link_"} {
+		if !bytes.Contains(metrics, []byte(m)) {
+			t.Errorf("metrics lack %s", m)
 		}
 	}
 	a.stop(t)
