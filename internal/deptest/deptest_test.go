@@ -34,6 +34,7 @@ var allowed = map[string][]string{
 	"internal/replication":      {},
 	"internal/volume/meta":      {"internal/blockdev", "internal/metapage", "internal/replication"},
 	"internal/replication/link": {"internal/clock", "internal/keyfile", "internal/peerid", "internal/replication"},
+	"internal/volume":           {"internal/blockdev", "internal/clock", "internal/replication", "internal/replication/link", "internal/volume/meta"},
 }
 
 // pure packages do no I/O: no sockets, files or processes.
