@@ -93,10 +93,9 @@ func (v *Volume) publish() {
 		RateLimit: v.rateLimit, OutOfSync: ms.OutOfSync, LagBytes: ms.LagBytes, Suspended: v.suspendWhy,
 		Ahead: ms.Ahead, Verifying: ms.Verifying, VerifyDone: ms.VerifyDone, VerifyBad: ms.VerifyBad,
 		Epoch: uint64(ms.Epoch), CrashedPrimary: ms.CrashedPrimary, GenIDs: genString(ms.GenIDs),
-		WriteP50us: v.lat.writes.quantile(0.5).Microseconds(), WriteP99us: v.lat.writes.quantile(0.99).Microseconds(),
-		FlushP50us: v.lat.flushes.quantile(0.5).Microseconds(),
-		Events:     append([]Event(nil), v.lastEvents...), At: now,
+		Events: append([]Event(nil), v.lastEvents...), At: now,
 	}
+	s.WriteP50us, s.WriteP99us, s.FlushP50us = v.lat.quantiles(now)
 	if v.metaErr != nil {
 		s.DiskError = v.metaErr.Error()
 	}
