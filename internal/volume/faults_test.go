@@ -76,3 +76,20 @@ func (p *pair) takeOver(i int, epoch replication.Epoch) {
 func (p *pair) alone(i int) func() bool {
 	return func() bool { return p.vols[i] != nil && p.vols[i].Status().Connection != "Connected" }
 }
+
+// split: both nodes are up, stand-alone after a split brain.
+func (p *pair) split() bool {
+	for _, v := range p.vols {
+		if v == nil || v.Status().Connection != "StandAlone" {
+			return false
+		}
+		sb := false
+		for _, e := range v.Status().Events {
+			sb = sb || e.Kind == "split_brain"
+		}
+		if !sb {
+			return false
+		}
+	}
+	return true
+}

@@ -151,9 +151,9 @@ func TestLinearizableSync(t *testing.T) {
 func TestAsyncLossWithinMaxLag(t *testing.T) {
 	const maxLag = 16 << 10
 	seed := testSeed(t)
-	p := newPairTuned(t, replication.Async, clean(), replication.UpToDate, func(c *replication.Config) {
+	p := newPairWith(t, replication.Async, clean(), replication.UpToDate, pairOptions{tune: func(c *replication.Config) {
 		c.MaxLagBytes, c.MaxLagTime = maxLag, 200*time.Millisecond
-	})
+	}})
 	// The peer's acknowledgements take a while: the lag fills up.
 	p.net.SetDelay(2 * time.Millisecond)
 	h := newHistory()

@@ -2,6 +2,7 @@ package volume
 
 import (
 	"bytes"
+	"cmp"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -23,22 +24,31 @@ type pair struct {
 	vols   [2]*Volume
 	names  [2]string
 	mode   replication.Mode
+	size   int64                     // of the volume's data
 	tune   func(*replication.Config) // nil: the defaults
 }
 
 const pairSize = 8 << 20
 
 func newPair(t *testing.T, mode replication.Mode, gen replication.GenIDs, disk replication.DiskState) *pair {
-	return newPairTuned(t, mode, gen, disk, nil)
+	return newPairWith(t, mode, gen, disk, pairOptions{})
 }
 
-// newPairTuned is newPair with tune applied to both replicas' configuration.
-func newPairTuned(t *testing.T, mode replication.Mode, gen replication.GenIDs, disk replication.DiskState, tune func(*replication.Config)) *pair {
-	p := &pair{t: t, net: link.NewMemNetwork(nil), fencer: replication.NewMemFencer(), names: [2]string{"a", "b"}, mode: mode, tune: tune}
+// pairOptions changes the pair newPair makes.
+type pairOptions struct {
+	// size of the volume's data (0: pairSize) and of an activity-log
+	// extent (0: 1 MiB); the log holds 4 extents.
+	size, extent int64
+	tune         func(*replication.Config) // applied to both replicas' configuration
+}
+
+func newPairWith(t *testing.T, mode replication.Mode, gen replication.GenIDs, disk replication.DiskState, o pairOptions) *pair {
+	p := &pair{t: t, net: link.NewMemNetwork(nil), fencer: replication.NewMemFencer(), names: [2]string{"a", "b"}, mode: mode,
+		size: cmp.Or(o.size, pairSize), tune: o.tune}
 	for i := range 2 {
-		p.devs[i] = blockdev.NewMem(pairSize + 1<<20)
+		p.devs[i] = blockdev.NewMem(p.size + 1<<20)
 		md, err := meta.Create(p.devs[i], meta.CreateOptions{ID: p.id, Node: p.names[i], Peer: p.names[1-i],
-			DataSize: pairSize, ExtentSize: 1 << 20, ALExtents: 4, Gen: gen, Disk: disk})
+			DataSize: p.size, ExtentSize: cmp.Or(o.extent, 1<<20), ALExtents: 4, Gen: gen, Disk: disk})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -144,7 +154,7 @@ func (p *pair) promote(i int, epoch replication.Epoch) {
 
 // data reads replica i's data area straight from its device.
 func (p *pair) data(i int) []byte {
-	return p.devs[i].Bytes()[:pairSize]
+	return p.devs[i].Bytes()[:p.size]
 }
 
 func writeRandom(t *testing.T, v *Volume, rng *rand.Rand, n int) {
