@@ -248,6 +248,40 @@ func TestStaleEpochRefused(t *testing.T) {
 	}
 }
 
+// TestDeposedPrimaryResyncsFromItsSuccessor: a primary deposed while
+// connected (the peer refused its write as stale) holds that write on its
+// own disk; once the peer is primary, the regions come from it: the
+// replicas end equal. They stayed different, the deposed side's dirty
+// bits never cleared (found by the volume's old-epoch test).
+func TestDeposedPrimaryResyncsFromItsSuccessor(t *testing.T) {
+	s := pair(t, Sync)
+	a, b := s.nodes[0], s.nodes[1]
+	b.m.seeEpoch(2) // the cluster told b of the next epoch first
+	s.drain()
+	w := s.write(0, 1)
+	s.settle()
+	if a.m.role == Primary || s.writes[w].acked {
+		t.Fatalf("a not deposed by b's refusal: %v, write acked %v", a.m, s.writes[w].acked)
+	}
+	if img := a.dev.Bytes(); img[0] != byte(w) {
+		t.Fatal("the scenario needs the refused write on a's disk")
+	}
+	s.epoch, s.holderEpoch = 3, 3
+	if err := b.m.Promote(s.now, 3, false); err != nil {
+		t.Fatal(err)
+	}
+	s.drain()
+	s.write(2*simBlock, 1)
+	s.settle()
+	if !s.converged() {
+		t.Fatal("not converged")
+	}
+	if img := a.dev.Bytes(); img[0] == byte(w) {
+		t.Fatal("a still holds the write its successor refused")
+	}
+	s.checkHealed()
+}
+
 // TestPromotionRules: an Outdated replica is promoted only with force; a
 // sync target never; a secondary never while the peer is primary.
 func TestPromotionRules(t *testing.T) {

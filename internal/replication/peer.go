@@ -99,6 +99,7 @@ func (m *Machine) seeEpoch(e Epoch) {
 }
 
 func (m *Machine) peerState(f Frame) {
+	became := f.Role == Primary && m.peerRole != Primary
 	m.peerRole = f.Role
 	m.peerDisk = f.Disk
 	if f.Disk != UpToDate {
@@ -108,6 +109,15 @@ func (m *Machine) peerState(f Frame) {
 	}
 	if f.Role == Primary && m.role == Primary {
 		m.refuse(m.now, "both replicas are primary", true)
+		return
+	}
+	// The peer became primary while this secondary holds regions it
+	// wrote apart (a deposed primary's writes the peer refused, a demoted
+	// primary's it never acknowledged): they must come from the peer, so
+	// shake hands again (equal-peer-primary makes this side the target).
+	if became && m.role != Primary && m.hasDisk() && m.dirty.Count() > 0 &&
+		m.conn == connEstablished && m.sync == syncNone && m.vf == nil {
+		m.rehandshake()
 	}
 }
 
