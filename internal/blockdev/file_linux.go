@@ -15,6 +15,18 @@ func openFile(path string, direct bool) (*os.File, error) {
 	return os.OpenFile(path, flags, 0)
 }
 
+func syncData(f *os.File) error {
+	for {
+		err := unix.Fdatasync(int(f.Fd()))
+		if err != unix.EINTR {
+			if err != nil {
+				return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+			}
+			return nil
+		}
+	}
+}
+
 func deviceSize(f *os.File) (int64, error) {
 	st, err := f.Stat()
 	if err != nil {

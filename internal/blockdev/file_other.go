@@ -13,3 +13,5 @@ func deviceSize(f *os.File) (int64, error) {
 	}
 	return st.Size(), nil
 }
+
+func syncData(f *os.File) error { return f.Sync() }
