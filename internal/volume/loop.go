@@ -107,23 +107,31 @@ func (v *Volume) carryOut(now time.Time) {
 func (v *Volume) act(now time.Time, a replication.Action, afterFailure bool) (failed bool) {
 	switch a := a.(type) {
 	case replication.WriteLocal:
-		v.io(func() replication.Completion {
+		v.ioThen(func() replication.Completion {
 			_, err := v.dev.WriteAt(a.Data, a.Off)
 			if err == nil && a.FUA {
-				err = v.dev.Flush()
+				err = v.flusher.flush()
 			}
 			return replication.Completion{ID: a.ID, Err: err}
-		})
+		}, func() { v.giveBack(a.Data) })
 	case replication.FlushLocal:
-		v.io(func() replication.Completion { return replication.Completion{ID: a.ID, Err: v.dev.Flush()} })
+		v.io(func() replication.Completion { return replication.Completion{ID: a.ID, Err: v.flusher.flush()} })
 	case replication.ReadLocal:
 		v.io(func() replication.Completion {
+			if a.Digest { // only the digest leaves: the buffer is reused
+				b := v.bufs.get(int(a.Len))
+				defer v.bufs.put(b)
+				_, err := v.dev.ReadAt(b, a.Off)
+				c := replication.Completion{ID: a.ID, Err: err}
+				if err == nil {
+					c.Digest = replication.RegionDigest(b)
+				}
+				return c
+			}
 			b := make([]byte, a.Len)
 			_, err := v.dev.ReadAt(b, a.Off)
 			c := replication.Completion{ID: a.ID, Err: err}
-			if err == nil && a.Digest {
-				c.Digest = replication.RegionDigest(b)
-			} else if err == nil {
+			if err == nil {
 				c.Data = b
 			}
 			return c
@@ -228,13 +236,34 @@ func (v *Volume) durable(what string, err error) bool {
 
 // io runs a local operation on its own goroutine; its completion comes
 // back through the loop.
-func (v *Volume) io(op func() replication.Completion) {
+func (v *Volume) io(op func() replication.Completion) { v.ioThen(op, nil) }
+
+// ioThen is io, then runs after in the loop once the machine has taken
+// the completion.
+func (v *Volume) ioThen(op func() replication.Completion, after func()) {
 	v.wg.Add(1)
 	go func() {
 		defer v.wg.Done()
 		c := op()
-		v.post(func(now time.Time) { v.m.Done(now, c) })
+		v.post(func(now time.Time) {
+			v.m.Done(now, c)
+			if after != nil {
+				after()
+			}
+		})
 	}()
+}
+
+// giveBack returns the pooled buffer of peer write data once the write
+// that applied it completed: the machine has no use for it after.
+func (v *Volume) giveBack(data []byte) {
+	if len(data) == 0 {
+		return
+	}
+	if _, ok := v.lent[&data[0]]; ok {
+		delete(v.lent, &data[0])
+		v.bufs.put(data)
+	}
 }
 
 // fence asks the PeerFencer to outdate the peer, answering through the

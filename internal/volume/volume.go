@@ -60,16 +60,19 @@ type Event struct {
 
 // Volume is one node's replica of a replicated volume, running.
 type Volume struct {
-	name   string
-	md     *meta.Meta
-	dev    blockdev.Device
-	ep     link.Endpoint
-	fencer replication.PeerFencer
-	clk    clock.Clock
-	log    *slog.Logger
-	cfg    replication.Config
-	fenceT time.Duration
-	event  func(Event)
+	name string
+	md   *meta.Meta
+	dev  blockdev.Device
+	// flusher shares the device's flushes between concurrent FUA writes
+	// and flushes.
+	flusher *groupFlush
+	ep      link.Endpoint
+	fencer  replication.PeerFencer
+	clk     clock.Clock
+	log     *slog.Logger
+	cfg     replication.Config
+	fenceT  time.Duration
+	event   func(Event)
 
 	in       chan func(time.Time)
 	linkEv   chan link.Event
@@ -88,6 +91,7 @@ type Volume struct {
 	m          *replication.Machine
 	waiters    map[uint64]chan replication.Complete
 	sess       *session
+	lent       lent // pooled buffers of peer write data, until written
 	suspendWhy string
 	metaErr    error // a durable metadata write failed: the disk is detached
 	bmLazy     bool  // bits cleared and not yet written
@@ -96,6 +100,8 @@ type Volume struct {
 	rateLimit  int64
 	rsStart    time.Time // when the resync rate's measurement began
 	rsDone0    int64
+
+	bufs bufPools
 
 	sessMu  sync.Mutex
 	sessPub *session // v.sess as of the last publish, for Status
@@ -139,10 +145,10 @@ func Open(o Options) (*Volume, error) {
 		return fail(fmt.Errorf("volume %s: %w", o.Name, err))
 	}
 	v := &Volume{
-		name: o.Name, md: o.Meta, dev: o.Meta.Data(), ep: o.Link, fencer: o.Fencer, clk: clk,
+		name: o.Name, md: o.Meta, dev: o.Meta.Data(), flusher: &groupFlush{dev: o.Meta.Data()}, ep: o.Link, fencer: o.Fencer, clk: clk,
 		log: o.Logger, cfg: cfg, fenceT: o.FenceTimeout, event: o.OnEvent,
 		in: make(chan func(time.Time), 256), linkEv: make(chan link.Event, 64), done: make(chan struct{}), exited: make(chan struct{}),
-		m: m, waiters: map[uint64]chan replication.Complete{}, rateLimit: cfg.ResyncRate,
+		m: m, waiters: map[uint64]chan replication.Complete{}, rateLimit: cfg.ResyncRate, lent: lent{},
 	}
 	if v.log == nil {
 		v.log = slog.New(slog.DiscardHandler)
