@@ -62,6 +62,9 @@ func (v *Volume) sessions() {
 			if v.sess == ss {
 				v.sess = nil
 			}
+			// Data lent in this session and dropped unwritten is left
+			// to the collector (what is still being written too).
+			clear(v.lent)
 			v.m.LinkDown(now, why)
 		}) {
 			return
@@ -94,12 +97,28 @@ func (ss *session) read() {
 				ss.s.Close(err)
 				return
 			}
-			m.Data = slices.Clone(m.Data) // it aliases the link's buffer
+		}
+		// m.Data aliases the link's buffer: copy it out, into a pooled
+		// buffer when it is write data the loop returns once written.
+		pooled := len(m.Data) >= pooledMin && (m.Kind == replication.FrameData || m.Kind == replication.FrameResyncData)
+		if pooled {
+			d := v.bufs.get(len(m.Data))
+			copy(d, m.Data)
+			m.Data = d
+		} else {
+			m.Data = slices.Clone(m.Data)
 		}
 		if !v.post(func(now time.Time) {
-			if v.sess == ss {
-				v.m.Receive(now, m)
+			if v.sess != ss {
+				if pooled {
+					v.bufs.put(m.Data)
+				}
+				return
 			}
+			if pooled && len(v.lent) < maxLent {
+				v.lent[&m.Data[0]] = struct{}{}
+			}
+			v.m.Receive(now, m)
 		}) {
 			return
 		}
