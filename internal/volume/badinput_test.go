@@ -87,7 +87,7 @@ func TestOldEpochFramesRefusedWhileConnected(t *testing.T) {
 	// The deposed primary carried epoch 2 back to b: a promotion takes
 	// an epoch no replica has seen yet (equal to the newest seen, it
 	// could be a second primary's), so the cluster gives b the next.
-	p.waitFor("a secondary", func() bool { return a.Status().Role == "Secondary" })
+	p.waitFor("b sees a secondary", func() bool { return b.Status().PeerRole == "Secondary" })
 	p.fencer.SetHolder(p.id, "b", 3)
 	if err := b.Promote(3, false); err != nil {
 		t.Fatal(err)
