@@ -155,12 +155,23 @@ func (c *stepCut) filter(from, to string, f link.Frame) bool {
 	return false // a crashed node sends and receives nothing more
 }
 
-// disarm stops the cut; it reports whether it fired.
+// disarm stops a cut that has not fired; it reports whether it did (a
+// crash's cut goes on dropping every frame until release).
 func (c *stepCut) disarm() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.armed = false
+	if !c.fired {
+		c.armed = false
+	}
 	return c.fired
+}
+
+// release lets every frame through from now on (the crashed node is cut
+// off by a partition).
+func (c *stepCut) release() {
+	c.mu.Lock()
+	c.armed = false
+	c.mu.Unlock()
 }
 
 func (c *stepCut) count() int {
@@ -186,12 +197,13 @@ func stepRun(t *testing.T, mode replication.Mode, fault stepFault, k int, seed u
 	case n = <-issued:
 	case <-cut.hit:
 	}
-	// A crash happens if the cut fired; disarmed, it only counts frames.
+	// A crash happens if the cut fired; else, disarmed, it only counts.
 	fired := cut.disarm()
 	final := 0
 	switch {
 	case fired && fault == primaryCrashes:
 		p.crashFrozen(0, 2)
+		cut.release()
 		if n < 0 {
 			n = <-issued
 		}
@@ -212,6 +224,7 @@ func stepRun(t *testing.T, mode replication.Mode, fault stepFault, k int, seed u
 		final = 1
 	case fired && fault == secondaryCrashes:
 		p.crashFrozen(1, 0)
+		cut.release()
 		p.restart(1)
 	}
 	if n < 0 {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -27,7 +28,7 @@ import (
 
 const regBlock = 4096
 
-// regOffsets: two blocks share a bitmap region, most sit in different
+// regOffsets: some blocks share a bitmap region, most sit in different
 // activity-log extents (the pair's log holds 4 of its 1 MiB extents, so
 // it turns over all the time), one is the volume's last block.
 var regOffsets = []int64{0, 4096, 64 << 10, 1 << 20, 1<<20 + 8192, 3 << 20, 5<<20 + 60<<10, pairSize - regBlock}
@@ -100,13 +101,7 @@ var regModel = (&porcupine.NondeterministicModel{
 			by[b] = append(by[b], op)
 		}
 		var out [][]porcupine.Operation
-		for _, b := range slices.Sorted(func(yield func(int) bool) {
-			for b := range by {
-				if !yield(b) {
-					return
-				}
-			}
-		}) {
+		for _, b := range slices.Sorted(maps.Keys(by)) {
 			out = append(out, by[b])
 		}
 		return out
@@ -228,24 +223,17 @@ func (h *history) explain(t *testing.T, ops []porcupine.Operation) {
 	h.mu.Lock()
 	t.Logf("segment ends: %v", h.segEnd)
 	h.mu.Unlock()
-	var describe func(porcupine.Operation) string
-	describe0 := func(op porcupine.Operation) string {
-		ret := fmt.Sprint(op.Return)
-		if op.Return > 1<<62 {
-			ret = "never"
-		}
-		return fmt.Sprintf("client %d  [%d, %s]  %s", op.ClientId, op.Call, ret, regModel.DescribeOperation(op.Input, op.Output))
-	}
 	blockOf := map[uint64]int{}
 	for _, op := range ops {
 		if in := op.Input.(regInput); in.write {
 			blockOf[in.value] = in.block
 		}
 	}
-	describe = func(op porcupine.Operation) string {
-		s := describe0(op)
-		if in := op.Input.(regInput); !in.write && op.Output.(uint64) != 0 {
-			if b, ok := blockOf[op.Output.(uint64)]; !ok {
+	describe := func(op porcupine.Operation) string {
+		in := op.Input.(regInput)
+		s := fmt.Sprintf("client %d  [%d, %d]  %s", op.ClientId, op.Call, op.Return, regModel.DescribeOperation(in, op.Output))
+		if v := op.Output.(uint64); !in.write && v != 0 {
+			if b, ok := blockOf[v]; !ok {
 				s += " (no write wrote it)"
 			} else if b != in.block {
 				s += fmt.Sprintf(" (written to block %d)", b)
@@ -311,7 +299,6 @@ type workload struct {
 	odd     []error       // with mu: errors other than ErrClosed
 	next    atomic.Uint64 // write numbers
 	done    atomic.Int64  // operations answered
-	errs    atomic.Int64  // operations that failed
 }
 
 func newWorkload(h *history, seed uint64, clients int) *workload {
@@ -361,7 +348,7 @@ func (w *workload) endSegment(p *pair) {
 }
 
 // current returns the target and its segment; an operation on it is out
-// until done(segment) is called.
+// until recorded(segment) is called.
 func (w *workload) current() (*Volume, int, <-chan struct{}) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -380,7 +367,6 @@ func (w *workload) recorded(seg int) {
 // failed notes a client's error: ErrClosed is what a crashed primary
 // answers; anything else is odd.
 func (w *workload) failed(v *Volume, err error) {
-	w.errs.Add(1)
 	if !errors.Is(err, ErrClosed) {
 		w.mu.Lock()
 		w.odd = append(w.odd, err)
