@@ -93,6 +93,9 @@ type BenchBaselines struct {
 	// LocalReadSharedMBps: two readers at once, each its own file (verify
 	// reads both replicas).
 	LocalReadSharedMBps float64 `json:"local_read_shared_mbps"`
+	// SHA256MBps: one core digesting 64 KiB pieces, as verify does on
+	// each replica.
+	SHA256MBps float64 `json:"sha256_mbps"`
 }
 
 // BenchVolume are the volume's raw figures.
@@ -102,7 +105,9 @@ type BenchVolume struct {
 	StandaloneMBps   float64   `json:"standalone_write_mbps"` // while disconnected (the resync's D)
 	FlushP50us       float64   `json:"write_flush_p50_us"`
 	WriteOnlyP50us   float64   `json:"write_4k_p50_us"` // the WriteAt alone
-	LinkRTTus        float64   `json:"link_rtt_us"`     // as the link's pings see it
+	FUAP50us         float64   `json:"write_4k_fua_p50_us"`
+	FUAP99us         float64   `json:"write_4k_fua_p99_us"`
+	LinkRTTus        float64   `json:"link_rtt_us"` // as the link's pings see it
 	ResyncWritten    int64     `json:"resync_written_bytes"`
 	ResyncMoved      int64     `json:"resync_moved_bytes"`
 	ResyncWireBytes  int64     `json:"resync_wire_bytes"`
@@ -183,18 +188,22 @@ func printBench(w io.Writer, r BenchResult) {
 		fmt.Fprintf(w, "%-44s %7.2f  [target %s: %s]\n", t.Name, t.Value, t.Target, metWord(t.Met))
 		switch {
 		case strings.HasPrefix(t.Name, "sequential"):
-			fmt.Fprintf(w, "  volume %.0f MB/s through NBD at queue depth %d, flush at the end; per round %s; disconnected from the peer %.0f MB/s\n",
-				v.WriteMBps, r.QueueDepth, ratios(v.WriteRounds), v.StandaloneMBps)
+			fmt.Fprintf(w, "  volume %.0f MB/s through NBD at queue depth %d, flush at the end; per round %s\n", v.WriteMBps, r.QueueDepth, ratios(v.WriteRounds))
+			fmt.Fprintf(w, "  ceilings here: the volume disconnected from its peer %.0f MB/s (no replication; the resync's D writes); TLS between the hosts %.0f MB/s = %.2f of min(local, TCP)\n",
+				v.StandaloneMBps, b.TLSMBps, b.TLSMBps/min(b.LocalWriteMBps, b.TCPMBps))
 		case strings.HasPrefix(t.Name, "4 KiB"):
 			fmt.Fprintf(w, "  volume p50 %.0f µs p99 %.0f µs (the write %.0f µs, the flush %.0f µs); bound (%.0f + %.0f) × 1.1 = %.0f µs; the link's own RTT %.0f µs\n",
 				r.LatencyP50us, r.LatencyP99us, v.WriteOnlyP50us, v.FlushP50us, b.Local4KP50us, b.RTTP50us, r.LatencyBoundus, v.LinkRTTus)
+			fmt.Fprintf(w, "  one 4 KiB write with FUA instead (one request): p50 %.0f µs p99 %.0f µs = %.2f of the bound\n",
+				v.FUAP50us, v.FUAP99us, v.FUAP50us/r.LatencyBoundus)
 		case strings.HasPrefix(t.Name, "resync bytes"):
 			fmt.Fprintf(w, "  D %d MiB, moved %d MiB (%d MiB on the wire with framing and the bitmap)\n", v.ResyncWritten>>20, v.ResyncMoved>>20, v.ResyncWireBytes>>20)
 		case strings.HasPrefix(t.Name, "resync rate"):
 			fmt.Fprintf(w, "  %.0f MB/s over %.2f s (%.2f s from connect) against min(local write %.0f, TCP %.0f) MB/s\n",
 				v.ResyncMBps, v.ResyncSeconds, v.ResyncConnectSec, b.LocalWriteMBps, b.TCPMBps)
 		case strings.HasPrefix(t.Name, "verify"):
-			fmt.Fprintf(w, "  %d MiB in %.2f s = %.0f MB/s against local sequential read %.0f MB/s\n", v.VerifyBytes>>20, v.VerifySeconds, v.VerifyMBps, b.LocalReadMBps)
+			fmt.Fprintf(w, "  %d MiB in %.2f s = %.0f MB/s against local sequential read %.0f MB/s; SHA-256 (each replica digests every region) %.0f MB/s on one core\n",
+				v.VerifyBytes>>20, v.VerifySeconds, v.VerifyMBps, b.LocalReadMBps, b.SHA256MBps)
 		}
 	}
 	for _, n := range r.Notes {

@@ -1,6 +1,7 @@
 package volumecli
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -112,6 +113,21 @@ func nbdSyncWrites(c *nbd.Client, n, from int, buf []byte) (pairs, writes []time
 	return pairs, writes, nil
 }
 
+// nbdFUAWrites times n 4 KiB writes with FUA, one at a time: a write and
+// a flush in one request, as the kernel's client sends an O_DSYNC write
+// to a device that offers FUA.
+func nbdFUAWrites(c *nbd.Client, n, from int, buf []byte) ([]time.Duration, error) {
+	out := make([]time.Duration, 0, n)
+	for i := from; i < from+n; i++ {
+		start := time.Now()
+		if _, err := c.WriteAtFUA(buf[:4096], syncWriteOffset(i)); err != nil {
+			return nil, err
+		}
+		out = append(out, time.Since(start))
+	}
+	return out, nil
+}
+
 // nbdWrites writes buf at each offset with qd requests in flight, then
 // flushes.
 func nbdWrites(c *nbd.Client, offs []int64, buf []byte, qd int) (time.Duration, error) {
@@ -163,6 +179,20 @@ func scatteredOffsets(size, n int64, seed uint64) []int64 {
 		offs = append(offs, int64(b)*benchBlock)
 	}
 	return offs
+}
+
+// sha256Rate is SHA-256's rate on one core over 64 KiB pieces, the
+// digest verify takes of every region on both replicas (MB/s).
+func sha256Rate(buf []byte) float64 {
+	var n int64
+	start := time.Now()
+	for time.Since(start) < 300*time.Millisecond {
+		for off := 0; off+64<<10 <= len(buf); off += 64 << 10 {
+			sha256.Sum256(buf[off : off+64<<10])
+			n += 64 << 10
+		}
+	}
+	return mbps(n, time.Since(start))
 }
 
 // benchNet measures the link between the hosts with the bench peer.

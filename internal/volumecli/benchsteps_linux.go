@@ -59,7 +59,7 @@ func (b *benchRun) sequential() error {
 // local 4 KiB write + fdatasync and a TCP round trip, each round.
 func (b *benchRun) latency() error {
 	per := max(1, b.o.samples/b.o.rounds)
-	var local, shared, rtt, vol, writes []time.Duration
+	var local, shared, rtt, vol, writes, fua []time.Duration
 	for r := 0; r < b.o.rounds; r++ {
 		from := r * per
 		err := pair(r, func() error {
@@ -86,7 +86,12 @@ func (b *benchRun) latency() error {
 			return nil
 		}, func() error {
 			p, w, err := nbdSyncWrites(b.client, per, from, b.buf)
+			if err != nil {
+				return err
+			}
 			vol, writes = append(vol, p...), append(writes, w...)
+			f, err := nbdFUAWrites(b.client, per/2, from, b.buf)
+			fua = append(fua, f...)
 			return err
 		})
 		if err != nil {
@@ -102,6 +107,7 @@ func (b *benchRun) latency() error {
 	bl.RTTP50us, bl.RTTP99us = quantileUS(rtt, 0.5), quantileUS(rtt, 0.99)
 	b.res.LatencyP50us, b.res.LatencyP99us = quantileUS(vol, 0.5), quantileUS(vol, 0.99)
 	v.WriteOnlyP50us, v.FlushP50us = quantileUS(writes, 0.5), quantileUS(flushes, 0.5)
+	v.FUAP50us, v.FUAP99us = quantileUS(fua, 0.5), quantileUS(fua, 0.99)
 	b.res.LatencyBoundus = (bl.Local4KP50us + bl.RTTP50us) * 1.1
 	if s, err := b.ctlA.status(); err == nil && s.Link != nil {
 		v.LinkRTTus = float64(s.Link.RTTus)
@@ -237,6 +243,7 @@ func (b *benchRun) verify() error {
 		b.o.logf("  round %d: verify %.0f MB/s, local read %.0f MB/s", r+1, vr, lr)
 	}
 	b.res.Baseline.LocalReadMBps, b.res.Baseline.LocalReadSharedMBps = median(local), median(shared)
+	b.res.Baseline.SHA256MBps = sha256Rate(b.buf)
 	v.VerifyMBps = median(vol)
 	b.res.VerifyRatio = median(ratios)
 	return nil
