@@ -13,12 +13,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -84,6 +82,7 @@ type Consensus struct {
 	// ready is closed once raft is set: the mux accepts forwarded
 	// proposals before that.
 	ready chan struct{}
+	fwd   forwardPool // kept connections to the leader
 }
 
 // ErrNoLeader is returned when no leader is known (no quorum, or an
@@ -242,6 +241,7 @@ func (c *Consensus) Shutdown() error {
 	default:
 		close(c.stop)
 	}
+	c.fwd.close()
 	c.wg.Wait()
 	var errs []error
 	if c.raft != nil {
@@ -359,75 +359,6 @@ func (c *Consensus) applyLocal(ctx context.Context, cmd state.Command) error {
 	return nil
 }
 
-type forwardRequest struct {
-	Command state.Command `json:"command"`
-}
-
-type forwardResponse struct {
-	Error    string `json:"error,omitempty"`
-	Stale    bool   `json:"stale,omitempty"`
-	NoLeader bool   `json:"no_leader,omitempty"`
-}
-
-func (c *Consensus) forward(ctx context.Context, leader string, cmd state.Command) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 5*c.cfg.Timeout)
-		defer cancel()
-	}
-	conn, err := c.mux.dial(ctx, raft.ServerAddress(leader), purposeForward)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNoLeader, err)
-	}
-	defer conn.Close()
-	if d, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(d)
-	}
-	// Once the request may have left, a failure leaves its outcome
-	// unknown: Propose retries.
-	if err := json.NewEncoder(conn).Encode(forwardRequest{Command: cmd}); err != nil {
-		return fmt.Errorf("%w: forward to %s: %v", errAnswerLost, leader, err)
-	}
-	var resp forwardResponse
-	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
-		return fmt.Errorf("%w: forward to %s: %v", errAnswerLost, leader, err)
-	}
-	switch {
-	case resp.Stale: // the text is the state's own ("state: stale epoch: …")
-		return state.Outcome{Error: resp.Error, Stale: true}.Err()
-	case resp.NoLeader:
-		return fmt.Errorf("%w: %s", ErrNoLeader, resp.Error)
-	case resp.Error != "":
-		return errors.New(resp.Error)
-	}
-	return nil
-}
-
-func (c *Consensus) serveForward(conn net.Conn) {
-	conn.SetDeadline(time.Now().Add(10 * c.cfg.Timeout))
-	select { // a proposal forwarded while this member is still starting
-	case <-c.ready:
-	case <-c.stop:
-		return
-	}
-	var req forwardRequest
-	if err := json.NewDecoder(&limitedReader{conn, 1 << 20}).Decode(&req); err != nil {
-		return
-	}
-	var resp forwardResponse
-	if !c.IsLeader() {
-		resp.NoLeader, resp.Error = true, "not the leader"
-	} else if err := c.applyLocal(context.Background(), req.Command); err != nil {
-		resp.Error = err.Error()
-		resp.Stale = state.IsStaleEpoch(err)
-		resp.NoLeader = errors.Is(err, ErrNoLeader)
-	}
-	if c.cfg.dropAnswer != nil && c.cfg.dropAnswer(req.Command) {
-		return
-	}
-	json.NewEncoder(conn).Encode(resp)
-}
-
 // steer hands leadership to the preferred voter whenever this member leads
 // and the preferred one looks alive: at once on becoming leader, and
 // checked again every timeout.
@@ -476,22 +407,4 @@ func (c *Consensus) flushRepeats(rs ...*repeats) {
 			}
 		}
 	}
-}
-
-// limitedReader caps what a forwarded request may send.
-type limitedReader struct {
-	c net.Conn
-	n int64
-}
-
-func (l *limitedReader) Read(p []byte) (int, error) {
-	if l.n <= 0 {
-		return 0, errors.New("consensus: request too large")
-	}
-	if int64(len(p)) > l.n {
-		p = p[:l.n]
-	}
-	n, err := l.c.Read(p)
-	l.n -= int64(n)
-	return n, err
 }
