@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"tandem/internal/config"
 	"time"
@@ -360,6 +361,13 @@ func (t *tandemBench) partitionHold() time.Duration { return time.Second }
 func (t *tandemBench) stop(ctx context.Context) {
 	var errs []error
 	for _, h := range Voters {
+		// Stop waits until the host runs nothing: a VIP-only run's service
+		// is no child of the agent and would outlive it.
+		if t.vipOnly && slices.Contains(DataNodes, h) {
+			if _, err := t.bed.KillService(h, "demo-service"); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		errs = append(errs, t.c.Stop(ctx, h))
 	}
 	if err := errors.Join(errs...); err != nil {
