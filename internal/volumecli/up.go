@@ -196,8 +196,14 @@ func openBacking(stateDir string, rec *record, log *slog.Logger) (blockdev.Devic
 	return dev, mdev, nil
 }
 
-// publish writes a volume event to the audit log.
+// publish writes a volume event to the audit log. A deposition also
+// stops the NBD export.
 func (d *daemon) publish(e volume.Event) {
+	if e.Kind == replication.EventDeposed.String() {
+		// Not on this goroutine: the event comes from the engine's loop,
+		// which the export's open requests wait on.
+		go d.deposed(e.Epoch)
+	}
 	if d.audit == nil {
 		return
 	}
@@ -232,6 +238,25 @@ func (d *daemon) demote() error {
 	defer d.mu.Unlock()
 	d.stopExport()
 	return d.vol.Demote()
+}
+
+// deposed stops the export of a primary that a newer epoch deposed: the
+// engine demoted itself, and a secondary serves nothing, as after
+// 'secondary' (a deposed primary that kept its export answered every
+// request with an error, and looked up to a client). An export that a
+// promotion started since, at a newer epoch still, stays. The status may
+// not show the deposition yet, so the epoch decides, not the role.
+func (d *daemon) deposed(epoch replication.Epoch) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.export == nil {
+		return
+	}
+	if st := d.vol.Status(); st.Role == replication.Primary.String() && replication.Epoch(st.Epoch) > epoch {
+		return
+	}
+	d.log.Warn("volume: deposed by a newer epoch: NBD export stopped", "epoch", epoch)
+	d.stopExport()
 }
 
 func (d *daemon) startExport() error {

@@ -291,3 +291,47 @@ func TestWrongKeyAndSizeAreRefused(t *testing.T) {
 		})
 	}
 }
+
+// A primary deposed by a newer epoch (its peer was promoted while they were
+// apart) stops its NBD export, as 'secondary' does: only a primary serves.
+func TestDeposedPrimaryStopsItsExport(t *testing.T) {
+	a, b := twoNodes(t, "", "")
+	a.up(t)
+	b.up(t)
+	waitStatus(t, a, "connected", func(s volume.Status) bool { return s.Connection == "Connected" })
+	if _, err := run(t, "--state-dir", a.dir, "primary", "v", "--force"); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, b, "initial sync", func(s volume.Status) bool { return s.Disk == "UpToDate" && s.Sync == "" })
+	if _, err := run(t, "--state-dir", a.dir, "disconnect", "v"); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, b, "disconnected", func(s volume.Status) bool { return s.Connection != "Connected" })
+	if _, err := run(t, "--state-dir", b.dir, "primary", "v"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := nbd.Dial(context.Background(), "tcp", a.nbd, "v")
+	if err != nil {
+		t.Fatalf("a, still primary on its own, does not serve: %v", err)
+	}
+	c.Close()
+	if _, err := run(t, "--state-dir", a.dir, "connect", "v"); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, a, "deposed", func(s volume.Status) bool { return s.Role == "Secondary" })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := nbd.Dial(context.Background(), "tcp", a.nbd, "v")
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the deposed primary still serves NBD 10 s after it was deposed")
+		}
+	}
+	if c, err := nbd.Dial(context.Background(), "tcp", b.nbd, "v"); err != nil {
+		t.Errorf("the new primary does not serve: %v", err)
+	} else {
+		c.Close()
+	}
+}
