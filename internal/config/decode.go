@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -221,6 +222,12 @@ func newDefault(t reflect.Type, n *yaml.Node) reflect.Value {
 		p.Elem().Set(reflect.ValueOf(DefaultExec()))
 	case reflect.TypeFor[OCF]():
 		p.Elem().Set(reflect.ValueOf(DefaultOCF()))
+	case reflect.TypeFor[Volume]():
+		p.Elem().Set(reflect.ValueOf(DefaultVolume()))
+	case reflect.TypeFor[Filesystem]():
+		p.Elem().Set(reflect.ValueOf(DefaultFilesystem()))
+	case reflect.TypeFor[NBDExport]():
+		p.Elem().Set(reflect.ValueOf(DefaultNBDExport()))
 	}
 	return p
 }
@@ -232,8 +239,7 @@ func kindKey(n *yaml.Node) string {
 		return ""
 	}
 	for i := 0; i < len(n.Content); i += 2 {
-		switch k := n.Content[i].Value; k {
-		case "vip", "exec", "ocf":
+		if k := n.Content[i].Value; slices.Contains(ResourceKinds, k) {
 			if kind != "" {
 				return ""
 			}

@@ -156,6 +156,41 @@ func DefaultExec() Exec {
 	return Exec{StopSignal: "TERM"}
 }
 
+// DefaultVolume returns a volume's defaults. Port depends on the volume's
+// place in the list and is filled by ApplyDefaults.
+func DefaultVolume() Volume {
+	return Volume{
+		// What users buy a hot-standby pair for is RPO 0: no write the
+		// service saw acknowledged is lost in a failover.
+		Mode: "sync",
+		// Async only: 64 MiB is a few seconds of writes on a busy disk,
+		// what a user of async replication accepts to lose.
+		MaxLag: 64 << 20,
+		// Past max_lag the primary slows to the link's pace rather than
+		// let the loss grow without bound.
+		OnLag: "throttle",
+		// Never throw data away on our own (DRBD's default too).
+		SplitBrain: "disconnect",
+	}
+}
+
+// DefaultFilesystem returns a filesystem resource's defaults.
+func DefaultFilesystem() Filesystem {
+	return Filesystem{
+		// A file system taken over from a crashed node replays its
+		// journal; the check catches what a journal cannot.
+		Fsck: true,
+		// A process left in the mount would otherwise hold the group on
+		// a node it is leaving; the Filesystem OCF agent kills them too.
+		ForceUnmount: Duration(10 * time.Second),
+	}
+}
+
+// DefaultNBDExport returns an nbd_export resource's defaults.
+func DefaultNBDExport() NBDExport {
+	return NBDExport{Port: 10809} // IANA's NBD port
+}
+
 // DefaultOCF returns an ocf resource's defaults.
 func DefaultOCF() OCF {
 	// Where Debian's resource-agents package installs.
@@ -166,7 +201,8 @@ func DefaultOCF() OCF {
 // left at a zero value that can never be meant: an empty events file
 // (<state_dir>/events.jsonl), a zero lease (= node_timeout), an empty
 // failback (manual), a group's empty nodes (all data nodes) and prefer (the
-// first of its nodes), and a resource's empty name (<kind>-<index>). It also
+// first of its nodes), a resource's empty name (<kind>-<index>), and a volume's zero port (the
+// cluster's port + 1 + its index). It also
 // writes stop signals without their "SIG" prefix. Parse
 // calls it; code that builds a Config from Default… values calls it before
 // Validate.
@@ -176,6 +212,12 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.Timing.Lease == 0 {
 		c.Timing.Lease = c.Timing.NodeTimeout
+	}
+	for i := range c.Volumes {
+		if c.Volumes[i].Port == 0 && c.Port != 0 {
+			// Next to the cluster's port, one per volume.
+			c.Volumes[i].Port = c.Port + 1 + i
+		}
 	}
 	for gi := range c.Groups {
 		g := &c.Groups[gi]
@@ -191,7 +233,7 @@ func (c *Config) ApplyDefaults() {
 		for ri := range g.Resources {
 			r := &g.Resources[ri]
 			if r.Name == "" && r.Kind() != "" {
-				r.Name = fmt.Sprintf("%s-%d", r.Kind(), ri)
+				r.Name = fmt.Sprintf("%s-%d", strings.ReplaceAll(r.Kind(), "_", "-"), ri)
 			}
 			if r.Exec != nil {
 				// "SIGTERM" and "TERM" mean the same; agents see one form.

@@ -55,10 +55,14 @@ func defaultsSample() Config {
 	r := DefaultResource("exec")
 	vip, ex, ocf := DefaultVIP(), DefaultExec(), DefaultOCF()
 	ex.Check = &Check{}
-	r.VIP, r.Exec, r.OCF = &vip, &ex, &ocf
+	fs, exp := DefaultFilesystem(), DefaultNBDExport()
+	r.VIP, r.Exec, r.OCF, r.Volume, r.Filesystem, r.NBDExport = &vip, &ex, &ocf, &VolumeRef{}, &fs, &exp
 	g := DefaultGroup()
 	g.Resources = []Resource{r}
 	c.Groups = []Group{g}
+	v := DefaultVolume()
+	v.Replicas = []Replica{{}}
+	c.Volumes = []Volume{v}
 	return c
 }
 
@@ -105,6 +109,8 @@ func docType(t reflect.Type) string {
 		return "duration"
 	case reflect.TypeFor[Failback]():
 		return "failback"
+	case reflect.TypeFor[Bytes]():
+		return "size"
 	case reflect.TypeFor[StringList]():
 		return "string or list"
 	}
@@ -140,6 +146,9 @@ func sameValue(literal string, v reflect.Value) (bool, error) {
 	case Failback:
 		f, err := ParseFailback(literal)
 		return f == v.Interface().(Failback), err
+	case Bytes:
+		b, err := ParseBytes(literal)
+		return Bytes(b) == v.Interface().(Bytes), err
 	}
 	switch v.Kind() {
 	case reflect.String:

@@ -20,6 +20,9 @@ type Config struct {
 	API      API     `yaml:"api"`
 	Events   Events  `yaml:"events"`
 	Groups   []Group `yaml:"groups"`
+	// Volumes are block devices replicated between two data nodes; a
+	// group uses one through volume, filesystem and nbd_export resources.
+	Volumes []Volume `yaml:"volumes"`
 	// ConfigMismatch is what a member running another configuration
 	// than the cluster's means: "block" (no group moves to it) or "warn".
 	ConfigMismatch string `yaml:"config_mismatch"`
@@ -77,6 +80,14 @@ type Resource struct {
 	VIP             *VIP     `yaml:"vip"`
 	Exec            *Exec    `yaml:"exec"`
 	OCF             *OCF     `yaml:"ocf"`
+	// Volume promotes this node's replica of a volume while the group
+	// runs here (at the group's epoch) and demotes it on stop.
+	Volume *VolumeRef `yaml:"volume"`
+	// Filesystem mounts a volume of the group (after its volume resource).
+	Filesystem *Filesystem `yaml:"filesystem"`
+	// NBDExport serves a volume of the group over NBD (after its volume
+	// resource), on the group's VIP.
+	NBDExport       *NBDExport `yaml:"nbd_export"`
 	MonitorInterval Duration `yaml:"monitor_interval"`
 	StartTimeout    Duration `yaml:"start_timeout"`
 	StopTimeout     Duration `yaml:"stop_timeout"`
@@ -115,17 +126,121 @@ type OCF struct {
 	Params map[string]string `yaml:"params"`
 }
 
-// Kind returns the resource kind name ("vip", "exec", "ocf") or "".
+// ResourceKinds are the resource kinds, as their yaml keys.
+var ResourceKinds = []string{"vip", "exec", "ocf", "volume", "filesystem", "nbd_export"}
+
+// kinds reports which kind fields are set, in ResourceKinds order.
+func (r *Resource) kinds() []bool {
+	return []bool{r.VIP != nil, r.Exec != nil, r.OCF != nil, r.Volume != nil, r.Filesystem != nil, r.NBDExport != nil}
+}
+
+// Kind returns the resource kind name (one of ResourceKinds), or "" when
+// none or more than one is set.
 func (r *Resource) Kind() string {
+	kind := ""
+	for i, set := range r.kinds() {
+		if set {
+			if kind != "" {
+				return ""
+			}
+			kind = ResourceKinds[i]
+		}
+	}
+	return kind
+}
+
+// UsesVolume returns the volume a volume, filesystem or nbd_export
+// resource names, or "".
+func (r *Resource) UsesVolume() string {
 	switch {
-	case r.VIP != nil:
-		return "vip"
-	case r.Exec != nil:
-		return "exec"
-	case r.OCF != nil:
-		return "ocf"
+	case r.Volume != nil:
+		return r.Volume.Name
+	case r.Filesystem != nil:
+		return r.Filesystem.Volume
+	case r.NBDExport != nil:
+		return r.NBDExport.Volume
 	}
 	return ""
+}
+
+// VolumeRef names a volume.
+type VolumeRef struct {
+	Name string `yaml:"name"`
+}
+
+// Filesystem is a file system on a volume, mounted while the group runs.
+type Filesystem struct {
+	Volume  string `yaml:"volume"`
+	Mount   string `yaml:"mount"`   // absolute path of the mount point
+	FSType  string `yaml:"fstype"`  // ext4 or xfs
+	Options string `yaml:"options"` // mount -o, comma-separated
+	// Fsck runs the file system's check before mounting.
+	Fsck bool `yaml:"fsck"`
+	// ForceUnmount is how long a stop waits for a busy mount before it
+	// kills the processes that hold it (0: never kill; the stop fails).
+	ForceUnmount Duration `yaml:"force_unmount"`
+}
+
+// NBDExport serves a volume over NBD to other machines.
+type NBDExport struct {
+	Volume string `yaml:"volume"`
+	Port   int    `yaml:"port"` // on the group's VIP
+}
+
+// Volume is a block device replicated between two data nodes
+// (docs/volumes.md): each has a replica on a backing file or device.
+type Volume struct {
+	Name string `yaml:"name"`
+	Size Bytes  `yaml:"size"`
+	// Mode: "sync" (a write is acknowledged once durable on both
+	// replicas) or "async" (once durable here; the peer trails by at
+	// most max_lag).
+	Mode       string `yaml:"mode"`
+	MaxLag     Bytes  `yaml:"max_lag"`     // async only
+	OnLag      string `yaml:"on_lag"`      // async past max_lag: throttle or ahead
+	SplitBrain string `yaml:"split_brain"` // disconnect, discard-zero-changes, discard-younger-primary or discard-older-primary
+	ResyncRate Bytes  `yaml:"resync_rate"` // bytes per second; 0: no limit
+	// Port is the replication link's TCP port on each replica node's
+	// links (link i of one node pairs with link i of the other).
+	Port     int       `yaml:"port"`
+	Replicas []Replica `yaml:"replicas"`
+}
+
+// Replica is one data node's copy of a volume.
+type Replica struct {
+	Node string `yaml:"node"`
+	// Backing is a file (created sparse at the volume's size when
+	// missing), a block device, or raid:NAME (a tandem raid array).
+	Backing string `yaml:"backing"`
+}
+
+// VolumeModes, OnLagModes and SplitBrainPolicies are the values the
+// volume fields take.
+var (
+	VolumeModes        = []string{"sync", "async"}
+	OnLagModes         = []string{"throttle", "ahead"}
+	SplitBrainPolicies = []string{"disconnect", "discard-zero-changes", "discard-younger-primary", "discard-older-primary"}
+	FSTypes            = []string{"ext4", "xfs"}
+)
+
+// VolumeByName returns the volume called name, or nil.
+func (c *Config) VolumeByName(name string) *Volume {
+	for i := range c.Volumes {
+		if c.Volumes[i].Name == name {
+			return &c.Volumes[i]
+		}
+	}
+	return nil
+}
+
+// Replica returns node's replica of v, or nil.
+func (v *Volume) Replica(node string) *Replica {
+	for i := range v.Replicas {
+		if v.Replicas[i].Node == node {
+			return &v.Replicas[i]
+		}
+	}
+	return nil
 }
 
 // FailbackMode is how a group returns to its preferred node.
@@ -142,6 +257,10 @@ type Failback struct {
 	Mode  FailbackMode
 	Delay time.Duration
 }
+
+// Bytes is a size written as "512MiB", "10GiB", "4096" (bytes) or with
+// the units K/KiB, M/MiB, G/GiB, T/TiB (all powers of 1024).
+type Bytes int64
 
 // Duration is a time.Duration written as "150ms", "2s", "10m", "180d".
 type Duration time.Duration

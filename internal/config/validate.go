@@ -46,6 +46,7 @@ func (c *Config) Validate() error {
 	k.api(c)
 	k.events(c)
 	k.groups(c)
+	k.volumes(c)
 	return k.probs.sorted().errOrNil()
 }
 

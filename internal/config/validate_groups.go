@@ -89,7 +89,7 @@ func (k *checker) failback(path string, f Failback) {
 }
 
 func (k *checker) resource(c *Config, path string, r *Resource, names map[string]string, vips map[netip.Addr]string) {
-	kinds := k.exactlyOne(path, []string{"vip", "exec", "ocf"}, r.VIP != nil, r.Exec != nil, r.OCF != nil)
+	kinds := k.exactlyOne(path, ResourceKinds, r.kinds()...)
 	if r.Name != "" || kinds == 1 { // else the name is missing for want of a kind
 		k.uniqueName(path+".name", r.Name, names)
 	}
@@ -105,6 +105,15 @@ func (k *checker) resource(c *Config, path string, r *Resource, names map[string
 	}
 	if r.OCF != nil {
 		k.ocf(path+".ocf", r.OCF)
+	}
+	if r.Volume != nil && r.Volume.Name == "" {
+		k.addf(path+".volume.name", "required: the volume to promote")
+	}
+	if r.Filesystem != nil {
+		k.filesystem(path+".filesystem", r.Filesystem)
+	}
+	if r.NBDExport != nil {
+		k.nbdExport(path+".nbd_export", r.NBDExport)
 	}
 }
 

@@ -74,7 +74,7 @@ var validateTests = []struct {
 }{
 	// Decoding.
 	{"unknown top-level field", nil, "colour: blue\n", []string{
-		"t.yaml:16: colour: unknown field (known: cluster, key_file, insecure, state_dir, port, nodes, witness, timing, api, events, groups, config_mismatch)"}},
+		"t.yaml:16: colour: unknown field (known: cluster, key_file, insecure, state_dir, port, nodes, witness, timing, api, events, groups, volumes, config_mismatch)"}},
 	{"unknown nested field", map[int]string{13: "      - vip: {address: 10.0.0.50/24, interface: eth0, mask: 24}"}, "", []string{
 		"t.yaml:13: groups[0].resources[0].vip.mask: unknown field (known: address, interface, garp_count, garp_interval)"}},
 	{"misspelt field", map[int]string{7: "timing: {heartbeat_intervall: 50ms}"}, "", []string{
@@ -251,9 +251,9 @@ var validateTests = []struct {
 
 	// Resources.
 	{"resource without kind", map[int]string{15: "      - name: nothing"}, "", []string{
-		`t.yaml:15: groups[0].resources[2]: give one of vip, exec, ocf`}},
+		`t.yaml:15: groups[0].resources[2]: give one of vip, exec, ocf, volume, filesystem, nbd_export`}},
 	{"resource with two kinds", map[int]string{15: "      - {ocf: {agent: heartbeat/Dummy}, exec: {command: [/bin/x]}}"}, "", []string{
-		`t.yaml:15: groups[0].resources[2]: give exactly one of vip, exec, ocf, not exec and ocf`}},
+		`t.yaml:15: groups[0].resources[2]: give exactly one of vip, exec, ocf, volume, filesystem, nbd_export, not exec and ocf`}},
 	{"resource name invalid", map[int]string{15: "      - {name: My_DB, ocf: {agent: heartbeat/Dummy}}"}, "", []string{
 		`t.yaml:15: groups[0].resources[2].name: "My_DB" is not a valid name (1 to 63 of a-z, 0-9 and -)`}},
 	{"resource name clashes with a default name", map[int]string{15: "      - {name: vip-0, ocf: {agent: heartbeat/Dummy}}"}, "", []string{
@@ -400,7 +400,7 @@ groups:
 		`x.yaml: witness: required with 2 data nodes: it breaks the tie when they lose sight of each other (fencing is not implemented yet, so two nodes cannot run alone)`,
 		`x.yaml:1: cluster: "Shop" is not a valid name (1 to 63 of a-z, 0-9 and -)`,
 		`x.yaml:2: key_file: "rel.key" must be an absolute path`,
-		`x.yaml:3: bogus: unknown field (known: cluster, key_file, insecure, state_dir, port, nodes, witness, timing, api, events, groups, config_mismatch)`,
+		`x.yaml:3: bogus: unknown field (known: cluster, key_file, insecure, state_dir, port, nodes, witness, timing, api, events, groups, volumes, config_mismatch)`,
 		`x.yaml:6: nodes[0].links[1]: 10.0.0.1:7789 is already used by nodes[0].links[0]`,
 		`x.yaml:7: nodes[1].name: "DB2" is not a valid name (1 to 63 of a-z, 0-9 and -)`,
 		`x.yaml:8: nodes[1].links[0]: "10.0.0.x" is not an IP or IP:PORT`,
@@ -411,7 +411,7 @@ groups:
 		`x.yaml:17: groups[0].failback: "sometimes" is not auto, manual or delay <duration> (e.g. delay 30s)`,
 		`x.yaml:19: groups[0].resources[0].vip.address: "10.0.0.300/24" is not an IP prefix`,
 		`x.yaml:19: groups[0].resources[0].vip.interface: required (e.g. eth0)`,
-		`x.yaml:20: groups[0].resources[1]: give exactly one of vip, exec, ocf, not vip and exec`,
+		`x.yaml:20: groups[0].resources[1]: give exactly one of vip, exec, ocf, volume, filesystem, nbd_export, not vip and exec`,
 		`x.yaml:21: groups[0].resources[1].exec.command: required: a list, the program and its arguments`,
 		`x.yaml:22: groups[0].resources[2].ocf.agent: "Dummy" is not provider/type (e.g. heartbeat/Dummy)`,
 		`x.yaml:22: groups[0].resources[2].ocf.params.a-b: not a valid parameter name (letters, digits and _, not first a digit)`,

@@ -159,3 +159,48 @@ func kindName(n *yaml.Node) string {
 	}
 	return "an unexpected node"
 }
+
+// ParseBytes reads a size: 512, 64K, 64KiB, 10M, 1G, 2GiB, 1T (powers of
+// 1024; a trailing B is allowed).
+func ParseBytes(s string) (int64, error) {
+	t := strings.TrimSpace(strings.ToUpper(s))
+	mult := int64(1)
+	for _, suf := range []struct {
+		s string
+		m int64
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"TIB", 1 << 40}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}} {
+		if strings.HasSuffix(t, suf.s) {
+			t, mult = strings.TrimSuffix(t, suf.s), suf.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (e.g. 4096, 512MiB, 10GiB)", s)
+	}
+	return n * mult, nil
+}
+
+// String prints the largest unit that divides the size exactly.
+func (b Bytes) String() string {
+	for _, u := range []struct {
+		s string
+		m int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if b != 0 && int64(b)%u.m == 0 {
+			return strconv.FormatInt(int64(b)/u.m, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
+
+// UnmarshalYAML reads a size (see ParseBytes).
+func (b *Bytes) UnmarshalYAML(n *yaml.Node) error {
+	return unmarshalScalar(n, b, "a size (e.g. 512MiB, 10GiB)", func(s string) (Bytes, error) {
+		v, err := ParseBytes(s)
+		return Bytes(v), err
+	})
+}
+
+// MarshalYAML writes the form UnmarshalYAML reads.
+func (b Bytes) MarshalYAML() (any, error) { return b.String(), nil }

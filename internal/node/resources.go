@@ -99,6 +99,8 @@ func buildAgent(cfg *config.Config, self, selfAddr, group string, r config.Resou
 	case r.OCF != nil:
 		a, err := ocf.New(group+"-"+r.Name, *r.OCF, log, ocf.WithMonitorInterval(r.MonitorInterval.D()))
 		return a, netip.Prefix{}, err
+	case r.UsesVolume() != "":
+		return nil, netip.Prefix{}, fmt.Errorf("%s resources are not run by the agent yet (README, \"Not finished\")", r.Kind())
 	}
 	return nil, netip.Prefix{}, fmt.Errorf("no resource kind set")
 }

@@ -6,11 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 
+	"tandem/internal/config"
 	"tandem/internal/events"
 )
 
@@ -70,24 +69,13 @@ func (g *globals) auditLog(log *slog.Logger) *events.Log {
 	return l
 }
 
-// parseSize reads 512, 64K, 64KiB, 10M, 1G, 2GiB.
+// parseSize reads 512, 64K, 64KiB, 10M, 1G, 2GiB (config.ParseBytes).
 func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(strings.ToUpper(s))
-	mult := int64(1)
-	for _, suf := range []struct {
-		s string
-		m int64
-	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"TIB", 1 << 40}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}} {
-		if strings.HasSuffix(t, suf.s) {
-			t, mult = strings.TrimSuffix(t, suf.s), suf.m
-			break
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
+	n, err := config.ParseBytes(s)
+	if err != nil {
 		return 0, fmt.Errorf("volume: bad size %q (e.g. 512M, 10G)", s)
 	}
-	return n * mult, nil
+	return n, nil
 }
 
 func formatBytes(n int64) string {
