@@ -76,10 +76,10 @@ type Group struct {
 
 // Resource is one resource of a group: exactly one of the kind fields is set.
 type Resource struct {
-	Name            string   `yaml:"name"`
-	VIP             *VIP     `yaml:"vip"`
-	Exec            *Exec    `yaml:"exec"`
-	OCF             *OCF     `yaml:"ocf"`
+	Name string `yaml:"name"`
+	VIP  *VIP   `yaml:"vip"`
+	Exec *Exec  `yaml:"exec"`
+	OCF  *OCF   `yaml:"ocf"`
 	// Volume promotes this node's replica of a volume while the group
 	// runs here (at the group's epoch) and demotes it on stop.
 	Volume *VolumeRef `yaml:"volume"`
@@ -88,10 +88,10 @@ type Resource struct {
 	// NBDExport serves a volume of the group over NBD (after its volume
 	// resource), on the group's VIP.
 	NBDExport       *NBDExport `yaml:"nbd_export"`
-	MonitorInterval Duration `yaml:"monitor_interval"`
-	StartTimeout    Duration `yaml:"start_timeout"`
-	StopTimeout     Duration `yaml:"stop_timeout"`
-	MonitorTimeout  Duration `yaml:"monitor_timeout"`
+	MonitorInterval Duration   `yaml:"monitor_interval"`
+	StartTimeout    Duration   `yaml:"start_timeout"`
+	StopTimeout     Duration   `yaml:"stop_timeout"`
+	MonitorTimeout  Duration   `yaml:"monitor_timeout"`
 }
 
 // VIP is a floating IPv4 or IPv6 address.

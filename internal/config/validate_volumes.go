@@ -204,4 +204,3 @@ func (k *checker) nbdExport(path string, e *NBDExport) {
 		k.addf(path+".port", "%d is not a TCP port (1-65535)", e.Port)
 	}
 }
-
