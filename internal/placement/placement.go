@@ -35,6 +35,11 @@
 //     holder may keep the group.
 //   - A node whose agent is shutting down (leaving) is not eligible: its
 //     groups are handed over before it stops.
+//   - A node whose replica of a volume the group promotes is known not to
+//     be UpToDate (the holder reported it Outdated or Inconsistent) is not
+//     eligible as a target: starting there would serve stale data. A
+//     replica never reported (a new volume) is left to the replication
+//     engine, which refuses to promote what is not UpToDate.
 //   - With BlockDrift, a node whose announced configuration digest differs
 //     from the one a majority of voters run is not eligible as a target
 //     (a group it holds stays: moving it would be an outage of its own).
@@ -211,6 +216,16 @@ func (in Input) whyNot(g *config.Group, gs *state.Group, n string) string {
 	}
 	if f := gs.Failures[n]; f != nil && f.Banned && f.ActiveFailure(in.Now, g.FailureTimeout.D()) {
 		return "is banned after failures (" + f.Reason + ")"
+	}
+	if n != gs.Holder {
+		for _, r := range g.Resources {
+			if r.Volume == nil {
+				continue
+			}
+			if rep := in.State.ReplicaOf(r.Volume.Name, n); rep != nil && rep.Disk != state.DiskUpToDate {
+				return fmt.Sprintf("holds an %s replica of volume %s (reported by %s at epoch %d)", rep.Disk, r.Volume.Name, rep.By, rep.Epoch)
+			}
+		}
 	}
 	return ""
 }

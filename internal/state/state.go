@@ -1,5 +1,6 @@
 // Package state owns tandem's replicated cluster state — who holds each
-// group at which epoch, node standby and maintenance flags, fail counts —
+// group at which epoch, node standby and maintenance flags, fail counts, the
+// disk state of each volume's replicas —
 // and the commands that change it. Apply is deterministic and does no I/O:
 // the consensus adapter feeds it committed log entries, so every node
 // computes the same state. Commands carry their own timestamps (taken by the
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sort"
 	"time"
 )
@@ -22,6 +24,9 @@ type State struct {
 	Groups      map[string]*Group `json:"groups"`
 	Nodes       map[string]*Node  `json:"nodes"`
 	Maintenance bool              `json:"maintenance"` // cluster-wide: nothing is managed
+	// Volumes are what the cluster knows of each replicated volume's
+	// replicas, as the holders of the volume's group reported them.
+	Volumes map[string]*Volume `json:"volumes,omitempty"`
 	// Outcomes are the results of the last keptOutcomes proposals that
 	// carried an ID, oldest first (see Apply).
 	Outcomes []Outcome `json:"outcomes,omitempty"`
@@ -82,6 +87,41 @@ type Takeover struct {
 	Epoch uint64 `json:"epoch,omitempty"`
 }
 
+// Volume is what the cluster knows of a replicated volume: the disk
+// state of each replica, by node. A replica with no entry was never
+// reported (a new volume).
+type Volume struct {
+	Replicas map[string]*Replica `json:"replicas"`
+}
+
+// Replica is the disk state of one replica, as the holder of the volume's
+// group last reported it.
+type Replica struct {
+	Disk   string    `json:"disk"`  // one of Disks
+	Epoch  uint64    `json:"epoch"` // the group's epoch of the report
+	By     string    `json:"by"`    // the holder that reported it
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// Replica disk states, as the replication engine names them.
+const (
+	DiskUpToDate     = "UpToDate"
+	DiskOutdated     = "Outdated"
+	DiskInconsistent = "Inconsistent"
+)
+
+// Disks are the disk states a replica report may carry.
+var Disks = []string{DiskUpToDate, DiskOutdated, DiskInconsistent}
+
+// ReplicaOf returns node's replica of volume, or nil when never reported.
+func (s *State) ReplicaOf(volume, node string) *Replica {
+	if v := s.Volumes[volume]; v != nil {
+		return v.Replicas[node]
+	}
+	return nil
+}
+
 // Node is the per-node admin state.
 type Node struct {
 	Standby     bool `json:"standby"`
@@ -115,6 +155,7 @@ const (
 	OpPhase       Op = "phase"       // the holder's phase of the group changed
 	OpLeaving     Op = "leaving"     // a node's agent is shutting down (On) or back (off)
 	OpConfig      Op = "config"      // a member announces the digest of its configuration
+	OpReplica     Op = "replica"     // the holder of a volume's group reports a replica's disk state
 )
 
 // Command is one change, as proposed and logged.
@@ -143,6 +184,11 @@ type Command struct {
 	Phase string `json:"phase,omitempty"`
 	// config
 	Digest string `json:"digest,omitempty"`
+	// replica: Node (the group's holder, at Epoch) reports that
+	// Replica's copy of Volume is Disk.
+	Volume  string `json:"volume,omitempty"`
+	Replica string `json:"replica,omitempty"`
+	Disk    string `json:"disk,omitempty"`
 }
 
 // Encode serializes a command for the log.
@@ -307,10 +353,45 @@ func (s *State) apply(c Command) error {
 		g.Failures = nil
 		g.Blocked = ""
 		g.Pinned = ""
+	case OpReplica:
+		return s.applyReplica(c)
 	case OpNoop:
 	default:
 		return fmt.Errorf("state: unknown op %q", c.Op)
 	}
+	return nil
+}
+
+// applyReplica records a replica's disk state. Only the holder of the
+// volume's group at its current epoch may report (S2): a deposed holder's
+// late report, such as a frozen primary outdating the replica the cluster
+// has just promoted, is refused as stale. One holder's reports are
+// proposed in order, so the newest is the truth.
+func (s *State) applyReplica(c Command) error {
+	switch {
+	case c.Volume == "" || c.Replica == "":
+		return fmt.Errorf("state: replica report without a volume or replica")
+	case !slices.Contains(Disks, c.Disk):
+		return fmt.Errorf("state: replica report: disk %q is not one of %s", c.Disk, strings.Join(Disks, ", "))
+	}
+	g := s.Groups[c.Group]
+	if g == nil || c.Epoch != g.Epoch || c.Node != g.Holder || g.Holder == "" {
+		holder, epoch := "", uint64(0)
+		if g != nil {
+			holder, epoch = g.Holder, g.Epoch
+		}
+		return fmt.Errorf("%w: volume %s: replica of %s reported %s by %s at epoch %d, group %s is at epoch %d on %q",
+			ErrStaleEpoch, c.Volume, c.Replica, c.Disk, c.Node, c.Epoch, c.Group, epoch, holder)
+	}
+	if s.Volumes == nil {
+		s.Volumes = map[string]*Volume{}
+	}
+	v := s.Volumes[c.Volume]
+	if v == nil {
+		v = &Volume{Replicas: map[string]*Replica{}}
+		s.Volumes[c.Volume] = v
+	}
+	v.Replicas[c.Replica] = &Replica{Disk: c.Disk, Epoch: c.Epoch, By: c.Node, At: c.Time, Reason: c.Reason}
 	return nil
 }
 
@@ -377,6 +458,17 @@ func (s *State) checkEntries() error {
 	for _, name := range slices.Sorted(maps.Keys(s.Nodes)) {
 		if s.Nodes[name] == nil {
 			return fmt.Errorf("node %q is null", name)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.Volumes)) {
+		v := s.Volumes[name]
+		if v == nil || v.Replicas == nil {
+			return fmt.Errorf("volume %q is null", name)
+		}
+		for node, r := range v.Replicas {
+			if r == nil {
+				return fmt.Errorf("volume %q: replica of node %q is null", name, node)
+			}
 		}
 	}
 	return nil

@@ -1,0 +1,81 @@
+package state
+
+import (
+	"testing"
+	"time"
+)
+
+// Only the holder of a volume's group, at the group's epoch, reports its
+// replicas: a deposed holder cannot outdate the replica the cluster has
+// just promoted (S2), and the newest report of the holder stands.
+func TestReplicaReports(t *testing.T) {
+	s := New()
+	at := time.Unix(100, 0)
+	apply := func(c Command) error {
+		t.Helper()
+		c.Time = at
+		return s.Apply(s.Index+1, c)
+	}
+	must := func(c Command) {
+		t.Helper()
+		if err := apply(c); err != nil {
+			t.Fatalf("%+v: %v", c, err)
+		}
+	}
+	must(Command{Op: OpPlace, Group: "db", Holder: "n1", Epoch: 0})
+	rep := func(by string, epoch uint64, replica, disk string) Command {
+		return Command{Op: OpReplica, Group: "db", Node: by, Epoch: epoch, Volume: "pg", Replica: replica, Disk: disk}
+	}
+	if s.ReplicaOf("pg", "n2") != nil {
+		t.Fatal("a replica never reported has a state")
+	}
+	must(rep("n1", 1, "n1", DiskUpToDate))
+	must(rep("n1", 1, "n2", DiskInconsistent))
+	must(rep("n1", 1, "n2", DiskUpToDate)) // the initial sync finished
+	if r := s.ReplicaOf("pg", "n2"); r == nil || r.Disk != DiskUpToDate || r.By != "n1" || r.Epoch != 1 {
+		t.Fatalf("n2's replica: %+v", r)
+	}
+	for _, c := range []Command{
+		rep("n2", 1, "n1", DiskOutdated),      // not the holder
+		rep("n1", 0, "n2", DiskOutdated),      // an old epoch
+		rep("n1", 2, "n2", DiskOutdated),      // a future one
+		{Op: OpReplica, Group: "web", Node: "n1", Epoch: 1, Volume: "pg", Replica: "n2", Disk: DiskOutdated}, // no such group
+	} {
+		if err := apply(c); !IsStaleEpoch(err) {
+			t.Errorf("%+v: err %v, want a stale epoch", c, err)
+		}
+	}
+	if err := apply(rep("n1", 1, "n2", "Diskless")); err == nil || IsStaleEpoch(err) {
+		t.Errorf("an unknown disk state: err %v", err)
+	}
+	if err := apply(Command{Op: OpReplica, Group: "db", Node: "n1", Epoch: 1, Replica: "n2", Disk: DiskOutdated}); err == nil {
+		t.Error("a report without a volume was applied")
+	}
+	// The group moves to n2 (n1 died); n1's late report of its own
+	// fencing of n2 comes after: refused, n2 stays UpToDate.
+	must(Command{Op: OpPlace, Group: "db", Holder: "n2", Epoch: 1})
+	if err := apply(rep("n1", 1, "n2", DiskOutdated)); !IsStaleEpoch(err) {
+		t.Fatalf("the deposed holder outdated the new one: %v", err)
+	}
+	must(rep("n2", 2, "n1", DiskOutdated)) // the new holder writes without n1
+	if r := s.ReplicaOf("pg", "n1"); r.Disk != DiskOutdated || r.By != "n2" || r.Epoch != 2 {
+		t.Fatalf("n1's replica: %+v", r)
+	}
+	// The state survives a snapshot and a clone.
+	b, err := s.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := Unmarshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := u.Clone().ReplicaOf("pg", "n1"); r == nil || r.Disk != DiskOutdated {
+		t.Fatalf("after a snapshot: %+v", r)
+	}
+	for _, bad := range []string{`{"volumes":{"pg":null}}`, `{"volumes":{"pg":{"replicas":{"n1":null}}}}`, `{"volumes":{"pg":{}}}`} {
+		if _, err := Unmarshal([]byte(bad)); err == nil {
+			t.Errorf("snapshot %s accepted", bad)
+		}
+	}
+}
