@@ -36,9 +36,9 @@ func TestReplicaReports(t *testing.T) {
 		t.Fatalf("n2's replica: %+v", r)
 	}
 	for _, c := range []Command{
-		rep("n2", 1, "n1", DiskOutdated),      // not the holder
-		rep("n1", 0, "n2", DiskOutdated),      // an old epoch
-		rep("n1", 2, "n2", DiskOutdated),      // a future one
+		rep("n2", 1, "n1", DiskOutdated), // not the holder
+		rep("n1", 0, "n2", DiskOutdated), // an old epoch
+		rep("n1", 2, "n2", DiskOutdated), // a future one
 		{Op: OpReplica, Group: "web", Node: "n1", Epoch: 1, Volume: "pg", Replica: "n2", Disk: DiskOutdated}, // no such group
 	} {
 		if err := apply(c); !IsStaleEpoch(err) {

@@ -13,8 +13,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"sort"
+	"strings"
 	"time"
 )
 
