@@ -173,6 +173,9 @@ type Run struct {
 	Res     int
 	Op      Op
 	Timeout time.Duration
+	// Epoch is the group's epoch the resources run under: a start
+	// promotes a volume at it (every write stamped with it, S2).
+	Epoch uint64
 }
 
 // Cancel asks to cancel the operation ID (its context). Its result is

@@ -332,7 +332,7 @@ func (m *Machine) stopOp(now time.Time, i int) {
 func (m *Machine) run(now time.Time, i int, o Op, timeout time.Duration) {
 	m.nextID++
 	m.res[i].op = &op{id: m.nextID, op: o, issued: now, deadline: now.Add(timeout + m.cfg.OpGrace)}
-	m.out = append(m.out, Run{ID: m.nextID, Res: i, Op: o, Timeout: timeout})
+	m.out = append(m.out, Run{ID: m.nextID, Res: i, Op: o, Timeout: timeout, Epoch: m.runEpoch})
 }
 
 // expire ends operations that outlived their timeout by OpGrace without

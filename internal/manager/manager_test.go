@@ -175,6 +175,23 @@ func TestStartsInOrderOnlyWithLease(t *testing.T) {
 	}
 }
 
+// Every start runs under the group's epoch (resource.EpochOf): a volume is
+// promoted at it.
+func TestStartsCarryTheEpoch(t *testing.T) {
+	r := newRig(t, 3)
+	r.m.SetState(holderState("a", 7))
+	r.lease.set(7, time.Hour)
+	r.m.LeaseChanged("web")
+	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
+	for i, a := range r.agents {
+		var e uint64
+		a.Set(func(m *resource.Mem) { e = m.StartEpoch })
+		if e != 7 {
+			t.Errorf("resource %d started under epoch %d, want 7", i, e)
+		}
+	}
+}
+
 func TestMoveAwayStopsInReverseAndReleases(t *testing.T) {
 	r := newRig(t, 3)
 	r.lease.set(1, time.Hour)

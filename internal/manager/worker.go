@@ -254,7 +254,7 @@ func (w *worker) execute(acts []lifecycle.Action) {
 // before the stop that follows it begins).
 func (w *worker) runOp(a lifecycle.Run) {
 	r := w.g.Resources[a.Res]
-	ctx, cancel := context.WithTimeout(context.Background(), a.Timeout)
+	ctx, cancel := context.WithTimeout(resource.WithEpoch(context.Background(), a.Epoch), a.Timeout)
 	w.ops[a.ID] = cancel
 	var op func(context.Context) error
 	switch a.Op {

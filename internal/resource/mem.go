@@ -20,6 +20,8 @@ type Mem struct {
 	StopDelay  time.Duration // a stop takes this long (a service shutting down)
 	Starts     int
 	Stops      int
+	// StartEpoch is the epoch (EpochOf) the last start ran under.
+	StartEpoch uint64
 	// OnChange, if set, is called after every successful start or stop with
 	// the new running state (tests use it to record a timeline).
 	OnChange func(running bool)
@@ -39,6 +41,7 @@ func (m *Mem) Start(ctx context.Context) error {
 		}
 		m.running = true
 		m.Starts++
+		m.StartEpoch = EpochOf(ctx)
 		if m.OnChange != nil {
 			m.OnChange(true)
 		}

@@ -76,6 +76,21 @@ func Failf(s Severity, format string, args ...any) error {
 	return &Error{Severity: s, Err: fmt.Errorf(format, args...)}
 }
 
+type epochKey struct{}
+
+// WithEpoch returns ctx carrying the group's epoch the operation runs
+// under. The manager sets it on every operation; an agent whose resource
+// is fenced by epochs (a volume promoted at it) reads it with EpochOf.
+func WithEpoch(ctx context.Context, epoch uint64) context.Context {
+	return context.WithValue(ctx, epochKey{}, epoch)
+}
+
+// EpochOf returns the epoch WithEpoch put in ctx, or 0.
+func EpochOf(ctx context.Context) uint64 {
+	e, _ := ctx.Value(epochKey{}).(uint64)
+	return e
+}
+
 // ErrNotRunning is returned by Monitor for a cleanly stopped resource.
 var ErrNotRunning = errors.New("resource: not running")
 
