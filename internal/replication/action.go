@@ -46,13 +46,14 @@ type WriteLocal struct {
 // FlushLocal makes every local write completed before it durable.
 type FlushLocal struct{ ID uint64 }
 
-// ReadLocal reads Len bytes at Off; with Digest the adapter answers with
-// RegionDigest of them instead of the data.
+// ReadLocal reads Len bytes at Off; with DigestEach > 0 the adapter
+// answers with RegionDigests(data, DigestEach) instead of the data (a
+// verify reads a chunk of regions and digests each).
 type ReadLocal struct {
-	ID     uint64
-	Off    int64
-	Len    int64
-	Digest bool
+	ID         uint64
+	Off        int64
+	Len        int64
+	DigestEach int64
 }
 
 // Send queues a frame on the link to the peer (dropped if the link is down).
@@ -141,10 +142,10 @@ type Persisted struct {
 
 // Completion is the answer to a local operation.
 type Completion struct {
-	ID     uint64
-	Err    error
-	Data   []byte // ReadLocal
-	Digest Digest // ReadLocal with Digest
+	ID      uint64
+	Err     error
+	Data    []byte   // ReadLocal
+	Digests []Digest // ReadLocal with DigestEach
 }
 
 // Errors returned by admin commands and in Complete.

@@ -11,7 +11,7 @@ import (
 // length byte and the bytes, str16 a 2-byte length and the bytes; ids are
 // Current, Bitmap, History[0], History[1] as four u64.
 //
-//	hello            u8 version (1), str8 node, ids, u8 disk, u8 role,
+//	hello            u8 version (2), str8 node, ids, u8 disk, u8 role,
 //	                 u8 flags (1: crashed primary), u64 dirty bytes,
 //	                 u64 primary epoch, u64 size, u8 mode, str8 discard node
 //	state            u8 role, u8 disk, ids
@@ -22,12 +22,26 @@ import (
 //	bitmap,
 //	bitmap-ack       u64 sync id, u8 flags (1: full, 2: more), u32 first word,
 //	                 u32 words, the words (u64 each)
-//	resync-data      u32 region, the data (the rest)
-//	resync-ack       u32 region, str16 error
+//	resync-data      u32 first region, the data (the rest): whole regions
 //	resync-done      ids, u8 disk
 //	verify-start     u8 flags (1: repair)
-//	verify-digest    u32 region, 32-byte digest
-//	verify-result    u32 region, u8 match, str16 error
+//	verify-digest    u32 first region, u32 regions (1 to 256), a 32-byte
+//	                 digest each
+//	verify-result    u32 first region, u32 regions (1 to 256), str16 error,
+//	                 a bitmap of (regions+7)/8 bytes: bit i (byte i/8,
+//	                 value 1<<(i%8)) set if region first+i differs; unused
+//	                 bits 0
+//
+// Protocol versions (the hello's first byte; a peer speaking another is
+// refused at its hello, before anything else is decoded):
+//
+//	1  a resync-data frame carried one region, which the target wrote with
+//	   FUA and answered with resync-ack (kind 10); verify digests were the
+//	   SHA-256 of each region, one region a frame.
+//	2  resync-data carries a chunk of consecutive regions written without
+//	   FUA, covered by the source's flush (resync-ack is retired); verify
+//	   digests are RegionDigest's (CRC-32C per 4 KiB block), a chunk of
+//	   regions a frame, answered with a bitmap of those that differ.
 //	stale            u64 ack
 //	read-req         u64 offset, u64 length
 //	read-reply       u64 ack, str16 error, the data (the rest)
@@ -37,7 +51,8 @@ import (
 // it came on is dropped.
 var ErrBadFrame = errors.New("replication: bad frame payload")
 
-const helloVersion = 1
+// helloVersion is the protocol this node speaks (see above).
+const helloVersion = 2
 
 // AppendPayload appends f's payload to dst.
 func AppendPayload(dst []byte, f *Frame) ([]byte, error) {
@@ -85,21 +100,29 @@ func AppendPayload(dst []byte, f *Frame) ([]byte, error) {
 	case FrameResyncData:
 		w.u32(uint32(f.Region))
 		w.b = append(w.b, f.Data...)
-	case FrameResyncAck:
-		w.u32(uint32(f.Region))
-		w.str16(f.Err)
 	case FrameResyncDone:
 		w.ids(f.GenIDs)
 		w.u8(uint8(f.Disk))
 	case FrameVerifyStart:
 		w.u8(bitIf(f.Repair, 1))
 	case FrameVerifyDigest:
+		if len(f.Digests) < 1 || len(f.Digests) > maxVerifyRegions {
+			return dst, fmt.Errorf("replication: verify-digest of %d regions", len(f.Digests))
+		}
 		w.u32(uint32(f.Region))
-		w.b = append(w.b, f.Digest[:]...)
+		w.u32(uint32(len(f.Digests)))
+		for _, d := range f.Digests {
+			w.b = append(w.b, d[:]...)
+		}
 	case FrameVerifyResult:
+		bits, err := differBits(f)
+		if err != nil {
+			return dst, err
+		}
 		w.u32(uint32(f.Region))
-		w.u8(bitIf(f.Match, 1))
+		w.u32(uint32(f.Regions))
 		w.str16(f.Err)
+		w.b = append(w.b, bits...)
 	case FrameStale:
 		w.u64(f.Ack)
 	case FrameReadReq:
@@ -174,9 +197,6 @@ func DecodePayload(k FrameKind, p []byte) (Frame, error) {
 	case FrameResyncData:
 		f.Region = r.region()
 		f.Data = r.rest()
-	case FrameResyncAck:
-		f.Region = r.region()
-		f.Err = r.str16()
 	case FrameResyncDone:
 		f.GenIDs = r.ids()
 		f.Disk = r.disk()
@@ -184,11 +204,27 @@ func DecodePayload(k FrameKind, p []byte) (Frame, error) {
 		f.Repair = r.flags(1)&1 != 0
 	case FrameVerifyDigest:
 		f.Region = r.region()
-		copy(f.Digest[:], r.take(len(f.Digest)))
+		n := r.verifyRegions()
+		if r.err == nil && n*len(Digest{}) != len(r.b) {
+			r.bad("%d digests in %d bytes", n, len(r.b))
+		}
+		for ; r.err == nil && n > 0; n-- {
+			f.Digests = append(f.Digests, Digest(r.take(len(Digest{}))))
+		}
 	case FrameVerifyResult:
 		f.Region = r.region()
-		f.Match = r.flags(1)&1 != 0
+		f.Regions = r.verifyRegions()
 		f.Err = r.str16()
+		bits := r.take((f.Regions + 7) / 8)
+		for i := 0; r.err == nil && i < len(bits)*8; i++ {
+			switch {
+			case bits[i/8]&(1<<(i%8)) == 0:
+			case i >= f.Regions:
+				r.bad("bit %d set past %d regions", i, f.Regions)
+			default:
+				f.Differ = append(f.Differ, f.Region+i)
+			}
+		}
 	case FrameStale:
 		f.Ack = r.u64()
 	case FrameReadReq:
@@ -200,7 +236,7 @@ func DecodePayload(k FrameKind, p []byte) (Frame, error) {
 		f.Data = r.rest()
 	case FrameDetached, FrameRefuse:
 		f.Err = r.str16()
-	default:
+	default: // also the retired kinds
 		return f, fmt.Errorf("%w: unknown %v", ErrBadFrame, k)
 	}
 	if r.err == nil && len(r.b) > 0 {
@@ -294,6 +330,32 @@ func (r *dec) i64() int64 {
 		r.bad("value %d out of range", v)
 	}
 	return int64(v)
+}
+
+// verifyRegions reads the region count of a verify frame.
+func (r *dec) verifyRegions() int {
+	n := r.u32()
+	if r.err == nil && (n < 1 || n > maxVerifyRegions) {
+		r.bad("%d regions", n)
+	}
+	return int(n)
+}
+
+// differBits encodes a verify-result's Differ as its bitmap.
+func differBits(f *Frame) ([]byte, error) {
+	if f.Regions < 1 || f.Regions > maxVerifyRegions {
+		return nil, fmt.Errorf("replication: verify-result of %d regions", f.Regions)
+	}
+	bits := make([]byte, (f.Regions+7)/8)
+	last := f.Region - 1
+	for _, d := range f.Differ {
+		if d <= last || d >= f.Region+f.Regions {
+			return nil, fmt.Errorf("replication: verify-result: region %d out of order or outside [%d, %d)", d, f.Region, f.Region+f.Regions)
+		}
+		last = d
+		bits[(d-f.Region)/8] |= 1 << ((d - f.Region) % 8)
+	}
+	return bits, nil
 }
 
 func (r *dec) region() int {

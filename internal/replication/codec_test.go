@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -18,7 +19,7 @@ func TestPayloadGolden(t *testing.T) {
 	}{
 		{"hello", Frame{Kind: FrameHello, Hello: &Hello{Side: Side{Node: "db1", GenIDs: ids, Disk: UpToDate, Role: Primary,
 			CrashedPrimary: true, DirtyBytes: 65536, PrimaryEpoch: 7}, Size: 1 << 20, Mode: Async, DiscardNode: "db2"}},
-			"01" + "03646231" + "0000000000001111" + "0000000000002222" + "0000000000003333" + "0000000000000004" +
+			"02" + "03646231" + "0000000000001111" + "0000000000002222" + "0000000000003333" + "0000000000000004" +
 				"03" + "01" + "01" + "0000000000010000" + "0000000000000007" + "0000000000100000" + "01" + "03646232"},
 		{"data", Frame{Kind: FrameData, Off: 4096, FUA: true, Data: []byte{0xde, 0xad}},
 			"0000000000001000" + "01" + "dead"},
@@ -28,9 +29,14 @@ func TestPayloadGolden(t *testing.T) {
 		{"bitmap", Frame{Kind: FrameBitmap, SyncID: 0xabc, Full: true, More: true, BitsFrom: 2, Bits: []uint64{5, 1 << 63}},
 			"0000000000000abc" + "03" + "00000002" + "00000002" + "0000000000000005" + "8000000000000000"},
 		{"resync-data", Frame{Kind: FrameResyncData, Region: 3, Data: []byte{1}}, "00000003" + "01"},
+		{"verify-digest", Frame{Kind: FrameVerifyDigest, Region: 4, Digests: []Digest{{1}, {31: 2}}},
+			"00000004" + "00000002" + "01" + strings.Repeat("00", 31) + strings.Repeat("00", 31) + "02"},
+		{"verify-result", Frame{Kind: FrameVerifyResult, Region: 8, Regions: 10, Differ: []int{9, 17}},
+			"00000008" + "0000000a" + "0000" + "02" + "02"},
+		{"verify-result with error", Frame{Kind: FrameVerifyResult, Region: 1, Regions: 1, Err: "x"},
+			"00000001" + "00000001" + "0001" + "78" + "00"},
 		{"resync-done", Frame{Kind: FrameResyncDone, GenIDs: ids, Disk: Outdated},
 			"0000000000001111" + "0000000000002222" + "0000000000003333" + "0000000000000004" + "02"},
-		{"verify-result", Frame{Kind: FrameVerifyResult, Region: 1, Match: true}, "00000001" + "01" + "0000"},
 		{"stale", Frame{Kind: FrameStale, Ack: 77}, "000000000000004d"},
 		{"refuse", Frame{Kind: FrameRefuse, Err: "no"}, "0002" + "6e6f"},
 	} {
@@ -59,6 +65,9 @@ func framesEqual(a, b Frame) bool {
 	}
 	if len(a.Bits) == 0 && len(b.Bits) == 0 {
 		a.Bits, b.Bits = nil, nil
+	}
+	if len(a.Differ) == 0 && len(b.Differ) == 0 {
+		a.Differ, b.Differ = nil, nil
 	}
 	return reflect.DeepEqual(a, b)
 }
@@ -90,16 +99,22 @@ func randomFrame(rng *rand.Rand, k FrameKind) Frame {
 		}
 	case FrameResyncData:
 		f.Region, f.Data = rng.IntN(1<<31), data
-	case FrameResyncAck:
-		f.Region, f.Err = rng.IntN(1<<31), errText
 	case FrameResyncDone:
 		f.GenIDs, f.Disk = ids, DiskState(rng.IntN(4))
 	case FrameVerifyStart:
 		f.Repair = rng.IntN(2) == 0
 	case FrameVerifyDigest:
-		f.Region, f.Digest = rng.IntN(1<<31), RegionDigest(data)
+		f.Region = rng.IntN(1 << 31)
+		for n := 1 + rng.IntN(4); n > 0; n-- {
+			f.Digests = append(f.Digests, RegionDigest(data[:rng.IntN(len(data)+1)]))
+		}
 	case FrameVerifyResult:
-		f.Region, f.Match, f.Err = rng.IntN(1<<31), rng.IntN(2) == 0, errText
+		f.Region, f.Regions, f.Err = rng.IntN(1<<30), 1+rng.IntN(40), errText
+		for r := f.Region; r < f.Region+f.Regions; r++ {
+			if rng.IntN(3) == 0 {
+				f.Differ = append(f.Differ, r)
+			}
+		}
 	case FrameStale:
 		f.Ack = rng.Uint64()
 	case FrameReadReq:
@@ -117,6 +132,12 @@ func randomFrame(rng *rand.Rand, k FrameKind) Frame {
 func TestPayloadRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for k := FrameHello; k <= FrameRefuse; k++ {
+		if k.retired() {
+			if _, err := DecodePayload(k, []byte{0, 0, 0, 1, 0, 0}); !errors.Is(err, ErrBadFrame) {
+				t.Fatalf("retired %v decoded: %v", k, err)
+			}
+			continue
+		}
 		for i := 0; i < 200; i++ {
 			f := randomFrame(rng, k)
 			p, err := AppendPayload(nil, &f)

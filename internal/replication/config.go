@@ -57,8 +57,17 @@ type Config struct {
 	// `tandem volume rate` changes it live.
 	ResyncRate int64
 	// ResyncWindow is how many regions a resync or verify keeps in
-	// flight. Default 8.
+	// flight: a resync's from their read until a flush of both replicas
+	// covers them, a verify's from their read until the peer's answer.
+	// Default 512 (32 MiB at the default region size): a resync flushes
+	// both replicas every quarter window, and the next quarters stream
+	// meanwhile, so neither the link nor the disks wait for a flush.
 	ResyncWindow int
+	// ResyncChunk bounds one read and one frame of a resync or verify:
+	// consecutive regions up to this many bytes go together. Default and
+	// most MaxChunk (1 MiB, within the link's frame); at least one region
+	// whatever it says.
+	ResyncChunk int64
 	// FenceRetry is the pause before the PeerFencer is asked again after
 	// it failed (I/O stays suspended meanwhile). Default 1 s.
 	FenceRetry time.Duration
@@ -92,7 +101,10 @@ func (c *Config) defaults() {
 		c.MaxLagTime = 2 * time.Second
 	}
 	if c.ResyncWindow == 0 {
-		c.ResyncWindow = 8
+		c.ResyncWindow = 512
+	}
+	if c.ResyncChunk == 0 {
+		c.ResyncChunk = MaxChunk
 	}
 	if c.FenceRetry == 0 {
 		c.FenceRetry = time.Second
@@ -109,8 +121,8 @@ func (c *Config) Validate() error {
 	if c.Size <= 0 {
 		bad("size: %d, want > 0", c.Size)
 	}
-	if c.RegionSize < 4096 || c.RegionSize&(c.RegionSize-1) != 0 {
-		bad("region size: %d, want a power of two of at least 4096", c.RegionSize)
+	if c.RegionSize < 4096 || c.RegionSize > MaxChunk || c.RegionSize&(c.RegionSize-1) != 0 {
+		bad("region size: %d, want a power of two from 4096 to %d (a region travels in one frame)", c.RegionSize, MaxChunk)
 	}
 	if c.ExtentRegions < 1 {
 		bad("extent regions: %d, want at least 1", c.ExtentRegions)
@@ -130,11 +142,17 @@ func (c *Config) Validate() error {
 	if c.ResyncWindow < 1 {
 		bad("resync window: %d, want at least 1", c.ResyncWindow)
 	}
+	if c.ResyncChunk < 0 || c.ResyncChunk > MaxChunk {
+		bad("resync chunk: %d bytes, want at most %d", c.ResyncChunk, MaxChunk)
+	}
 	if c.NewGenID == nil {
 		bad("NewGenID: nil")
 	}
 	return errors.Join(errs...)
 }
+
+// chunkRegions is how many regions one resync or verify read may take.
+func (c *Config) chunkRegions() int { return max(1, int(c.ResyncChunk/c.RegionSize)) }
 
 // Regions is how many regions the volume has.
 func (c *Config) Regions() int { return int((c.Size + c.RegionSize - 1) / c.RegionSize) }

@@ -27,7 +27,8 @@
 //     queue (conflict ordering); primary.go: client requests and their
 //     acknowledgement, losing the peer, detach; peer.go: frames from the
 //     peer and the secondary's side; connect.go: link up/down, the
-//     handshake, fencing, timers; resync.go; verify.go; admin.go: promote,
+//     handshake, fencing, timers; resync.go; verify.go; digest.go: the
+//     verify digest (CRC-32C per 4 KiB block); admin.go: promote,
 //     demote, connect, disconnect, resolve, outdate; actlog.go: the
 //     activity log; bitmap.go: region sets.
 //   - fencer.go: the PeerFencer seam and MemFencer, its in-memory twin.

@@ -1,9 +1,6 @@
 package replication
 
-import (
-	"crypto/sha256"
-	"fmt"
-)
+import "fmt"
 
 // FrameKind says what a frame between the two machines carries. The values
 // are below 0xf0, the first kind replication/link keeps for itself.
@@ -30,10 +27,14 @@ const (
 	// union of both bitmaps, sent once it recorded itself Inconsistent.
 	FrameBitmap
 	FrameBitmapAck
-	// FrameResyncData: one region's data from the source (Region, Data);
-	// FrameResyncAck: the target wrote it durably (Region).
+	// FrameResyncData: the data of consecutive regions from the source
+	// (from Region on, whole regions: a chunk of at most
+	// Config.ResyncChunk). The target writes it without FUA and answers
+	// nothing for it: the source's FrameFlush that follows covers it.
 	FrameResyncData
-	FrameResyncAck
+	// frameResyncAckV1 was protocol 1's answer to each region (written
+	// with FUA); no longer sent, and refused.
+	frameResyncAckV1
 	// FrameResyncDone: every region moved; carries the generation ids and
 	// disk state both sides take. FrameResyncDoneAck: the target recorded
 	// them.
@@ -41,8 +42,9 @@ const (
 	FrameResyncDoneAck
 	// FrameVerifyStart asks the peer to run a verify (it holds the
 	// reference data: it is primary). FrameVerifyDigest: the reference's
-	// digest of Region; the peer compares it with its own and answers
-	// FrameVerifyResult{Region, Match}. FrameVerifyDone ends a verify.
+	// digests of consecutive regions from Region (Digests); the peer
+	// compares them with its own and answers FrameVerifyResult{Region,
+	// Regions, Differ}.
 	FrameVerifyStart
 	FrameVerifyDigest
 	FrameVerifyResult
@@ -66,7 +68,7 @@ const (
 )
 
 var frameKindNames = [...]string{"", "hello", "state", "data", "data-ack", "flush", "flush-ack", "bitmap", "bitmap-ack",
-	"resync-data", "resync-ack", "resync-done", "resync-done-ack", "verify-start", "verify-digest", "verify-result",
+	"resync-data", "resync-ack (retired)", "resync-done", "resync-done-ack", "verify-start", "verify-digest", "verify-result",
 	"outdate", "stale", "read-req", "read-reply", "detached", "refuse"}
 
 func (k FrameKind) String() string {
@@ -90,16 +92,21 @@ func (k FrameKind) fenced() bool {
 	return false
 }
 
+// retired reports whether k belongs to an older protocol only: it is
+// never sent, and refused.
+func (k FrameKind) retired() bool { return k == frameResyncAckV1 }
+
 // BitmapChunkWords bounds a bitmap frame: 64 Ki words (512 KiB, 4 Mi
 // regions), within the link's 1 MiB payload.
 const BitmapChunkWords = 1 << 16
 
-// Digest is a region's checksum for online verify.
-type Digest [32]byte
+// MaxChunk bounds Config.ResyncChunk: the data of one resync frame, within
+// the link's 1 MiB payload (and what one verify read digests).
+const MaxChunk = 1 << 20
 
-// RegionDigest is the checksum verify compares (SHA-256: a mismatch
-// hidden by a collision is not a practical concern).
-func RegionDigest(b []byte) Digest { return sha256.Sum256(b) }
+// maxVerifyRegions bounds the regions of one verify frame: a chunk of the
+// smallest regions (4 KiB).
+const maxVerifyRegions = MaxChunk / 4096
 
 // Hello is the handshake's content.
 type Hello struct {
@@ -127,7 +134,7 @@ type Frame struct {
 	FUA    bool   // FrameData
 	Data   []byte // FrameData, FrameResyncData, FrameReadReply
 	Ack    uint64 // the Seq acknowledged (acks, FrameReadReq/Reply)
-	Region int    // resync and verify frames
+	Region int    // resync and verify frames: the (first) region
 	Err    string // acks and replies that failed
 
 	// FrameBitmap, FrameBitmapAck: a chunk of the bitmap, as words of 64
@@ -146,7 +153,12 @@ type Frame struct {
 	Disk   DiskState
 	Role   Role
 
-	Digest Digest // FrameVerifyDigest
-	Match  bool   // FrameVerifyResult
-	Repair bool   // FrameVerifyStart
+	// FrameVerifyDigest: the digests of regions Region, Region+1, ...
+	Digests []Digest
+	// FrameVerifyResult: Regions regions from Region were compared; those
+	// in Differ (ascending) differ (all of them if Err is set: the peer
+	// could not read).
+	Regions int
+	Differ  []int
+	Repair  bool // FrameVerifyStart
 }

@@ -185,9 +185,17 @@ func (m *Machine) setBits(regions []int) {
 	}
 }
 
-func (m *Machine) clearBit(r int) {
-	if m.dirty.Clear(r) {
-		m.emit(ClearBits{Ranges: []RegionRange{{First: r, N: 1}}})
+// clearBits clears regions (sorted) in the dirty bitmap, emitting one
+// ClearBits for those that were set.
+func (m *Machine) clearBits(regions []int) {
+	var cleared []int
+	for _, r := range regions {
+		if m.dirty.Clear(r) {
+			cleared = append(cleared, r)
+		}
+	}
+	if len(cleared) > 0 {
+		m.emit(ClearBits{Ranges: rangesOf(cleared)})
 	}
 }
 
@@ -208,6 +216,25 @@ func (m *Machine) regions(off, n int64) []int {
 func (m *Machine) regionRange(r int) (off, n int64) {
 	off = int64(r) * m.cfg.RegionSize
 	return off, min(m.cfg.RegionSize, m.cfg.Size-off)
+}
+
+// regionSpan is the byte range of n regions from first.
+func (m *Machine) regionSpan(first, n int) (off, end int64) {
+	off, _ = m.regionRange(first)
+	last, size := m.regionRange(first + n - 1)
+	return off, last + size
+}
+
+// wholeRegions checks that n bytes from region first cover whole regions
+// of the volume (the last one may be short), at most a chunk, and returns
+// their byte range.
+func (m *Machine) wholeRegions(first int, n int64) (off, end int64, ok bool) {
+	if first < 0 || first >= m.dirty.Len() || n <= 0 || n > MaxChunk {
+		return 0, 0, false
+	}
+	off, _ = m.regionRange(first)
+	end = off + n
+	return off, end, end <= m.cfg.Size && (end == m.cfg.Size || end%m.cfg.RegionSize == 0)
 }
 
 func (m *Machine) extents(off, n int64) []int {

@@ -43,14 +43,14 @@ func (m *Machine) Receive(now time.Time, f Frame) {
 	case FrameBitmapAck:
 		m.sourceBitmapAck(f)
 	case FrameResyncData:
-		off, n := m.regionRange(f.Region)
-		if m.sync != syncTarget || int64(len(f.Data)) != n {
-			m.refuse(now, fmt.Sprintf("resync data for region %d out of place", f.Region), true)
+		off, end, ok := m.wholeRegions(f.Region, int64(len(f.Data)))
+		if m.sync != syncTarget || !ok {
+			m.refuse(now, fmt.Sprintf("resync data for region %d (%d bytes) out of place", f.Region, len(f.Data)), true)
 			return
 		}
-		m.enqueue(&item{kind: itResyncWrite, off: off, end: off + n, write: true, fua: true, data: f.Data, region: f.Region, frameSeq: f.Seq, session: m.session})
-	case FrameResyncAck:
-		m.sourceResyncAck(f)
+		// No FUA: the source's flush that follows makes it durable, and
+		// only then are the regions' bits cleared (targetFlushed).
+		m.enqueue(&item{kind: itResyncWrite, off: off, end: end, write: true, data: f.Data, region: f.Region, frameSeq: f.Seq, session: m.session})
 	case FrameResyncDone:
 		m.targetDone(f)
 	case FrameResyncDoneAck:
@@ -58,8 +58,13 @@ func (m *Machine) Receive(now time.Time, f Frame) {
 	case FrameVerifyStart:
 		m.startVerify(f.Repair)
 	case FrameVerifyDigest:
-		off, n := m.regionRange(f.Region)
-		m.enqueue(&item{kind: itVerifyCheck, off: off, end: off + n, region: f.Region, digest: f.Digest, frameSeq: f.Seq, session: m.session})
+		if f.Region < 0 || len(f.Digests) < 1 || f.Region+len(f.Digests) > m.dirty.Len() {
+			m.refuse(now, fmt.Sprintf("verify digests of regions [%d, %d) outside the volume", f.Region, f.Region+len(f.Digests)), true)
+			return
+		}
+		off, _ := m.regionRange(f.Region)
+		_, end := m.regionSpan(f.Region, len(f.Digests))
+		m.enqueue(&item{kind: itVerifyCheck, off: off, end: end, region: f.Region, digests: f.Digests, frameSeq: f.Seq, session: m.session})
 	case FrameVerifyResult:
 		m.verifyResult(f)
 	case FrameOutdate:
@@ -185,6 +190,10 @@ func (m *Machine) peerOpDone(x *item, c Completion) {
 	case itVerifyCheck:
 		m.verifyCheckDone(x, c, errText)
 		return
+	case itPeerFlush:
+		if errText == "" {
+			m.targetFlushed(x)
+		}
 	}
 	if x.session != m.session || !m.linkUp {
 		return

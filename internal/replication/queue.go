@@ -36,11 +36,11 @@ type item struct {
 	req      *Request // client operations
 	session  uint64   // peer operations: the session their frame came in
 	frameSeq uint64   // the peer frame this answers
-	region   int
-	digest   Digest
-	id       uint64 // local action ID once started
-	exts     []int  // activity-log extents held
-	issued   uint64 // tick a flush was issued at
+	region   int      // resync and verify: the first region
+	digests  []Digest // verify check: the reference's, region by region
+	id       uint64   // local action ID once started
+	exts     []int    // activity-log extents held
+	issued   uint64   // tick a flush was issued at
 
 	// client writes, flushes and reads, and internal flushes
 	localWait, peerWait bool
@@ -180,10 +180,11 @@ func (m *Machine) start(now time.Time, x *item) {
 	case itClientRead, itPeerRead, itResyncRead:
 		m.emit(ReadLocal{ID: x.id, Off: x.off, Len: x.end - x.off})
 	case itVerifyRead, itVerifyCheck:
-		m.emit(ReadLocal{ID: x.id, Off: x.off, Len: x.end - x.off, Digest: true})
+		m.emit(ReadLocal{ID: x.id, Off: x.off, Len: x.end - x.off, DigestEach: m.cfg.RegionSize})
 	case itPeerWrite, itResyncWrite:
 		m.emit(WriteLocal{ID: x.id, Off: x.off, Data: x.data, FUA: x.fua})
 	case itPeerFlush:
+		x.issued = m.tick // a resync target's regions written before it are durable after it
 		m.emit(FlushLocal{ID: x.id})
 	}
 }

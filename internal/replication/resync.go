@@ -7,6 +7,20 @@ import (
 )
 
 // resync is a resync in progress, on either side.
+//
+// The source reads runs of dirty regions (chunks of at most
+// Config.ResyncChunk) and sends them; the target writes them without FUA.
+// A region's bit is cleared on the source once a flush of both replicas
+// issued after its read completed and its data was sent has completed
+// (the peer's flush follows the data on the link, and a flush on the
+// target waits for every write received before it): before that the
+// target may hold it only in its cache, and the source may have read it
+// from its own (crashing, it would lose data the target holds, and the
+// region must stay dirty; found by the model). The target clears a bit
+// once a local flush begun after its region's write completed has
+// completed. So a bit is never cleared, on either side, for data not
+// durable on the target, and a crash of either between the write and the
+// flush leaves the region dirty, to be sent again.
 type resync struct {
 	source   bool
 	next     GenIDs // source: the ids to record once the target adopted the sync id
@@ -14,18 +28,20 @@ type resync struct {
 	total    int64 // bytes to move, at the start
 	moved    int64
 	cursor   int
-	inflight map[int]bool // source: regions read or sent, not yet acknowledged
+	inflight map[int]bool // source: regions read or sent, their bits not yet cleared
 	// redirty: source: regions marked dirty again while in flight; their
-	// bit stays when the acknowledgement comes.
+	// bit stays when the flush comes, and they are sent again.
 	redirty map[int]bool
-	// readAt: source: the tick each region's read completed; awaiting:
-	// regions the target acknowledged, whose bit is cleared only once a
-	// local flush issued after their read completed has completed (a
-	// source that crashed could otherwise lose, from its cache, data the
-	// target already holds durably, and nothing would resync it).
-	readAt   map[int]uint64
-	awaiting map[int]bool
-	// tokens is the rate limiter's allowance in bytes (shared with verify).
+	// sentAt: source: the tick each region's read completed and its data
+	// was sent; cleared once min(localFlushed, peerFlushed) passes it.
+	sentAt map[int]uint64
+	// unflushed: source: bytes sent since the last flush the resync issued.
+	unflushed int64
+	// clearedTo: source: the flush tick up to which sentAt was swept.
+	clearedTo uint64
+	// written: target: the tick each region's write completed, not yet
+	// covered by a completed flush.
+	written map[int]uint64
 }
 
 // startSource begins a resync as the sync source: the whole volume if
@@ -43,7 +59,7 @@ func (m *Machine) startSource(full bool) {
 	next := m.meta.GenIDs.StartSyncSource(m.cfg.NewGenID(), m.peerHello.GenIDs.Current)
 	m.sync = syncSourceBitmap
 	m.rs = &resync{source: true, full: full, next: next, inflight: map[int]bool{}, redirty: map[int]bool{},
-		readAt: map[int]uint64{}, awaiting: map[int]bool{}}
+		sentAt: map[int]uint64{}}
 	m.sendBitmap(Frame{Kind: FrameBitmap, SyncID: next.Bitmap, Full: full})
 }
 
@@ -87,7 +103,7 @@ func (m *Machine) targetBitmap(f Frame) {
 	m.crashedPrimary, m.meta.Primary = false, m.activeLog()
 	m.persist()
 	m.sync = syncTarget
-	m.rs = &resync{full: f.Full, total: int64(m.dirty.Count()) * m.cfg.RegionSize}
+	m.rs = &resync{full: f.Full, total: int64(m.dirty.Count()) * m.cfg.RegionSize, written: map[int]uint64{}}
 	m.sendBitmap(Frame{Kind: FrameBitmapAck})
 	m.event(Event{Kind: EventResyncStarted, Bytes: m.rs.total, Full: f.Full, Reason: "sync target"})
 }
@@ -109,26 +125,40 @@ func (m *Machine) sourceBitmapAck(f Frame) {
 	m.event(Event{Kind: EventResyncStarted, Bytes: m.rs.total, Full: m.rs.full, Reason: "sync source"})
 }
 
-// pumpResync starts region reads within the window and the rate limit,
-// and ends the resync when nothing is left.
+// pumpResync clears what flushes made durable, starts chunk reads within
+// the window and the rate limit, asks for a flush of both replicas every
+// quarter window sent (or when nothing more is being read), and ends the
+// resync when nothing is left.
 func (m *Machine) pumpResync(now time.Time) {
 	if m.sync != syncSource || m.rs == nil {
 		return
 	}
 	rs := m.rs
 	m.resyncFlushed()
-	for len(rs.inflight)-len(rs.awaiting) < m.cfg.ResyncWindow {
+	for len(rs.inflight) < m.cfg.ResyncWindow {
 		r := m.nextDirty(rs.cursor, rs.inflight)
 		if r < 0 {
 			break
 		}
-		off, n := m.regionRange(r)
-		if !m.spend(now, n) {
+		n := 1
+		for limit := min(m.cfg.chunkRegions(), m.cfg.ResyncWindow-len(rs.inflight), m.burstRegions()); n < limit &&
+			r+n < m.dirty.Len() && m.dirty.Has(r+n) && !rs.inflight[r+n]; n++ {
+		}
+		off, end := m.regionSpan(r, n)
+		if !m.spend(now, end-off) {
 			break
 		}
-		rs.inflight[r] = true
-		rs.cursor = r + 1
-		m.enqueue(&item{kind: itResyncRead, off: off, end: off + n, region: r, session: m.session})
+		for k := r; k < r+n; k++ {
+			rs.inflight[k] = true
+		}
+		rs.cursor = r + n
+		m.enqueue(&item{kind: itResyncRead, off: off, end: end, region: r, session: m.session})
+	}
+	reading := len(rs.inflight) - len(rs.sentAt)
+	quarter := int64(m.cfg.ResyncWindow) * m.cfg.RegionSize / 4
+	if rs.unflushed > 0 && m.flushing == nil && (rs.unflushed >= quarter || reading == 0) {
+		m.flushInternal()
+		rs.unflushed = 0
 	}
 	if len(rs.inflight) == 0 && m.dirty.Count() == 0 {
 		// The source records the end first: while its Bitmap id is set
@@ -159,68 +189,81 @@ func (m *Machine) nextDirty(from int, inflight map[int]bool) int {
 
 func (m *Machine) resyncReadDone(x *item, c Completion) {
 	if c.Err != nil {
-		m.detach(fmt.Sprintf("resync read of region %d: %v", x.region, c.Err))
+		m.detach(fmt.Sprintf("resync read of regions from %d: %v", x.region, c.Err))
 		return
 	}
 	if m.rs == nil || x.session != m.session || !m.linkUp {
 		return
 	}
-	m.rs.readAt[x.region] = m.tick
+	for _, r := range m.regions(x.off, x.end-x.off) {
+		m.rs.sentAt[r] = m.tick
+	}
+	m.rs.unflushed += x.end - x.off
 	m.send(Frame{Kind: FrameResyncData, Region: x.region, Data: c.Data})
 }
 
-// resyncFlushed clears the bits of acknowledged regions whose data is
-// durable here, and asks for a flush while some wait for one.
+// resyncFlushed clears the bits of regions whose data a completed flush
+// of both replicas covers; a region written again meanwhile keeps its bit
+// and goes again.
 func (m *Machine) resyncFlushed() {
 	rs := m.rs
-	if len(rs.awaiting) == 0 {
+	durable := min(m.localFlushed, m.peerFlushed)
+	if durable <= rs.clearedTo || len(rs.sentAt) == 0 {
 		return
 	}
-	regions := make([]int, 0, len(rs.awaiting))
-	for r := range rs.awaiting {
-		regions = append(regions, r)
+	rs.clearedTo = durable
+	var done []int
+	for r, t := range rs.sentAt {
+		if t < durable {
+			done = append(done, r)
+		}
 	}
-	slices.Sort(regions)
-	for _, r := range regions {
-		switch {
-		case rs.redirty[r]:
+	slices.Sort(done)
+	clear := done[:0]
+	for _, r := range done {
+		if rs.redirty[r] {
 			delete(rs.redirty, r)
-		case rs.readAt[r] < m.localFlushed:
-			m.clearBit(r)
+		} else {
+			clear = append(clear, r)
 			_, n := m.regionRange(r)
 			rs.moved += n
-		default:
-			continue
 		}
-		delete(rs.awaiting, r)
 		delete(rs.inflight, r)
-		delete(rs.readAt, r)
+		delete(rs.sentAt, r)
 	}
-	if len(rs.awaiting) > 0 {
-		m.flushInternal()
-	}
+	m.clearBits(clear)
 }
 
-// targetWriteDone: a region is durable here (resync writes are FUA).
+// targetWriteDone: regions are written here, not yet durable.
 func (m *Machine) targetWriteDone(x *item, errText string) {
-	if errText == "" && m.rs != nil {
-		m.clearBit(x.region)
-		m.rs.moved += x.end - x.off
+	if errText != "" || m.rs == nil || m.rs.source || x.session != m.session {
+		return // a failed write detached the disk; the peer hears FrameDetached
 	}
-	if x.session == m.session && m.linkUp {
-		m.send(Frame{Kind: FrameResyncAck, Region: x.region, Err: errText})
+	for _, r := range m.regions(x.off, x.end-x.off) {
+		m.rs.written[r] = m.tick
 	}
 }
 
-func (m *Machine) sourceResyncAck(f Frame) {
-	if m.rs == nil || !m.rs.inflight[f.Region] {
+// targetFlushed: a flush begun after some regions' writes completed has
+// completed; their bits go.
+func (m *Machine) targetFlushed(x *item) {
+	rs := m.rs
+	if rs == nil || rs.source || len(rs.written) == 0 {
 		return
 	}
-	if f.Err != "" {
-		delete(m.rs.inflight, f.Region)
-		return // the target detached; FrameDetached follows
+	var done []int
+	for r, t := range rs.written {
+		if t < x.issued {
+			done = append(done, r)
+			delete(rs.written, r)
+		}
 	}
-	m.rs.awaiting[f.Region] = true
+	slices.Sort(done)
+	for _, r := range done {
+		_, n := m.regionRange(r)
+		rs.moved += n
+	}
+	m.clearBits(done)
 }
 
 // targetDone: every region moved; the target records the source's ids
@@ -285,14 +328,27 @@ func (m *Machine) SetRate(now time.Time, bytesPerSecond int64) {
 	m.step(now)
 }
 
-// spend takes n bytes from the rate limiter's allowance (a burst of at
-// most a window of regions).
+// burst is the rate limiter's largest allowance in bytes: a tenth of a
+// second at the rate, within one chunk, and at least one region.
+func (m *Machine) burst() float64 {
+	return float64(max(m.cfg.RegionSize, min(m.cfg.ResyncRate/10, int64(m.cfg.chunkRegions())*m.cfg.RegionSize)))
+}
+
+// burstRegions is how many regions one read may take under the rate limit.
+func (m *Machine) burstRegions() int {
+	if m.cfg.ResyncRate <= 0 {
+		return m.cfg.chunkRegions()
+	}
+	return int(m.burst()) / int(m.cfg.RegionSize)
+}
+
+// spend takes n bytes from the rate limiter's allowance.
 func (m *Machine) spend(now time.Time, n int64) bool {
 	rate := m.cfg.ResyncRate
 	if rate <= 0 {
 		return true
 	}
-	burst := float64(int64(m.cfg.ResyncWindow) * m.cfg.RegionSize)
+	burst := m.burst()
 	if !m.tokensAt.IsZero() {
 		m.tokens += float64(rate) * now.Sub(m.tokensAt).Seconds()
 	} else {
@@ -313,7 +369,7 @@ func (m *Machine) rateWait() (time.Time, bool) {
 	if m.cfg.ResyncRate <= 0 || m.tokensAt.IsZero() || (m.sync != syncSource && m.vf == nil) {
 		return time.Time{}, false
 	}
-	need := float64(m.cfg.RegionSize) - m.tokens
+	need := m.burst() - m.tokens // a whole chunk: reads do not shrink to what trickled in
 	if need <= 0 {
 		return m.tokensAt, true
 	}

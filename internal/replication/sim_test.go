@@ -87,16 +87,23 @@ type sim struct {
 	faultRate int  // per mille of steps
 	rogue     bool // promote without demoting a primary the cluster cannot reach
 	fenceBad  float64
+	// sent counts the frames each node sent, by kind; onAction, if set,
+	// sees every action before it is carried out (scenario tests).
+	sent     [2]map[FrameKind]int
+	onAction func(i int, a Action)
 }
 
 func newSim(t testing.TB, seed uint64, mode Mode) *sim {
 	s := &sim{t: t, seed: seed, rng: rand.New(rand.NewPCG(seed, seed*7919+1)), now: time.Unix(1000, 0),
 		epochWriter: map[Epoch]int{}, writes: map[uint64]*simWrite{}, flushes: map[uint64]*simFlush{}, reads: map[uint64]int64{},
-		reqs: map[uint64]int{}, faults: true, fenceBad: 0.2}
+		reqs: map[uint64]int{}, faults: true, fenceBad: 0.2, sent: [2]map[FrameKind]int{{}, {}}}
 	s.faultRate = []int{5, 20, 80}[seed%3]
+	// Resyncs and verifies move one to three regions a frame, as the
+	// seed says, within a window of three regions.
 	s.cfg = Config{Volume: VolumeID{1, 2, 3}, Size: 64 << 10, RegionSize: 4 << 10, ExtentRegions: 2, ALExtents: 3,
 		Mode: mode, MaxLagBytes: 16 << 10, MaxLagTime: 200 * time.Millisecond, ResyncWindow: 3,
-		FenceRetry: 50 * time.Millisecond, NewGenID: func() GenID { s.nextGen++; return GenID(0x1000 + s.nextGen) }}
+		ResyncChunk: int64(1+seed/3%3) * 4 << 10,
+		FenceRetry:  50 * time.Millisecond, NewGenID: func() GenID { s.nextGen++; return GenID(0x1000 + s.nextGen) }}
 	s.blockWrites = make([][]uint64, s.cfg.Size/simBlock)
 	for i, n := range []string{"a", "b"} {
 		s.nodes[i] = &simNode{name: n, dev: blockdev.NewMem(s.cfg.Size), bits: map[int]bool{}, al: map[int]bool{}, lost: map[uint64]bool{},
@@ -179,6 +186,9 @@ func (s *sim) drain() {
 
 func (s *sim) apply(i int, a Action) {
 	n := s.nodes[i]
+	if s.onAction != nil {
+		s.onAction(i, a)
+	}
 	switch a := a.(type) {
 	case WriteLocal:
 		for _, o := range n.inflight {
@@ -198,6 +208,7 @@ func (s *sim) apply(i int, a Action) {
 	case Send:
 		if s.linkUp {
 			s.wire[i] = append(s.wire[i], a.Frame)
+			s.sent[i][a.Frame.Kind]++
 		}
 	case Complete:
 		s.completed(i, a)
@@ -368,8 +379,8 @@ func (s *sim) complete(i, k int) {
 		c.ID = a.ID
 		b := make([]byte, a.Len)
 		n.dev.ReadAt(b, a.Off)
-		if a.Digest {
-			c.Digest = RegionDigest(b)
+		if a.DigestEach > 0 {
+			c.Digests = RegionDigests(b, a.DigestEach)
 		} else {
 			c.Data = b
 		}
@@ -379,12 +390,18 @@ func (s *sim) complete(i, k int) {
 }
 
 func (s *sim) crash(i int) {
+	keep := s.rng.Uint64()
+	s.crashKeeping(i, func(k int) bool { return keep>>(k%64)&1 == 1 })
+}
+
+// crashKeeping crashes node i; of the writes it issued since its last
+// flush, those keep chooses reached its medium.
+func (s *sim) crashKeeping(i int, keep func(int) bool) {
 	n := s.nodes[i]
 	if n.m == nil {
 		return
 	}
-	keep := s.rng.Uint64()
-	n.dev = n.dev.CrashKeeping(func(k int) bool { return keep>>(k%64)&1 == 1 })
+	n.dev = n.dev.CrashKeeping(keep)
 	n.m, n.inflight, n.fence = nil, nil, false
 	simStats["crash"]++
 	n.crashes++

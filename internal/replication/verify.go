@@ -6,9 +6,10 @@ import (
 )
 
 // verify is an online verify run by the reference replica (the primary,
-// or the one asked if neither is): it digests each region and sends the
-// digest; the peer digests the same region at the same point of the write
-// stream and answers whether they match. Mismatches are reported and,
+// or the one asked if neither is): it reads chunks of consecutive regions
+// (Config.ResyncChunk), digests each region and sends the digests, a
+// window of regions in flight; the peer digests the same regions at the
+// same point of the write stream and answers which differ. Mismatches are reported and,
 // with repair, marked dirty on the reference, which then resyncs them to
 // the peer: nothing changes on the reference.
 type verify struct {
@@ -56,13 +57,16 @@ func (m *Machine) pumpVerify(now time.Time) {
 		return
 	}
 	for len(vf.inflight) < m.cfg.ResyncWindow && vf.cursor < m.dirty.Len() {
-		off, n := m.regionRange(vf.cursor)
-		if !m.spend(now, n) {
+		n := min(m.cfg.chunkRegions(), m.cfg.ResyncWindow-len(vf.inflight), m.burstRegions(), m.dirty.Len()-vf.cursor)
+		off, end := m.regionSpan(vf.cursor, n)
+		if !m.spend(now, end-off) {
 			break
 		}
-		vf.inflight[vf.cursor] = true
-		m.enqueue(&item{kind: itVerifyRead, off: off, end: off + n, region: vf.cursor, session: m.session})
-		vf.cursor++
+		for r := vf.cursor; r < vf.cursor+n; r++ {
+			vf.inflight[r] = true
+		}
+		m.enqueue(&item{kind: itVerifyRead, off: off, end: end, region: vf.cursor, session: m.session})
+		vf.cursor += n
 	}
 	if vf.cursor == m.dirty.Len() && len(vf.inflight) == 0 {
 		m.vf = nil
@@ -82,30 +86,49 @@ func (m *Machine) verifyReadDone(x *item, c Completion) {
 	if m.vf == nil || x.session != m.session || !m.linkUp {
 		return
 	}
-	m.send(Frame{Kind: FrameVerifyDigest, Region: x.region, Digest: c.Digest})
+	m.send(Frame{Kind: FrameVerifyDigest, Region: x.region, Digests: c.Digests})
 }
 
-// verifyCheckDone: the peer's digest against ours.
+// verifyCheckDone: the peer's digests against ours, region by region (all
+// differ if this side could not read, or the adapter answered for other
+// regions).
 func (m *Machine) verifyCheckDone(x *item, c Completion, errText string) {
 	if x.session != m.session || !m.linkUp {
 		return
 	}
-	m.send(Frame{Kind: FrameVerifyResult, Region: x.region, Match: errText == "" && c.Digest == x.digest, Err: errText})
+	f := Frame{Kind: FrameVerifyResult, Region: x.region, Regions: len(x.digests), Err: errText}
+	for i, d := range x.digests {
+		if errText != "" || len(c.Digests) != len(x.digests) || c.Digests[i] != d {
+			f.Differ = append(f.Differ, x.region+i)
+		}
+	}
+	m.send(f)
 }
 
 func (m *Machine) verifyResult(f Frame) {
 	vf := m.vf
-	if vf == nil || !vf.inflight[f.Region] {
+	if vf == nil {
 		return
 	}
-	delete(vf.inflight, f.Region)
-	_, n := m.regionRange(f.Region)
-	vf.checked += n
-	if !f.Match {
-		vf.bad += n
-		m.event(Event{Kind: EventVerifyMismatch, Region: f.Region, Reason: fmt.Sprintf("region %d (%d bytes at %d) differs", f.Region, n, int64(f.Region)*m.cfg.RegionSize)})
-		if vf.repair {
-			m.setBits([]int{f.Region})
+	differ := map[int]bool{}
+	for _, r := range f.Differ {
+		differ[r] = true
+	}
+	var bad []int
+	for r := f.Region; r < f.Region+f.Regions; r++ {
+		if !vf.inflight[r] {
+			continue
 		}
+		delete(vf.inflight, r)
+		_, n := m.regionRange(r)
+		vf.checked += n
+		if differ[r] || f.Err != "" {
+			vf.bad += n
+			bad = append(bad, r)
+			m.event(Event{Kind: EventVerifyMismatch, Region: r, Reason: fmt.Sprintf("region %d (%d bytes at %d) differs", r, n, int64(r)*m.cfg.RegionSize)})
+		}
+	}
+	if vf.repair && len(bad) > 0 {
+		m.setBits(bad)
 	}
 }

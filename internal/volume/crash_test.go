@@ -265,19 +265,22 @@ func TestFaultAtEveryStepOfAWrite(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			total := stepRun(t, mode, linkBreaks, -1, seed)
 			t.Logf("the sequence takes %d frames", total)
-			// With -race every k costs a second: a third of them, a
-			// different third for each seed.
-			every, first := 1, 0
-			if raceEnabled {
-				every, first = 3, int(seed%3)
-			}
-			for _, fault := range []stepFault{linkBreaks, primaryCrashes, secondaryCrashes} {
-				for k := first; k < total; k += every {
-					t.Run(fmt.Sprintf("%v after frame %d", fault, k), func(t *testing.T) {
-						stepRun(t, mode, fault, k, seed)
-					})
-				}
-			}
+			atEveryStep(t, seed, total, func(t *testing.T, fault stepFault, k int) { stepRun(t, mode, fault, k, seed) })
 		})
+	}
+}
+
+// atEveryStep runs each fault after each of total frames, as a subtest.
+// With -race every k costs a second: a third of them, a different third
+// for each seed.
+func atEveryStep(t *testing.T, seed uint64, total int, run func(t *testing.T, fault stepFault, k int)) {
+	every, first := 1, 0
+	if raceEnabled {
+		every, first = 3, int(seed%3)
+	}
+	for _, fault := range []stepFault{linkBreaks, primaryCrashes, secondaryCrashes} {
+		for k := first; k < total; k += every {
+			t.Run(fmt.Sprintf("%v after frame %d", fault, k), func(t *testing.T) { run(t, fault, k) })
+		}
 	}
 }

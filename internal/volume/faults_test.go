@@ -49,12 +49,28 @@ func (p *pair) crashFrozen(i int, next replication.Epoch) {
 	thaw := p.freeze(i)
 	p.net.Partition(p.names[0], p.names[1])
 	crashed := p.devs[i].Crash()
+	if p.metas[i] != nil {
+		p.metas[i] = p.metas[i].Crash()
+	}
 	if next > 0 {
 		p.fencer.SetHolder(p.id, p.names[1-i], next)
 	}
 	thaw()
 	p.vols[i].Close()
 	p.vols[i], p.devs[i] = nil, crashed
+}
+
+// flushBitmap writes node i's dirty bitmap now, as the lazy timer would:
+// bits cleared so far reach its meta device.
+func (p *pair) flushBitmap(i int) {
+	p.t.Helper()
+	v, errc := p.vols[i], make(chan error, 1)
+	if !v.post(func(time.Time) { errc <- v.md.Bitmap().Flush() }) {
+		p.t.Fatalf("flush %s's bitmap: closed", p.names[i])
+	}
+	if err := <-errc; err != nil {
+		p.t.Fatal(err)
+	}
 }
 
 // restart brings node i back on its device, the network healed.

@@ -118,13 +118,13 @@ func (v *Volume) act(now time.Time, a replication.Action, afterFailure bool) (fa
 		v.io(func() replication.Completion { return replication.Completion{ID: a.ID, Err: v.flusher.flush()} })
 	case replication.ReadLocal:
 		v.io(func() replication.Completion {
-			if a.Digest { // only the digest leaves: the buffer is reused
+			if a.DigestEach > 0 { // only the digests leave: the buffer is reused
 				b := v.bufs.get(int(a.Len))
 				defer v.bufs.put(b)
 				_, err := v.dev.ReadAt(b, a.Off)
 				c := replication.Completion{ID: a.ID, Err: err}
 				if err == nil {
-					c.Digest = replication.RegionDigest(b)
+					c.Digests = replication.RegionDigests(b, a.DigestEach)
 				}
 				return c
 			}

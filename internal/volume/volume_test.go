@@ -21,6 +21,7 @@ type pair struct {
 	fencer *replication.MemFencer
 	id     replication.VolumeID
 	devs   [2]*blockdev.Mem
+	metas  [2]*blockdev.Mem // separate meta devices (pairOptions.metaApart), else nil
 	vols   [2]*Volume
 	names  [2]string
 	mode   replication.Mode
@@ -40,6 +41,10 @@ type pairOptions struct {
 	// extent (0: 1 MiB); the log holds 4 extents.
 	size, extent int64
 	tune         func(*replication.Config) // applied to both replicas' configuration
+	// metaApart keeps each replica's metadata on a device of its own (a
+	// separate meta file): a bitmap write and its flush then make no data
+	// durable.
+	metaApart bool
 }
 
 func newPairWith(t *testing.T, mode replication.Mode, gen replication.GenIDs, disk replication.DiskState, o pairOptions) *pair {
@@ -47,7 +52,12 @@ func newPairWith(t *testing.T, mode replication.Mode, gen replication.GenIDs, di
 		size: cmp.Or(o.size, pairSize), tune: o.tune}
 	for i := range 2 {
 		p.devs[i] = blockdev.NewMem(p.size + 1<<20)
-		md, err := meta.Create(p.devs[i], meta.CreateOptions{ID: p.id, Node: p.names[i], Peer: p.names[1-i],
+		var mdev blockdev.Device
+		if o.metaApart {
+			p.devs[i], p.metas[i] = blockdev.NewMem(p.size), blockdev.NewMem(1<<20)
+			mdev = p.metas[i]
+		}
+		md, err := meta.Create(p.devs[i], meta.CreateOptions{ID: p.id, Node: p.names[i], Peer: p.names[1-i], Meta: mdev,
 			DataSize: p.size, ExtentSize: cmp.Or(o.extent, 1<<20), ALExtents: 4, Gen: gen, Disk: disk})
 		if err != nil {
 			t.Fatal(err)
@@ -69,7 +79,11 @@ func newPairWith(t *testing.T, mode replication.Mode, gen replication.GenIDs, di
 }
 
 func (p *pair) open(i int) {
-	md, err := meta.Open(p.devs[i], meta.OpenOptions{})
+	var mdev blockdev.Device
+	if p.metas[i] != nil {
+		mdev = p.metas[i]
+	}
+	md, err := meta.Open(p.devs[i], meta.OpenOptions{Meta: mdev})
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -96,6 +110,9 @@ func (p *pair) open(i int) {
 func (p *pair) crash(i int) {
 	dev := p.devs[i]
 	crashed := dev.Crash()
+	if p.metas[i] != nil {
+		p.metas[i] = p.metas[i].Crash()
+	}
 	p.vols[i].Close() // the goroutines stop; writes after the crash point are dropped below
 	p.vols[i] = nil
 	p.devs[i] = crashed

@@ -24,6 +24,7 @@ type MemNetwork struct {
 	blocked map[[2]string]bool // from, to
 	delay   time.Duration
 	filter  func(from, to string, f Frame) bool
+	drop    func(from, to string, f Frame) bool
 	queued  []func() // events to emit once mu is released
 }
 
@@ -270,6 +271,18 @@ func (n *MemNetwork) SetFilter(f func(from, to string, fr Frame) bool) {
 	n.mu.Unlock()
 }
 
+// SetDrop calls f for each data frame sent; when it returns true the
+// frame is lost without a word and the session goes on: a peer that
+// crashed silently, noticed only by keepalive or a partition (a way to
+// let the survivor run on, unanswered, at every step of a protocol). nil
+// removes it. f runs with the network locked: it must not call the
+// network.
+func (n *MemNetwork) SetDrop(f func(from, to string, fr Frame) bool) {
+	n.mu.Lock()
+	n.drop = f
+	n.mu.Unlock()
+}
+
 func (e *MemEndpoint) Next(ctx context.Context) (Session, error) {
 	select {
 	case s := <-e.ready:
@@ -382,7 +395,7 @@ func (s *memSession) Send(ctx context.Context, f Frame) (uint64, error) {
 		n.endLocked(s, err, err)
 		return 0, err
 	}
-	if n.blocked[[2]string{from, to}] {
+	if n.blocked[[2]string{from, to}] || n.drop != nil && n.drop(from, to, f) {
 		<-s.slots // lost in the cut
 		return f.Seq, nil
 	}

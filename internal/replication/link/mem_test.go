@@ -142,6 +142,27 @@ func TestMemFilterBreaksTheSessionAtAFrame(t *testing.T) {
 	nextOf(t, p.a)
 }
 
+func TestMemDropLosesFramesSilently(t *testing.T) {
+	p := newMemPair(t, nil)
+	sa, sb := nextOf(t, p.a), nextOf(t, p.b)
+	p.n.SetDrop(func(from, to string, f Frame) bool { return from == "a" && f.Seq >= 2 })
+	for range 4 { // more than the window: a dropped frame frees its slot
+		send(t, sa, Frame{Kind: 1})
+	}
+	if f := recv(t, sb, time.Second); f.Seq != 1 {
+		t.Fatalf("got %d", f.Seq)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := sb.Recv(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("b past the drop: %v (want nothing, the session alive)", err)
+	}
+	send(t, sb, Frame{Kind: 1}) // the other way still goes
+	if f := recv(t, sa, time.Second); f.Seq != 1 {
+		t.Fatalf("a got %d", f.Seq)
+	}
+}
+
 func TestMemSendBlocksWhenTheWindowIsFull(t *testing.T) {
 	p := newMemPair(t, nil) // window 2
 	sa, sb := nextOf(t, p.a), nextOf(t, p.b)
