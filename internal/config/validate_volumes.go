@@ -138,7 +138,7 @@ func (k *checker) volume(c *Config, path string, v *Volume, ports map[int]string
 		}
 	}
 	if len(v.Replicas) == 2 && seen[v.Replicas[0].Node] && seen[v.Replicas[1].Node] {
-		a, b := c.nodeLinks(v.Replicas[0].Node), c.nodeLinks(v.Replicas[1].Node)
+		a, b := c.NodeLinks(v.Replicas[0].Node), c.NodeLinks(v.Replicas[1].Node)
 		if len(a) > 0 && len(b) > 0 && len(a) != len(b) {
 			k.addf(path+".replicas", "nodes %s and %s have %d and %d links: the replication link pairs them by position, so give both the same number", v.Replicas[0].Node, v.Replicas[1].Node, len(a), len(b))
 		}
@@ -171,8 +171,8 @@ func (v *Volume) replicaNodes() []string {
 	return names
 }
 
-// nodeLinks returns the links of data node name.
-func (c *Config) nodeLinks(name string) []string {
+// NodeLinks returns the links of data node name.
+func (c *Config) NodeLinks(name string) []string {
 	for _, n := range c.Nodes {
 		if n.Name == name {
 			return n.Links

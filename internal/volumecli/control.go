@@ -56,6 +56,10 @@ func startControl(d *daemon) (*control, error) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
 	act := func(op string, fn func(controlRequest) (any, error)) {
 		mux.HandleFunc("POST /"+op, func(w http.ResponseWriter, r *http.Request) {
+			if d.managed && (op == "primary" || op == "secondary" || op == "down") {
+				reply(w, nil, fmt.Errorf("volume %s is run by the cluster agent, which alone changes its role: move its group with tandem failover, tandem standby or by stopping the agent", d.rec.Name))
+				return
+			}
 			var q controlRequest
 			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<12)).Decode(&q); err != nil && !errors.Is(err, io.EOF) {
 				reply(w, nil, fmt.Errorf("volume: bad request: %w", err))

@@ -52,7 +52,7 @@ func upCmd(g *globals) *cobra.Command {
 				}
 				defer func() { pprof.StopCPUProfile(); pf.Close() }()
 			}
-			d, err := startDaemon(g, rec, log, salvage)
+			d, err := startDaemon(g, rec, log, daemonOptions{salvage: salvage})
 			if err != nil {
 				return err
 			}
@@ -80,10 +80,15 @@ type daemon struct {
 	rec    *record
 	log    *slog.Logger
 	vol    *volume.Volume
-	fencer *localFencer
-	audit  *events.Log
-	reg    *prometheus.Registry
-	ctl    *control
+	fencer daemonFencer
+	audit  *events.Log // nil when sink is set
+	sink   func(events.Event)
+	// managed: the cluster agent runs this replica and alone changes
+	// its role; the control socket refuses primary, secondary and down.
+	managed bool
+	onEvent func(volume.Event)
+	reg     *prometheus.Registry
+	ctl     *control
 
 	devs []blockdev.Device // the backing and meta devices, closed last
 
@@ -94,7 +99,25 @@ type daemon struct {
 	downOne sync.Once
 }
 
-func startDaemon(g *globals, rec *record, log *slog.Logger, salvage bool) (*daemon, error) {
+// daemonFencer outdates the peer and learns of this node's promotions.
+type daemonFencer interface {
+	replication.PeerFencer
+	promoted(epoch replication.Epoch) error
+}
+
+// daemonOptions are how a daemon differs when the cluster agent runs it:
+// its fencer, its event sink, its hook on engine events. Zero values are
+// the standalone daemon's.
+type daemonOptions struct {
+	salvage bool
+	fencer  daemonFencer       // nil: the local fencer in the state dir
+	sink    func(events.Event) // nil: the audit log in the state dir
+	onEvent func(volume.Event)
+	managed bool
+}
+
+func startDaemon(g *globals, rec *record, log *slog.Logger, opts daemonOptions) (*daemon, error) {
+	salvage := opts.salvage
 	cfg, err := rec.replicationConfig()
 	if err != nil {
 		return nil, err
@@ -137,9 +160,16 @@ func startDaemon(g *globals, rec *record, log *slog.Logger, salvage bool) (*daem
 		closeDevs()
 		return nil, fmt.Errorf("volume %s: %s holds volume %s, the record says %s", rec.Name, rec.Backing, id, rec.UUID)
 	}
-	d := &daemon{g: g, rec: rec, log: log, fencer: &localFencer{path: fencePath(g.stateDir, rec.Name)},
+	d := &daemon{g: g, rec: rec, log: log, fencer: opts.fencer, sink: opts.sink, onEvent: opts.onEvent, managed: opts.managed,
 		reg: prometheus.NewRegistry(), downReq: make(chan struct{}), devs: devs}
-	d.audit = g.auditLog(log)
+	if d.fencer == nil {
+		d.fencer = &localFencer{path: fencePath(g.stateDir, rec.Name)}
+	}
+	if d.sink == nil {
+		if d.audit = g.auditLog(log); d.audit != nil {
+			d.sink = d.audit.Publish
+		}
+	}
 	st := md.State()
 	// The link reports events from its goroutines before the volume
 	// that takes them exists.
@@ -204,10 +234,13 @@ func (d *daemon) publish(e volume.Event) {
 		// which the export's open requests wait on.
 		go d.deposed(e.Epoch)
 	}
-	if d.audit == nil {
+	if d.onEvent != nil {
+		d.onEvent(e)
+	}
+	if d.sink == nil {
 		return
 	}
-	d.audit.Publish(events.Event{Time: e.Time, Kind: events.Kind("volume_" + e.Kind), Node: d.rec.Node,
+	d.sink(events.Event{Time: e.Time, Kind: events.Kind("volume_" + e.Kind), Node: d.rec.Node,
 		Subject: d.rec.Name, Epoch: uint64(e.Epoch), Message: e.Message, Attrs: e.Attrs})
 }
 
@@ -221,16 +254,22 @@ func (d *daemon) promote(force bool) (replication.Epoch, error) {
 	if st.Role != replication.Primary.String() {
 		epoch++
 	}
+	return epoch, d.promoteAt(epoch, force)
+}
+
+// promoteAt makes this replica primary at epoch and starts the NBD
+// export; d.mu is held.
+func (d *daemon) promoteAt(epoch replication.Epoch, force bool) error {
 	if err := d.fencer.promoted(epoch); err != nil {
-		return 0, fmt.Errorf("volume %s: record the promotion: %w", d.rec.Name, err)
+		return fmt.Errorf("volume %s: record the promotion: %w", d.rec.Name, err)
 	}
 	if err := d.vol.Promote(epoch, force); err != nil {
-		return 0, err
+		return err
 	}
 	if err := d.startExport(); err != nil {
-		return epoch, fmt.Errorf("volume %s is primary at epoch %d, but its NBD export did not start: %w", d.rec.Name, epoch, err)
+		return fmt.Errorf("volume %s is primary at epoch %d, but its NBD export did not start: %w", d.rec.Name, epoch, err)
 	}
-	return epoch, nil
+	return nil
 }
 
 func (d *daemon) demote() error {

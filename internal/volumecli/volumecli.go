@@ -21,6 +21,7 @@ type globals struct {
 	logLevel string
 	out      io.Writer
 	errOut   io.Writer
+	base     *slog.Logger // the agent's logger, when it runs a replica
 }
 
 // Command returns `tandem volume`.
@@ -51,6 +52,9 @@ in <state-dir>/volumes; 'up' runs one until 'down' or a signal. See docs/volumes
 }
 
 func (g *globals) logger() *slog.Logger {
+	if g.base != nil {
+		return g.base
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
 		lvl = slog.LevelInfo
