@@ -1,0 +1,198 @@
+// Package replica owns the resource agents of replicated volumes in a
+// group: Volume promotes this node's replica at the group's epoch on
+// start and demotes it on stop; Export serves the primary replica over NBD
+// on the group's VIP. The replication engine and the cluster's record of
+// each replica's disk state reach them through small interfaces, so the
+// agents are tested with fakes and the node wires the real ones.
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"tandem/internal/blockdev"
+	"tandem/internal/nbd"
+	"tandem/internal/replication"
+	"tandem/internal/resource"
+	"tandem/internal/volume"
+)
+
+// Engine is this node's running replica of one volume.
+type Engine interface {
+	Name() string
+	Promote(epoch uint64, force bool) error
+	Demote() error
+	Status() volume.Status
+	Device() blockdev.Device
+}
+
+// Cluster is what the replicated state says of a volume's replicas.
+type Cluster interface {
+	// Disk returns the disk state the cluster last recorded for node's
+	// replica of volume, and whether any was recorded.
+	Disk(volume, node string) (disk string, known bool)
+	// Reported tells the node the replica was promoted, so the holder
+	// records its disk states at once.
+	Reported(volume string)
+}
+
+// Volume is the `volume` resource.
+type Volume struct {
+	eng     Engine
+	cluster Cluster
+	self    string
+	peer    string
+	log     *slog.Logger
+	// retry is how often a promotion refused as busy (a handshake with the
+	// peer under way, the last demotion not finished) is tried again.
+	retry time.Duration
+}
+
+// NewVolume returns the volume resource of eng on node self, whose peer
+// holds the other replica.
+func NewVolume(eng Engine, cluster Cluster, self, peer string, log *slog.Logger) *Volume {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Volume{eng: eng, cluster: cluster, self: self, peer: peer, log: log, retry: 50 * time.Millisecond}
+}
+
+// Start promotes the replica at the group's epoch. It refuses a replica
+// the cluster recorded as not UpToDate (Hard: the group must go where the
+// data is). A new volume, no replica ever recorded and neither side
+// UpToDate, is promoted with force: its first primary's data is synced to
+// the peer in full.
+func (v *Volume) Start(ctx context.Context) error {
+	epoch := resource.EpochOf(ctx)
+	if epoch == 0 {
+		return resource.Failf(resource.Fatal, "volume %s: started without the group's epoch", v.eng.Name())
+	}
+	name := v.eng.Name()
+	if disk, known := v.cluster.Disk(name, v.self); known && disk != "UpToDate" {
+		return resource.Failf(resource.Hard, "volume %s: this node's replica is %s in the cluster's record: promoting it would serve stale data", name, disk)
+	}
+	st := v.eng.Status()
+	_, mine := v.cluster.Disk(name, v.self)
+	_, theirs := v.cluster.Disk(name, v.peer)
+	force := !mine && !theirs && st.Disk == "Inconsistent" && st.PeerDisk != "UpToDate"
+	if force {
+		v.log.Warn("volume: a new volume's first promotion: its data is synced to the peer in full", "epoch", epoch)
+	}
+	for {
+		err := v.eng.Promote(epoch, force)
+		if err == nil {
+			v.cluster.Reported(name)
+			return nil
+		}
+		switch {
+		case errors.Is(err, replication.ErrBusy):
+		case errors.Is(err, replication.ErrPeerPrimary):
+			// The old holder, deposed by raft, has not demoted yet or is
+			// frozen with the link still up: it demotes within its lease,
+			// or the link's keepalive drops it.
+		case errors.Is(err, replication.ErrNotUpToDate), errors.Is(err, replication.ErrNoData):
+			return resource.Failf(resource.Hard, "volume %s: %v", name, err)
+		default:
+			return fmt.Errorf("volume %s: promote at epoch %d: %w", name, epoch, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("volume %s: promote at epoch %d: %w (last: %v)", name, epoch, ctx.Err(), err)
+		case <-time.After(v.retry):
+		}
+	}
+}
+
+// Stop demotes the replica; a secondary is stopped already.
+func (v *Volume) Stop(ctx context.Context) error {
+	if err := v.eng.Demote(); err != nil {
+		return fmt.Errorf("volume %s: demote: %w", v.eng.Name(), err)
+	}
+	return nil
+}
+
+// Monitor: a primary is running while it has the data, on its own disk
+// or through its peer; a secondary is not running.
+func (v *Volume) Monitor(ctx context.Context) error {
+	st := v.eng.Status()
+	switch {
+	case st.Role != "Primary":
+		return resource.ErrNotRunning
+	case st.Disk == "Diskless" && st.Connection != "Connected":
+		return resource.Failf(resource.Hard, "volume %s: the local disk is detached and the peer is not connected: no data", v.eng.Name())
+	}
+	return nil
+}
+
+// Export is the `nbd_export` resource: the primary replica served over
+// NBD at a fixed address (the group's VIP).
+type Export struct {
+	eng  Engine
+	addr netip.AddrPort
+	log  *slog.Logger
+
+	mu  sync.Mutex
+	srv *nbd.Server
+	ln  net.Listener
+}
+
+// NewExport returns the nbd_export resource of eng at addr.
+func NewExport(eng Engine, addr netip.AddrPort, log *slog.Logger) *Export {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Export{eng: eng, addr: addr, log: log}
+}
+
+func (e *Export) Start(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.srv != nil {
+		return nil
+	}
+	if st := e.eng.Status(); st.Role != "Primary" {
+		return fmt.Errorf("nbd export of volume %s: the replica is %s, not primary (the volume resource comes first)", e.eng.Name(), st.Role)
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", e.addr.String())
+	if err != nil {
+		return fmt.Errorf("nbd export of volume %s: %w", e.eng.Name(), err)
+	}
+	name := e.eng.Name()
+	e.srv = nbd.NewServer(e.log, nbd.Export{Name: name, Description: "tandem replicated volume " + name, Device: e.eng.Device(), MultiConn: true})
+	e.ln = ln
+	go e.srv.Serve(ln)
+	e.log.Info("nbd export started", "listen", e.addr, "export", name)
+	return nil
+}
+
+func (e *Export) Stop(context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.srv == nil {
+		return nil
+	}
+	err := e.srv.Close()
+	e.srv, e.ln = nil, nil
+	e.log.Info("nbd export stopped", "listen", e.addr)
+	return err
+}
+
+// Monitor: running while it serves and the replica is primary.
+func (e *Export) Monitor(context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case e.srv == nil:
+		return resource.ErrNotRunning
+	case e.eng.Status().Role != "Primary":
+		return resource.Failf(resource.Hard, "nbd export of volume %s: the replica is no longer primary", e.eng.Name())
+	}
+	return nil
+}
