@@ -46,7 +46,7 @@ type fakeCluster struct {
 }
 
 func (c *fakeCluster) Disk(_, node string) (string, bool) { d, ok := c.disks[node]; return d, ok }
-func (c *fakeCluster) Reported(string)                     { c.reported++ }
+func (c *fakeCluster) Reported(string)                    { c.reported++ }
 
 func at(t *testing.T, epoch uint64) context.Context {
 	ctx, cancel := context.WithTimeout(resource.WithEpoch(context.Background(), epoch), 5*time.Second)
