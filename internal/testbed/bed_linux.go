@@ -263,6 +263,13 @@ func (b *Bed) Command(h string, name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// Start starts cmd, made by Command, as the bed starts its own daemons:
+// from the one thread that outlives it (see spawn: a child started from
+// any other thread may get its parent-death SIGKILL at a random moment),
+// killed when the bed closes, and listed by Crashes if it exits on its own
+// with an error. ServiceRunning tells when it has ended.
+func (b *Bed) Start(cmd *exec.Cmd) error { return b.start(cmd) }
+
 // start starts cmd and tracks it for Close.
 func (b *Bed) start(cmd *exec.Cmd) error {
 	b.mu.Lock()
