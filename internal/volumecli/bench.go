@@ -37,6 +37,7 @@ type benchOptions struct {
 	keep       bool
 	dropCaches bool
 	profileDir string
+	skip       []string // steps left out (hidden --skip, while working on one target)
 	logf       func(format string, args ...any)
 }
 
@@ -173,6 +174,8 @@ figures, with what two writers (or readers) at once get from it. Needs root.`,
 	f.BoolVar(&o.keep, "keep", false, "keep the directory (logs of both nodes)")
 	f.BoolVar(&o.dropCaches, "drop-caches", true, "drop the page cache before each timed read (verify and its baseline)")
 	f.StringVar(&o.profileDir, "profile", "", "write CPU profiles of both nodes' 'up' to this directory")
+	f.StringSliceVar(&o.skip, "skip", nil, "steps to leave out: sequential writes, 4 KiB write + flush, resync, verify (their ratios then lack a baseline)")
+	f.MarkHidden("skip")
 	return cmd
 }
 

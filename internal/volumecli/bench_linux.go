@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -84,6 +85,10 @@ func runBench(ctx context.Context, g *globals, o benchOptions) (BenchResult, err
 		{"resync", b.resync},
 		{"verify", b.verify},
 	} {
+		if slices.Contains(o.skip, step.what) {
+			o.logf("volume bench: %s skipped", step.what)
+			continue
+		}
 		o.logf("volume bench: %s", step.what)
 		if err := step.fn(); err != nil {
 			if ctx.Err() != nil {

@@ -144,7 +144,11 @@ func (b *benchRun) resync() error {
 			return err
 		}
 		local = append(local, lw)
-		ratios = append(ratios, rates[len(rates)-1]/min(lw, b.res.Baseline.TCPMBps))
+		base := lw
+		if tcp := b.res.Baseline.TCPMBps; tcp > 0 { // 0: --skip left the sequential step out
+			base = min(lw, tcp)
+		}
+		ratios = append(ratios, rates[len(rates)-1]/base)
 		b.o.logf("  round %d: moved %.2f × D at %.0f MB/s, local write %.0f MB/s", r+1, transfer[r], rates[r], lw)
 	}
 	v.ResyncWritten, v.ResyncMBps, v.StandaloneMBps = d, median(rates), median(standalone)
@@ -259,7 +263,10 @@ func (b *benchRun) dropCaches() error {
 // finish judges the targets and writes the notes.
 func (b *benchRun) finish() {
 	r := &b.res
-	latency := r.LatencyP50us / r.LatencyBoundus
+	var latency float64
+	if r.LatencyBoundus > 0 { // 0: --skip left the step out
+		latency = r.LatencyP50us / r.LatencyBoundus
+	}
 	r.Targets = []BenchTarget{
 		{"sequential 1 MiB writes / min(local, TCP)", r.WriteRatio, "≥ 0.90", r.WriteRatio >= 0.9},
 		{"4 KiB write + flush p50 / bound", latency, "≤ 1.00", latency <= 1},
