@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -331,6 +333,9 @@ func printStatus(w io.Writer, s node.Status, now time.Time) {
 		}
 		tw.Flush()
 	}
+	if len(s.Volumes) > 0 {
+		printVolumes(w, s)
+	}
 	var drops []string
 	for k, v := range s.Drops {
 		drops = append(drops, fmt.Sprintf("%s %d", k, v))
@@ -475,4 +480,34 @@ func newCleanupCmd() *cobra.Command {
 	}
 	f.add(cmd)
 	return cmd
+}
+
+// printVolumes prints each volume: the cluster's record of its replicas
+// and this node's replica as its engine sees it.
+func printVolumes(w io.Writer, s node.Status) {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VOLUME\tGROUP\tREPLICAS (cluster record)\tHERE")
+	for _, v := range s.Volumes {
+		var reps []string
+		for _, n := range slices.Sorted(maps.Keys(v.Replicas)) {
+			r := v.Replicas[n]
+			reps = append(reps, fmt.Sprintf("%s %s (epoch %d)", n, r.Disk, r.Epoch))
+		}
+		if len(reps) == 0 {
+			reps = []string{"none reported yet"}
+		}
+		here := "-"
+		if l := v.Local; l != nil {
+			here = fmt.Sprintf("%s %s, peer %s %s", l.Role, l.Disk, l.Connection, l.PeerDisk)
+			if l.Sync != "" {
+				here += fmt.Sprintf(", %s %.1f%%", l.Sync, l.ResyncPct)
+			}
+			if l.OutOfSync > 0 {
+				here += fmt.Sprintf(", out of sync %d bytes", l.OutOfSync)
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.Name, v.Group, strings.Join(reps, ", "), here)
+	}
+	tw.Flush()
 }

@@ -75,6 +75,9 @@ func (k *checker) volumes(c *Config) {
 			case !promoted[name]:
 				k.addf(field, "volume %q must be promoted by a volume resource earlier in this group (resources start in order)", name)
 			}
+			if r.NBDExport != nil && !slices.ContainsFunc(g.Resources, func(o Resource) bool { return o.VIP != nil }) {
+				k.addf(rpath, "an nbd_export serves on its group's VIP: add a vip resource to group %s", g.Name)
+			}
 		}
 	}
 	for i := range c.Volumes {

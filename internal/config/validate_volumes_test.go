@@ -83,6 +83,8 @@ func TestVolumeConfigProblems(t *testing.T) {
 			`groups[1].resources[2].filesystem.fstype: "ntfs" is not one of ext4, xfs`},
 		{"mount on /", "mount: /srv/pg", "mount: /", "",
 			"groups[1].resources[2].filesystem.mount: the root file system cannot be a mount point of a resource"},
+		{"nbd_export without a vip", "      - vip: {address: 10.0.0.60/24, interface: eth0}\n", "", "",
+			"groups[1].resources[2].nbd_export: an nbd_export serves on its group's VIP: add a vip resource to group db"},
 		{"group node without a replica", "  - name: db\n", "  - name: db\n    nodes: [db1, db2, db3]\n", "",
 			`groups[1].nodes[2]: "db3" holds no replica of volume "pgdata"`},
 	}

@@ -11,6 +11,7 @@ import (
 	"tandem/internal/heartbeat"
 	"tandem/internal/manager"
 	"tandem/internal/state"
+	"tandem/internal/volume"
 )
 
 // Failover moves group to node to (or to the best other eligible node when
@@ -172,8 +173,23 @@ type Status struct {
 	Drops       map[string]uint64     `json:"dropped_datagrams,omitempty"`
 	Raft        map[string]string     `json:"raft,omitempty"`
 	Local       []manager.GroupStatus `json:"local,omitempty"`
+	// Volumes are the configured volumes: the cluster's record of both
+	// replicas and, on a node that holds one, its engine's status.
+	Volumes []VolumeStatus `json:"volumes,omitempty"`
 	// Config is the configuration digest a majority of voters run.
 	Config string `json:"config,omitempty"`
+}
+
+// VolumeStatus is one replicated volume.
+type VolumeStatus struct {
+	Name  string `json:"name"`
+	Group string `json:"group"`
+	// Replicas is the cluster's record of each replica's disk state, by
+	// node ("" when never reported).
+	Replicas map[string]state.Replica `json:"replicas"`
+	// Local is this node's replica as its engine sees it (nil on a node
+	// without one).
+	Local *volume.Status `json:"local,omitempty"`
 }
 
 // NodeStatus is one voter as this node sees it.
@@ -261,6 +277,19 @@ func (n *Node) Status() Status {
 	}
 	if n.mgr != nil {
 		s.Local = n.mgr.Status()
+	}
+	for _, cv := range n.cfg.Volumes {
+		vs := VolumeStatus{Name: cv.Name, Group: volumeGroup(n.cfg, cv.Name), Replicas: map[string]state.Replica{}}
+		for _, r := range cv.Replicas {
+			if rec := st.ReplicaOf(cv.Name, r.Node); rec != nil {
+				vs.Replicas[r.Node] = *rec
+			}
+		}
+		if v := n.volumes[cv.Name]; v != nil {
+			local := v.rep.Status()
+			vs.Local = &local
+		}
+		s.Volumes = append(s.Volumes, vs)
 	}
 	return s
 }

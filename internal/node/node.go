@@ -100,6 +100,8 @@ type Node struct {
 	driftSeen string
 	// leaving: this agent is shutting down (join must not clear the mark).
 	leaving bool
+	// volumes are this node's replicas, by volume name (set at start).
+	volumes map[string]*nodeVolume
 
 	decide chan struct{}
 	// marked is poked when an applied state marks this node leaving: join
@@ -204,7 +206,10 @@ func Start(opts Options) (*Node, error) {
 				return nil, fmt.Errorf("node: install the kernel VIP guard: %w", err)
 			}
 		}
-		if groups, err = buildGroups(cfg, opts.Self, n.guard, opts.Agent, n.log); err != nil {
+		if err := n.startVolumes(); err != nil {
+			return nil, err
+		}
+		if groups, err = buildGroups(cfg, opts.Self, n.guard, opts.Agent, n.volumeAgents(), n.log); err != nil {
 			return nil, err
 		}
 	}
@@ -284,6 +289,10 @@ func Start(opts Options) (*Node, error) {
 	go n.announceConfig(ctx)
 	if !isWitness {
 		n.watchMD(ctx)
+	}
+	if len(n.volumes) > 0 {
+		n.wg.Add(1)
+		go n.reportVolumes(ctx)
 	}
 	n.publish(events.Event{Kind: events.NodeUp, Subject: opts.Self, Message: "agent started"})
 	ok = true
@@ -376,6 +385,9 @@ func (n *Node) Stop() {
 		n.mgr.Wait()
 	}
 	n.wg.Wait()
+	// The groups are stopped (their volumes demoted); the replicas go
+	// before consensus, which a primary's fencer may still be waiting on.
+	n.closeVolumes()
 	if n.cons != nil {
 		n.cons.Shutdown()
 	}

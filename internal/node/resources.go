@@ -11,6 +11,7 @@ import (
 	"tandem/internal/resource"
 	"tandem/internal/resource/exec"
 	"tandem/internal/resource/ocf"
+	"tandem/internal/resource/replica"
 	"tandem/internal/resource/vip"
 	"tandem/internal/vipguard"
 )
@@ -32,9 +33,21 @@ func configVIPs(cfg *config.Config) ([]netip.Prefix, error) {
 	return vips, nil
 }
 
+// groupVIP is the address of the group's first vip resource, where its
+// nbd_export serves.
+func groupVIP(g config.Group) (netip.Addr, error) {
+	for _, r := range g.Resources {
+		if r.VIP != nil {
+			p, err := netip.ParsePrefix(r.VIP.Address)
+			return p.Addr(), err
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("an nbd_export serves on its group's VIP, and group %s has no vip resource", g.Name)
+}
+
 // buildGroups turns the configured groups into the manager's, building one
 // agent per resource.
-func buildGroups(cfg *config.Config, self string, guard vipguard.Guard, override func(string, config.Resource) resource.Agent, log *slog.Logger) ([]manager.Group, error) {
+func buildGroups(cfg *config.Config, self string, guard vipguard.Guard, override func(string, config.Resource) resource.Agent, vols volumeAgents, log *slog.Logger) ([]manager.Group, error) {
 	me, _ := cfg.NodeByName(self)
 	selfAddr := ""
 	if addrs, err := cfg.LinkAddrs(me); err == nil && len(addrs) > 0 {
@@ -53,7 +66,7 @@ func buildGroups(cfg *config.Config, self string, guard vipguard.Guard, override
 					addr, err = netip.ParsePrefix(r.VIP.Address)
 				}
 			} else {
-				agent, addr, err = buildAgent(cfg, self, selfAddr, g.Name, r, guard, log)
+				agent, addr, err = buildAgent(cfg, self, selfAddr, g, r, guard, vols, log)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("node: group %s: resource %s: %w", g.Name, r.Name, err)
@@ -73,7 +86,19 @@ func buildGroups(cfg *config.Config, self string, guard vipguard.Guard, override
 	return groups, nil
 }
 
-func buildAgent(cfg *config.Config, self, selfAddr, group string, r config.Resource, guard vipguard.Guard, log *slog.Logger) (resource.Agent, netip.Prefix, error) {
+// volumeAgents is what the agents of volume resources need: this node's
+// replicas and the cluster's record of them.
+type volumeAgents struct {
+	vols   map[string]*nodeVolume
+	record replica.Cluster
+}
+
+func (n *Node) volumeAgents() volumeAgents {
+	return volumeAgents{vols: n.volumes, record: volumeRecord{n}}
+}
+
+func buildAgent(cfg *config.Config, self, selfAddr string, g config.Group, r config.Resource, guard vipguard.Guard, vols volumeAgents, log *slog.Logger) (resource.Agent, netip.Prefix, error) {
+	group := g.Name
 	log = log.With("group", group, "resource", r.Name)
 	switch {
 	case r.VIP != nil:
@@ -99,6 +124,22 @@ func buildAgent(cfg *config.Config, self, selfAddr, group string, r config.Resou
 	case r.OCF != nil:
 		a, err := ocf.New(group+"-"+r.Name, *r.OCF, log, ocf.WithMonitorInterval(r.MonitorInterval.D()))
 		return a, netip.Prefix{}, err
+	case r.Volume != nil:
+		v := vols.vols[r.Volume.Name]
+		if v == nil {
+			return nil, netip.Prefix{}, fmt.Errorf("this node holds no replica of volume %s", r.Volume.Name)
+		}
+		return replica.NewVolume(v.rep, vols.record, self, v.peer, log), netip.Prefix{}, nil
+	case r.NBDExport != nil:
+		v := vols.vols[r.NBDExport.Volume]
+		if v == nil {
+			return nil, netip.Prefix{}, fmt.Errorf("this node holds no replica of volume %s", r.NBDExport.Volume)
+		}
+		at, err := groupVIP(g)
+		if err != nil {
+			return nil, netip.Prefix{}, err
+		}
+		return replica.NewExport(v.rep, netip.AddrPortFrom(at, uint16(r.NBDExport.Port)), log), netip.Prefix{}, nil
 	case r.UsesVolume() != "":
 		return nil, netip.Prefix{}, fmt.Errorf("%s resources are not run by the agent yet (README, \"Not finished\")", r.Kind())
 	}

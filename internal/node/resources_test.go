@@ -50,7 +50,7 @@ groups:
 	}
 	cfg.StateDir = dir
 	log, rec := logcheck.New(t, slog.LevelDebug)
-	groups, err := buildGroups(cfg, "a", vipguard.NewMem(clock.Real{}), nil, log.With("node", "a"))
+	groups, err := buildGroups(cfg, "a", vipguard.NewMem(clock.Real{}), nil, volumeAgents{}, log.With("node", "a"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package testbed
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,7 +48,17 @@ type GroupSpec struct {
 	// VIP, and the caller runs the service on both nodes (as keepalived
 	// users do), for the benchmark's like-for-like comparison.
 	VIPOnly bool
+	// Volume makes the group a replicated volume served over NBD on the
+	// VIP instead of the service: resources volume, vip, nbd_export
+	// (port NBDPort), the volume VolumeSize (default 64MiB) on a file in
+	// each data node's state dir.
+	Volume     string
+	VolumeSize string
+	VolumeMode string // "" is tandem's default (sync)
 }
+
+// NBDPort is where a volume group's nbd_export serves, on its VIP.
+const NBDPort = 10809
 
 // DefaultGroup is the group most scenarios use.
 func DefaultGroup() GroupSpec { return GroupSpec{Name: "web", Prefer: "node1"} }
@@ -72,6 +83,9 @@ func (s Spec) withDefaults() Spec {
 		}
 		if g.MonitorInterval == "" {
 			g.MonitorInterval = "200ms"
+		}
+		if g.Volume != "" && g.VolumeSize == "" {
+			g.VolumeSize = "64MiB"
 		}
 		groups[i] = g
 	}
@@ -145,6 +159,19 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
 			fmt.Fprintf(&b, "    resources:\n      - name: vip\n        vip: {address: %s/24, interface: %s}\n", VIPAddr(g.VIP), Iface(0))
 			continue
 		}
+		if g.Volume != "" {
+			fmt.Fprintf(&b, `    resources:
+      - name: data
+        volume: {name: %s}
+        monitor_interval: %s
+      - name: vip
+        vip: {address: %s/24, interface: %s}
+      - name: export
+        nbd_export: {volume: %s, port: %d}
+        monitor_interval: %s
+`, g.Volume, g.MonitorInterval, VIPAddr(g.VIP), Iface(0), g.Volume, NBDPort, g.MonitorInterval)
+			continue
+		}
 		fmt.Fprintf(&b, `    resources:
       - name: service
         exec:
@@ -154,6 +181,23 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
       - name: vip
         vip: {address: %s/24, interface: %s}
 `, binary, g.Port, extra, check, g.MonitorInterval, VIPAddr(g.VIP), Iface(0))
+	}
+	volumes := ""
+	for _, g := range s.Groups {
+		if g.Volume == "" {
+			continue
+		}
+		volumes += fmt.Sprintf("  - name: %s\n    size: %s\n", g.Volume, g.VolumeSize)
+		if g.VolumeMode != "" {
+			volumes += fmt.Sprintf("    mode: %s\n", g.VolumeMode)
+		}
+		volumes += "    replicas:\n"
+		for _, n := range DataNodes {
+			volumes += fmt.Sprintf("      - {node: %s, backing: %s}\n", n, filepath.Join(dir, n, g.Volume+".img"))
+		}
+	}
+	if volumes != "" {
+		b.WriteString("volumes:\n" + volumes)
 	}
 	return b.String()
 }

@@ -175,10 +175,15 @@ func randomGenID() replication.GenID {
 	}
 }
 
-// call runs fn on the loop and waits for it.
+// call runs fn on the loop and waits for it. The status is published
+// before the answer: a caller that promoted reads Primary from Status.
 func (v *Volume) call(fn func(now time.Time) error) error {
 	res := make(chan error, 1)
-	if !v.post(func(now time.Time) { res <- fn(now) }) {
+	if !v.post(func(now time.Time) {
+		err := fn(now)
+		v.publish()
+		res <- err
+	}) {
 		return ErrClosed
 	}
 	select {

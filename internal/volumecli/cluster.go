@@ -217,6 +217,9 @@ func (r *Replica) Status() volume.Status { return r.d.vol.Status() }
 // Device is the volume as a block device: I/O succeeds only while primary.
 func (r *Replica) Device() blockdev.Device { return r.d.vol }
 
+// Volume is the engine (for its metrics collector).
+func (r *Replica) Volume() *volume.Volume { return r.d.vol }
+
 // Name is the volume's name.
 func (r *Replica) Name() string { return r.d.rec.Name }
 

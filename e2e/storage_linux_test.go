@@ -1,0 +1,116 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"tandem/internal/state"
+	"tandem/internal/testbed"
+)
+
+// A group with a replicated volume (volume, vip, nbd_export) fails over
+// with its data (issue 12): a client writes through the VIP's NBD export
+// on node1, node1 is killed, node2 takes the group over and serves every
+// byte the client saw acknowledged; node1 comes back, is resynced, and
+// the group stays on node2.
+func TestVolumeGroupFailsOverWithItsData(t *testing.T) {
+	if _, err := exec.LookPath("nbdcopy"); err != nil {
+		t.Skip("nbdcopy not installed (Debian: libnbd-bin)")
+	}
+	spec := testbed.Spec{Groups: []testbed.GroupSpec{{Name: "db", Volume: "pg", VolumeSize: "32MiB"}}}
+	r := newRun(t, spec)
+	if err := r.c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRunning("db", "node1", 30*time.Second)
+	uri := fmt.Sprintf("nbd://%s:%d/pg", testbed.VIPAddr(0), testbed.NBDPort)
+
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	in := filepath.Join(r.bed.Dir, "written")
+	if err := os.WriteFile(in, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.client("nbdcopy", "--flush", in, uri)
+	want := sha256.Sum256(data)
+
+	f := r.bed.Kill("node1")
+	r.waitRunning("db", "node2", 20*time.Second)
+	t.Logf("the group runs on node2 %v after the kill", time.Since(f.At).Round(time.Millisecond))
+	if got := r.readVolume(uri, len(data)); sha256.Sum256(got) != want {
+		t.Fatalf("node2 serves other data than node1 acknowledged: %s", firstDiff(got, data))
+	}
+	// Written on node2 alone: node1's replica is now Outdated, and the
+	// group must never go back to it until it is resynced.
+	more := bytes.Repeat([]byte{0xA5}, 1<<20)
+	moreFile := filepath.Join(r.bed.Dir, "more")
+	os.WriteFile(moreFile, more, 0o600)
+	r.client("nbdcopy", "--flush", moreFile, uri)
+	copy(data, more)
+	want = sha256.Sum256(data)
+
+	r.waitReplica("node2", "node1", state.DiskOutdated, "node1's replica recorded Outdated once node2 wrote alone")
+	if err := r.c.Start("node1"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitReplica("node2", "node1", state.DiskUpToDate, "node1's replica resynced and recorded UpToDate")
+	v, err := r.c.GroupView(r.ctx, "db")
+	if err != nil || v.Holder != "node2" {
+		t.Fatalf("after node1 came back: %+v %v", v, err)
+	}
+	if got := r.readVolume(uri, len(data)); sha256.Sum256(got) != want {
+		t.Fatalf("after node1 came back, node2 serves other data: %s", firstDiff(got, data))
+	}
+}
+
+// waitReplica waits until host h's status records node's replica of the
+// first volume as disk.
+func (r *run) waitReplica(h, node, disk, what string) {
+	r.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var last any
+	for time.Now().Before(deadline) {
+		s, err := r.c.Status(r.ctx, h)
+		if err == nil && len(s.Volumes) > 0 {
+			last = s.Volumes[0]
+			if rep, ok := s.Volumes[0].Replicas[node]; ok && rep.Disk == disk {
+				return
+			}
+		}
+		r.sleep(50 * time.Millisecond)
+	}
+	r.t.Fatalf("%s: timed out; last %+v", what, last)
+}
+
+// client runs a command on the client host and fails the test on error.
+func (r *run) client(name string, args ...string) []byte {
+	r.t.Helper()
+	out, err := r.bed.Command("client", name, args...).CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("client: %s %v: %v\n%s", name, args, err, out)
+	}
+	return out
+}
+
+// readVolume reads the first n bytes of the NBD export at uri from the
+// client host.
+func (r *run) readVolume(uri string, n int) []byte {
+	r.t.Helper()
+	out := filepath.Join(r.bed.Dir, fmt.Sprintf("read-%d", time.Now().UnixNano()))
+	r.client("nbdcopy", uri, out)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if len(b) < n {
+		r.t.Fatalf("read %d bytes of %s, want at least %d", len(b), uri, n)
+	}
+	return b[:n]
+}

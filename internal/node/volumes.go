@@ -1,0 +1,209 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"tandem/internal/config"
+	"tandem/internal/replication"
+	"tandem/internal/state"
+	"tandem/internal/volume"
+	"tandem/internal/volumecli"
+)
+
+// nodeVolume is this node's replica of one configured volume, run by the
+// agent from start to stop (a secondary until its group's volume resource
+// promotes it).
+type nodeVolume struct {
+	name, group, peer string
+	rep               *volumecli.Replica
+	// mu serializes the proposals about this volume's replicas (the
+	// holder's reports and the fencer's outdate), so they commit in the
+	// order they were decided and the newest is the truth: a report of
+	// the peer UpToDate decided before a link loss cannot commit after
+	// the outdate that loss caused.
+	mu   sync.Mutex
+	poke chan struct{}
+}
+
+// volumeGroup returns the group whose volume resource promotes volume.
+func volumeGroup(cfg *config.Config, volume string) string {
+	for _, g := range cfg.Groups {
+		for _, r := range g.Resources {
+			if r.Volume != nil && r.Volume.Name == volume {
+				return g.Name
+			}
+		}
+	}
+	return ""
+}
+
+// startVolumes starts this node's replicas of every configured volume.
+func (n *Node) startVolumes() error {
+	n.volumes = map[string]*nodeVolume{}
+	for _, cv := range n.cfg.Volumes {
+		if cv.Replica(n.self) == nil {
+			continue
+		}
+		v := &nodeVolume{name: cv.Name, group: volumeGroup(n.cfg, cv.Name), poke: make(chan struct{}, 1)}
+		for _, r := range cv.Replicas {
+			if r.Node != n.self {
+				v.peer = r.Node
+			}
+		}
+		rep, err := volumecli.StartReplica(volumecli.ReplicaOptions{
+			Config: n.cfg, Volume: cv.Name, Self: n.self, Fencer: raftFencer{n, v}, Logger: n.log,
+			Sink: n.publish, OnEvent: func(volume.Event) { v.nudge() },
+		})
+		if err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+		v.rep = rep
+		n.volumes[cv.Name] = v
+		if err := n.reg.Register(volume.NewCollector(rep.Volume())); err != nil {
+			n.log.Warn("volume metrics not registered", "volume", cv.Name, "err", err)
+		}
+	}
+	return nil
+}
+
+func (v *nodeVolume) nudge() {
+	select {
+	case v.poke <- struct{}{}:
+	default:
+	}
+}
+
+// closeVolumes stops the replicas, after the groups stopped.
+func (n *Node) closeVolumes() {
+	for _, v := range n.volumes {
+		if err := v.rep.Close(); err != nil {
+			n.log.Warn("volume: close", "volume", v.name, "err", err)
+		}
+	}
+}
+
+// raftFencer is a volume's PeerFencer: it records the peer's replica
+// Outdated in the replicated state, which only the group's holder at its
+// current epoch may do (a deposed primary's request is refused, so it
+// cannot outdate the replica the cluster just promoted). Without a quorum
+// the proposal fails, and the primary's I/O stays suspended.
+type raftFencer struct {
+	n *Node
+	v *nodeVolume
+}
+
+func (f raftFencer) OutdatePeer(ctx context.Context, _ replication.VolumeID, peer string, epoch replication.Epoch) error {
+	if f.n.cons == nil {
+		return fmt.Errorf("%w: the agent is starting", replication.ErrFenceRefused)
+	}
+	f.v.mu.Lock()
+	defer f.v.mu.Unlock()
+	err := f.n.cons.Propose(ctx, state.Command{Op: state.OpReplica, Time: time.Now(), Group: f.v.group, Node: f.n.self,
+		Epoch: uint64(epoch), Volume: f.v.name, Replica: peer, Disk: state.DiskOutdated, Reason: "the primary lost its peer"})
+	if state.IsStaleEpoch(err) {
+		return fmt.Errorf("%w: %v", replication.ErrFenceRefused, err)
+	}
+	return err
+}
+
+// volumeRecord is the cluster's record of the replicas, for the volume
+// resource.
+type volumeRecord struct{ n *Node }
+
+func (c volumeRecord) Disk(volume, node string) (string, bool) {
+	c.n.mu.Lock()
+	defer c.n.mu.Unlock()
+	if r := c.n.st.ReplicaOf(volume, node); r != nil {
+		return r.Disk, true
+	}
+	return "", false
+}
+
+func (c volumeRecord) Reported(volume string) {
+	if v := c.n.volumes[volume]; v != nil {
+		v.nudge()
+	}
+}
+
+// reportVolumes keeps the cluster's record of each volume's replicas true
+// while this node is the primary: its own replica UpToDate, the peer's
+// UpToDate when connected and in sync, Inconsistent while it is a resync
+// target, Outdated when it is not connected and misses writes (in async
+// mode the engine writes on without fencing; the record catches up here).
+// It looks on every engine event and every second.
+func (n *Node) reportVolumes(ctx context.Context) {
+	defer n.wg.Done()
+	var wg sync.WaitGroup
+	for _, v := range n.volumes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				n.reportVolume(ctx, v)
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				case <-v.poke:
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// replicaReports says what the primary knows of both replicas now.
+func replicaReports(self, peer string, s volume.Status) map[string]string {
+	out := map[string]string{}
+	if s.Role != replication.Primary.String() {
+		return out
+	}
+	switch s.Disk {
+	case "UpToDate":
+		out[self] = state.DiskUpToDate
+	case "Diskless", "Failed", "Inconsistent":
+		out[self] = state.DiskInconsistent
+	}
+	switch {
+	case s.Connection == "Connected" && s.PeerDisk == "UpToDate" && s.Sync == "" && s.OutOfSync == 0:
+		out[peer] = state.DiskUpToDate
+	case s.Connection == "Connected" && s.PeerDisk == "Inconsistent":
+		out[peer] = state.DiskInconsistent
+	case s.Connection != "Connected" && s.OutOfSync > 0:
+		out[peer] = state.DiskOutdated
+	}
+	return out
+}
+
+func (n *Node) reportVolume(ctx context.Context, v *nodeVolume) {
+	s := v.rep.Status()
+	if s.Role != replication.Primary.String() || v.group == "" {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	s = v.rep.Status() // again, under the lock: the fencer may have run
+	for node, disk := range replicaReports(n.self, v.peer, s) {
+		n.mu.Lock()
+		g, known := n.st.Groups[v.group], n.st.ReplicaOf(v.name, node)
+		n.mu.Unlock()
+		if g == nil || g.Holder != n.self || g.Epoch != uint64(s.Epoch) {
+			return // not (yet) the holder at this epoch: nothing to say
+		}
+		if known != nil && known.Disk == disk && known.Epoch == g.Epoch {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := n.cons.Propose(pctx, state.Command{Op: state.OpReplica, Time: time.Now(), Group: v.group, Node: n.self,
+			Epoch: g.Epoch, Volume: v.name, Replica: node, Disk: disk})
+		cancel()
+		if err != nil && !state.IsStaleEpoch(err) {
+			n.log.Warn("volume: replica state not recorded; retrying", "volume", v.name, "replica", node, "disk", disk, "err", err)
+		}
+	}
+}
