@@ -153,6 +153,9 @@ func (b *benchRun) resync() error {
 	}
 	v.ResyncWritten, v.ResyncMBps, v.StandaloneMBps = d, median(rates), median(standalone)
 	b.res.ResyncTransferRatio, b.res.ResyncRateRatio = median(transfer), median(ratios)
+	if tls := b.res.Baseline.TLSMBps; tls > 0 {
+		b.res.ResyncRateTLSRatio = v.ResyncMBps / min(median(local), tls)
+	}
 	return nil
 }
 
@@ -247,9 +250,10 @@ func (b *benchRun) verify() error {
 		b.o.logf("  round %d: verify %.0f MB/s, local read %.0f MB/s", r+1, vr, lr)
 	}
 	b.res.Baseline.LocalReadMBps, b.res.Baseline.LocalReadSharedMBps = median(local), median(shared)
-	b.res.Baseline.SHA256MBps = sha256Rate(b.buf)
+	b.res.Baseline.DigestMBps = digestRate(b.buf)
 	v.VerifyMBps = median(vol)
 	b.res.VerifyRatio = median(ratios)
+	b.res.VerifySharedRatio = v.VerifyMBps / b.res.Baseline.LocalReadSharedMBps
 	return nil
 }
 
