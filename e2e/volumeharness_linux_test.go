@@ -92,12 +92,12 @@ func (v *volBed) run(h string, args ...string) (string, error) {
 	return out.String(), err
 }
 
-// client runs an NBD client tool on the client host.
-func (v *volBed) client(name string, stdin io.Reader, args ...string) ([]byte, error) {
+// tool runs an NBD client tool on the client host and returns what it
+// wrote to its standard output.
+func (v *volBed) tool(name string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), volWait)
 	defer cancel()
 	cmd := v.bed.Host("client").NS.Command(ctx, name, args...)
-	cmd.Stdin = stdin
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
@@ -399,7 +399,8 @@ func (p *volPair) rejoin(prim, old string, since time.Time) bool {
 			}
 			if ok {
 				p.t.Logf("split brain reported: %s; resolving: %s's changes are discarded", e.Message, old)
-				if b.Role == "Primary" {
+				// b may predate the handshake: ask again.
+				if s, err := p.statusOf(p.rep(old)); err == nil && s.Role == "Primary" {
 					p.t.Errorf("%s is still primary after meeting %s at a newer epoch", old, prim)
 					p.mustVol(p.rep(old), "secondary", p.name)
 				}
@@ -437,7 +438,7 @@ func (p *volPair) nbdcopyIn(node string, data []byte) {
 	if err := os.WriteFile(f, data, 0o600); err != nil {
 		p.t.Fatal(err)
 	}
-	if _, err := p.v.client("nbdcopy", nil, "--flush", f, p.uri(node)); err != nil {
+	if _, err := p.v.tool("nbdcopy", "--flush", f, p.uri(node)); err != nil {
 		p.t.Fatal(err)
 	}
 }
@@ -445,7 +446,7 @@ func (p *volPair) nbdcopyIn(node string, data []byte) {
 // readExport reads the whole volume through node's export with nbdcopy.
 func (p *volPair) readExport(node string) []byte {
 	p.t.Helper()
-	out, err := p.v.client("nbdcopy", nil, p.uri(node), "-")
+	out, err := p.v.tool("nbdcopy", p.uri(node), "-")
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -459,7 +460,7 @@ func (p *volPair) readExport(node string) []byte {
 // export.
 func (p *volPair) fio(node string, off, size int64) {
 	p.t.Helper()
-	out, err := p.v.client("fio", nil, "--name=verify", "--ioengine=nbd", "--uri="+p.uri(node),
+	out, err := p.v.tool("fio", "--name=verify", "--ioengine=nbd", "--uri="+p.uri(node),
 		fmt.Sprintf("--offset=%d", off), fmt.Sprintf("--size=%d", size), "--rw=randwrite", "--bs=4k", "--iodepth=16",
 		"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0")
 	if err != nil || !bytes.Contains(out, []byte("err= 0")) {
