@@ -114,3 +114,63 @@ func (r *run) readVolume(uri string, n int) []byte {
 	}
 	return b[:n]
 }
+
+// The active node of a volume group is frozen, then cut off: each time
+// the other node takes the group over with every acknowledged byte, and
+// the deposed primary, thawed or reconnected, neither serves nor
+// overwrites anything: its replica is resynced from the new primary.
+func TestVolumeGroupSurvivesFreezeAndCutOff(t *testing.T) {
+	if _, err := exec.LookPath("nbdcopy"); err != nil {
+		t.Skip("nbdcopy not installed (Debian: libnbd-bin)")
+	}
+	spec := testbed.Spec{Groups: []testbed.GroupSpec{{Name: "db", Volume: "pg", VolumeSize: "16MiB"}}}
+	r := newRun(t, spec)
+	if err := r.c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRunning("db", "node1", 30*time.Second)
+	uri := fmt.Sprintf("nbd://%s:%d/pg", testbed.VIPAddr(0), testbed.NBDPort)
+	data := make([]byte, 4<<20)
+	write := func(what string) {
+		t.Helper()
+		rand.Read(data)
+		f := filepath.Join(r.bed.Dir, what)
+		if err := os.WriteFile(f, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r.client("nbdcopy", "--flush", f, uri)
+	}
+	check := func(on string) {
+		t.Helper()
+		if got := r.readVolume(uri, len(data)); sha256.Sum256(got) != sha256.Sum256(data) {
+			t.Fatalf("%s serves other data than was acknowledged: %s", on, firstDiff(got, data))
+		}
+	}
+
+	write("before-freeze")
+	f := r.bed.Freeze("node1")
+	r.waitRunning("db", "node2", 20*time.Second)
+	t.Logf("freeze: the group runs on node2 %v after node1 froze", time.Since(f.At).Round(time.Millisecond))
+	check("node2")
+	write("while-frozen")
+	r.waitReplica("node2", "node1", state.DiskOutdated, "frozen node1 recorded Outdated")
+	r.bed.Thaw("node1")
+	r.waitReplica("node2", "node1", state.DiskUpToDate, "thawed node1 resynced")
+	check("node2, node1 thawed")
+
+	write("before-cutoff")
+	f, err := r.bed.CutOff("node2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitRunning("db", "node1", 20*time.Second)
+	t.Logf("cut off: the group runs on node1 %v after node2 was cut off", time.Since(f.At).Round(time.Millisecond))
+	check("node1")
+	write("while-cut-off")
+	r.waitReplica("node1", "node2", state.DiskOutdated, "cut-off node2 recorded Outdated")
+	if _, err := r.bed.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitReplica("node1", "node2", state.DiskUpToDate, "reconnected node2 resynced")
+	check("node1, node2 back")
+}

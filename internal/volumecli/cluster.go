@@ -208,6 +208,12 @@ func (r *Replica) Promote(epoch uint64, force bool) error {
 // Demote makes the replica secondary and stops its NBD socket.
 func (r *Replica) Demote() error { return r.d.demote() }
 
+// Disconnect drops the link to the peer until Connect.
+func (r *Replica) Disconnect() error { return r.d.vol.Disconnect() }
+
+// Connect lets the link to the peer up again.
+func (r *Replica) Connect() error { return r.d.vol.Connect() }
+
 // Outdate marks this replica Outdated (the cluster says it is).
 func (r *Replica) Outdate() error { return r.d.vol.Outdate() }
 

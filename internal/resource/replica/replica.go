@@ -30,6 +30,9 @@ type Engine interface {
 	Demote() error
 	Status() volume.Status
 	Device() blockdev.Device
+	// Disconnect drops the link to the peer until Connect.
+	Disconnect() error
+	Connect() error
 }
 
 // Cluster is what the replicated state says of a volume's replicas.
@@ -93,9 +96,30 @@ func (v *Volume) Start(ctx context.Context) error {
 		switch {
 		case errors.Is(err, replication.ErrBusy):
 		case errors.Is(err, replication.ErrPeerPrimary):
-			// The old holder, deposed by raft, has not demoted yet or is
-			// frozen with the link still up: it demotes within its lease,
-			// or the link's keepalive drops it.
+			// The cluster gave the group to this node at a newer epoch, so
+			// the peer's primary is deposed: frozen or cut off with the
+			// link not yet timed out (5 s), or a handover whose demotion
+			// has not reached the link yet. Its frames carry the older
+			// epoch and are refused, and a sync primary that lost its
+			// peer acknowledges nothing until raft outdates it, which
+			// raft refuses to a deposed holder: drop the link, promote,
+			// connect again (the peer resyncs from here when it is back).
+			v.log.Warn("volume: the deposed peer still shows primary on the link: dropping the link to promote", "epoch", epoch)
+			if derr := v.eng.Disconnect(); derr != nil {
+				return fmt.Errorf("volume %s: drop the link to the deposed peer: %w", name, derr)
+			}
+			perr := v.eng.Promote(epoch, force)
+			if cerr := v.eng.Connect(); cerr != nil {
+				v.log.Warn("volume: reconnect to the peer", "err", cerr)
+			}
+			if perr == nil {
+				v.cluster.Reported(name)
+				return nil
+			}
+			err = perr
+			if !errors.Is(err, replication.ErrBusy) {
+				return fmt.Errorf("volume %s: promote at epoch %d: %w", name, epoch, err)
+			}
 		case errors.Is(err, replication.ErrNotUpToDate), errors.Is(err, replication.ErrNoData):
 			return resource.Failf(resource.Hard, "volume %s: %v", name, err)
 		default:

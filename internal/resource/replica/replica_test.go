@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -23,6 +24,8 @@ type fakeEngine struct {
 	forced   []bool
 	demotes  int
 	dev      *blockdev.Mem
+
+	disconnects, connects int
 }
 
 func (f *fakeEngine) Name() string { return "pg" }
@@ -37,6 +40,8 @@ func (f *fakeEngine) Promote(epoch uint64, force bool) error {
 	return nil
 }
 func (f *fakeEngine) Demote() error           { f.demotes++; f.st.Role = "Secondary"; return nil }
+func (f *fakeEngine) Disconnect() error       { f.disconnects++; return nil }
+func (f *fakeEngine) Connect() error          { f.connects++; return nil }
 func (f *fakeEngine) Status() volume.Status   { return f.st }
 func (f *fakeEngine) Device() blockdev.Device { return f.dev }
 
@@ -85,6 +90,12 @@ func TestVolumeStart(t *testing.T) {
 				}
 				if len(eng.promoted) != 1 || eng.promoted[0] != tc.epoch || eng.forced[0] != tc.wantForce || cl.reported != 1 {
 					t.Fatalf("promoted %v forced %v reported %d", eng.promoted, eng.forced, cl.reported)
+				}
+				// A peer still primary on the link is dropped, then the
+				// link comes back.
+				peerPrimary := slices.Contains(tc.errs, replication.ErrPeerPrimary)
+				if peerPrimary != (eng.disconnects == 1) || eng.disconnects != eng.connects {
+					t.Fatalf("%d disconnects, %d connects", eng.disconnects, eng.connects)
 				}
 				return
 			}
