@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,4 +174,50 @@ func TestVolumeGroupSurvivesFreezeAndCutOff(t *testing.T) {
 	}
 	r.waitReplica("node1", "node2", state.DiskUpToDate, "reconnected node2 resynced")
 	check("node1, node2 back")
+}
+
+// A replica that lacks writes is refused as a failover target, with the
+// reason; once resynced it is accepted, and serves every byte.
+func TestVolumeGroupRefusesAStaleTarget(t *testing.T) {
+	if _, err := exec.LookPath("nbdcopy"); err != nil {
+		t.Skip("nbdcopy not installed (Debian: libnbd-bin)")
+	}
+	spec := testbed.Spec{Groups: []testbed.GroupSpec{{Name: "db", Volume: "pg", VolumeSize: "16MiB"}}}
+	r := newRun(t, spec)
+	if err := r.c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRunning("db", "node1", 30*time.Second)
+	uri := fmt.Sprintf("nbd://%s:%d/pg", testbed.VIPAddr(0), testbed.NBDPort)
+	// The replication link alone goes down (tandem volume disconnect on
+	// the primary, through its control socket): node2 stays in the
+	// cluster but misses what is written now.
+	volumeCLI := func(h string, args ...string) {
+		t.Helper()
+		args = append([]string{"volume", "--state-dir", r.c.StateDir(h)}, args...)
+		if out, err := r.bed.Command(h, r.bed.Binary, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: tandem %v: %v\n%s", h, args, err, out)
+		}
+	}
+	volumeCLI("node1", "disconnect", "pg")
+	data := make([]byte, 2<<20)
+	rand.Read(data)
+	f := filepath.Join(r.bed.Dir, "alone")
+	os.WriteFile(f, data, 0o600)
+	r.client("nbdcopy", "--flush", f, uri)
+	r.waitReplica("node1", "node2", state.DiskOutdated, "node2 recorded Outdated")
+	_, err := r.c.Client("witness").Failover(r.ctx, "db", "node2")
+	if err == nil || !strings.Contains(err.Error(), "holds an Outdated replica of volume pg") {
+		t.Fatalf("failover to the Outdated node2: %v", err)
+	}
+	t.Logf("refused as it should: %v", err)
+	volumeCLI("node1", "connect", "pg")
+	r.waitReplica("node1", "node2", state.DiskUpToDate, "node2 resynced")
+	if _, err := r.c.Client("witness").Failover(r.ctx, "db", "node2"); err != nil {
+		t.Fatalf("failover to the resynced node2: %v", err)
+	}
+	r.waitRunning("db", "node2", 20*time.Second)
+	if got := r.readVolume(uri, len(data)); sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatalf("node2 serves other data: %s", firstDiff(got, data))
+	}
 }

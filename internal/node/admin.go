@@ -39,7 +39,7 @@ func (n *Node) failover(ctx context.Context, group, to, actor string) (string, e
 	gs := st.Group(group)
 	if to == "" {
 		for _, c := range g.Nodes {
-			if c != gs.Holder && n.eligibleTarget(st, c) == nil {
+			if c != gs.Holder && n.eligibleTarget(st, g, c) == nil {
 				to = c
 				break
 			}
@@ -54,7 +54,7 @@ func (n *Node) failover(ctx context.Context, group, to, actor string) (string, e
 	if to == gs.Holder {
 		return to, fmt.Errorf("%w: %s already runs on %s", ErrConflict, group, to)
 	}
-	if err := n.eligibleTarget(st, to); err != nil {
+	if err := n.eligibleTarget(st, g, to); err != nil {
 		return "", err
 	}
 	// A holder that can be reached stops the group first and hands it
@@ -74,7 +74,7 @@ func (n *Node) failover(ctx context.Context, group, to, actor string) (string, e
 	return to, nil
 }
 
-func (n *Node) eligibleTarget(st *state.State, to string) error {
+func (n *Node) eligibleTarget(st *state.State, g config.Group, to string) error {
 	idx := n.voterIndex(to)
 	if idx < 0 || n.cfg.IsWitness(to) {
 		return fmt.Errorf("%w: %q is not a data node", ErrInvalid, to)
@@ -88,6 +88,15 @@ func (n *Node) eligibleTarget(st *state.State, to string) error {
 	if n.cfg.ConfigMismatch == config.MismatchBlock && st.ConfigDiffers(to, n.voterNames()) {
 		return fmt.Errorf("%w: %s runs another configuration (%s) than the cluster (%s); make the files agree (config_mismatch: block)",
 			ErrConflict, to, st.Nodes[to].Config, st.ClusterConfig(n.voterNames()))
+	}
+	for _, r := range g.Resources {
+		if r.Volume == nil {
+			continue
+		}
+		if rep := st.ReplicaOf(r.Volume.Name, to); rep != nil && rep.Disk != state.DiskUpToDate {
+			return fmt.Errorf("%w: %s holds an %s replica of volume %s (reported by %s at epoch %d, %s): it lacks writes the group acknowledged; wait until it is resynced (tandem status)",
+				ErrConflict, to, rep.Disk, r.Volume.Name, rep.By, rep.Epoch, rep.At.Format(time.RFC3339))
+		}
 	}
 	return nil
 }
