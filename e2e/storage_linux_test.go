@@ -221,3 +221,42 @@ func TestVolumeGroupRefusesAStaleTarget(t *testing.T) {
 		t.Fatalf("node2 serves other data: %s", firstDiff(got, data))
 	}
 }
+
+// tandem failover --force moves a volume group onto a stale replica: it
+// says what is lost, the replica is promoted by force, and the group
+// runs there without the writes it lacked.
+func TestVolumeGroupForcedOntoAStaleReplica(t *testing.T) {
+	if _, err := exec.LookPath("nbdcopy"); err != nil {
+		t.Skip("nbdcopy not installed (Debian: libnbd-bin)")
+	}
+	spec := testbed.Spec{Groups: []testbed.GroupSpec{{Name: "db", Volume: "pg", VolumeSize: "16MiB"}}}
+	r := newRun(t, spec)
+	if err := r.c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRunning("db", "node1", 30*time.Second)
+	uri := fmt.Sprintf("nbd://%s:%d/pg", testbed.VIPAddr(0), testbed.NBDPort)
+	args := []string{"volume", "--state-dir", r.c.StateDir("node1"), "disconnect", "pg"}
+	if out, err := r.bed.Command("node1", r.bed.Binary, args...).CombinedOutput(); err != nil {
+		t.Fatalf("tandem %v: %v\n%s", args, err, out)
+	}
+	data := bytes.Repeat([]byte{0x5A}, 1<<20)
+	f := filepath.Join(r.bed.Dir, "alone")
+	os.WriteFile(f, data, 0o600)
+	r.client("nbdcopy", "--flush", f, uri)
+	r.waitReplica("node1", "node2", state.DiskOutdated, "node2 recorded Outdated")
+
+	lost, err := r.c.Client("witness").ForceFailover(r.ctx, "db", "node2")
+	if err != nil {
+		t.Fatalf("forced failover: %v", err)
+	}
+	if len(lost) != 1 || !strings.Contains(lost[0], "volume pg: node2's replica is Outdated") || !strings.Contains(lost[0], "lost") {
+		t.Fatalf("the forced failover says %q, want what volume pg loses", lost)
+	}
+	t.Logf("warned: %s", lost[0])
+	r.waitRunning("db", "node2", 20*time.Second)
+	r.waitReplica("node2", "node2", state.DiskUpToDate, "node2 recorded UpToDate by its own report")
+	if got := r.readVolume(uri, len(data)); bytes.Equal(got, data) {
+		t.Fatal("node2 serves the writes it was recorded to lack")
+	}
+}

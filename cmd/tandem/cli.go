@@ -377,6 +377,7 @@ func groupState(g node.GroupStatus) string {
 func newFailoverCmd() *cobra.Command {
 	var f clientFlags
 	var to string
+	var force bool
 	cmd := &cobra.Command{
 		Use:   "failover GROUP",
 		Short: "Planned switchover of GROUP to another node (--to NODE, or the best other node)",
@@ -384,7 +385,21 @@ func newFailoverCmd() *cobra.Command {
 			"target at once. The group stays pinned to the target until `tandem cleanup GROUP`.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if force && to == "" {
+				return exitWith(2, fmt.Errorf("--force needs --to NODE: a forced move names its target"))
+			}
 			return f.call(func(ctx context.Context, c *api.Client) error {
+				if force {
+					lost, err := c.ForceFailover(ctx, args[0], to)
+					for _, l := range lost {
+						fmt.Fprintf(cmd.ErrOrStderr(), "WARNING: %s\n", l)
+					}
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%s is moving to %s\n", args[0], to)
+					return nil
+				}
 				got, err := c.Failover(ctx, args[0], to)
 				if err != nil {
 					return err
@@ -396,6 +411,7 @@ func newFailoverCmd() *cobra.Command {
 	}
 	f.add(cmd)
 	cmd.Flags().StringVar(&to, "to", "", "target node")
+	cmd.Flags().BoolVar(&force, "force", false, "move even onto a node whose replica of the group's volume is not UpToDate, losing what it lacks (needs --to; prints what is lost)")
 	return cmd
 }
 

@@ -81,6 +81,9 @@ func TestBadArguments(t *testing.T) {
 	if _, _, err := run("failover"); err == nil {
 		t.Fatal("failover without a group accepted")
 	}
+	if _, _, err := run("failover", "db", "--force"); exitCode(err) != 2 || !strings.Contains(err.Error(), "--force needs --to") {
+		t.Fatalf("failover --force without --to: %v", err)
+	}
 }
 
 // validate --local checks this machine as the member it is: before, it

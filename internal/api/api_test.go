@@ -35,6 +35,10 @@ func (f *fakeBackend) Failover(_ context.Context, group, to, actor string) (stri
 	}
 	return "", fmt.Errorf("%w: no group %q", node.ErrNotFound, group)
 }
+func (f *fakeBackend) ForceFailover(_ context.Context, group, to, actor string) ([]string, error) {
+	f.actor = actor
+	return []string{"volume pg: lost"}, nil
+}
 func (f *fakeBackend) Standby(_ context.Context, n string, on bool, actor string) error {
 	if n != "a" {
 		return fmt.Errorf("%w: no node", node.ErrNotFound)

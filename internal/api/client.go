@@ -122,6 +122,16 @@ func (c *Client) Failover(ctx context.Context, group, to string) (string, error)
 	return out.To, err
 }
 
+// ForceFailover moves group to `to` even onto a stale replica of its
+// volume, and returns what is lost.
+func (c *Client) ForceFailover(ctx context.Context, group, to string) ([]string, error) {
+	var out struct {
+		Lost []string `json:"lost"`
+	}
+	err := c.do(ctx, "POST", "/v1/groups/"+url.PathEscape(group)+"/failover", map[string]any{"to": to, "force": true}, &out)
+	return out.Lost, err
+}
+
 // Cleanup resets a group's failures.
 func (c *Client) Cleanup(ctx context.Context, group string) error {
 	return c.do(ctx, "POST", "/v1/groups/"+url.PathEscape(group)+"/cleanup", nil, nil)

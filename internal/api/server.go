@@ -34,6 +34,9 @@ import (
 type Backend interface {
 	Status() node.Status
 	Failover(ctx context.Context, group, to, actor string) (string, error)
+	// ForceFailover moves a group onto a stale replica of its volume and
+	// says what is lost.
+	ForceFailover(ctx context.Context, group, to, actor string) ([]string, error)
 	Standby(ctx context.Context, nodeName string, on bool, actor string) error
 	Maintenance(ctx context.Context, nodeName string, on bool, actor string) error
 	Cleanup(ctx context.Context, group, actor string) error
@@ -157,9 +160,15 @@ func (s *Server) handler(needToken bool) http.Handler {
 	})
 	mux.HandleFunc("POST /v1/groups/{group}/failover", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
-			To string `json:"to"`
+			To    string `json:"to"`
+			Force bool   `json:"force"`
 		}
 		if !readJSON(w, r, &req) {
+			return
+		}
+		if req.Force {
+			lost, err := s.backend.ForceFailover(r.Context(), r.PathValue("group"), req.To, actor(r))
+			s.reply(w, err, map[string]any{"group": r.PathValue("group"), "to": req.To, "lost": lost})
 			return
 		}
 		to, err := s.backend.Failover(r.Context(), r.PathValue("group"), req.To, actor(r))

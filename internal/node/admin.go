@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"tandem/internal/config"
@@ -72,6 +73,49 @@ func (n *Node) failover(ctx context.Context, group, to, actor string) (string, e
 	n.publish(events.Event{Kind: events.AdminAction, Subject: group, Group: group, Actor: actor,
 		Message: fmt.Sprintf("failover %s to %s", group, to)})
 	return to, nil
+}
+
+// ForceFailover moves group to `to` although to's replica of a volume of
+// the group is not UpToDate: it records the replica UpToDate on the
+// admin's word (its promotion is then forced) and fails over. It returns
+// what is lost, one line per volume. Without stale replicas it is a plain
+// Failover.
+func (n *Node) ForceFailover(ctx context.Context, group, to, actor string) ([]string, error) {
+	g, ok := n.cfg.GroupByName(group)
+	if !ok {
+		return nil, fmt.Errorf("%w: no group %q (groups: %v)", ErrNotFound, group, groupNames(n))
+	}
+	if to == "" {
+		return nil, fmt.Errorf("%w: a forced failover names its target (--to NODE)", ErrInvalid)
+	}
+	if !slices.Contains(g.Nodes, to) {
+		return nil, fmt.Errorf("%w: %q is not one of group %s's nodes %v", ErrInvalid, to, group, g.Nodes)
+	}
+	st := n.State()
+	gs := st.Group(group)
+	var lost []string
+	for _, r := range g.Resources {
+		if r.Volume == nil {
+			continue
+		}
+		rep := st.ReplicaOf(r.Volume.Name, to)
+		if rep == nil || rep.Disk == state.DiskUpToDate {
+			continue
+		}
+		lost = append(lost, fmt.Sprintf("volume %s: %s's replica is %s (recorded by %s at epoch %d, %s): the writes it lacks are lost; the other replica, when it connects, is a split brain to resolve (tandem volume resolve)",
+			r.Volume.Name, to, rep.Disk, rep.By, rep.Epoch, rep.At.Format(time.RFC3339)))
+		err := n.cons.Propose(ctx, state.Command{Op: state.OpReplica, Time: time.Now(), Actor: actor, Group: group, Epoch: gs.Epoch,
+			Volume: r.Volume.Name, Replica: to, Disk: state.DiskUpToDate, Reason: "forced by " + actor + " (tandem failover --force)"})
+		if err != nil {
+			return lost, err
+		}
+	}
+	if len(lost) > 0 {
+		n.publish(events.Event{Kind: events.AdminAction, Subject: group, Group: group, Actor: actor,
+			Message: fmt.Sprintf("forced failover of %s to %s: %s", group, to, strings.Join(lost, "; "))})
+	}
+	_, err := n.Failover(ctx, group, to, actor)
+	return lost, err
 }
 
 func (n *Node) eligibleTarget(st *state.State, g config.Group, to string) error {

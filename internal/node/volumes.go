@@ -122,6 +122,13 @@ func (c volumeRecord) Disk(volume, node string) (string, bool) {
 	return "", false
 }
 
+func (c volumeRecord) Forced(volume, node string) bool {
+	c.n.mu.Lock()
+	defer c.n.mu.Unlock()
+	r := c.n.st.ReplicaOf(volume, node)
+	return r != nil && r.Forced
+}
+
 func (c volumeRecord) Reported(volume string) {
 	if v := c.n.volumes[volume]; v != nil {
 		v.nudge()

@@ -79,3 +79,39 @@ func TestReplicaReports(t *testing.T) {
 		}
 	}
 }
+
+// An admin may declare a replica UpToDate (tandem failover --force) at
+// the group's current epoch, whoever holds it; the record says it was
+// forced until the holder reports the replica itself.
+func TestReplicaForcedByAnAdmin(t *testing.T) {
+	s := New()
+	at := time.Unix(100, 0)
+	apply := func(c Command) error { c.Time = at; return s.Apply(s.Index+1, c) }
+	if err := apply(Command{Op: OpPlace, Group: "db", Holder: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(Command{Op: OpReplica, Group: "db", Node: "n1", Epoch: 1, Volume: "pg", Replica: "n2", Disk: DiskOutdated}); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(Command{Op: OpReplica, Actor: "root", Group: "db", Epoch: 0, Volume: "pg", Replica: "n2", Disk: DiskUpToDate}); !IsStaleEpoch(err) {
+		t.Fatalf("a forced report at an old epoch: %v", err)
+	}
+	if err := apply(Command{Op: OpReplica, Actor: "root", Group: "db", Epoch: 1, Volume: "pg", Replica: "n2", Disk: DiskOutdated}); !IsStaleEpoch(err) {
+		t.Fatalf("an admin may only declare a replica UpToDate: %v", err)
+	}
+	if err := apply(Command{Op: OpReplica, Actor: "root", Group: "db", Epoch: 1, Volume: "pg", Replica: "n2", Disk: DiskUpToDate, Reason: "forced"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.ReplicaOf("pg", "n2"); r.Disk != DiskUpToDate || !r.Forced || r.By != "root" {
+		t.Fatalf("forced: %+v", r)
+	}
+	if err := apply(Command{Op: OpPlace, Group: "db", Holder: "n2", Epoch: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(Command{Op: OpReplica, Group: "db", Node: "n2", Epoch: 2, Volume: "pg", Replica: "n2", Disk: DiskUpToDate}); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.ReplicaOf("pg", "n2"); r.Forced || r.By != "n2" {
+		t.Fatalf("after the holder's own report: %+v", r)
+	}
+}

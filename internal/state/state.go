@@ -102,6 +102,9 @@ type Replica struct {
 	By     string    `json:"by"`    // the holder that reported it
 	At     time.Time `json:"at"`
 	Reason string    `json:"reason,omitempty"`
+	// Forced: an admin declared the replica UpToDate (tandem failover
+	// --force) although it may lack writes; its next promotion is forced.
+	Forced bool `json:"forced,omitempty"`
 }
 
 // Replica disk states, as the replication engine names them.
@@ -366,7 +369,9 @@ func (s *State) apply(c Command) error {
 // volume's group at its current epoch may report (S2): a deposed holder's
 // late report, such as a frozen primary outdating the replica the cluster
 // has just promoted, is refused as stale. One holder's reports are
-// proposed in order, so the newest is the truth.
+// proposed in order, so the newest is the truth. An admin (Actor set) may
+// declare a replica UpToDate at the group's current epoch whoever holds
+// it: tandem failover --force, which accepts losing what it lacks.
 func (s *State) applyReplica(c Command) error {
 	switch {
 	case c.Volume == "" || c.Replica == "":
@@ -375,7 +380,8 @@ func (s *State) applyReplica(c Command) error {
 		return fmt.Errorf("state: replica report: disk %q is not one of %s", c.Disk, strings.Join(Disks, ", "))
 	}
 	g := s.Groups[c.Group]
-	if g == nil || c.Epoch != g.Epoch || c.Node != g.Holder || g.Holder == "" {
+	admin := c.Actor != "" && c.Disk == DiskUpToDate && g != nil && c.Epoch == g.Epoch
+	if !admin && (g == nil || c.Epoch != g.Epoch || c.Node != g.Holder || g.Holder == "") {
 		holder, epoch := "", uint64(0)
 		if g != nil {
 			holder, epoch = g.Holder, g.Epoch
@@ -391,7 +397,11 @@ func (s *State) applyReplica(c Command) error {
 		v = &Volume{Replicas: map[string]*Replica{}}
 		s.Volumes[c.Volume] = v
 	}
-	v.Replicas[c.Replica] = &Replica{Disk: c.Disk, Epoch: c.Epoch, By: c.Node, At: c.Time, Reason: c.Reason}
+	r := &Replica{Disk: c.Disk, Epoch: c.Epoch, By: c.Node, At: c.Time, Reason: c.Reason}
+	if admin {
+		r.By, r.Forced = c.Actor, true // until its holder reports it
+	}
+	v.Replicas[c.Replica] = r
 	return nil
 }
 

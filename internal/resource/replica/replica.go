@@ -40,6 +40,9 @@ type Cluster interface {
 	// Disk returns the disk state the cluster last recorded for node's
 	// replica of volume, and whether any was recorded.
 	Disk(volume, node string) (disk string, known bool)
+	// Forced reports whether an admin declared node's replica UpToDate
+	// (tandem failover --force): its promotion is forced.
+	Forced(volume, node string) bool
 	// Reported tells the node the replica was promoted, so the holder
 	// records its disk states at once.
 	Reported(volume string)
@@ -86,6 +89,10 @@ func (v *Volume) Start(ctx context.Context) error {
 	force := !mine && !theirs && st.Disk == "Inconsistent" && st.PeerDisk != "UpToDate"
 	if force {
 		v.log.Warn("volume: a new volume's first promotion: its data is synced to the peer in full", "epoch", epoch)
+	}
+	if v.cluster.Forced(name, v.self) && st.Disk != "UpToDate" {
+		force = true
+		v.log.Warn("volume: promoted by force (tandem failover --force): writes this replica lacks are lost", "epoch", epoch, "disk", st.Disk)
 	}
 	for {
 		err := v.eng.Promote(epoch, force)

@@ -47,11 +47,13 @@ func (f *fakeEngine) Device() blockdev.Device { return f.dev }
 
 type fakeCluster struct {
 	disks    map[string]string
+	forced   map[string]bool
 	reported int
 }
 
 func (c *fakeCluster) Disk(_, node string) (string, bool) { d, ok := c.disks[node]; return d, ok }
 func (c *fakeCluster) Reported(string)                    { c.reported++ }
+func (c *fakeCluster) Forced(_, node string) bool         { return c.forced[node] }
 
 func at(t *testing.T, epoch uint64) context.Context {
 	ctx, cancel := context.WithTimeout(resource.WithEpoch(context.Background(), epoch), 5*time.Second)
@@ -76,11 +78,12 @@ func TestVolumeStart(t *testing.T) {
 		{"outdated in the cluster", volume.Status{Disk: "UpToDate"}, map[string]string{"a": "Outdated", "b": "UpToDate"}, nil, 5, resource.Hard, false},
 		{"not up to date", volume.Status{Disk: "Outdated"}, map[string]string{"b": "UpToDate"}, []error{replication.ErrNotUpToDate}, 5, resource.Hard, false},
 		{"no epoch", volume.Status{Disk: "UpToDate"}, nil, nil, 0, resource.Fatal, false},
+		{"forced by an admin", volume.Status{Disk: "Outdated"}, map[string]string{"a": "UpToDate", "b": "UpToDate"}, nil, 7, -1, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			eng := &fakeEngine{st: tc.st, errs: tc.errs}
-			cl := &fakeCluster{disks: tc.disks}
+			cl := &fakeCluster{disks: tc.disks, forced: map[string]bool{"a": tc.name == "forced by an admin"}}
 			v := NewVolume(eng, cl, "a", "b", nil)
 			v.retry = time.Millisecond
 			err := v.Start(at(t, tc.epoch))
