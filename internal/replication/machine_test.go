@@ -849,18 +849,18 @@ func TestWrongVolumeRefused(t *testing.T) {
 
 // TestConfigValidate reports every problem at once.
 func TestConfigValidate(t *testing.T) {
-	c := Config{RegionSize: 3000, ResyncWindow: -1}
+	c := Config{RegionSize: 3000, ResyncWindow: -1, VerifyWindow: -1, ResyncChunk: MaxChunk + 1}
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{"node", "size", "region size", "resync window", "NewGenID"} {
+	for _, want := range []string{"node", "size", "region size", "resync window", "verify window", "resync chunk", "NewGenID"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in %v", want, err)
 		}
 	}
 	d := DefaultConfig()
-	if d.RegionSize != 64<<10 || d.ALExtents != 64 || d.ExtentRegions != 64 {
+	if d.RegionSize != 64<<10 || d.ALExtents != 64 || d.ExtentRegions != 64 || d.ResyncWindow != 512 || d.VerifyWindow != 128 || d.ResyncChunk != MaxChunk {
 		t.Fatalf("defaults: %+v", d)
 	}
 }

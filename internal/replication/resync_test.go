@@ -222,12 +222,13 @@ func TestResyncWindowBoundsRegionsNotYetDurable(t *testing.T) {
 }
 
 // TestVerifyDigestsChunksOfRegions: a verify reads and digests chunks of
-// consecutive regions, one digest frame each, and a bit flipped in one
-// region of a chunk marks that region alone.
+// consecutive regions, one digest frame each, at most its window in
+// flight, and a bit flipped in one region of a chunk marks that region
+// alone.
 func TestVerifyDigestsChunksOfRegions(t *testing.T) {
 	s := pair(t, Sync, func(c *Config) {
 		c.ResyncChunk = 4 * c.RegionSize
-		c.ResyncWindow = 8
+		c.VerifyWindow = 8
 	})
 	s.write(0, 64)
 	s.settle()
@@ -237,6 +238,9 @@ func TestVerifyDigestsChunksOfRegions(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.drain()
+	if reads := len(s.nodes[0].inflight); reads != 2 {
+		t.Fatalf("%d reads at the start, want 2 (a window of 8 regions in chunks of 4)", reads)
+	}
 	s.settle()
 	if got, want := s.sent[0][FrameVerifyDigest], s.cfg.Regions()/4; got != want {
 		t.Fatalf("%d digest frames, want %d", got, want)

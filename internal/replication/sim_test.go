@@ -99,11 +99,11 @@ func newSim(t testing.TB, seed uint64, mode Mode) *sim {
 		reqs: map[uint64]int{}, faults: true, fenceBad: 0.2, sent: [2]map[FrameKind]int{{}, {}}}
 	s.faultRate = []int{5, 20, 80}[seed%3]
 	// Resyncs and verifies move one to three regions a frame, as the
-	// seed says, within a window of three regions.
+	// seed says, within windows of three regions.
 	s.cfg = Config{Volume: VolumeID{1, 2, 3}, Size: 64 << 10, RegionSize: 4 << 10, ExtentRegions: 2, ALExtents: 3,
 		Mode: mode, MaxLagBytes: 16 << 10, MaxLagTime: 200 * time.Millisecond, ResyncWindow: 3,
-		ResyncChunk: int64(1+seed/3%3) * 4 << 10,
-		FenceRetry:  50 * time.Millisecond, NewGenID: func() GenID { s.nextGen++; return GenID(0x1000 + s.nextGen) }}
+		VerifyWindow: 3, ResyncChunk: int64(1+seed/3%3) * 4 << 10,
+		FenceRetry: 50 * time.Millisecond, NewGenID: func() GenID { s.nextGen++; return GenID(0x1000 + s.nextGen) }}
 	s.blockWrites = make([][]uint64, s.cfg.Size/simBlock)
 	for i, n := range []string{"a", "b"} {
 		s.nodes[i] = &simNode{name: n, dev: blockdev.NewMem(s.cfg.Size), bits: map[int]bool{}, al: map[int]bool{}, lost: map[uint64]bool{},

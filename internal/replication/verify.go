@@ -8,7 +8,7 @@ import (
 // verify is an online verify run by the reference replica (the primary,
 // or the one asked if neither is): it reads chunks of consecutive regions
 // (Config.ResyncChunk), digests each region and sends the digests, a
-// window of regions in flight; the peer digests the same regions at the
+// window of regions (Config.VerifyWindow) in flight; the peer digests the same regions at the
 // same point of the write stream and answers which differ. Mismatches are reported and,
 // with repair, marked dirty on the reference, which then resyncs them to
 // the peer: nothing changes on the reference.
@@ -56,8 +56,8 @@ func (m *Machine) pumpVerify(now time.Time) {
 	if vf == nil {
 		return
 	}
-	for len(vf.inflight) < m.cfg.ResyncWindow && vf.cursor < m.dirty.Len() {
-		n := min(m.cfg.chunkRegions(), m.cfg.ResyncWindow-len(vf.inflight), m.burstRegions(), m.dirty.Len()-vf.cursor)
+	for len(vf.inflight) < m.cfg.VerifyWindow && vf.cursor < m.dirty.Len() {
+		n := min(m.cfg.chunkRegions(), m.cfg.VerifyWindow-len(vf.inflight), m.burstRegions(), m.dirty.Len()-vf.cursor)
 		off, end := m.regionSpan(vf.cursor, n)
 		if !m.spend(now, end-off) {
 			break

@@ -33,7 +33,7 @@ type Options struct {
 	// Fencer outdates the peer when a sync primary loses it.
 	Fencer replication.PeerFencer
 	// Replication: Mode, MaxLag*, OnLag, SplitBrain, ResyncRate,
-	// ResyncWindow, FenceRetry. Volume, Node, Size, RegionSize and the
+	// ResyncWindow, VerifyWindow, ResyncChunk, FenceRetry. Volume, Node, Size, RegionSize and the
 	// activity log's geometry come from Meta; NewGenID defaults to
 	// crypto/rand.
 	Replication replication.Config
