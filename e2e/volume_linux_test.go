@@ -375,7 +375,7 @@ func TestVolumeOutdatedPromotion(t *testing.T) {
 // max-lag of what was acknowledged.
 func TestVolumeAsyncAheadLosesAtMostMaxLag(t *testing.T) {
 	if os.Getenv("TANDEM_KNOWN_BUGS") == "" {
-		t.Skip("known bug (README, \"Not finished\"): an async primary that goes ahead acknowledges writes before its peer knows it is Outdated, so a peer frozen then left alive by the primary's death is promoted without --force lacking more than max_lag; TANDEM_KNOWN_BUGS=1 runs this reproducer")
+		t.Skip("a standalone limit (docs/replication.md, README \"Not finished\"): an async primary that goes ahead acknowledges once the peer is outdated by the fencer, and the standalone fencer records that on the primary only, so a peer frozen then left alive by the primary's death is promoted without --force lacking more than max_lag; in a cluster raft is the fencer (TestVolumeGroupAsyncAheadNeverPromotesTheStalePeer); TANDEM_KNOWN_BUGS=1 runs this reproducer")
 	}
 	const maxLag = 64 << 10
 	p, w := aheadThenKilled(t, 4, 1<<20)

@@ -294,7 +294,7 @@ func (m *Machine) step(now time.Time) {
 			m.tryComplete(x)
 		}
 	}
-	if m.mustSuspend() && !m.linkUp && !m.fenceOut && !now.Before(m.fenceRetryAt) {
+	if (m.mustSuspend() && !m.linkUp || m.aloneWaiting()) && !m.fenceOut && !now.Before(m.fenceRetryAt) {
 		m.fenceOut = true
 		m.emit(Fence{Epoch: m.meta.PrimaryEpoch})
 	}

@@ -109,7 +109,9 @@ func (m *Machine) peerState(f Frame) {
 	m.peerDisk = f.Disk
 	if f.Disk != UpToDate {
 		m.peerFenced = true
-	} else if m.sync == syncNone {
+	} else if m.sync == syncNone && !m.ahead {
+		// Ahead, an UpToDate state is one the peer sent before it read
+		// the outdate frame: the fencer's word stands.
 		m.peerFenced = false
 	}
 	if f.Role == Primary && m.role == Primary {

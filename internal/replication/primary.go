@@ -42,6 +42,22 @@ func (m *Machine) mustSuspend() bool {
 	return m.cfg.Mode == Sync && m.role == Primary && m.hasDisk() && !m.replicating() && !m.peerFenced
 }
 
+// aloneWaiting: an async primary that went ahead holds the writes it did
+// not send until the peer is known Outdated. (With the link down it writes
+// on alone at once, as before: the cluster records the peer Outdated from
+// its status, docs/storage.md.)
+func (m *Machine) aloneWaiting() bool {
+	if m.cfg.Mode != Async || m.role != Primary || m.peerFenced {
+		return false
+	}
+	for _, x := range m.clients {
+		if x.alone && !x.done {
+			return true
+		}
+	}
+	return false
+}
+
 func (m *Machine) admitWrite(now time.Time, x *item) admission {
 	if !m.hasDisk() {
 		if !m.replicating() {
@@ -99,6 +115,7 @@ func (m *Machine) startWrite(x *item) {
 		}
 	} else {
 		m.setBits(regions)
+		x.alone = m.cfg.Mode == Async && m.ahead
 	}
 	if m.hasDisk() {
 		x.id = m.newID()
@@ -202,7 +219,7 @@ func (m *Machine) tryComplete(x *item) {
 		return
 	}
 	localOK := x.id != 0 && x.localErr == nil && m.hasDisk()
-	if localOK && (m.cfg.Mode == Async || m.peerFenced && !x.peerWait) {
+	if localOK && (m.cfg.Mode == Async && (!x.alone || m.peerFenced) || m.peerFenced && !x.peerWait) {
 		m.finish(x, nil)
 		return
 	}
@@ -276,9 +293,12 @@ func (m *Machine) goAhead() {
 		return
 	}
 	m.ahead = true
+	// The peer records itself Outdated when it reads this, behind what
+	// the congested link still carries; the writes that go ahead wait for
+	// the PeerFencer (step) or the peer's state saying so, whichever comes
+	// first: a primary that died right after acknowledging them left a
+	// peer that never read the frame, UpToDate and promotable.
 	m.send(Frame{Kind: FrameOutdate})
-	m.peerDisk = Outdated
-	m.peerFenced = true
 	m.event(Event{Kind: EventAhead, Reason: fmt.Sprintf("peer trails by %d bytes", m.lagSize)})
 }
 

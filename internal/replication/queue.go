@@ -47,6 +47,11 @@ type item struct {
 	localErr            error
 	peerOK              bool
 	started, done       bool
+	// alone: an async write the peer does not get because the primary
+	// went ahead; acknowledged only once the peer is known Outdated (what
+	// the peer lacks past max_lag is never on a replica that can be
+	// promoted without force).
+	alone bool
 }
 
 func (m *Machine) enqueue(x *item) {
