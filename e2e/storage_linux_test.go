@@ -260,3 +260,49 @@ func TestVolumeGroupForcedOntoAStaleReplica(t *testing.T) {
 		t.Fatal("node2 serves the writes it was recorded to lack")
 	}
 }
+
+// An async volume group whose primary goes ahead of a frozen secondary:
+// raft records the secondary Outdated before the writes that went ahead
+// are acknowledged, so when the primary dies the cluster does not promote
+// the stale copy (the standalone form cannot promise this:
+// TestVolumeAsyncAheadLosesAtMostMaxLag); the group waits for the old
+// primary and comes back with every acknowledged byte.
+func TestVolumeGroupAsyncAheadNeverPromotesTheStalePeer(t *testing.T) {
+	if _, err := exec.LookPath("nbdcopy"); err != nil {
+		t.Skip("nbdcopy not installed (Debian: libnbd-bin)")
+	}
+	spec := testbed.Spec{Groups: []testbed.GroupSpec{{Name: "db", Volume: "pg", VolumeSize: "16MiB",
+		VolumeMode: "async", VolumeOnLag: "ahead", VolumeMaxLag: "64KiB"}}}
+	r := newRun(t, spec)
+	if err := r.c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRunning("db", "node1", 30*time.Second)
+	r.waitReplica("node1", "node2", state.DiskUpToDate, "node2 recorded UpToDate")
+	uri := fmt.Sprintf("nbd://%s:%d/pg", testbed.VIPAddr(0), testbed.NBDPort)
+	r.bed.Freeze("node2")
+	data := make([]byte, 4<<20)
+	rand.Read(data)
+	f := filepath.Join(r.bed.Dir, "ahead")
+	os.WriteFile(f, data, 0o600)
+	r.client("nbdcopy", "--flush", "--request-size=1048576", "--requests=1", f, uri)
+	r.waitReplica("node1", "node2", state.DiskOutdated, "node2 recorded Outdated once node1 went ahead")
+	r.bed.Kill("node1")
+	r.bed.Thaw("node2")
+	// node2 is up and the holder is dead: only the record keeps the group
+	// off node2's stale copy.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if v, err := r.c.GroupView(r.ctx, "db"); err == nil && v.Holder == "node2" {
+			t.Fatalf("the group went to node2, whose replica lacks what node1 acknowledged: %+v", v)
+		}
+		r.sleep(100 * time.Millisecond)
+	}
+	if err := r.c.Start("node1"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRunning("db", "node1", 30*time.Second)
+	if got := r.readVolume(uri, len(data)); sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatalf("node1 serves other data than it acknowledged: %s", firstDiff(got, data))
+	}
+}

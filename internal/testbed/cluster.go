@@ -55,6 +55,8 @@ type GroupSpec struct {
 	Volume     string
 	VolumeSize string
 	VolumeMode string // "" is tandem's default (sync)
+	// VolumeOnLag and VolumeMaxLag are written when not "" (async).
+	VolumeOnLag, VolumeMaxLag string
 }
 
 // NBDPort is where a volume group's nbd_export serves, on its VIP.
@@ -188,8 +190,10 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
 			continue
 		}
 		volumes += fmt.Sprintf("  - name: %s\n    size: %s\n", g.Volume, g.VolumeSize)
-		if g.VolumeMode != "" {
-			volumes += fmt.Sprintf("    mode: %s\n", g.VolumeMode)
+		for _, kv := range [][2]string{{"mode", g.VolumeMode}, {"on_lag", g.VolumeOnLag}, {"max_lag", g.VolumeMaxLag}} {
+			if kv[1] != "" {
+				volumes += fmt.Sprintf("    %s: %s\n", kv[0], kv[1])
+			}
 		}
 		volumes += "    replicas:\n"
 		for _, n := range DataNodes {
