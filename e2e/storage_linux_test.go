@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/internal/events"
 	"tandem/internal/state"
 	"tandem/internal/testbed"
 )
@@ -45,6 +46,13 @@ func TestVolumeGroupFailsOverWithItsData(t *testing.T) {
 	f := r.bed.Kill("node1")
 	r.waitRunning("db", "node2", 20*time.Second)
 	t.Logf("the group runs on node2 %v after the kill", time.Since(f.At).Round(time.Millisecond))
+	tk := r.waitEvent("node2", f.At, 10*time.Second, func(e events.Event) bool { return e.Kind == events.Takeover }, "the takeover event")
+	for _, k := range []string{"detect_ms", "decide_ms", "promote_ms", "vip_ms", "export_ms", "total_ms"} {
+		if _, ok := tk.Attrs[k]; !ok {
+			t.Errorf("the takeover event has no %s: %v", k, tk.Attrs)
+		}
+	}
+	t.Logf("takeover: %v", tk.Attrs)
 	if got := r.readVolume(uri, len(data)); sha256.Sum256(got) != want {
 		t.Fatalf("node2 serves other data than node1 acknowledged: %s", firstDiff(got, data))
 	}

@@ -60,6 +60,11 @@ type worker struct {
 	ops       map[uint64]context.CancelFunc
 	lastLease lifecycle.Lease
 	tookOver  uint64 // epoch whose takeover was published
+	// startMs: how long each kind of resource took to start, summed, at
+	// the epoch being started (for the takeover's promote / mount /
+	// service split).
+	startMs    map[string]int64
+	startEpoch uint64
 	reports   *reporter
 
 	resMu []sync.Mutex // one operation at a time per resource
@@ -363,6 +368,10 @@ func (w *worker) publishNote(n lifecycle.Note) {
 	switch n.Kind {
 	case lifecycle.NoteResStarted:
 		w.publish(events.Event{Kind: events.ResStart, Subject: name, Epoch: n.Epoch, Attrs: map[string]any{"ms": ms}})
+		if w.startEpoch != n.Epoch || w.startMs == nil {
+			w.startMs, w.startEpoch = map[string]int64{}, n.Epoch
+		}
+		w.startMs[startPart(w.g.Resources[n.Res].Kind)] += ms
 	case lifecycle.NoteResStopped:
 		w.publish(events.Event{Kind: events.ResStop, Subject: name, Epoch: n.Epoch, Message: n.Message, Attrs: map[string]any{"ms": ms}})
 	case lifecycle.NoteResFailed:
@@ -412,9 +421,31 @@ func (w *worker) groupStarted(n lifecycle.Note) {
 	if !tk.DownAt.IsZero() && !viewAt.IsZero() {
 		decide = max(viewAt.Sub(tk.DownAt).Milliseconds(), 0)
 	}
-	w.publish(events.Event{Kind: events.Takeover, Subject: w.g.Name, Epoch: n.Epoch, Message: "took over from " + tk.From,
-		Attrs: map[string]any{"from": tk.From, "detect_ms": tk.DetectMs, "decide_ms": decide, "lease_wait_ms": lw,
-			"start_ms": lw + st, "total_ms": tk.DetectMs + decide + lw + st}})
+	attrs = map[string]any{"from": tk.From, "detect_ms": tk.DetectMs, "decide_ms": decide, "lease_wait_ms": lw,
+		"start_ms": lw + st, "total_ms": tk.DetectMs + decide + lw + st}
+	if w.startEpoch == n.Epoch {
+		for part, ms := range w.startMs {
+			attrs[part+"_ms"] = ms
+		}
+	}
+	w.publish(events.Event{Kind: events.Takeover, Subject: w.g.Name, Epoch: n.Epoch, Message: "took over from " + tk.From, Attrs: attrs})
+}
+
+// startPart names the part of a takeover's start a resource kind is:
+// promote (volume), mount (filesystem), vip, service (exec, ocf), export
+// (nbd_export).
+func startPart(kind string) string {
+	switch kind {
+	case "volume":
+		return "promote"
+	case "filesystem":
+		return "mount"
+	case "vip":
+		return "vip"
+	case "nbd_export":
+		return "export"
+	}
+	return "service"
 }
 
 func (w *worker) status() GroupStatus {
