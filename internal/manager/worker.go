@@ -65,7 +65,7 @@ type worker struct {
 	// service split).
 	startMs    map[string]int64
 	startEpoch uint64
-	reports   *reporter
+	reports    *reporter
 
 	resMu []sync.Mutex // one operation at a time per resource
 }
