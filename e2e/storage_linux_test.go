@@ -314,3 +314,49 @@ func TestVolumeGroupAsyncAheadNeverPromotesTheStalePeer(t *testing.T) {
 		t.Fatalf("node1 serves other data than it acknowledged: %s", firstDiff(got, data))
 	}
 }
+
+// A group of volume, ext4 file system, service and VIP (issue 12's
+// classic stack without the database): a file written and synced on
+// node1 is there, byte for byte, when node2 has taken the group over
+// after node1 was killed. Each agent runs in a mount namespace of its
+// own, so node1's mount dies with it, as on a machine that crashed.
+func TestFilesystemGroupFailsOverWithItsFiles(t *testing.T) {
+	for _, p := range []string{"nbdfuse", "fusermount3", "losetup", "mkfs.ext4", "e2fsck", "blkid", "unshare", "nsenter"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("%s not installed (Debian: nbdfuse, fuse3, e2fsprogs, util-linux)", p)
+		}
+	}
+	const mnt = "/mnt/tandem-e2e-pg"
+	spec := testbed.Spec{Groups: []testbed.GroupSpec{{Name: "db", Volume: "pg", VolumeSize: "64MiB", Mount: mnt}}}
+	r := newRun(t, spec)
+	if err := r.c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRunning("db", "node1", 60*time.Second)
+	in := func(h, script string) string {
+		t.Helper()
+		cmd, err := r.c.AgentCommand(h, "sh", "-c", script)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %s: %v\n%s", h, script, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	want := in("node1", "head -c 3000000 /dev/urandom > "+mnt+"/f && sync "+mnt+"/f && sha256sum < "+mnt+"/f")
+	if out, err := exec.Command("sh", "-c", "grep -c "+mnt+" /proc/self/mountinfo").Output(); strings.TrimSpace(string(out)) != "0" {
+		t.Errorf("the agent's mount shows in the test's namespace: %s %v", out, err)
+	}
+	f := r.bed.Kill("node1")
+	r.waitRunning("db", "node2", 30*time.Second)
+	if got := in("node2", "sha256sum < "+mnt+"/f"); got != want {
+		t.Fatalf("node2 reads %s, node1 wrote %s", got, want)
+	}
+	tk := r.waitEvent("node2", f.At, 10*time.Second, func(e events.Event) bool { return e.Kind == events.Takeover }, "the takeover event")
+	if _, ok := tk.Attrs["mount_ms"]; !ok {
+		t.Errorf("the takeover event has no mount_ms: %v", tk.Attrs)
+	}
+	t.Logf("takeover: %v", tk.Attrs)
+}

@@ -176,6 +176,8 @@ type Filesystem struct {
 	Options string `yaml:"options"` // mount -o, comma-separated
 	// Fsck runs the file system's check before mounting.
 	Fsck bool `yaml:"fsck"`
+	// Mkfs makes the file system when the volume has none (a new one).
+	Mkfs bool `yaml:"mkfs"`
 	// ForceUnmount is how long a stop waits for a busy mount before it
 	// kills the processes that hold it (0: never kill; the stop fails).
 	ForceUnmount Duration `yaml:"force_unmount"`

@@ -10,10 +10,12 @@ import (
 	"tandem/internal/manager"
 	"tandem/internal/resource"
 	"tandem/internal/resource/exec"
+	"tandem/internal/resource/filesystem"
 	"tandem/internal/resource/ocf"
 	"tandem/internal/resource/replica"
 	"tandem/internal/resource/vip"
 	"tandem/internal/vipguard"
+	"tandem/internal/volumecli"
 )
 
 // configVIPs returns every VIP of the configuration.
@@ -140,8 +142,17 @@ func buildAgent(cfg *config.Config, self, selfAddr string, g config.Group, r con
 			return nil, netip.Prefix{}, err
 		}
 		return replica.NewExport(v.rep, netip.AddrPortFrom(at, uint16(r.NBDExport.Port)), log), netip.Prefix{}, nil
-	case r.UsesVolume() != "":
-		return nil, netip.Prefix{}, fmt.Errorf("%s resources are not run by the agent yet (README, \"Not finished\")", r.Kind())
+	case r.Filesystem != nil:
+		fs := r.Filesystem
+		if vols.vols[fs.Volume] == nil {
+			return nil, netip.Prefix{}, fmt.Errorf("this node holds no replica of volume %s", fs.Volume)
+		}
+		a, err := filesystem.New(filesystem.Config{
+			Source: "nbd+unix:///" + fs.Volume + "?socket=" + volumecli.NBDSocket(cfg.StateDir, fs.Volume),
+			Mount:  fs.Mount, FSType: fs.FSType, Options: fs.Options, Fsck: fs.Fsck, Mkfs: fs.Mkfs,
+			ForceUnmount: fs.ForceUnmount.D(), StateDir: filepath.Join(cfg.StateDir, "run", group, r.Name),
+		}, log)
+		return a, netip.Prefix{}, err
 	}
 	return nil, netip.Prefix{}, fmt.Errorf("no resource kind set")
 }

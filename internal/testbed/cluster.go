@@ -57,6 +57,11 @@ type GroupSpec struct {
 	VolumeMode string // "" is tandem's default (sync)
 	// VolumeOnLag and VolumeMaxLag are written when not "" (async).
 	VolumeOnLag, VolumeMaxLag string
+	// Mount, with Volume, makes the group volume, filesystem (ext4 at
+	// Mount, made on first start), service, vip instead: the file system
+	// fails over with the service. The agents then run in private mount
+	// namespaces (Cluster.AgentMountNS), as on separate machines.
+	Mount string
 }
 
 // NBDPort is where a volume group's nbd_export serves, on its VIP.
@@ -159,6 +164,24 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
 		}
 		if g.VIPOnly {
 			fmt.Fprintf(&b, "    resources:\n      - name: vip\n        vip: {address: %s/24, interface: %s}\n", VIPAddr(g.VIP), Iface(0))
+			continue
+		}
+		if g.Volume != "" && g.Mount != "" {
+			fmt.Fprintf(&b, `    resources:
+      - name: data
+        volume: {name: %s}
+        monitor_interval: %s
+      - name: fs
+        filesystem: {volume: %s, mount: %s, fstype: ext4, mkfs: true, force_unmount: 2s}
+        monitor_interval: %s
+      - name: service
+        exec:
+          command: [%s, demo-service, --all, --port, "%d"]
+          check: {tcp: "127.0.0.1:%d"}
+        monitor_interval: %s
+      - name: vip
+        vip: {address: %s/24, interface: %s}
+`, g.Volume, g.MonitorInterval, g.Volume, g.Mount, g.MonitorInterval, binary, g.Port, g.Port, g.MonitorInterval, VIPAddr(g.VIP), Iface(0))
 			continue
 		}
 		if g.Volume != "" {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -128,8 +129,15 @@ func (c *Cluster) startAgent(h string) error {
 	}
 	defer logf.Close()
 	os.Remove(c.Socket(h))
-	cmd := c.Bed.Command(h, c.Bed.Binary, sub, "-c", c.ConfigPath, "--node", h,
-		"--state-dir", c.StateDir(h), "--socket", c.Socket(h))
+	args := []string{sub, "-c", c.ConfigPath, "--node", h, "--state-dir", c.StateDir(h), "--socket", c.Socket(h)}
+	name := c.Bed.Binary
+	if c.mountNS() {
+		// Its own mount namespace, as on a machine of its own: what the
+		// agent mounts is seen by it and its services only, and goes
+		// away with its last process (a crash unmounts, as a reboot).
+		name, args = "unshare", append([]string{"--mount", "--propagation", "private", "--", c.Bed.Binary}, args...)
+	}
+	cmd := c.Bed.Command(h, name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	c.Bed.record(Fault{Kind: FaultStart, Host: h, Detail: "tandem " + sub})
 	if err := c.Bed.start(cmd); err != nil {
@@ -139,6 +147,29 @@ func (c *Cluster) startAgent(h string) error {
 	c.agents[h] = cmd
 	c.mu.Unlock()
 	return nil
+}
+
+// mountNS: a group mounts a file system, so each agent runs in a mount
+// namespace of its own.
+func (c *Cluster) mountNS() bool {
+	for _, g := range c.Spec.Groups {
+		if g.Mount != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// AgentCommand returns a command to run on host h in its agent's mount
+// namespace (where the agent's file systems are mounted).
+func (c *Cluster) AgentCommand(h, name string, args ...string) (*exec.Cmd, error) {
+	c.mu.Lock()
+	cmd := c.agents[h]
+	c.mu.Unlock()
+	if cmd == nil || cmd.Process == nil || !alive(cmd.Process.Pid) {
+		return nil, fmt.Errorf("testbed: no agent runs on %s", h)
+	}
+	return c.Bed.Command(h, "nsenter", append([]string{"-t", strconv.Itoa(cmd.Process.Pid), "-m", "--", name}, args...)...), nil
 }
 
 // agentIn reports whether a tandem agent (or witness) process runs on
