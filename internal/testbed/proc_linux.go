@@ -92,7 +92,12 @@ func statFieldsAt(path string) []string {
 
 // allStopped reports whether every thread of every pid is stopped (or
 // gone): a group stop reaches the threads one by one, and a thread of a Go
-// service that still runs can answer a client.
+// service that still runs can answer a client. A thread in uninterruptible
+// sleep (D) counts as stopped: it handles the pending SIGSTOP before it
+// returns to user space, so it cannot answer anyone. (A PostgreSQL backend
+// in fsync on a loop device over nbdfuse, whose nbdfuse was stopped first,
+// stays D until the kill; waiting for it made the kill complete 100-250 ms
+// late, and the audit then saw the new node's takeover as two holders.)
 func allStopped(pids []int) bool {
 	for _, p := range pids {
 		tasks, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(p), "task"))
@@ -104,7 +109,7 @@ func allStopped(pids []int) bool {
 			if len(f) == 0 || f[0] == "" {
 				continue // gone
 			}
-			if st := f[0][0]; st != 'T' && st != 't' && st != 'Z' && st != 'X' {
+			if st := f[0][0]; st != 'T' && st != 't' && st != 'Z' && st != 'X' && st != 'D' {
 				return false
 			}
 		}
