@@ -28,6 +28,7 @@ var allowed = map[string][]string{
 	"internal/heartbeat":        {"internal/clock", "internal/lease", "internal/seal"},
 	"internal/consensus":        {"internal/state", "internal/peerid"},
 	"internal/peerid":           {},
+	"internal/pgwire":           {},
 	"internal/manager":          {"internal/clock", "internal/events", "internal/lifecycle", "internal/resource", "internal/state", "internal/vipguard"},
 	"internal/probe":            {},
 	"internal/metapage":         {},

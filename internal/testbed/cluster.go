@@ -62,6 +62,11 @@ type GroupSpec struct {
 	// fails over with the service. The agents then run in private mount
 	// namespaces (Cluster.AgentMountNS), as on separate machines.
 	Mount string
+	// Service, with Mount, runs this command instead of the demo service
+	// (a database on the file system: PostgresGroup), checked by Check
+	// when set and stopped with StopSignal ("" is tandem's TERM).
+	Service    []string
+	StopSignal string
 }
 
 // NBDPort is where a volume group's nbd_export serves, on its VIP.
@@ -167,6 +172,13 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
 			continue
 		}
 		if g.Volume != "" && g.Mount != "" {
+			service := fmt.Sprintf(`[%s, demo-service, --all, --port, "%d"]`, binary, g.Port)
+			if len(g.Service) > 0 {
+				service = yamlList(g.Service)
+			}
+			if g.StopSignal != "" {
+				service += "\n          stop_signal: " + g.StopSignal
+			}
 			fmt.Fprintf(&b, `    resources:
       - name: data
         volume: {name: %s}
@@ -176,12 +188,12 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
         monitor_interval: %s
       - name: service
         exec:
-          command: [%s, demo-service, --all, --port, "%d"]
-          check: {tcp: "127.0.0.1:%d"}
+          command: %s
+          check: %s
         monitor_interval: %s
       - name: vip
         vip: {address: %s/24, interface: %s}
-`, g.Volume, g.MonitorInterval, g.Volume, g.Mount, g.MonitorInterval, binary, g.Port, g.Port, g.MonitorInterval, VIPAddr(g.VIP), Iface(0))
+`, g.Volume, g.MonitorInterval, g.Volume, g.Mount, g.MonitorInterval, service, check, g.MonitorInterval, VIPAddr(g.VIP), Iface(0))
 			continue
 		}
 		if g.Volume != "" {

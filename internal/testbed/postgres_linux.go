@@ -1,0 +1,319 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// PostgreSQL on the bed (issue 12): Debian's postgresql-15 on a replicated
+// ext4 volume, run by an exec resource (docs/storage.md says why not the
+// pgsql OCF agent), and the client that commits through the VIP.
+
+// PostgresBin is where Debian's postgresql-15 keeps its programs.
+const PostgresBin = "/usr/lib/postgresql/15/bin"
+
+// PostgresPort is the port the group's PostgreSQL listens on, on the VIP.
+const PostgresPort = 5432
+
+// HavePostgres says what of postgresql-15 is missing (nil: nothing).
+func HavePostgres() error {
+	for _, p := range []string{"postgres", "initdb", "pg_isready", "pgbench"} {
+		if _, err := os.Stat(filepath.Join(PostgresBin, p)); err != nil {
+			return fmt.Errorf("%s not installed (Debian: postgresql-15, postgresql-client-15)", filepath.Join(PostgresBin, p))
+		}
+	}
+	if _, err := user.Lookup("postgres"); err != nil {
+		return errors.New("no postgres user (Debian: postgresql-15 makes it)")
+	}
+	for _, p := range []string{"setpriv", "unshare"} {
+		if _, err := exec.LookPath(p); err != nil {
+			return fmt.Errorf("%s not installed (Debian: util-linux)", p)
+		}
+	}
+	return nil
+}
+
+// pgStartScript is the service's command (run as sh -c SCRIPT pg-start
+// MOUNT SETTINGS): it makes the database cluster on the volume's first
+// start (initdb into a temporary directory, renamed once complete, so a
+// start cut short leaves nothing half made; SETTINGS appended to its
+// postgresql.conf), then execs postgres as the postgres user. On the bed
+// every host shares one kernel's PID and SysV IPC namespaces, so postgres
+// gets its own: otherwise the new primary's postgres would find the frozen
+// old one's PID (in postmaster.pid on the replicated volume) alive and its
+// shared memory attached, and refuse to start, which separate machines
+// never see.
+const pgStartScript = `set -eu
+bin=` + PostgresBin + `
+data="$1/data"
+if [ ! -e "$data/PG_VERSION" ]; then
+	rm -rf "$data.new"
+	mkdir -m 700 "$data.new"
+	chown postgres:postgres "$data.new"
+	setpriv --reuid=postgres --regid=postgres --clear-groups -- "$bin/initdb" --no-sync -A trust -U postgres -E UTF8 --locale=C -D "$data.new" >/dev/null
+	echo "host all all 0.0.0.0/0 trust" >> "$data.new/pg_hba.conf"
+	printf '%s\n' "$2" >> "$data.new/postgresql.conf"
+	sync -f "$data.new"
+	mv "$data.new" "$data"
+	sync -f "$1"
+fi
+exec unshare --pid --ipc --fork --kill-child -- setpriv --reuid=postgres --regid=postgres --clear-groups -- "$bin/postgres" -D "$data"
+`
+
+// pgSettings go into postgresql.conf when the cluster is made. Durability
+// is PostgreSQL's default (fsync, synchronous_commit and full page writes
+// on); the WAL is kept small enough for a small test volume.
+const pgSettings = `listen_addresses = '*'
+unix_socket_directories = ''
+max_connections = 40
+shared_buffers = 32MB
+max_wal_size = 96MB
+min_wal_size = 32MB
+log_min_messages = warning
+`
+
+// PostgresGroup returns a group of volume (512MiB), ext4 file system at
+// mount, PostgreSQL (its data in mount/data, made on the first start) and
+// VIP.
+func PostgresGroup(name, mount string) GroupSpec {
+	return GroupSpec{
+		Name: name, Volume: "pg", VolumeSize: "512MiB", Mount: mount, Port: PostgresPort,
+		Service: []string{"/bin/sh", "-c", pgStartScript, "pg-start", mount, pgSettings},
+		// Ready means accepting connections, not only listening: postgres
+		// listens while it replays its WAL.
+		Check: []string{filepath.Join(PostgresBin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(PostgresPort), "-t", "2"},
+		// A fast shutdown: TERM would wait for every client to disconnect.
+		StopSignal: "INT",
+	}
+}
+
+// PGClient is the database client running on the client host: `tandem
+// bench-pg-client`, committing through the VIP and recording each commit
+// it saw acknowledged in a file.
+type PGClient struct {
+	bed  *Bed
+	cmd  *exec.Cmd
+	addr string
+	Out  string // the history, JSON lines
+	once sync.Once
+}
+
+// StartPGClient starts the client against vip with clients sessions.
+func (b *Bed) StartPGClient(vip netip.Addr, clients int) (*PGClient, error) {
+	addr := netip.AddrPortFrom(vip, PostgresPort).String()
+	out := filepath.Join(b.Dir, fmt.Sprintf("pg-client-%d.jsonl", time.Now().UnixNano()))
+	cmd := b.Command("client", b.Binary, "bench-pg-client", "--addr", addr, "--clients", strconv.Itoa(clients), "--out", out)
+	logf, err := os.Create(out + ".log")
+	if err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := b.start(cmd); err != nil {
+		return nil, err
+	}
+	return &PGClient{bed: b, cmd: cmd, addr: addr, Out: out}, nil
+}
+
+// History reads what the client recorded so far.
+func (p *PGClient) History() ([]PGRecord, error) {
+	f, err := os.Open(p.Out)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	defer f.Close()
+	return ReadPGHistory(f)
+}
+
+// Commits counts the commits recorded so far.
+func (p *PGClient) Commits() int {
+	h, _ := p.History()
+	n := 0
+	for _, r := range h {
+		if r.Seq != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Stop ends the client (SIGTERM) and waits for it.
+func (p *PGClient) Stop() {
+	p.once.Do(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		for deadline := time.Now().Add(5 * time.Second); alive(p.cmd.Process.Pid) && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// Verify reads, through the VIP from the client host, which commits the
+// database holds, and returns those of the history recorded before it
+// asked that are missing (lost transactions) and how many it checked.
+func (p *PGClient) Verify(ctx context.Context) (lost []int64, checked int, err error) {
+	history, err := p.History()
+	if err != nil {
+		return nil, 0, err
+	}
+	ranges, err := p.bed.PGRanges(ctx, p.addr)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, r := range history {
+		if r.Seq != 0 {
+			checked++
+		}
+	}
+	return PGLost(history, ranges), checked, nil
+}
+
+// PGRanges asks the database at addr, from the client host, for the runs
+// of committed sequence numbers, retrying while it is not reachable (a
+// failover under way) until ctx ends.
+func (b *Bed) PGRanges(ctx context.Context, addr string) ([][2]int64, error) {
+	var last error
+	for ctx.Err() == nil {
+		out, err := b.Command("client", b.Binary, "bench-pg-client", "--addr", addr, "--ranges").Output()
+		if err == nil {
+			return ParsePGRanges(out)
+		}
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(ee.Stderr)))
+		}
+		last = err
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
+	return nil, fmt.Errorf("testbed: the committed rows at %s: %w (last: %v)", addr, ctx.Err(), last)
+}
+
+// LocalPostgres is PostgreSQL on a directory of the machine's own disk,
+// not replicated: the baseline of the storage benchmark's pgbench ratio.
+type LocalPostgres struct {
+	Addr string
+	dir  string
+	cmd  *exec.Cmd
+}
+
+// StartLocalPostgres makes a cluster in a new directory beside the bed's
+// (the disk the replicas' backing files are on) and runs it on host h at
+// port, as the bed runs its daemons; it returns once it accepts
+// connections.
+func (b *Bed) StartLocalPostgres(ctx context.Context, h string, port int) (*LocalPostgres, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(b.Dir), b.Prefix+"-pglocal-")
+	if err != nil {
+		return nil, fmt.Errorf("testbed: %w", err)
+	}
+	lp := &LocalPostgres{dir: dir, Addr: netip.AddrPortFrom(b.Host(h).Addrs[0], uint16(port)).String()}
+	data := filepath.Join(dir, "data")
+	if err := initLocalCluster(ctx, dir, data, port); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(b.Dir, "pglocal.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	lp.cmd = b.Command(h, "setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--", filepath.Join(PostgresBin, "postgres"), "-D", data)
+	lp.cmd.Stdout, lp.cmd.Stderr = logf, logf
+	if err := b.start(lp.cmd); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	err = waitFor(ctx, 30*time.Second, 50*time.Millisecond, func() (bool, error) {
+		return b.Command(h, filepath.Join(PostgresBin, "pg_isready"), "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(port)).Run() == nil, nil
+	}, "the local PostgreSQL to accept connections")
+	if err != nil {
+		lp.Stop()
+		return nil, err
+	}
+	return lp, nil
+}
+
+// initLocalCluster makes the baseline's cluster in data (dir is handed to
+// the postgres user), with the group's settings and its own port.
+func initLocalCluster(ctx context.Context, dir, data string, port int) error {
+	pg, err := user.Lookup("postgres")
+	if err != nil {
+		return fmt.Errorf("testbed: %w", err)
+	}
+	uid, _ := strconv.Atoi(pg.Uid)
+	gid, _ := strconv.Atoi(pg.Gid)
+	if err := os.Chown(dir, uid, gid); err != nil {
+		return fmt.Errorf("testbed: %w", err)
+	}
+	out, err := exec.CommandContext(ctx, "setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--",
+		filepath.Join(PostgresBin, "initdb"), "--no-sync", "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "-D", data).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("testbed: initdb for the local baseline: %v: %s", err, lastLines(string(out), 5))
+	}
+	appendTo := func(name, text string) error {
+		f, err := os.OpenFile(filepath.Join(data, name), os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		_, err = f.WriteString(text)
+		return errors.Join(err, f.Close())
+	}
+	err = errors.Join(appendTo("pg_hba.conf", "host all all 0.0.0.0/0 trust\n"),
+		appendTo("postgresql.conf", pgSettings+fmt.Sprintf("port = %d\n", port)))
+	if err != nil {
+		return fmt.Errorf("testbed: %w", err)
+	}
+	return exec.CommandContext(ctx, "sync", "-f", data).Run()
+}
+
+// Stop stops the baseline (a fast shutdown) and removes its directory.
+func (lp *LocalPostgres) Stop() {
+	lp.cmd.Process.Signal(syscall.SIGINT)
+	for deadline := time.Now().Add(10 * time.Second); alive(lp.cmd.Process.Pid) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	lp.cmd.Process.Kill()
+	os.RemoveAll(lp.dir)
+}
+
+var pgbenchTPS = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+
+// Pgbench runs pgbench's TPC-B-like load from the client host against
+// addr for d with clients sessions (the tables made first, scale 1) and
+// returns its transactions per second.
+func (b *Bed) Pgbench(ctx context.Context, addr string, clients int, d time.Duration, initialize bool) (float64, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	conn := []string{"-h", ap.Addr().String(), "-p", strconv.Itoa(int(ap.Port())), "-U", "postgres"}
+	if initialize {
+		args := append([]string{"-i", "-q", "-s", "1"}, conn...)
+		if out, err := b.Command("client", filepath.Join(PostgresBin, "pgbench"), append(args, "postgres")...).CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("testbed: pgbench -i at %s: %v: %s", addr, err, lastLines(string(out), 5))
+		}
+	}
+	args := append([]string{"-n", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", strconv.Itoa(int(d.Seconds()))}, conn...)
+	out, err := b.Command("client", filepath.Join(PostgresBin, "pgbench"), append(args, "postgres")...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("testbed: pgbench at %s: %v: %s", addr, err, lastLines(string(out), 5))
+	}
+	m := pgbenchTPS.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("testbed: pgbench at %s printed no tps: %s", addr, lastLines(string(out), 5))
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
