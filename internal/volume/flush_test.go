@@ -66,3 +66,14 @@ func TestGroupFlushCoversEveryEarlierWrite(t *testing.T) {
 		t.Errorf("no flush was shared: %d device flushes for %d calls", dev.flushes.Load(), callers*rounds)
 	}
 }
+
+// BenchmarkGroupFlushAlone: one caller at a time, as a flush at queue
+// depth 1 is: what sharing costs when there is nothing to share.
+func BenchmarkGroupFlushAlone(b *testing.B) {
+	g := &groupFlush{dev: blockdev.NewMem(4096)}
+	for b.Loop() {
+		if err := g.flush(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
