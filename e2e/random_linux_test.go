@@ -66,15 +66,16 @@ func TestRandomSchedules(t *testing.T) {
 			steps := testbed.Schedule(seed, *randomSteps)
 			t.Logf("schedule %d: %v", seed, steps)
 			r := startCluster(t, testbed.Spec{})
-			r.runSchedule(steps)
+			r.runSchedule("web", steps, r.converge)
 		})
 	}
 }
 
-// runSchedule applies the steps in order, healing a fault before the next
-// one unless that one overlaps it, and waits after each heal until the
-// cluster and the client are steady again.
-func (r *run) runSchedule(steps []testbed.Step) {
+// runSchedule applies the steps to group's nodes in order, healing a
+// fault before the next one unless that one overlaps it; after each heal
+// it waits until steady says the cluster and the client are steady again,
+// then lets the cluster run undisturbed for the step's gap.
+func (r *run) runSchedule(group string, steps []testbed.Step, steady func()) {
 	t := r.t
 	var heals []func()
 	healAll := func() {
@@ -82,28 +83,31 @@ func (r *run) runSchedule(steps []testbed.Step) {
 			heals[i]()
 		}
 		heals = nil
-		r.converge()
+		steady()
 	}
+	var gap time.Duration
 	for _, st := range steps {
 		if !st.WithPrevious && len(heals) > 0 {
 			healAll()
+			r.sleep(gap) // the workload runs on, no fault
 		}
 		if t.Failed() {
 			return
 		}
-		if h := r.apply(st); h != nil {
+		if h := r.apply(group, st, steady); h != nil {
 			heals = append(heals, h)
 		}
+		gap = st.Gap
 		r.sleep(st.Hold)
 	}
 	healAll()
 }
 
 // roles resolves active / standby / witness to hosts, by the cluster's
-// current holder (node1 when it names none).
-func (r *run) roles() map[string]string {
+// current holder of group (node1 when it names none).
+func (r *run) roles(group string) map[string]string {
 	active := "node1"
-	if v, err := r.c.GroupView(r.ctx, "web"); err == nil && v.Holder != "" {
+	if v, err := r.c.GroupView(r.ctx, group); err == nil && v.Holder != "" {
 		active = v.Holder
 	}
 	standby := "node2"
@@ -113,10 +117,12 @@ func (r *run) roles() map[string]string {
 	return map[string]string{testbed.RoleActive: active, testbed.RoleStandby: standby, testbed.RoleWitness: "witness"}
 }
 
-// apply injects one step and returns what heals it (nil: nothing to heal).
-func (r *run) apply(st testbed.Step) func() {
+// apply injects one step aimed at group's nodes and returns what heals
+// it (nil: nothing to heal); steady waits until the cluster is steady
+// again, before an operator's cleanup.
+func (r *run) apply(group string, st testbed.Step, steady func()) func() {
 	t := r.t
-	roles := r.roles()
+	roles := r.roles(group)
 	h, p := roles[st.Target], roles[st.Peer]
 	t.Logf("step: %v (on %s%s)", st, h, map[bool]string{true: "→" + p, false: ""}[p != ""])
 	must := func(_ testbed.Fault, err error) {
@@ -162,17 +168,27 @@ func (r *run) apply(st testbed.Step) func() {
 		must(r.bed.Slow(h, 1, "128kbit", 50*time.Millisecond))
 		return heal
 	case testbed.ActKillService:
-		if _, err := r.bed.KillService(h, testbed.ServiceMatch(r.group("web"))); err != nil {
+		if _, err := r.bed.KillService(h, testbed.ServiceMatch(r.group(group))); err != nil {
 			t.Logf("kill_service: %v (the group is not running on %s)", err, h)
 		}
-		return r.cleanup
+		return func() { r.cleanup(group, steady) }
 	case testbed.ActSwitchover:
 		other := roles[testbed.RoleStandby]
-		r.bed.Mark("failover", "web", other)
-		if _, err := r.c.Client("witness").Failover(r.ctx, "web", other); err != nil {
+		r.bed.Mark("failover", group, other)
+		if _, err := r.c.Client("witness").Failover(r.ctx, group, other); err != nil {
 			t.Logf("failover to %s refused: %v", other, err)
 		}
-		return r.cleanup
+		return func() { r.cleanup(group, steady) }
+	case testbed.ActRestartBoth:
+		r.bed.Kill("node1")
+		r.bed.Kill("node2")
+		if err := r.c.Start("node1", "node2"); err != nil {
+			t.Fatal(err)
+		}
+		return func() {} // nothing to undo; wait until steady
+	case testbed.ActReplicationDown:
+		must(r.bed.ReplicationDown())
+		return heal
 	default:
 		t.Fatalf("unknown action %s", st.Action)
 	}
@@ -182,14 +198,14 @@ func (r *run) apply(st testbed.Step) func() {
 // cleanup forgets the group's failures, bans and pin once the cluster is
 // steady, as an operator would, so later faults still have somewhere to
 // move it.
-func (r *run) cleanup() {
-	r.converge()
+func (r *run) cleanup(group string, steady func()) {
+	steady()
 	for _, h := range testbed.Voters {
-		if err := r.c.Client(h).Cleanup(r.ctx, "web"); err == nil {
+		if err := r.c.Client(h).Cleanup(r.ctx, group); err == nil {
 			return
 		}
 	}
-	r.t.Errorf("tandem cleanup web: no agent accepted it")
+	r.t.Errorf("tandem cleanup %s: no agent accepted it", group)
 }
 
 // converge waits until every voter is up and one node has answered the

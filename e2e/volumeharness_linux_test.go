@@ -472,14 +472,21 @@ func (p *volPair) fio(node string, off, size int64) {
 // metadata follows it).
 func (p *volPair) dataArea(node string) []byte {
 	p.t.Helper()
-	f, err := os.Open(p.rep(node).backing)
+	return readHead(p.t, p.rep(node).backing, volSize)
+}
+
+// readHead reads the first n bytes of a replica's backing file: its data
+// area.
+func readHead(t *testing.T, path string, n int) []byte {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
-		p.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer f.Close()
-	b := make([]byte, volSize)
+	b := make([]byte, n)
 	if _, err := io.ReadFull(f, b); err != nil {
-		p.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return b
 }

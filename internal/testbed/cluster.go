@@ -72,6 +72,10 @@ type GroupSpec struct {
 // NBDPort is where a volume group's nbd_export serves, on its VIP.
 const NBDPort = 10809
 
+// VolumePort is the replication link's port of the first volume: the
+// cluster's port + 1 (docs/storage.md).
+const VolumePort = clusterPort + 1
+
 // DefaultGroup is the group most scenarios use.
 func DefaultGroup() GroupSpec { return GroupSpec{Name: "web", Prefer: "node1"} }
 

@@ -29,6 +29,9 @@ const (
 	// FaultBlockHeartbeats drops the heartbeats a host receives: its lease
 	// lapses while the others still hear it.
 	FaultBlockHeartbeats FaultKind = "block_heartbeats"
+	// FaultReplicationDown drops a volume's replication link between the
+	// data nodes, nothing else.
+	FaultReplicationDown FaultKind = "replication_down"
 	FaultHeal            FaultKind = "heal"  // every drop, link and qdisc fault undone
 	FaultAdmin           FaultKind = "admin" // an operator's action (Detail says which)
 )

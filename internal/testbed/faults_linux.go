@@ -121,13 +121,16 @@ func (b *Bed) KillService(h, match string) (Fault, error) {
 type dropRule struct {
 	From, To string
 	Link     int
+	// Port, when not 0, drops only the TCP segments to or from that port
+	// (one service's connections, the others untouched).
+	Port int
 }
 
 // BlockHeartbeats drops every heartbeat datagram host h receives, on every
 // link (raft and clients still get through): its lease cannot be renewed,
 // while the others still hear it. Heal ends it.
 func (b *Bed) BlockHeartbeats(h string) (Fault, error) {
-	return b.inject(Fault{Kind: FaultBlockHeartbeats, Host: h}, func() error { return b.addDrops(dropRule{"", h, -1}) })
+	return b.inject(Fault{Kind: FaultBlockHeartbeats, Host: h}, func() error { return b.addDrops(dropRule{"", h, -1, 0}) })
 }
 
 // CutOff drops all traffic between host h and the other voters (both
@@ -137,7 +140,7 @@ func (b *Bed) CutOff(h string) (Fault, error) {
 	var rules []dropRule
 	for _, p := range []string{"node1", "node2", "witness"} {
 		if p != h {
-			rules = append(rules, dropRule{h, p, -1}, dropRule{p, h, -1})
+			rules = append(rules, dropRule{h, p, -1, 0}, dropRule{p, h, -1, 0})
 		}
 	}
 	return b.inject(Fault{Kind: FaultCutOff, Host: h}, func() error { return b.addDrops(rules...) })
@@ -152,10 +155,20 @@ func (b *Bed) inject(f Fault, apply func() error) (Fault, error) {
 	return b.record(f), err
 }
 
+// ReplicationDown drops the replication link of the bed's first volume
+// between the data nodes (TCP to and from VolumePort, both ways, every
+// link) and nothing else: heartbeats, raft and the clients get through.
+// Heal ends it.
+func (b *Bed) ReplicationDown() (Fault, error) {
+	return b.inject(Fault{Kind: FaultReplicationDown, Host: "node1", Peer: "node2", Detail: fmt.Sprintf("tcp port %d", VolumePort)}, func() error {
+		return b.addDrops(dropRule{"node1", "node2", -1, VolumePort}, dropRule{"node2", "node1", -1, VolumePort})
+	})
+}
+
 // Partition drops all traffic between a and c, both ways.
 func (b *Bed) Partition(a, c string) (Fault, error) {
 	return b.inject(Fault{Kind: FaultPartition, Host: a, Peer: c}, func() error {
-		return b.addDrops(dropRule{a, c, -1}, dropRule{c, a, -1})
+		return b.addDrops(dropRule{a, c, -1, 0}, dropRule{c, a, -1, 0})
 	})
 }
 
@@ -163,13 +176,13 @@ func (b *Bed) Partition(a, c string) (Fault, error) {
 // ways (a heartbeat path lost while the others work).
 func (b *Bed) PartitionLink(a, c string, link int) (Fault, error) {
 	return b.inject(Fault{Kind: FaultPartition, Host: a, Peer: c, Detail: Iface(link)}, func() error {
-		return b.addDrops(dropRule{a, c, link}, dropRule{c, a, link})
+		return b.addDrops(dropRule{a, c, link, 0}, dropRule{c, a, link, 0})
 	})
 }
 
 // OneWay drops the traffic from a to c; c still reaches a.
 func (b *Bed) OneWay(a, c string) (Fault, error) {
-	return b.inject(Fault{Kind: FaultOneWay, Host: a, Peer: c}, func() error { return b.addDrops(dropRule{a, c, -1}) })
+	return b.inject(Fault{Kind: FaultOneWay, Host: a, Peer: c}, func() error { return b.addDrops(dropRule{a, c, -1, 0}) })
 }
 
 func (b *Bed) addDrops(rules ...dropRule) error {
@@ -203,7 +216,7 @@ const faultTable = "ttbfault"
 // in one nft transaction.
 func (b *Bed) applyDrops(h string) error {
 	b.mu.Lock()
-	var srcs []string
+	srcs := map[int][]string{} // by port, 0 for every packet
 	seen := map[string]bool{}
 	heartbeats := false
 	for r := range b.drops[h] {
@@ -212,18 +225,29 @@ func (b *Bed) applyDrops(h string) error {
 			continue
 		}
 		for i, a := range b.Host(r.From).Addrs {
-			if (r.Link < 0 || r.Link == i) && !seen[a.String()] {
-				seen[a.String()] = true
-				srcs = append(srcs, a.String())
+			key := fmt.Sprintf("%s/%d", a, r.Port)
+			if (r.Link < 0 || r.Link == i) && !seen[key] {
+				seen[key] = true
+				srcs[r.Port] = append(srcs[r.Port], a.String())
 			}
 		}
 	}
 	b.mu.Unlock()
-	sort.Strings(srcs)
 	script := fmt.Sprintf("table inet %s\ndelete table inet %s\n", faultTable, faultTable)
 	var rules []string
-	if len(srcs) > 0 {
-		rules = append(rules, fmt.Sprintf("ip saddr { %s } drop", strings.Join(srcs, ", ")))
+	ports := make([]int, 0, len(srcs))
+	for p := range srcs {
+		ports = append(ports, p)
+	}
+	sort.Ints(ports)
+	for _, p := range ports {
+		sort.Strings(srcs[p])
+		from := fmt.Sprintf("ip saddr { %s }", strings.Join(srcs[p], ", "))
+		if p == 0 {
+			rules = append(rules, from+" drop")
+		} else {
+			rules = append(rules, fmt.Sprintf("%s tcp dport %d drop", from, p), fmt.Sprintf("%s tcp sport %d drop", from, p))
+		}
 	}
 	if heartbeats {
 		rules = append(rules, fmt.Sprintf("udp dport %d drop", clusterPort))

@@ -44,6 +44,9 @@ type Step struct {
 	// WithPrevious applies the step while the previous one still holds
 	// (both are healed together afterwards).
 	WithPrevious bool
+	// Gap is how long the cluster runs undisturbed, once steady again
+	// after the heal, before the next step (storage schedules).
+	Gap time.Duration
 }
 
 func (s Step) String() string {
@@ -56,63 +59,83 @@ func (s Step) String() string {
 		fmt.Fprintf(&b, "→%s", s.Peer)
 	}
 	fmt.Fprintf(&b, " for %v", s.Hold)
+	if s.Gap > 0 {
+		fmt.Fprintf(&b, ", %v quiet", s.Gap)
+	}
 	return b.String()
 }
 
-// weighted actions: failures of the active node come up most.
-var scheduleActions = []struct {
+// weightedAction is one entry of a schedule's table of actions.
+type weightedAction struct {
 	a      Action
 	weight int
-	roles  []string // possible targets
-}{
-	{ActKill, 3, []string{RoleActive, RoleActive, RoleStandby, RoleWitness}},
-	{ActRestart, 1, []string{RoleActive, RoleStandby}},
-	{ActFreeze, 3, []string{RoleActive, RoleActive, RoleStandby, RoleWitness}},
-	{ActCutOff, 2, []string{RoleActive, RoleStandby, RoleWitness}},
-	{ActIsolate, 2, []string{RoleActive, RoleStandby}},
-	{ActPartition, 2, nil},
-	{ActOneWay, 2, nil},
-	{ActLinkDown, 1, []string{RoleActive, RoleStandby}},
-	{ActFlap, 1, []string{RoleActive, RoleStandby}},
-	{ActSlow, 1, []string{RoleActive, RoleStandby}},
-	{ActKillService, 1, []string{RoleActive}},
-	{ActSwitchover, 1, []string{RoleActive}},
+	roles  []string // possible targets; nil: a pair (Target and Peer)
+	// pairs to draw Target and Peer from; nil: any two distinct roles.
+	pairs [][2]string
+}
+
+// weighted actions: failures of the active node come up most.
+var scheduleActions = []weightedAction{
+	{ActKill, 3, []string{RoleActive, RoleActive, RoleStandby, RoleWitness}, nil},
+	{ActRestart, 1, []string{RoleActive, RoleStandby}, nil},
+	{ActFreeze, 3, []string{RoleActive, RoleActive, RoleStandby, RoleWitness}, nil},
+	{ActCutOff, 2, []string{RoleActive, RoleStandby, RoleWitness}, nil},
+	{ActIsolate, 2, []string{RoleActive, RoleStandby}, nil},
+	{ActPartition, 2, nil, nil},
+	{ActOneWay, 2, nil, nil},
+	{ActLinkDown, 1, []string{RoleActive, RoleStandby}, nil},
+	{ActFlap, 1, []string{RoleActive, RoleStandby}, nil},
+	{ActSlow, 1, []string{RoleActive, RoleStandby}, nil},
+	{ActKillService, 1, []string{RoleActive}, nil},
+	{ActSwitchover, 1, []string{RoleActive}, nil},
 }
 
 // Schedule draws a reproducible schedule of n steps from seed: the same
 // seed always gives the same steps.
 func Schedule(seed uint64, n int) []Step {
 	rng := rand.New(rand.NewPCG(seed, 0x74616e64656d)) // "tandem"
-	total := 0
-	for _, a := range scheduleActions {
-		total += a.weight
-	}
-	roles := []string{RoleActive, RoleStandby, RoleWitness}
 	var out []Step
 	for i := 0; i < n; i++ {
-		pick := rng.IntN(total)
-		var s Step
-		for _, a := range scheduleActions {
-			if pick < a.weight {
-				s.Action = a.a
-				if a.roles != nil {
-					s.Target = a.roles[rng.IntN(len(a.roles))]
-				}
-				break
-			}
-			pick -= a.weight
-		}
-		if s.Target == "" { // a pair
-			j := rng.IntN(3)
-			k := (j + 1 + rng.IntN(2)) % 3
-			s.Target, s.Peer = roles[j], roles[k]
-		}
+		s := drawStep(rng, scheduleActions, []string{RoleActive, RoleStandby, RoleWitness})
 		// From a blip below the node timeout to several lease lengths.
 		s.Hold = time.Duration(50+rng.IntN(19)*50) * time.Millisecond
 		s.WithPrevious = i > 0 && rng.IntN(4) == 0 && !instant(s.Action) && !instant(out[i-1].Action)
 		out = append(out, s)
 	}
 	return out
+}
+
+// drawStep draws an action from table by weight, and its target (or a
+// pair of distinct roles from pairRoles).
+func drawStep(rng *rand.Rand, table []weightedAction, pairRoles []string) Step {
+	total := 0
+	for _, a := range table {
+		total += a.weight
+	}
+	pick := rng.IntN(total)
+	var s Step
+	var a weightedAction
+	for _, a = range table {
+		if pick < a.weight {
+			break
+		}
+		pick -= a.weight
+	}
+	s.Action = a.a
+	if a.roles != nil {
+		s.Target = a.roles[rng.IntN(len(a.roles))]
+	}
+	if s.Target == "" && a.pairs != nil {
+		p := a.pairs[rng.IntN(len(a.pairs))]
+		s.Target, s.Peer = p[0], p[1]
+	}
+	if s.Target == "" { // a pair
+		n := len(pairRoles)
+		j := rng.IntN(n)
+		k := (j + 1 + rng.IntN(n-1)) % n
+		s.Target, s.Peer = pairRoles[j], pairRoles[k]
+	}
+	return s
 }
 
 // instant actions have no lasting fault to overlap with.

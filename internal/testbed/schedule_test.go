@@ -38,3 +38,30 @@ func TestSchedulesCoverEveryActionAndStayValid(t *testing.T) {
 		}
 	}
 }
+
+func TestStorageSchedules(t *testing.T) {
+	if !reflect.DeepEqual(StorageSchedule(7, 10), StorageSchedule(7, 10)) {
+		t.Fatal("same seed, different storage schedules")
+	}
+	seen := map[Action]bool{}
+	for seed := uint64(0); seed < 300; seed++ {
+		steps := StorageSchedule(seed, 4)
+		for i, s := range steps {
+			seen[s.Action] = true
+			if s.Target == "" || s.Target == s.Peer || s.Hold <= 0 || s.Gap <= 0 {
+				t.Fatalf("seed %d step %d: %v", seed, i, s)
+			}
+			if s.Target == RoleWitness && s.Peer == "" {
+				t.Fatalf("seed %d step %d: a fault of the witness alone: %v", seed, i, s)
+			}
+			if s.WithPrevious && (i == 0 || !overlappable(s.Action) || !overlappable(steps[i-1].Action)) {
+				t.Fatalf("seed %d step %d: cannot overlap: %v", seed, i, steps)
+			}
+		}
+	}
+	for _, a := range storageActions {
+		if !seen[a.a] {
+			t.Errorf("%s never drawn", a.a)
+		}
+	}
+}
