@@ -131,15 +131,13 @@ func (st state) ours(m mount) (attachment, bool) {
 	return attachment{}, false
 }
 
+// isOurs reports whether m is on a device this resource attached.
+func (st state) isOurs(m mount) bool { _, ok := st.ours(m); return ok }
+
 // mountedHere reports whether one of our devices is mounted at the mount
 // point, on top or beneath another mount.
 func (st state) mountedHere(point string) bool {
-	for _, m := range st.mounts {
-		if _, ok := st.ours(m); ok && m.point == point {
-			return true
-		}
-	}
-	return false
+	return len(toUnmount(st.mounts, point, st.isOurs)) > 0
 }
 
 // leftovers lists every piece of an attachment found.
@@ -337,16 +335,16 @@ func (a *Agent) Stop(ctx context.Context) error {
 	return nil
 }
 
-// teardown unmounts our file system (and what is mounted below it, which
-// would hold it), then detaches every attachment found, then checks that
+// teardown unmounts our file system (and what was mounted on it or in
+// it since, which would hold it), then detaches every attachment found, then checks that
 // nothing is left.
 func (a *Agent) teardown(ctx context.Context) error {
 	st, err := a.look()
 	if err != nil {
 		return err
 	}
-	if st.mountedHere(a.cfg.Mount) {
-		for _, m := range atOrUnder(st.mounts, a.cfg.Mount) {
+	if off := toUnmount(st.mounts, a.cfg.Mount, st.isOurs); len(off) > 0 {
+		for _, m := range off {
 			if err := a.unmount(ctx, m); err != nil {
 				return err
 			}

@@ -80,11 +80,24 @@ func topAt(ms []mount, point string) (mount, bool) {
 	return mount{}, false
 }
 
-// atOrUnder returns the mounts at point or below it, last mounted first:
-// the order they can be unmounted in.
-func atOrUnder(ms []mount, point string) []mount {
+// toUnmount returns what must come off, last mounted first, for our
+// file system at point to go: everything at point or below it mounted
+// since our first mount there (stacked on ours, or inside it), and ours.
+// What was mounted before it stays: a mount ours is stacked on, or one
+// in a directory that ours covers. nil when ours is not mounted there.
+func toUnmount(ms []mount, point string, ours func(mount) bool) []mount {
+	first := -1
+	for i, m := range ms {
+		if m.point == point && ours(m) {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return nil
+	}
 	var out []mount
-	for i := len(ms) - 1; i >= 0; i-- {
+	for i := len(ms) - 1; i >= first; i-- {
 		if within(ms[i].point, point) {
 			out = append(out, ms[i])
 		}

@@ -36,12 +36,30 @@ garbage line
 	if _, ok := topAt(ms, "/srv"); ok {
 		t.Error("found a mount that is not there")
 	}
-	var order []string
-	for _, m := range atOrUnder(ms, "/mnt") {
-		order = append(order, m.source)
+}
+
+func TestToUnmount(t *testing.T) {
+	// Ours is 37 (7:5) at /mnt, stacked on a tmpfs mounted before it; a
+	// submount of the tmpfs is hidden beneath ours; since ours came, a
+	// submount inside it and a mount stacked on top.
+	ms := parseMountInfo(`22 1 8:1 / / rw - ext4 /dev/sda1 rw
+36 22 0:40 / /mnt rw - tmpfs tmpfs rw
+40 36 0:41 / /mnt/old rw - tmpfs tmpfs rw
+37 36 7:5 / /mnt rw - ext4 /dev/loop5 rw
+38 37 0:45 / /mnt/sub rw - fuse /dev/fuse rw
+41 22 0:46 / /mntx rw - tmpfs tmpfs rw
+39 37 0:47 / /mnt rw - tmpfs over rw
+`)
+	ours := func(m mount) bool { return m.source == "/dev/loop5" }
+	var ids []int
+	for _, m := range toUnmount(ms, "/mnt", ours) {
+		ids = append(ids, m.id)
 	}
-	if want := []string{"/dev/fuse", "/dev/loop5", "/dev/loop4"}; !reflect.DeepEqual(order, want) {
-		t.Errorf("unmount order under /mnt: %v, want %v (not /mntx)", order, want)
+	if want := []int{39, 38, 37}; !reflect.DeepEqual(ids, want) {
+		t.Errorf("unmount order: %v, want %v (not the tmpfs beneath, its submount, nor /mntx)", ids, want)
+	}
+	if got := toUnmount(ms, "/mntx", ours); got != nil {
+		t.Errorf("nothing of ours at /mntx, yet %+v", got)
 	}
 }
 
