@@ -46,6 +46,10 @@ type Option func(*Agent)
 // WithClock sets the clock of the agent's waits and retries.
 func WithClock(c clock.Clock) Option { return func(a *Agent) { a.clock = c } }
 
+// withHost replaces what the mode choice and the program checks look at
+// (tests).
+func withHost(h host) Option { return func(a *Agent) { a.host = h } }
+
 // New checks cfg and returns the agent; a nil logger discards. The
 // attach mode is chosen here (Mode); what this node lacks to run the
 // resource (programs, a fuse or nbd module) fails Start, not New, so a
@@ -107,7 +111,14 @@ type state struct {
 	onTop  bool         // something is mounted at the mount point
 }
 
-func (a *Agent) look() (state, error) {
+// look reads the state within ctx: a /proc read can block on a process
+// stuck in a hung file system (its mmap lock), and a call must still
+// return at its deadline.
+func (a *Agent) look(ctx context.Context) (state, error) {
+	return boundedValue(ctx, a.lookNow)
+}
+
+func (a *Agent) lookNow() (state, error) {
 	ms, err := readMounts()
 	if err != nil {
 		return state{}, err
@@ -185,7 +196,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return a.errorf(resource.Soft, "start: %w", err)
 	}
-	st, err := a.look()
+	st, err := a.look(ctx)
 	if err != nil {
 		return a.errorf(resource.Soft, "start: %w", err)
 	}
@@ -339,7 +350,7 @@ func (a *Agent) Stop(ctx context.Context) error {
 // it since, which would hold it), then detaches every attachment found, then checks that
 // nothing is left.
 func (a *Agent) teardown(ctx context.Context) error {
-	st, err := a.look()
+	st, err := a.look(ctx)
 	if err != nil {
 		return err
 	}
@@ -349,7 +360,7 @@ func (a *Agent) teardown(ctx context.Context) error {
 				return err
 			}
 		}
-		if st, err = a.look(); err != nil {
+		if st, err = a.look(ctx); err != nil {
 			return err
 		}
 	}
@@ -361,7 +372,7 @@ func (a *Agent) teardown(ctx context.Context) error {
 			return fmt.Errorf("detach (%s): %w", at.mode(), err)
 		}
 	}
-	if st, err = a.look(); err != nil {
+	if st, err = a.look(ctx); err != nil {
 		return err
 	}
 	if left := st.leftovers(); len(left) > 0 {
@@ -375,7 +386,7 @@ func (a *Agent) teardown(ctx context.Context) error {
 // answers a read within ctx; cleanly stopped (resource.ErrNotRunning)
 // when nothing is mounted or attached; failed otherwise.
 func (a *Agent) Monitor(ctx context.Context) error {
-	st, err := a.look()
+	st, err := a.look(ctx)
 	if err != nil {
 		return a.errorf(resource.Soft, "monitor: %w", err)
 	}
@@ -434,12 +445,26 @@ func (a *Agent) probe(ctx context.Context) error {
 // system does not hold the caller past its deadline (fn's goroutine ends
 // when the kernel lets it).
 func bounded(ctx context.Context, fn func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- fn() }()
+	_, err := boundedValue(ctx, func() (struct{}, error) { return struct{}{}, fn() })
+	return err
+}
+
+// boundedValue is bounded for a function with a result.
+func boundedValue[T any](ctx context.Context, fn func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := fn()
+		done <- result{v, err}
+	}()
 	select {
-	case err := <-done:
-		return err
+	case r := <-done:
+		return r.v, r.err
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		var zero T
+		return zero, context.Cause(ctx)
 	}
 }

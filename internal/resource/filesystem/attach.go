@@ -224,6 +224,11 @@ func processesRunning(proc fs.FS, name, arg string) []int {
 		if err != nil {
 			continue
 		}
+		// comm first: reading a cmdline takes the process's mmap lock,
+		// which a process stuck in a hung file system can hold.
+		if readComm(proc, e.Name()) != name {
+			continue
+		}
 		b, err := fs.ReadFile(proc, e.Name()+"/cmdline")
 		if err != nil || len(b) == 0 { // gone, or a zombie
 			continue

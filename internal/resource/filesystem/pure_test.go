@@ -1,6 +1,7 @@
 package filesystem
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"reflect"
@@ -8,6 +9,8 @@ import (
 	"testing"
 	"testing/fstest"
 	"time"
+
+	"tandem/internal/resource"
 )
 
 func TestParseMountInfo(t *testing.T) {
@@ -164,11 +167,12 @@ func TestFindHolders(t *testing.T) {
 
 func TestProcessesRunning(t *testing.T) {
 	proc := fakeProc(map[string]map[string]string{
-		"20": {"cmdline": "nbdfuse\x00-P\x00/s/nbdfuse.pid\x00/s/fuse/disk\x00nbd+unix:///v?socket=/x\x00"},
-		"21": {"cmdline": "/usr/bin/nbdfuse\x00/s/fuse/disk\x00nbd://h/v\x00"},
-		"22": {"cmdline": "nbdfuse\x00/other/fuse/disk\x00nbd://h/v\x00"},
-		"23": {"cmdline": "vi\x00/s/fuse/disk\x00"},
-		"24": {"cmdline": ""}, // a zombie
+		"20": {"comm": "nbdfuse\n", "cmdline": "nbdfuse\x00-P\x00/s/nbdfuse.pid\x00/s/fuse/disk\x00nbd+unix:///v?socket=/x\x00"},
+		"21": {"comm": "nbdfuse\n", "cmdline": "/usr/bin/nbdfuse\x00/s/fuse/disk\x00nbd://h/v\x00"},
+		"22": {"comm": "nbdfuse\n", "cmdline": "nbdfuse\x00/other/fuse/disk\x00nbd://h/v\x00"},
+		"23": {"comm": "vi\n", "cmdline": "vi\x00/s/fuse/disk\x00"},
+		"24": {"comm": "nbdfuse\n", "cmdline": ""}, // a zombie
+		"25": {"comm": "sh\n"},                     // cmdline not read: it may block
 	})
 	if got := processesRunning(proc, "nbdfuse", "/s/fuse/disk"); !reflect.DeepEqual(got, []int{20, 21}) {
 		t.Errorf("nbdfuse processes serving /s/fuse/disk: %v, want [20 21]", got)
@@ -323,5 +327,47 @@ func TestNewRefusesBadConfig(t *testing.T) {
 				t.Errorf("%+v: %q, want it to say %q", cfg, err, w)
 			}
 		}
+	}
+}
+
+// What this node lacks fails Start as a hard failure (the group can run
+// on the other node), naming each program with its Debian package; New
+// accepts the configuration.
+func TestStartNamesMissingPrograms(t *testing.T) {
+	cfg := Config{Source: "nbd+unix:///pg?socket=/run/pg.nbd", Mount: "/srv/pg", FSType: "ext4",
+		Fsck: true, Mkfs: true, StateDir: t.TempDir()}
+	installed := func(names ...string) func(string) (string, error) {
+		return func(n string) (string, error) {
+			if contains(names, n) {
+				return "/usr/bin/" + n, nil
+			}
+			return "", fs.ErrNotExist
+		}
+	}
+	ctx := context.Background()
+	// The kernel has nbd, nbd-client is missing: nbdfuse+loop it is.
+	a, err := New(cfg, nil, withHost(host{exists: func(string) bool { return true }, lookPath: installed("nbdfuse", "losetup", "mount")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Mode() != ModeNBDFuse {
+		t.Errorf("mode %q, want %q", a.Mode(), ModeNBDFuse)
+	}
+	err = a.Start(ctx)
+	want := "not installed: e2fsck (Debian package e2fsprogs), blkid (Debian package util-linux), mkfs.ext4 (Debian package e2fsprogs)"
+	if err == nil || resource.SeverityOf(err) != resource.Hard || !strings.Contains(err.Error(), want) {
+		t.Errorf("start without e2fsck, blkid, mkfs.ext4: %v, want a hard failure saying %q", err, want)
+	}
+	// Neither way to attach.
+	a, err = New(cfg, nil, withHost(host{exists: func(string) bool { return false }, lookPath: installed()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Mode() != "" {
+		t.Errorf("mode %q with no way to attach", a.Mode())
+	}
+	err = a.Start(ctx)
+	if err == nil || resource.SeverityOf(err) != resource.Hard || !strings.Contains(err.Error(), "cannot attach an NBD export") {
+		t.Errorf("start with no way to attach: %v", err)
 	}
 }

@@ -38,12 +38,12 @@ func (a *Agent) unmount(ctx context.Context, m mount) error {
 			since = now
 			dl, _ := ctx.Deadline()
 			plan = planForce(now, a.cfg.ForceUnmount, dl)
-			seen = findHolders(a.procs, m)
+			seen = a.holders(ctx, m)
 			a.log.Info("filesystem: the mount is busy; waiting for it", "at", m.point,
 				"holders", holderList(seen), "force_unmount", a.cfg.ForceUnmount)
 		}
 		if step := plan.step(now); step != forceWait {
-			seen = findHolders(a.procs, m)
+			seen = a.holders(ctx, m)
 			var hit []holder
 			for _, h := range seen {
 				if h.pid == self || h.pid == 1 || (step == forceTerm && termed[h.pid]) {
@@ -64,10 +64,16 @@ func (a *Agent) unmount(ctx context.Context, m mount) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return a.busyError(m, since, findHolders(a.procs, m), ctx.Err())
+			return a.busyError(m, since, seen, ctx.Err())
 		case <-t.C():
 		}
 	}
+}
+
+// holders finds what holds m within ctx (nil when it cannot in time).
+func (a *Agent) holders(ctx context.Context, m mount) []holder {
+	hs, _ := boundedValue(ctx, func() ([]holder, error) { return findHolders(a.procs, m), nil })
+	return hs
 }
 
 // busyError says that m could not be unmounted, since when it was busy
