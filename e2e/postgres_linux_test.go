@@ -46,7 +46,7 @@ func TestPostgresFailoverLosesNoCommittedTransaction(t *testing.T) {
 		r.waitRunning("db", to, 30*time.Second)
 		var fo testbed.PGFailover
 		r.waitUntil(20*time.Second, what+": the client commits on the new server", func() bool {
-			h, _ := client.History()
+			h, _ := client.Since(f.At.Add(-5 * time.Second))
 			var ok bool
 			fo, ok = testbed.PGOutage(h, f.At)
 			return ok

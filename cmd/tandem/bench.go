@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -29,6 +31,22 @@ func newBenchCmd() *cobra.Command {
 	return cmd
 }
 
+// benchStart is the start of a benchmark on the test bed: it needs root
+// (needRoot says why), ends on ^C or SIGTERM, and runs this executable
+// on the bed's hosts.
+func benchStart(cmd *cobra.Command, needRoot string, binary *string) (context.Context, context.CancelFunc, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil, exitWith(2, errors.New(needRoot))
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	*binary = exe
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	return ctx, stop, nil
+}
+
 func newBenchFailoverCmd() *cobra.Command {
 	var opts testbed.BenchOptions
 	var asJSON, stress bool
@@ -48,16 +66,11 @@ func newBenchFailoverCmd() *cobra.Command {
 			"With the default profile it takes about 15 minutes for 20 runs.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if os.Geteuid() != 0 {
-				return exitWith(2, fmt.Errorf("bench failover needs root (network namespaces, nftables, VIPs)"))
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			exe, err := os.Executable()
+			ctx, stop, err := benchStart(cmd, "bench failover needs root (network namespaces, nftables, VIPs)", &opts.Binary)
 			if err != nil {
 				return err
 			}
-			opts.Binary = exe
+			defer stop()
 			if tandemProfile != "" {
 				if opts.Tandem, err = testbed.ParseSoakProfile(tandemProfile); err != nil || opts.Tandem.System != "tandem" {
 					return exitWith(2, fmt.Errorf("--tandem %q: want tandem:HEARTBEAT/NODE_TIMEOUT[/LEASE]", tandemProfile))

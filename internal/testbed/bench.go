@@ -237,18 +237,19 @@ func PrintBench(w io.Writer, r BenchResult) {
 	fmt.Fprintf(w, "\n%.0f s\n", r.Seconds)
 }
 
-// parseFaults checks a fault list.
-func parseFaults(faults []string) ([]string, error) {
+// parseFaults checks a fault list against a benchmark's faults (none
+// given: all of them).
+func parseFaults(faults, known []string) ([]string, error) {
 	if len(faults) == 0 {
-		return BenchFaults, nil
+		return known, nil
 	}
 	for _, f := range faults {
 		ok := false
-		for _, k := range BenchFaults {
+		for _, k := range known {
 			ok = ok || f == k
 		}
 		if !ok {
-			return nil, fmt.Errorf("testbed: unknown fault %q (faults: %s)", f, strings.Join(BenchFaults, ", "))
+			return nil, fmt.Errorf("testbed: unknown fault %q (faults: %s)", f, strings.Join(known, ", "))
 		}
 	}
 	return faults, nil

@@ -40,23 +40,16 @@ type benchSystem interface {
 // keepalived (VRRPv3) with advert_int equal to tandem's heartbeat interval
 // and, unless NoDefaultProfile, with its default advert_int of 1 s.
 func RunBench(ctx context.Context, opts BenchOptions) (BenchResult, error) {
-	faults, err := parseFaults(opts.Faults)
+	faults, err := parseFaults(opts.Faults, BenchFaults)
 	if err != nil {
 		return BenchResult{}, err
 	}
 	if opts.Runs <= 0 {
 		opts.Runs = 20
 	}
-	logf := opts.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
+	logf := orDiscard(opts.Logf)
 	begin := time.Now()
-	bed, err := New(ctx, Options{Binary: opts.Binary, Logf: func(format string, args ...any) {
-		if !strings.HasPrefix(format, "fault:") {
-			logf(format, args...)
-		}
-	}, Keep: opts.Keep})
+	bed, err := newBenchBed(ctx, opts.Binary, logf, opts.Keep)
 	if err != nil {
 		return BenchResult{}, err
 	}
@@ -89,14 +82,11 @@ func RunBench(ctx context.Context, opts BenchOptions) (BenchResult, error) {
 		res.KeepalivedDefaultMs = 1000
 		systems = append(systems, &keepalivedBench{bed: bed, label: "keepalived-default", advert: time.Second, vip: 11, port: 8091})
 	}
-	if len(opts.Stress) > 0 {
-		res.Stress = "stress-ng " + strings.Join(opts.Stress, " ")
-		st, err := startStress(ctx, logf, filepath.Join(bed.Dir, "stress"), opts.Stress, 24*time.Hour, false)
-		if err != nil {
-			return res, err
-		}
-		defer st.Stop()
+	stopStress, err := benchStress(ctx, bed, opts.Stress, &res.Stress, logf)
+	if err != nil {
+		return res, err
 	}
+	defer stopStress()
 	all := map[string]map[string]Stats{}
 	for _, sys := range systems {
 		st, err := benchSystemRuns(ctx, bed, sys, faults, opts.Runs, logf)
@@ -125,6 +115,39 @@ func RunBench(ctx context.Context, opts BenchOptions) (BenchResult, error) {
 		"each run starts at least 1.5 s after the client last saw the VIP move: Linux ignores ARP updates for 1 s after a neighbour entry changed (locktime)")
 	res.Seconds = time.Since(begin).Seconds()
 	return res, nil
+}
+
+// newBenchBed builds a benchmark's bed, its progress to logf without the
+// fault lines.
+func newBenchBed(ctx context.Context, binary string, logf func(string, ...any), keep bool) (*Bed, error) {
+	return New(ctx, Options{Binary: binary, Logf: func(format string, args ...any) {
+		if !strings.HasPrefix(format, "fault:") {
+			logf(format, args...)
+		}
+	}, Keep: keep})
+}
+
+// benchStress runs stress-ng with args for the rest of a benchmark (none
+// when args is empty) and writes what it runs to label; the returned
+// function stops it.
+func benchStress(ctx context.Context, bed *Bed, args []string, label *string, logf func(string, ...any)) (func(), error) {
+	if len(args) == 0 {
+		return func() {}, nil
+	}
+	*label = "stress-ng " + strings.Join(args, " ")
+	st, err := startStress(ctx, logf, filepath.Join(bed.Dir, "stress"), args, 24*time.Hour, false)
+	if err != nil {
+		return nil, err
+	}
+	return st.Stop, nil
+}
+
+// orDiscard is logf, or a logger that discards.
+func orDiscard(logf func(string, ...any)) func(string, ...any) {
+	if logf == nil {
+		return func(string, ...any) {}
+	}
+	return logf
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
