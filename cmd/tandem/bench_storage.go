@@ -19,9 +19,9 @@ func newBenchStorageCmd() *cobra.Command {
 		Short: "Fail PostgreSQL on a replicated volume over again and again; count lost commits, measure the outage and pgbench against a local disk (root)",
 		Long: "storage builds a test bed of network namespaces and runs tandem with one group: a\n" +
 			"replicated volume (sync), an ext4 file system on it, PostgreSQL 15 (Debian's\n" +
-			"postgresql-15) and a VIP. It first runs pgbench from the client host on that database\n" +
-			"and on one on a directory of the same machine's disk (not replicated), alternating,\n" +
-			"for tps_ratio. Then a client on the client host commits transactions through the VIP\n" +
+			"postgresql-15) and a VIP. It first runs pgbench from the client host on that database,\n" +
+			"on one on a directory of the same machine's disk (not replicated: tps_ratio) and on\n" +
+			"one on ext4 on a loop device over a file of that disk (tps_ratio_loop), in turn. Then a client on the client host commits transactions through the VIP\n" +
 			"all along and records each commit it saw, while each fault (the active node SIGKILLed,\n" +
 			"frozen, cut off from the other voters) is repeated --runs times. Per fault and overall\n" +
 			"it reports failovers, lost_transactions (recorded commits missing after a failover),\n" +

@@ -17,8 +17,8 @@ import (
 // agents' own mount namespaces).
 const storageMount = "/mnt/tandem-bench-pg"
 
-// localPGPort is the baseline PostgreSQL's port (the group's listens on
-// 5432 on every address of the active node).
+// localPGPort is the baseline PostgreSQLs' first port (the group's
+// listens on 5432 on every address of the active node).
 const localPGPort = 5433
 
 // RunStorageBench measures PostgreSQL on a replicated volume (issue 12):
@@ -126,20 +126,25 @@ func RunStorageBench(ctx context.Context, opts StorageBenchOptions) (StorageBenc
 	return res, nil
 }
 
-// storageTPS runs pgbench on the replicated volume through the VIP and on
-// a local directory, two rounds each, alternating.
+// storageTPS runs pgbench on the replicated volume through the VIP, on a
+// local directory and on ext4 on a loop device over a local file, two
+// rounds each, in turn.
 func storageTPS(ctx context.Context, bed *Bed, res *StorageBenchResult, vip string, opts StorageBenchOptions, logf func(string, ...any)) error {
-	lp, err := bed.StartLocalPostgres(ctx, "node1", localPGPort)
+	dir, err := bed.StartLocalPostgres(ctx, "node1", localPGPort, false)
 	if err != nil {
 		return err
 	}
-	defer lp.Stop()
-	var repl, local float64
+	defer dir.Stop()
+	loop, err := bed.StartLocalPostgres(ctx, "node1", localPGPort+1, true)
+	if err != nil {
+		return err
+	}
+	defer loop.Stop()
 	for round := range 2 {
 		for _, t := range []struct {
 			addr string
 			sum  *float64
-		}{{lp.Addr, &local}, {vip, &repl}} {
+		}{{dir.Addr, &res.LocalTPS}, {loop.Addr, &res.LocalLoopTPS}, {vip, &res.ReplicatedTPS}} {
 			tps, err := bed.Pgbench(ctx, t.addr, opts.PgbenchClients, opts.PgbenchTime, round == 0)
 			if err != nil {
 				return err
@@ -148,7 +153,6 @@ func storageTPS(ctx context.Context, bed *Bed, res *StorageBenchResult, vip stri
 			*t.sum += tps / 2
 		}
 	}
-	res.ReplicatedTPS, res.LocalTPS = repl, local
 	return nil
 }
 

@@ -265,38 +265,52 @@ func (b *Bed) PGRanges(ctx context.Context, addr string) ([][2]int64, error) {
 	return nil, fmt.Errorf("testbed: the committed rows at %s: %w (last: %v)", addr, context.Cause(ctx), last)
 }
 
-// LocalPostgres is PostgreSQL on a directory of the machine's own disk,
-// not replicated: the baseline of the storage benchmark's pgbench ratio.
+// LocalPostgres is PostgreSQL on the machine's own disk, not replicated:
+// the baselines of the storage benchmark's pgbench ratios.
 type LocalPostgres struct {
 	Addr string
 	dir  string
 	cmd  *exec.Cmd
+	// loop is the loop device of a baseline on ext4 over a file ("" for
+	// a directory), mounted at dir/mnt.
+	loop string
 }
 
 // StartLocalPostgres makes a cluster in a new directory beside the bed's
 // (the disk the replicas' backing files are on) and runs it on host h at
 // port, as the bed runs its daemons; it returns once it accepts
-// connections.
-func (b *Bed) StartLocalPostgres(ctx context.Context, h string, port int) (*LocalPostgres, error) {
+// connections. With onLoop the cluster is on ext4 on a loop device over a
+// file in that directory: the block-device path of the group's file
+// system without FUSE, NBD or replication.
+func (b *Bed) StartLocalPostgres(ctx context.Context, h string, port int, onLoop bool) (*LocalPostgres, error) {
 	dir, err := os.MkdirTemp(filepath.Dir(b.Dir), b.Prefix+"-pglocal-")
 	if err != nil {
 		return nil, fmt.Errorf("testbed: %w", err)
 	}
 	lp := &LocalPostgres{dir: dir, Addr: netip.AddrPortFrom(b.Host(h).Addrs[0], uint16(port)).String()}
-	data := filepath.Join(dir, "data")
-	if err := initLocalCluster(ctx, dir, data, port); err != nil {
-		os.RemoveAll(dir)
+	root := dir
+	if onLoop {
+		if root, err = lp.mountLoop(ctx); err != nil {
+			lp.Stop()
+			return nil, err
+		}
+	}
+	data := filepath.Join(root, "data")
+	if err := initLocalCluster(ctx, root, data, port); err != nil {
+		lp.Stop()
 		return nil, err
 	}
-	logf, err := os.Create(filepath.Join(b.Dir, "pglocal.log"))
+	logf, err := os.Create(filepath.Join(b.Dir, fmt.Sprintf("pglocal-%d.log", port)))
 	if err != nil {
+		lp.Stop()
 		return nil, err
 	}
 	defer logf.Close()
 	lp.cmd = b.Command(h, "setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--", filepath.Join(PostgresBin, "postgres"), "-D", data)
 	lp.cmd.Stdout, lp.cmd.Stderr = logf, logf
 	if err := b.start(lp.cmd); err != nil {
-		os.RemoveAll(dir)
+		lp.cmd = nil
+		lp.Stop()
 		return nil, err
 	}
 	err = waitFor(ctx, 30*time.Second, 50*time.Millisecond, func() (bool, error) {
@@ -342,13 +356,58 @@ func initLocalCluster(ctx context.Context, dir, data string, port int) error {
 	return exec.CommandContext(ctx, "sync", "-f", data).Run()
 }
 
-// Stop stops the baseline (a fast shutdown) and removes its directory.
-func (lp *LocalPostgres) Stop() {
-	lp.cmd.Process.Signal(syscall.SIGINT)
-	for deadline := time.Now().Add(10 * time.Second); alive(lp.cmd.Process.Pid) && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
+// mountLoop makes ext4 on a loop device over a 512 MiB file in lp.dir and
+// mounts it at lp.dir/mnt.
+func (lp *LocalPostgres) mountLoop(ctx context.Context) (string, error) {
+	img, mnt := filepath.Join(lp.dir, "disk.img"), filepath.Join(lp.dir, "mnt")
+	if err := os.Chmod(lp.dir, 0o755); err != nil { // postgres goes through it to mnt
+		return "", fmt.Errorf("testbed: %w", err)
 	}
-	lp.cmd.Process.Kill()
+	run := func(name string, args ...string) (string, error) {
+		out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("testbed: %s %v: %v: %s", name, args, err, lastLines(string(out), 3))
+		}
+		return strings.TrimSpace(string(out)), nil
+	}
+	f, err := os.Create(img)
+	if err == nil {
+		err = errors.Join(f.Truncate(512<<20), f.Close())
+	}
+	if err != nil {
+		return "", fmt.Errorf("testbed: %w", err)
+	}
+	if _, err := run("mkfs.ext4", "-q", "-F", img); err != nil {
+		return "", err
+	}
+	dev, err := run("losetup", "--find", "--show", img)
+	if err != nil {
+		return "", err
+	}
+	lp.loop = dev
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		return "", fmt.Errorf("testbed: %w", err)
+	}
+	if _, err := run("mount", dev, mnt); err != nil {
+		return "", err
+	}
+	return mnt, nil
+}
+
+// Stop stops the baseline (a fast shutdown), takes its file system down
+// and removes its directory.
+func (lp *LocalPostgres) Stop() {
+	if lp.cmd != nil {
+		lp.cmd.Process.Signal(syscall.SIGINT)
+		for deadline := time.Now().Add(10 * time.Second); alive(lp.cmd.Process.Pid) && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		lp.cmd.Process.Kill()
+	}
+	if lp.loop != "" {
+		exec.Command("umount", filepath.Join(lp.dir, "mnt")).Run()
+		exec.Command("losetup", "-d", lp.loop).Run()
+	}
 	os.RemoveAll(lp.dir)
 }
 
