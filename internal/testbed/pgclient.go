@@ -96,7 +96,7 @@ func RunPGClient(ctx context.Context, cfg PGClientConfig, record func(PGRecord))
 	// Sequence numbers go on from the highest in the table, so a client
 	// run again on the same database commits new rows.
 	next, err := pgMaxSeq(ctx, cfg)
-	if err != nil {
+	if err != nil || ctx.Err() != nil {
 		return err
 	}
 	var seq atomic.Int64
@@ -148,7 +148,7 @@ func pgMaxSeq(ctx context.Context, cfg PGClientConfig) (int64, error) {
 			}
 		}
 		if ctx.Err() != nil {
-			return 0, ctx.Err()
+			return 0, nil // stopped before the database answered: nothing to do
 		}
 		pgPause(ctx, 50*time.Millisecond)
 	}
