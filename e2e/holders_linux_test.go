@@ -11,22 +11,19 @@ import (
 	"tandem/internal/testbed"
 )
 
-// Known bug (internal/resource/filesystem): a busy unmount's
-// force_unmount kills, by path, every process whose working directory or
-// open files are under the mount point's path, in whatever mount
-// namespace: also processes that do not use this file system at all (a
+// A busy unmount's force_unmount kills what holds this node's mount and
+// nothing else: not processes of other mount namespaces whose working
+// directory or open files only share the mount point's path (a
 // container's, or on the test bed another node's). Found by `tandem bench
-// storage`: a cut-off primary's stop, stuck on its suspended volume, killed
-// the new primary's postgres (same path, the other node's mount) 22 s
-// after the takeover, and the group went down. Here a bystander in a
-// mount namespace of its own sits in a directory of the same path on the
-// root file system; node1's file system is held busy, and a planned move
-// makes node1 force the unmount: the bystander must live.
+// storage` when holders were matched by path: a cut-off primary's stop,
+// stuck on its suspended volume, killed the new primary's postgres (same
+// path, the other node's mount) 22 s after the takeover, and the group
+// went down; fixed by b29bc4b (holders found by mount ID). Here a
+// bystander in a mount namespace of its own sits in a directory of the
+// same path on the root file system; node1's file system is held busy,
+// and a planned move makes node1 force the unmount: the bystander lives.
 func TestFilesystemForceUnmountSparesOtherMountNamespaces(t *testing.T) {
 	needRoot(t)
-	if os.Getenv("TANDEM_KNOWN_BUGS") == "" {
-		t.Skip("known bug (internal/resource/filesystem): force_unmount kills processes of other mount namespaces that only share the mount point's path; TANDEM_KNOWN_BUGS=1 runs the reproducer")
-	}
 	for _, p := range []string{"nbdfuse", "fusermount3", "losetup", "mkfs.ext4", "e2fsck", "blkid", "unshare", "nsenter"} {
 		if _, err := exec.LookPath(p); err != nil {
 			t.Skipf("%s not installed (Debian: libnbd-bin, fuse3, e2fsprogs, util-linux)", p)
@@ -63,6 +60,9 @@ func TestFilesystemForceUnmountSparesOtherMountNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitRunning("db", "node2", 30*time.Second)
+	if cwdOfTree(holder.Process.Pid) != "" {
+		t.Error("node1's own holder outlived the forced unmount")
+	}
 	select {
 	case err := <-byDone:
 		t.Fatalf("node1's forced unmount killed a process of another mount namespace that only shares the path %s: %v", mnt, err)
