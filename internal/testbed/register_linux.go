@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -38,7 +39,7 @@ type RegisterClient struct {
 func (b *Bed) StartRegisterClient(addr, export string, seed uint64, stamp uint16, extra ...string) (*RegisterClient, error) {
 	rc := &RegisterClient{bed: b, Path: filepath.Join(b.Dir, fmt.Sprintf("registers-%d.jsonl", seed))}
 	rc.args = append([]string{"bench-register-client", "--addr", addr, "--export", export, "--out", rc.Path}, extra...)
-	args := append(rc.args, "--seed", strconv.FormatUint(seed, 10), "--stamp", strconv.Itoa(int(stamp)))
+	args := append(slices.Clip(rc.args), "--seed", strconv.FormatUint(seed, 10), "--stamp", strconv.Itoa(int(stamp)))
 	cmd := b.Command("client", b.Binary, args...)
 	errLog, err := os.Create(rc.Path + ".err")
 	if err != nil {
@@ -71,7 +72,7 @@ func (rc *RegisterClient) Stop(timeout time.Duration) error {
 func (rc *RegisterClient) Final(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	name, args := rc.bed.Binary, append(rc.args, "--final")
+	name, args := rc.bed.Binary, append(slices.Clip(rc.args), "--final")
 	if !rc.bed.opts.NormalPriority {
 		name, args = "chrt", append([]string{"-r", rtPriority, name}, args...)
 	}
