@@ -437,4 +437,12 @@ func TestKilledAgentsLeaseEndsALeaseAfterItWasLastHeard(t *testing.T) {
 	if p := CheckAudit(in); len(p) != 1 || !strings.Contains(p[0], "two lease holders at once") {
 		t.Fatalf("a renewal at 1072 holds the lease to 1252: %v", p)
 	}
+	// CI, 2026-12-03: the new agent logged node_up (1320) only after node2
+	// had acquired epoch 2 (1232): the old incarnation's span still ends a
+	// lease after it was last heard.
+	in.Logs["node2"][1], in.Logs["witness"][1] = down(1205, 1025), down(1205, 1025)
+	in.Logs["node1"][3].Time, in.Logs["node1"][4].Time = at(1320), at(1410)
+	if p := CheckAudit(in); len(p) != 0 {
+		t.Fatalf("a slow restart's node_up stretched the killed agent's lease: %v", p)
+	}
 }
