@@ -35,8 +35,9 @@ type Options struct {
 	Out      io.Writer // progress for humans (nil: none)
 	Loopback bool      // force loopback mode even as root
 	Keep     bool      // keep the work directory (logs) after the run
-	// Fault is "kill" (SIGKILL node1, the default) or "switchover"
-	// (`tandem failover web --to node2`, a planned move).
+	// Fault is "kill" (SIGKILL the active node: node1, unless the group
+	// moved on its own; the default) or "switchover" (`tandem failover
+	// web --to` the standby, a planned move).
 	Fault string
 	// Idle, if set, measures the agents' CPU and memory for this long
 	// while the cluster is idle, before the fault.
@@ -63,6 +64,9 @@ type Result struct {
 	FailedInOutage int      `json:"failed_in_outage"`
 	Why            []string `json:"split_brain_why,omitempty"`
 	Fault          string   `json:"fault"`
+	// Killed is the node the fault hit: the active one at that moment
+	// (node1, unless the group had already moved, which Notes then say).
+	Killed string `json:"killed,omitempty"`
 	// Idle is each agent's CPU (% of one core) and resident memory while
 	// the cluster was idle, when Options.Idle was set.
 	Idle    map[string]Usage `json:"idle,omitempty"`
@@ -171,21 +175,25 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 		return res, err
 	}
 
-	// Probe, then crash node1.
+	// Probe, then crash the active node.
 	pctx, stopProbe := context.WithCancel(ctx)
 	defer stopProbe()
 	var mu sync.Mutex
 	var samples []probe.Sample
 	var arps []probe.ARPSample
-	seen2 := make(chan struct{})
+	// moved closes once a node other than the one the fault hits
+	// answers after the fault.
+	moved := make(chan struct{})
 	var once sync.Once
+	var faultAt time.Time
+	var active string
 	record := func(rec probe.Record) {
 		mu.Lock()
 		defer mu.Unlock()
 		if rec.HTTP != nil {
 			samples = append(samples, *rec.HTTP)
-			if rec.HTTP.Node == "node2" {
-				once.Do(func() { close(seen2) })
+			if n := rec.HTTP.Node; n != "" && !faultAt.IsZero() && n != active && rec.HTTP.Sent.After(faultAt) {
+				once.Do(func() { close(moved) })
 			}
 		}
 		if rec.ARP != nil {
@@ -211,21 +219,49 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 		opts.Fault = "kill"
 	}
 	res.Fault = opts.Fault
+	// The fault hits the node serving now. That is node1 unless the group
+	// moved on its own (a false failover on an overloaded machine): the
+	// demo then says so rather than kill a standby and see nothing move.
+	mu.Lock()
+	active = "node1"
+	for i := len(samples) - 1; i >= 0; i-- {
+		if samples[i].Node != "" {
+			active = samples[i].Node
+			break
+		}
+	}
+	mu.Unlock()
+	standby := map[bool]string{true: "node2", false: "node1"}[active == "node1"]
+	if active != "node1" {
+		note := fmt.Sprintf("the group moved from node1 to %s before the fault, without one", active)
+		if tk, ok := r.takeover(active); ok {
+			note += fmt.Sprintf(" (%s's takeover event: %s, detect %d ms)", active, tk.Message, attrInt(tk, "detect_ms"))
+		}
+		res.Notes = append(res.Notes, note+"; the fault hits "+active)
+		r.say("note: %s", note)
+	}
+	res.Killed = active
 	var fault time.Time
 	switch opts.Fault {
 	case "kill":
-		r.say("killing node1 (SIGKILL to its agent and its service)…")
+		r.say("killing %s (SIGKILL to its agent and its service)…", active)
+		mu.Lock()
 		fault = time.Now()
-		if err := r.env.kill("node1", r.agents["node1"].Process); err != nil {
-			return res, fmt.Errorf("demo: kill node1: %w", err)
+		faultAt = fault
+		mu.Unlock()
+		if err := r.env.kill(active, r.agents[active].Process); err != nil {
+			return res, fmt.Errorf("demo: kill %s: %w", active, err)
 		}
-		<-r.exits["node1"].done
-		delete(r.agents, "node1")
+		<-r.exits[active].done
+		delete(r.agents, active)
 	case "switchover":
-		r.say("planned switchover: tandem failover web --to node2…")
+		r.say("planned switchover: tandem failover web --to %s…", standby)
+		mu.Lock()
 		fault = time.Now()
+		faultAt = fault
+		mu.Unlock()
 		cx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := api.NewUnixClient(r.socket("node1")).Failover(cx, "web", "node2")
+		_, err := api.NewUnixClient(r.socket(standby)).Failover(cx, "web", standby)
 		cancel()
 		if err != nil {
 			return res, fmt.Errorf("demo: failover: %w", err)
@@ -234,7 +270,7 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 		return res, fmt.Errorf("demo: unknown fault %q (kill or switchover)", opts.Fault)
 	}
 	select {
-	case <-seen2:
+	case <-moved:
 	case <-time.After(10 * time.Second):
 	case <-ctx.Done():
 		return res, ctx.Err()
@@ -249,13 +285,13 @@ func Run(ctx context.Context, opts Options) (res Result, err error) {
 	res.FailoverMs, res.UnavailableMs, res.SplitBrain, res.Why = rep.FailoverMs, rep.UnavailableMs, rep.SplitBrain, rep.Why
 	res.From, res.To, res.Probes, res.FailedProbes, res.FailedInOutage = rep.Before, rep.After, len(samples), rep.Failed, rep.FailedInOutage
 	if opts.Fault == "kill" {
-		if tk, ok := r.takeover("node2"); ok {
+		if tk, ok := r.takeover(standby); ok && tk.Time.After(fault) {
 			res.DetectMs, res.DecideMs, res.StartMs = attrInt(tk, "detect_ms"), attrInt(tk, "decide_ms"), attrInt(tk, "start_ms")
 		} else {
-			res.Notes = append(res.Notes, "node2 recorded no takeover event")
+			res.Notes = append(res.Notes, standby+" recorded no takeover event after the fault")
 		}
 	}
-	res.OK = rep.Moved && rep.After == "node2" && !rep.SplitBrain
+	res.OK = rep.Moved && rep.After == standby && !rep.SplitBrain
 	return res, nil
 }
 
@@ -437,8 +473,8 @@ func Print(w io.Writer, res Result) {
 	if res.Fault == "switchover" {
 		fmt.Fprintf(w, "  planned switchover; the group moved %s → %s\n", orDash(res.From), orDash(res.To))
 	} else {
-		fmt.Fprintf(w, "  node1 was killed; the group moved %s → %s\n", orDash(res.From), orDash(res.To))
-		fmt.Fprintf(w, "  detect %d ms + decide %d ms + start %d ms (from node2's audit log)\n", res.DetectMs, res.DecideMs, res.StartMs)
+		fmt.Fprintf(w, "  %s was killed; the group moved %s → %s\n", orDash(res.Killed), orDash(res.From), orDash(res.To))
+		fmt.Fprintf(w, "  detect %d ms + decide %d ms + start %d ms (from %s's audit log)\n", res.DetectMs, res.DecideMs, res.StartMs, orDash(res.To))
 	}
 	for _, h := range []string{"node1", "node2", "witness"} {
 		if u, ok := res.Idle[h]; ok {
@@ -447,7 +483,7 @@ func Print(w io.Writer, res Result) {
 				h, u.CPUPercent, u.CPUPercent/max(b.CPUPercent, 0.01), b.CPUPercent, u.RSSMB)
 		}
 	}
-	fmt.Fprintf(w, "  the client saw the service unavailable for %.0f ms (first answer from node2 %.0f ms after the fault)\n", res.UnavailableMs, res.FailoverMs)
+	fmt.Fprintf(w, "  the client saw the service unavailable for %.0f ms (first answer from %s %.0f ms after the fault)\n", res.UnavailableMs, orDash(res.To), res.FailoverMs)
 	fmt.Fprintf(w, "  probes: %d (%d failed)\n", res.Probes, res.FailedProbes)
 	if why := failedProbesWhy(res); why != "" {
 		fmt.Fprintf(w, "    %s\n", why)
