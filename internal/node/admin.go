@@ -11,6 +11,7 @@ import (
 	"tandem/internal/events"
 	"tandem/internal/heartbeat"
 	"tandem/internal/manager"
+	"tandem/internal/placement"
 	"tandem/internal/state"
 	"tandem/internal/volume"
 )
@@ -132,6 +133,11 @@ func (n *Node) eligibleTarget(st *state.State, g config.Group, to string) error 
 	if n.cfg.ConfigMismatch == config.MismatchBlock && st.ConfigDiffers(to, n.voterNames()) {
 		return fmt.Errorf("%w: %s runs another configuration (%s) than the cluster (%s); make the files agree (config_mismatch: block)",
 			ErrConflict, to, st.Nodes[to].Config, st.ClusterConfig(n.voterNames()))
+	}
+	// Placement would not start the group on a banned node: the holder
+	// would hand it over to nobody (storage seed 5013).
+	if why := placement.BannedWhy(&g, st.Group(g.Name), to, time.Now()); why != "" {
+		return fmt.Errorf("%w: %s %s for group %s; `tandem cleanup %s` clears it", ErrConflict, to, why, g.Name, g.Name)
 	}
 	for _, r := range g.Resources {
 		if r.Volume == nil {

@@ -194,6 +194,16 @@ func (in Input) eligible(g *config.Group, gs *state.Group, n string) bool {
 	return in.whyNot(g, gs, n) == ""
 }
 
+// BannedWhy says why n is banned from running g after failures, or ""
+// when it is not (no ban, or it ran out: failure_timeout). The admin's
+// `tandem failover --to` refuses such a target with the same rule.
+func BannedWhy(g *config.Group, gs *state.Group, n string, now time.Time) string {
+	if f := gs.Failures[n]; f != nil && f.Banned && f.ActiveFailure(now, g.FailureTimeout.D()) {
+		return "is banned after failures (" + f.Reason + ")"
+	}
+	return ""
+}
+
 // whyNot says why n cannot run g, or "" when it can.
 func (in Input) whyNot(g *config.Group, gs *state.Group, n string) string {
 	allowed := false
@@ -214,8 +224,8 @@ func (in Input) whyNot(g *config.Group, gs *state.Group, n string) string {
 	case in.BlockDrift && n != gs.Holder && in.State.ConfigDiffers(n, in.Voters):
 		return "runs another configuration than the cluster (config_mismatch: block)"
 	}
-	if f := gs.Failures[n]; f != nil && f.Banned && f.ActiveFailure(in.Now, g.FailureTimeout.D()) {
-		return "is banned after failures (" + f.Reason + ")"
+	if why := BannedWhy(g, gs, n, in.Now); why != "" {
+		return why
 	}
 	if n != gs.Holder {
 		for _, r := range g.Resources {
