@@ -94,6 +94,15 @@ func (n *Node) ForceFailover(ctx context.Context, group, to, actor string) ([]st
 	}
 	st := n.State()
 	gs := st.Group(group)
+	if to == gs.Holder {
+		return nil, fmt.Errorf("%w: %s already runs on %s", ErrConflict, group, to)
+	}
+	// Everything else must allow the move before a replica is forced:
+	// a forced record with no move after it would leave the holder
+	// unable to fence its peer, its I/O suspended.
+	if err := n.eligibleNode(st, g, to); err != nil {
+		return nil, err
+	}
 	var lost []string
 	for _, r := range g.Resources {
 		if r.Volume == nil {
@@ -119,7 +128,9 @@ func (n *Node) ForceFailover(ctx context.Context, group, to, actor string) ([]st
 	return lost, err
 }
 
-func (n *Node) eligibleTarget(st *state.State, g config.Group, to string) error {
+// eligibleNode is eligibleTarget but for the replicas of g's volumes,
+// which a forced failover overrides.
+func (n *Node) eligibleNode(st *state.State, g config.Group, to string) error {
 	idx := n.voterIndex(to)
 	if idx < 0 || n.cfg.IsWitness(to) {
 		return fmt.Errorf("%w: %q is not a data node", ErrInvalid, to)
@@ -138,6 +149,14 @@ func (n *Node) eligibleTarget(st *state.State, g config.Group, to string) error 
 	// would hand it over to nobody (storage seed 5013).
 	if why := placement.BannedWhy(&g, st.Group(g.Name), to, time.Now()); why != "" {
 		return fmt.Errorf("%w: %s %s for group %s; `tandem cleanup %s` clears it", ErrConflict, to, why, g.Name, g.Name)
+	}
+	return nil
+}
+
+// eligibleTarget says why `to` cannot take group g over now, or nil.
+func (n *Node) eligibleTarget(st *state.State, g config.Group, to string) error {
+	if err := n.eligibleNode(st, g, to); err != nil {
+		return err
 	}
 	for _, r := range g.Resources {
 		if r.Volume == nil {

@@ -205,6 +205,9 @@ func (n *Node) reportVolume(ctx context.Context, v *nodeVolume) {
 		if known != nil && known.Disk == disk && known.Epoch == g.Epoch {
 			continue
 		}
+		if known != nil && known.Forced && known.Epoch == g.Epoch && node != n.self && disk != state.DiskUpToDate {
+			continue // an admin forced it UpToDate at this epoch: the state refuses ours
+		}
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := n.cons.Propose(pctx, state.Command{Op: state.OpReplica, Time: time.Now(), Group: v.group, Node: n.self,
 			Epoch: g.Epoch, Volume: v.name, Replica: node, Disk: disk})

@@ -105,6 +105,19 @@ func TestReplicaForcedByAnAdmin(t *testing.T) {
 	if r := s.ReplicaOf("pg", "n2"); r.Disk != DiskUpToDate || !r.Forced || r.By != "root" {
 		t.Fatalf("forced: %+v", r)
 	}
+	// The holder, n1 until it has handed over, reports its peer Outdated
+	// again (its 1 s look, or a link event): refused, or it would undo
+	// the forced failover (the move cancelled, or n2 never started).
+	if err := apply(Command{Op: OpReplica, Group: "db", Node: "n1", Epoch: 1, Volume: "pg", Replica: "n2", Disk: DiskOutdated}); !IsStaleEpoch(err) {
+		t.Fatalf("the holder outdated a replica forced UpToDate at its epoch: %v", err)
+	}
+	if r := s.ReplicaOf("pg", "n2"); r.Disk != DiskUpToDate || !r.Forced {
+		t.Fatalf("after the holder's refused report: %+v", r)
+	}
+	// Its report of its own replica goes through.
+	if err := apply(Command{Op: OpReplica, Group: "db", Node: "n1", Epoch: 1, Volume: "pg", Replica: "n1", Disk: DiskUpToDate}); err != nil {
+		t.Fatal(err)
+	}
 	if err := apply(Command{Op: OpPlace, Group: "db", Holder: "n2", Epoch: 1}); err != nil {
 		t.Fatal(err)
 	}

@@ -389,6 +389,19 @@ func (s *State) applyReplica(c Command) error {
 		return fmt.Errorf("%w: volume %s: replica of %s reported %s by %s at epoch %d, group %s is at epoch %d on %q",
 			ErrStaleEpoch, c.Volume, c.Replica, c.Disk, c.Node, c.Epoch, c.Group, epoch, holder)
 	}
+	// A replica an admin forced UpToDate at this epoch stays so against
+	// the holder's reports of it: the admin accepted losing what it
+	// lacks, and the holder, still the holder until it has handed over,
+	// would otherwise outdate it again on its next look and undo the
+	// forced failover (the move cancelled, or the target never started).
+	// Refused, the holder cannot fence its peer, so it acknowledges no
+	// write the forced replica lacks. Its report of itself, an UpToDate
+	// report, and anything at a later epoch go through.
+	if old := s.ReplicaOf(c.Volume, c.Replica); old != nil && old.Forced && old.Epoch == c.Epoch &&
+		!admin && c.Replica != c.Node && c.Disk != DiskUpToDate {
+		return fmt.Errorf("%w: volume %s: replica of %s reported %s by %s at epoch %d, but %s forced it UpToDate at that epoch (tandem failover --force)",
+			ErrStaleEpoch, c.Volume, c.Replica, c.Disk, c.Node, c.Epoch, old.By)
+	}
 	if s.Volumes == nil {
 		s.Volumes = map[string]*Volume{}
 	}
