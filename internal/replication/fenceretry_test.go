@@ -1,12 +1,9 @@
 package replication
 
-import (
-	"os"
-	"testing"
-)
+import "testing"
 
-// Known bug: a fence that failed in an earlier primary term holds back
-// the fence of the next one by FenceRetry. Seen in e2e
+// A fence that failed in an earlier primary term held back the fence of
+// the next one by FenceRetry. Seen in e2e
 // (TestPostgresFailoverLosesNoCommittedTransaction, "cut off node1"):
 // node2, deposed after a freeze, had its fence refused as a stale epoch
 // (fence_failed at 20.476); promoted again 265 ms later with node1 cut
@@ -15,10 +12,7 @@ import (
 // at once: 740 ms of the takeover's mount_ms (787). Here: a primary cut
 // off, its fencer refuses, it is demoted, then promoted again at a newer
 // epoch with the link still down: it must ask the fencer at once.
-func TestKnownBugFenceOfANewTermWaitsForTheOldRetry(t *testing.T) {
-	if os.Getenv("TANDEM_KNOWN_BUGS") == "" {
-		t.Skip("known bug (internal/replication): a fence refused in an earlier primary term delays the next term's fence by FenceRetry; TANDEM_KNOWN_BUGS=1 runs the reproducer")
-	}
+func TestFenceOfANewTermDoesNotWaitForTheOldRetry(t *testing.T) {
 	s := pair(t, Sync)
 	a := s.nodes[0]
 	s.linkDown("cut")
