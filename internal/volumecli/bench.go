@@ -19,7 +19,9 @@ import (
 //     export, against min(local buffered write + fdatasync, raw TCP
 //     between the hosts);
 //   - 4 KiB write + flush at queue depth 1, p50 against local 4 KiB
-//     write + fdatasync p50 + TCP round trip p50 + 10 %;
+//     write + fdatasync p50 + TCP round trip p50 + 10 %, and against
+//     its floor, what the two requests must do at the least on these
+//     hosts, done by two small programs (benchfloor_linux.go);
 //   - a resync after a disconnect during which D bytes were written:
 //     bytes moved against D, rate against min(disk, link);
 //   - verify against the local sequential read rate.
@@ -51,10 +53,22 @@ type BenchResult struct {
 	Mode       string `json:"mode"`
 
 	// The targets' figures (issue 11).
-	WriteRatio          float64 `json:"write_ratio"`
-	LatencyP50us        float64 `json:"latency_p50_us"`
-	LatencyP99us        float64 `json:"latency_p99_us"`
-	LatencyBoundus      float64 `json:"latency_bound_us"`
+	WriteRatio     float64 `json:"write_ratio"`
+	LatencyP50us   float64 `json:"latency_p50_us"`
+	LatencyP99us   float64 `json:"latency_p99_us"`
+	LatencyBoundus float64 `json:"latency_bound_us"`
+	// LatencyFloorus is the p50 of what a sync WRITE + FLUSH must do at
+	// the least on these hosts, done without the engine
+	// (benchfloor_linux.go): the NBD hop, a TLS round trip carrying the
+	// 4 KiB with the peer's pwrite, then the NBD hop and a TLS round trip
+	// with both sides' fdatasync at once on the same disk.
+	LatencyFloorus float64 `json:"latency_floor_us"`
+	// LatencyFloorRatio is latency_p50_us / latency_floor_us: the
+	// engine's share; FloorBoundRatio is latency_floor_us /
+	// latency_bound_us: this bed's (above 1, the bound cannot be met
+	// here by any engine).
+	LatencyFloorRatio   float64 `json:"latency_p50_floor_ratio"`
+	FloorBoundRatio     float64 `json:"latency_floor_bound_ratio"`
 	ResyncTransferRatio float64 `json:"resync_transfer_ratio"`
 	ResyncRateRatio     float64 `json:"resync_rate_ratio"`
 	VerifyRatio         float64 `json:"verify_ratio"`
@@ -95,9 +109,13 @@ type BenchBaselines struct {
 	// Local4KSharedP50us: the same with a second writer doing the same on
 	// another file at once (both replicas flush together here).
 	Local4KSharedP50us float64 `json:"local_4k_sync_shared_p50_us"`
-	RTTP50us           float64 `json:"rtt_p50_us"`
-	RTTP99us           float64 `json:"rtt_p99_us"`
-	LocalReadMBps      float64 `json:"local_read_mbps"`
+	// The floor's p99 and its two parts' p50 (LatencyFloorus is its p50).
+	FloorP99us      float64 `json:"latency_floor_p99_us"`
+	FloorWriteP50us float64 `json:"floor_write_p50_us"`
+	FloorFlushP50us float64 `json:"floor_flush_p50_us"`
+	RTTP50us        float64 `json:"rtt_p50_us"`
+	RTTP99us        float64 `json:"rtt_p99_us"`
+	LocalReadMBps   float64 `json:"local_read_mbps"`
 	// LocalReadSharedMBps: two readers at once, each its own file (verify
 	// reads both replicas).
 	LocalReadSharedMBps float64 `json:"local_read_shared_mbps"`
@@ -138,7 +156,8 @@ func benchCmd(g *globals) *cobra.Command {
 on each over backing files in --dir, makes one primary in sync mode and measures, in the
 same run and on the same hosts, the volume and its baselines:
   sequential 1 MiB writes through NBD  vs  min(local write + fdatasync, raw TCP between the hosts)
-  4 KiB write + flush at queue depth 1  vs  local 4 KiB write + fdatasync p50 + TCP RTT p50 + 10 %
+  4 KiB write + flush at queue depth 1  vs  local 4 KiB write + fdatasync p50 + TCP RTT p50 + 10 %,
+                                        and vs its floor: the same hops and disk work without the engine
   resync after a disconnect with D bytes written  vs  D, and min(disk, link) for the rate
   verify                                vs  local sequential read (page cache dropped before both)
 Both backing files and the baseline files share one filesystem: that is printed beside the
@@ -206,6 +225,8 @@ func printBench(w io.Writer, r BenchResult) {
 				r.LatencyP50us, r.LatencyP99us, v.WriteOnlyP50us, v.FlushP50us, b.Local4KP50us, b.RTTP50us, r.LatencyBoundus, v.LinkRTTus)
 			fmt.Fprintf(w, "  one 4 KiB write with FUA instead (one request): p50 %.0f µs p99 %.0f µs = %.2f of the bound\n",
 				v.FUAP50us, v.FUAP99us, v.FUAP50us/r.LatencyBoundus)
+			fmt.Fprintf(w, "  floor (the same WRITE + FLUSH hops and disk work without the engine): p50 %.0f µs p99 %.0f µs (the write %.0f µs, the flush %.0f µs) = %.2f of the bound; latency_p50 / floor %.2f\n",
+				r.LatencyFloorus, b.FloorP99us, b.FloorWriteP50us, b.FloorFlushP50us, r.FloorBoundRatio, r.LatencyFloorRatio)
 		case strings.HasPrefix(t.Name, "resync bytes"):
 			fmt.Fprintf(w, "  D %d MiB, moved %d MiB (%d MiB on the wire with framing and the bitmap)\n", v.ResyncWritten>>20, v.ResyncMoved>>20, v.ResyncWireBytes>>20)
 		case strings.HasPrefix(t.Name, "resync rate"):

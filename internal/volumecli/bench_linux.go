@@ -144,6 +144,17 @@ func (b *benchRun) setup() error {
 			return err
 		}
 	}
+	for _, h := range []string{"a", "b"} {
+		f, err := os.OpenFile(b.path("floor-"+h+".img"), os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = fileSeqWrite(f, floorArea, b.buf)
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
 	if err := b.startPeer(keyPath, key); err != nil {
 		return err
 	}
@@ -196,20 +207,30 @@ func (b *benchRun) setup() error {
 }
 
 // startPeer runs the bench peer on host b, the far end of the network
-// baselines.
+// baselines and the floor's secondary, and the floor's primary on host a.
 func (b *benchRun) startPeer(keyPath string, key []byte) error {
 	addr := netip.AddrPortFrom(benchAddrB, 7900).String()
-	if _, err := b.hb.start(b.hb.b, "bench-peer.log", "volume", "bench-peer", "--listen", addr, "--key", keyPath); err != nil {
+	floor := netip.AddrPortFrom(benchAddrA, 7902).String()
+	if _, err := b.hb.start(b.hb.b, "bench-peer.log", "volume", "bench-peer", "--listen", addr, "--key", keyPath,
+		"--file", b.path("floor-b.img")); err != nil {
+		return err
+	}
+	if _, err := b.hb.start(b.hb.a, "floor-primary.log", "volume", "bench-peer", "--listen", floor, "--key", keyPath,
+		"--node", "a", "--file", b.path("floor-a.img"), "--floor-peer", addr); err != nil {
 		return err
 	}
 	if err := waitDial(b.hb.a, addr, 10*time.Second); err != nil {
+		return err
+	}
+	if err := waitDial(b.hb.a, floor, 10*time.Second); err != nil {
 		return err
 	}
 	ids, err := peerid.New(key, benchTLSDomain, "a", []string{"a", "b"})
 	if err != nil {
 		return err
 	}
-	b.net = &benchNet{ids: ids, dial: func() (net.Conn, error) { return dialFrom(b.hb.a, addr) }}
+	b.net = &benchNet{ids: ids, dial: func() (net.Conn, error) { return dialFrom(b.hb.a, addr) },
+		dialFloor: func() (net.Conn, error) { return dialFrom(b.hb.a, floor) }}
 	return nil
 }
 

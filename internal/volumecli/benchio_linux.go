@@ -196,8 +196,9 @@ func digestRate(buf []byte) float64 {
 
 // benchNet measures the link between the hosts with the bench peer.
 type benchNet struct {
-	dial func() (net.Conn, error) // from host a to the bench peer on b
-	ids  *peerid.Set
+	dial      func() (net.Conn, error) // from host a to the bench peer on b
+	dialFloor func() (net.Conn, error) // from host a to the floor's primary on a
+	ids       *peerid.Set
 }
 
 // throughput sends n bytes to the sink and returns the time until the

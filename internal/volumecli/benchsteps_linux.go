@@ -59,7 +59,7 @@ func (b *benchRun) sequential() error {
 // local 4 KiB write + fdatasync and a TCP round trip, each round.
 func (b *benchRun) latency() error {
 	per := max(1, b.o.samples/b.o.rounds)
-	var local, shared, rtt, vol, writes, fua []time.Duration
+	var local, shared, rtt, vol, writes, fua, floor, floorWrites []time.Duration
 	for r := 0; r < b.o.rounds; r++ {
 		from := r * per
 		err := pair(r, func() error {
@@ -83,6 +83,11 @@ func (b *benchRun) latency() error {
 				return fmt.Errorf("RTT baseline: %w", err)
 			}
 			rtt = append(rtt, d...)
+			p, w, err := floorSamples(b.net.dialFloor, per, from, b.buf)
+			if err != nil {
+				return fmt.Errorf("floor: %w", err)
+			}
+			floor, floorWrites = append(floor, p...), append(floorWrites, w...)
 			return nil
 		}, func() error {
 			p, w, err := nbdSyncWrites(b.client, per, from, b.buf)
@@ -98,10 +103,7 @@ func (b *benchRun) latency() error {
 			return err
 		}
 	}
-	flushes := make([]time.Duration, len(vol))
-	for i := range vol {
-		flushes[i] = vol[i] - writes[i]
-	}
+	flushes, floorFlushes := minus(vol, writes), minus(floor, floorWrites)
 	bl, v := &b.res.Baseline, &b.res.Volume
 	bl.Local4KP50us, bl.Local4KP99us, bl.Local4KSharedP50us = quantileUS(local, 0.5), quantileUS(local, 0.99), quantileUS(shared, 0.5)
 	bl.RTTP50us, bl.RTTP99us = quantileUS(rtt, 0.5), quantileUS(rtt, 0.99)
@@ -109,10 +111,25 @@ func (b *benchRun) latency() error {
 	v.WriteOnlyP50us, v.FlushP50us = quantileUS(writes, 0.5), quantileUS(flushes, 0.5)
 	v.FUAP50us, v.FUAP99us = quantileUS(fua, 0.5), quantileUS(fua, 0.99)
 	b.res.LatencyBoundus = (bl.Local4KP50us + bl.RTTP50us) * 1.1
+	b.res.LatencyFloorus, bl.FloorP99us = quantileUS(floor, 0.5), quantileUS(floor, 0.99)
+	bl.FloorWriteP50us, bl.FloorFlushP50us = quantileUS(floorWrites, 0.5), quantileUS(floorFlushes, 0.5)
+	if b.res.LatencyFloorus > 0 {
+		b.res.LatencyFloorRatio = b.res.LatencyP50us / b.res.LatencyFloorus
+		b.res.FloorBoundRatio = b.res.LatencyFloorus / b.res.LatencyBoundus
+	}
 	if s, err := b.ctlA.status(); err == nil && s.Link != nil {
 		v.LinkRTTus = float64(s.Link.RTTus)
 	}
 	return nil
+}
+
+// minus is a[i] - b[i] for each i.
+func minus(a, b []time.Duration) []time.Duration {
+	d := make([]time.Duration, len(a))
+	for i := range a {
+		d[i] = a[i] - b[i]
+	}
+	return d
 }
 
 // resync: disconnect, write D bytes in 1 MiB blocks at distinct random
