@@ -188,3 +188,16 @@ func (c *Client) Metrics(ctx context.Context) (string, error) {
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
 }
+
+// RecordDrill appends a drill record to the agent's audit log.
+func (c *Client) RecordDrill(ctx context.Context, group, result, message string, attrs map[string]any) error {
+	return c.do(ctx, "POST", "/v1/groups/"+url.PathEscape(group)+"/drills",
+		map[string]any{"result": result, "message": message, "attrs": attrs}, nil)
+}
+
+// CrashForDrill kills the agent (SIGKILL) for an unplanned drill of a
+// group it runs. The agent answers before it dies; a connection that
+// breaks instead is an ErrUnreachable.
+func (c *Client) CrashForDrill(ctx context.Context, group string) error {
+	return c.do(ctx, "POST", "/v1/groups/"+url.PathEscape(group)+"/drill-crash", nil, nil)
+}

@@ -43,6 +43,14 @@ type Backend interface {
 	ScanEvents(f events.Filter) (events.Result, error)
 }
 
+// Driller is what a backend offers `tandem drill` (a *node.Node does):
+// recording a drill in its audit log, and killing itself for an unplanned
+// drill. A backend without it answers 404 to those requests.
+type Driller interface {
+	RecordDrill(group, result, message string, attrs map[string]any, actor string) error
+	CrashForDrill(group, actor string) (kill func(), err error)
+}
+
 // The headers of GET /v1/events that report the audit log's lines that
 // are not entries: how many, and the first of them ("line N: reason").
 const (
@@ -204,6 +212,7 @@ func (s *Server) handler(needToken bool) http.Handler {
 		}
 		s.reply(w, s.backend.Maintenance(r.Context(), req.Node, *req.On, actor(r)), map[string]any{"maintenance": *req.On, "node": req.Node})
 	})
+	s.drillHandlers(mux)
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		f, err := parseFilter(r.URL.Query(), time.Now())
 		if err != nil {

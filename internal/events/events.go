@@ -44,6 +44,7 @@ const (
 	LeaderChanged  Kind = "leader_changed"
 	PacketDropped  Kind = "packet_dropped"
 	LogCheckpoint  Kind = "log_checkpoint" // the audit log's compaction dropped its oldest entries
+	Drill          Kind = "drill"          // a failover drill (tandem drill): its result and times
 )
 
 // RAID health kinds (mirroring mdadm --monitor event names).
@@ -65,7 +66,7 @@ func KnownKinds() []Kind {
 		NodeUp, NodeDown, LinkUp, LinkDown, LeaseAcquired, LeaseLost, Takeover, Placement,
 		GroupStarted, GroupStopped, ResStart, ResStop, ResFailure, ResRestart, ResFound,
 		Handover, GuardDrops, ConfigMismatch, AdminAction, QuorumLost, QuorumGained,
-		LeaderChanged, PacketDropped, LogCheckpoint,
+		LeaderChanged, PacketDropped, LogCheckpoint, Drill,
 		RaidFail, RaidDegradedArray, RaidSpareActive, RaidRebuildStarted, RaidRebuildProgress,
 		RaidRebuildFinished, RaidRebuildAborted, RaidChecksumRepaired, RaidMismatchesFound,
 	}
