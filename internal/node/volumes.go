@@ -187,9 +187,24 @@ func replicaReports(self, peer string, s volume.Status) map[string]string {
 	return out
 }
 
+// holderlessReports says what a secondary may report while its group has
+// no holder: both replicas UpToDate when they are connected, both
+// UpToDate and in sync, and neither is primary (state.applyReplica).
+func holderlessReports(self, peer string, s volume.Status) map[string]string {
+	if s.Role != replication.Secondary.String() || s.PeerRole == replication.Primary.String() ||
+		s.Disk != "UpToDate" || s.Connection != "Connected" || s.PeerDisk != "UpToDate" || s.Sync != "" || s.OutOfSync != 0 {
+		return nil
+	}
+	return map[string]string{self: state.DiskUpToDate, peer: state.DiskUpToDate}
+}
+
 func (n *Node) reportVolume(ctx context.Context, v *nodeVolume) {
 	s := v.rep.Status()
-	if s.Role != replication.Primary.String() || v.group == "" {
+	if v.group == "" {
+		return
+	}
+	if s.Role != replication.Primary.String() {
+		n.reportHolderless(ctx, v)
 		return
 	}
 	v.mu.Lock()
@@ -211,6 +226,38 @@ func (n *Node) reportVolume(ctx context.Context, v *nodeVolume) {
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := n.cons.Propose(pctx, state.Command{Op: state.OpReplica, Time: time.Now(), Group: v.group, Node: n.self,
 			Epoch: g.Epoch, Volume: v.name, Replica: node, Disk: disk})
+		cancel()
+		if err != nil && !state.IsStaleEpoch(err) {
+			n.log.Warn("volume: replica state not recorded; retrying", "volume", v.name, "replica", node, "disk", disk, "err", err)
+		}
+	}
+}
+
+// reportHolderless records both replicas UpToDate while the group has no
+// holder and they are connected and in sync: nobody else could (only a
+// holder reports), and a replica outdated before the group stopped would
+// stay recorded stale with its data current, the group running nowhere
+// once its last node is banned (storage seed 20092).
+func (n *Node) reportHolderless(ctx context.Context, v *nodeVolume) {
+	n.mu.Lock()
+	g := n.st.Groups[v.group]
+	var epoch uint64
+	holder, stale := "", false
+	if g != nil {
+		epoch, holder = g.Epoch, g.Holder
+		for _, node := range []string{n.self, v.peer} {
+			r := n.st.ReplicaOf(v.name, node)
+			stale = stale || r != nil && r.Disk != state.DiskUpToDate
+		}
+	}
+	n.mu.Unlock()
+	if g == nil || holder != "" || !stale {
+		return
+	}
+	for node, disk := range holderlessReports(n.self, v.peer, v.rep.Status()) {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := n.cons.Propose(pctx, state.Command{Op: state.OpReplica, Time: time.Now(), Group: v.group, Node: n.self,
+			Epoch: epoch, Volume: v.name, Replica: node, Disk: disk, Reason: "in sync with no holder"})
 		cancel()
 		if err != nil && !state.IsStaleEpoch(err) {
 			n.log.Warn("volume: replica state not recorded; retrying", "volume", v.name, "replica", node, "disk", disk, "err", err)

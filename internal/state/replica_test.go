@@ -128,3 +128,37 @@ func TestReplicaForcedByAnAdmin(t *testing.T) {
 		t.Fatalf("after the holder's own report: %+v", r)
 	}
 }
+
+// With no holder, a data node reports its connected, in-sync peer (and
+// itself) UpToDate: nobody else could, and the group would run nowhere
+// once its last eligible node is banned (storage seed 20092). Only
+// UpToDate, and only at the current epoch.
+func TestReplicaReportedUpToDateWithNoHolder(t *testing.T) {
+	s := New()
+	at := time.Unix(100, 0)
+	apply := func(c Command) error { c.Time = at; return s.Apply(s.Index+1, c) }
+	if err := apply(Command{Op: OpPlace, Group: "db", Holder: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(Command{Op: OpReplica, Group: "db", Node: "n1", Epoch: 1, Volume: "pg", Replica: "n2", Disk: DiskOutdated}); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(Command{Op: OpReplica, Group: "db", Node: "n2", Epoch: 1, Volume: "pg", Replica: "n2", Disk: DiskUpToDate}); !IsStaleEpoch(err) {
+		t.Fatalf("a non-holder's report while n1 holds the group: %v", err)
+	}
+	if err := apply(Command{Op: OpPlace, Group: "db", Holder: "", Epoch: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(Command{Op: OpReplica, Group: "db", Node: "n1", Epoch: 2, Volume: "pg", Replica: "n1", Disk: DiskOutdated}); !IsStaleEpoch(err) {
+		t.Fatalf("a holderless downgrade: %v", err)
+	}
+	if err := apply(Command{Op: OpReplica, Group: "db", Node: "n1", Epoch: 1, Volume: "pg", Replica: "n2", Disk: DiskUpToDate}); !IsStaleEpoch(err) {
+		t.Fatalf("a holderless report at an old epoch: %v", err)
+	}
+	if err := apply(Command{Op: OpReplica, Group: "db", Node: "n1", Epoch: 2, Volume: "pg", Replica: "n2", Disk: DiskUpToDate}); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.ReplicaOf("pg", "n2"); r.Disk != DiskUpToDate || r.By != "n1" || r.Epoch != 2 {
+		t.Fatalf("after the holderless report: %+v", r)
+	}
+}

@@ -381,7 +381,15 @@ func (s *State) applyReplica(c Command) error {
 	}
 	g := s.Groups[c.Group]
 	admin := c.Actor != "" && c.Disk == DiskUpToDate && g != nil && c.Epoch == g.Epoch
-	if !admin && (g == nil || c.Epoch != g.Epoch || c.Node != g.Holder || g.Holder == "") {
+	// With no holder nobody writes, and nobody else could report: a data
+	// node whose replica and connected peer are both UpToDate and in sync
+	// (so said their handshake or a finished resync) may say so, or a
+	// replica outdated before the group stopped would stay recorded
+	// stale with its data current, and the group run nowhere once its
+	// last node is banned (storage seed 20092). Only UpToDate: nothing
+	// but the holder may outdate.
+	holderless := c.Actor == "" && c.Node != "" && c.Disk == DiskUpToDate && g != nil && g.Holder == "" && c.Epoch == g.Epoch
+	if !admin && !holderless && (g == nil || c.Epoch != g.Epoch || c.Node != g.Holder || g.Holder == "") {
 		holder, epoch := "", uint64(0)
 		if g != nil {
 			holder, epoch = g.Holder, g.Epoch
