@@ -65,7 +65,7 @@ fi
 
 run install -d -m 0755 "$destdir$bindir" "$destdir$unitdir"
 run install -m 0755 "$work/tandem" "$destdir$bindir/tandem"
-for unit in "$root"/contrib/systemd/*.service; do
+for unit in "$root"/contrib/systemd/*.service "$root"/contrib/systemd/*.timer; do
 	run install -m 0644 "$unit" "$destdir$unitdir/$(basename "$unit")"
 done
 # The units' Documentation= points here.

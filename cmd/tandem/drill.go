@@ -133,7 +133,13 @@ func printDrill(w io.Writer, r *drill.Result) {
 		}
 		row("switch", r.SwitchMs, sw)
 		if t := r.Takeover; t != nil {
-			fmt.Fprintf(w, "  %-12s %10s  detect %v + decide %v + start %v ms (%s's audit log)\n", "", "", t["detect_ms"], t["decide_ms"], t["start_ms"], r.To)
+			var parts []string
+			for _, k := range []string{"detect", "decide", "start"} {
+				if v, ok := t[k+"_ms"]; ok {
+					parts = append(parts, fmt.Sprintf("%s %v", k, v))
+				}
+			}
+			fmt.Fprintf(w, "  %-12s %10s  %s ms (as %s recorded the takeover)\n", "", "", strings.Join(parts, " + "), r.To)
 		}
 		check := "every resource running"
 		if r.Check != "" {

@@ -63,7 +63,10 @@ func TestInstallScriptInstallsOneStaticBinary(t *testing.T) {
 		}
 	}
 
-	for _, unit := range []string{"tandem.service", "tandem-witness.service"} {
+	if _, err := os.Stat(filepath.Join(dest, "etc/systemd/system", "tandem-drill@.timer")); err != nil {
+		t.Errorf("the drill timer is not installed: %v", err)
+	}
+	for _, unit := range []string{"tandem.service", "tandem-witness.service", "tandem-drill@.service"} {
 		data, err := os.ReadFile(filepath.Join(dest, "etc/systemd/system", unit))
 		if err != nil {
 			t.Errorf("unit not installed: %v", err)

@@ -261,10 +261,13 @@ func (d *drill) run(ctx context.Context) {
 		}
 	}
 	if err := d.waitRunning(ctx, p.To, d.o.SwitchTimeout); err != nil {
+		if d.o.Unplanned {
+			err = fmt.Errorf("%w (an agent restarted before %s noticed it was gone, within node_timeout, keeps its group: no failover happens)", err, p.To)
+		}
 		d.fail("%v", err)
 		return
 	}
-	d.r.SwitchMs = clk.Since(t0).Milliseconds()
+	d.r.SwitchMs = msSince(clk, t0)
 	if d.o.Unplanned {
 		d.r.Takeover = d.takeover(ctx, t0)
 	}
@@ -274,7 +277,7 @@ func (d *drill) run(ctx context.Context) {
 		d.fail("the service on %s: %v", p.To, err)
 		// Back to where it ran, as a failed drill should leave it.
 	} else {
-		d.r.VerifyMs = clk.Since(t1).Milliseconds()
+		d.r.VerifyMs = msSince(clk, t1)
 	}
 	if d.o.Hold > 0 && d.r.Result == Pass {
 		d.o.Progress(fmt.Sprintf("holding on %s for %s", p.To, d.o.Hold))
@@ -283,7 +286,7 @@ func (d *drill) run(ctx context.Context) {
 			d.fail("hold: %v", err)
 			return
 		}
-		d.r.HoldMs = clk.Since(t2).Milliseconds()
+		d.r.HoldMs = msSince(clk, t2)
 		if err := d.verify(ctx, p.To); err != nil {
 			d.fail("after holding for %s, the service on %s: %v", d.o.Hold, p.To, err)
 		}
@@ -296,7 +299,7 @@ func (d *drill) run(ctx context.Context) {
 			d.fail("switch back: %v (the group stays on %s)", err, p.To)
 			return
 		}
-		d.r.RejoinMs = clk.Since(t3).Milliseconds()
+		d.r.RejoinMs = msSince(clk, t3)
 	}
 	d.o.Progress(fmt.Sprintf("switching %s back to %s", p.Group, p.From))
 	t4 := clk.Now()
@@ -308,12 +311,12 @@ func (d *drill) run(ctx context.Context) {
 		d.fail("switch back: %v", err)
 		return
 	}
-	d.r.SwitchBackMs = clk.Since(t4).Milliseconds()
+	d.r.SwitchBackMs = msSince(clk, t4)
 	t5 := clk.Now()
 	if err := d.verify(ctx, p.From); err != nil {
 		d.fail("the service back on %s: %v", p.From, err)
 	} else {
-		d.r.VerifyBackMs = clk.Since(t5).Milliseconds()
+		d.r.VerifyBackMs = msSince(clk, t5)
 	}
 	d.restorePin(ctx)
 }
@@ -408,9 +411,20 @@ func (d *drill) verify(ctx context.Context, node string) error {
 }
 
 // takeover reads the new holder's account of the failover (detect,
-// decide, start) from the audit log of the agent the drill talks to,
-// when that agent is the new holder.
+// decide, start) from the audit log of the agent the drill talks to, when
+// that agent is the new holder; another agent's status has the detection
+// time only.
 func (d *drill) takeover(ctx context.Context, since time.Time) map[string]any {
+	s, err := d.c.Status(ctx)
+	if err != nil {
+		return nil
+	}
+	if s.Node != d.plan.To {
+		if g, ok := findGroup(s, d.plan.Group); ok && g.Takeover != nil && g.Takeover.To == d.plan.To {
+			return map[string]any{"detect_ms": g.Takeover.DetectMs, "from": g.Takeover.From}
+		}
+		return nil
+	}
 	q := url.Values{"kind": {string(events.Takeover)}, "group": {d.plan.Group}, "since": {since.UTC().Format(time.RFC3339Nano)}}
 	for range 20 {
 		evs, err := d.c.Events(ctx, q)
@@ -459,6 +473,10 @@ func (d *drill) restorePin(ctx context.Context) {
 	}
 	d.r.Pin = "unpinned, as before the drill"
 }
+
+// msSince is the milliseconds since t, at least 1: a step that happened
+// never reads as 0, which means it did not.
+func msSince(clk clock.Clock, t time.Time) int64 { return max(clk.Since(t).Milliseconds(), 1) }
 
 // sleep waits d on clk, or until ctx ends.
 func sleep(ctx context.Context, clk clock.Clock, d time.Duration) error {

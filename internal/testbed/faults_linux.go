@@ -22,6 +22,11 @@ func (b *Bed) record(f Fault) Fault {
 	return f
 }
 
+// Record adds a fault made outside the bed to the fault log, at f.At (now
+// when zero): tandem drill --unplanned kills the active agent through its
+// API, and the audit must know that agent was killed, and when.
+func (b *Bed) Record(f Fault) Fault { return b.record(f) }
+
 // Faults returns the fault log so far.
 func (b *Bed) Faults() []Fault {
 	b.mu.Lock()
