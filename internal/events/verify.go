@@ -100,7 +100,12 @@ func (v *Verification) broken(line int, seq uint64, format string, args ...any) 
 // The chain shows changes inside the log. It cannot show that a log was cut
 // short at its end, or rewritten as a whole with a new chain: only an anchor
 // kept elsewhere shows those.
-func Verify(r io.Reader, anchor *Link) (*Verification, error) {
+func Verify(r io.Reader, anchor *Link) (*Verification, error) { return VerifyEach(r, anchor, nil) }
+
+// VerifyEach is Verify that also hands each entry's event (a checkpoint
+// included) to fn, in the log's order: one pass reads and checks a log
+// (tandem report).
+func VerifyEach(r io.Reader, anchor *Link, fn func(Event)) (*Verification, error) {
 	v := &Verification{}
 	lr := lineReader{r: bufio.NewReaderSize(r, 64<<10)}
 	var last *Link
@@ -127,6 +132,9 @@ func Verify(r io.Reader, anchor *Link) (*Verification, error) {
 			continue
 		}
 		v.Entries++
+		if fn != nil {
+			fn(rec.Event)
+		}
 		here := rec.linkAfter(raw)
 		switch {
 		case rec.checkpoint():
