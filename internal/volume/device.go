@@ -23,7 +23,7 @@ func (v *Volume) do(r replication.Request) replication.Complete {
 	ch := waiterPool.Get().(chan replication.Complete)
 	r.ID = v.nextReq.Add(1)
 	start := v.clk.Now()
-	if !v.post(func(now time.Time) {
+	if !v.step(mayBlock, func(now time.Time) {
 		v.waiters[r.ID] = ch
 		v.m.Submit(now, r)
 	}) {
@@ -44,7 +44,7 @@ func (v *Volume) do(r replication.Request) replication.Complete {
 	waiterPool.Put(ch)
 	if r.Op != replication.OpRead && c.Err == nil {
 		d := v.clk.Since(start)
-		v.post(func(time.Time) { v.lat.add(r.Op, d) })
+		v.lat.add(r.Op, d)
 	}
 	return c
 }
@@ -97,8 +97,9 @@ func (v *Volume) Flush() error {
 // Size is the volume's size in bytes.
 func (v *Volume) Size() int64 { return v.cfg.Size }
 
-// latency keeps the durations of recent writes and flushes (the loop's).
+// latency keeps the durations of recent writes and flushes.
 type latency struct {
+	mu              sync.Mutex
 	writes, flushes ring
 	// The quantiles as last computed, at most every latencyEvery: the
 	// loop publishes its status after every step, and sorting the rings
@@ -111,6 +112,8 @@ const latencyEvery = 200 * time.Millisecond
 
 // quantiles returns the write p50 and p99 and the flush p50 in µs.
 func (l *latency) quantiles(now time.Time) (w50, w99, f50 int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if now.Sub(l.at) >= latencyEvery || now.Before(l.at) {
 		l.at = now
 		l.w50, l.w99 = l.writes.quantile(0.5).Microseconds(), l.writes.quantile(0.99).Microseconds()
@@ -141,6 +144,8 @@ func (r *ring) quantile(q float64) time.Duration {
 }
 
 func (l *latency) add(op replication.Op, d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if op == replication.OpFlush {
 		l.flushes.add(d)
 	} else {

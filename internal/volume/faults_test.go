@@ -25,16 +25,23 @@ func testSeed(t *testing.T) uint64 {
 	return s
 }
 
-// freeze stops node i's engine as SIGSTOP would: its loop takes no input
-// and issues nothing until thaw. Local I/O already issued completes, and
-// frames already handed to its sender may still leave.
+// freeze stops node i's engine as SIGSTOP would: a step that does not end
+// holds the machine, which takes no input and issues nothing until thaw.
+// Local I/O already issued completes, and frames already queued may still
+// leave.
 func (p *pair) freeze(i int) (thaw func()) {
 	p.t.Helper()
-	frozen, release := make(chan struct{}), make(chan struct{})
-	if !p.vols[i].post(func(time.Time) { close(frozen); <-release }) {
+	frozen, release, closed := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		if !p.vols[i].post(func(time.Time) { close(frozen); <-release }) {
+			close(closed)
+		}
+	}()
+	select {
+	case <-frozen:
+	case <-closed:
 		p.t.Fatalf("freeze %s: closed", p.names[i])
 	}
-	<-frozen
 	var once sync.Once
 	return func() { once.Do(func() { close(release) }) }
 }

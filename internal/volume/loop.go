@@ -19,17 +19,136 @@ const lazyFlush = time.Second
 // keptEvents is how many recent events Status carries.
 const keptEvents = 16
 
-// post hands fn to the loop; false once the volume is closing.
-func (v *Volume) post(fn func(time.Time)) bool {
-	select {
-	case v.in <- fn:
-		return true
-	case <-v.done:
-		return false
+// The machine has one owner at a time: whichever goroutine holds v.mu
+// runs a step (an input, then every action it leads to) and publishes the
+// status. A step runs on the goroutine the input arrived on, instead of
+// being handed to a loop goroutine and its answer handed back: on a busy
+// two-core host each hand-off between goroutines cost tens of
+// microseconds, and a replicated write and flush made a dozen of them on
+// each node (tandem volume bench, docs/benchmarks.md).
+//
+// What a step cannot do under the lock, it leaves to its goroutine once
+// the lock is released (followUp): frames to send and local I/O. A
+// goroutine that may block on the link and the disk (a client's request,
+// a local I/O's completion) sends the frames itself when no one else is
+// sending, and runs the I/O itself; one that must not (the session's
+// reader, which must go on reading whatever the peer sends; the loop,
+// which keeps the timers) wakes the session's sender and starts a
+// goroutine for each I/O. Frames go out in the order the machine queued
+// them whoever sends them (session.drain); the machine orders the I/O
+// itself (it issues an operation only once those it must follow are
+// done), so carrying one out later or elsewhere changes nothing.
+
+// origin says what the goroutine running a step may do after it.
+type origin uint8
+
+const (
+	// mustNotBlock: the session's reader and the loop (timers, link
+	// events, fencer answers, admin commands).
+	mustNotBlock origin = iota
+	// mayBlock: a client's request or a local I/O's completion.
+	mayBlock
+)
+
+// inlineRounds bounds how many completions in a row one goroutine
+// carries out itself: a client's goroutine is answered meanwhile, and
+// under load it would otherwise go on serving others' I/O.
+const inlineRounds = 4
+
+// post runs fn as a step; false once the volume is closing.
+func (v *Volume) post(fn func(time.Time)) bool { return v.step(mustNotBlock, fn) }
+
+// step runs fn on the machine, carries out the actions under the lock,
+// then what is left to its goroutine.
+func (v *Volume) step(o origin, fn func(time.Time)) bool {
+	ss, ios, ok := v.locked(fn)
+	if ok {
+		v.followUp(o, ss, ios)
+	}
+	return ok
+}
+
+// locked runs fn and the actions it leads to under v.mu, and returns the
+// session with frames to send (nil if none) and the local I/O to do,
+// counted in v.wg.
+func (v *Volume) locked(fn func(time.Time)) (*session, []localIO, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.stopped {
+		return nil, nil, false
+	}
+	now := v.clk.Now()
+	fn(now)
+	v.carryOut(now)
+	if next := v.m.NextTick(now); !next.Equal(v.nextTick) || v.bmLazy && !v.lazyArmed {
+		v.nextTick = next
+		select {
+		case v.rearm <- struct{}{}:
+		default:
+		}
+	}
+	v.publish()
+	ss, ios := v.toSend, v.ios
+	v.toSend, v.ios = nil, nil
+	v.wg.Add(len(ios))
+	return ss, ios, true
+}
+
+// followUp sends and does the I/O a step left, as its origin allows; for
+// a goroutine that may block it goes on with the steps each completion
+// leads to, up to inlineRounds.
+func (v *Volume) followUp(o origin, ss *session, ios []localIO) {
+	for round := 0; ; round++ {
+		inline := o == mayBlock && round < inlineRounds
+		if ss != nil {
+			if inline {
+				ss.drain(true)
+			} else {
+				ss.wake()
+			}
+		}
+		if len(ios) == 0 {
+			return
+		}
+		first := 0
+		if inline {
+			first = 1
+		}
+		for _, io := range ios[first:] {
+			go func() {
+				ss, ios := v.completedLocked(io.op(), io.after)
+				v.followUp(mayBlock, ss, ios)
+			}()
+		}
+		if !inline {
+			return
+		}
+		ss, ios = v.completedLocked(ios[0].op(), ios[0].after)
 	}
 }
 
-// loop owns the machine until Close.
+// localIO is a local operation and what runs once the machine has its
+// completion.
+type localIO struct {
+	op    func() replication.Completion
+	after func()
+}
+
+// completedLocked hands an I/O's completion to the machine (a step) and
+// returns what to follow up with; the I/O is no longer counted in v.wg.
+func (v *Volume) completedLocked(c replication.Completion, after func()) (*session, []localIO) {
+	defer v.wg.Done()
+	ss, ios, _ := v.locked(func(now time.Time) {
+		v.m.Done(now, c)
+		if after != nil {
+			after()
+		}
+	})
+	return ss, ios
+}
+
+// loop keeps the machine's timer and the lazy bitmap write, and takes
+// link events, until Close.
 func (v *Volume) loop() {
 	defer close(v.exited)
 	timer := v.clk.NewTimer(time.Hour)
@@ -38,35 +157,39 @@ func (v *Volume) loop() {
 	defer lazy.Stop()
 	for {
 		select {
-		case fn := <-v.in:
-			now := v.clk.Now()
-			fn(now)
-			v.carryOut(now)
+		case <-v.rearm:
 		case <-timer.C():
-			now := v.clk.Now()
-			v.m.Tick(now)
-			v.carryOut(now)
+			v.post(func(now time.Time) { v.m.Tick(now) })
 		case e := <-v.linkEv:
-			v.linkEvent(v.clk.Now(), e)
+			v.post(func(now time.Time) { v.linkEvent(now, e) })
 		case <-lazy.C():
-			v.bmLazy = false
-			if err := v.md.Bitmap().Flush(); err != nil {
-				v.log.Warn("volume: writing the dirty bitmap", "volume", v.name, "err", err)
-			}
+			v.post(func(time.Time) {
+				v.bmLazy, v.lazyArmed = false, false
+				if err := v.md.Bitmap().Flush(); err != nil {
+					v.log.Warn("volume: writing the dirty bitmap", "volume", v.name, "err", err)
+				}
+			})
 		case <-v.done:
+			v.mu.Lock()
+			v.stopped = true
 			v.shutdown()
+			v.mu.Unlock()
 			return
 		}
+		v.mu.Lock()
 		now := v.clk.Now()
-		if next := v.m.NextTick(now); !next.IsZero() {
+		next := v.m.NextTick(now)
+		if !next.IsZero() {
 			timer.Reset(max(next.Sub(now), 0))
 		} else {
 			timer.Reset(time.Hour)
 		}
-		if v.bmLazy {
+		v.nextTick = next
+		if v.bmLazy && !v.lazyArmed {
+			v.lazyArmed = true
 			lazy.Reset(lazyFlush)
 		}
-		v.publish()
+		v.mu.Unlock()
 	}
 }
 
@@ -107,7 +230,7 @@ func (v *Volume) carryOut(now time.Time) {
 func (v *Volume) act(now time.Time, a replication.Action, afterFailure bool) (failed bool) {
 	switch a := a.(type) {
 	case replication.WriteLocal:
-		v.ioThen(func() replication.Completion {
+		v.io(func() replication.Completion {
 			_, err := v.dev.WriteAt(a.Data, a.Off)
 			if err == nil && a.FUA {
 				err = v.flusher.flush()
@@ -115,7 +238,7 @@ func (v *Volume) act(now time.Time, a replication.Action, afterFailure bool) (fa
 			return replication.Completion{ID: a.ID, Err: err}
 		}, func() { v.giveBack(a.Data) })
 	case replication.FlushLocal:
-		v.io(func() replication.Completion { return replication.Completion{ID: a.ID, Err: v.flusher.flush()} })
+		v.io(func() replication.Completion { return replication.Completion{ID: a.ID, Err: v.flusher.flush()} }, nil)
 	case replication.ReadLocal:
 		v.io(func() replication.Completion {
 			if a.DigestEach > 0 { // only the digests leave: the buffer is reused
@@ -135,7 +258,7 @@ func (v *Volume) act(now time.Time, a replication.Action, afterFailure bool) (fa
 				c.Data = b
 			}
 			return c
-		})
+		}, nil)
 	case replication.Send:
 		if afterFailure {
 			if v.sess != nil {
@@ -151,6 +274,7 @@ func (v *Volume) act(now time.Time, a replication.Action, afterFailure bool) (fa
 				f.Data = slices.Clone(f.Data)
 			}
 			v.sess.queue(f)
+			v.toSend = v.sess
 		}
 	case replication.Complete:
 		ch := v.waiters[a.ID]
@@ -234,24 +358,10 @@ func (v *Volume) durable(what string, err error) bool {
 	return true
 }
 
-// io runs a local operation on its own goroutine; its completion comes
-// back through the loop.
-func (v *Volume) io(op func() replication.Completion) { v.ioThen(op, nil) }
-
-// ioThen is io, then runs after in the loop once the machine has taken
-// the completion.
-func (v *Volume) ioThen(op func() replication.Completion, after func()) {
-	v.wg.Add(1)
-	go func() {
-		defer v.wg.Done()
-		c := op()
-		v.post(func(now time.Time) {
-			v.m.Done(now, c)
-			if after != nil {
-				after()
-			}
-		})
-	}()
+// io leaves a local operation to the step's goroutine (followUp), and
+// after to run once the machine has taken its completion.
+func (v *Volume) io(op func() replication.Completion, after func()) {
+	v.ios = append(v.ios, localIO{op: op, after: after})
 }
 
 // giveBack returns the pooled buffer of peer write data once the write

@@ -11,19 +11,23 @@ import (
 	"tandem/internal/replication/link"
 )
 
-// session is one link session as the loop sees it: frames queued for its
-// sender, in the machine's order. The queue is not bounded here: the
-// machine bounds what it sends by the client requests it holds (the NBD
-// server bounds those) and its resync and verify windows.
+// session is one link session as the volume sees it: frames queued in the
+// machine's order, sent by whichever goroutine drains the queue (one at a
+// time): a step's own goroutine when it may block, else the session's
+// sender. The queue is not bounded here: the machine bounds what it sends
+// by the client requests it holds (the NBD server bounds those) and its
+// resync and verify windows.
 type session struct {
 	v  *Volume
 	s  link.Session
 	mu sync.Mutex
 	// q holds frames not yet handed to the link; more wakes the sender.
-	q      []replication.Frame
-	more   chan struct{}
-	ended  bool
-	sender sync.WaitGroup
+	q       []replication.Frame
+	more    chan struct{}
+	ended   bool
+	sending bool   // a goroutine is draining q
+	buf     []byte // the drainer's encoding buffer
+	sender  sync.WaitGroup
 }
 
 // sessions takes each session the endpoint hands out, in turn: it tells
@@ -125,13 +129,18 @@ func (ss *session) read() {
 	}
 }
 
-// queue adds a frame for the sender (from the loop).
+// queue adds a frame to send (from a step); the step's goroutine sends
+// it or wakes the sender once the step is over.
 func (ss *session) queue(f replication.Frame) {
 	ss.mu.Lock()
 	if !ss.ended {
 		ss.q = append(ss.q, f)
 	}
 	ss.mu.Unlock()
+}
+
+// wake has the sender drain the queue.
+func (ss *session) wake() {
 	select {
 	case ss.more <- struct{}{}:
 	default:
@@ -153,37 +162,65 @@ func (ss *session) end(why error) {
 	}
 }
 
-// send writes queued frames in order until the session ends.
+// send drains the queue whenever woken, until the session ends.
 func (ss *session) send() {
 	defer ss.sender.Done()
-	var buf []byte
 	for {
+		select {
+		case <-ss.more:
+		case <-ss.s.Done():
+			ss.end(ss.s.Err())
+			return
+		}
 		ss.mu.Lock()
-		batch := ss.q
-		ss.q = nil
 		ended := ss.ended
 		ss.mu.Unlock()
 		if ended {
 			return
 		}
+		ss.drain(false)
+	}
+}
+
+// drain sends the queued frames in order unless another goroutine is at
+// it (which then sends these too): until none is left, or with once only
+// what was queued when it began, waking the sender for the rest (a
+// client's goroutine has its own request to answer).
+func (ss *session) drain(once bool) {
+	ss.mu.Lock()
+	if ss.sending || ss.ended {
+		ss.mu.Unlock()
+		return
+	}
+	ss.sending = true
+	for {
+		batch := ss.q
+		ss.q = nil
+		if len(batch) == 0 || ss.ended {
+			ss.sending = false
+			ss.mu.Unlock()
+			return
+		}
+		ss.mu.Unlock()
 		for i := range batch {
-			lf, err := link.EncodeMessage(&batch[i], buf)
+			lf, err := link.EncodeMessage(&batch[i], ss.buf)
 			if err == nil {
-				buf = lf.Payload[:0]
+				ss.buf = lf.Payload[:0]
 				_, err = ss.s.Send(ss.v.ctx, lf)
 			}
 			if err != nil {
+				ss.mu.Lock()
+				ss.sending = false
+				ss.mu.Unlock()
 				ss.end(fmt.Errorf("send %v: %w", batch[i].Kind, err))
 				return
 			}
 		}
-		if len(batch) > 0 {
-			continue
-		}
-		select {
-		case <-ss.more:
-		case <-ss.s.Done():
-			ss.end(ss.s.Err())
+		ss.mu.Lock()
+		if once && len(ss.q) > 0 {
+			ss.sending = false
+			ss.mu.Unlock()
+			ss.wake()
 			return
 		}
 	}

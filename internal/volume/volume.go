@@ -74,8 +74,8 @@ type Volume struct {
 	fenceT  time.Duration
 	event   func(Event)
 
-	in       chan func(time.Time)
 	linkEv   chan link.Event
+	rearm    chan struct{} // a step changed the next tick or left bits to write
 	done     chan struct{} // closed when Close begins
 	exited   chan struct{} // closed when the loop returned
 	ctx      context.Context
@@ -87,7 +87,10 @@ type Volume struct {
 	closeErr error
 	closed   bool
 
-	// owned by the loop
+	// mu is held by the goroutine running a step (loop.go); what
+	// follows is the step's.
+	mu         sync.Mutex
+	stopped    bool // Close began: no more steps
 	m          *replication.Machine
 	waiters    map[uint64]chan replication.Complete
 	sess       *session
@@ -100,6 +103,10 @@ type Volume struct {
 	rateLimit  int64
 	rsStart    time.Time // when the resync rate's measurement began
 	rsDone0    int64
+	nextTick   time.Time // as the loop's timer was last set, or a step found it
+	lazyArmed  bool      // the lazy bitmap write is due
+	toSend     *session  // frames were queued by this step
+	ios        []localIO // local I/O this step left to its goroutine
 
 	bufs bufPools
 
@@ -147,7 +154,7 @@ func Open(o Options) (*Volume, error) {
 	v := &Volume{
 		name: o.Name, md: o.Meta, dev: o.Meta.Data(), flusher: &groupFlush{dev: o.Meta.Data()}, ep: o.Link, fencer: o.Fencer, clk: clk,
 		log: o.Logger, cfg: cfg, fenceT: o.FenceTimeout, event: o.OnEvent,
-		in: make(chan func(time.Time), 256), linkEv: make(chan link.Event, 64), done: make(chan struct{}), exited: make(chan struct{}),
+		linkEv: make(chan link.Event, 64), rearm: make(chan struct{}, 1), done: make(chan struct{}), exited: make(chan struct{}),
 		m: m, waiters: map[uint64]chan replication.Complete{}, rateLimit: cfg.ResyncRate, lent: lent{},
 	}
 	if v.log == nil {
@@ -158,7 +165,9 @@ func Open(o Options) (*Volume, error) {
 	}
 	v.ctx, v.cancel = context.WithCancel(context.Background())
 	v.ep.Observe(st.Epoch)
+	v.mu.Lock()
 	v.publish()
+	v.mu.Unlock()
 	go v.loop()
 	v.wg.Add(1)
 	go v.sessions()
@@ -175,23 +184,14 @@ func randomGenID() replication.GenID {
 	}
 }
 
-// call runs fn on the loop and waits for it. The status is published
-// before the answer: a caller that promoted reads Primary from Status.
+// call runs fn as a step. The status is published before the answer: a
+// caller that promoted reads Primary from Status.
 func (v *Volume) call(fn func(now time.Time) error) error {
-	res := make(chan error, 1)
-	if !v.post(func(now time.Time) {
-		err := fn(now)
-		v.publish()
-		res <- err
-	}) {
+	var err error
+	if !v.post(func(now time.Time) { err = fn(now) }) {
 		return ErrClosed
 	}
-	select {
-	case err := <-res:
-		return err
-	case <-v.exited:
-		return ErrClosed
-	}
+	return err
 }
 
 // Promote makes this replica primary at epoch; force promotes an Outdated
