@@ -71,6 +71,7 @@ func Default() Config {
 			// address keeps the API off public interfaces by default.
 			BindAll: false,
 		},
+		Notify: DefaultNotify(),
 		Events: Events{
 			// Everything a node keeps lives under one directory.
 			File: filepath.Join(stateDir, "events.jsonl"),

@@ -15,12 +15,13 @@ const (
 // Digest fingerprints everything every member must agree on: the cluster,
 // its members and their links, timing, and every group with every
 // resource. What may differ between machines is left out: state_dir,
-// key_file (its path; a different key cannot talk at all), api and events.
+// key_file (its path; a different key cannot talk at all), api, events and
+// notify.
 // Two members with the same digest run the same configuration.
 func (c *Config) Digest() string {
 	shared := *c
 	shared.StateDir, shared.KeyFile = "", ""
-	shared.API, shared.Events = API{}, Events{}
+	shared.API, shared.Events, shared.Notify = API{}, Events{}, Notify{}
 	shared.src = nil
 	b, err := json.Marshal(shared) // map keys come out sorted
 	if err != nil {

@@ -63,6 +63,7 @@ func defaultsSample() Config {
 	v := DefaultVolume()
 	v.Replicas = []Replica{{}}
 	c.Volumes = []Volume{v}
+	c.Notify.Exec, c.Notify.Webhook = &NotifyExec{}, &NotifyWebhook{}
 	return c
 }
 

@@ -19,6 +19,7 @@ type Config struct {
 	Timing   Timing  `yaml:"timing"`
 	API      API     `yaml:"api"`
 	Events   Events  `yaml:"events"`
+	Notify   Notify  `yaml:"notify"`
 	Groups   []Group `yaml:"groups"`
 	// Volumes are block devices replicated between two data nodes; a
 	// group uses one through volume, filesystem and nbd_export resources.

@@ -45,6 +45,7 @@ func (c *Config) Validate() error {
 	k.timing(c.Timing)
 	k.api(c)
 	k.events(c)
+	k.notify(c)
 	k.groups(c)
 	k.volumes(c)
 	return k.probs.sorted().errOrNil()

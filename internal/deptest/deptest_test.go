@@ -24,7 +24,7 @@ var allowed = map[string][]string{
 	"internal/state":            {},
 	"internal/keyfile":          {},
 	"internal/placement":        {"internal/config", "internal/state", "internal/keyfile"},
-	"internal/config":           {"internal/keyfile"},
+	"internal/config":           {"internal/keyfile", "internal/events"},
 	"internal/heartbeat":        {"internal/clock", "internal/lease", "internal/seal"},
 	"internal/consensus":        {"internal/state", "internal/peerid"},
 	"internal/peerid":           {},

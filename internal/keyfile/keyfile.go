@@ -19,6 +19,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // KeySize is the length of a cluster key: an AES-256 key.
@@ -140,6 +141,21 @@ func Load(path string) ([]byte, error) {
 		return nil, fmt.Errorf("keyfile: %s: key is %d bytes, want %d", path, len(key), KeySize)
 	}
 	return key, nil
+}
+
+// LoadSecret reads a secret that is not tandem's own (a webhook's bearer
+// token) at path, with Load's checks on the file: it must be private. Its
+// content is the caller's to judge; it must not be empty or span lines.
+func LoadSecret(path string) (string, error) {
+	data, err := readSecret(path)
+	if err != nil {
+		return "", err
+	}
+	s := string(data)
+	if s == "" || strings.ContainsAny(s, "\r\n") {
+		return "", fmt.Errorf("keyfile: %s: want one line, not empty", path)
+	}
+	return s, nil
 }
 
 // LoadToken reads the API token at path, with Load's checks on the file.
