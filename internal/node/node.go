@@ -29,6 +29,7 @@ import (
 	"tandem/internal/lease"
 	"tandem/internal/manager"
 	"tandem/internal/mdstat"
+	"tandem/internal/notify"
 	"tandem/internal/placement"
 	"tandem/internal/resource"
 	"tandem/internal/state"
@@ -79,6 +80,7 @@ type Node struct {
 	clk     clock.Clock
 	bus     *events.Bus
 	audit   *events.Log
+	notify  *notify.Notifier // nil: nothing is notified
 	hb      *heartbeat.Runner
 	cons    *consensus.Consensus
 	mgr     *manager.Manager
@@ -183,6 +185,14 @@ func Start(opts Options) (*Node, error) {
 		n.log.Warn("cannot compact the audit log", "err", err)
 	}
 	n.bus.Subscribe(audit)
+	// Notifications: its Publish only enqueues, so no hook or webhook
+	// can hold up the event path.
+	if cfg.Notify.Enabled() {
+		if n.notify, err = notify.New(cfg.Notify, cfg.Cluster, notify.Options{Logger: n.log, Registerer: n.reg}); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		n.bus.Subscribe(n.notify)
+	}
 
 	// The kernel guard and the resource agents (data nodes only).
 	isWitness := cfg.IsWitness(opts.Self)
@@ -408,7 +418,12 @@ func (n *Node) Stop() {
 		n.publish(events.Event{Kind: events.NodeDown, Subject: n.self, Message: "agent stopped"})
 		n.audit.Close()
 	}
+	n.notify.Close(notifyGrace)
 }
+
+// notifyGrace is how long a stopping agent gives its notifications (its
+// last: "agent stopped") before it goes.
+const notifyGrace = 2 * time.Second
 
 // handoverWait is how long a leaving node waits for the cluster to start
 // handing a group over before it stops the group itself.
@@ -583,6 +598,7 @@ func (n *Node) Crash() {
 	if n.audit != nil {
 		n.audit.Close()
 	}
+	n.notify.Close(0)
 }
 
 func (n *Node) publish(e events.Event) {
