@@ -224,6 +224,63 @@ func TestDrill(t *testing.T) {
 			t.Fatalf("after the unplanned drill the group runs on %s", h)
 		}
 	})
+
+	// The audit report over the three voters' logs tells the same story.
+	t.Run("report", func(t *testing.T) {
+		args := []string{"report", "-c", r.c.ConfigPath, "--since", "1h", "--format", "json"}
+		for _, h := range testbed.Voters {
+			args = append(args, "--file", filepath.Join(r.c.StateDir(h), "events.jsonl"))
+		}
+		out, err := exec.Command(r.bed.Binary, args...).Output()
+		if err != nil {
+			t.Fatalf("tandem %v: %v", args, err)
+		}
+		var rep struct {
+			Sections []struct {
+				ID, Status, Summary string
+				Findings            []struct{ Status, Text string }
+				Table               *struct{ Rows [][]string }
+			}
+		}
+		if err := json.Unmarshal(out, &rep); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		sec := map[string]string{}
+		rows := map[string][][]string{}
+		for _, s := range rep.Sections {
+			sec[s.ID] = s.Status + ": " + s.Summary
+			for _, f := range s.Findings {
+				sec[s.ID] += "; " + f.Status + ": " + f.Text
+			}
+			if s.Table != nil {
+				rows[s.ID] = s.Table.Rows
+			}
+		}
+		t.Logf("report: %v", sec)
+		if !strings.Contains(sec["drills"], "2 of 5 drills passed") {
+			t.Errorf("drills: %s", sec["drills"])
+		}
+		failover := false
+		for _, row := range rows["failovers"] {
+			failover = failover || row[2] == "failover (drill)" && row[3] == "node1" && row[4] == "node2" && row[5] != ""
+		}
+		if !failover {
+			t.Errorf("the unplanned drill's failover is not in the report: %v", rows["failovers"])
+		}
+		outdated := false
+		for _, row := range rows["storage"] {
+			outdated = outdated || row[2] == "pg/node2" && row[3] == "Outdated"
+		}
+		if !outdated {
+			t.Errorf("node2's Outdated replica is not in the report: %s %v", sec["storage"], rows["storage"])
+		}
+		if !strings.HasPrefix(sec["retention"], "pass") {
+			t.Errorf("retention: %s", sec["retention"])
+		}
+		if strings.HasPrefix(sec["storage"], "fail") {
+			t.Errorf("storage: every replica is back in sync, but %s", sec["storage"])
+		}
+	})
 }
 
 // waitGone waits until host h's agent has exited.

@@ -45,6 +45,7 @@ const (
 	PacketDropped  Kind = "packet_dropped"
 	LogCheckpoint  Kind = "log_checkpoint" // the audit log's compaction dropped its oldest entries
 	Drill          Kind = "drill"          // a failover drill (tandem drill): its result and times
+	ReplicaState   Kind = "replica_state"  // the cluster's record of a volume replica changed (UpToDate, Outdated, …)
 )
 
 // RAID health kinds (mirroring mdadm --monitor event names).
@@ -66,7 +67,7 @@ func KnownKinds() []Kind {
 		NodeUp, NodeDown, LinkUp, LinkDown, LeaseAcquired, LeaseLost, Takeover, Placement,
 		GroupStarted, GroupStopped, ResStart, ResStop, ResFailure, ResRestart, ResFound,
 		Handover, GuardDrops, ConfigMismatch, AdminAction, QuorumLost, QuorumGained,
-		LeaderChanged, PacketDropped, LogCheckpoint, Drill,
+		LeaderChanged, PacketDropped, LogCheckpoint, Drill, ReplicaState,
 		RaidFail, RaidDegradedArray, RaidSpareActive, RaidRebuildStarted, RaidRebuildProgress,
 		RaidRebuildFinished, RaidRebuildAborted, RaidChecksumRepaired, RaidMismatchesFound,
 	}

@@ -655,6 +655,7 @@ func (n *Node) onHeartbeat(c heartbeat.Change) {
 // onApply receives every applied command with the new state.
 func (n *Node) onApply(st *state.State, c state.Command, err error) {
 	n.mu.Lock()
+	prev := n.st
 	n.st = st
 	if c.Op != state.OpNoop {
 		n.lastReal = st.Index
@@ -676,6 +677,9 @@ func (n *Node) onApply(st *state.State, c state.Command, err error) {
 	}
 	if c.Op == state.OpConfig {
 		n.checkDrift(st)
+	}
+	if err == nil && c.Op == state.OpReplica && !c.Time.Before(n.started) {
+		n.replicaChanged(prev, st, c)
 	}
 	// A command proposed before this agent started is a replay of the raft
 	// log (a restarted voter that becomes leader applies it again); the

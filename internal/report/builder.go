@@ -32,7 +32,8 @@ type Builder struct {
 	raid       map[pair]*raidStat // (node, array)
 	raidRows   []incident
 	raidCount  int
-	replica    map[string]string // "volume/node" → disk, as last recorded
+	replica    map[string]replicaRec // "volume/node" → disk, as last recorded
+	replSeen   map[string]bool
 	replRows   []incident
 	replCount  int
 	takeovers  []move
@@ -53,6 +54,11 @@ type groupEpoch struct {
 }
 
 type span struct{ from, to time.Time }
+
+type replicaRec struct {
+	disk string
+	at   time.Time
+}
 
 type linkStat struct {
 	downSince time.Time // zero: up (or unknown)
@@ -104,7 +110,7 @@ func NewBuilder(in Input) *Builder {
 	return &Builder{in: in, end: end,
 		nodeDown: map[pair]time.Time{}, nodeOut: map[string][]span{}, links: map[pair]*linkStat{},
 		lastSeen: map[string]time.Time{}, quorum: map[string]time.Time{}, noQuorum: map[string]time.Duration{},
-		raid: map[pair]*raidStat{}, replica: map[string]string{}, started: map[groupEpoch]int64{},
+		raid: map[pair]*raidStat{}, replica: map[string]replicaRec{}, replSeen: map[string]bool{}, started: map[groupEpoch]int64{},
 		drillSeen: map[string]bool{}, oldest: make([]time.Time, len(in.Logs))}
 }
 
@@ -205,7 +211,7 @@ func (b *Builder) Add(log int, e events.Event) {
 	case events.RaidFail, events.RaidDegradedArray, events.RaidSpareActive, events.RaidRebuildStarted,
 		events.RaidRebuildFinished, events.RaidRebuildAborted, events.RaidChecksumRepaired, events.RaidMismatchesFound:
 		b.raidEvent(e, in)
-	case events.Kind("replica_state"):
+	case events.ReplicaState:
 		b.replicaEvent(e, in)
 	}
 	if e.Time.After(b.lastSeen[obs]) {
@@ -314,10 +320,18 @@ func (b *Builder) raidEvent(e events.Event, in bool) {
 }
 
 // replicaEvent records a replica's disk state (kind replica_state: subject
-// "volume/node", attrs.disk).
+// "volume/node", attrs.disk). Every voter logs the same change at the same
+// time: read from several logs, it counts once.
 func (b *Builder) replicaEvent(e events.Event, in bool) {
-	disk := str(e.Attrs["disk"])
-	b.replica[e.Subject] = disk
+	disk, prev := str(e.Attrs["disk"]), str(e.Attrs["previous"])
+	key := e.Time.UTC().Format(time.RFC3339Nano) + "|" + e.Subject + "|" + disk
+	if b.replSeen[key] {
+		return
+	}
+	b.replSeen[key] = true
+	if last, ok := b.replica[e.Subject]; !ok || !e.Time.Before(last.at) { // logs come one after another
+		b.replica[e.Subject] = replicaRec{disk: disk, at: e.Time}
+	}
 	if !in {
 		return
 	}
@@ -326,7 +340,8 @@ func (b *Builder) replicaEvent(e events.Event, in bool) {
 	if disk != "UpToDate" {
 		st = Attention
 	}
-	if len(b.replRows) < maxRows && (st != Pass || len(b.replRows) > 0 && b.replRows[len(b.replRows)-1].subject == e.Subject) {
+	// The table has the incidents and the recoveries from them.
+	if (st != Pass || prev != "" && prev != "UpToDate") && len(b.replRows) < maxRows {
 		b.replRows = append(b.replRows, incident{at: e.Time, node: e.Node, subject: e.Subject, kind: disk, message: e.Message, status: st})
 	}
 }

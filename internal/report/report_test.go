@@ -305,3 +305,31 @@ func TestParsePeriods(t *testing.T) {
 		t.Error("yesterday accepted")
 	}
 }
+
+// Replication: an Outdated replica is an incident, its return to UpToDate
+// the recovery; the same change in two voters' logs counts once; one left
+// Outdated is open at the end.
+func TestReplicaIncidents(t *testing.T) {
+	ev := func(d time.Duration, node, disk, prev string) events.Event {
+		return events.Event{Time: at(d), Kind: events.ReplicaState, Node: node, Subject: "pg/db2",
+			Attrs: map[string]any{"disk": disk, "previous": prev, "volume": "pg", "replica": "db2"}}
+	}
+	b := NewBuilder(input())
+	b.in.Logs = append(b.in.Logs, Log{Path: "w.jsonl", ChainOK: true})
+	b.oldest = append(b.oldest, time.Time{})
+	for log, node := range []string{"db1", "w"} {
+		b.Add(log, ev(time.Hour, node, "Outdated", "UpToDate"))
+		b.Add(log, ev(2*time.Hour, node, "UpToDate", "Outdated"))
+	}
+	s := section(t, b.Report(), "storage")
+	if s.Status != Attention || s.Table == nil || len(s.Table.Rows) != 2 || !strings.Contains(s.Summary, "2 replica state changes") {
+		t.Fatalf("an Outdated replica that came back: %s %s %+v", s.Status, s.Summary, s.Table)
+	}
+	r := build(input(), ev(time.Hour, "db1", "Outdated", "UpToDate"))
+	if s := section(t, r, "storage"); s.Status != Fail {
+		t.Errorf("left Outdated: %s", s.Status)
+	}
+	if o := section(t, r, "open"); !strings.Contains(findings(o), "replica pg/db2 is Outdated") {
+		t.Errorf("open: %s", findings(o))
+	}
+}

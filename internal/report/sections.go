@@ -174,7 +174,7 @@ func (b *Builder) storageSection(open *Section) Section {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if d := b.replica[k]; d != "UpToDate" {
+		if d := b.replica[k].disk; d != "UpToDate" {
 			open.add(Fail, fmt.Sprintf("replica %s is %s at the end of the period", k, d))
 			s.add(Fail, fmt.Sprintf("replica %s is %s: the standby is not in sync", k, d))
 		}
