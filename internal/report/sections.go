@@ -345,7 +345,7 @@ func (b *Builder) drillSection(open *Section) Section {
 		if !last.IsZero() {
 			since = "the last passed " + stamp(last)
 		}
-		open.add(Attention, fmt.Sprintf("a failover drill is overdue (%s; one every %d days keeps %d a quarter)", since, int(due.Hours()/24), RequiredDrillsPerQuarter))
+		open.add(Attention, fmt.Sprintf("a failover drill is overdue (%s; one every %d days keeps %d a quarter)", since, int(math.Round(due.Hours()/24)), RequiredDrillsPerQuarter))
 	}
 	return s
 }
@@ -416,7 +416,11 @@ func (b *Builder) retentionSection() Section {
 			s.add(Fail, fmt.Sprintf("%s: the hash chain is broken (%s): entries were changed, removed or inserted", l.Path, l.ChainNote))
 		}
 		if l.Unreadable > 0 {
-			s.add(Attention, fmt.Sprintf("%s: %s are not events (torn by a crash, or not written by tandem)", l.Path, plural(l.Unreadable, "line", "lines")))
+			what := fmt.Sprintf("%d lines are not events", l.Unreadable)
+			if l.Unreadable == 1 {
+				what = "1 line is not an event"
+			}
+			s.add(Attention, fmt.Sprintf("%s: %s (torn by a crash, or not written by tandem)", l.Path, what))
 		}
 		switch {
 		case oldest.IsZero():
