@@ -28,6 +28,26 @@ type session struct {
 	sending bool   // a goroutine is draining q
 	buf     []byte // the drainer's encoding buffer
 	sender  sync.WaitGroup
+	// frames carries the peer's frames from the reader to the goroutine
+	// that hands them to the machine (applyFrames).
+	frames chan func(time.Time)
+	apply  sync.WaitGroup
+}
+
+// framesAhead bounds the frames read and not yet taken by the machine.
+// The reader never waits for the machine (a step may be writing metadata
+// durably): a node that left what its peer sent in its socket while busy
+// had the peer's death reset the connection and lose it (an async
+// primary's outdate frame, e2e TestVolumeOutdatedPromotion). That costs
+// one hand-off per frame received.
+const framesAhead = 256
+
+// applyFrames hands the reader's frames to the machine, in order.
+func (ss *session) applyFrames() {
+	defer ss.apply.Done()
+	for fn := range ss.frames {
+		ss.v.post(fn)
+	}
 }
 
 // sessions takes each session the endpoint hands out, in turn: it tells
@@ -43,7 +63,7 @@ func (v *Volume) sessions() {
 			}
 			return
 		}
-		ss := &session{v: v, s: s, more: make(chan struct{}, 1)}
+		ss := &session{v: v, s: s, more: make(chan struct{}, 1), frames: make(chan func(time.Time), framesAhead)}
 		ss.sender.Add(1)
 		go ss.send()
 		if !v.post(func(now time.Time) {
@@ -54,7 +74,11 @@ func (v *Volume) sessions() {
 			ss.sender.Wait()
 			return
 		}
+		ss.apply.Add(1)
+		go ss.applyFrames()
 		ss.read()
+		close(ss.frames)
+		ss.apply.Wait()
 		<-s.Done()
 		ss.end(s.Err())
 		ss.sender.Wait()
@@ -112,7 +136,7 @@ func (ss *session) read() {
 		} else {
 			m.Data = slices.Clone(m.Data)
 		}
-		if !v.post(func(now time.Time) {
+		fn := func(now time.Time) {
 			if v.sess != ss {
 				if pooled {
 					v.bufs.put(m.Data)
@@ -123,7 +147,10 @@ func (ss *session) read() {
 				v.lent[&m.Data[0]] = struct{}{}
 			}
 			v.m.Receive(now, m)
-		}) {
+		}
+		select {
+		case ss.frames <- fn:
+		case <-v.done:
 			return
 		}
 	}
