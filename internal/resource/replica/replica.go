@@ -203,17 +203,47 @@ func (e *Export) Start(ctx context.Context) error {
 	return nil
 }
 
-func (e *Export) Stop(context.Context) error {
+// Stop closes the export: no new connection or request, and the replies
+// of requests already read are sent. A request the volume holds while
+// its I/O is suspended (waiting for the peer to be outdated) may never
+// finish at this epoch: Stop does not wait for those, or a deposed
+// primary would keep its export, and its group, up until the fencer's
+// next retry (storage seed 20182: 1 s past the lease). The volume
+// resource's stop, next, demotes the replica, which fails them; their
+// clients get an error, never an acknowledgement, since only a fence at
+// the current epoch would let them complete.
+func (e *Export) Stop(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.srv == nil {
 		return nil
 	}
-	err := e.srv.Close()
+	srv := e.srv
 	e.srv, e.ln = nil, nil
-	e.log.Info("nbd export stopped", "listen", e.addr)
-	return err
+	done := make(chan error, 1)
+	go func() { done <- srv.Close() }()
+	t := time.NewTicker(exportStopPoll)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-done:
+			e.log.Info("nbd export stopped", "listen", e.addr)
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("nbd export of volume %s: requests still in flight: %w", e.eng.Name(), ctx.Err())
+		case <-t.C:
+			if why := e.eng.Status().Suspended; why != "" {
+				e.log.Warn("nbd export stopped; requests waiting on the suspended volume fail when it is demoted",
+					"listen", e.addr, "suspended", why)
+				return nil
+			}
+		}
+	}
 }
+
+// exportStopPoll is how often a stopping export looks whether the volume
+// holding its last requests is suspended.
+const exportStopPoll = 10 * time.Millisecond
 
 // Monitor: running while it serves and the replica is primary.
 func (e *Export) Monitor(context.Context) error {

@@ -24,6 +24,7 @@ type fakeEngine struct {
 	forced   []bool
 	demotes  int
 	dev      *blockdev.Mem
+	held     blockdev.Device // instead of dev when set
 
 	disconnects, connects int
 }
@@ -43,7 +44,12 @@ func (f *fakeEngine) Demote() error           { f.demotes++; f.st.Role = "Second
 func (f *fakeEngine) Disconnect() error       { f.disconnects++; return nil }
 func (f *fakeEngine) Connect() error          { f.connects++; return nil }
 func (f *fakeEngine) Status() volume.Status   { return f.st }
-func (f *fakeEngine) Device() blockdev.Device { return f.dev }
+func (f *fakeEngine) Device() blockdev.Device {
+	if f.held != nil {
+		return f.held
+	}
+	return f.dev
+}
 
 type fakeCluster struct {
 	disks    map[string]string
@@ -179,5 +185,65 @@ func TestExport(t *testing.T) {
 	}
 	if _, err := nbd.Dial(ctx, "tcp", addr.String(), "pg"); err == nil {
 		t.Fatal("the export still answers after stop")
+	}
+}
+
+// heldDevice holds every write until release is closed, then fails it:
+// a volume whose I/O is suspended until it is demoted.
+type heldDevice struct {
+	*blockdev.Mem
+	in      chan struct{}
+	release chan struct{}
+}
+
+func (d *heldDevice) WriteAt(p []byte, off int64) (int, error) {
+	d.in <- struct{}{}
+	<-d.release
+	return 0, errors.New("demoted")
+}
+
+// Storage seed 20182: a deposed primary's export waited for a write its
+// suspended volume held, so the group stopped only at the fencer's next
+// retry, 1 s past the lease. Stop returns without waiting for requests
+// the suspended volume holds; the demotion that follows fails them.
+func TestExportStopDoesNotWaitForASuspendedVolume(t *testing.T) {
+	dev := &heldDevice{Mem: blockdev.NewMem(1 << 20), in: make(chan struct{}, 1), release: make(chan struct{})}
+	eng := &fakeEngine{st: volume.Status{Role: "Primary", Suspended: "waiting for the peer to be outdated"}, held: dev}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.MustParseAddrPort(l.Addr().String())
+	l.Close()
+	e := NewExport(eng, addr, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := nbd.Dial(ctx, "tcp", addr.String(), "pg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.WriteAt(make([]byte, 4096), 0)
+		wrote <- err
+	}()
+	<-dev.in // the write is held by the suspended volume
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.Stop(ctx) }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Stop waited for a write the suspended volume held")
+	}
+	close(dev.release) // the demotion fails it
+	if err := <-wrote; err == nil {
+		t.Fatal("a write failed by the demotion was acknowledged")
 	}
 }
