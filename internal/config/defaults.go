@@ -170,8 +170,16 @@ func DefaultVolume() Volume {
 		// Past max_lag the primary slows to the link's pace rather than
 		// let the loss grow without bound.
 		OnLag: "throttle",
-		// Never throw data away on our own (DRBD's default too).
-		SplitBrain: "disconnect",
+		// In a cluster the epochs decide a split brain: the replica
+		// promoted at the older epoch was deposed, and in sync mode it
+		// acknowledged nothing the newer primary lacks (its fencer could
+		// not outdate a replica the cluster then promoted), so its own
+		// writes since the split are discarded, with an event saying how
+		// much. `disconnect` (DRBD's default, and standalone tandem
+		// volume's) left a deposed primary killed right after its
+		// promotion StandAlone for good, the group running without a
+		// copy until someone resolved it (storage seed 30075).
+		SplitBrain: "discard-older-primary",
 	}
 }
 

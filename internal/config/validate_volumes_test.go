@@ -27,7 +27,7 @@ func TestVolumeConfigIsValid(t *testing.T) {
 		t.Fatalf("valid volume config: %v", err)
 	}
 	v := c.VolumeByName("pgdata")
-	if v == nil || v.Size != 1<<30 || v.Mode != "sync" || v.SplitBrain != "disconnect" || v.Port != 7790 || v.MaxLag != 64<<20 {
+	if v == nil || v.Size != 1<<30 || v.Mode != "sync" || v.SplitBrain != "discard-older-primary" || v.Port != 7790 || v.MaxLag != 64<<20 {
 		t.Fatalf("volume with its defaults: %+v", v)
 	}
 	fs := c.Groups[1].Resources[2].Filesystem

@@ -112,8 +112,12 @@ func (n *Node) ForceFailover(ctx context.Context, group, to, actor string) ([]st
 		if rep == nil || rep.Disk == state.DiskUpToDate {
 			continue
 		}
-		lost = append(lost, fmt.Sprintf("volume %s: %s's replica is %s (recorded by %s at epoch %d, %s): the writes it lacks are lost; the other replica, when it connects, is a split brain to resolve (tandem volume resolve)",
-			r.Volume.Name, to, rep.Disk, rep.By, rep.Epoch, rep.At.Format(time.RFC3339)))
+		other := "the other replica, when it connects, is a split brain to resolve (tandem volume resolve)"
+		if v := n.cfg.VolumeByName(r.Volume.Name); v != nil && v.SplitBrain == "discard-older-primary" {
+			other = "the other replica, when it connects, is resynced from " + to + " and its writes since the split are discarded (split_brain: discard-older-primary)"
+		}
+		lost = append(lost, fmt.Sprintf("volume %s: %s's replica is %s (recorded by %s at epoch %d, %s): the writes it lacks are lost; %s",
+			r.Volume.Name, to, rep.Disk, rep.By, rep.Epoch, rep.At.Format(time.RFC3339), other))
 		err := n.cons.Propose(ctx, state.Command{Op: state.OpReplica, Time: time.Now(), Actor: actor, Group: group, Epoch: gs.Epoch,
 			Volume: r.Volume.Name, Replica: to, Disk: state.DiskUpToDate, Reason: "forced by " + actor + " (tandem failover --force)"})
 		if err != nil {

@@ -172,11 +172,14 @@ func (m *Machine) decide() {
 		}
 	case SyncSource:
 		m.conn = connEstablished
-		m.event(Event{Kind: EventConnected, Decision: d, Reason: d.String()})
+		m.event(Event{Kind: EventConnected, Decision: d, Reason: d.String(), SelfDirty: self.DirtyBytes, PeerDirty: peer.DirtyBytes})
 		m.startSource(d.Full)
 	case SyncTarget:
+		// What this side wrote since they parted (SelfDirty) is
+		// overwritten by the resync: after a split brain resolved against
+		// it, the writes it discards.
 		m.conn, m.sync = connEstablished, syncTargetBitmap
-		m.event(Event{Kind: EventConnected, Decision: d, Reason: d.String()})
+		m.event(Event{Kind: EventConnected, Decision: d, Reason: d.String(), SelfDirty: self.DirtyBytes, PeerDirty: peer.DirtyBytes})
 	case SplitBrain:
 		m.event(Event{Kind: EventSplitBrain, Decision: d, Reason: d.String(), SelfDirty: self.DirtyBytes, PeerDirty: peer.DirtyBytes})
 		m.lingerRefused(d.String(), false)

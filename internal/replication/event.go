@@ -45,8 +45,11 @@ type Event struct {
 	// Bytes: resync started (to move) / finished (moved); verify finished
 	// (checked).
 	Bytes int64
-	// SelfDirty / PeerDirty: split brain: what each side wrote since the
-	// split (bitmap-rounded bytes); verify finished: mismatched bytes.
+	// SelfDirty / PeerDirty: split brain, and connected as a resync's
+	// source or target: what each side wrote since they parted
+	// (bitmap-rounded bytes; a target's own are overwritten, discarded
+	// when a split brain was resolved against it); verify finished:
+	// mismatched bytes.
 	SelfDirty, PeerDirty int64
 	Region               int   // verify mismatch
 	Epoch                Epoch // promoted, deposed, stale frame

@@ -436,6 +436,12 @@ func TestSplitBrainPolicies(t *testing.T) {
 			if rs := s.eventsOf(c.victim, EventResyncStarted); rs[len(rs)-1].Reason != "sync target" {
 				t.Fatalf("%s is not the target: %v", s.nodes[c.victim].name, rs)
 			}
+			// The victim's connected event says what it discards.
+			cs := s.eventsOf(c.victim, EventConnected)
+			wrote := c.victim == 1 || c.aWrites // b always writes
+			if e := cs[len(cs)-1]; !e.Decision.ResolvedSplitBrain() || wrote != (e.SelfDirty > 0) {
+				t.Fatalf("%s's connected event: %+v", s.nodes[c.victim].name, e)
+			}
 			s.checkHealed()
 		})
 	}

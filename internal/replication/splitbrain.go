@@ -1,6 +1,9 @@
 package replication
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // SplitBrainPolicy says what happens, without an operator, when the
 // handshake finds a split brain that a bitmap resync can heal (both sides
@@ -67,15 +70,22 @@ func Resolve(d Decision, self, peer Side, policy SplitBrainPolicy) Decision {
 			d.Reason += "; " + how + ", but " + why
 			return d
 		}
-		return Decision{SyncTarget, d.Full, d.Rule, "split brain resolved: " + how}
+		return Decision{SyncTarget, d.Full, d.Rule, resolvedPrefix + how}
 	default:
 		if why := unfitPair(self, peer); why != "" {
 			d.Reason += "; " + how + ", but " + why
 			return d
 		}
-		return Decision{SyncSource, d.Full, d.Rule, "split brain resolved: " + how}
+		return Decision{SyncSource, d.Full, d.Rule, resolvedPrefix + how}
 	}
 }
+
+const resolvedPrefix = "split brain resolved: "
+
+// ResolvedSplitBrain reports whether d is a sync direction Resolve chose
+// for a split brain (a policy or resolve --discard): the target's own
+// writes since the split are discarded.
+func (d Decision) ResolvedSplitBrain() bool { return strings.HasPrefix(d.Reason, resolvedPrefix) }
 
 // unfitPair says why source cannot sync to target ("" if it can).
 func unfitPair(source, target Side) string {

@@ -405,6 +405,13 @@ func (v *Volume) machineEvent(now time.Time, e replication.Event) {
 	switch e.Kind {
 	case replication.EventSplitBrain:
 		attrs["self_dirty_bytes"], attrs["peer_dirty_bytes"] = e.SelfDirty, e.PeerDirty
+	case replication.EventConnected:
+		if e.SelfDirty != 0 || e.PeerDirty != 0 {
+			attrs["self_dirty_bytes"], attrs["peer_dirty_bytes"] = e.SelfDirty, e.PeerDirty
+		}
+		if e.Decision.Verdict == replication.SyncTarget && e.SelfDirty > 0 && e.Decision.ResolvedSplitBrain() {
+			attrs["discarded_bytes"] = e.SelfDirty
+		}
 	case replication.EventVerifyFinished:
 		attrs["mismatched_bytes"] = e.SelfDirty
 	}
