@@ -20,6 +20,7 @@ var allowed = map[string][]string{
 	"internal/events":           {},
 	"internal/lease":            {},
 	"internal/lifecycle":        {},
+	"internal/fencepolicy":      {},
 	"internal/seal":             {},
 	"internal/state":            {},
 	"internal/keyfile":          {},
@@ -41,7 +42,7 @@ var allowed = map[string][]string{
 }
 
 // pure packages do no I/O: no sockets, files or processes.
-var pure = []string{"internal/lease", "internal/state", "internal/placement", "internal/seal", "internal/lifecycle", "internal/replication", "internal/report"}
+var pure = []string{"internal/lease", "internal/fencepolicy", "internal/state", "internal/placement", "internal/seal", "internal/lifecycle", "internal/replication", "internal/report"}
 
 var ioPackages = []string{"net", "os", "os/exec", "syscall", "net/http", "io/ioutil", "golang.org/x/sys/unix"}
 

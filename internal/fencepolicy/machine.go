@@ -1,0 +1,327 @@
+package fencepolicy
+
+import (
+	"fmt"
+	"time"
+)
+
+type fenceState int
+
+const (
+	idle      fenceState = iota
+	scheduled            // the race's loser waits until fenceAt
+	inflight             // a Fence action is out; FenceDone answers it
+	retrying             // an attempt failed; the next is at fenceAt
+)
+
+// Machine is one node's fencing decisions. It is not safe for concurrent
+// use: the caller serialises every input.
+type Machine struct {
+	cfg     Config
+	started bool
+	heard   bool // the peer is heard now
+	lost    bool // a loss of the peer was reported and not followed by heard
+	// paired: two-node, both are voters and this node has been joined with
+	// the peer since it started, so a loss of the peer is a race to run.
+	paired     bool
+	soleVoter  bool // two-node: this node is raft's only voter (persisted by raft)
+	recovering bool // a RecoverRaft is out
+	// fenced: the peer was confirmed off since it was last paired with
+	// this node (two-node) or since it was last lost (witness).
+	fenced    bool
+	needFence bool
+	fs        fenceState
+	fenceAt   time.Time
+	backoff   time.Duration
+	attempts  int
+	readdAt   time.Time // two-node sole voter hearing its peer: next ReaddPeer
+	groups    []Group
+	offered   map[string]bool // MayTakeOver already given, per group
+}
+
+// New returns a machine for cfg; it does nothing until Start.
+func New(cfg Config) (*Machine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Machine{cfg: cfg, offered: map[string]bool{}}, nil
+}
+
+// Start is the agent's start. soleVoter is what raft's persisted
+// configuration says (two-node: this node alone; ignored with a witness).
+// A two-node node that is one of two voters waits for all; a sole voter
+// fences its peer before it starts anything (docs/two-node.md rule 6).
+func (m *Machine) Start(now time.Time, soleVoter bool) []Action {
+	m.started = true
+	if m.cfg.Mode != TwoNode {
+		return nil
+	}
+	m.soleVoter = soleVoter
+	if soleVoter {
+		m.needFence = true
+		return m.fenceNow(now, "restarted as raft's only voter: the peer is fenced before anything starts")
+	}
+	return []Action{{Kind: Waiting, Reason: "wait-for-all: nothing starts until this node has joined " + m.cfg.Peer}}
+}
+
+// PeerHeard: the peer's heartbeats are heard (both ways).
+func (m *Machine) PeerHeard(now time.Time) []Action {
+	if m.heard {
+		return nil
+	}
+	m.heard, m.lost = true, false
+	var out []Action
+	if m.needFence {
+		m.needFence = false
+		if m.fs == scheduled || m.fs == retrying {
+			m.fs = idle
+			out = append(out, Action{Kind: FenceCancelled, Node: m.cfg.Peer, Reason: "the peer is heard again"})
+		}
+	}
+	if m.cfg.Mode == TwoNode && m.soleVoter && !m.recovering {
+		m.readdAt = now
+		out = append(out, m.Tick(now)...)
+	}
+	return out
+}
+
+// PeerLost: the peer is not heard any more, judged over a window in which
+// this node was running (not across its own freeze).
+func (m *Machine) PeerLost(now time.Time) []Action {
+	if m.lost {
+		return nil // already handled this loss
+	}
+	m.heard, m.lost = false, true
+	m.readdAt = time.Time{}
+	if !m.started {
+		return nil
+	}
+	if m.cfg.Mode == Witness {
+		m.fenced = false
+		return m.witnessCheck(now)
+	}
+	switch {
+	case m.soleVoter:
+		return nil // the peer is not a voter: nothing to race for
+	case !m.paired:
+		return []Action{{Kind: Waiting, Reason: "wait-for-all: " + m.cfg.Peer + " lost before this node joined it"}}
+	case m.fenced || m.needFence:
+		return nil
+	}
+	m.needFence = true
+	mine, theirs := m.count()
+	if mine > theirs || (mine == theirs && m.cfg.Preferred == m.cfg.Self) {
+		return m.fenceNow(now, fmt.Sprintf("peer lost; this node wins the race (runs %d groups, peer %d, preferred %s)", mine, theirs, m.cfg.Preferred))
+	}
+	m.fs, m.fenceAt = scheduled, now.Add(m.cfg.FenceDelay)
+	return []Action{{Kind: FenceScheduled, Node: m.cfg.Peer, At: m.fenceAt,
+		Reason: fmt.Sprintf("peer lost; the peer fences first (runs %d groups, this node %d, preferred %s)", theirs, mine, m.cfg.Preferred)}}
+}
+
+// PeerJoined (two-node): both nodes are voters of raft's configuration, a
+// leader is known and this node has caught up with its commit. It ends
+// wait-for-all. PeerReadded is the same seen from the survivor that added
+// the peer back.
+func (m *Machine) PeerJoined(now time.Time) []Action {
+	m.paired, m.soleVoter, m.fenced, m.needFence = true, false, false, false
+	m.readdAt = time.Time{}
+	m.offered = map[string]bool{}
+	if m.fs == scheduled || m.fs == retrying {
+		m.fs = idle
+	}
+	return nil
+}
+
+// PeerReadded: the survivor's AddVoter of the peer committed.
+func (m *Machine) PeerReadded(now time.Time) []Action { return m.PeerJoined(now) }
+
+// SetGroups gives the groups as this node knows them now.
+func (m *Machine) SetGroups(now time.Time, gs []Group) []Action {
+	m.groups = append(m.groups[:0], gs...)
+	if !m.started {
+		return nil
+	}
+	if m.cfg.Mode == Witness {
+		return m.witnessCheck(now)
+	}
+	return m.offer()
+}
+
+// FenceDone is the answer to the last Fence action.
+func (m *Machine) FenceDone(now time.Time, o Outcome, detail string) []Action {
+	if m.fs != inflight {
+		return nil // not ours (a restart forgot it): ignore
+	}
+	m.attempts++
+	if o == Confirmed {
+		m.fs, m.needFence, m.fenced = idle, false, true
+		m.attempts, m.backoff = 0, 0
+		out := []Action{{Kind: Report, Node: m.cfg.Peer, Reason: "fence confirmed off"}}
+		if m.cfg.Mode == TwoNode {
+			if !m.soleVoter && !m.recovering {
+				m.recovering = true
+				return append(out, Action{Kind: RecoverRaft, Reason: "the peer is off: this node becomes raft's only voter"})
+			}
+			return append(out, m.offer()...)
+		}
+		return append(out, m.witnessOffer()...)
+	}
+	why := fmt.Sprintf("fence attempt %d %s", m.attempts, o)
+	if detail != "" {
+		why += ": " + detail
+	}
+	if !m.needFence {
+		m.fs = idle
+		return []Action{{Kind: Report, Node: m.cfg.Peer, Reason: why + "; not retried, no longer needed"}}
+	}
+	if m.backoff == 0 {
+		m.backoff = m.cfg.RetryMin
+	} else if m.backoff *= 2; m.backoff > m.cfg.RetryMax {
+		m.backoff = m.cfg.RetryMax
+	}
+	m.fs, m.fenceAt = retrying, now.Add(m.backoff)
+	return []Action{{Kind: Report, Node: m.cfg.Peer, Reason: why + "; nothing starts until a fence is confirmed"},
+		{Kind: RetryScheduled, Node: m.cfg.Peer, At: m.fenceAt}}
+}
+
+// RaftRecovered: RecoverRaft is done; raft runs with this node alone.
+func (m *Machine) RaftRecovered(now time.Time) []Action {
+	m.recovering, m.soleVoter, m.paired = false, true, false
+	out := m.offer()
+	if m.heard {
+		m.readdAt = now
+		out = append(out, m.Tick(now)...)
+	}
+	return out
+}
+
+// Tick runs what is due at now: a delayed fence, a retry, a re-add.
+func (m *Machine) Tick(now time.Time) []Action {
+	var out []Action
+	if (m.fs == scheduled || m.fs == retrying) && !now.Before(m.fenceAt) {
+		m.fs = inflight
+		out = append(out, Action{Kind: Fence, Node: m.cfg.Peer, Reason: "the delay or backoff is over"})
+	}
+	if !m.readdAt.IsZero() && !now.Before(m.readdAt) && m.soleVoter && m.heard && m.fs != inflight {
+		m.readdAt = now.Add(m.cfg.RetryMin)
+		out = append(out, Action{Kind: ReaddPeer, Node: m.cfg.Peer, Reason: "the peer is heard again"})
+	}
+	return out
+}
+
+// NextTick is when Tick has something to do (zero: nothing pending).
+func (m *Machine) NextTick() time.Time {
+	var t time.Time
+	if m.fs == scheduled || m.fs == retrying {
+		t = m.fenceAt
+	}
+	if !m.readdAt.IsZero() && (t.IsZero() || m.readdAt.Before(t)) {
+		t = m.readdAt
+	}
+	return t
+}
+
+// MayStart reports whether the fencing rules let this node start group g
+// now (placement and the lease still have their say).
+func (m *Machine) MayStart(g Group) bool {
+	if !m.started {
+		return false
+	}
+	if m.cfg.Mode == Witness {
+		return !(g.From == m.cfg.Peer && m.required(g) && !m.heard) || m.fenced
+	}
+	if m.soleVoter {
+		return m.fenced
+	}
+	return m.paired && m.heard && !m.recovering
+}
+
+// SelfGrant (two-node) reports whether this node may extend its own lease
+// on the groups it runs without the peer's grant: the peer is lost and
+// can start them only by fencing this node first.
+func (m *Machine) SelfGrant() bool {
+	return m.cfg.Mode == TwoNode && m.started && !m.heard && (m.paired || m.soleVoter || m.recovering)
+}
+
+// AcceptsPeer reports whether this node may deal with its peer in raft
+// and grant it leases. Not after a confirmed fence until the peer has been
+// re-added (two-node): a fenced peer that reboots fast could otherwise
+// join raft before this node's recovery has taken it out, pair with it, and
+// later win a race or start groups with the stale state it joined with
+// (the model found both). The wiring must cut the peer off in consensus at
+// once on a confirmed fence, not only when RecoverRaft stops raft.
+func (m *Machine) AcceptsPeer() bool {
+	return m.cfg.Mode == Witness || !(m.fenced || m.recovering || m.soleVoter)
+}
+
+// SoleVoter reports whether this node is, to its knowledge, raft's only voter.
+func (m *Machine) SoleVoter() bool { return m.soleVoter }
+
+func (m *Machine) fenceNow(now time.Time, why string) []Action {
+	if m.fs == inflight {
+		return nil
+	}
+	m.fs = inflight
+	return []Action{{Kind: Fence, Node: m.cfg.Peer, Reason: why}}
+}
+
+// count is the race's measure: groups this node runs, groups the state
+// gives the peer.
+func (m *Machine) count() (mine, theirs int) {
+	for _, g := range m.groups {
+		if g.RunningHere {
+			mine++
+		} else if g.Holder == m.cfg.Peer {
+			theirs++
+		}
+	}
+	return mine, theirs
+}
+
+func (m *Machine) required(g Group) bool {
+	return g.Policy == Always || (g.Policy == WhenNeeded && g.Uncovered)
+}
+
+// offer (two-node) gives the peer's groups once this node may take them.
+func (m *Machine) offer() []Action {
+	if !m.soleVoter || !m.fenced {
+		return nil
+	}
+	var out []Action
+	for _, g := range m.groups {
+		if g.Holder == m.cfg.Peer && !m.offered[g.Name] {
+			m.offered[g.Name] = true
+			out = append(out, Action{Kind: MayTakeOver, Group: g.Name, Node: m.cfg.Peer, Reason: "the peer is confirmed off"})
+		}
+	}
+	return out
+}
+
+// witnessCheck fences before a takeover the group's policy guards.
+func (m *Machine) witnessCheck(now time.Time) []Action {
+	need := false
+	for _, g := range m.groups {
+		if g.Holder == m.cfg.Self && g.From == m.cfg.Peer && m.required(g) && !m.heard && !m.fenced {
+			need = true
+		}
+	}
+	if !need || m.needFence {
+		return m.witnessOffer()
+	}
+	m.needFence = true
+	return m.fenceNow(now, "a takeover from the unreachable peer needs it fenced (group fence: policy)")
+}
+
+func (m *Machine) witnessOffer() []Action {
+	if !m.fenced {
+		return nil
+	}
+	var out []Action
+	for _, g := range m.groups {
+		if g.Holder == m.cfg.Self && g.From == m.cfg.Peer && !m.offered[g.Name] {
+			m.offered[g.Name] = true
+			out = append(out, Action{Kind: MayTakeOver, Group: g.Name, Node: m.cfg.Peer, Reason: "the old holder is confirmed off"})
+		}
+	}
+	return out
+}
