@@ -19,6 +19,7 @@ import (
 
 	"tandem/internal/agentlock"
 	"tandem/internal/api"
+	"tandem/internal/buildinfo"
 	"tandem/internal/config"
 	"tandem/internal/consensus"
 	"tandem/internal/keyfile"
@@ -146,7 +147,7 @@ func runAgent(cmd *cobra.Command, f agentFlags, witness bool) error {
 		return agentStateError(err, f)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoMetric())
 	n, err := node.Start(node.Options{Config: cfg, Self: self, Logger: log, Registerer: reg})
 	if err != nil {
 		return agentStateError(err, f)
@@ -158,7 +159,9 @@ func runAgent(cmd *cobra.Command, f agentFlags, witness bool) error {
 			return err
 		}
 	}
-	srv := api.NewServer(n, token, reg, log)
+	// The replicas keep their own registries (their control sockets
+	// serve them too); /metrics serves both.
+	srv := api.NewServer(n, token, prometheus.Gatherers{reg, n.StorageGatherer()}, log)
 	defer srv.Close()
 	// The API's connections come out of the descriptors heartbeats, raft,
 	// resource checks and the audit log need: it gets at most a quarter.
@@ -240,4 +243,15 @@ func voterNames(cfg *config.Config) string {
 		s += v.Name
 	}
 	return s
+}
+
+// buildInfoMetric is tandem_agent_build_info: 1, labelled with what the
+// binary is, so a dashboard shows which version each node runs.
+func buildInfoMetric() prometheus.Collector {
+	bi := buildinfo.Read()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tandem_agent_build_info",
+		Help:        "1, labelled with the agent binary's version, commit and Go release.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.Commit, "go_version": bi.GoVersion}})
+	g.Set(1)
+	return g
 }

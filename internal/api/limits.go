@@ -89,6 +89,11 @@ type limitListener struct {
 }
 
 func newLimitListener(ln net.Listener, name string, l Limits, sourceOf func(net.Conn) string, log *slog.Logger, m *apiMetrics) *limitListener {
+	// The listener's series from the start, at 0 (an alert on refusals
+	// needs them before the first).
+	m.open.WithLabelValues(name)
+	m.refused.WithLabelValues(name, "total")
+	m.refused.WithLabelValues(name, "source")
 	return &limitListener{Listener: ln, name: name, max: l.MaxConns, per: l.MaxPerSource, sourceOf: sourceOf, log: log, metrics: m, bySource: map[string]int{}}
 }
 

@@ -55,7 +55,7 @@ type Runner struct {
 	mRecv  prometheus.Counter
 }
 
-// Drop reasons, as counted in Drops and tandem_heartbeat_dropped_total.
+// Drop reasons, as counted in Drops and tandem_heartbeat_dropped_packets_total.
 const (
 	DropUnknownSource = "unknown_source"
 	DropMalformed     = "malformed"
@@ -84,15 +84,20 @@ func StartRunner(cfg RunnerConfig) *Runner {
 		done:   make(chan struct{}),
 		start:  now,
 		mDrops: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tandem_heartbeat_dropped_total",
+			Name: "tandem_heartbeat_dropped_packets_total",
 			Help: "Datagrams dropped, by reason (forged, tampered, replayed, from outside the cluster, malformed).",
 		}, []string{"reason"}),
 		mSent: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tandem_heartbeat_sent_total", Help: "Datagrams sent."}),
+			Name: "tandem_heartbeat_sent_packets_total", Help: "Datagrams sent."}),
 		mRecv: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "tandem_heartbeat_received_total", Help: "Datagrams accepted."}),
+			Name: "tandem_heartbeat_received_packets_total", Help: "Datagrams accepted."}),
 	}
 	if cfg.Registerer != nil {
+		// Every reason from the start, at 0: an alert on a rise needs
+		// the series before the first drop.
+		for _, reason := range []string{DropUnknownSource, DropMalformed, DropAuth, DropReplay, DropPlaintext, DropConfig, DropRate} {
+			r.mDrops.WithLabelValues(reason)
+		}
 		cfg.Registerer.MustRegister(r.mDrops, r.mSent, r.mRecv)
 	}
 	if d, ok := cfg.Transport.(DirectReceiver); ok {

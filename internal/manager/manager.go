@@ -79,6 +79,17 @@ type Config struct {
 	// Margin: the group is fenced this long before the lease ends, so the
 	// VIP is gone before another node may take it.
 	Margin time.Duration
+	// OnOp, if set, sees every finished resource operation (start, stop,
+	// monitor) with its outcome (ok, not_running, failed, timeout) and how
+	// long it took, for metrics; it runs on the operation's goroutine and
+	// must not block.
+	OnOp func(OpResult)
+}
+
+// OpResult is one finished resource operation.
+type OpResult struct {
+	Group, Resource, Kind, Op, Outcome string
+	Took                               time.Duration
 }
 
 // Manager runs the groups of this node.

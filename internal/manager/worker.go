@@ -274,22 +274,37 @@ func (w *worker) runOp(a lifecycle.Run) {
 		defer cancel()
 		w.resMu[a.Res].Lock()
 		err := ctx.Err()
+		var began time.Time
+		if w.m.cfg.OnOp != nil {
+			began = w.m.cfg.Clock.Now()
+		}
 		if err == nil {
 			err = op(ctx)
 		}
+		var took time.Duration
+		if w.m.cfg.OnOp != nil {
+			took = w.m.cfg.Clock.Since(began)
+		}
 		w.resMu[a.Res].Unlock()
 		res := lifecycle.Result{ID: a.ID}
+		outcome := "ok"
 		switch {
 		case err == nil:
 		case resource.IsNotRunning(err):
 			res.Outcome = lifecycle.NotRunning
+			outcome = "not_running"
 		default:
 			res.Outcome = lifecycle.Failed
 			res.Severity = lifecycle.Severity(resource.SeverityOf(err))
+			outcome = "failed"
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				err = fmt.Errorf("timed out after %v: %w", a.Timeout, err)
+				outcome = "timeout"
 			}
 			res.Err = err.Error()
+		}
+		if f := w.m.cfg.OnOp; f != nil {
+			f(OpResult{Group: w.g.Name, Resource: r.Name, Kind: r.Kind, Op: a.Op.String(), Outcome: outcome, Took: took})
 		}
 		w.request(func(w *worker) { w.results = append(w.results, res) })
 	}()

@@ -496,7 +496,7 @@ func TestInProcessPlannedSwitchoverAndStandby(t *testing.T) {
 	for _, mf := range mfs {
 		seen[mf.GetName()] = true
 	}
-	for _, name := range []string{"tandem_group_epoch", "tandem_group_active", "tandem_link_rtt_seconds", "tandem_quorum", "tandem_heartbeat_sent_total"} {
+	for _, name := range []string{"tandem_group_epoch", "tandem_group_holder", "tandem_cluster_link_rtt_seconds", "tandem_cluster_quorum", "tandem_heartbeat_sent_packets_total", "tandem_group_takeovers_total", "tandem_resource_operations_total"} {
 		if !seen[name] {
 			t.Errorf("metric %s missing", name)
 		}

@@ -87,6 +87,7 @@ type Node struct {
 	guard   vipguard.Guard
 	vips    []netip.Prefix
 	reg     prometheus.Registerer
+	evm     *eventMetrics
 	started time.Time
 
 	mu          sync.Mutex
@@ -185,6 +186,22 @@ func Start(opts Options) (*Node, error) {
 		n.log.Warn("cannot compact the audit log", "err", err)
 	}
 	n.bus.Subscribe(audit)
+	var groupNames []string
+	for _, g := range cfg.Groups {
+		groupNames = append(groupNames, g.Name)
+	}
+	n.evm = newEventMetrics(groupNames)
+	n.bus.Subscribe(n.evm)
+	for _, c := range n.evm.collectors() {
+		if err := n.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("node: metrics: %w", err)
+		}
+	}
+	go func() {
+		if err := n.evm.loadDrills(evFile); err != nil {
+			n.log.Warn("cannot read past drills from the audit log", "err", err)
+		}
+	}()
 	// Notifications: its Publish only enqueues, so no hook or webhook
 	// can hold up the event path.
 	if cfg.Notify.Enabled() {
@@ -257,6 +274,7 @@ func Start(opts Options) (*Node, error) {
 		n.mgr = manager.New(manager.Config{
 			Node: opts.Self, Groups: groups, Lease: n.hb, Guard: n.guard, Reporter: n,
 			Clock: n.clk, Logger: n.log, Events: n.bus, Margin: fenceMargin(t.HeartbeatInterval.D()),
+			OnOp: n.evm.op,
 		})
 	}
 

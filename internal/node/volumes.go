@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"tandem/internal/config"
 	"tandem/internal/replication"
 	"tandem/internal/state"
@@ -62,11 +64,21 @@ func (n *Node) startVolumes() error {
 		}
 		v.rep = rep
 		n.volumes[cv.Name] = v
-		if err := n.reg.Register(volume.NewCollector(rep.Volume())); err != nil {
-			n.log.Warn("volume metrics not registered", "volume", cv.Name, "err", err)
-		}
 	}
 	return nil
+}
+
+// StorageGatherer gathers the metrics of this node's replicas, which
+// each keep their own registry (served also on the volume's control
+// socket): the engines' tandem_volume_*, the replication links', the RAID
+// arrays they keep their data on and the primaries' NBD exports'. The
+// agent serves them on /metrics beside the Registerer's.
+func (n *Node) StorageGatherer() prometheus.Gatherer {
+	var gs prometheus.Gatherers
+	for _, v := range n.volumes {
+		gs = append(gs, v.rep.Gatherer())
+	}
+	return gs
 }
 
 func (v *nodeVolume) nudge() {

@@ -125,6 +125,14 @@ func New(cfg config.Notify, cluster string, o Options) (*Notifier, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	for _, t := range targets {
+		// Every target's series from the start, at 0: an alert on a rise
+		// of failures or drops needs them before the first.
+		m.sent.WithLabelValues(t.Name())
+		m.failures.WithLabelValues(t.Name())
+		m.queued.WithLabelValues(t.Name())
+		for _, reason := range []string{"queue_full", "failed", "stopped"} {
+			m.dropped.WithLabelValues(t.Name(), reason)
+		}
 		w := &worker{t: t, q: newQueue(cfg.Queue), wake: make(chan struct{}, 1), timeout: cfg.Timeout.D(),
 			retries: cfg.Retries, backoff: cfg.Backoff.D(), clk: o.Clock, m: m,
 			log: o.Logger.With("notify", t.Name())}

@@ -21,7 +21,7 @@ func newMetrics(a *Array) *metrics {
 		slots:      d("members_slots", "Active slots of the array."),
 		degraded:   d("degraded", "1 when a slot lacks an in-sync member."),
 		progress:   d("rebuild_progress_ratio", "Fraction done of the running resync or rebuild (0 when none)."),
-		mism:       d("mismatches", "Stripes found inconsistent by the last check."),
+		mism:       d("mismatched_stripes", "Stripes found inconsistent by the last check."),
 		repaired:   d("repaired_blocks_total", "Blocks rewritten from redundancy after a checksum failure or by repair."),
 		readErrors: d("read_errors_total", "Member read errors."),
 	}

@@ -18,7 +18,12 @@ type Opened struct {
 	*raid.Array
 	cs   *controlServer
 	done func()
+	reg  *prometheus.Registry
 }
+
+// Gatherer gathers the array's metrics (tandem_raid_*), for the process
+// that opened it to serve on its own /metrics.
+func (o *Opened) Gatherer() prometheus.Gatherer { return o.reg }
 
 // OpenRecorded assembles the array recorded as name in stateDir with the
 // options `serve` uses (write-behind on: Flush makes writes durable on
@@ -48,7 +53,7 @@ func OpenRecorded(stateDir, name string, log *slog.Logger) (*Opened, error) {
 		done()
 		return nil, err
 	}
-	return &Opened{Array: a, cs: cs, done: done}, nil
+	return &Opened{Array: a, cs: cs, done: done, reg: reg}, nil
 }
 
 // Close stops the control socket and closes the array.

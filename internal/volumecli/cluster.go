@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"tandem/internal/blockdev"
 	"tandem/internal/config"
 	"tandem/internal/events"
@@ -228,6 +230,11 @@ func (r *Replica) Volume() *volume.Volume { return r.d.vol }
 
 // Name is the volume's name.
 func (r *Replica) Name() string { return r.d.rec.Name }
+
+// Gatherer gathers the replica's metrics: the engine's (tandem_volume_*),
+// its replication link's, the RAID array it keeps its data on (when the
+// backing is raid:NAME) and, while primary, its NBD export's.
+func (r *Replica) Gatherer() prometheus.Gatherer { return r.d.gatherer() }
 
 // Close stops the replica (a primary stays primary on disk; see
 // daemon.close).

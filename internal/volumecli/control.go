@@ -53,7 +53,7 @@ func startControl(d *daemon) (*control, error) {
 	v := d.vol
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) { reply(w, v.Status(), nil) })
-	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.gatherer(), promhttp.HandlerOpts{}))
 	act := func(op string, fn func(controlRequest) (any, error)) {
 		mux.HandleFunc("POST /"+op, func(w http.ResponseWriter, r *http.Request) {
 			if d.managed && (op == "primary" || op == "secondary" || op == "down") {

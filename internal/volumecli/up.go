@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/spf13/cobra"
 
 	"tandem/internal/blockdev"
@@ -95,8 +96,11 @@ type daemon struct {
 	mu      sync.Mutex // serializes role changes and the export
 	export  *nbd.Server
 	exportL net.Listener
-	downReq chan struct{}
-	downOne sync.Once
+	// exportReg holds the running export's metrics (a registry per
+	// export: each promotion starts a new server).
+	exportReg *prometheus.Registry
+	downReq   chan struct{}
+	downOne   sync.Once
 }
 
 // daemonFencer outdates the peer and learns of this node's promotions.
@@ -209,6 +213,25 @@ func startDaemon(g *globals, rec *record, log *slog.Logger, opts daemonOptions) 
 	return d, nil
 }
 
+// gatherer gathers the daemon's registry, its RAID array's (a raid:NAME
+// backing) and the running NBD export's.
+func (d *daemon) gatherer() prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		gs := prometheus.Gatherers{d.reg}
+		for _, dev := range d.devs {
+			if g, ok := dev.(interface{ Gatherer() prometheus.Gatherer }); ok {
+				gs = append(gs, g.Gatherer())
+			}
+		}
+		d.mu.Lock()
+		if d.exportReg != nil {
+			gs = append(gs, d.exportReg)
+		}
+		d.mu.Unlock()
+		return gs.Gather()
+	})
+}
+
 // openBacking opens the record's backing device (and meta device).
 func openBacking(stateDir string, rec *record, log *slog.Logger) (blockdev.Device, blockdev.Device, error) {
 	dev, err := openBackingDevice(stateDir, rec.Backing, log)
@@ -313,7 +336,11 @@ func (d *daemon) startExport() error {
 	}
 	srv := nbd.NewServer(d.log, nbd.Export{Name: d.rec.Name, Description: "tandem replicated volume " + d.rec.Name,
 		Device: d.vol, MultiConn: true})
-	d.export, d.exportL = srv, ln
+	reg := prometheus.NewRegistry()
+	if err := srv.RegisterMetrics(reg); err != nil {
+		d.log.Warn("volume: NBD export metrics not registered", "err", err)
+	}
+	d.export, d.exportL, d.exportReg = srv, ln, reg
 	go srv.Serve(ln)
 	d.log.Info("volume: NBD export started", "listen", d.rec.NBD, "export", d.rec.Name)
 	return nil
@@ -327,7 +354,7 @@ func (d *daemon) stopExport() {
 	if p, ok := strings.CutPrefix(d.rec.NBD, "unix:"); ok {
 		os.Remove(p)
 	}
-	d.export, d.exportL = nil, nil
+	d.export, d.exportL, d.exportReg = nil, nil, nil
 	d.log.Info("volume: NBD export stopped")
 }
 
