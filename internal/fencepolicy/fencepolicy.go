@@ -109,6 +109,9 @@ type Group struct {
 	// From is the holder it is being taken over from, when Holder is this
 	// node and the takeover has not started yet ("" otherwise).
 	From string
+	// FromStopped: From reported the group stopped (a handover, or a stop
+	// at its lease's end) through the replicated state.
+	FromStopped bool
 	// RunningHere: this node runs (part of) the group now.
 	RunningHere bool
 	Policy      Policy

@@ -118,6 +118,18 @@ func (m *Machine) PeerLost(now time.Time) []Action {
 		Reason: fmt.Sprintf("peer lost; the peer fences first (runs %d groups, this node %d, preferred %s)", theirs, mine, m.cfg.Preferred)}}
 }
 
+// Resume: this node was not running for a while (a freeze, seen as a gap
+// on the monotonic clock), so what it heard of its peer is stale: the peer
+// counts as not heard until heard afresh, with no race started (the
+// model found a thawed node taking a group over from a frozen holder
+// without the fence its policy asked for, trusting a "heard" from before
+// its own freeze). The detector must likewise not report a loss from the
+// gap itself.
+func (m *Machine) Resume(now time.Time) []Action {
+	m.heard, m.lost = false, false
+	return nil
+}
+
 // PeerJoined (two-node): both nodes are voters of raft's configuration, a
 // leader is known and this node has caught up with its commit. It ends
 // wait-for-all. PeerReadded is the same seen from the survivor that added
@@ -228,7 +240,11 @@ func (m *Machine) MayStart(g Group) bool {
 		return false
 	}
 	if m.cfg.Mode == Witness {
-		return !(g.From == m.cfg.Peer && m.required(g) && !m.heard) || m.fenced
+		// Heard is not stopped: a reachable holder's agent stops at its
+		// lease end, but one that freezes on the way leaves services up
+		// (the model found it). So the takeover waits for the old holder's
+		// report, and fences it once it is lost.
+		return !(g.From == m.cfg.Peer && m.required(g) && !g.FromStopped) || m.fenced
 	}
 	if m.soleVoter {
 		return m.fenced
@@ -301,7 +317,7 @@ func (m *Machine) offer() []Action {
 func (m *Machine) witnessCheck(now time.Time) []Action {
 	need := false
 	for _, g := range m.groups {
-		if g.Holder == m.cfg.Self && g.From == m.cfg.Peer && m.required(g) && !m.heard && !m.fenced {
+		if g.Holder == m.cfg.Self && g.From == m.cfg.Peer && m.required(g) && !g.FromStopped && !m.heard && !m.fenced {
 			need = true
 		}
 	}

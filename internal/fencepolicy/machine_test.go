@@ -109,16 +109,23 @@ func TestWitnessPolicy(t *testing.T) {
 	}
 }
 
-// A handover off a reachable holder never fences.
+// A takeover from a reachable holder waits for its stop report, and
+// fences it if it is lost first.
 func TestWitnessReachableHolder(t *testing.T) {
 	m := newMachine(t, Witness, "a", "a")
 	m.Start(t0, false)
 	m.PeerHeard(t0)
 	g := Group{Name: "g", Holder: "a", From: "b", Policy: Always, Uncovered: true}
 	expect(t, "takeover from a heard node", m.SetGroups(t0, []Group{g}), "")
-	if !m.MayStart(g) {
-		t.Fatal("waits for a fence of a reachable node")
+	if m.MayStart(g) {
+		t.Fatal("starts before the heard old holder reported the group stopped")
 	}
+	g.FromStopped = true
+	if !m.MayStart(g) {
+		t.Fatal("waits for a fence of a holder that reported the group stopped")
+	}
+	g.FromStopped = false
+	expect(t, "lost before its report", m.PeerLost(t0), "fence")
 }
 
 // Two-node: the race, by groups run and then the preferred node.

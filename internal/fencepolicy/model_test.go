@@ -435,7 +435,8 @@ func (w *model) calm() {
 		nd.dev = devWorking
 		if nd.on && nd.frozen {
 			nd.frozen = false
-			nd.vis, nd.visSince, nd.lostRep = false, w.now, false
+			nd.vis, nd.visSince, nd.lostRep, nd.heard = false, w.now, false, false
+			w.do(i, nd.m.Resume(w.now))
 		}
 		if !nd.on {
 			w.boot(i)
