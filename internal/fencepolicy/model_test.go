@@ -78,8 +78,7 @@ type model struct {
 		node int
 		at   time.Time
 	}
-	trace []string
-	seed  uint64
+	tracer
 	// fastReboot: some fences are reboots and the node is back at once
 	fastReboot bool
 }
@@ -89,7 +88,7 @@ type model struct {
 var seen = map[string]int{}
 
 func newModel(t testing.TB, seed uint64) *model {
-	w := &model{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x5bd1e995)), now: time.Unix(1000, 0), seed: seed,
+	w := &model{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x5bd1e995)), now: time.Unix(1000, 0), tracer: tracer{seed: seed},
 		connected: true, pref: map[string]int{}, lastStart: map[string]struct {
 			node int
 			at   time.Time
@@ -112,17 +111,42 @@ func newModel(t testing.TB, seed uint64) *model {
 
 func (w *model) peer(i int) int { return 1 - i }
 
-func (w *model) logf(format string, a ...any) {
-	w.trace = append(w.trace, w.now.Format("05.000")+" "+fmt.Sprintf(format, a...))
-}
+func (w *model) logf(format string, a ...any) { w.tracer.logf(w.now, format, a...) }
 
 func (w *model) fail(format string, a ...any) {
 	w.t.Helper()
-	tail := w.trace
+	w.tracer.fail(w.t, format, a...)
+}
+
+// tracer keeps a run's trace and prints its tail with the seed on failure.
+type tracer struct {
+	trace []string
+	seed  uint64
+}
+
+func (tr *tracer) logf(now time.Time, format string, a ...any) {
+	tr.trace = append(tr.trace, now.Format("05.000")+" "+fmt.Sprintf(format, a...))
+}
+
+func (tr *tracer) fail(t testing.TB, format string, a ...any) {
+	t.Helper()
+	tail := tr.trace
 	if len(tail) > 80 {
 		tail = tail[len(tail)-80:]
 	}
-	w.t.Fatalf("seed %d: %s\n%s", w.seed, fmt.Sprintf(format, a...), strings.Join(tail, "\n"))
+	t.Fatalf("seed %d: %s\n%s", tr.seed, fmt.Sprintf(format, a...), strings.Join(tail, "\n"))
+}
+
+// attempt is one fence attempt with device dev: its outcome and duration.
+func attempt(rng *rand.Rand, dev device) (Outcome, time.Duration) {
+	d := fenceMin + time.Duration(rng.Int64N(int64(fenceBound-fenceMin)))
+	switch {
+	case dev == devWorking || (dev == devFlaky && rng.IntN(2) == 0):
+		return Confirmed, d
+	case dev == devFailing || (dev == devFlaky && rng.IntN(2) == 0):
+		return Failed, d
+	}
+	return TimedOut, fenceBound
 }
 
 func (w *model) boot(i int) {
@@ -178,16 +202,8 @@ func (w *model) do(i int, acts []Action) {
 				w.fail("%s: a second fence while one is in flight", nd.name)
 			}
 			nd.fencing = true
-			d := fenceMin + time.Duration(w.rng.Int64N(int64(fenceBound-fenceMin)))
-			dev := w.n[w.peer(i)].dev
-			switch {
-			case dev == devWorking || (dev == devFlaky && w.rng.IntN(2) == 0):
-				nd.fenceOut = Confirmed
-			case dev == devFailing || (dev == devFlaky && w.rng.IntN(2) == 0):
-				nd.fenceOut = Failed
-			default:
-				nd.fenceOut, d = TimedOut, fenceBound
-			}
+			var d time.Duration
+			nd.fenceOut, d = attempt(w.rng, w.n[w.peer(i)].dev)
 			nd.fenceEnd = w.now.Add(d)
 		case RecoverRaft:
 			// RecoverCluster replays the log and writes a snapshot: quick

@@ -3,7 +3,6 @@ package fencepolicy
 import (
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"testing"
 	"time"
 )
@@ -50,12 +49,11 @@ type wmodel struct {
 	connected bool
 	groups    []Group // Holder and From are the replicated state
 	lostAt    map[string]time.Time
-	trace     []string
-	seed      uint64
+	tracer
 }
 
 func newWModel(t testing.TB, seed uint64) *wmodel {
-	w := &wmodel{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x2545f491)), now: time.Unix(1000, 0), seed: seed,
+	w := &wmodel{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x2545f491)), now: time.Unix(1000, 0), tracer: tracer{seed: seed},
 		connected: true, lostAt: map[string]time.Time{}}
 	for i := range w.n {
 		w.n[i] = &wnode{name: fmt.Sprintf("n%d", i), wlink: true}
@@ -70,17 +68,11 @@ func newWModel(t testing.TB, seed uint64) *wmodel {
 	return w
 }
 
-func (w *wmodel) logf(format string, a ...any) {
-	w.trace = append(w.trace, w.now.Format("05.000")+" "+fmt.Sprintf(format, a...))
-}
+func (w *wmodel) logf(format string, a ...any) { w.tracer.logf(w.now, format, a...) }
 
 func (w *wmodel) fail(format string, a ...any) {
 	w.t.Helper()
-	tail := w.trace
-	if len(tail) > 60 {
-		tail = tail[len(tail)-60:]
-	}
-	w.t.Fatalf("seed %d: %s\n%s", w.seed, fmt.Sprintf(format, a...), strings.Join(tail, "\n"))
+	w.tracer.fail(w.t, format, a...)
 }
 
 func (w *wmodel) boot(i int) {
@@ -115,15 +107,8 @@ func (w *wmodel) do(i int, acts []Action) {
 			w.fail("%s: a second fence in flight", nd.name)
 		}
 		nd.fencing = true
-		d := fenceMin + time.Duration(w.rng.Int64N(int64(fenceBound-fenceMin)))
-		switch dev := w.n[1-i].dev; {
-		case dev == devWorking || (dev == devFlaky && w.rng.IntN(2) == 0):
-			nd.fenceOut = Confirmed
-		case dev == devFailing || (dev == devFlaky && w.rng.IntN(2) == 0):
-			nd.fenceOut = Failed
-		default:
-			nd.fenceOut, d = TimedOut, fenceBound
-		}
+		var d time.Duration
+		nd.fenceOut, d = attempt(w.rng, w.n[1-i].dev)
 		nd.fenceEnd = w.now.Add(d)
 	}
 }
