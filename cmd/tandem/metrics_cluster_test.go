@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,14 +21,16 @@ import (
 // metricsCluster is a real three-agent cluster (agents a and b, witness
 // w, this test binary as the tandem command) on loopback addresses of its
 // own, with everything /metrics reports on: a group with a replicated
-// volume and a service, node a keeping its replica on a tandem RAID 1
-// array, b on a file, and the TCP API with a token. The group runs on a
-// and its volume is in sync when it returns.
+// volume and a service, node b keeping its replica on a tandem RAID 1
+// array (so it is there after a failover from a), a on a file, and the
+// TCP API with a token. The group runs on a and its volume is in sync
+// when it returns.
 type metricsCluster struct {
 	dir     string
 	ips     map[string]string
 	apiPort int
 	token   string // the token's file
+	procs   map[string]*exec.Cmd
 }
 
 func startMetricsCluster(t *testing.T) *metricsCluster {
@@ -50,9 +53,9 @@ func startMetricsCluster(t *testing.T) *metricsCluster {
 	for _, n := range []string{"a", "b", "w"} {
 		os.MkdirAll(filepath.Join(dir, n), 0o700)
 	}
-	// Node a's replica lives on a RAID 1 array recorded in its state dir.
-	m1, m2 := filepath.Join(dir, "a", "m1.img"), filepath.Join(dir, "a", "m2.img")
-	if _, stderr, err := run("raid", "--state-dir", filepath.Join(dir, "a"), "create", "--level", "1", "--size", "16M", "r0", m1, m2); err != nil {
+	// Node b's replica lives on a RAID 1 array recorded in its state dir.
+	m1, m2 := filepath.Join(dir, "b", "m1.img"), filepath.Join(dir, "b", "m2.img")
+	if _, stderr, err := run("raid", "--state-dir", filepath.Join(dir, "b"), "create", "--level", "1", "--size", "16M", "r0", m1, m2); err != nil {
 		t.Fatalf("raid create: %v\n%s", err, stderr)
 	}
 	cfg := filepath.Join(dir, "tandem.yaml")
@@ -82,13 +85,14 @@ volumes:
     size: 4MiB
     port: %d
     replicas:
-      - {node: a, backing: "raid:r0"}
-      - {node: b, backing: %s}
-`, key, port, c.ips["a"], c.ips["b"], c.ips["w"], c.apiPort, c.token, volPort, filepath.Join(dir, "b", "data.img"))), 0o600)
+      - {node: a, backing: %s}
+      - {node: b, backing: "raid:r0"}
+`, key, port, c.ips["a"], c.ips["b"], c.ips["w"], c.apiPort, c.token, volPort, filepath.Join(dir, "a", "data.img"))), 0o600)
 	if _, stderr, err := run("config", "validate", cfg); err != nil {
 		t.Fatalf("config: %v\n%s", err, stderr)
 	}
-	logs, _ := startAgents(t, dir, func(string) string { return cfg }, nil)
+	logs, procs := startAgents(t, dir, func(string) string { return cfg }, nil)
+	c.procs = procs
 	a := c.client("a")
 	var last string
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
@@ -129,7 +133,7 @@ func (c *metricsCluster) client(node string) *api.Client { return api.NewUnixCli
 // scrape reads GET /metrics of node's agent on its unix socket.
 func (c *metricsCluster) scrape(t *testing.T, node string) string {
 	t.Helper()
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", c.socket(node))
 		}}}

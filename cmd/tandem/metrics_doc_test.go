@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -73,7 +71,7 @@ func TestMetricsDocMatchesAScrape(t *testing.T) {
 		if _, stderr, err := run("failover", "--socket", c.socket("a"), "db", "--to", to); err != nil {
 			t.Fatalf("failover to %s: %v\n%s", to, err, stderr)
 		}
-		waitHolder(t, c, "db", to)
+		waitHolderOn(t, c, "a", "db", to)
 	}
 	time.Sleep(1500 * time.Millisecond) // a monitor round on both, the status after the moves
 	served := map[string]*family{}
@@ -178,28 +176,4 @@ func keys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-// waitHolder waits until group runs on node, as a sees it.
-func waitHolder(t *testing.T, c *metricsCluster, group, node string) {
-	t.Helper()
-	var last string
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		st, err := c.client("a").Status(ctx)
-		cancel()
-		if err != nil {
-			last = err.Error()
-			continue
-		}
-		for _, g := range st.Groups {
-			if g.Name == group {
-				last = fmt.Sprintf("on %q running %v (%s %s)", g.Holder, g.Running, g.Phase, g.PhaseError)
-				if g.Holder == node && g.Running {
-					return
-				}
-			}
-		}
-	}
-	t.Fatalf("group %s not running on %s: %s", group, node, last)
 }
