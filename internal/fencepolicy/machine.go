@@ -321,6 +321,11 @@ func (m *Machine) witnessCheck(now time.Time) []Action {
 			need = true
 		}
 	}
+	if !need && m.needFence && (m.fs == scheduled || m.fs == retrying) {
+		// the takeover went elsewhere or its old holder reported the stop
+		m.needFence, m.fs = false, idle
+		return []Action{{Kind: FenceCancelled, Node: m.cfg.Peer, Reason: "no takeover needs it any more"}}
+	}
 	if !need || m.needFence {
 		return m.witnessOffer()
 	}

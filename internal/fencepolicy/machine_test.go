@@ -126,6 +126,10 @@ func TestWitnessReachableHolder(t *testing.T) {
 	}
 	g.FromStopped = false
 	expect(t, "lost before its report", m.PeerLost(t0), "fence")
+	expect(t, "failed", m.FenceDone(t0, Failed, ""), "report,retry-scheduled")
+	g.FromStopped = true // the report came through after all
+	expect(t, "reported", m.SetGroups(t0, []Group{g}), "fence-cancelled")
+	expect(t, "no retry", m.Tick(t0.Add(time.Hour)), "")
 }
 
 // Two-node: the race, by groups run and then the preferred node.
@@ -273,6 +277,9 @@ func TestMemoryFencer(t *testing.T) {
 	if got := OutcomeOf(false, nil); got != Failed {
 		t.Errorf("not verified off without an error: %v", got)
 	}
+	if got := OutcomeOf(false, fmt.Errorf("fence: %w", timeoutErr{})); got != TimedOut {
+		t.Errorf("an error that says Timeout(): %v", got)
+	}
 	if got := OutcomeOf(true, errors.New("x")); got != Failed {
 		t.Errorf("confirmed with an error: %v", got)
 	}
@@ -280,3 +287,8 @@ func TestMemoryFencer(t *testing.T) {
 		t.Errorf("calls %q", c)
 	}
 }
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string { return "i/o timeout" }
+func (timeoutErr) Timeout() bool { return true }

@@ -61,13 +61,17 @@ func (f *Memory) Fence(ctx context.Context, node, reason string) (bool, error) {
 var _ Fencer = (*Memory)(nil)
 
 // OutcomeOf maps a Fencer's answer to the machine's input: confirmed only
-// on a verified off, a context that ran out is a timeout, anything else
-// (an error, or no error but not verified off) is a failure.
+// on a verified off; a context that ran out, or an error in whose chain one
+// says Timeout() true (as net.Error does), is a timeout; anything else (an
+// error, or no error but not verified off) is a failure. An adapter whose
+// timeouts are marked otherwise (internal/fence's ErrTimeout) maps them
+// itself.
 func OutcomeOf(confirmedOff bool, err error) Outcome {
+	var te interface{ Timeout() bool }
 	switch {
 	case err == nil && confirmedOff:
 		return Confirmed
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &te) && te.Timeout():
 		return TimedOut
 	}
 	return Failed
