@@ -21,6 +21,7 @@ var allowed = map[string][]string{
 	"internal/lease":            {},
 	"internal/lifecycle":        {},
 	"internal/fencepolicy":      {},
+	"internal/fence":            {"internal/clock", "internal/events"},
 	"internal/seal":             {},
 	"internal/state":            {},
 	"internal/keyfile":          {},
