@@ -81,15 +81,19 @@ type model struct {
 	tracer
 	// fastReboot: some fences are reboots and the node is back at once
 	fastReboot bool
+	delay      time.Duration // fence_delay
+
 }
 
 // seen counts, over every run of a test, what the runs exercised, so a
 // model that stopped reaching takeovers or failures shows as a failure.
 var seen = map[string]int{}
 
-func newModel(t testing.TB, seed uint64) *model {
+func newModel(t testing.TB, seed uint64) *model { return newModelDelay(t, seed, fenceDelay) }
+
+func newModelDelay(t testing.TB, seed uint64, delay time.Duration) *model {
 	w := &model{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x5bd1e995)), now: time.Unix(1000, 0), tracer: tracer{seed: seed},
-		connected: true, pref: map[string]int{}, lastStart: map[string]struct {
+		connected: true, delay: delay, pref: map[string]int{}, lastStart: map[string]struct {
 			node int
 			at   time.Time
 		}{}}
@@ -152,7 +156,7 @@ func attempt(rng *rand.Rand, dev device) (Outcome, time.Duration) {
 func (w *model) boot(i int) {
 	nd := w.n[i]
 	m, err := New(Config{Self: nd.name, Peer: w.n[w.peer(i)].name, Mode: TwoNode, Preferred: "n0",
-		FenceDelay: fenceDelay, RetryMin: 100 * time.Millisecond, RetryMax: 800 * time.Millisecond})
+		FenceDelay: w.delay, RetryMin: 100 * time.Millisecond, RetryMax: 800 * time.Millisecond})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -508,28 +512,57 @@ func TestModelRandomFaults(t *testing.T) {
 // devices leaves exactly one node, which runs every group.
 func TestModelFenceRace(t *testing.T) {
 	for s := range seeds(t, 1000) {
-		w := newModel(t, uint64(s))
-		w.now = w.now.Add(time.Duration(w.rng.IntN(1000)) * time.Millisecond)
-		for range 100 {
-			w.step(w.dt())
-		}
-		if !w.n[0].m.paired || !w.n[1].m.paired {
-			w.fail("not paired after settling")
-		}
-		w.connected = false
-		w.logf("partition")
-		for range 300 {
-			w.step(w.dt())
-		}
-		if w.n[0].on == w.n[1].on {
-			w.fail("fence race: n0 on %v, n1 on %v", w.n[0].on, w.n[1].on)
-		}
-		for _, g := range w.groups {
-			if !w.n[0].running[g] && !w.n[1].running[g] {
-				w.fail("%s runs nowhere after the race", g)
-			}
+		if both := race(t, uint64(s), fenceDelay); both {
+			t.Fatalf("seed %d: both nodes off", s)
 		}
 	}
+}
+
+// TestModelFenceRaceNeedsTheDelay: with fence_delay below the detection
+// skew plus the longest fence, both nodes die in some races: the condition
+// is needed, not only sufficient.
+func TestModelFenceRaceNeedsTheDelay(t *testing.T) {
+	dead := 0
+	for s := range seeds(t, 300) {
+		if race(t, uint64(s), fenceMin/2) {
+			dead++
+		}
+	}
+	if dead == 0 {
+		t.Fatal("a fence delay shorter than a fence never killed both nodes")
+	}
+	t.Logf("both nodes off in %d races", dead)
+}
+
+// race partitions a settled pair and reports whether both nodes ended
+// off; any other outcome than one survivor running every group fails.
+func race(t *testing.T, seed uint64, delay time.Duration) (bothOff bool) {
+	t.Helper()
+	w := newModelDelay(t, seed, delay)
+	w.now = w.now.Add(time.Duration(w.rng.IntN(1000)) * time.Millisecond)
+	for range 100 {
+		w.step(w.dt())
+	}
+	if !w.n[0].m.paired || !w.n[1].m.paired {
+		w.fail("not paired after settling")
+	}
+	w.connected = false
+	w.logf("partition")
+	for range 300 {
+		w.step(w.dt())
+	}
+	if !w.n[0].on && !w.n[1].on {
+		return true
+	}
+	if w.n[0].on == w.n[1].on {
+		w.fail("fence race: both nodes on")
+	}
+	for _, g := range w.groups {
+		if !w.n[0].running[g] && !w.n[1].running[g] {
+			w.fail("%s runs nowhere after the race", g)
+		}
+	}
+	return false
 }
 
 // TestModelFailedFenceBlocks: with the peer's device failing, a lost peer
