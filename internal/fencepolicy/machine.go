@@ -35,6 +35,7 @@ type Machine struct {
 	backoff   time.Duration
 	attempts  int
 	readdAt   time.Time // two-node sole voter hearing its peer: next ReaddPeer
+	recoverAt time.Time // a failed RecoverRaft: the next try
 	groups    []Group
 	offered   map[string]bool // MayTakeOver already given, per group
 }
@@ -207,9 +208,26 @@ func (m *Machine) RaftRecovered(now time.Time) []Action {
 	return out
 }
 
-// Tick runs what is due at now: a delayed fence, a retry, a re-add.
+// RaftRecoverFailed: RecoverRaft did not complete. It is tried again after
+// RetryMin (the adapter must make a retry safe on whatever a failed
+// RecoverCluster left in the stores); nothing starts meanwhile, the groups
+// this node runs keep running on SelfGrant.
+func (m *Machine) RaftRecoverFailed(now time.Time, err error) []Action {
+	if !m.recovering {
+		return nil
+	}
+	m.recoverAt = now.Add(m.cfg.RetryMin)
+	return []Action{{Kind: Report, Reason: fmt.Sprintf("raft recovery failed: %v; nothing starts until it succeeds", err)}}
+}
+
+// Tick runs what is due at now: a delayed fence, a retry, a re-add, a
+// recovery tried again.
 func (m *Machine) Tick(now time.Time) []Action {
 	var out []Action
+	if !m.recoverAt.IsZero() && !now.Before(m.recoverAt) {
+		m.recoverAt = time.Time{}
+		out = append(out, Action{Kind: RecoverRaft, Reason: "the last recovery failed"})
+	}
 	if (m.fs == scheduled || m.fs == retrying) && !now.Before(m.fenceAt) {
 		m.fs = inflight
 		out = append(out, Action{Kind: Fence, Node: m.cfg.Peer, Reason: "the delay or backoff is over"})
@@ -227,8 +245,10 @@ func (m *Machine) NextTick() time.Time {
 	if m.fs == scheduled || m.fs == retrying {
 		t = m.fenceAt
 	}
-	if !m.readdAt.IsZero() && (t.IsZero() || m.readdAt.Before(t)) {
-		t = m.readdAt
+	for _, at := range []time.Time{m.readdAt, m.recoverAt} {
+		if !at.IsZero() && (t.IsZero() || at.Before(t)) {
+			t = at
+		}
 	}
 	return t
 }

@@ -218,6 +218,12 @@ func TestTwoNodeSurvivor(t *testing.T) {
 	if m.MayStart(g) || m.AcceptsPeer() {
 		t.Fatal("may start before raft is recovered, or still accepts the fenced peer")
 	}
+	expect(t, "recovery failed", m.RaftRecoverFailed(now, errors.New("disk full")), "report")
+	if m.MayStart(g) || m.NextTick() != now.Add(100*time.Millisecond) {
+		t.Fatalf("may start after a failed recovery, or next tick %v", m.NextTick())
+	}
+	now = now.Add(100 * time.Millisecond)
+	expect(t, "recovery again", m.Tick(now), "recover-raft")
 	expect(t, "recovered", m.RaftRecovered(now), "may-take-over")
 	if !m.MayStart(g) || !m.SoleVoter() {
 		t.Fatal("the sole voter may not start after a confirmed fence")

@@ -1,6 +1,7 @@
 package fencepolicy
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -342,6 +343,11 @@ func (w *model) step(dt time.Duration) {
 			seen["fence "+o.String()]++
 			w.do(i, nd.m.FenceDone(w.now, o, ""))
 		}
+		if !nd.recoverAt.IsZero() && !w.now.Before(nd.recoverAt) && w.rng.IntN(5) == 0 {
+			nd.recoverAt = time.Time{}
+			seen["recovery failed"]++
+			w.do(i, nd.m.RaftRecoverFailed(w.now, errors.New("disk full")))
+		}
 		if !nd.recoverAt.IsZero() && !w.now.Before(nd.recoverAt) {
 			nd.recoverAt = time.Time{}
 			nd.sole = true
@@ -501,7 +507,7 @@ func TestModelRandomFaults(t *testing.T) {
 		w.calm()
 	}
 	t.Logf("exercised: %v", seen)
-	for _, k := range []string{"takeover", "fence confirmed", "fence failed", "fence timed out", "re-add", "frozen"} {
+	for _, k := range []string{"takeover", "recovery failed", "fence confirmed", "fence failed", "fence timed out", "re-add", "frozen"} {
 		if seen[k] == 0 {
 			t.Errorf("no run exercised %q", k)
 		}
