@@ -40,10 +40,10 @@ func (f *fakeEngine) Promote(epoch uint64, force bool) error {
 	f.st.Role = "Primary"
 	return nil
 }
-func (f *fakeEngine) Demote() error           { f.demotes++; f.st.Role = "Secondary"; return nil }
-func (f *fakeEngine) Disconnect() error       { f.disconnects++; return nil }
-func (f *fakeEngine) Connect() error          { f.connects++; return nil }
-func (f *fakeEngine) Status() volume.Status   { return f.st }
+func (f *fakeEngine) Demote() error         { f.demotes++; f.st.Role = "Secondary"; return nil }
+func (f *fakeEngine) Disconnect() error     { f.disconnects++; return nil }
+func (f *fakeEngine) Connect() error        { f.connects++; return nil }
+func (f *fakeEngine) Status() volume.Status { return f.st }
 func (f *fakeEngine) Device() blockdev.Device {
 	if f.held != nil {
 		return f.held
