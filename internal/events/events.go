@@ -61,6 +61,14 @@ const (
 	RaidMismatchesFound  Kind = "MismatchesFound"
 )
 
+// The fencing kinds (docs/fencing.md).
+const (
+	FenceRequested Kind = "fence_requested" // a node is to be fenced: who or what asked, and why
+	FenceAttempt   Kind = "fence_attempt"   // one action of one fence device: level, action, duration, result
+	FenceSucceeded Kind = "fence_succeeded" // the node is confirmed off (docs/fencing.md)
+	FenceFailed    Kind = "fence_failed"    // every level failed: the node is not confirmed off
+)
+
 // KnownKinds lists every kind tandem writes, cluster kinds first.
 func KnownKinds() []Kind {
 	return []Kind{
@@ -68,6 +76,7 @@ func KnownKinds() []Kind {
 		GroupStarted, GroupStopped, ResStart, ResStop, ResFailure, ResRestart, ResFound,
 		Handover, GuardDrops, ConfigMismatch, AdminAction, QuorumLost, QuorumGained,
 		LeaderChanged, PacketDropped, LogCheckpoint, Drill, ReplicaState,
+		FenceRequested, FenceAttempt, FenceSucceeded, FenceFailed,
 		RaidFail, RaidDegradedArray, RaidSpareActive, RaidRebuildStarted, RaidRebuildProgress,
 		RaidRebuildFinished, RaidRebuildAborted, RaidChecksumRepaired, RaidMismatchesFound,
 	}
