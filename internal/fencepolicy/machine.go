@@ -167,17 +167,8 @@ func (m *Machine) FenceDone(now time.Time, o Outcome, detail string) []Action {
 	}
 	m.attempts++
 	if o == Confirmed {
-		m.fs, m.needFence, m.fenced = idle, false, true
-		m.attempts, m.backoff = 0, 0
-		out := []Action{{Kind: Report, Node: m.cfg.Peer, Reason: "fence confirmed off"}}
-		if m.cfg.Mode == TwoNode {
-			if !m.soleVoter && !m.recovering {
-				m.recovering = true
-				return append(out, Action{Kind: RecoverRaft, Reason: "the peer is off: this node becomes raft's only voter"})
-			}
-			return append(out, m.offer()...)
-		}
-		return append(out, m.witnessOffer()...)
+		m.fs = idle
+		return m.confirmed("fence confirmed off")
 	}
 	why := fmt.Sprintf("fence attempt %d %s", m.attempts, o)
 	if detail != "" {
@@ -195,6 +186,33 @@ func (m *Machine) FenceDone(now time.Time, o Outcome, detail string) []Action {
 	m.fs, m.fenceAt = retrying, now.Add(m.backoff)
 	return []Action{{Kind: Report, Node: m.cfg.Peer, Reason: why + "; nothing starts until a fence is confirmed"},
 		{Kind: RetryScheduled, Node: m.cfg.Peer, At: m.fenceAt}}
+}
+
+// ManualFence: the operator fenced the peer by hand and confirmed it off
+// (tandem fence NODE --yes). It counts as a confirmed fence: the way out of
+// wait-for-all when the peer is gone for good. A fence of the machine's own
+// still in flight is left to answer; its answer changes nothing then.
+func (m *Machine) ManualFence(now time.Time) []Action {
+	if m.fs == scheduled || m.fs == retrying {
+		m.fs = idle
+	}
+	return m.confirmed("fenced by the operator, confirmed off")
+}
+
+// confirmed: the peer is off. Two-node: raft is recovered to this node
+// alone, then the peer's groups are offered; witness: the takeovers are.
+func (m *Machine) confirmed(why string) []Action {
+	m.needFence, m.fenced = false, true
+	m.attempts, m.backoff = 0, 0
+	out := []Action{{Kind: Report, Node: m.cfg.Peer, Reason: why}}
+	if m.cfg.Mode == TwoNode {
+		if !m.soleVoter && !m.recovering {
+			m.recovering = true
+			return append(out, Action{Kind: RecoverRaft, Reason: "the peer is off: this node becomes raft's only voter"})
+		}
+		return append(out, m.offer()...)
+	}
+	return append(out, m.witnessOffer()...)
 }
 
 // RaftRecovered: RecoverRaft is done; raft runs with this node alone.

@@ -298,3 +298,21 @@ type timeoutErr struct{}
 
 func (timeoutErr) Error() string { return "i/o timeout" }
 func (timeoutErr) Timeout() bool { return true }
+
+// The operator's fence ends wait-for-all: the node recovers raft and may
+// start.
+func TestTwoNodeManualFence(t *testing.T) {
+	m := newMachine(t, TwoNode, "b", "a")
+	expect(t, "start", m.Start(t0, false), "waiting")
+	expect(t, "lost", m.PeerLost(t0), "waiting")
+	g := Group{Name: "g", Holder: "a"}
+	m.SetGroups(t0, []Group{g})
+	expect(t, "manual", m.ManualFence(t0), "report,recover-raft")
+	if m.MayStart(g) {
+		t.Fatal("starts before raft is recovered")
+	}
+	expect(t, "recovered", m.RaftRecovered(t0), "may-take-over")
+	if !m.MayStart(g) {
+		t.Fatal("may not start after the operator's fence")
+	}
+}
