@@ -109,6 +109,12 @@ type Group struct {
 	// From is the holder it is being taken over from, when Holder is this
 	// node and the takeover has not started yet ("" otherwise).
 	From string
+	// FromEpoch is the epoch at which From held the group (witness mode:
+	// a confirmed fence covers only holdings it can have ended, those at
+	// an epoch not newer than the state showed when it was confirmed).
+	FromEpoch uint64
+	// Epoch is the group's epoch in this node's replicated state.
+	Epoch uint64
 	// FromStopped: From reported the group stopped (a handover, or a stop
 	// at its lease's end) through the replicated state.
 	FromStopped bool

@@ -38,6 +38,10 @@ type Machine struct {
 	recoverAt time.Time // a failed RecoverRaft: the next try
 	groups    []Group
 	offered   map[string]bool // MayTakeOver already given, per group
+	// covered (witness): per group, the newest epoch the state showed when
+	// the last fence was confirmed; a holding of the peer at a newer epoch
+	// began after the fence (the peer came back unheard) and needs another.
+	covered map[string]uint64
 }
 
 // New returns a machine for cfg; it does nothing until Start.
@@ -45,7 +49,7 @@ func New(cfg Config) (*Machine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Machine{cfg: cfg, offered: map[string]bool{}}, nil
+	return &Machine{cfg: cfg, offered: map[string]bool{}, covered: map[string]uint64{}}, nil
 }
 
 // Start is the agent's start. soleVoter is what raft's persisted
@@ -204,6 +208,10 @@ func (m *Machine) ManualFence(now time.Time) []Action {
 func (m *Machine) confirmed(why string) []Action {
 	m.needFence, m.fenced = false, true
 	m.attempts, m.backoff = 0, 0
+	clear(m.covered)
+	for _, g := range m.groups {
+		m.covered[g.Name] = max(g.Epoch, g.FromEpoch)
+	}
 	out := []Action{{Kind: Report, Node: m.cfg.Peer, Reason: why}}
 	if m.cfg.Mode == TwoNode {
 		if !m.soleVoter && !m.recovering {
@@ -282,7 +290,7 @@ func (m *Machine) MayStart(g Group) bool {
 		// lease end, but one that freezes on the way leaves services up
 		// (the model found it). So the takeover waits for the old holder's
 		// report, and fences it once it is lost.
-		return !(g.From == m.cfg.Peer && m.required(g) && !g.FromStopped) || m.fenced
+		return !(g.From == m.cfg.Peer && m.required(g) && !g.FromStopped) || m.covers(g)
 	}
 	if m.soleVoter {
 		return m.fenced
@@ -355,7 +363,7 @@ func (m *Machine) offer() []Action {
 func (m *Machine) witnessCheck(now time.Time) []Action {
 	need := false
 	for _, g := range m.groups {
-		if g.Holder == m.cfg.Self && g.From == m.cfg.Peer && m.required(g) && !g.FromStopped && !m.heard && !m.fenced {
+		if g.Holder == m.cfg.Self && g.From == m.cfg.Peer && m.required(g) && !g.FromStopped && !m.heard && !m.covers(g) {
 			need = true
 		}
 	}
@@ -371,14 +379,22 @@ func (m *Machine) witnessCheck(now time.Time) []Action {
 	return m.fenceNow(now, "a takeover from the unreachable peer needs it fenced (group fence: policy)")
 }
 
+// covers: a confirmed fence since the peer was last lost ended the
+// peer's holding of g that is being taken over.
+func (m *Machine) covers(g Group) bool {
+	e, ok := m.covered[g.Name]
+	return m.fenced && ok && g.FromEpoch <= e
+}
+
 func (m *Machine) witnessOffer() []Action {
 	if !m.fenced {
 		return nil
 	}
 	var out []Action
 	for _, g := range m.groups {
-		if g.Holder == m.cfg.Self && g.From == m.cfg.Peer && !m.offered[g.Name] {
-			m.offered[g.Name] = true
+		key := fmt.Sprintf("%s@%d", g.Name, g.FromEpoch) // each takeover once
+		if g.Holder == m.cfg.Self && g.From == m.cfg.Peer && m.covers(g) && !m.offered[key] {
+			m.offered[key] = true
 			out = append(out, Action{Kind: MayTakeOver, Group: g.Name, Node: m.cfg.Peer, Reason: "the old holder is confirmed off"})
 		}
 	}

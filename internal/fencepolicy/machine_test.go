@@ -316,3 +316,27 @@ func TestTwoNodeManualFence(t *testing.T) {
 		t.Fatal("may not start after the operator's fence")
 	}
 }
+
+// Witness mode: a fence covers the holdings it ended, not one the peer
+// took up afterwards at a newer epoch without this node hearing it.
+func TestWitnessFenceCoversOlderEpochs(t *testing.T) {
+	m := newMachine(t, Witness, "a", "a")
+	m.Start(t0, false)
+	m.PeerLost(t0)
+	g := Group{Name: "g", Holder: "a", From: "b", FromEpoch: 1, Epoch: 2, Policy: Always}
+	expect(t, "takeover", m.SetGroups(t0, []Group{g}), "fence")
+	expect(t, "confirmed", m.FenceDone(t0, Confirmed, ""), "report,may-take-over")
+	if !m.MayStart(g) {
+		t.Fatal("the fence does not cover the holding it ended")
+	}
+	// b came back unheard, took g at epoch 3, and is now lost to the state.
+	g.FromEpoch, g.Epoch = 3, 4
+	expect(t, "a newer takeover", m.SetGroups(t0, []Group{g}), "fence")
+	if m.MayStart(g) {
+		t.Fatal("an old fence covers a holding that began after it")
+	}
+	expect(t, "confirmed again", m.FenceDone(t0, Confirmed, ""), "report,may-take-over")
+	if !m.MayStart(g) {
+		t.Fatal("the new fence does not cover the holding")
+	}
+}

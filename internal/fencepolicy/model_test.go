@@ -2,6 +2,7 @@ package fencepolicy
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -491,11 +492,14 @@ func (w *model) calm() {
 	}
 }
 
+// runs multiplies every model test's number of runs (go test -args -runs 10).
+var runs = flag.Int("runs", 1, "multiply the model tests' number of random runs")
+
 func seeds(t *testing.T, n int) int {
 	if testing.Short() {
 		return n / 10
 	}
-	return n
+	return n * *runs
 }
 
 func TestModelRandomFaults(t *testing.T) {

@@ -62,7 +62,7 @@ func newWModel(t testing.TB, seed uint64) *wmodel {
 		w.boot(i)
 	}
 	for i := range 1 + w.rng.IntN(3) {
-		w.groups = append(w.groups, Group{Name: fmt.Sprintf("g%d", i), Holder: w.n[w.rng.IntN(2)].name,
+		w.groups = append(w.groups, Group{Name: fmt.Sprintf("g%d", i), Holder: w.n[w.rng.IntN(2)].name, Epoch: 1,
 			Policy: Policy(w.rng.IntN(3)), Uncovered: w.rng.IntN(2) == 0})
 	}
 	return w
@@ -195,6 +195,7 @@ func (w *wmodel) step(dt time.Duration) {
 		for k := range w.groups {
 			if g := &w.groups[k]; g.Holder == p.name {
 				g.From, g.Holder, g.FromStopped = g.Holder, nd.name, !p.running[g.Name] && p.on
+				g.FromEpoch, g.Epoch = g.Epoch, g.Epoch+1
 				w.logf("takeover of %s: %s → %s", g.Name, g.From, g.Holder)
 			}
 		}
