@@ -243,7 +243,9 @@ func (s *Server) handler(needToken bool) http.Handler {
 		writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
 	})
 	if s.gatherer != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+		// Uncompressed: gzip was a quarter of a scrape's CPU for ~25 KB
+		// (docs/benchmarks.md, "Scraping /metrics").
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{DisableCompression: true}))
 	}
 	var h http.Handler = mux
 	if needToken {
