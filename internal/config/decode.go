@@ -228,6 +228,8 @@ func newDefault(t reflect.Type, n *yaml.Node) reflect.Value {
 		p.Elem().Set(reflect.ValueOf(DefaultFilesystem()))
 	case reflect.TypeFor[NBDExport]():
 		p.Elem().Set(reflect.ValueOf(DefaultNBDExport()))
+	case reflect.TypeFor[FenceDevice]():
+		p.Elem().Set(reflect.ValueOf(DefaultFenceDevice()))
 	}
 	return p
 }

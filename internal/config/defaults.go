@@ -108,6 +108,10 @@ func DefaultGroup() Group {
 		// ten minutes is long enough to stop a crash loop from
 		// ping-ponging between nodes.
 		FailureTimeout: Duration(10 * time.Minute),
+		// The lease stops a VIP on a node that cannot renew, but not a
+		// process or a mount on a node whose agent is dead: fence when the
+		// group holds such a resource and a device is configured.
+		Fence: FenceWhenNeeded,
 	}
 }
 

@@ -64,6 +64,7 @@ func defaultsSample() Config {
 	v.Replicas = []Replica{{}}
 	c.Volumes = []Volume{v}
 	c.Notify.Exec, c.Notify.Webhook = &NotifyExec{}, &NotifyWebhook{}
+	c.FenceDevices, c.FenceLevels = []FenceDevice{DefaultFenceDevice()}, []FenceLevel{{}}
 	return c
 }
 

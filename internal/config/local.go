@@ -27,6 +27,7 @@ func (c *Config) CheckLocal() error {
 func (c *Config) localChecks(k *checker) {
 	k.keyFile(c)
 	k.localNotify(c)
+	k.localFence(c)
 	if c.API.TCPPort != 0 && c.API.TokenFile != "" {
 		if _, err := keyfile.LoadToken(c.API.TokenFile); err != nil {
 			k.addf("api.token_file", "%s", strings.TrimPrefix(err.Error(), "keyfile: "))

@@ -24,6 +24,10 @@ type Config struct {
 	// Volumes are block devices replicated between two data nodes; a
 	// group uses one through volume, filesystem and nbd_export resources.
 	Volumes []Volume `yaml:"volumes"`
+	// FenceDevices power nodes off (docs/fencing.md); FenceLevels order
+	// them per node.
+	FenceDevices []FenceDevice `yaml:"fence_devices"`
+	FenceLevels  []FenceLevel  `yaml:"fence_levels"`
 	// ConfigMismatch is what a member running another configuration
 	// than the cluster's means: "block" (no group moves to it) or "warn".
 	ConfigMismatch string `yaml:"config_mismatch"`
@@ -73,6 +77,9 @@ type Group struct {
 	MaxRestarts    int        `yaml:"max_restarts"`
 	FailureTimeout Duration   `yaml:"failure_timeout"`
 	Resources      []Resource `yaml:"resources"`
+	// Fence: always, when-needed or never: whether a takeover from an
+	// unreachable holder fences it first (witness mode; docs/fencing.md).
+	Fence string `yaml:"fence"`
 }
 
 // Resource is one resource of a group: exactly one of the kind fields is set.

@@ -48,6 +48,7 @@ func (c *Config) Validate() error {
 	k.notify(c)
 	k.groups(c)
 	k.volumes(c)
+	k.fence(c)
 	return k.probs.sorted().errOrNil()
 }
 
