@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"tandem/internal/api"
+	"tandem/internal/demo"
 	"tandem/internal/keyfile"
 )
 
@@ -213,7 +214,7 @@ groups:
 		res.LoadAvgAtStart = strings.Join(strings.Fields(string(b))[:3], " ")
 	}
 	cpuOver := func(scrape bool) (float64, error) {
-		t0, err := processCPUTicks(pid)
+		t0, err := demo.ProcessCPUTicks(pid)
 		if err != nil {
 			return 0, err
 		}
@@ -232,11 +233,11 @@ groups:
 				}
 			}
 		}
-		t1, err := processCPUTicks(pid)
+		t1, err := demo.ProcessCPUTicks(pid)
 		if err != nil {
 			return 0, err
 		}
-		return float64(t1-t0) / clockTicksPerSecond / time.Since(start).Seconds() * 100, nil
+		return float64(t1-t0) / demo.ClockTicks / time.Since(start).Seconds() * 100, nil
 	}
 	say("agent a's CPU without scrapes for %v…", window)
 	if res.IdleCPUBefore, err = cpuOver(false); err != nil {
@@ -294,41 +295,6 @@ groups:
 		res.ScrapedToIdle = res.ScrapedCPU / idle
 	}
 	res.TargetMet = res.ScrapeP99ms < 5 && res.ScrapedCPU < 1
-	res.AgentRSSMB, _ = processRSSMB(pid)
+	res.AgentRSSMB, _ = demo.ProcessRSSMB(pid)
 	return res, nil
-}
-
-// clockTicksPerSecond is USER_HZ, the unit of utime and stime in
-// /proc/PID/stat: 100 on every architecture tandem runs on.
-const clockTicksPerSecond = 100
-
-// processCPUTicks is a process's user + system CPU time in clock ticks.
-func processCPUTicks(pid int) (int64, error) {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	return ut + st, errors.Join(err1, err2)
-}
-
-// processRSSMB is a process's resident memory.
-func processRSSMB(pid int) (float64, error) {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
-			return kb / 1024, err
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for %d", pid)
 }
