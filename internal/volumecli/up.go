@@ -193,7 +193,7 @@ func startDaemon(g *globals, rec *record, log *slog.Logger, opts daemonOptions) 
 		return nil, fmt.Errorf("volume %s: %w", rec.Name, err)
 	}
 	col := link.NewCollector()
-	col.Add(ln)
+	col.AddNamed(ln, rec.Name)
 	d.reg.MustRegister(col)
 	vol, err := volume.Open(volume.Options{Name: rec.Name, Meta: md, Link: ln, Fencer: d.fencer, Replication: cfg,
 		Logger: g.logger(), OnEvent: d.publish})

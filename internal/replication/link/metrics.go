@@ -55,7 +55,7 @@ func (l *Link) snapshot() (live State, up bool, ended State) {
 // _switches_total, each labelled by volume and peer.
 type Collector struct {
 	mu    sync.Mutex
-	links map[*Link]struct{}
+	links map[*Link]string // the volume's name, or "" for its UUID
 	up, path, rtt, epoch, bytes, frames,
 	sessions, refusals, stale, switches *prometheus.Desc
 }
@@ -66,7 +66,7 @@ func NewCollector() *Collector {
 		return prometheus.NewDesc("tandem_replication_link_"+name, help, append([]string{"volume", "peer"}, labels...), nil)
 	}
 	return &Collector{
-		links:    map[*Link]struct{}{},
+		links:    map[*Link]string{},
 		up:       d("up", "1 while a replication session with the peer is up."),
 		path:     d("path", "Index of the path the session uses (0 is the preferred one); -1 while down."),
 		rtt:      d("rtt_seconds", "Round-trip time of the last keepalive answered."),
@@ -80,10 +80,14 @@ func NewCollector() *Collector {
 	}
 }
 
-// Add starts exposing l; Remove stops.
-func (c *Collector) Add(l *Link) {
+// Add starts exposing l, labelled with its volume's UUID; Remove stops.
+func (c *Collector) Add(l *Link) { c.AddNamed(l, "") }
+
+// AddNamed starts exposing l labelled volume=name, as the volume's own
+// series are (its UUID when name is "").
+func (c *Collector) AddNamed(l *Link, name string) {
 	c.mu.Lock()
-	c.links[l] = struct{}{}
+	c.links[l] = name
 	c.mu.Unlock()
 }
 
@@ -101,13 +105,16 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
-	links := make([]*Link, 0, len(c.links))
-	for l := range c.links {
-		links = append(links, l)
+	links := make(map[*Link]string, len(c.links))
+	for l, name := range c.links {
+		links[l] = name
 	}
 	c.mu.Unlock()
-	for _, l := range links {
-		vol, peer := l.cfg.Volume.String(), l.cfg.Peer
+	for l, vol := range links {
+		if vol == "" {
+			vol = l.cfg.Volume.String()
+		}
+		peer := l.cfg.Peer
 		g := func(d *prometheus.Desc, v float64, labels ...string) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{vol, peer}, labels...)...)
 		}
