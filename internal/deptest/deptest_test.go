@@ -22,6 +22,7 @@ var allowed = map[string][]string{
 	"internal/lifecycle":        {},
 	"internal/fencepolicy":      {},
 	"internal/fence":            {"internal/clock", "internal/events"},
+	"internal/watchdog":         {"internal/clock"},
 	"internal/seal":             {},
 	"internal/state":            {},
 	"internal/keyfile":          {},

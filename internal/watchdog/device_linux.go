@@ -1,0 +1,129 @@
+package watchdog
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The ioctls of linux/watchdog.h: _IOWR('W', 6, int), _IOR('W', 7, int).
+const (
+	wdiocSetTimeout = 0xc0045706
+	wdiocGetTimeout = 0x80045707
+)
+
+// Device is a Linux watchdog device (/dev/watchdog, /dev/watchdog0…).
+type Device struct {
+	Path string // default /dev/watchdog
+
+	// setTimeout and getTimeout are the ioctls; tests of the write path
+	// replace them, as no fake device here answers watchdog ioctls.
+	setTimeout func(fd int, secs int) (int, error)
+	getTimeout func(fd int) (int, error)
+
+	mu sync.Mutex
+	f  *os.File
+}
+
+func ioctlSetTimeout(fd, secs int) (int, error) {
+	// The driver writes back the timeout it took (some round up).
+	v := secs
+	if err := unix.IoctlSetPointerInt(fd, wdiocSetTimeout, v); err != nil {
+		return 0, err
+	}
+	return ioctlGetTimeout(fd)
+}
+
+func ioctlGetTimeout(fd int) (int, error) { return unix.IoctlGetInt(fd, wdiocGetTimeout) }
+
+func (d *Device) path() string {
+	if d.Path == "" {
+		return "/dev/watchdog"
+	}
+	return d.Path
+}
+
+// Open opens the device (which arms it), sets its timeout to timeout in
+// whole seconds rounded down and reads it back. A device that runs with a
+// longer timeout than asked is closed with the magic close and refused:
+// it would reset the machine after a lease could be granted elsewhere.
+func (d *Device) Open(timeout time.Duration) (time.Duration, error) {
+	secs, err := WholeSeconds(timeout)
+	if err != nil {
+		return 0, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.f != nil {
+		return 0, fmt.Errorf("watchdog: %s: already open", d.path())
+	}
+	set, get := d.setTimeout, d.getTimeout
+	if set == nil {
+		set = ioctlSetTimeout
+	}
+	if get == nil {
+		get = ioctlGetTimeout
+	}
+	f, err := os.OpenFile(d.path(), os.O_WRONLY, 0)
+	if err != nil {
+		return 0, fmt.Errorf("watchdog: %w", err)
+	}
+	fail := func(err error) (time.Duration, error) {
+		f.Write([]byte("V")) // disarm: we will not feed it
+		f.Close()
+		return 0, err
+	}
+	fd := int(f.Fd())
+	if _, err := set(fd, secs); err != nil {
+		return fail(fmt.Errorf("watchdog: %s: set timeout %ds (WDIOC_SETTIMEOUT): %w (is it a watchdog device?)", d.path(), secs, err))
+	}
+	got, err := get(fd)
+	if err != nil {
+		return fail(fmt.Errorf("watchdog: %s: read timeout (WDIOC_GETTIMEOUT): %w", d.path(), err))
+	}
+	if got < 1 || got > secs {
+		return fail(fmt.Errorf("watchdog: %s: asked for %ds, the device runs with %ds: too late to fence this node", d.path(), secs, got))
+	}
+	d.f = f
+	return time.Duration(got) * time.Second, nil
+}
+
+// Feed writes one byte other than 'V': every watchdog driver takes a write
+// as a keepalive (WDIOC_KEEPALIVE does the same, but not every fake
+// device can answer an ioctl).
+func (d *Device) Feed() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.f == nil {
+		return ErrNotOpen
+	}
+	if _, err := d.f.Write([]byte{0}); err != nil {
+		return fmt.Errorf("watchdog: %s: feed: %w", d.path(), err)
+	}
+	return nil
+}
+
+// Close writes the magic 'V' and closes, which disarms drivers built
+// without nowayout. With nowayout the machine still resets after the
+// timeout: a planned stop must then keep feeding, or accept the reset.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.f == nil {
+		return ErrNotOpen
+	}
+	f := d.f
+	d.f = nil
+	_, werr := f.Write([]byte("V"))
+	cerr := f.Close()
+	if werr != nil {
+		return fmt.Errorf("watchdog: %s: magic close: %w", d.path(), werr)
+	}
+	if cerr != nil {
+		return fmt.Errorf("watchdog: %s: close: %w", d.path(), cerr)
+	}
+	return nil
+}

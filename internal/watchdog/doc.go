@@ -1,0 +1,13 @@
+// Package watchdog owns the node's self-fencing watchdog of issue 13 item 4
+// (docs/fencing.md, "Watchdog"): while the node holds a lease the agent
+// feeds a watchdog; if the agent hangs or dies the machine resets before a
+// lease could be granted elsewhere.
+//
+// Watchdog is the seam. Memory is its in-memory twin on an injected clock
+// (it says when the machine would have been reset); Device is the real
+// /dev/watchdog (device_linux.go: WDIOC_SETTIMEOUT, WDIOC_GETTIMEOUT,
+// write-based keepalive, the magic 'V' close).
+//
+// It does not decide when to feed (the lease holder's integration does) and
+// imports only internal/clock. Anything may import it.
+package watchdog
