@@ -170,8 +170,8 @@ func (k *checker) fence(c *Config) {
 			if d.Agent != "" {
 				k.addf(path+".agent", "kind ipmi always runs %s; leave agent out", IPMIAgent)
 			}
-			if d.Params["ipaddr"] == "" {
-				k.addf(path+".params", "kind ipmi needs params.ipaddr: the BMC's address")
+			if d.Params["ipaddr"] == "" && d.Params["ip"] == "" {
+				k.addf(path+".params", "kind ipmi needs params.ip (or ipaddr): the BMC's address")
 			}
 		case FenceKindExec:
 			k.requiredAbsPath(path+".agent", d.Agent)

@@ -48,7 +48,7 @@ fence_levels:
 			`t.yaml:20: fence_devices[0].nodes: required: the data nodes this device can fence`,
 			`t.yaml:23: fence_devices[1].nodes[0]: "db3" is not a data node (nodes are db1, db2)`,
 			`t.yaml:24: fence_devices[1].plugs: "db1" has a plug but is not in this device's nodes`,
-			`t.yaml:25: fence_devices[1].params: kind ipmi needs params.ipaddr: the BMC's address`,
+			`t.yaml:25: fence_devices[1].params: kind ipmi needs params.ip (or ipaddr): the BMC's address`,
 			`t.yaml:25: fence_devices[1].params.passwd: a secret in the configuration would be in every copy of it; put it in a file and name it in secret_files`,
 			`t.yaml:25: fence_devices[1].params.plug: set by tandem for each action and node; use plugs for the plug`,
 			`t.yaml:26: fence_devices[1].secret_files.login: "rel/path" must be an absolute path`,
