@@ -68,6 +68,9 @@ type Bed struct {
 	cluster  *Cluster
 	checkers []*Checker
 	crashes  []string
+	loops    map[string]string // loop devices of killed hosts (noteStorage)
+	conns    map[int]bool      // their FUSE connections
+	storage  storage           // what Close releases
 }
 
 // Host is one machine of the bed.
@@ -348,7 +351,9 @@ func (b *Bed) Fail() {
 	b.mu.Unlock()
 }
 
-// Close stops every process on the hosts (thawing frozen ones first),
+// Close releases the hosts' storage (aborts the bed's FUSE connections,
+// lazily unmounts its mounts, detaches its loop devices: storage_linux.go),
+// stops every process on the hosts (thawing frozen ones first),
 // deletes the namespaces (and with them links, qdiscs and nftables tables)
 // and removes the work directory unless the run failed or Keep is set.
 // It is safe to call more than once.
@@ -365,6 +370,9 @@ func (b *Bed) Close() error {
 	for _, c := range checkers {
 		c.Stop()
 	}
+	// Before any process dies: a mount namespace lives as long as one of
+	// its processes, and only a live one names the bed's mounts.
+	b.releaseStorage()
 	for _, cmd := range procs {
 		if cmd.Process != nil {
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
@@ -377,6 +385,9 @@ func (b *Bed) Close() error {
 			killNamespace(h.Path())
 		}
 		errs = append(errs, b.lab.Close())
+	}
+	if left := b.detachLoops(); len(left) > 0 {
+		errs = append(errs, fmt.Errorf("testbed: loop devices still attached: %s", strings.Join(left, ", ")))
 	}
 	b.mu.Lock()
 	keep := b.failed || b.opts.Keep

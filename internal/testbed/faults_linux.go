@@ -40,6 +40,7 @@ func (b *Bed) Faults() []Fault {
 func (b *Bed) Kill(h string) Fault {
 	path := b.Host(h).NS.Path()
 	pids := netutil.ProcessesIn(path) // before the clock starts: /proc takes ms
+	b.noteStorage(pids)               // while its mount namespace names it
 	f := Fault{Kind: FaultKill, Host: h, At: time.Now()}
 	// Stop everything first: a child whose parent dies first may get a
 	// parent-death signal it handles gracefully (keepalived's VRRP process
