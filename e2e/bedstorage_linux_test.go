@@ -12,7 +12,7 @@ import (
 	"tandem/internal/testbed"
 )
 
-// TestBedReleasesStorageOnClose: a node killed with its file system
+// TestBedReleasesStorageOnClose (and the attach mode in the status): a node killed with its file system
 // mounted (nbdfuse + loop) leaves a loop device bound to a dead FUSE file;
 // the survivor holds its own. After Close no loop device of the bed is
 // bound and none of its FUSE connections is left, so nothing of it can
@@ -36,6 +36,17 @@ func TestBedReleasesStorageOnClose(t *testing.T) {
 	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("write on node1: %v\n%s", err, out)
+	}
+	// The attach mode in the status (item 4 of issue 12): this kernel
+	// decides which, but it is one of the two, on the holder.
+	st, err := r.c.Status(r.ctx, "node1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Volumes) != 1 || (st.Volumes[0].Attach != "nbd" && st.Volumes[0].Attach != "nbdfuse+loop") {
+		t.Errorf("node1's status shows no attach mode: %+v", st.Volumes)
+	} else {
+		t.Logf("node1 attaches its volume by %s", st.Volumes[0].Attach)
 	}
 	before, _ := r.bed.BedStorage()
 	r.bed.Kill("node1")

@@ -523,6 +523,13 @@ func printVolumes(w io.Writer, s node.Status) {
 				here += fmt.Sprintf(", out of sync %d bytes", l.OutOfSync)
 			}
 		}
+		switch v.Attach {
+		case "":
+		case "none":
+			here += ", filesystem cannot attach it (no nbd, nor nbdfuse+loop: its start says why)"
+		default:
+			here += ", filesystem attached by " + v.Attach
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.Name, v.Group, strings.Join(reps, ", "), here)
 	}
 	tw.Flush()

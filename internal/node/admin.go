@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -272,6 +273,11 @@ type VolumeStatus struct {
 	// Local is this node's replica as its engine sees it (nil on a node
 	// without one).
 	Local *volume.Status `json:"local,omitempty"`
+	// Attach is how this node's filesystem resource attaches the volume
+	// as a block device: "nbd" (the kernel's nbd and nbd-client),
+	// "nbdfuse+loop", or "none" when it can do neither (its start says
+	// why); "" without a filesystem resource on the volume here.
+	Attach string `json:"attach,omitempty"`
 }
 
 // NodeStatus is one voter as this node sees it.
@@ -370,6 +376,9 @@ func (n *Node) Status() Status {
 		if v := n.volumes[cv.Name]; v != nil {
 			local := v.rep.Status()
 			vs.Local = &local
+			if m := v.attach.Load(); m != nil {
+				vs.Attach = cmp.Or(*m, "none")
+			}
 		}
 		s.Volumes = append(s.Volumes, vs)
 	}

@@ -152,6 +152,10 @@ func buildAgent(cfg *config.Config, self, selfAddr string, g config.Group, r con
 			Mount:  fs.Mount, FSType: fs.FSType, Options: fs.Options, Fsck: fs.Fsck, Mkfs: fs.Mkfs,
 			ForceUnmount: fs.ForceUnmount.D(), StateDir: filepath.Join(cfg.StateDir, "run", group, r.Name),
 		}, log)
+		if err == nil {
+			mode := a.Mode()
+			vols.vols[fs.Volume].attach.Store(&mode)
+		}
 		return a, netip.Prefix{}, err
 	}
 	return nil, netip.Prefix{}, fmt.Errorf("no resource kind set")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,10 @@ type nodeVolume struct {
 	// the outdate that loss caused.
 	mu   sync.Mutex
 	poke chan struct{}
+	// attach is how this node's filesystem resource on the volume attaches
+	// it (filesystem.ModeKernelNBD, ModeNBDFuse, "" when it cannot):
+	// status shows it.
+	attach atomic.Pointer[string]
 }
 
 // volumeGroup returns the group whose volume resource promotes volume.
