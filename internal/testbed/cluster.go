@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -57,11 +58,14 @@ type GroupSpec struct {
 	VolumeMode string // "" is tandem's default (sync)
 	// VolumeOnLag and VolumeMaxLag are written when not "" (async).
 	VolumeOnLag, VolumeMaxLag string
-	// Mount, with Volume, makes the group volume, filesystem (ext4 at
+	// Mount, with Volume, makes the group volume, filesystem (FSType at
 	// Mount, made on first start), service, vip instead: the file system
 	// fails over with the service. The agents then run in private mount
 	// namespaces (Cluster.AgentMountNS), as on separate machines.
 	Mount string
+	// FSType of the file system at Mount (default ext4; xfs needs a
+	// VolumeSize of 300MiB or more).
+	FSType string
 	// Service, with Mount, runs this command instead of the demo service
 	// (a database on the file system: PostgresGroup), checked by Check
 	// when set and stopped with StopSignal ("" is tandem's TERM).
@@ -188,7 +192,7 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
         volume: {name: %s}
         monitor_interval: %s
       - name: fs
-        filesystem: {volume: %s, mount: %s, fstype: ext4, mkfs: true, force_unmount: 2s}
+        filesystem: {volume: %s, mount: %s, fstype: %s, mkfs: true, force_unmount: 2s}
         monitor_interval: %s
       - name: service
         exec:
@@ -197,7 +201,7 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
         monitor_interval: %s
       - name: vip
         vip: {address: %s/24, interface: %s}
-`, g.Volume, g.MonitorInterval, g.Volume, g.Mount, g.MonitorInterval, service, check, g.MonitorInterval, VIPAddr(g.VIP), Iface(0))
+`, g.Volume, g.MonitorInterval, g.Volume, g.Mount, cmp.Or(g.FSType, "ext4"), g.MonitorInterval, service, check, g.MonitorInterval, VIPAddr(g.VIP), Iface(0))
 			continue
 		}
 		if g.Volume != "" {
