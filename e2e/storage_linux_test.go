@@ -333,18 +333,7 @@ func TestFilesystemGroupFailsOverWithItsFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitRunning("db", "node1", 60*time.Second)
-	in := func(h, script string) string {
-		t.Helper()
-		cmd, err := r.c.AgentCommand(h, "sh", "-c", script)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s: %s: %v\n%s", h, script, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
+	in := r.agentSh
 	want := in("node1", "head -c 3000000 /dev/urandom > "+mnt+"/f && sync "+mnt+"/f && sha256sum < "+mnt+"/f")
 	if out, err := exec.Command("sh", "-c", "grep -c "+mnt+" /proc/self/mountinfo").Output(); strings.TrimSpace(string(out)) != "0" {
 		t.Errorf("the agent's mount shows in the test's namespace: %s %v", out, err)

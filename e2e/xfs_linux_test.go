@@ -32,18 +32,7 @@ func TestXFSFilesystemKeepsEveryFsyncedFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.waitRunning("files", "node1", 120*time.Second)
-	in := func(h, script string) string {
-		t.Helper()
-		cmd, err := r.c.AgentCommand(h, "sh", "-c", script)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s: %s: %v\n%s", h, script, err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
+	in := r.agentSh
 	if fs := in("node1", "stat -f -c %T "+mnt); fs != "xfs" {
 		t.Fatalf("node1 mounted %s at %s, want xfs", fs, mnt)
 	}
@@ -104,4 +93,19 @@ echo "f$i $(sha256sum < $f | cut -d' ' -f1)" >> `+logPath+`; done`)
 		}
 	}
 	t.Logf("%d files fsynced before the kill at %s, %d on node2, %d lost", len(want), f.At.Format("15:04:05.000"), len(got), lost)
+}
+
+// agentSh runs script with sh on host h in its agent's mount namespace
+// and returns its output; an error fails the test.
+func (r *run) agentSh(h, script string) string {
+	r.t.Helper()
+	cmd, err := r.c.AgentCommand(h, "sh", "-c", script)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("%s: %s: %v\n%s", h, script, err, out)
+	}
+	return strings.TrimSpace(string(out))
 }
