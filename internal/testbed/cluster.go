@@ -12,8 +12,13 @@ import (
 
 // Spec describes the tandem cluster a bed runs.
 type Spec struct {
-	// Groups default to one group "web" preferring node1.
+	// Groups default to one group "web" preferring node1 (none with Raw).
 	Groups []GroupSpec
+	// Raw, when not "", is written as given in place of the groups and
+	// volumes that Groups would render: an example configuration run as
+	// it is. With a filesystem resource in it the agents run in mount
+	// namespaces of their own.
+	Raw string
 	// Timing overrides fields of the config's timing section
 	// ("heartbeat_interval": "50ms"); empty keeps tandem's defaults.
 	Timing map[string]string
@@ -84,7 +89,7 @@ const VolumePort = clusterPort + 1
 func DefaultGroup() GroupSpec { return GroupSpec{Name: "web", Prefer: "node1"} }
 
 func (s Spec) withDefaults() Spec {
-	if len(s.Groups) == 0 {
+	if len(s.Groups) == 0 && s.Raw == "" {
 		s.Groups = []GroupSpec{DefaultGroup()}
 	}
 	if s.Links == 0 {
@@ -154,6 +159,10 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
 		for _, k := range keys {
 			fmt.Fprintf(&b, "  %s: %s\n", k, s.Timing[k])
 		}
+	}
+	if s.Raw != "" {
+		b.WriteString(s.Raw)
+		return b.String()
 	}
 	b.WriteString("groups:\n")
 	for _, g := range s.Groups {

@@ -152,6 +152,9 @@ func (c *Cluster) startAgent(h string) error {
 // mountNS: a group mounts a file system, so each agent runs in a mount
 // namespace of its own.
 func (c *Cluster) mountNS() bool {
+	if strings.Contains(c.Spec.Raw, "filesystem:") {
+		return true
+	}
 	for _, g := range c.Spec.Groups {
 		if g.Mount != "" {
 			return true
