@@ -201,3 +201,13 @@ func (c *Client) RecordDrill(ctx context.Context, group, result, message string,
 func (c *Client) CrashForDrill(ctx context.Context, group string) error {
 	return c.do(ctx, "POST", "/v1/groups/"+url.PathEscape(group)+"/drill-crash", nil, nil)
 }
+
+// DashboardLoginPath mints a one-time dashboard login (unix socket only)
+// and returns its path, "/ui/login?t=…", to open on the agent's TCP API.
+func (c *Client) DashboardLoginPath(ctx context.Context) (string, error) {
+	var out struct {
+		Path string `json:"path"`
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/dashboard/login-token", nil, &out)
+	return out.Path, err
+}

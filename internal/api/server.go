@@ -28,6 +28,7 @@ import (
 	"tandem/internal/events"
 	"tandem/internal/node"
 	"tandem/internal/state"
+	"tandem/internal/web"
 )
 
 // Backend is what the API drives (a *node.Node).
@@ -80,6 +81,9 @@ type Server struct {
 	limits   Limits
 	metrics  *apiMetrics
 	servers  []*http.Server
+	// web holds the dashboard's sessions and one-time login tokens (nil
+	// without a token: no TCP listener, no dashboard).
+	web *web.Auth
 }
 
 // NewServer returns a server with DefaultLimits; token "" disables TCP
@@ -88,7 +92,11 @@ func NewServer(b Backend, token string, g prometheus.Gatherer, log *slog.Logger)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{backend: b, token: token, gatherer: g, log: log, limits: DefaultLimits(), metrics: newAPIMetrics()}
+	s := &Server{backend: b, token: token, gatherer: g, log: log, limits: DefaultLimits(), metrics: newAPIMetrics()}
+	if token != "" {
+		s.web = web.NewAuth(token, nil)
+	}
+	return s
 }
 
 // SetLimits replaces the limits of the listeners started after it.
@@ -247,9 +255,22 @@ func (s *Server) handler(needToken bool) http.Handler {
 		// (docs/benchmarks.md, "Scraping /metrics").
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{DisableCompression: true}))
 	}
+	if !needToken && s.web != nil {
+		// Whoever may use the socket may open the dashboard: a one-time
+		// login link for `tandem dashboard --url`.
+		mux.HandleFunc("POST /v1/dashboard/login-token", func(w http.ResponseWriter, r *http.Request) {
+			tok := s.web.MintLoginToken()
+			writeJSON(w, http.StatusOK, map[string]any{"path": "/ui/login?t=" + tok, "expires_in_s": web.LoginTokenTTL.Seconds()})
+		})
+	}
 	var h http.Handler = mux
 	if needToken {
-		h = s.requireToken(mux)
+		// /ui/ is the dashboard, behind its own login (a session cookie
+		// or this bearer token); everything else needs the token.
+		outer := http.NewServeMux()
+		outer.Handle("/ui/", web.Handler(s.web, mux))
+		outer.Handle("/", s.requireToken(mux))
+		h = outer
 	}
 	return limitBody(h)
 }

@@ -41,6 +41,7 @@ var allowed = map[string][]string{
 	"internal/volume":           {"internal/blockdev", "internal/clock", "internal/replication", "internal/replication/link", "internal/volume/meta"},
 	"internal/report":           {"internal/events"},
 	"internal/report/pdf":       {},
+	"internal/web":              {},
 }
 
 // pure packages do no I/O: no sockets, files or processes.
