@@ -12,8 +12,9 @@ import (
 	"tandem/internal/testbed"
 )
 
-// TestBedReleasesStorageOnClose (and the attach mode in the status): a node killed with its file system
-// mounted (nbdfuse + loop) leaves a loop device bound to a dead FUSE file;
+// TestBedReleasesStorageOnClose (and the attach mode in the status): a
+// node killed with its file system mounted (nbdfuse + loop) would leave a
+// loop device bound to a dead FUSE file; the kill path detaches it, and
 // the survivor holds its own. After Close no loop device of the bed is
 // bound and none of its FUSE connections is left, so nothing of it can
 // hang `sync` for the machine.
@@ -48,30 +49,41 @@ func TestBedReleasesStorageOnClose(t *testing.T) {
 	} else {
 		t.Logf("node1 attaches its volume by %s", st.Volumes[0].Attach)
 	}
-	before, _ := r.bed.BedStorage()
+	before, beforeConns := r.bed.BedStorage()
+	if len(before) == 0 || len(beforeConns) == 0 {
+		t.Fatalf("node1 holds no loop device or FUSE connection of the bed: %v, %v", before, beforeConns)
+	}
 	r.bed.Kill("node1")
-	r.waitRunning("db", "node2", 30*time.Second)
-	loops, conns := r.bed.BedStorage()
-	t.Logf("before the kill: %v; after it: loops %v, FUSE connections %v", before, loops, conns)
-	for d := range before {
-		if _, ok := loops[d]; !ok {
-			t.Errorf("node1's loop device %s is not recorded after its kill", d)
+	// The kill path's cleanup: node1's loop devices are detached (at
+	// once, or at their last close if its file system is still being
+	// taken off) and its FUSE connections are gone.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		bound := boundTo(before)
+		if len(bound) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after node1's kill its loop devices are still bound: %v", bound)
 		}
 	}
-	if len(loops) < 2 || len(conns) < 2 {
-		t.Fatalf("want the loop devices and FUSE connections of both nodes, got %v and %v", loops, conns)
+	r.waitRunning("db", "node2", 30*time.Second)
+	loops, conns := r.bed.BedStorage()
+	t.Logf("before the kill: %v, FUSE %v; after it: loops %v, FUSE %v", before, beforeConns, loops, conns)
+	if len(loops) == 0 || len(conns) == 0 {
+		t.Fatalf("want node2's loop device and FUSE connection, got %v and %v", loops, conns)
+	}
+	for d, back := range loops {
+		if strings.Contains(back, "/node1/") {
+			t.Errorf("after node1's kill the bed still has its loop device %s (%s)", d, back)
+		}
 	}
 	if err := r.bed.Close(); err != nil {
 		t.Errorf("close: %v", err)
 	}
-	for d, back := range loops {
-		b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(d), "loop", "backing_file"))
-		now := strings.TrimSpace(string(b))
-		if err == nil && (now == back || strings.HasSuffix(back, now)) {
-			t.Errorf("after Close %s is still bound to %s (was %s)", d, now, back)
-		}
+	for d, now := range boundTo(loops) {
+		t.Errorf("after Close %s is still bound to %s (was %s)", d, now, loops[d])
 	}
-	for _, n := range conns {
+	for _, n := range append(conns, beforeConns...) {
 		if _, err := os.Stat(filepath.Join("/sys/fs/fuse/connections", strconv.Itoa(n))); err == nil {
 			t.Errorf("after Close FUSE connection %d is still there", n)
 		}
@@ -79,4 +91,19 @@ func TestBedReleasesStorageOnClose(t *testing.T) {
 	if l, c := r.bed.BedStorage(); len(l) > 0 || len(c) > 0 {
 		t.Errorf("after Close the bed still holds loops %v, FUSE connections %v", l, c)
 	}
+}
+
+// boundTo returns which of loops (device → backing file) are still bound
+// to that file, by device: to its path, or to its path inside its FUSE
+// mount once the mount's namespace is gone ("/disk").
+func boundTo(loops map[string]string) map[string]string {
+	out := map[string]string{}
+	for d, back := range loops {
+		b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(d), "loop", "backing_file"))
+		now := strings.TrimSpace(string(b))
+		if err == nil && now != "" && (now == back || strings.HasSuffix(back, now)) {
+			out[d] = now
+		}
+	}
+	return out
 }

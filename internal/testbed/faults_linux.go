@@ -41,6 +41,7 @@ func (b *Bed) Kill(h string) Fault {
 	path := b.Host(h).NS.Path()
 	pids := netutil.ProcessesIn(path) // before the clock starts: /proc takes ms
 	b.noteStorage(pids)               // while its mount namespace names it
+	held := b.hostStorage(pids)
 	f := Fault{Kind: FaultKill, Host: h, At: time.Now()}
 	// Stop everything first: a child whose parent dies first may get a
 	// parent-death signal it handles gracefully (keepalived's VRRP process
@@ -81,6 +82,7 @@ func (b *Bed) Kill(h string) Fault {
 	if d := time.Since(f.At); d > 200*time.Millisecond {
 		b.logf("testbed: the processes of %s took %v to exit after SIGKILL", h, d.Round(time.Millisecond))
 	}
+	releaseKilled(held)
 	return b.record(f)
 }
 

@@ -138,6 +138,85 @@ func (b *Bed) noteStorage(pids []int) {
 	}
 }
 
+// killedFUSE is a FUSE mount of the bed in a host's mount namespace,
+// with the loop devices backed by a file in it.
+type killedFUSE struct {
+	point string
+	conn  int
+	loops map[string]string // /dev/loopN → backing file
+}
+
+// hostStorage lists the bed's FUSE mounts in the mount namespaces of pids
+// (one host's processes; never the test's own namespace), each with the
+// loop devices backed by a file in it: the host's own, which Kill
+// releases once the host is dead.
+func (b *Bed) hostStorage(pids []int) []killedFUSE {
+	var out []killedFUSE
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	seen := map[string]bool{self: true}
+	for _, pid := range pids {
+		ns, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/mnt")
+		if err != nil || seen[ns] {
+			continue
+		}
+		seen[ns] = true
+		for _, m := range readMountinfo(pid) {
+			minor, ok := strings.CutPrefix(m.dev, "0:")
+			n, err := strconv.Atoi(minor)
+			if !ok || err != nil || !strings.HasPrefix(m.fstype, "fuse") || !strings.HasPrefix(m.point, b.Dir+"/") {
+				continue
+			}
+			out = append(out, killedFUSE{point: m.point, conn: n, loops: map[string]string{}})
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	ents, _ := os.ReadDir("/sys/block")
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "loop") {
+			continue
+		}
+		back := loopBacking(e.Name())
+		for _, f := range out {
+			if strings.HasPrefix(back, f.point+"/") {
+				f.loops["/dev/"+e.Name()] = back
+			}
+		}
+	}
+	return out
+}
+
+// releaseKilled is the kill path's cleanup, run once every process of the
+// killed host is gone (and with them its mount namespace and mounts): a
+// machine that crashes takes its loop devices and FUSE connections with
+// it; the bed's kernel keeps them, bound to a FUSE file nobody serves.
+// It aborts the connection of each FUSE mount whose file a loop device
+// still holds (only then is the number surely still that file system's:
+// a number freed is reused by the next FUSE mount, perhaps the other
+// node's), and detaches those loop devices (a device still open, by a
+// file system being taken off, is cleared at its last close). What it
+// leaves, Close finishes.
+func releaseKilled(mounts []killedFUSE) {
+	for _, m := range mounts {
+		held := false
+		for d, back := range m.loops {
+			held = held || stillOurs(d, back)
+		}
+		if !held {
+			continue
+		}
+		ensureFusectl()
+		os.WriteFile(filepath.Join(fusectlDir, strconv.Itoa(m.conn), "abort"), []byte("1"), 0)
+		for d, back := range m.loops {
+			if !stillOurs(d, back) {
+				continue
+			}
+			clearLoop(d)
+		}
+	}
+}
+
 // stillOurs reports whether loop device dev, recorded bound to back, still
 // is: bound to back, or to back's path inside its FUSE mount once that
 // mount's namespace is gone ("/disk" for ".../fuse/disk").
@@ -188,10 +267,7 @@ func (b *Bed) detachLoops() []string {
 			if !stillOurs(d, back) {
 				break
 			}
-			if f, err := os.OpenFile(d, os.O_RDONLY, 0); err == nil {
-				unix.IoctlSetInt(int(f.Fd()), unix.LOOP_CLR_FD, 0)
-				f.Close()
-			}
+			clearLoop(d)
 			if time.Now().After(deadline) {
 				left = append(left, d+" ("+back+")")
 				break
@@ -199,6 +275,15 @@ func (b *Bed) detachLoops() []string {
 		}
 	}
 	return left
+}
+
+// clearLoop detaches loop device dev (LOOP_CLR_FD; on a device still
+// open it only marks it to clear at its last close).
+func clearLoop(dev string) {
+	if f, err := os.OpenFile(dev, os.O_RDONLY, 0); err == nil {
+		unix.IoctlSetInt(int(f.Fd()), unix.LOOP_CLR_FD, 0)
+		f.Close()
+	}
 }
 
 const fusectlDir = "/sys/fs/fuse/connections"
