@@ -133,6 +133,19 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("the page does not show the cluster: %q", got)
 	}
 	shot("2-live")
+	// The RAID table reads the agent's tandem_raid_* gauges; this cluster
+	// has no array, so the parser is checked on a sample of the format.
+	var raid map[string]map[string]float64
+	if err := b.eval(`raidArrays('tandem_raid_degraded{array="md0"} 1\ntandem_raid_members_in_sync{array="md0"} 1\n'+
+		'tandem_raid_members_slots{array="md0"} 2\ntandem_raid_rebuild_progress_ratio{array="md0"} 0.25\n# HELP x\n')`, &raid); err != nil {
+		t.Fatal(err)
+	}
+	if a := raid["md0"]; len(raid) != 1 || a["degraded"] != 1 || a["members_in_sync"] != 1 || a["members_slots"] != 2 || a["rebuild_progress_ratio"] != 0.25 {
+		t.Errorf("raidArrays read %v", raid)
+	}
+	if got := body(); !strings.Contains(got, "RAID arrays on this node") {
+		t.Errorf("no RAID section: %q", got)
+	}
 	if err := b.navigate(r.ctx, base+path); err != nil {
 		t.Fatal(err)
 	}

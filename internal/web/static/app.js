@@ -106,6 +106,34 @@ function draw(st, evs) {
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
 
+// raidArrays reads the tandem_raid_* gauges of a /metrics text by array.
+function raidArrays(text) {
+  const arrays = {};
+  const re = /^tandem_raid_(members_in_sync|members_slots|degraded|rebuild_progress_ratio|mismatched_stripes)\{[^}]*array="([^"]*)"[^}]*\} (\S+)$/gm;
+  for (const m of text.matchAll(re)) {
+    (arrays[m[2]] ??= {})[m[1]] = Number(m[3]);
+  }
+  return arrays;
+}
+function drawRaid(arrays) {
+  const rb = $("raid").tBodies[0];
+  rb.replaceChildren();
+  for (const [name, a] of Object.entries(arrays).sort()) {
+    const ok = !a.degraded;
+    rb.appendChild(row([name, (a.members_in_sync ?? "?") + " / " + (a.members_slots ?? "?"), el("span", ok ? "healthy" : "DEGRADED", ok ? "ok" : "bad"),
+      a.rebuild_progress_ratio ? (100 * a.rebuild_progress_ratio).toFixed(1) + " %" : "", String(a.mismatched_stripes ?? "")]));
+  }
+  if (!rb.rows.length) rb.appendChild(row(["none"]));
+}
+
+// The metrics (for the RAID arrays) every fifth poll: they are larger.
+let polls = 0;
+async function pollRaid() {
+  if (polls++ % 5 !== 0) return;
+  const m = await fetch("/ui/api/metrics");
+  if (m.ok) drawRaid(raidArrays(await m.text()));
+}
+
 let busy = false;
 async function poll() {
   if (busy) return;
@@ -114,6 +142,7 @@ async function poll() {
     const [s, e] = await Promise.all([fetch("/ui/api/v1/status"), fetch("/ui/api/v1/events?since=24h&limit=50")]);
     if (s.status === 401) { location.href = "/ui/login"; return; }
     if (s.ok) draw(await s.json(), e.ok ? await e.json() : []);
+    await pollRaid();
   } catch (err) {
     $("updated").textContent = "agent unreachable: " + err;
   } finally {
