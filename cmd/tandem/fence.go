@@ -132,7 +132,7 @@ func fenceTest(ctx context.Context, cmd *cobra.Command, c *config.Config, name s
 // deviceFromConfig builds the driver of one configured device.
 func deviceFromConfig(d config.FenceDevice) (fence.Device, error) {
 	if d.Kind == config.FenceKindWebhook {
-		return nil, fmt.Errorf("fence device %s: webhook devices are not run yet (docs/fencing.md)", d.Name)
+		return &fence.Webhook{URL: d.URL, TokenFile: d.TokenFile, Timeout: d.Timeout.D()}, nil
 	}
 	path, err := d.FenceAgentPath()
 	if err != nil {
