@@ -97,14 +97,18 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 
-	// A one-time link from the unix socket logs in, once.
-	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
-	path, err := r.c.Client("node2").DashboardLoginPath(ctx)
-	cancel()
+	// A one-time link from `tandem dashboard --url` (over node2's unix
+	// socket) logs in, once.
+	out, err := exec.Command(binary, "dashboard", "--url", "-c", r.c.ConfigPath, "--socket", r.c.Socket("node2")).Output()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("tandem dashboard --url: %v", err)
 	}
-	if err := b.navigate(r.ctx, base+path); err != nil {
+	link := strings.TrimSpace(string(out))
+	path, ok := strings.CutPrefix(link, base)
+	if !ok || !strings.HasPrefix(path, "/ui/login?t=") {
+		t.Fatalf("tandem dashboard --url printed %q, want %s/ui/login?t=…", link, base)
+	}
+	if err := b.navigate(r.ctx, link); err != nil {
 		t.Fatal(err)
 	}
 	if p := href(); p != "/ui/" {
