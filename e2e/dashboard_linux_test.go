@@ -172,6 +172,18 @@ func TestDashboard(t *testing.T) {
 	if lag > 2*time.Second {
 		t.Errorf("the page showed the failover %v after the takeover event, target ≤ 2 s", lag)
 	}
+	var inTimeline bool
+	if err := b.eval(`new Promise((ok) => {
+		const end = Date.now() + 5000;
+		const look = () => {
+			if (document.querySelector('#timeline li[data-kind="takeover"]')) return ok(true);
+			if (Date.now() > end) return ok(false);
+			setTimeout(look, 50);
+		};
+		look();
+	})`, &inTimeline); err != nil || !inTimeline {
+		t.Errorf("the takeover is not in the page's timeline (%v)", err)
+	}
 	shot("3-failover")
 	// node1 comes back as the standby.
 	if err := r.c.Start("node1"); err != nil {

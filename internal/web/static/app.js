@@ -134,14 +134,24 @@ async function pollRaid() {
   if (m.ok) drawRaid(raidArrays(await m.text()));
 }
 
-let busy = false;
+let busy = false, lastSig = "", lastEvents = 0, timeline = [];
 async function poll() {
   if (busy) return;
   busy = true;
   try {
-    const [s, e] = await Promise.all([fetch("/ui/api/v1/status"), fetch("/ui/api/v1/events?since=24h&limit=50")]);
+    const s = await fetch("/ui/api/v1/status");
     if (s.status === 401) { location.href = "/ui/login"; return; }
-    if (s.ok) draw(await s.json(), e.ok ? await e.json() : []);
+    if (s.ok) {
+      const st = await s.json();
+      // The agent reads its whole audit log for each events request, so
+      // the timeline is fetched when the state changed, else every 15 s.
+      const sig = JSON.stringify([st.leader, st.groups, (st.nodes || []).map((n) => [n.name, n.up, n.standby, n.maintenance, (n.links || []).map((l) => l.up)]), (st.volumes || []).map((v) => v.replicas)]);
+      if (sig !== lastSig || Date.now() - lastEvents > 15000) {
+        const e = await fetch("/ui/api/v1/events?since=24h&limit=50");
+        if (e.ok) { timeline = await e.json(); lastSig = sig; lastEvents = Date.now(); }
+      }
+      draw(st, timeline);
+    }
     await pollRaid();
   } catch (err) {
     $("updated").textContent = "agent unreachable: " + err;
