@@ -16,8 +16,9 @@ type Spec struct {
 	Groups []GroupSpec
 	// Raw, when not "", is written as given in place of the groups and
 	// volumes that Groups would render: an example configuration run as
-	// it is. With a filesystem resource in it the agents run in mount
-	// namespaces of their own.
+	// it is, with @DIR@ replaced by the bed's directory. With a
+	// filesystem resource in it the agents run in mount namespaces of
+	// their own.
 	Raw string
 	// Timing overrides fields of the config's timing section
 	// ("heartbeat_interval": "50ms"); empty keeps tandem's defaults.
@@ -161,7 +162,7 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
 		}
 	}
 	if s.Raw != "" {
-		b.WriteString(s.Raw)
+		b.WriteString(strings.ReplaceAll(s.Raw, "@DIR@", dir))
 		return b.String()
 	}
 	b.WriteString("groups:\n")

@@ -135,7 +135,13 @@ func (c *Cluster) startAgent(h string) error {
 		// Its own mount namespace, as on a machine of its own: what the
 		// agent mounts is seen by it and its services only, and goes
 		// away with its last process (a crash unmounts, as a reboot).
-		name, args = "unshare", append([]string{"--mount", "--propagation", "private", "--", c.Bed.Binary}, args...)
+		// Its own /run too: a daemon's pid file there (nginx's, read by
+		// its OCF agent) is the host's, as on a machine that rebooted, not
+		// a killed node's whose process is a zombie until this machine's
+		// init reaps it (a second or so here), which the agent would
+		// read as running.
+		name, args = "unshare", append([]string{"--mount", "--propagation", "private", "--",
+			"sh", "-c", `mount -t tmpfs -o mode=0755,size=64m bed-run /run && mkdir /run/lock && exec "$@"`, "sh", c.Bed.Binary}, args...)
 	}
 	cmd := c.Bed.Command(h, name, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
