@@ -111,7 +111,17 @@ func New(ctx context.Context, opts Options) (*Bed, error) {
 	if removed := RemoveStale(opts.Base); len(removed) > 0 {
 		b.logf("testbed: removed leftovers of dead runs: %s", strings.Join(removed, ", "))
 	}
-	b.Prefix = netutil.UniquePrefix(opts.Base) + string(rune('a'+bedSeq.Add(1)%26))
+	// One letter per bed of this process, skipping a letter whose switch
+	// namespace is still there: a bed whose teardown could not delete its
+	// namespaces (EBUSY while another mount namespace held a copy of the
+	// mount) made every 26th bed after it fail to start (storage seeds
+	// 40115, 40141, 40167, 40193 of a 200-schedule run).
+	for range 26 {
+		b.Prefix = netutil.UniquePrefix(opts.Base) + string(rune('a'+bedSeq.Add(1)%26))
+		if _, err := os.Stat(filepath.Join(netutil.NamedDir, b.Prefix+"-sw")); os.IsNotExist(err) {
+			break
+		}
+	}
 	dir, err := os.MkdirTemp("", b.Prefix+"-")
 	if err != nil {
 		return nil, fmt.Errorf("testbed: %w", err)
