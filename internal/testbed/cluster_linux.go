@@ -196,18 +196,30 @@ func (c *Cluster) agentIn(h string) bool {
 // keep running (a crash of the agent alone, as an OOM kill would be).
 func (c *Cluster) KillAgent(h string) (Fault, error) {
 	f := Fault{Kind: FaultKillAgent, Host: h, At: time.Now()}
-	n := 0
+	var killed []int
 	for _, pid := range netutil.ProcessesIn(c.Bed.Host(h).NS.Path()) {
 		if cl := cmdline(pid); strings.Contains(cl, " agent ") {
 			syscall.Kill(pid, syscall.SIGKILL)
-			n++
+			killed = append(killed, pid)
 		}
 	}
-	if n == 0 {
+	if len(killed) == 0 {
 		return f, fmt.Errorf("testbed: no agent runs on %s", h)
 	}
-	err := waitFor(context.Background(), 10*time.Second, 2*time.Millisecond, func() (bool, error) { return !c.agentIn(h), nil },
-		"the agent of %s to exit after SIGKILL", h)
+	// Gone from the agent's command line is not gone: an exiting process
+	// drops its memory (and so its command line) before it closes its
+	// files, and its threads share the files until the last one exits (the
+	// leader can be a zombie before): a new agent started then found the
+	// dead one's lock still held and exited (CI). Wait until every thread
+	// of each is dead.
+	err := waitFor(context.Background(), 10*time.Second, 2*time.Millisecond, func() (bool, error) {
+		for _, pid := range killed {
+			if threadsLive(pid) {
+				return false, nil
+			}
+		}
+		return true, nil
+	}, "the agent of %s to exit after SIGKILL", h)
 	return c.Bed.record(f), err
 }
 
@@ -461,4 +473,16 @@ func waitFor(ctx context.Context, timeout, step time.Duration, cond func() (bool
 		case <-time.After(step):
 		}
 	}
+}
+
+// threadsLive reports whether a thread of process pid has not finished
+// exiting (a zombie or dead thread has released what it held).
+func threadsLive(pid int) bool {
+	tasks, _ := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "task", "*", "stat"))
+	for _, t := range tasks {
+		if f := statFieldsAt(t); len(f) > 0 && f[0] != "" && f[0][0] != 'Z' && f[0][0] != 'X' {
+			return true
+		}
+	}
+	return false
 }
