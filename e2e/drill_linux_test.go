@@ -146,6 +146,21 @@ func TestDrill(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.waitReplica("witness", "node2", state.DiskUpToDate, "node2 back in sync")
+		// The record says UpToDate already (nothing was written): node1
+		// must also hear node2 again, or the drill is refused as "standby
+		// down" (CI: the planned drill ran before node1 saw node2 up).
+		r.waitUntil(10*time.Second, "node1 hears node2 again", func() bool {
+			s, err := r.c.Status(r.ctx, "node1")
+			if err != nil {
+				return false
+			}
+			for _, n := range s.Nodes {
+				if n.Name == "node2" {
+					return n.Up
+				}
+			}
+			return false
+		})
 		// node2 must also be seen connected by node1 before a drill passes.
 		r.waitUntil(30*time.Second, "node1's replication link to node2", func() bool {
 			s, err := r.c.Status(r.ctx, "node1")
