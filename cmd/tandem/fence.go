@@ -7,13 +7,11 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
-	"sort"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"tandem/internal/clock"
 	"tandem/internal/config"
 	"tandem/internal/fence"
 )
@@ -59,7 +57,7 @@ func newFenceCmd() *cobra.Command {
 			if len(c.FenceLevelsOf(node)) == 0 {
 				return exitWith(2, fmt.Errorf("no fence device fences %s (fence_devices[].nodes)", node))
 			}
-			f, err := fencerFromConfig(c)
+			f, err := fence.FromConfig(c)
 			if err != nil {
 				return exitWith(2, err)
 			}
@@ -99,7 +97,7 @@ func fenceTest(ctx context.Context, cmd *cobra.Command, c *config.Config, name s
 	if dev == nil {
 		return exitWith(2, fmt.Errorf("no fence device %q in the configuration", name))
 	}
-	d, err := deviceFromConfig(*dev)
+	d, err := fence.DeviceFromConfig(*dev)
 	if err != nil {
 		return exitWith(2, err)
 	}
@@ -127,68 +125,4 @@ func fenceTest(ctx context.Context, cmd *cobra.Command, c *config.Config, name s
 		return exitWith(1, fmt.Errorf("fence device %s: a status failed", name))
 	}
 	return nil
-}
-
-// deviceFromConfig builds the driver of one configured device.
-func deviceFromConfig(d config.FenceDevice) (fence.Device, error) {
-	if d.Kind == config.FenceKindWebhook {
-		return &fence.Webhook{URL: d.URL, TokenFile: d.TokenFile, Timeout: d.Timeout.D()}, nil
-	}
-	path, err := d.FenceAgentPath()
-	if err != nil {
-		return nil, fmt.Errorf("fence device %s: %v", d.Name, err)
-	}
-	params := map[string]string{}
-	for k, v := range d.Params {
-		params[k] = v
-	}
-	return &fence.Agent{Path: path, Params: params, SecretFiles: d.SecretFiles, Timeout: d.Timeout.D()}, nil
-}
-
-// fencerFromConfig builds a Fencer over every device and every node's levels.
-func fencerFromConfig(c *config.Config) (*fence.Fencer, error) {
-	f := &fence.Fencer{Devices: map[string]fence.Device{}, Topologies: map[string]fence.Topology{},
-		Clock: clock.Real{}}
-	byName := map[string]config.FenceDevice{}
-	for _, d := range c.FenceDevices {
-		byName[d.Name] = d
-	}
-	nodes := map[string]bool{}
-	for _, d := range c.FenceDevices {
-		for _, n := range d.Nodes {
-			nodes[n] = true
-		}
-	}
-	names := make([]string, 0, len(nodes))
-	for n := range nodes {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, node := range names {
-		t := fence.Topology{Node: node, RetryDelay: time.Second}
-		for _, level := range c.FenceLevelsOf(node) {
-			var steps []fence.Step
-			for _, name := range level {
-				d := byName[name]
-				if _, ok := f.Devices[name]; !ok {
-					dev, err := deviceFromConfig(d)
-					if err != nil {
-						return nil, err
-					}
-					f.Devices[name] = dev
-				}
-				m := fence.OffStatus
-				if d.Method == config.FenceMethodReboot {
-					m = fence.RebootOnly
-				}
-				// The machine's deadline leaves the agent's own kill a
-				// second to land first, so its stderr tail is reported.
-				steps = append(steps, fence.Step{Device: name, Plug: d.Plugs[node], Method: m,
-					Timeout: d.Timeout.D() + time.Second, Retries: d.Retries})
-			}
-			t.Levels = append(t.Levels, steps)
-		}
-		f.Topologies[node] = t
-	}
-	return f, nil
 }

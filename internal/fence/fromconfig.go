@@ -1,0 +1,74 @@
+package fence
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"tandem/internal/clock"
+	"tandem/internal/config"
+)
+
+// DeviceFromConfig builds the driver of one configured device.
+func DeviceFromConfig(d config.FenceDevice) (Device, error) {
+	if d.Kind == config.FenceKindWebhook {
+		return &Webhook{URL: d.URL, TokenFile: d.TokenFile, Timeout: d.Timeout.D()}, nil
+	}
+	path, err := d.FenceAgentPath()
+	if err != nil {
+		return nil, fmt.Errorf("fence device %s: %v", d.Name, err)
+	}
+	params := map[string]string{}
+	for k, v := range d.Params {
+		params[k] = v
+	}
+	return &Agent{Path: path, Params: params, SecretFiles: d.SecretFiles, Timeout: d.Timeout.D()}, nil
+}
+
+// FromConfig builds a Fencer over every device and every node's levels.
+func FromConfig(c *config.Config) (*Fencer, error) {
+	f := &Fencer{Devices: map[string]Device{}, Topologies: map[string]Topology{},
+		Clock: clock.Real{}}
+	byName := map[string]config.FenceDevice{}
+	for _, d := range c.FenceDevices {
+		byName[d.Name] = d
+	}
+	nodes := map[string]bool{}
+	for _, d := range c.FenceDevices {
+		for _, n := range d.Nodes {
+			nodes[n] = true
+		}
+	}
+	names := make([]string, 0, len(nodes))
+	for n := range nodes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, node := range names {
+		t := Topology{Node: node, RetryDelay: time.Second}
+		for _, level := range c.FenceLevelsOf(node) {
+			var steps []Step
+			for _, name := range level {
+				d := byName[name]
+				if _, ok := f.Devices[name]; !ok {
+					dev, err := DeviceFromConfig(d)
+					if err != nil {
+						return nil, err
+					}
+					f.Devices[name] = dev
+				}
+				m := OffStatus
+				if d.Method == config.FenceMethodReboot {
+					m = RebootOnly
+				}
+				// The machine's deadline leaves the agent's own kill a
+				// second to land first, so its stderr tail is reported.
+				steps = append(steps, Step{Device: name, Plug: d.Plugs[node], Method: m,
+					Timeout: d.Timeout.D() + time.Second, Retries: d.Retries})
+			}
+			t.Levels = append(t.Levels, steps)
+		}
+		f.Topologies[node] = t
+	}
+	return f, nil
+}
