@@ -85,6 +85,12 @@ type Takeover struct {
 	// Epoch is the epoch the takeover placed the group at: figures of a
 	// start at another epoch are not this takeover's.
 	Epoch uint64 `json:"epoch,omitempty"`
+	// FromEpoch is the epoch at which From held the group; FromStopped is
+	// set when From reported everything of the group stopped since
+	// (OpReleased): a takeover the group's fence: policy guards starts on
+	// that report or on a confirmed fence of From (docs/two-node.md).
+	FromEpoch   uint64 `json:"from_epoch,omitempty"`
+	FromStopped bool   `json:"from_stopped,omitempty"`
 }
 
 // Volume is what the cluster knows of a replicated volume: the disk
@@ -159,6 +165,7 @@ const (
 	OpLeaving     Op = "leaving"     // a node's agent is shutting down (On) or back (off)
 	OpConfig      Op = "config"      // a member announces the digest of its configuration
 	OpReplica     Op = "replica"     // the holder of a volume's group reports a replica's disk state
+	OpReleased    Op = "released"    // a takeover's old holder reports the group stopped on it
 )
 
 // Command is one change, as proposed and logged.
@@ -260,11 +267,14 @@ func (s *State) apply(c Command) error {
 		if c.Epoch != g.Epoch {
 			return fmt.Errorf("%w: group %s is at epoch %d, command computed at %d", ErrStaleEpoch, c.Group, g.Epoch, c.Epoch)
 		}
-		g.moveTo(c.Holder, c.Time, c.Reason)
 		if c.Takeover != nil {
 			t := *c.Takeover
+			t.FromEpoch, t.FromStopped = g.Epoch, false
+			g.moveTo(c.Holder, c.Time, c.Reason)
 			t.Epoch = g.Epoch
 			g.Takeover = &t
+		} else {
+			g.moveTo(c.Holder, c.Time, c.Reason)
 		}
 		if c.Actor != "" { // an admin failover pins the group
 			g.Pinned = c.Holder
@@ -358,6 +368,17 @@ func (s *State) apply(c Command) error {
 		g.Pinned = ""
 	case OpReplica:
 		return s.applyReplica(c)
+	case OpReleased:
+		// Node says nothing of the group runs on it any more (it stopped
+		// at its lease's end, or a restart's probe found nothing). It
+		// counts for the takeover from Node at Epoch only: a report about
+		// another holding says nothing of this one.
+		g := s.Group(c.Group)
+		t := g.Takeover
+		if t == nil || t.Epoch != g.Epoch || t.From != c.Node || t.FromEpoch != c.Epoch {
+			return fmt.Errorf("%w: group %s released by %s at epoch %d: no takeover from it at that epoch", ErrStaleEpoch, c.Group, c.Node, c.Epoch)
+		}
+		t.FromStopped = true
 	case OpNoop:
 	default:
 		return fmt.Errorf("state: unknown op %q", c.Op)
