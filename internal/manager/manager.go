@@ -84,6 +84,13 @@ type Config struct {
 	// long it took, for metrics; it runs on the operation's goroutine and
 	// must not block.
 	OnOp func(OpResult)
+	// MayStart, if set, gates a start at a new epoch on fencing
+	// (internal/fencepolicy): until it says yes for the group at the
+	// epoch of the lease, the worker acts as if it had no lease yet. Once
+	// yes at an epoch, it is not asked again for that epoch (a group that
+	// runs is never stopped by it). Call MayStartChanged when an answer
+	// may have changed.
+	MayStart func(group string, epoch uint64) bool
 }
 
 // OpResult is one finished resource operation.
@@ -164,6 +171,9 @@ func (m *Manager) LeaseChanged(group string) {
 		w.poke()
 	}
 }
+
+// MayStartChanged wakes the group's worker to ask Config.MayStart again.
+func (m *Manager) MayStartChanged(group string) { m.LeaseChanged(group) }
 
 // Probed reports whether every group has found out what runs here (the
 // first probe after start is done).

@@ -85,7 +85,10 @@ func starts(a *resource.Mem) (n int) {
 
 var vip = netip.MustParseAddr("10.9.0.50")
 
-func newRig(t *testing.T, maxRestarts int) *rig {
+func newRig(t *testing.T, maxRestarts int) *rig { return newRigWith(t, maxRestarts, nil) }
+
+// newRigWith is newRig with the manager's Config changed by set first.
+func newRigWith(t *testing.T, maxRestarts int, set func(*Config)) *rig {
 	mu := &sync.Mutex{}
 	order := []string{}
 	r := &rig{orderMu: mu, lease: &fakeLease{}, rep: &fakeReporter{}, rec: &events.Recorder{}, guard: vipguard.NewMem(clock.Real{}), order: &order}
@@ -106,8 +109,12 @@ func newRig(t *testing.T, maxRestarts int) *rig {
 		}
 		g.Resources = append(g.Resources, res)
 	}
-	r.m = New(Config{Node: "a", Groups: []Group{g}, Lease: r.lease, Guard: r.guard, Reporter: r.rep,
-		Clock: clock.Real{}, Events: r.rec, Margin: 5 * time.Millisecond})
+	cfg := Config{Node: "a", Groups: []Group{g}, Lease: r.lease, Guard: r.guard, Reporter: r.rep,
+		Clock: clock.Real{}, Events: r.rec, Margin: 5 * time.Millisecond}
+	if set != nil {
+		set(&cfg)
+	}
+	r.m = New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
 	r.m.Run(ctx)

@@ -66,6 +66,9 @@ type worker struct {
 	startMs    map[string]int64
 	startEpoch uint64
 	reports    *reporter
+	// gated: the epoch Config.MayStart said yes to; released: the old
+	// holding a "released" report was sent for.
+	gated, released uint64
 
 	resMu []sync.Mutex // one operation at a time per resource
 }
@@ -175,7 +178,7 @@ func (w *worker) watch(ctx context.Context, i int, ch <-chan struct{}) {
 func (w *worker) turn() {
 	clk := w.m.cfg.Clock
 	w.mu.Lock()
-	v, viewNew := w.view, w.viewNew
+	v, viewNew, info := w.view, w.viewNew, w.info
 	w.viewNew = false
 	results, exited := w.results, w.exited
 	w.results, w.exited = nil, nil
@@ -189,7 +192,7 @@ func (w *worker) turn() {
 		w.mach.SetView(now, v)
 	}
 	var l lifecycle.Lease
-	if e, until, _ := w.m.cfg.Lease.Lease(w.g.Name); e != 0 {
+	if e, until, _ := w.m.cfg.Lease.Lease(w.g.Name); e != 0 && w.mayStart(e) {
 		l = lifecycle.Lease{Epoch: e, Until: until}
 	}
 	if l != w.lastLease {
@@ -213,6 +216,10 @@ func (w *worker) turn() {
 	w.execute(w.mach.Actions())
 
 	st := w.mach.Status()
+	if e, ok := releasedAt(w.m.cfg.Node, v, info.takeover, st.Phase); ok && e != w.released {
+		w.released = e
+		w.reports.add(state.Command{Op: state.OpReleased, Time: time.Now(), Group: w.g.Name, Node: w.m.cfg.Node, Epoch: e})
+	}
 	w.mu.Lock()
 	w.snapshot = st
 	w.quiet = w.mach.Quiet()
@@ -222,6 +229,29 @@ func (w *worker) turn() {
 		w.leaseLeft = l.Until.Sub(now)
 	}
 	w.mu.Unlock()
+}
+
+// mayStart asks the fencing gate about a lease at epoch e, once yes at e.
+func (w *worker) mayStart(e uint64) bool {
+	if w.m.cfg.MayStart == nil || w.gated == e {
+		return true
+	}
+	if !w.m.cfg.MayStart(w.g.Name, e) {
+		return false
+	}
+	w.gated = e
+	return true
+}
+
+// releasedAt reports the old holding node may say is over: the group was
+// taken over from node (at epoch e), is held elsewhere now, and nothing of
+// it runs here (stopped at the lease's end, or found stopped by a
+// restart's probe).
+func releasedAt(node string, v lifecycle.View, t *state.Takeover, phase lifecycle.Phase) (uint64, bool) {
+	if t == nil || t.From != node || t.FromStopped || t.Epoch != v.Epoch || v.Holder == node || phase != lifecycle.PhaseStopped {
+		return 0, false
+	}
+	return t.FromEpoch, true
 }
 
 func (w *worker) execute(acts []lifecycle.Action) {
