@@ -235,7 +235,14 @@ func (k *checker) fence(c *Config) {
 	}
 	for i, g := range c.Groups {
 		switch g.Fence {
-		case FenceAlways, FenceWhenNeeded, FenceNever:
+		case FenceAlways:
+			// A takeover that must fence and cannot would never start.
+			for _, n := range c.Nodes {
+				if len(c.FenceLevelsOf(n.Name)) == 0 {
+					k.addf(fmt.Sprintf("groups[%d].fence", i), "always needs a fence device for every data node; none fences %s (fence_devices)", n.Name)
+				}
+			}
+		case FenceWhenNeeded, FenceNever:
 		default:
 			k.addf(fmt.Sprintf("groups[%d].fence", i), "%q is not always, when-needed or never", g.Fence)
 		}

@@ -64,6 +64,10 @@ fence_levels:
 		}},
 		{"group fence", "    fence: sometimes\n", []string{
 			`t.yaml:16: groups[0].fence: "sometimes" is not always, when-needed or never`}},
+		{"always without a device for a node", `    fence: always
+fence_devices:
+  - {name: p2, kind: agent, agent: fence_dummy, nodes: [db2]}
+`, []string{`t.yaml:16: groups[0].fence: always needs a fence device for every data node; none fences db1 (fence_devices)`}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			text := edit(nil, tt.add)
