@@ -19,6 +19,7 @@ import (
 	"tandem/internal/clock"
 	"tandem/internal/config"
 	"tandem/internal/events"
+	"tandem/internal/fencepolicy"
 	"tandem/internal/heartbeat"
 	"tandem/internal/keyfile"
 	"tandem/internal/logcheck"
@@ -52,6 +53,8 @@ type tcluster struct {
 	onExec func(node string, m *resource.Mem)
 	// yamlFor gives a node another configuration file than c.yaml.
 	yamlFor map[string]string
+	// fencer, if set, gives a node's fencer (in place of its devices).
+	fencer func(node string) fencepolicy.Fencer
 	// log is every node's log, named as the agent names it; a record that
 	// repeats a key fails the test.
 	log *slog.Logger
@@ -149,8 +152,12 @@ func (c *tcluster) start(name string) {
 	c.mu.Lock()
 	c.regs[name] = reg
 	c.mu.Unlock()
+	var fencer fencepolicy.Fencer
+	if c.fencer != nil {
+		fencer = c.fencer(name)
+	}
 	n, err := Start(Options{Config: cfg, Self: name, Transport: tr, Guard: guard, Registerer: reg, Logger: c.log.With("node", name),
-		MDStat: c.mdstatFile(), MDStatInterval: 20 * time.Millisecond,
+		MDStat: c.mdstatFile(), MDStatInterval: 20 * time.Millisecond, Fencer: fencer,
 		Agent: func(group string, r config.Resource) resource.Agent {
 			m := &resource.Mem{}
 			if r.Exec != nil {

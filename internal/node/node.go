@@ -24,6 +24,8 @@ import (
 	"tandem/internal/config"
 	"tandem/internal/consensus"
 	"tandem/internal/events"
+	"tandem/internal/fence"
+	"tandem/internal/fencepolicy"
 	"tandem/internal/heartbeat"
 	"tandem/internal/keyfile"
 	"tandem/internal/lease"
@@ -60,6 +62,9 @@ type Options struct {
 	// Cut, for in-process partition tests, blocks consensus traffic from
 	// one voter to another (heartbeats are cut in the fake network).
 	Cut func(from, to string) bool
+	// Fencer, for in-process tests, fences instead of the configured
+	// devices (which must still name the peer).
+	Fencer fencepolicy.Fencer
 	// MDStat is the Linux md status file a data node watches for health
 	// events, when it exists at start (default /proc/mdstat: nodes that
 	// use md get the same events as tandem's own RAID); MDStatInterval is
@@ -84,6 +89,7 @@ type Node struct {
 	hb      *heartbeat.Runner
 	cons    *consensus.Consensus
 	mgr     *manager.Manager
+	fence   *fencing // nil: no device fences the peer (or a witness)
 	guard   vipguard.Guard
 	vips    []netip.Prefix
 	reg     prometheus.Registerer
@@ -239,6 +245,15 @@ func Start(opts Options) (*Node, error) {
 		if groups, err = buildGroups(cfg, opts.Self, n.guard, opts.Agent, n.volumeAgents(), n.log); err != nil {
 			return nil, err
 		}
+		// Fencing (before the heartbeats, which feed it).
+		f, err := fence.FromConfig(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
+		f.Events, f.Self, f.Log = n.bus, opts.Self, n.log
+		if n.fence, err = newFencing(n, f); err != nil {
+			return nil, fmt.Errorf("node: %w", err)
+		}
 	}
 
 	// Heartbeats and leases.
@@ -274,7 +289,7 @@ func Start(opts Options) (*Node, error) {
 		n.mgr = manager.New(manager.Config{
 			Node: opts.Self, Groups: groups, Lease: n.hb, Guard: n.guard, Reporter: n,
 			Clock: n.clk, Logger: n.log, Events: n.bus, Margin: fenceMargin(t.HeartbeatInterval.D()),
-			OnOp: n.evm.op,
+			OnOp: n.evm.op, MayStart: n.mayStart,
 		})
 	}
 
@@ -305,6 +320,9 @@ func Start(opts Options) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	if n.fence != nil {
+		n.fence.start(ctx)
+	}
 	if n.mgr != nil {
 		n.mgr.Run(ctx)
 		n.running = true
@@ -649,6 +667,13 @@ func (n *Node) onHeartbeat(c heartbeat.Change) {
 			k = events.NodeDown
 		}
 		n.publish(events.Event{Time: c.At, Kind: k, Subject: c.Peer, Attrs: map[string]any{"last_heard": c.LastHeard}})
+		if n.fence != nil && c.Peer == n.fence.peer {
+			if c.Kind == heartbeat.PeerUp {
+				n.fence.peerHeard()
+			} else {
+				n.fence.peerLost()
+			}
+		}
 		n.poke()
 	case heartbeat.PeerView:
 		n.poke()
@@ -690,6 +715,9 @@ func (n *Node) onApply(st *state.State, c state.Command, err error) {
 		groups[name] = heartbeat.GroupState{Holder: g.Holder, Epoch: g.Epoch}
 	}
 	n.hb.SetState(groups, st.Index)
+	if n.fence != nil {
+		n.fence.setState(st)
+	}
 	if n.mgr != nil {
 		n.mgr.SetState(st)
 	}
@@ -729,6 +757,11 @@ func orNone(h string) string {
 		return "nowhere"
 	}
 	return h
+}
+
+// mayStart is the manager's fencing gate.
+func (n *Node) mayStart(group string, epoch uint64) bool {
+	return n.fence == nil || n.fence.mayStart(group, epoch)
 }
 
 // Propose implements manager.Reporter.
