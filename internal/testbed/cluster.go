@@ -26,6 +26,9 @@ type Spec struct {
 	// Links is the number of heartbeat links of each data node, 1 or 2
 	// (default 2; the witness always has one).
 	Links int
+	// Extra is written as given after the groups and volumes (fence
+	// devices: BMC.FenceDeviceYAML), with @DIR@ replaced.
+	Extra string
 }
 
 // GroupSpec is one group: the bed's HTTP service (answering with the
@@ -77,6 +80,8 @@ type GroupSpec struct {
 	// when set and stopped with StopSignal ("" is tandem's TERM).
 	Service    []string
 	StopSignal string
+	// Fence is the group's fence: policy, written when not "".
+	Fence string
 }
 
 // NBDPort is where a volume group's nbd_export serves, on its VIP.
@@ -177,6 +182,9 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
 		if g.MaxRestarts != "" {
 			fmt.Fprintf(&b, "    max_restarts: %s\n", g.MaxRestarts)
 		}
+		if g.Fence != "" {
+			fmt.Fprintf(&b, "    fence: %s\n", g.Fence)
+		}
 		check := fmt.Sprintf(`{tcp: "127.0.0.1:%d"}`, g.Port)
 		if len(g.Check) > 0 {
 			check = "{command: " + yamlList(g.Check) + "}"
@@ -256,6 +264,7 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
 	if volumes != "" {
 		b.WriteString("volumes:\n" + volumes)
 	}
+	b.WriteString(strings.ReplaceAll(s.Extra, "@DIR@", dir))
 	return b.String()
 }
 

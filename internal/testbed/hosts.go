@@ -9,11 +9,12 @@ import (
 func Iface(link int) string { return "eth" + strconv.Itoa(link) }
 
 // The bed's addressing: link i is 10.88.i.0/24; hosts have fixed numbers.
-var hostNumber = map[string]int{"node1": 1, "node2": 2, "witness": 3, "client": 10}
+var hostNumber = map[string]int{"node1": 1, "node2": 2, "witness": 3, "client": 10, "bmc-node1": 21, "bmc-node2": 22}
 
 // hostLinks is how many links each host has: the data nodes have two
-// heartbeat paths; the witness and the client sit on link 0 only.
-var hostLinks = map[string]int{"node1": 2, "node2": 2, "witness": 1, "client": 1}
+// heartbeat paths; the witness, the client and the BMCs (AddBMC) sit on
+// link 0 only.
+var hostLinks = map[string]int{"node1": 2, "node2": 2, "witness": 1, "client": 1, "bmc-node1": 1, "bmc-node2": 1}
 
 // DataNodes are the bed's data nodes.
 var DataNodes = []string{"node1", "node2"}

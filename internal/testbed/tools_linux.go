@@ -14,12 +14,14 @@ import (
 // toolPackages maps the programs the bed runs to the Debian packages that
 // ship them.
 var toolPackages = map[string]string{
-	"ip":         "iproute2",
-	"tc":         "iproute2",
-	"nft":        "nftables",
-	"keepalived": "keepalived",
-	"chrt":       "util-linux",
-	"stress-ng":  "stress-ng",
+	"ip":            "iproute2",
+	"tc":            "iproute2",
+	"nft":           "nftables",
+	"keepalived":    "keepalived",
+	"chrt":          "util-linux",
+	"stress-ng":     "stress-ng",
+	"ipmi_sim":      "openipmi",
+	"fence_ipmilan": "fence-agents",
 }
 
 var installMu sync.Mutex
