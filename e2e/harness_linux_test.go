@@ -69,7 +69,11 @@ func startCluster(t *testing.T, spec testbed.Spec) *run {
 }
 
 // newRun builds the bed and writes the config; nothing runs yet.
-func newRun(t *testing.T, spec testbed.Spec) *run {
+func newRun(t *testing.T, spec testbed.Spec) *run { return newRunWith(t, spec, nil) }
+
+// newRunWith is newRun with prepare run on the bed before the config is
+// written (it may add hosts, such as BMCs, and change the spec).
+func newRunWith(t *testing.T, spec testbed.Spec, prepare func(*testbed.Bed, *testbed.Spec)) *run {
 	t.Helper()
 	needRoot(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -87,6 +91,9 @@ func newRun(t *testing.T, spec testbed.Spec) *run {
 			t.Errorf("tear down: %v", err)
 		}
 	})
+	if prepare != nil {
+		prepare(bed, &spec)
+	}
 	c, err := bed.NewCluster(spec)
 	if err != nil {
 		t.Fatal(err)
