@@ -84,6 +84,13 @@ type Config struct {
 	// RetryMin, RetryMax bound the doubling backoff between attempts, and
 	// RetryMin paces a re-add that did not happen.
 	RetryMin, RetryMax time.Duration
+	// ReportWait (witness mode): how long a guarded takeover waits for
+	// the old holder's stop report while this node still hears it; then
+	// it fences it anyway (0: never while heard). A holder this node hears
+	// but the leader does not (its link to the witness cut) loses its
+	// lease and stops, but its report cannot reach the leader: without
+	// this the takeover would wait for as long as the link is cut.
+	ReportWait time.Duration
 }
 
 // Validate reports a configuration the machine cannot work with.

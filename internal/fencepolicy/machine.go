@@ -42,6 +42,9 @@ type Machine struct {
 	// the last fence was confirmed; a holding of the peer at a newer epoch
 	// began after the fence (the peer came back unheard) and needs another.
 	covered map[string]uint64
+	// pending (witness): when this node first saw each guarded takeover
+	// waiting for its old holder's report ("group@fromEpoch").
+	pending map[string]time.Time
 }
 
 // New returns a machine for cfg; it does nothing until Start.
@@ -49,7 +52,7 @@ func New(cfg Config) (*Machine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Machine{cfg: cfg, offered: map[string]bool{}, covered: map[string]uint64{}}, nil
+	return &Machine{cfg: cfg, offered: map[string]bool{}, covered: map[string]uint64{}, pending: map[string]time.Time{}}, nil
 }
 
 // Start is the agent's start. soleVoter is what raft's persisted
@@ -258,6 +261,11 @@ func (m *Machine) Tick(now time.Time) []Action {
 		m.fs = inflight
 		out = append(out, Action{Kind: Fence, Node: m.cfg.Peer, Reason: "the delay or backoff is over"})
 	}
+	if m.cfg.Mode == Witness && m.started {
+		if due := m.reportDue(); !due.IsZero() && !now.Before(due) {
+			out = append(out, m.witnessCheck(now)...)
+		}
+	}
 	if !m.readdAt.IsZero() && !now.Before(m.readdAt) && m.soleVoter && m.heard && m.fs != inflight {
 		m.readdAt = now.Add(m.cfg.RetryMin)
 		out = append(out, Action{Kind: ReaddPeer, Node: m.cfg.Peer, Reason: "the peer is heard again"})
@@ -271,7 +279,7 @@ func (m *Machine) NextTick() time.Time {
 	if m.fs == scheduled || m.fs == retrying {
 		t = m.fenceAt
 	}
-	for _, at := range []time.Time{m.readdAt, m.recoverAt} {
+	for _, at := range []time.Time{m.readdAt, m.recoverAt, m.reportDue()} {
 		if !at.IsZero() && (t.IsZero() || at.Before(t)) {
 			t = at
 		}
@@ -359,12 +367,30 @@ func (m *Machine) offer() []Action {
 	return out
 }
 
-// witnessCheck fences before a takeover the group's policy guards.
+// witnessCheck fences before a takeover the group's policy guards: when
+// the old holder is not heard, or has not reported the group stopped
+// within ReportWait while heard.
 func (m *Machine) witnessCheck(now time.Time) []Action {
 	need := false
+	live := map[string]bool{}
 	for _, g := range m.groups {
-		if g.Holder == m.cfg.Self && g.From == m.cfg.Peer && m.required(g) && !g.FromStopped && !m.heard && !m.covers(g) {
-			need = true
+		if g.Holder == m.cfg.Self && g.From == m.cfg.Peer && m.required(g) && !g.FromStopped && !m.covers(g) {
+			key := fmt.Sprintf("%s@%d", g.Name, g.FromEpoch)
+			live[key] = true
+			since, ok := m.pending[key]
+			if !ok {
+				since = now
+				m.pending[key] = now
+			}
+			overdue := m.cfg.ReportWait > 0 && !now.Before(since.Add(m.cfg.ReportWait))
+			if !m.heard || overdue {
+				need = true
+			}
+		}
+	}
+	for key := range m.pending {
+		if !live[key] {
+			delete(m.pending, key)
 		}
 	}
 	if !need && m.needFence && (m.fs == scheduled || m.fs == retrying) {
@@ -377,6 +403,22 @@ func (m *Machine) witnessCheck(now time.Time) []Action {
 	}
 	m.needFence = true
 	return m.fenceNow(now, "a takeover from the unreachable peer needs it fenced (group fence: policy)")
+}
+
+// reportDue (witness) is when the oldest guarded takeover still waiting
+// for its old holder's report, while that holder is heard, stops waiting
+// (zero: none, or no ReportWait, or a fence is needed already).
+func (m *Machine) reportDue() time.Time {
+	if m.cfg.ReportWait <= 0 || m.needFence || !m.heard {
+		return time.Time{}
+	}
+	var due time.Time
+	for _, since := range m.pending {
+		if at := since.Add(m.cfg.ReportWait); due.IsZero() || at.Before(due) {
+			due = at
+		}
+	}
+	return due
 }
 
 // covers: a confirmed fence since the peer was last lost ended the

@@ -17,6 +17,9 @@ import (
 
 const leaseDur = 600 * time.Millisecond
 
+// reportWait: the machines' ReportWait (a lease and a stop, and then some).
+const reportWait = 2 * leaseDur
+
 type wnode struct {
 	name    string
 	on      bool
@@ -78,7 +81,7 @@ func (w *wmodel) fail(format string, a ...any) {
 func (w *wmodel) boot(i int) {
 	nd := w.n[i]
 	m, err := New(Config{Self: nd.name, Peer: w.n[1-i].name, Mode: Witness, Preferred: "n0",
-		RetryMin: 100 * time.Millisecond, RetryMax: 800 * time.Millisecond})
+		RetryMin: 100 * time.Millisecond, RetryMax: 800 * time.Millisecond, ReportWait: reportWait})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -149,10 +152,12 @@ func (w *wmodel) step(dt time.Duration) {
 				delete(nd.running, g.Name)
 			}
 		}
-		// A live agent with a quorum reports what it does not run (after a
-		// stop, or a restart's probe) through raft.
+		// A live agent that reaches the leader (the witness) reports what
+		// it does not run (after a stop, or a restart's probe) through
+		// raft: its peer does not forward it, nor vote for it while it
+		// hears the leader.
 		for k := range w.groups {
-			if g := &w.groups[k]; w.quorum(i) && g.From == nd.name && !nd.running[g.Name] && !g.FromStopped {
+			if g := &w.groups[k]; w.live(i) && nd.wlink && g.From == nd.name && !nd.running[g.Name] && !g.FromStopped {
 				g.FromStopped = true
 				w.logf("%s reports %s stopped", nd.name, g.Name)
 			}
@@ -248,6 +253,32 @@ func (w *wmodel) start(i int, g *Group) {
 }
 
 var wseen = map[string]int{}
+
+// A holder cut from the witness only (its peer still hears it) loses its
+// lease and stops, but its report cannot reach the leader: the takeover
+// must not wait for the link to heal. It fences the holder after
+// ReportWait, and the group runs again while the link is still cut.
+func TestWitnessModelHolderCutFromWitness(t *testing.T) {
+	for s := range seeds(t, 200) {
+		w := newWModel(t, uint64(s))
+		for k := range w.groups {
+			w.groups[k].Holder, w.groups[k].Policy = "n0", Always
+		}
+		for range 40 { // settle: n0 runs everything
+			w.step(25 * time.Millisecond)
+		}
+		w.n[0].wlink = false
+		w.logf("n0 witness link cut")
+		for range 200 { // 5 s: detect, lease, ReportWait, fence
+			w.step(25 * time.Millisecond)
+		}
+		for _, g := range w.groups {
+			if g.Holder != "n1" || !w.n[1].running[g.Name] {
+				w.fail("%s does not run on n1 5 s after n0 was cut from the witness (holder %s)", g.Name, g.Holder)
+			}
+		}
+	}
+}
 
 func TestWitnessModel(t *testing.T) {
 	clear(wseen)
