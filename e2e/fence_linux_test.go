@@ -143,3 +143,29 @@ func TestFenceFailureBlocksTakeover(t *testing.T) {
 	f.startedAfter("node2", e, k.At)
 	f.waitServed("web", "node2", k.At, 10*time.Second)
 }
+
+// The holder is cut from the witness only; node2 still hears it and
+// vouches for its lease, so nothing moves and nobody is fenced: fencing
+// must never take down a holder the cluster can still vouch for.
+func TestFenceHolderCutFromWitnessOnlyStays(t *testing.T) {
+	f := startFenced(t)
+	k, err := f.bed.Partition("node1", "witness")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.watchQuiet("web", "node1", k.At, quiet, 100*time.Millisecond)
+	for _, n := range testbed.DataNodes {
+		evs, err := f.c.Events(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			if e.Kind == events.FenceRequested && e.Time.After(k.At) {
+				t.Errorf("%s asked to fence %s: %s", n, e.Subject, e.Message)
+			}
+		}
+	}
+	if f.bmcs["node1"].PoweredOff() {
+		t.Error("node1 was powered off")
+	}
+}

@@ -70,12 +70,20 @@ func newFencing(n *Node, f *fence.Fencer) (*fencing, error) {
 		}
 	}
 	a.timeout += 10 * time.Second
+	// A heard old holder's stop report is due within its lease, its
+	// slowest stop and a commit; past that it is fenced all the same (its
+	// report may have no way to the leader).
+	var stop time.Duration
 	for _, g := range cfg.Groups {
 		a.policy[g.Name] = policyOf(g.Fence)
 		a.uncovered[g.Name] = uncovered(g)
+		for _, r := range g.Resources {
+			stop = max(stop, r.StopTimeout.D())
+		}
 	}
+	reportWait := cfg.Timing.Lease.D() + stop + cfg.Timing.RaftTimeout.D() + time.Second
 	m, err := fencepolicy.New(fencepolicy.Config{Self: n.self, Peer: peer, Mode: fencepolicy.Witness,
-		Preferred: cfg.Nodes[0].Name, RetryMin: time.Second, RetryMax: 30 * time.Second})
+		Preferred: cfg.Nodes[0].Name, RetryMin: time.Second, RetryMax: 30 * time.Second, ReportWait: reportWait})
 	if err != nil {
 		return nil, err
 	}
