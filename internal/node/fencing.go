@@ -121,6 +121,56 @@ func (a *fencing) start(ctx context.Context) {
 	defer a.mu.Unlock()
 	a.ctx = ctx
 	a.run(a.m.Start(time.Now(), false))
+	go a.watchFreeze(ctx)
+}
+
+// freezeTick is how often watchFreeze looks at the clock.
+const freezeTick = 50 * time.Millisecond
+
+// watchFreeze tells the machine when this agent was not running for a
+// node timeout or more (SIGSTOP, a VM paused, a stalled machine): what it
+// heard of its peer before is stale (fencepolicy's Resume). The heartbeat
+// runner judges the peer afresh over the next node timeout; then the
+// machine is told what it found, so a loss it reported during the gap,
+// or a peer that is gone, is not forgotten.
+func (a *fencing) watchFreeze(ctx context.Context) {
+	t := a.n.cfg.Timing
+	limit := t.NodeTimeout.D()
+	tick := time.NewTicker(freezeTick)
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			gap := now.Sub(last)
+			last = now
+			if gap < limit+freezeTick {
+				continue
+			}
+			a.n.log.Warn("this agent did not run for a while; what it heard of its peer is stale", "gap", gap.Round(time.Millisecond))
+			a.mu.Lock()
+			a.run(a.m.Resume(now))
+			a.mu.Unlock()
+			time.AfterFunc(limit+2*t.HeartbeatInterval.D(), a.refeed)
+		}
+	}
+}
+
+// refeed gives the machine the heartbeat runner's current judgement of
+// the peer.
+func (a *fencing) refeed() {
+	for i, v := range a.n.voters {
+		if v.Name != a.peer {
+			continue
+		}
+		if a.n.hb.Up(i) {
+			a.peerHeard()
+		} else {
+			a.peerLost()
+		}
+	}
 }
 
 // peerHeard and peerLost come from the heartbeat runner.
