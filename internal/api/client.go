@@ -195,6 +195,14 @@ func (c *Client) RecordDrill(ctx context.Context, group, result, message string,
 		map[string]any{"result": result, "message": message, "attrs": attrs}, nil)
 }
 
+// Fence asks the agent to fence target by hand (tandem fence NODE --yes).
+// A fence that ran and failed is a reply with Error set, not an error.
+func (c *Client) Fence(ctx context.Context, target string) (FenceReply, error) {
+	var out FenceReply
+	err := c.do(ctx, "POST", "/v1/nodes/"+url.PathEscape(target)+"/fence", map[string]bool{"yes": true}, &out)
+	return out, err
+}
+
 // CrashForDrill kills the agent (SIGKILL) for an unplanned drill of a
 // group it runs. The agent answers before it dies; a connection that
 // breaks instead is an ErrUnreachable.

@@ -221,6 +221,7 @@ func (s *Server) handler(needToken bool) http.Handler {
 		s.reply(w, s.backend.Maintenance(r.Context(), req.Node, *req.On, actor(r)), map[string]any{"maintenance": *req.On, "node": req.Node})
 	})
 	s.drillHandlers(mux)
+	s.fenceHandlers(mux)
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		f, err := parseFilter(r.URL.Query(), time.Now())
 		if err != nil {

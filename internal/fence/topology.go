@@ -37,6 +37,19 @@ type Topology struct {
 	RetryDelay time.Duration // between a failed attempt and the next
 }
 
+// Budget bounds how long a whole fence over t can take: every attempt of
+// every device of every level, each of at most two actions (off, then
+// status) at its timeout, with the delay between attempts.
+func (t Topology) Budget() time.Duration {
+	var d time.Duration
+	for _, level := range t.Levels {
+		for _, s := range level {
+			d += time.Duration(s.Retries+1) * (2*s.Timeout + t.RetryDelay)
+		}
+	}
+	return d
+}
+
 // Run asks the adapter to run Action on Device's Plug; its answer comes
 // back as a Result with the same ID. Deadline is when the machine counts
 // it as failed whatever the adapter does.

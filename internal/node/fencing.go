@@ -64,12 +64,7 @@ func newFencing(n *Node, f *fence.Fencer) (*fencing, error) {
 	}
 	a := &fencing{n: n, peer: peer, fencer: fencer,
 		policy: map[string]fencepolicy.Policy{}, uncovered: map[string]bool{}, st: state.New()}
-	for _, level := range topo.Levels {
-		for _, s := range level {
-			a.timeout += time.Duration(s.Retries+1) * s.Timeout
-		}
-	}
-	a.timeout += 10 * time.Second
+	a.timeout = topo.Budget() + 10*time.Second
 	// A heard old holder's stop report is due within its lease, its
 	// slowest stop and a commit; past that it is fenced all the same (its
 	// report may have no way to the leader).
@@ -288,6 +283,14 @@ func (a *fencing) fence(peer, reason string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.run(a.m.FenceDone(time.Now(), o, detail))
+}
+
+// manual: the operator fenced the peer through this agent and it is
+// confirmed off (fencepolicy's ManualFence).
+func (a *fencing) manual() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.run(a.m.ManualFence(time.Now()))
 }
 
 // recordFenced writes a confirmed fence into the replicated state as the

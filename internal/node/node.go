@@ -90,6 +90,7 @@ type Node struct {
 	cons    *consensus.Consensus
 	mgr     *manager.Manager
 	fence   *fencing // nil: no device fences the peer (or a witness)
+	fencer  *fence.Fencer
 	guard   vipguard.Guard
 	vips    []netip.Prefix
 	reg     prometheus.Registerer
@@ -245,12 +246,16 @@ func Start(opts Options) (*Node, error) {
 		if groups, err = buildGroups(cfg, opts.Self, n.guard, opts.Agent, n.volumeAgents(), n.log); err != nil {
 			return nil, err
 		}
-		// Fencing (before the heartbeats, which feed it).
-		f, err := fence.FromConfig(cfg)
-		if err != nil {
-			return nil, fmt.Errorf("node: %w", err)
-		}
-		f.Events, f.Self, f.Log = n.bus, opts.Self, n.log
+	}
+	// Fencing (before the heartbeats, which feed it): every member can
+	// fence by hand (FenceNode); data nodes also on their own.
+	f, err := fence.FromConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	f.Events, f.Self, f.Log = n.bus, opts.Self, n.log
+	n.fencer = f
+	if !isWitness {
 		if n.fence, err = newFencing(n, f); err != nil {
 			return nil, fmt.Errorf("node: %w", err)
 		}
