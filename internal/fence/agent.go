@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -314,10 +315,33 @@ func lastBytes(s string, n int) string {
 }
 
 func tailSuffix(tail string) string {
+	tail = dropPythonWarnings(tail)
 	if tail == "" {
 		return ""
 	}
 	return ": " + strings.ReplaceAll(tail, "\n", " | ")
+}
+
+// pythonWarning is the first line of a warning Python prints to standard
+// error ("/usr/sbin/fence_ipmilan:5: DeprecationWarning: 'pipes' is
+// deprecated…"); the source line it quotes follows, indented.
+var pythonWarning = regexp.MustCompile(`^\S+:\d+: [A-Za-z]*Warning: `)
+
+// dropPythonWarnings removes the warnings the fence agents (Python) print
+// on every run, so an error shows the agent's own words.
+func dropPythonWarnings(tail string) string {
+	var kept []string
+	lines := strings.Split(strings.TrimSpace(tail), "\n")
+	for i := 0; i < len(lines); i++ {
+		if pythonWarning.MatchString(lines[i]) {
+			if i+1 < len(lines) && strings.HasPrefix(lines[i+1], " ") {
+				i++
+			}
+			continue
+		}
+		kept = append(kept, lines[i])
+	}
+	return strings.TrimSpace(strings.Join(kept, "\n"))
 }
 
 // boundedBuffer keeps at most limit bytes: the head (stdout, whose overflow

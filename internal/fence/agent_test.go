@@ -184,3 +184,16 @@ func TestFenceDummy(t *testing.T) {
 		t.Fatalf("delayed off: %v", err)
 	}
 }
+
+// The Python warnings every fence agent prints are not the agent's words.
+func TestTailDropsPythonWarnings(t *testing.T) {
+	tail := "/usr/sbin/fence_ipmilan:5: DeprecationWarning: 'pipes' is deprecated and slated for removal in Python 3.13\n" +
+		"  from pipes import quote\n" +
+		"2026-12-03 17:24:46,723 ERROR: Failed: Unable to obtain correct plug status or plug is not available\n"
+	if got, want := tailSuffix(tail), ": 2026-12-03 17:24:46,723 ERROR: Failed: Unable to obtain correct plug status or plug is not available"; got != want {
+		t.Fatalf("got %q want %q", got, want)
+	}
+	if got := tailSuffix("x.py:1: UserWarning: w\n"); got != "" {
+		t.Fatalf("only a warning: %q", got)
+	}
+}
