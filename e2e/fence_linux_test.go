@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,6 +136,18 @@ func TestFenceFailureBlocksTakeover(t *testing.T) {
 	}
 	if !f.bed.ServiceRunning("node1", "demo-service") || f.bmcs["node1"].PoweredOff() {
 		t.Fatal("node1 is off though every fence failed")
+	}
+	st, err := f.c.Status(f.ctx, "node2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range st.Groups {
+		if g.Name == "web" {
+			t.Logf("node2's status of web: holder %s, waiting for %s", g.Holder, g.Waiting)
+			if !strings.Contains(g.Waiting, "confirmed fence of node1") {
+				t.Errorf("node2's status does not say web waits for a fence: %+v", g)
+			}
+		}
 	}
 	if err := os.WriteFile(pw, good, 0o600); err != nil {
 		t.Fatal(err)

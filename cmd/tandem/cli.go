@@ -247,6 +247,9 @@ func printStatus(w io.Writer, s node.Status, now time.Time) {
 		if g.Reason != "" {
 			notes = append(notes, g.Reason)
 		}
+		if g.Waiting != "" {
+			notes = append(notes, "waiting for "+g.Waiting)
+		}
 		if g.Blocked != "" {
 			notes = append(notes, "blocked: "+g.Blocked+" (tandem cleanup "+g.Name+")")
 		}

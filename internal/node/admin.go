@@ -318,6 +318,9 @@ type GroupStatus struct {
 	Failures  map[string]int  `json:"failures,omitempty"`
 	Banned    []string        `json:"banned,omitempty"`
 	Takeover  *state.Takeover `json:"last_takeover,omitempty"`
+	// Waiting says why this node, the holder, has not started the group
+	// (a fence it waits for); "" on other nodes.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // Status returns the cluster as this node sees it.
@@ -350,6 +353,9 @@ func (n *Node) Status() Status {
 		out := GroupStatus{Name: g.Name, Holder: gs.Holder, Epoch: gs.Epoch, Running: gs.Running, Since: gs.Since,
 			Phase: gs.Phase, PhaseError: gs.PhaseError, PhaseAt: gs.PhaseAt, Handover: gs.Handover,
 			StartedAt: gs.StartedAt, Reason: gs.Reason, Blocked: gs.Blocked, Pinned: gs.Pinned, Takeover: gs.Takeover}
+		if n.fence != nil && gs.Holder == n.self && !gs.Running {
+			out.Waiting = n.fence.waitingFor(g.Name)
+		}
 		for node, f := range gs.Failures {
 			if f.ActiveFailure(time.Now(), g.FailureTimeout.D()) {
 				if out.Failures == nil {

@@ -38,6 +38,7 @@ type fencing struct {
 	st    *state.State
 	timer *time.Timer
 	ctx   context.Context
+	last  string // the machine's last report, for status
 }
 
 // newFencing returns the adapter, or nil when no device can fence the
@@ -218,6 +219,25 @@ func (a *fencing) mayStart(group string, epoch uint64) bool {
 	return a.m.MayStart(a.group(group, s))
 }
 
+// waitingFor says what a start of group here waits for ("" nothing).
+func (a *fencing) waitingFor(group string) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.st.Groups[group]
+	if s == nil || s.Holder != a.n.self {
+		return ""
+	}
+	g := a.group(group, s)
+	if g.From == "" || a.m.MayStart(g) {
+		return ""
+	}
+	w := fmt.Sprintf("%s's stop report or a confirmed fence of %s", g.From, g.From)
+	if a.last != "" {
+		w += " (" + a.last + ")"
+	}
+	return w
+}
+
 // run carries out the machine's actions; a.mu is held.
 func (a *fencing) run(acts []fencepolicy.Action) {
 	for _, act := range acts {
@@ -236,6 +256,7 @@ func (a *fencing) run(acts []fencepolicy.Action) {
 			}
 		case fencepolicy.Waiting, fencepolicy.Report:
 			a.n.log.Info("fencing", "peer", act.Node, "group", act.Group, "note", act.Reason)
+			a.last = act.Reason
 		case fencepolicy.RecoverRaft, fencepolicy.ReaddPeer:
 			// two-node mode only, which newFencing does not build
 			a.n.log.Error("fencing: two-node action without two-node wiring", "action", act.String())

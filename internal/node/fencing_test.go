@@ -63,6 +63,11 @@ func TestInProcessTakeoverWaitsForAConfirmedFence(t *testing.T) {
 	if n := len(fencers["b"].mem.Calls()); n < 2 {
 		t.Errorf("a failed fence was tried %d times in 2 s; want retries", n)
 	}
+	for _, g := range c.nodes["b"].Status().Groups {
+		if g.Name == "web" && (!strings.Contains(g.Waiting, "confirmed fence of a") || !strings.Contains(g.Waiting, "failed")) {
+			t.Errorf("b's status does not say what web waits for: %q", g.Waiting)
+		}
+	}
 	fencers["b"].mem.SetMode("a", fencepolicy.MemoryConfirm)
 	c.waitFor("web running on b after a confirmed fence", 40*time.Second, func() bool { return c.running("b") })
 	c.waitFor("the confirmed fence in the state", 10*time.Second, func() bool {
