@@ -230,6 +230,8 @@ func newDefault(t reflect.Type, n *yaml.Node) reflect.Value {
 		p.Elem().Set(reflect.ValueOf(DefaultNBDExport()))
 	case reflect.TypeFor[FenceDevice]():
 		p.Elem().Set(reflect.ValueOf(DefaultFenceDevice()))
+	case reflect.TypeFor[Watchdog]():
+		p.Elem().Set(reflect.ValueOf(DefaultWatchdog()))
 	}
 	return p
 }

@@ -65,6 +65,8 @@ func defaultsSample() Config {
 	c.Volumes = []Volume{v}
 	c.Notify.Exec, c.Notify.Webhook = &NotifyExec{}, &NotifyWebhook{}
 	c.FenceDevices, c.FenceLevels = []FenceDevice{DefaultFenceDevice()}, []FenceLevel{{}}
+	wd := DefaultWatchdog()
+	c.Watchdog = &wd
 	return c
 }
 

@@ -57,6 +57,9 @@ const (
 	FenceKindIPMI    = "ipmi"
 	FenceKindExec    = "exec"
 	FenceKindWebhook = "webhook"
+	// FenceKindWatchdog counts a node as reset by its own watchdog once
+	// Config.WatchdogFenceWait has passed (docs/fencing.md "Watchdog").
+	FenceKindWatchdog = "watchdog"
 
 	FenceMethodOff    = "off"
 	FenceMethodReboot = "reboot"
@@ -177,10 +180,14 @@ func (k *checker) fence(c *Config) {
 			k.requiredAbsPath(path+".agent", d.Agent)
 		case FenceKindWebhook:
 			k.fenceWebhook(path, d)
+		case FenceKindWatchdog:
+			if d.Agent != "" || d.URL != "" || d.TokenFile != "" || len(d.Params) > 0 || len(d.SecretFiles) > 0 || len(d.Plugs) > 0 {
+				k.addf(path+".kind", "a watchdog device runs nothing and calls nothing: give it only nodes (and timeout, retries)")
+			}
 		case "":
-			k.addf(path+".kind", "required: agent, ipmi, exec or webhook")
+			k.addf(path+".kind", "required: agent, ipmi, exec, webhook or watchdog")
 		default:
-			k.addf(path+".kind", "%q is not agent, ipmi, exec or webhook", d.Kind)
+			k.addf(path+".kind", "%q is not agent, ipmi, exec, webhook or watchdog", d.Kind)
 		}
 		for _, key := range sortedKeys(d.Params) {
 			v := d.Params[key]

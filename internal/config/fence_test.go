@@ -55,7 +55,7 @@ fence_levels:
 			`t.yaml:27: fence_devices[1].method: "cycle" is not off or reboot`,
 			`t.yaml:28: fence_devices[1].timeout: must be more than 0, got 0s`,
 			`t.yaml:29: fence_devices[1].retries: 11 is outside 0 to 10`,
-			`t.yaml:30: fence_devices[2].kind: "pdu" is not agent, ipmi, exec or webhook`,
+			`t.yaml:30: fence_devices[2].kind: "pdu" is not agent, ipmi, exec, webhook or watchdog`,
 			`t.yaml:31: fence_devices[3].url: "http://h.example/x": a fence request must travel over https`,
 			`t.yaml:33: fence_levels[0].devices[0]: "b" does not fence db1 (its nodes: db3)`,
 			`t.yaml:33: fence_levels[0].devices[1]: "nope" is not a fence device`,

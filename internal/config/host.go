@@ -152,6 +152,7 @@ func (c *Config) CheckHost(h Host, self string) (string, error) {
 		k.keyFile(c)
 	} else {
 		k.hostVIPInterfaces(c, h, self)
+		k.hostWatchdog(c, self)
 		c.localChecks(k)
 	}
 	return self, k.probs.sorted().errOrNil()

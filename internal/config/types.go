@@ -28,6 +28,9 @@ type Config struct {
 	// them per node.
 	FenceDevices []FenceDevice `yaml:"fence_devices"`
 	FenceLevels  []FenceLevel  `yaml:"fence_levels"`
+	// Watchdog, when set, makes every data node feed a watchdog while it
+	// holds a lease (docs/fencing.md "Watchdog").
+	Watchdog *Watchdog `yaml:"watchdog"`
 	// ConfigMismatch is what a member running another configuration
 	// than the cluster's means: "block" (no group moves to it) or "warn".
 	ConfigMismatch string `yaml:"config_mismatch"`

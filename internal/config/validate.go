@@ -49,6 +49,7 @@ func (c *Config) Validate() error {
 	k.groups(c)
 	k.volumes(c)
 	k.fence(c)
+	k.watchdog(c)
 	return k.probs.sorted().errOrNil()
 }
 

@@ -74,7 +74,7 @@ var validateTests = []struct {
 }{
 	// Decoding.
 	{"unknown top-level field", nil, "colour: blue\n", []string{
-		"t.yaml:16: colour: unknown field (known: cluster, key_file, insecure, state_dir, port, nodes, witness, timing, api, events, notify, groups, volumes, fence_devices, fence_levels, config_mismatch)"}},
+		"t.yaml:16: colour: unknown field (known: cluster, key_file, insecure, state_dir, port, nodes, witness, timing, api, events, notify, groups, volumes, fence_devices, fence_levels, watchdog, config_mismatch)"}},
 	{"unknown nested field", map[int]string{13: "      - vip: {address: 10.0.0.50/24, interface: eth0, mask: 24}"}, "", []string{
 		"t.yaml:13: groups[0].resources[0].vip.mask: unknown field (known: address, interface, garp_count, garp_interval)"}},
 	{"misspelt field", map[int]string{7: "timing: {heartbeat_intervall: 50ms}"}, "", []string{
@@ -400,7 +400,7 @@ groups:
 		`x.yaml: witness: required with 2 data nodes: it breaks the tie when they lose sight of each other (fencing is not implemented yet, so two nodes cannot run alone)`,
 		`x.yaml:1: cluster: "Shop" is not a valid name (1 to 63 of a-z, 0-9 and -)`,
 		`x.yaml:2: key_file: "rel.key" must be an absolute path`,
-		`x.yaml:3: bogus: unknown field (known: cluster, key_file, insecure, state_dir, port, nodes, witness, timing, api, events, notify, groups, volumes, fence_devices, fence_levels, config_mismatch)`,
+		`x.yaml:3: bogus: unknown field (known: cluster, key_file, insecure, state_dir, port, nodes, witness, timing, api, events, notify, groups, volumes, fence_devices, fence_levels, watchdog, config_mismatch)`,
 		`x.yaml:6: nodes[0].links[1]: 10.0.0.1:7789 is already used by nodes[0].links[0]`,
 		`x.yaml:7: nodes[1].name: "DB2" is not a valid name (1 to 63 of a-z, 0-9 and -)`,
 		`x.yaml:8: nodes[1].links[0]: "10.0.0.x" is not an IP or IP:PORT`,
