@@ -15,6 +15,7 @@ import (
 	"tandem/internal/api"
 	"tandem/internal/config"
 	"tandem/internal/fence"
+	"tandem/internal/node"
 )
 
 func init() { subcommands = append(subcommands, newFenceCmd) }
@@ -89,11 +90,11 @@ func fenceByAgent(cmd *cobra.Command, f *clientFlags, node string) error {
 }
 
 // fenceLocally runs the fence from this command.
-func fenceLocally(ctx context.Context, cmd *cobra.Command, c *config.Config, node string) error {
-	if len(c.FenceLevelsOf(node)) == 0 {
-		return exitWith(2, fmt.Errorf("no fence device fences %s (fence_devices[].nodes)", node))
+func fenceLocally(ctx context.Context, cmd *cobra.Command, c *config.Config, target string) error {
+	if len(c.FenceLevelsOf(target)) == 0 {
+		return exitWith(2, fmt.Errorf("no fence device fences %s (fence_devices[].nodes)", target))
 	}
-	f, err := fence.FromConfig(c)
+	f, err := node.FencerFromConfig(c)
 	if err != nil {
 		return exitWith(2, err)
 	}
@@ -101,12 +102,12 @@ func fenceLocally(ctx context.Context, cmd *cobra.Command, c *config.Config, nod
 	if u, err := user.Current(); err == nil {
 		actor = "tandem fence by " + u.Username
 	}
-	r, err := f.FenceBy(ctx, node, "by hand", actor)
+	r, err := f.FenceBy(ctx, target, "by hand", actor)
 	msg := ""
 	if err != nil {
 		msg = err.Error()
 	}
-	return printFence(cmd, node, r, msg)
+	return printFence(cmd, target, r, msg)
 }
 
 // printFence prints each attempt and the outcome; a fence that failed is
@@ -141,7 +142,7 @@ func fenceTest(ctx context.Context, cmd *cobra.Command, c *config.Config, name s
 	if dev == nil {
 		return exitWith(2, fmt.Errorf("no fence device %q in the configuration", name))
 	}
-	d, err := fence.DeviceFromConfig(*dev)
+	d, err := node.FenceDeviceFromConfig(*dev)
 	if err != nil {
 		return exitWith(2, err)
 	}

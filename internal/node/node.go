@@ -249,7 +249,7 @@ func Start(opts Options) (*Node, error) {
 	}
 	// Fencing (before the heartbeats, which feed it): every member can
 	// fence by hand (FenceNode); data nodes also on their own.
-	f, err := fence.FromConfig(cfg)
+	f, err := FencerFromConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}

@@ -1,4 +1,4 @@
-package fence
+package node
 
 import (
 	"fmt"
@@ -7,12 +7,13 @@ import (
 
 	"tandem/internal/clock"
 	"tandem/internal/config"
+	"tandem/internal/fence"
 )
 
-// DeviceFromConfig builds the driver of one configured device.
-func DeviceFromConfig(d config.FenceDevice) (Device, error) {
+// FenceDeviceFromConfig builds the driver of one configured device.
+func FenceDeviceFromConfig(d config.FenceDevice) (fence.Device, error) {
 	if d.Kind == config.FenceKindWebhook {
-		return &Webhook{URL: d.URL, TokenFile: d.TokenFile, Timeout: d.Timeout.D()}, nil
+		return &fence.Webhook{URL: d.URL, TokenFile: d.TokenFile, Timeout: d.Timeout.D()}, nil
 	}
 	path, err := d.FenceAgentPath()
 	if err != nil {
@@ -22,12 +23,12 @@ func DeviceFromConfig(d config.FenceDevice) (Device, error) {
 	for k, v := range d.Params {
 		params[k] = v
 	}
-	return &Agent{Path: path, Params: params, SecretFiles: d.SecretFiles, Timeout: d.Timeout.D()}, nil
+	return &fence.Agent{Path: path, Params: params, SecretFiles: d.SecretFiles, Timeout: d.Timeout.D()}, nil
 }
 
-// FromConfig builds a Fencer over every device and every node's levels.
-func FromConfig(c *config.Config) (*Fencer, error) {
-	f := &Fencer{Devices: map[string]Device{}, Topologies: map[string]Topology{},
+// FencerFromConfig builds a fence.Fencer over every device and every node's levels.
+func FencerFromConfig(c *config.Config) (*fence.Fencer, error) {
+	f := &fence.Fencer{Devices: map[string]fence.Device{}, Topologies: map[string]fence.Topology{},
 		Clock: clock.Real{}}
 	byName := map[string]config.FenceDevice{}
 	for _, d := range c.FenceDevices {
@@ -45,25 +46,25 @@ func FromConfig(c *config.Config) (*Fencer, error) {
 	}
 	sort.Strings(names)
 	for _, node := range names {
-		t := Topology{Node: node, RetryDelay: time.Second}
+		t := fence.Topology{Node: node, RetryDelay: time.Second}
 		for _, level := range c.FenceLevelsOf(node) {
-			var steps []Step
+			var steps []fence.Step
 			for _, name := range level {
 				d := byName[name]
 				if _, ok := f.Devices[name]; !ok {
-					dev, err := DeviceFromConfig(d)
+					dev, err := FenceDeviceFromConfig(d)
 					if err != nil {
 						return nil, err
 					}
 					f.Devices[name] = dev
 				}
-				m := OffStatus
+				m := fence.OffStatus
 				if d.Method == config.FenceMethodReboot {
-					m = RebootOnly
+					m = fence.RebootOnly
 				}
 				// The machine's deadline leaves the agent's own kill a
 				// second to land first, so its stderr tail is reported.
-				steps = append(steps, Step{Device: name, Plug: d.Plugs[node], Method: m,
+				steps = append(steps, fence.Step{Device: name, Plug: d.Plugs[node], Method: m,
 					Timeout: d.Timeout.D() + time.Second, Retries: d.Retries})
 			}
 			t.Levels = append(t.Levels, steps)
