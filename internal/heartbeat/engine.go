@@ -103,6 +103,11 @@ type Engine struct {
 	pendingAcks map[int][]LeaseAck
 	ackedRound  map[int]uint64 // newest request round of each peer acked
 	ackedAt     time.Time      // last time this node acked anybody
+	// Two-node mode (SetTwoNode): quorum is the grants a lease needs (one,
+	// this node's own, while it self-grants), refusePeers makes its voter
+	// grant the peers nothing.
+	quorum      int
+	refusePeers bool
 }
 
 // New returns an engine that starts at now.
@@ -121,6 +126,7 @@ func New(cfg Config, now time.Time) *Engine {
 		releases:    map[LeaseRelease]int{},
 		pendingAcks: map[int][]LeaseAck{},
 		ackedRound:  map[int]uint64{},
+		quorum:      lease.Quorum(len(cfg.Voters)),
 	}
 	self := cfg.Voters[cfg.Self]
 	for i, v := range cfg.Voters {
@@ -151,9 +157,37 @@ func (e *Engine) SetState(groups map[string]GroupState, applied uint64) {
 	}
 	for g, s := range groups {
 		if s.Holder == me && e.claims[g] == nil && e.given[g] != s.Epoch {
-			e.claims[g] = lease.NewClaim(e.cfg.Lease, g, s.Epoch, lease.Quorum(len(e.cfg.Voters)))
+			e.claims[g] = lease.NewClaim(e.cfg.Lease, g, s.Epoch, e.quorum)
 		}
 	}
+}
+
+// SetTwoNode applies two-node mode's lease rules (docs/two-node.md rule 1,
+// decided by internal/fencepolicy): selfGrant, this node's leases need
+// only its own voter's grant (the peer is lost and can take nothing over
+// without fencing this node first); acceptPeers false, its voter grants
+// the peers nothing and forgets what it promised them (they were confirmed
+// off, or are not voters again yet). Going back to both grants keeps each
+// lease won alone to its end (lease.Claim.SetQuorum).
+func (e *Engine) SetTwoNode(selfGrant, acceptPeers bool) {
+	q := lease.Quorum(len(e.cfg.Voters))
+	if selfGrant {
+		q = 1
+	}
+	if q != e.quorum {
+		e.quorum = q
+		for _, c := range e.claims {
+			c.SetQuorum(q)
+		}
+	}
+	if !acceptPeers && !e.refusePeers {
+		for i, v := range e.cfg.Voters {
+			if i != e.cfg.Self {
+				e.voter.Forget(v.Name)
+			}
+		}
+	}
+	e.refusePeers = !acceptPeers
 }
 
 // Lease returns this node's lease on group: its epoch and end, and whether
@@ -351,7 +385,7 @@ func (e *Engine) Receive(now time.Time, from, link int, m *Message) []Outgoing {
 	}
 	// A request counts only if it echoes a round we sent within one lease:
 	// a replayed request cannot make this voter vouch again.
-	if !known || now.Sub(sentAt) > e.cfg.Lease.Duration {
+	if !known || now.Sub(sentAt) > e.cfg.Lease.Duration || e.refusePeers {
 		return nil
 	}
 	var acks []LeaseAck

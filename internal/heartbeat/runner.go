@@ -272,6 +272,14 @@ func (r *Runner) SetState(groups map[string]GroupState, applied uint64) {
 	r.poke()
 }
 
+// SetTwoNode applies two-node mode's lease rules (see Engine.SetTwoNode).
+func (r *Runner) SetTwoNode(selfGrant, acceptPeers bool) {
+	r.mu.Lock()
+	r.eng.SetTwoNode(selfGrant, acceptPeers)
+	r.mu.Unlock()
+	r.poke()
+}
+
 // Lease returns this node's lease on group (see Engine.Lease).
 func (r *Runner) Lease(group string) (epoch uint64, until time.Time, ok bool) {
 	now := r.cfg.Clock.Now()

@@ -109,6 +109,18 @@ func (v *Voter) Release(group, holder string, epoch uint64) {
 	}
 }
 
+// Forget drops every promise to holder: it was confirmed off (fenced), so
+// nothing of it runs and no lease of its can still be in use (two-node
+// mode, docs/two-node.md rule 1). Without it a takeover would also wait
+// out the promise this voter gave the fenced node.
+func (v *Voter) Forget(holder string) {
+	for g, cur := range v.promises {
+		if cur.Holder == holder {
+			delete(v.promises, g)
+		}
+	}
+}
+
 // Promised returns the live promise for group, if any.
 func (v *Voter) Promised(now time.Time, group string) (Promise, bool) {
 	cur, ok := v.promises[group]
@@ -126,6 +138,9 @@ type Claim struct {
 	quorum int
 	// granted maps voter → send time of the newest granted request.
 	granted map[string]time.Time
+	// floor: the lease ends no earlier than this, whatever the grants
+	// (SetQuorum keeps a lease won with a smaller quorum to its end).
+	floor time.Time
 }
 
 // NewClaim starts a claim on group at epoch needing quorum voters.
@@ -140,18 +155,40 @@ func (c *Claim) Granted(voter string, sentAt time.Time) {
 	}
 }
 
+// SetQuorum changes how many voters' grants the lease needs from now on
+// (two-node mode: one, this node's own, while it self-grants; two again
+// when its peer is back). A lease already won with the old quorum still
+// runs to its end: raising the quorum does not shorten it. That is safe
+// because the old grants were real promises: a voter's promise to this
+// node outlives the lease it granted, and any new holder needs one of
+// those voters.
+func (c *Claim) SetQuorum(q int) {
+	if q == c.quorum {
+		return
+	}
+	if until, ok := c.Until(); ok && until.After(c.floor) {
+		c.floor = until
+	}
+	c.quorum = q
+}
+
 // Until returns when the lease ends: the quorum-th newest grant plus the
-// holder duration. ok is false when fewer than quorum voters ever granted.
+// holder duration, or a lease won with an earlier quorum if that ends
+// later. ok is false when no lease was ever won.
 func (c *Claim) Until() (time.Time, bool) {
 	if len(c.granted) < c.quorum {
-		return time.Time{}, false
+		return c.floor, !c.floor.IsZero()
 	}
 	sent := make([]time.Time, 0, len(c.granted))
 	for _, t := range c.granted {
 		sent = append(sent, t)
 	}
 	sort.Slice(sent, func(i, j int) bool { return sent[i].After(sent[j]) })
-	return sent[c.quorum-1].Add(c.p.HolderDuration()), true
+	until := sent[c.quorum-1].Add(c.p.HolderDuration())
+	if c.floor.After(until) {
+		until = c.floor
+	}
+	return until, true
 }
 
 // Valid reports whether the lease is held at now.

@@ -238,3 +238,49 @@ func runSchedule(t *testing.T, seed int64) {
 		t.Fatalf("seed %d: no lease was ever held; the schedule tests nothing", seed)
 	}
 }
+
+// A lease won with a quorum of one (two-node self-grant) runs to its end
+// when the quorum goes back to two; after that it needs both grants.
+func TestSetQuorumKeepsTheLeaseWon(t *testing.T) {
+	c := NewClaim(p, "g", 1, 2)
+	c.Granted("a", t0)
+	c.Granted("b", t0)
+	c.SetQuorum(1)
+	c.Granted("a", t0.Add(ms(100))) // self-granted while b is lost
+	soloEnd := t0.Add(ms(100) + p.HolderDuration())
+	if until, ok := c.Until(); !ok || !until.Equal(soloEnd) {
+		t.Fatalf("self-granted lease ends %v (ok %v), want %v", until, ok, soloEnd)
+	}
+	c.SetQuorum(2) // b is heard again; its last grant is old
+	if until, ok := c.Until(); !ok || !until.Equal(soloEnd) {
+		t.Fatalf("after the quorum went back to 2 the lease ends %v (ok %v), want still %v", until, ok, soloEnd)
+	}
+	c.Granted("a", t0.Add(ms(200)))
+	if until, _ := c.Until(); !until.Equal(soloEnd) {
+		t.Fatalf("one grant of two extended the lease to %v", until)
+	}
+	c.Granted("b", t0.Add(ms(200)))
+	if until, _ := c.Until(); !until.Equal(t0.Add(ms(200) + p.HolderDuration())) {
+		t.Fatalf("both grants: lease ends %v", until)
+	}
+	if NewClaim(p, "g", 1, 1).Valid(t0) {
+		t.Fatal("a claim never granted is valid")
+	}
+}
+
+func TestForgetDropsOnlyThatHoldersPromises(t *testing.T) {
+	v := NewVoter(p, t0)
+	now := t0.Add(p.GraceDuration())
+	v.Grant(now, "g1", "a", 1, "a", 1)
+	v.Grant(now, "g2", "b", 1, "b", 1)
+	if d := v.Grant(now, "g1", "b", 2, "b", 2); d != RefusedPromised {
+		t.Fatalf("before Forget: %v", d)
+	}
+	v.Forget("a")
+	if d := v.Grant(now, "g1", "b", 2, "b", 2); d != Granted {
+		t.Fatalf("after Forget(a): %v", d)
+	}
+	if _, ok := v.Promised(now, "g2"); !ok {
+		t.Fatal("Forget(a) dropped b's promise")
+	}
+}
