@@ -20,6 +20,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -71,8 +72,10 @@ type Config struct {
 
 // Consensus is one member of the raft group.
 type Consensus struct {
-	cfg    Config
-	raft   *raft.Raft
+	cfg Config
+	// rf is the raft member: replaced by Recover (two-node mode), so read
+	// it through r().
+	rf     atomic.Pointer[raft.Raft]
 	fsm    *fsm
 	mux    *mux
 	trans  *raft.NetworkTransport
@@ -83,6 +86,16 @@ type Consensus struct {
 	// proposals before that.
 	ready chan struct{}
 	fwd   forwardPool // kept connections to the leader
+
+	// What Recover needs to stop and start raft again on the same stores.
+	rc         *raft.Config
+	logs       raft.LogStore
+	stable     raft.StableStore
+	snaps      raft.SnapshotStore
+	recoverMu  sync.Mutex
+	leaderCh   chan bool     // LeaderCh, fed from each raft member in turn
+	leaderStop chan struct{} // ends the current member's feed
+	refused    sync.Map      // voter name → true: cut off (SetRefused)
 }
 
 // ErrNoLeader is returned when no leader is known (no quorum, or an
@@ -119,12 +132,20 @@ func Start(cfg Config) (*Consensus, error) {
 			return nil, err
 		}
 	}
-	c := &Consensus{cfg: cfg, fsm: &fsm{st: state.New(), onApply: cfg.OnApply}, stop: make(chan struct{}), ready: make(chan struct{})}
+	c := &Consensus{cfg: cfg, fsm: &fsm{st: state.New(), onApply: cfg.OnApply}, stop: make(chan struct{}), ready: make(chan struct{}),
+		leaderCh: make(chan bool, 1)}
 	m, err := newMux(cfg.Self, self.Addrs, peers, cfg.Key, 2*cfg.Timeout)
 	if err != nil {
 		return nil, err
 	}
-	m.cut = cfg.Cut
+	m.cut = func(from, to string) bool {
+		if cfg.Cut != nil && cfg.Cut(from, to) {
+			return true
+		}
+		_, a := c.refused.Load(from)
+		_, b := c.refused.Load(to)
+		return a || b
+	}
 	m.log = cfg.Logger
 	c.mux = m
 	hlog := newRaftLogger(cfg.Logger, nil)
@@ -155,6 +176,7 @@ func Start(cfg Config) (*Consensus, error) {
 		return nil, fmt.Errorf("consensus: %w", err)
 	}
 
+	c.rc = rc
 	if err := guard(StoreFile(cfg.Dir), func() error { return c.open(rc, servers, hlog) }); err != nil {
 		c.Shutdown()
 		return nil, err
@@ -213,16 +235,58 @@ func (c *Consensus) open(rc *raft.Config, servers []raft.Server, hlog hclog.Logg
 			return fmt.Errorf("consensus: bootstrap: %w", err)
 		}
 	}
-	r, err := raft.NewRaft(rc, c.fsm, logs, stable, snaps, c.trans)
+	c.logs, c.stable, c.snaps = logs, stable, snaps
+	r, err := raft.NewRaft(rc, c.fsm, logs, stable, snaps, keepOpen{c.trans})
 	if err != nil {
 		if dir == "" {
 			return fmt.Errorf("consensus: %w", err)
 		}
 		return corrupt(dir, err)
 	}
-	c.raft = r
+	c.setRaft(r)
 	return nil
 }
+
+// keepOpen hands raft the transport without its Close: raft closes a
+// transport it can close when it shuts down, and Recover shuts raft down
+// to start it again on the same transport (and the mux, which forwards
+// proposals too). Consensus.Shutdown closes the transport itself.
+type keepOpen struct{ preVoteTransport }
+
+type preVoteTransport interface {
+	raft.Transport
+	raft.WithPreVote
+}
+
+// setRaft makes r the member and feeds its leadership changes to LeaderCh.
+func (c *Consensus) setRaft(r *raft.Raft) {
+	if c.leaderStop != nil {
+		close(c.leaderStop)
+	}
+	stop := make(chan struct{})
+	c.leaderStop = stop
+	c.rf.Store(r)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-stop:
+				return
+			case v := <-r.LeaderCh():
+				select { // keep the newest: a reader wants the present
+				case <-c.leaderCh:
+				default:
+				}
+				c.leaderCh <- v
+			}
+		}
+	}()
+}
+
+func (c *Consensus) r() *raft.Raft { return c.rf.Load() }
 
 func (c *Consensus) shutdownTransport() {
 	if c.trans != nil {
@@ -242,10 +306,12 @@ func (c *Consensus) Shutdown() error {
 		close(c.stop)
 	}
 	c.fwd.close()
+	c.recoverMu.Lock() // a Recover under way finishes first (it sees stop after)
+	c.recoverMu.Unlock()
 	c.wg.Wait()
 	var errs []error
-	if c.raft != nil {
-		errs = append(errs, c.raft.Shutdown().Error())
+	if r := c.r(); r != nil {
+		errs = append(errs, r.Shutdown().Error())
 	}
 	c.shutdownTransport()
 	for _, f := range c.closer {
@@ -258,19 +324,19 @@ func (c *Consensus) Shutdown() error {
 func (c *Consensus) State() *state.State { return c.fsm.state() }
 
 // IsLeader reports whether this member leads.
-func (c *Consensus) IsLeader() bool { return c.raft.State() == raft.Leader }
+func (c *Consensus) IsLeader() bool { return c.r().State() == raft.Leader }
 
 // Leader returns the current leader's name, or "".
 func (c *Consensus) Leader() string {
-	_, id := c.raft.LeaderWithID()
+	_, id := c.r().LeaderWithID()
 	return string(id)
 }
 
 // LeaderCh signals leadership changes of this member (true: became leader).
-func (c *Consensus) LeaderCh() <-chan bool { return c.raft.LeaderCh() }
+func (c *Consensus) LeaderCh() <-chan bool { return c.leaderCh }
 
 // Stats returns raft's own counters (term, indexes, state) for status.
-func (c *Consensus) Stats() map[string]string { return c.raft.Stats() }
+func (c *Consensus) Stats() map[string]string { return c.r().Stats() }
 
 // Propose commits cmd through the leader, wherever it is, and returns the
 // error Apply returned for it (for example a stale epoch). While no leader
@@ -338,7 +404,8 @@ func (c *Consensus) applyLocal(ctx context.Context, cmd state.Command) error {
 	if timeout <= 0 { // raft would wait without end
 		return fmt.Errorf("consensus: apply: %w", context.DeadlineExceeded)
 	}
-	f := c.raft.Apply(cmd.Encode(), timeout)
+	r := c.r()
+	f := r.Apply(cmd.Encode(), timeout)
 	err := f.Error()
 	if err == nil && c.cfg.afterCommit != nil {
 		err = c.cfg.afterCommit(cmd)
@@ -352,7 +419,7 @@ func (c *Consensus) applyLocal(ctx context.Context, cmd state.Command) error {
 	// Followers learn that an entry is committed with the next append;
 	// send one now rather than after CommitTimeout, so the new holder of a
 	// group hears of it within a round trip.
-	c.raft.Apply(state.Command{Op: state.OpNoop}.Encode(), timeout)
+	r.Apply(state.Command{Op: state.OpNoop}.Encode(), timeout)
 	if err, ok := f.Response().(error); ok && err != nil {
 		return err
 	}
@@ -371,8 +438,9 @@ func (c *Consensus) steer() {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
 	})
-	c.raft.RegisterObserver(o)
-	defer c.raft.DeregisterObserver(o)
+	r := c.r() // steering runs with a witness, where Recover never runs
+	r.RegisterObserver(o)
+	defer r.DeregisterObserver(o)
 	for {
 		select {
 		case <-c.stop:
@@ -384,7 +452,7 @@ func (c *Consensus) steer() {
 			continue
 		}
 		c.cfg.Logger.Info("handing raft leadership to the preferred voter", "to", c.cfg.PreferLeader)
-		f := c.raft.LeadershipTransferToServer(raft.ServerID(c.cfg.PreferLeader), raft.ServerAddress(c.cfg.PreferLeader))
+		f := c.r().LeadershipTransferToServer(raft.ServerID(c.cfg.PreferLeader), raft.ServerAddress(c.cfg.PreferLeader))
 		if err := f.Error(); err != nil {
 			c.cfg.Logger.Warn("leadership transfer failed", "to", c.cfg.PreferLeader, "err", err)
 		}

@@ -160,7 +160,7 @@ func TestCorruptStoreIsRefusedAndResetRejoins(t *testing.T) {
 			before := names("before", 30)
 			dc.propose(before...)
 			caughtUp(t, dc.on["a"], before)
-			if err := dc.on["a"].raft.Snapshot().Error(); err != nil {
+			if err := dc.on["a"].r().Snapshot().Error(); err != nil {
 				t.Fatal(err)
 			}
 			dc.stop("a")
@@ -177,7 +177,7 @@ func TestCorruptStoreIsRefusedAndResetRejoins(t *testing.T) {
 			while := names("while", 20)
 			dc.propose(while...)
 			for _, n := range []string{"b", "w"} {
-				if err := dc.on[n].raft.Snapshot().Error(); err != nil {
+				if err := dc.on[n].r().Snapshot().Error(); err != nil {
 					t.Fatalf("snapshot on %s: %v", n, err)
 				}
 			}
