@@ -9,15 +9,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The ioctls of linux/watchdog.h: _IOWR('W', 6, int), _IOR('W', 7, int).
-const (
-	wdiocSetTimeout = 0xc0045706
-	wdiocGetTimeout = 0x80045707
-)
-
 // Device is a Linux watchdog device (/dev/watchdog, /dev/watchdog0…).
 type Device struct {
 	Path string // default /dev/watchdog
+	// FixedTimeout: the device cannot be told its timeout (it refuses the
+	// timeout ioctls); Open asks nothing and takes the timeout it is given
+	// in whole seconds, as the operator states (watchdog.fixed_timeout).
+	FixedTimeout bool
 
 	// setTimeout and getTimeout are the ioctls; tests of the write path
 	// replace them, as no fake device here answers watchdog ioctls.
@@ -31,13 +29,13 @@ type Device struct {
 func ioctlSetTimeout(fd, secs int) (int, error) {
 	// The driver writes back the timeout it took (some round up).
 	v := secs
-	if err := unix.IoctlSetPointerInt(fd, wdiocSetTimeout, v); err != nil {
+	if err := unix.IoctlSetPointerInt(fd, unix.WDIOC_SETTIMEOUT, v); err != nil {
 		return 0, err
 	}
 	return ioctlGetTimeout(fd)
 }
 
-func ioctlGetTimeout(fd int) (int, error) { return unix.IoctlGetInt(fd, wdiocGetTimeout) }
+func ioctlGetTimeout(fd int) (int, error) { return unix.IoctlGetInt(fd, unix.WDIOC_GETTIMEOUT) }
 
 func (d *Device) path() string {
 	if d.Path == "" {
@@ -50,6 +48,7 @@ func (d *Device) path() string {
 // whole seconds rounded down and reads it back. A device that runs with a
 // longer timeout than asked is closed with the magic close and refused:
 // it would reset the machine after a lease could be granted elsewhere.
+// With FixedTimeout it only opens.
 func (d *Device) Open(timeout time.Duration) (time.Duration, error) {
 	secs, err := WholeSeconds(timeout)
 	if err != nil {
@@ -76,9 +75,13 @@ func (d *Device) Open(timeout time.Duration) (time.Duration, error) {
 		f.Close()
 		return 0, err
 	}
+	if d.FixedTimeout {
+		d.f = f
+		return time.Duration(secs) * time.Second, nil
+	}
 	fd := int(f.Fd())
 	if _, err := set(fd, secs); err != nil {
-		return fail(fmt.Errorf("watchdog: %s: set timeout %ds (WDIOC_SETTIMEOUT): %w (is it a watchdog device?)", d.path(), secs, err))
+		return fail(fmt.Errorf("watchdog: %s: set timeout %ds (WDIOC_SETTIMEOUT): %w (is it a watchdog device? one that cannot be told its timeout needs watchdog.fixed_timeout)", d.path(), secs, err))
 	}
 	got, err := get(fd)
 	if err != nil {

@@ -8,6 +8,8 @@
 // /dev/watchdog (device_linux.go: WDIOC_SETTIMEOUT, WDIOC_GETTIMEOUT,
 // write-based keepalive, the magic 'V' close).
 //
-// It does not decide when to feed (the lease holder's integration does) and
-// imports only internal/clock. Anything may import it.
+// Feeder is the pure policy of when to open, feed and close it (lease
+// events and ticks in, actions out); the agent's adapter (internal/node,
+// watchdog.go) runs its actions on a Watchdog. The package imports only
+// internal/clock. Anything may import it.
 package watchdog
