@@ -142,7 +142,7 @@ func fenceTest(ctx context.Context, cmd *cobra.Command, c *config.Config, name s
 	if dev == nil {
 		return exitWith(2, fmt.Errorf("no fence device %q in the configuration", name))
 	}
-	d, err := node.FenceDeviceFromConfig(*dev)
+	d, err := node.FenceDeviceFromConfig(c, *dev)
 	if err != nil {
 		return exitWith(2, err)
 	}
@@ -156,6 +156,9 @@ func fenceTest(ctx context.Context, cmd *cobra.Command, c *config.Config, name s
 	failed := false
 	for _, node := range dev.Nodes {
 		plug := dev.Plugs[node]
+		if dev.Kind == config.FenceKindWatchdog {
+			plug = node
+		}
 		start := time.Now()
 		r, err := d.Run(ctx, fence.Status, plug)
 		took := time.Since(start).Round(time.Millisecond)

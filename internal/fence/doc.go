@@ -1,7 +1,9 @@
 // Package fence owns the fence devices of issue 13 (docs/fencing.md): it
 // drives fence agents through the FenceAgentAPI stdin protocol (agent, ipmi
-// and exec devices), decides a node's fence over its levels (Topology, a
-// pure machine) and runs that decision against the devices (Fencer).
+// and exec devices), counts a node reset by its own watchdog once a wait
+// has passed (Watchdog, the watchdog kind), decides a node's fence over its
+// levels (Topology, a pure machine) and runs that decision against the
+// devices (Fencer).
 //
 // It does not decide when a node is fenced (internal/fencepolicy does, and
 // Fencer implements its seam) and it does not read the configuration file

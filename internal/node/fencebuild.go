@@ -10,10 +10,17 @@ import (
 	"tandem/internal/fence"
 )
 
-// FenceDeviceFromConfig builds the driver of one configured device.
-func FenceDeviceFromConfig(d config.FenceDevice) (fence.Device, error) {
-	if d.Kind == config.FenceKindWebhook {
+// FenceDeviceFromConfig builds the driver of one device of configuration c.
+func FenceDeviceFromConfig(c *config.Config, d config.FenceDevice) (fence.Device, error) {
+	switch d.Kind {
+	case config.FenceKindWebhook:
 		return &fence.Webhook{URL: d.URL, TokenFile: d.TokenFile, Timeout: d.Timeout.D()}, nil
+	case config.FenceKindWatchdog:
+		wait := c.WatchdogFenceWait()
+		if wait <= 0 {
+			return nil, fmt.Errorf("fence device %s: kind watchdog needs the watchdog section", d.Name)
+		}
+		return &fence.Watchdog{Wait: wait, Clock: clock.Real{}}, nil
 	}
 	path, err := d.FenceAgentPath()
 	if err != nil {
@@ -52,7 +59,7 @@ func FencerFromConfig(c *config.Config) (*fence.Fencer, error) {
 			for _, name := range level {
 				d := byName[name]
 				if _, ok := f.Devices[name]; !ok {
-					dev, err := FenceDeviceFromConfig(d)
+					dev, err := FenceDeviceFromConfig(c, d)
 					if err != nil {
 						return nil, err
 					}
@@ -64,7 +71,11 @@ func FencerFromConfig(c *config.Config) (*fence.Fencer, error) {
 				}
 				// The machine's deadline leaves the agent's own kill a
 				// second to land first, so its stderr tail is reported.
-				steps = append(steps, fence.Step{Device: name, Plug: d.Plugs[node], Method: m,
+				plug := d.Plugs[node]
+				if d.Kind == config.FenceKindWatchdog {
+					plug = node // its status is kept by node
+				}
+				steps = append(steps, fence.Step{Device: name, Plug: plug, Method: m,
 					Timeout: d.Timeout.D() + time.Second, Retries: d.Retries})
 			}
 			t.Levels = append(t.Levels, steps)
