@@ -306,12 +306,21 @@ func (m *Machine) MayStart(g Group) bool {
 	return m.paired && m.heard && !m.recovering
 }
 
-// SelfGrant (two-node) reports whether this node may extend its own lease
-// on the groups it runs without the peer's grant: the peer is lost and
-// can start them only by fencing this node first.
+// SelfGrant (two-node) reports whether this node extends the leases it
+// won (with both voters' grants) by its own voter's grant alone: while it
+// is paired with its peer. The peer can win none of this node's groups
+// without this node's voter, which keeps its own promise, or without
+// fencing this node first; so the holder keeps running when the peer is
+// lost, with no lapse at the moment of the loss (docs/two-node.md rule
+// 1). While AcceptsPeer is false the node wins its leases alone too.
 func (m *Machine) SelfGrant() bool {
-	return m.cfg.Mode == TwoNode && m.started && !m.heard && (m.paired || m.soleVoter || m.recovering)
+	return m.cfg.Mode == TwoNode && m.started && m.paired
 }
+
+// Paired (two-node) reports whether this node has joined its peer since it
+// started or re-added it (PeerJoined, PeerReadded), and has not recovered
+// raft to itself alone since.
+func (m *Machine) Paired() bool { return m.paired }
 
 // AcceptsPeer reports whether this node may deal with its peer in raft
 // and grant it leases. Not after a confirmed fence until the peer has been

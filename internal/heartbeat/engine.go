@@ -103,11 +103,10 @@ type Engine struct {
 	pendingAcks map[int][]LeaseAck
 	ackedRound  map[int]uint64 // newest request round of each peer acked
 	ackedAt     time.Time      // last time this node acked anybody
-	// Two-node mode (SetTwoNode): quorum is the grants a lease needs (one,
-	// this node's own, while it self-grants), refusePeers makes its voter
-	// grant the peers nothing.
-	quorum      int
-	refusePeers bool
+	// Two-node mode (SetTwoNode): how claims count grants, and
+	// refusePeers makes this node's voter grant the peers nothing.
+	extendAlone, solo bool
+	refusePeers       bool
 }
 
 // New returns an engine that starts at now.
@@ -126,7 +125,6 @@ func New(cfg Config, now time.Time) *Engine {
 		releases:    map[LeaseRelease]int{},
 		pendingAcks: map[int][]LeaseAck{},
 		ackedRound:  map[int]uint64{},
-		quorum:      lease.Quorum(len(cfg.Voters)),
 	}
 	self := cfg.Voters[cfg.Self]
 	for i, v := range cfg.Voters {
@@ -157,37 +155,35 @@ func (e *Engine) SetState(groups map[string]GroupState, applied uint64) {
 	}
 	for g, s := range groups {
 		if s.Holder == me && e.claims[g] == nil && e.given[g] != s.Epoch {
-			e.claims[g] = lease.NewClaim(e.cfg.Lease, g, s.Epoch, e.quorum)
+			c := lease.NewClaim(e.cfg.Lease, g, s.Epoch, lease.Quorum(len(e.cfg.Voters)))
+			c.SetTwoNode(e.extendAlone, e.solo)
+			e.claims[g] = c
 		}
 	}
 }
 
 // SetTwoNode applies two-node mode's lease rules (docs/two-node.md rule 1,
-// decided by internal/fencepolicy): selfGrant, this node's leases need
-// only its own voter's grant (the peer is lost and can take nothing over
-// without fencing this node first); acceptPeers false, its voter grants
-// the peers nothing and forgets what it promised them (they were confirmed
-// off, or are not voters again yet). Going back to both grants keeps each
-// lease won alone to its end (lease.Claim.SetQuorum).
-func (e *Engine) SetTwoNode(selfGrant, acceptPeers bool) {
-	q := lease.Quorum(len(e.cfg.Voters))
-	if selfGrant {
-		q = 1
+// decided by internal/fencepolicy): extendAlone, a lease this node won
+// with both grants is extended by its own voter's alone (the peer can win
+// none of this node's groups without that voter, or without fencing this
+// node), so a holder that loses its peer keeps running without a lapse;
+// solo, this node's leases are won by its own grant too, and its voter
+// grants the peers nothing and forgets what it promised them (they were
+// confirmed off, or are not voters now). Going back to more grants keeps
+// each lease won to its end (lease.Claim.SetTwoNode).
+func (e *Engine) SetTwoNode(extendAlone, solo bool) {
+	e.extendAlone, e.solo = extendAlone, solo
+	for _, c := range e.claims {
+		c.SetTwoNode(extendAlone, solo)
 	}
-	if q != e.quorum {
-		e.quorum = q
-		for _, c := range e.claims {
-			c.SetQuorum(q)
-		}
-	}
-	if !acceptPeers && !e.refusePeers {
+	if solo && !e.refusePeers {
 		for i, v := range e.cfg.Voters {
 			if i != e.cfg.Self {
 				e.voter.Forget(v.Name)
 			}
 		}
 	}
-	e.refusePeers = !acceptPeers
+	e.refusePeers = solo
 }
 
 // Lease returns this node's lease on group: its epoch and end, and whether

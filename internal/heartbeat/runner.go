@@ -273,9 +273,9 @@ func (r *Runner) SetState(groups map[string]GroupState, applied uint64) {
 }
 
 // SetTwoNode applies two-node mode's lease rules (see Engine.SetTwoNode).
-func (r *Runner) SetTwoNode(selfGrant, acceptPeers bool) {
+func (r *Runner) SetTwoNode(extendAlone, solo bool) {
 	r.mu.Lock()
-	r.eng.SetTwoNode(selfGrant, acceptPeers)
+	r.eng.SetTwoNode(extendAlone, solo)
 	r.mu.Unlock()
 	r.poke()
 }

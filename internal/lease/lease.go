@@ -135,11 +135,15 @@ type Claim struct {
 	Group  string
 	Epoch  uint64
 	p      Params
-	quorum int
+	quorum int // grants needed to win the lease
+	// Two-node mode (SetTwoNode): extendAlone, once won the lease is
+	// extended by this node's own grants; solo, it is won by them too.
+	extendAlone, solo bool
+	won               bool // quorum voters granted it at some point
 	// granted maps voter → send time of the newest granted request.
 	granted map[string]time.Time
 	// floor: the lease ends no earlier than this, whatever the grants
-	// (SetQuorum keeps a lease won with a smaller quorum to its end).
+	// (SetTwoNode keeps a lease won with fewer grants to its end).
 	floor time.Time
 }
 
@@ -153,30 +157,43 @@ func (c *Claim) Granted(voter string, sentAt time.Time) {
 	if prev, ok := c.granted[voter]; !ok || sentAt.After(prev) {
 		c.granted[voter] = sentAt
 	}
+	if len(c.granted) >= c.quorum {
+		c.won = true
+	}
 }
 
-// SetQuorum changes how many voters' grants the lease needs from now on
-// (two-node mode: one, this node's own, while it self-grants; two again
-// when its peer is back). A lease already won with the old quorum still
-// runs to its end: raising the quorum does not shorten it. That is safe
-// because the old grants were real promises: a voter's promise to this
-// node outlives the lease it granted, and any new holder needs one of
-// those voters.
-func (c *Claim) SetQuorum(q int) {
-	if q == c.quorum {
-		return
-	}
-	if until, ok := c.Until(); ok && until.After(c.floor) {
+// SetTwoNode sets two-node mode's rules (docs/two-node.md rule 1), for a
+// holder whose own voter is one of its grants. extendAlone: a lease won
+// with the quorum (both voters) is extended by this node's own grants,
+// as its own voter's promise keeps any new holder out (a new holder wins
+// only with both voters' grants); the old holder's lease thus never
+// lapses when the peer is lost, which is when it must keep running.
+// solo: the lease is won with this node's own grant alone (the peer is
+// confirmed off, or not a voter now). Going back to more grants keeps a
+// lease already won to its end: those grants were real promises.
+func (c *Claim) SetTwoNode(extendAlone, solo bool) {
+	before := c.need()
+	until, ok := c.Until()
+	c.extendAlone, c.solo = extendAlone, solo
+	if c.need() > before && ok && until.After(c.floor) {
 		c.floor = until
 	}
-	c.quorum = q
 }
 
-// Until returns when the lease ends: the quorum-th newest grant plus the
-// holder duration, or a lease won with an earlier quorum if that ends
-// later. ok is false when no lease was ever won.
+// need is how many voters' grants make the lease now.
+func (c *Claim) need() int {
+	if c.solo || (c.extendAlone && c.won) {
+		return 1
+	}
+	return c.quorum
+}
+
+// Until returns when the lease ends: the need-th newest grant plus the
+// holder duration, or a lease won with fewer grants if that ends later.
+// ok is false when no lease was ever won.
 func (c *Claim) Until() (time.Time, bool) {
-	if len(c.granted) < c.quorum {
+	q := c.need()
+	if len(c.granted) < q {
 		return c.floor, !c.floor.IsZero()
 	}
 	sent := make([]time.Time, 0, len(c.granted))
@@ -184,7 +201,7 @@ func (c *Claim) Until() (time.Time, bool) {
 		sent = append(sent, t)
 	}
 	sort.Slice(sent, func(i, j int) bool { return sent[i].After(sent[j]) })
-	until := sent[c.quorum-1].Add(c.p.HolderDuration())
+	until := sent[q-1].Add(c.p.HolderDuration())
 	if c.floor.After(until) {
 		until = c.floor
 	}

@@ -239,29 +239,40 @@ func runSchedule(t *testing.T, seed int64) {
 	}
 }
 
-// A lease won with a quorum of one (two-node self-grant) runs to its end
-// when the quorum goes back to two; after that it needs both grants.
-func TestSetQuorumKeepsTheLeaseWon(t *testing.T) {
+// Two-node claims: extendAlone extends a lease won with both grants by
+// the holder's own, but does not win one; solo wins it alone; going back
+// to both grants keeps the lease won to its end.
+func TestTwoNodeClaim(t *testing.T) {
 	c := NewClaim(p, "g", 1, 2)
+	c.SetTwoNode(true, false)
 	c.Granted("a", t0)
-	c.Granted("b", t0)
-	c.SetQuorum(1)
-	c.Granted("a", t0.Add(ms(100))) // self-granted while b is lost
-	soloEnd := t0.Add(ms(100) + p.HolderDuration())
-	if until, ok := c.Until(); !ok || !until.Equal(soloEnd) {
-		t.Fatalf("self-granted lease ends %v (ok %v), want %v", until, ok, soloEnd)
+	if c.Valid(t0) {
+		t.Fatal("extendAlone won a lease with one grant of two")
 	}
-	c.SetQuorum(2) // b is heard again; its last grant is old
-	if until, ok := c.Until(); !ok || !until.Equal(soloEnd) {
-		t.Fatalf("after the quorum went back to 2 the lease ends %v (ok %v), want still %v", until, ok, soloEnd)
+	c.Granted("b", t0)
+	c.Granted("a", t0.Add(ms(100))) // b lost: a extends alone
+	aloneEnd := t0.Add(ms(100) + p.HolderDuration())
+	if until, ok := c.Until(); !ok || !until.Equal(aloneEnd) {
+		t.Fatalf("extended alone: lease ends %v (ok %v), want %v", until, ok, aloneEnd)
+	}
+	c.SetTwoNode(false, false) // back to both grants; b's last one is old
+	if until, ok := c.Until(); !ok || !until.Equal(aloneEnd) {
+		t.Fatalf("after going back to two grants the lease ends %v (ok %v), want still %v", until, ok, aloneEnd)
 	}
 	c.Granted("a", t0.Add(ms(200)))
-	if until, _ := c.Until(); !until.Equal(soloEnd) {
+	if until, _ := c.Until(); !until.Equal(aloneEnd) {
 		t.Fatalf("one grant of two extended the lease to %v", until)
 	}
 	c.Granted("b", t0.Add(ms(200)))
 	if until, _ := c.Until(); !until.Equal(t0.Add(ms(200) + p.HolderDuration())) {
 		t.Fatalf("both grants: lease ends %v", until)
+	}
+
+	s := NewClaim(p, "g", 2, 2)
+	s.SetTwoNode(false, true)
+	s.Granted("b", t0)
+	if !s.Valid(t0.Add(ms(10))) {
+		t.Fatal("solo: not won with the holder's own grant")
 	}
 	if NewClaim(p, "g", 1, 1).Valid(t0) {
 		t.Fatal("a claim never granted is valid")
