@@ -67,6 +67,10 @@ const (
 	FenceAttempt   Kind = "fence_attempt"   // one action of one fence device: level, action, duration, result
 	FenceSucceeded Kind = "fence_succeeded" // the node is confirmed off (docs/fencing.md)
 	FenceFailed    Kind = "fence_failed"    // every level failed: the node is not confirmed off
+
+	WatchdogArmed    Kind = "watchdog_armed"    // the agent opened its watchdog (docs/fencing.md, "Watchdog")
+	WatchdogExpiring Kind = "watchdog_expiring" // the agent stopped feeding it for good: the machine resets
+	WatchdogDisarmed Kind = "watchdog_disarmed" // a planned stop closed it with the magic close
 )
 
 // KnownKinds lists every kind tandem writes, cluster kinds first.
@@ -77,6 +81,7 @@ func KnownKinds() []Kind {
 		Handover, GuardDrops, ConfigMismatch, AdminAction, QuorumLost, QuorumGained,
 		LeaderChanged, PacketDropped, LogCheckpoint, Drill, ReplicaState,
 		FenceRequested, FenceAttempt, FenceSucceeded, FenceFailed,
+		WatchdogArmed, WatchdogExpiring, WatchdogDisarmed,
 		RaidFail, RaidDegradedArray, RaidSpareActive, RaidRebuildStarted, RaidRebuildProgress,
 		RaidRebuildFinished, RaidRebuildAborted, RaidChecksumRepaired, RaidMismatchesFound,
 	}

@@ -25,6 +25,7 @@ import (
 	"tandem/internal/logcheck"
 	"tandem/internal/resource"
 	"tandem/internal/vipguard"
+	"tandem/internal/watchdog"
 )
 
 // In-process clusters: three real nodes (heartbeats, raft, placement,
@@ -55,6 +56,8 @@ type tcluster struct {
 	yamlFor map[string]string
 	// fencer, if set, gives a node's fencer (in place of its devices).
 	fencer func(node string) fencepolicy.Fencer
+	// wdog, if set, gives a node's watchdog (in place of its device).
+	wdog func(node string) watchdog.Watchdog
 	// log is every node's log, named as the agent names it; a record that
 	// repeats a key fails the test.
 	log *slog.Logger
@@ -156,8 +159,12 @@ func (c *tcluster) start(name string) {
 	if c.fencer != nil {
 		fencer = c.fencer(name)
 	}
+	var wd watchdog.Watchdog
+	if c.wdog != nil {
+		wd = c.wdog(name)
+	}
 	n, err := Start(Options{Config: cfg, Self: name, Transport: tr, Guard: guard, Registerer: reg, Logger: c.log.With("node", name),
-		MDStat: c.mdstatFile(), MDStatInterval: 20 * time.Millisecond, Fencer: fencer,
+		MDStat: c.mdstatFile(), MDStatInterval: 20 * time.Millisecond, Fencer: fencer, Watchdog: wd,
 		Agent: func(group string, r config.Resource) resource.Agent {
 			m := &resource.Mem{}
 			if r.Exec != nil {

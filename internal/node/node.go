@@ -36,6 +36,7 @@ import (
 	"tandem/internal/resource"
 	"tandem/internal/state"
 	"tandem/internal/vipguard"
+	"tandem/internal/watchdog"
 )
 
 // Options configure a node.
@@ -71,6 +72,9 @@ type Options struct {
 	// how often it is read (default 2 s).
 	MDStat         string
 	MDStatInterval time.Duration
+	// Watchdog replaces the configured watchdog device (in-process tests:
+	// watchdog.Memory); used only when the configuration has a watchdog.
+	Watchdog watchdog.Watchdog
 }
 
 // Node is a running agent.
@@ -92,6 +96,7 @@ type Node struct {
 	fence   *fencing // nil: no device fences the peer (or a witness)
 	fencer  *fence.Fencer
 	guard   vipguard.Guard
+	wd      *nodeWatchdog // nil: no watchdog
 	vips    []netip.Prefix
 	reg     prometheus.Registerer
 	evm     *eventMetrics
@@ -261,6 +266,10 @@ func Start(opts Options) (*Node, error) {
 		}
 	}
 
+	// The watchdog is armed before any lease can be held.
+	if n.wd, err = n.openWatchdog(); err != nil {
+		return nil, err
+	}
 	// Heartbeats and leases.
 	tr := opts.Transport
 	if tr == nil {
@@ -289,10 +298,11 @@ func Start(opts Options) (*Node, error) {
 		Key: key, Addrs: addrs, Transport: tr, Clock: n.clk, Logger: n.log,
 		OnChange: n.onHeartbeat, Registerer: n.reg,
 	})
+	n.wd.start(n.hb)
 
 	if !isWitness {
 		n.mgr = manager.New(manager.Config{
-			Node: opts.Self, Groups: groups, Lease: n.hb, Guard: n.guard, Reporter: n,
+			Node: opts.Self, Groups: groups, Lease: n.wd.managerLeases(n.hb), Guard: n.guard, Reporter: n,
 			Clock: n.clk, Logger: n.log, Events: n.bus, Margin: fenceMargin(t.HeartbeatInterval.D()),
 			OnOp: n.evm.op, MayStart: n.mayStart,
 		})
@@ -436,6 +446,7 @@ func (n *Node) Stop() {
 		n.mgr.Wait()
 	}
 	n.wg.Wait()
+	n.wd.stop() // the groups are stopped and their leases given back
 	// The groups are stopped (their volumes demoted); the replicas go
 	// before consensus, which a primary's fencer may still be waiting on.
 	n.closeVolumes()
@@ -630,6 +641,7 @@ func (n *Node) Crash() {
 		n.mgr.Wait()
 	}
 	n.wg.Wait()
+	n.wd.crash() // left armed and unfed
 	if n.cons != nil {
 		n.cons.Shutdown()
 	}
@@ -665,6 +677,7 @@ func (n *Node) AuditFile() string {
 
 // onHeartbeat receives the heartbeat runner's transitions.
 func (n *Node) onHeartbeat(c heartbeat.Change) {
+	n.wd.leaseChanged(c)
 	switch c.Kind {
 	case heartbeat.PeerUp, heartbeat.PeerDown:
 		k := events.NodeUp
@@ -720,6 +733,7 @@ func (n *Node) onApply(st *state.State, c state.Command, err error) {
 		groups[name] = heartbeat.GroupState{Holder: g.Holder, Epoch: g.Epoch}
 	}
 	n.hb.SetState(groups, st.Index)
+	n.wd.applied(st)
 	if n.fence != nil {
 		n.fence.setState(st)
 	}

@@ -170,6 +170,16 @@ func (f *Feeder) Holding(now time.Time) []string {
 	return out
 }
 
+// Watched returns the epoch of each group's lease the feeder watches (held,
+// or run out, and not gone), by group.
+func (f *Feeder) Watched() map[string]uint64 {
+	out := make(map[string]uint64, len(f.held))
+	for g, h := range f.held {
+		out[g] = h.epoch
+	}
+	return out
+}
+
 func (f *Feeder) giveUp(at time.Time, why string) {
 	if f.why == "" {
 		f.why, f.gaveUpAt = why, at

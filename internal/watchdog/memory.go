@@ -68,6 +68,9 @@ func (m *Memory) Reset() (time.Time, bool) {
 	return m.resetAt, !m.resetAt.IsZero()
 }
 
+// Armed says whether the twin is open (armed) and not disarmed by Close.
+func (m *Memory) Armed() bool { m.mu.Lock(); defer m.mu.Unlock(); return m.open }
+
 // Feeds counts the feeds that restarted the countdown.
 func (m *Memory) Feeds() int { m.mu.Lock(); defer m.mu.Unlock(); return m.feeds }
 
