@@ -232,6 +232,8 @@ func newDefault(t reflect.Type, n *yaml.Node) reflect.Value {
 		p.Elem().Set(reflect.ValueOf(DefaultFenceDevice()))
 	case reflect.TypeFor[Watchdog]():
 		p.Elem().Set(reflect.ValueOf(DefaultWatchdog()))
+	case reflect.TypeFor[TwoNode]():
+		p.Elem().Set(reflect.ValueOf(DefaultTwoNode()))
 	}
 	return p
 }

@@ -67,6 +67,8 @@ func defaultsSample() Config {
 	c.FenceDevices, c.FenceLevels = []FenceDevice{DefaultFenceDevice()}, []FenceLevel{{}}
 	wd := DefaultWatchdog()
 	c.Watchdog = &wd
+	tn := DefaultTwoNode()
+	c.TwoNode = &tn
 	return c
 }
 

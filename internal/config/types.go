@@ -31,6 +31,9 @@ type Config struct {
 	// Watchdog, when set, makes every data node feed a watchdog while it
 	// holds a lease (docs/fencing.md "Watchdog").
 	Watchdog *Watchdog `yaml:"watchdog"`
+	// TwoNode tunes two-node mode (two data nodes, no witness): the fence
+	// race's delay and preferred node (docs/two-node.md).
+	TwoNode *TwoNode `yaml:"two_node"`
 	// ConfigMismatch is what a member running another configuration
 	// than the cluster's means: "block" (no group moves to it) or "warn".
 	ConfigMismatch string `yaml:"config_mismatch"`

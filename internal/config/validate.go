@@ -50,6 +50,7 @@ func (c *Config) Validate() error {
 	k.volumes(c)
 	k.fence(c)
 	k.watchdog(c)
+	k.twoNode(c)
 	return k.probs.sorted().errOrNil()
 }
 
@@ -81,9 +82,8 @@ func (k *checker) members(c *Config) {
 	switch {
 	case n < MinDataNodes || n > MaxDataNodes:
 		k.addf("nodes", "need %d to %d data nodes, got %d", MinDataNodes, MaxDataNodes, n)
-	case n == 2 && c.Witness == nil:
-		k.addf("witness", "required with 2 data nodes: it breaks the tie when they lose sight of each other "+
-			"(fencing is not implemented yet, so two nodes cannot run alone)")
+	case c.IsTwoNode():
+		// two-node mode: fencing breaks the tie (twoNode checks it)
 	case len(c.Voters()) > MaxVoters:
 		k.addf("witness", "%d data nodes and a witness make %d voters; at most %d are allowed", n, n+1, MaxVoters)
 	case len(c.Voters()) < MinVoters: // unreachable with the rules above; kept as the invariant

@@ -74,7 +74,7 @@ var validateTests = []struct {
 }{
 	// Decoding.
 	{"unknown top-level field", nil, "colour: blue\n", []string{
-		"t.yaml:16: colour: unknown field (known: cluster, key_file, insecure, state_dir, port, nodes, witness, timing, api, events, notify, groups, volumes, fence_devices, fence_levels, watchdog, config_mismatch)"}},
+		"t.yaml:16: colour: unknown field (known: cluster, key_file, insecure, state_dir, port, nodes, witness, timing, api, events, notify, groups, volumes, fence_devices, fence_levels, watchdog, two_node, config_mismatch)"}},
 	{"unknown nested field", map[int]string{13: "      - vip: {address: 10.0.0.50/24, interface: eth0, mask: 24}"}, "", []string{
 		"t.yaml:13: groups[0].resources[0].vip.mask: unknown field (known: address, interface, garp_count, garp_interval)"}},
 	{"misspelt field", map[int]string{7: "timing: {heartbeat_intervall: 50ms}"}, "", []string{
@@ -141,7 +141,8 @@ var validateTests = []struct {
 	{"ten data nodes", map[int]string{3: nodesYAML(10), 4: "", 5: "", 6: noWitness}, "", []string{
 		`t.yaml:3: nodes: need 2 to 9 data nodes, got 10`}},
 	{"two nodes without witness", map[int]string{6: noWitness}, "", []string{
-		`t.yaml: witness: required with 2 data nodes: it breaks the tie when they lose sight of each other (fencing is not implemented yet, so two nodes cannot run alone)`}},
+		`t.yaml: witness: two data nodes without a witness need a fence device for every data node (two-node mode, docs/two-node.md); none fences db1 (fence_devices), or add a witness`,
+		`t.yaml: witness: two data nodes without a witness need a fence device for every data node (two-node mode, docs/two-node.md); none fences db2 (fence_devices), or add a witness`}},
 	{"three nodes without witness", map[int]string{5: "  - {name: db2, links: [10.0.0.2]}\n  - {name: db3, links: [10.0.0.4]}", 6: noWitness}, "", nil},
 	{"nine nodes and a witness", map[int]string{3: nodesYAML(9), 4: "", 5: ""}, "", []string{
 		`t.yaml:13: witness: 9 data nodes and a witness make 10 voters; at most 9 are allowed`}},
@@ -397,10 +398,11 @@ groups:
       - exec: {command: [x], stop_signal: FOO, check: {tcp: localhost, http: "ftp://x"}}
 `
 	want := []string{
-		`x.yaml: witness: required with 2 data nodes: it breaks the tie when they lose sight of each other (fencing is not implemented yet, so two nodes cannot run alone)`,
+		`x.yaml: witness: two data nodes without a witness need a fence device for every data node (two-node mode, docs/two-node.md); none fences db1 (fence_devices), or add a witness`,
+		`x.yaml: witness: two data nodes without a witness need a fence device for every data node (two-node mode, docs/two-node.md); none fences DB2 (fence_devices), or add a witness`,
 		`x.yaml:1: cluster: "Shop" is not a valid name (1 to 63 of a-z, 0-9 and -)`,
 		`x.yaml:2: key_file: "rel.key" must be an absolute path`,
-		`x.yaml:3: bogus: unknown field (known: cluster, key_file, insecure, state_dir, port, nodes, witness, timing, api, events, notify, groups, volumes, fence_devices, fence_levels, watchdog, config_mismatch)`,
+		`x.yaml:3: bogus: unknown field (known: cluster, key_file, insecure, state_dir, port, nodes, witness, timing, api, events, notify, groups, volumes, fence_devices, fence_levels, watchdog, two_node, config_mismatch)`,
 		`x.yaml:6: nodes[0].links[1]: 10.0.0.1:7789 is already used by nodes[0].links[0]`,
 		`x.yaml:7: nodes[1].name: "DB2" is not a valid name (1 to 63 of a-z, 0-9 and -)`,
 		`x.yaml:8: nodes[1].links[0]: "10.0.0.x" is not an IP or IP:PORT`,

@@ -93,6 +93,7 @@ type Consensus struct {
 	stable     raft.StableStore
 	snaps      raft.SnapshotStore
 	recoverMu  sync.Mutex
+	fast       bool          // raft runs with Recover's short timeouts (under recoverMu)
 	leaderCh   chan bool     // LeaderCh, fed from each raft member in turn
 	leaderStop chan struct{} // ends the current member's feed
 	refused    sync.Map      // voter name → true: cut off (SetRefused)

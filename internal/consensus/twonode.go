@@ -100,14 +100,40 @@ func (c *Consensus) Recover() error {
 	// A scratch state machine: the replay must not reach OnApply as if it
 	// were news; the real one is restored from the snapshot below.
 	recErr := raft.RecoverCluster(c.rc, &fsm{st: state.New()}, c.logs, c.stable, c.snaps, keepOpen{c.trans}, solo)
-	r, err := raft.NewRaft(c.rc, c.fsm, c.logs, c.stable, c.snaps, keepOpen{c.trans})
-	if err != nil {
+	// Raft starts as a follower and campaigns after a heartbeat timeout
+	// (1 to 2 of them): with the configured one the takeover that waits
+	// for this commit would wait a second or two more. The only voter
+	// wins at once, so it starts with short timeouts; AddVoter starts it
+	// again with the configured ones before it adds the peer (a leader
+	// with a peer and a 20 ms leader lease would step down all the time).
+	rc := c.rc
+	if recErr == nil {
+		fast := *c.rc
+		fast.HeartbeatTimeout, fast.ElectionTimeout, fast.LeaderLeaseTimeout = fastTimeout, fastTimeout, fastTimeout
+		rc = &fast
+	}
+	if err := c.restart(rc); err != nil {
 		return fmt.Errorf("consensus: recover: start raft again: %w (recovery: %v)", err, recErr)
 	}
-	c.setRaft(r)
+	c.fast = recErr == nil
 	if recErr != nil {
 		return fmt.Errorf("consensus: recover: %w", recErr)
 	}
+	return nil
+}
+
+// fastTimeout is raft's timeouts while this member is the only voter
+// after Recover, until AddVoter.
+const fastTimeout = 20 * time.Millisecond
+
+// restart starts a raft member with rc on the stores and transport (the
+// old one is shut down); recoverMu is held.
+func (c *Consensus) restart(rc *raft.Config) error {
+	r, err := raft.NewRaft(rc, c.fsm, c.logs, c.stable, c.snaps, keepOpen{c.trans})
+	if err != nil {
+		return err
+	}
+	c.setRaft(r)
 	return nil
 }
 
@@ -115,8 +141,42 @@ func (c *Consensus) Recover() error {
 // the only voter). It returns once the configuration with both voters is
 // committed, which needs the peer to have caught up, or timeout.
 func (c *Consensus) AddVoter(voter string, timeout time.Duration) error {
+	if err := c.slowDown(timeout); err != nil {
+		return err
+	}
 	if err := c.r().AddVoter(raft.ServerID(voter), raft.ServerAddress(voter), 0, timeout).Error(); err != nil {
 		return fmt.Errorf("consensus: add voter %s: %w", voter, err)
+	}
+	return nil
+}
+
+// slowDown starts the member again with the configured timeouts if it
+// runs with Recover's short ones, and waits (at most timeout) until it
+// leads again, as the only voter it is.
+func (c *Consensus) slowDown(timeout time.Duration) error {
+	c.recoverMu.Lock()
+	defer c.recoverMu.Unlock()
+	if !c.fast {
+		return nil
+	}
+	select {
+	case <-c.stop:
+		return errors.New("consensus: shut down")
+	default:
+	}
+	if err := c.r().Shutdown().Error(); err != nil {
+		return fmt.Errorf("consensus: stop raft: %w", err)
+	}
+	if err := c.restart(c.rc); err != nil {
+		return fmt.Errorf("consensus: start raft again: %w", err)
+	}
+	c.fast = false
+	deadline := time.Now().Add(timeout)
+	for !c.IsLeader() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("consensus: not leading %v after a restart as the only voter", timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
 }

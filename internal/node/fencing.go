@@ -15,12 +15,11 @@ import (
 // fencing is the adapter of internal/fencepolicy on a data node: it feeds
 // the machine the peer's heartbeats and the applied state, runs the fences
 // it asks for through internal/fence, records a confirmed fence in the
-// replicated state and gates the manager's starts on MayStart.
-//
-// Witness mode only: two-node mode (no witness) also needs raft recovered
-// to one voter and the self-granted lease (docs/two-node.md, "What the
-// integration needs"), which are not wired yet; config still requires a
-// witness.
+// replicated state and gates the manager's starts on MayStart. In
+// two-node mode (no witness, docs/two-node.md) it also feeds the machine
+// raft's joins, recovers raft to this node alone and adds the peer back
+// when the machine says so, and applies its lease rules to the heartbeat
+// runner and its cut-off of the peer to consensus.
 type fencing struct {
 	n      *Node
 	peer   string
@@ -39,6 +38,13 @@ type fencing struct {
 	timer *time.Timer
 	ctx   context.Context
 	last  string // the machine's last report, for status
+	// twoNode: the machine runs in two-node mode; peerIdx is the peer's
+	// index among the voters. readding: an AddVoter is under way.
+	twoNode  bool
+	peerIdx  int
+	readding bool
+	// joinPoke wakes watchJoin at once (an applied state, the peer heard).
+	joinPoke chan struct{}
 }
 
 // newFencing returns the adapter, or nil when no device can fence the
@@ -46,8 +52,8 @@ type fencing struct {
 // fence: always without one).
 func newFencing(n *Node, f *fence.Fencer) (*fencing, error) {
 	cfg := n.cfg
-	if cfg.Witness == nil {
-		return nil, nil
+	if len(cfg.Nodes) != 2 {
+		return nil, nil // fencing decisions are about a pair
 	}
 	peer := ""
 	for _, v := range cfg.Nodes {
@@ -57,13 +63,16 @@ func newFencing(n *Node, f *fence.Fencer) (*fencing, error) {
 	}
 	topo, ok := f.Topologies[peer]
 	if peer == "" || !ok || len(topo.Levels) == 0 {
+		if cfg.IsTwoNode() { // config refuses it; a pair without it could never fail over
+			return nil, fmt.Errorf("two-node mode needs a fence device for %s", peer)
+		}
 		return nil, nil
 	}
 	var fencer fencepolicy.Fencer = fence.OffConfirmer{F: f}
 	if n.opts.Fencer != nil {
 		fencer = n.opts.Fencer
 	}
-	a := &fencing{n: n, peer: peer, fencer: fencer,
+	a := &fencing{n: n, peer: peer, fencer: fencer, joinPoke: make(chan struct{}, 1),
 		policy: map[string]fencepolicy.Policy{}, uncovered: map[string]bool{}, st: state.New()}
 	a.timeout = topo.Budget() + 10*time.Second
 	// A heard old holder's stop report is due within its lease, its
@@ -78,8 +87,19 @@ func newFencing(n *Node, f *fence.Fencer) (*fencing, error) {
 		}
 	}
 	reportWait := cfg.Timing.Lease.D() + stop + cfg.Timing.RaftTimeout.D() + time.Second
-	m, err := fencepolicy.New(fencepolicy.Config{Self: n.self, Peer: peer, Mode: fencepolicy.Witness,
-		Preferred: cfg.Nodes[0].Name, RetryMin: time.Second, RetryMax: 30 * time.Second, ReportWait: reportWait})
+	mc := fencepolicy.Config{Self: n.self, Peer: peer, Mode: fencepolicy.Witness,
+		Preferred: cfg.Nodes[0].Name, RetryMin: time.Second, RetryMax: 30 * time.Second, ReportWait: reportWait}
+	if cfg.IsTwoNode() {
+		tn := cfg.TwoNodeSettings()
+		mc.Mode, mc.Preferred, mc.FenceDelay, mc.ReportWait = fencepolicy.TwoNode, tn.Preferred, tn.FenceDelay.D(), 0
+		a.twoNode = true
+	}
+	for i, v := range n.voters {
+		if v.Name == peer {
+			a.peerIdx = i
+		}
+	}
+	m, err := fencepolicy.New(mc)
 	if err != nil {
 		return nil, err
 	}
@@ -116,8 +136,56 @@ func (a *fencing) start(ctx context.Context) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.ctx = ctx
-	a.run(a.m.Start(time.Now(), false))
+	sole := a.twoNode && a.n.cons.SoleVoter()
+	if sole {
+		a.n.log.Warn("this node is raft's only voter (it fenced its peer before it restarted): it fences the peer again before it starts anything")
+	}
+	a.run(a.m.Start(time.Now(), sole))
 	go a.watchFreeze(ctx)
+	if a.twoNode {
+		go a.watchJoin(ctx)
+	}
+}
+
+// joinTick is how often watchJoin looks for a join while not paired.
+const joinTick = 100 * time.Millisecond
+
+// watchJoin (two-node) tells the machine when this node has joined its
+// peer: raft's configuration has both voters, a leader is known, this node
+// has caught up with it, and the peer is heard. Until then a restarted node
+// waits for all.
+func (a *fencing) watchJoin(ctx context.Context) {
+	tick := time.NewTicker(joinTick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-a.joinPoke:
+		}
+		a.mu.Lock()
+		paired := a.m.Paired() || a.m.SoleVoter()
+		a.mu.Unlock()
+		if paired || !a.joined() {
+			continue
+		}
+		a.mu.Lock()
+		if !a.m.Paired() && !a.m.SoleVoter() {
+			a.n.log.Info("joined the peer: both voters, caught up with the leader", "peer", a.peer)
+			a.run(a.m.PeerJoined(time.Now()))
+		}
+		a.mu.Unlock()
+	}
+}
+
+// joined reports whether this node has joined its peer (see watchJoin).
+func (a *fencing) joined() bool {
+	vs, err := a.n.cons.Voters()
+	if err != nil || len(vs) != 2 || !a.n.hb.Up(a.peerIdx) {
+		return false
+	}
+	return a.n.cons.CaughtUp(a.n.hb.Applied(a.peerIdx))
 }
 
 // freezeTick is how often watchFreeze looks at the clock.
@@ -174,6 +242,7 @@ func (a *fencing) peerHeard() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.run(a.m.PeerHeard(time.Now()))
+	a.pokeJoin()
 }
 
 func (a *fencing) peerLost() {
@@ -194,6 +263,15 @@ func (a *fencing) setState(st *state.State) {
 		}
 	}
 	a.run(a.m.SetGroups(time.Now(), gs))
+	a.pokeJoin()
+}
+
+// pokeJoin has watchJoin look for a join now rather than at its next tick.
+func (a *fencing) pokeJoin() {
+	select {
+	case a.joinPoke <- struct{}{}:
+	default:
+	}
 }
 
 func (a *fencing) group(name string, s *state.Group) fencepolicy.Group {
@@ -238,8 +316,12 @@ func (a *fencing) waitingFor(group string) string {
 	return w
 }
 
-// run carries out the machine's actions; a.mu is held.
+// run carries out the machine's actions; a.mu is held. Nothing once the
+// agent stops (its context ends): a dead agent fences nobody.
 func (a *fencing) run(acts []fencepolicy.Action) {
+	if a.ctx != nil && a.ctx.Err() != nil {
+		return
+	}
 	for _, act := range acts {
 		switch act.Kind {
 		case fencepolicy.Fence:
@@ -254,15 +336,72 @@ func (a *fencing) run(acts []fencepolicy.Action) {
 			if a.n.mgr != nil {
 				a.n.mgr.MayStartChanged(act.Group)
 			}
+			a.n.poke() // two-node: placement may move the group here now
 		case fencepolicy.Waiting, fencepolicy.Report:
 			a.n.log.Info("fencing", "peer", act.Node, "group", act.Group, "note", act.Reason)
 			a.last = act.Reason
-		case fencepolicy.RecoverRaft, fencepolicy.ReaddPeer:
-			// two-node mode only, which newFencing does not build
-			a.n.log.Error("fencing: two-node action without two-node wiring", "action", act.String())
+		case fencepolicy.RecoverRaft:
+			a.n.log.Warn("recovering raft to this node alone", "why", act.Reason)
+			go a.recoverRaft()
+		case fencepolicy.ReaddPeer:
+			if !a.readding {
+				a.readding = true
+				go a.readd()
+			}
 		}
 	}
+	a.applyGates()
 	a.schedule()
+}
+
+// applyGates hands the machine's two-node lease rules to the heartbeat
+// runner and its cut-off of the peer to consensus; a.mu is held. Between a
+// confirmed fence and the recovery the peer is still in raft's
+// configuration, so consensus must refuse it: a fenced peer that reboots
+// fast would otherwise rejoin the old pair. Once this node is the only
+// voter raft refuses the peer by itself, and must reach it to add it back.
+func (a *fencing) applyGates() {
+	if !a.twoNode {
+		return
+	}
+	accepts := a.m.AcceptsPeer()
+	a.n.hb.SetTwoNode(a.m.SelfGrant(), !accepts)
+	if a.n.cons != nil {
+		a.n.cons.SetRefused(a.peer, !accepts && !a.m.SoleVoter())
+	}
+}
+
+// recoverRaft runs consensus's Recover and tells the machine (outside
+// a.mu: raft's shutdown waits for the state machine's apply, which takes
+// a.mu).
+func (a *fencing) recoverRaft() {
+	start := time.Now()
+	err := a.n.cons.Recover()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil {
+		a.n.log.Error("raft recovery failed", "err", err)
+		a.run(a.m.RaftRecoverFailed(time.Now(), err))
+		return
+	}
+	a.n.log.Warn("raft recovered: this node is the only voter", "took", time.Since(start).Round(time.Millisecond))
+	a.run(a.m.RaftRecovered(time.Now()))
+	a.n.poke()
+}
+
+// readd adds the peer back as a voter (the machine asks again, paced, if
+// it does not commit).
+func (a *fencing) readd() {
+	err := a.n.cons.AddVoter(a.peer, 10*time.Second)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.readding = false
+	if err != nil {
+		a.n.log.Info("peer not re-added yet", "peer", a.peer, "err", err)
+		return
+	}
+	a.n.log.Warn("peer re-added as a voter", "peer", a.peer)
+	a.run(a.m.PeerReadded(time.Now()))
 }
 
 // schedule arms the timer for the machine's next Tick; a.mu is held.
@@ -287,6 +426,9 @@ func (a *fencing) fence(peer, reason string) {
 	a.mu.Lock()
 	parent := a.ctx
 	a.mu.Unlock()
+	if parent.Err() != nil {
+		return // the agent stopped before the fence began
+	}
 	ctx, cancel := context.WithTimeout(parent, a.timeout)
 	ok, err := a.fencer.Fence(ctx, peer, reason)
 	cancel()

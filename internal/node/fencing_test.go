@@ -33,6 +33,11 @@ func fenceCluster(t *testing.T) (*tcluster, map[string]*powerFencer) {
 	c.yaml = strings.Replace(c.yaml, "    max_restarts: 1\n", "    max_restarts: 1\n    fence: always\n", 1) + `fence_devices:
   - {name: pdu, kind: agent, agent: fence_dummy, nodes: [a, b], plugs: {a: "1", b: "2"}}
 `
+	return c, withPowerFencers(c)
+}
+
+// withPowerFencers gives each data node of c a powerFencer, in the map.
+func withPowerFencers(c *tcluster) map[string]*powerFencer {
 	fencers := map[string]*powerFencer{}
 	var mu sync.Mutex
 	c.fencer = func(node string) fencepolicy.Fencer {
@@ -46,7 +51,7 @@ func fenceCluster(t *testing.T) (*tcluster, map[string]*powerFencer) {
 	for _, n := range []string{"a", "b"} {
 		c.fencer(n)
 	}
-	return c, fencers
+	return fencers
 }
 
 // fence: always — the old holder's agent died (its service may still run):
