@@ -29,6 +29,9 @@ type Spec struct {
 	// Extra is written as given after the groups and volumes (fence
 	// devices: BMC.FenceDeviceYAML), with @DIR@ replaced.
 	Extra string
+	// TwoNode leaves the witness out of the config (two-node mode: Extra
+	// must fence both data nodes); its host runs no agent.
+	TwoNode bool
 }
 
 // GroupSpec is one group: the bed's HTTP service (answering with the
@@ -154,7 +157,9 @@ func renderConfig(s Spec, addrs map[string][]netip.Addr, dir, keyFile, binary st
 	for _, n := range DataNodes {
 		fmt.Fprintf(&b, "  - {name: %s, links: %s}\n", n, linkList(addrs[n], s.Links))
 	}
-	fmt.Fprintf(&b, "witness: {name: witness, links: %s}\n", linkList(addrs["witness"], 1))
+	if !s.TwoNode {
+		fmt.Fprintf(&b, "witness: {name: witness, links: %s}\n", linkList(addrs["witness"], 1))
+	}
 	if len(s.Timing) > 0 {
 		b.WriteString("timing:\n")
 		var keys []string

@@ -91,10 +91,13 @@ func (c *Cluster) Client(h string) *api.Client {
 }
 
 // Start starts the agents of the named hosts (all voters when none is
-// named), at once.
+// named; the data nodes in two-node mode), at once.
 func (c *Cluster) Start(hosts ...string) error {
 	if len(hosts) == 0 {
 		hosts = Voters
+		if c.Spec.TwoNode {
+			hosts = DataNodes
+		}
 	}
 	for _, h := range hosts {
 		if err := c.startAgent(h); err != nil {
