@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -49,8 +50,10 @@ func benchStart(cmd *cobra.Command, needRoot string, binary *string) (context.Co
 
 func newBenchFailoverCmd() *cobra.Command {
 	var opts testbed.BenchOptions
-	var asJSON, stress bool
+	var asJSON, stress, twoNode bool
 	var tandemProfile string
+	var races int
+	var fenceDelay time.Duration
 	cmd := &cobra.Command{
 		Use:   "failover",
 		Short: "Measure unplanned failover as a client sees it, against keepalived, on a bed of network namespaces (root)",
@@ -80,6 +83,18 @@ func newBenchFailoverCmd() *cobra.Command {
 				opts.Stress = testbed.DefaultStressArgs()
 			}
 			opts.Logf = func(format string, args ...any) { fmt.Fprintf(cmd.ErrOrStderr(), format+"\n", args...) }
+			if twoNode {
+				res, err := testbed.RunTwoNodeBench(ctx, testbed.TwoNodeOptions{Binary: opts.Binary, Runs: opts.Runs, Races: races,
+					FenceDelay: fenceDelay, Logf: opts.Logf, Keep: opts.Keep})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), res)
+				}
+				testbed.PrintTwoNodeBench(cmd.OutOrStdout(), res)
+				return nil
+			}
 			res, err := testbed.RunBench(ctx, opts)
 			if err != nil {
 				return err
@@ -100,6 +115,10 @@ func newBenchFailoverCmd() *cobra.Command {
 	cmd.Flags().DurationSliceVar(&opts.KeepalivedAdverts, "keepalived-advert", nil,
 		"keepalived's advert_int values (centiseconds) besides its default; the first is the ratio's baseline (default: tandem's heartbeat interval)")
 	cmd.Flags().BoolVar(&stress, "stress", false, "run the soak benchmark's stress-ng load all through")
+	cmd.Flags().BoolVar(&twoNode, "two-node", false,
+		"two-node mode: no witness, a BMC (ipmi_sim) per node driven by fence_ipmilan; kill and cutoff of the active --runs times, then --races partitions of the pair (no keepalived)")
+	cmd.Flags().IntVar(&races, "races", 50, "with --two-node: partitions of the pair (the fence race)")
+	cmd.Flags().DurationVar(&fenceDelay, "fence-delay", 0, "with --two-node: two_node.fence_delay (default tandem's, 2s)")
 	cmd.Flags().BoolVar(&opts.TandemVIPOnly, "tandem-vip-only", false,
 		"tandem's group is the VIP only and the service runs on both nodes, as with keepalived (like for like; by default tandem also moves the service)")
 	return cmd
