@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"tandem/internal/events"
 	"tandem/internal/testbed"
 )
 
@@ -86,4 +87,78 @@ func TestTwoNodePartitionKeepsTheActive(t *testing.T) {
 	if f.bmcs["node1"].PoweredOff() {
 		t.Error("both nodes were powered off")
 	}
+}
+
+// The active node freezes: node2 powers it off after the race delay (the
+// BMC's SIGKILL reaches stopped processes) and takes over; it never thaws
+// into a second copy.
+func TestTwoNodeFreezeActive(t *testing.T) {
+	f := startTwoNode(t)
+	k := f.bed.Freeze("node1")
+	e := f.fencedBy("node2", "node1", k.At)
+	f.startedAfter("node2", e, k.At)
+	f.waitServed("web", "node2", k.At, 10*time.Second)
+}
+
+// Both nodes go down (a power cut). node2 comes back alone: it waits for
+// all, starts nothing and fences nobody; with node1 back web runs again,
+// on one node.
+func TestTwoNodeRestartBothWaitsForAll(t *testing.T) {
+	f := startTwoNode(t)
+	f.bed.Kill("node1")
+	k := f.bed.Kill("node2")
+	if err := f.c.Start("node2"); err != nil {
+		t.Fatal(err)
+	}
+	f.waitLog("node2", "wait-for-all", 20*time.Second)
+	f.sleep(3 * time.Second)
+	for _, s := range f.timelineThrough("web", time.Now()).Samples {
+		if s.OK() && s.Sent.After(k.At) {
+			t.Fatalf("%s answered at %s while node2 waited for all", s.Node, s.Sent.Format("15:04:05.000"))
+		}
+	}
+	evs, err := f.c.Events("node2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		if e.Time.After(k.At) && (e.Kind == events.FenceRequested || e.Kind == events.GroupStarted) {
+			t.Fatalf("node2 alone: %s %s: %s", e.Kind, e.Subject, e.Message)
+		}
+	}
+	if err := f.c.Start("node1"); err != nil {
+		t.Fatal(err)
+	}
+	f.waitServed("web", "node1", k.At, 30*time.Second)
+	f.watchQuiet("web", "node1", time.Now(), quiet, 300*time.Millisecond)
+}
+
+// node1's BMC refuses node2's password and node1 dies: every fence fails,
+// is retried and reported, and web starts nowhere; once the password is
+// right the retry confirms and web moves.
+func TestTwoNodeFailingFenceBlocksTakeover(t *testing.T) {
+	f := startTwoNode(t)
+	pw := f.bmcs["node1"].Password
+	good, err := os.ReadFile(pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pw, []byte("wrong-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k := f.bed.Kill("node1")
+	failed := f.waitEvent("node2", k.At, 90*time.Second, func(e events.Event) bool {
+		return e.Kind == events.FenceFailed && e.Subject == "node1"
+	}, "node2's failed fence of node1")
+	for _, s := range f.timelineThrough("web", time.Now()).Samples {
+		if s.OK() && s.Sent.After(k.At) {
+			t.Fatalf("%s answered at %s though node1 is not fenced", s.Node, s.Sent.Format("15:04:05.000"))
+		}
+	}
+	if err := os.WriteFile(pw, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := f.fencedBy("node2", "node1", failed.Time)
+	f.startedAfter("node2", e, k.At)
+	f.waitServed("web", "node2", k.At, 60*time.Second)
 }
