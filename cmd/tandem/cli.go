@@ -339,6 +339,9 @@ func printStatus(w io.Writer, s node.Status, now time.Time) {
 	if len(s.Volumes) > 0 {
 		printVolumes(w, s)
 	}
+	if len(s.FenceDevices) > 0 {
+		printFenceDevices(w, s, now)
+	}
 	var drops []string
 	for k, v := range s.Drops {
 		drops = append(drops, fmt.Sprintf("%s %d", k, v))
@@ -534,6 +537,30 @@ func printVolumes(w io.Writer, s node.Status) {
 			here += ", filesystem attached by " + v.Attach
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", v.Name, v.Group, strings.Join(reps, ", "), here)
+	}
+	tw.Flush()
+}
+
+// printFenceDevices prints each fence device and this node's last monitor
+// of it.
+func printFenceDevices(w io.Writer, s node.Status, now time.Time) {
+	fmt.Fprintf(w, "\nFence devices (monitored from %s):\n", s.Node)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tKIND\tFENCES\tMONITOR\tCHECKED")
+	for _, d := range s.FenceDevices {
+		kind := d.Kind
+		if d.Agent != "" {
+			kind += " " + d.Agent
+		}
+		result, checked := "not checked yet", "-"
+		if !d.Checked.IsZero() {
+			checked = now.Sub(d.Checked).Round(time.Second).String() + " ago"
+			result = fmt.Sprintf("ok (%d ms)", d.Ms)
+			if !d.OK {
+				result = "FAILED: " + d.Error
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Name, kind, strings.Join(d.Nodes, ","), result, checked)
 	}
 	tw.Flush()
 }

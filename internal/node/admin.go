@@ -261,6 +261,9 @@ type Status struct {
 	Volumes []VolumeStatus `json:"volumes,omitempty"`
 	// Config is the configuration digest a majority of voters run.
 	Config string `json:"config,omitempty"`
+	// FenceDevices are the configured fence devices and their last
+	// monitor from this node (data nodes).
+	FenceDevices []FenceDeviceStatus `json:"fence_devices,omitempty"`
 }
 
 // VolumeStatus is one replicated volume.
@@ -331,6 +334,7 @@ func (n *Node) Status() Status {
 		Maintenance: st.Maintenance, Uptime: time.Since(n.started).Seconds(), Drops: n.hb.Drops(), Raft: n.cons.Stats()}
 	s.Quorum = s.Leader != ""
 	s.Config = st.ClusterConfig(n.voterNames())
+	s.FenceDevices = n.fenceMon.status()
 	peers := map[string]heartbeat.PeerStatus{}
 	for _, p := range hs.Peers {
 		peers[p.Name] = p

@@ -119,3 +119,25 @@ func TestInProcessCutOffHolderIsFencedBeforeTakeover(t *testing.T) {
 		t.Errorf("a fenced too: %v", fencers["a"].mem.Calls())
 	}
 }
+
+// Every data node monitors the fence devices and shows the last result in
+// its status: a working fence_dummy, and a program that always fails.
+func TestInProcessFenceDeviceStatus(t *testing.T) {
+	c, _ := fenceCluster(t)
+	c.yaml += "  - {name: broken, kind: exec, agent: /bin/false, nodes: [a]}\n"
+	c.startAll()
+	var got []FenceDeviceStatus
+	c.waitFor("both devices monitored from a", 60*time.Second, func() bool {
+		got = c.nodes["a"].Status().FenceDevices
+		return len(got) == 2 && !got[0].Checked.IsZero() && !got[1].Checked.IsZero()
+	})
+	if got[0].Name != "broken" || got[0].OK || got[0].Error == "" {
+		t.Errorf("the failing device: %+v", got[0])
+	}
+	if got[1].Name != "pdu" || !got[1].OK || got[1].Kind != "agent" || got[1].Agent != "fence_dummy" {
+		t.Errorf("the working device: %+v", got[1])
+	}
+	if w := c.nodes["w"].Status().FenceDevices; len(w) != 0 {
+		t.Errorf("the witness monitors devices: %+v", w)
+	}
+}

@@ -95,6 +95,10 @@ type Node struct {
 	mgr     *manager.Manager
 	fence   *fencing // nil: no device fences the peer (or a witness)
 	fencer  *fence.Fencer
+
+	// fenceMon monitors the fence devices for status (data nodes).
+	fenceMon *fenceMonitor
+
 	guard   vipguard.Guard
 	wd      *nodeWatchdog // nil: no watchdog
 	vips    []netip.Prefix
@@ -264,6 +268,7 @@ func Start(opts Options) (*Node, error) {
 		if n.fence, err = newFencing(n, f); err != nil {
 			return nil, fmt.Errorf("node: %w", err)
 		}
+		n.fenceMon = newFenceMonitor(n)
 	}
 
 	// The watchdog is armed before any lease can be held.
@@ -337,6 +342,13 @@ func Start(opts Options) (*Node, error) {
 	n.cancel = cancel
 	if n.fence != nil {
 		n.fence.start(ctx)
+	}
+	if n.fenceMon != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.fenceMon.run(ctx)
+		}()
 	}
 	if n.mgr != nil {
 		n.mgr.Run(ctx)
