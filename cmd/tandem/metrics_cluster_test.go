@@ -80,6 +80,8 @@ groups:
           command: [/bin/sleep, "1000"]
           check: {command: [/bin/true]}
         monitor_interval: 500ms
+fence_devices:
+  - {name: pdu, kind: agent, agent: fence_dummy, nodes: [a, b], plugs: {a: "1", b: "2"}}
 volumes:
   - name: data
     size: 4MiB

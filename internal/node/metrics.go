@@ -22,6 +22,7 @@ type collector struct {
 	resState, resCheck                     *prometheus.Desc
 	guardDropped, guardLate                *prometheus.Desc
 	volReplica                             *prometheus.Desc
+	fenceUp, fenceChecked                  *prometheus.Desc
 	all                                    []*prometheus.Desc
 }
 
@@ -54,6 +55,8 @@ func newCollector(n *Node) *collector {
 	c.guardDropped = d("tandem_vipguard_dropped_packets_total", "Packets to the group's VIPs the kernel guard turned away on this node since the agent started (on the holder: clients turned away by mistake; each such stretch is also a guard_drops event).", "group")
 	c.guardLate = d("tandem_vipguard_late_refreshes_total", "Guard refreshes the kernel applied too late to trust: the VIP was silenced until the next renewal.", "group")
 	c.volReplica = d("tandem_volume_recorded_disk_state", "The cluster's record of each replica's disk state (1 for the recorded one), as replicated by raft: what a takeover may promote.", "volume", "node", "state")
+	c.fenceUp = d("tandem_fence_device_up", "1 when the fence device answered this node's last monitor (every 60 s), 0 when it did not (no series before the first).", "device")
+	c.fenceChecked = d("tandem_fence_device_last_monitor_timestamp_seconds", "When this node last monitored the fence device (Unix time).", "device")
 	return c
 }
 
@@ -75,6 +78,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	g := prometheus.GaugeValue
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, g, v, labels...)
+	}
+	for _, d := range s.FenceDevices {
+		if !d.Checked.IsZero() {
+			gauge(c.fenceUp, b2f(d.OK), d.Name)
+			gauge(c.fenceChecked, float64(d.Checked.UnixNano())/1e9, d.Name)
+		}
 	}
 	for _, gr := range s.Groups {
 		gauge(c.groupEpoch, float64(gr.Epoch), gr.Name)

@@ -208,7 +208,9 @@ func Start(opts Options) (*Node, error) {
 	}
 	n.evm = newEventMetrics(groupNames)
 	n.bus.Subscribe(n.evm)
-	for _, c := range n.evm.collectors() {
+	fm := newFenceMetrics(cfg)
+	n.bus.Subscribe(fm)
+	for _, c := range append(n.evm.collectors(), fm.collectors()...) {
 		if err := n.reg.Register(c); err != nil {
 			return nil, fmt.Errorf("node: metrics: %w", err)
 		}
