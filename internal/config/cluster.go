@@ -61,6 +61,9 @@ func (c *Config) GroupByName(name string) (Group, bool) {
 // "2 nodes, witness arbiter, 1 group".
 func (c *Config) Summary() string {
 	w := "no witness"
+	if c.IsTwoNode() {
+		w = "no witness: two-node mode, fenced"
+	}
 	if c.Witness != nil {
 		w = "witness " + c.Witness.Name
 	}

@@ -53,6 +53,9 @@ func TestTwoNodeValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if s := c.Summary(); s != "2 nodes, no witness: two-node mode, fenced, 1 group" {
+		t.Fatalf("summary %q", s)
+	}
 	if s := c.TwoNodeSettings(); s.FenceDelay.D() != 2*time.Second || s.Preferred != "db1" {
 		t.Fatalf("defaults: %+v", s)
 	}
