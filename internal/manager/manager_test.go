@@ -217,21 +217,55 @@ func TestMoveAwayStopsInReverseAndReleases(t *testing.T) {
 	})
 }
 
+// stopNotes closes stopped once its stop has succeeded.
+type stopNotes struct {
+	*resource.Mem
+	stopped chan struct{}
+	once    sync.Once
+}
+
+func (s *stopNotes) Stop(ctx context.Context) error {
+	err := s.Mem.Stop(ctx)
+	if err == nil {
+		s.once.Do(func() { close(s.stopped) })
+	}
+	return err
+}
+
+// stopsAfter stops only once first has closed.
+type stopsAfter struct {
+	*resource.Mem
+	first <-chan struct{}
+}
+
+func (s stopsAfter) Stop(ctx context.Context) error {
+	select {
+	case <-s.first:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Mem.Stop(ctx)
+}
+
 func TestLeaseLostFencesVIPFirst(t *testing.T) {
-	r := newRig(t, 3)
+	// The last resource's stop waits for the VIP's: it completes only if
+	// the VIP's stop was issued without waiting for the others (which
+	// resource the agents record first is otherwise the scheduler's
+	// choice, and a loaded machine chose the other one).
+	ipStopped := make(chan struct{})
+	r := newRigWith(t, 3, func(c *Config) {
+		rs := c.Groups[0].Resources
+		rs[0].Agent = &stopNotes{Mem: rs[0].Agent.(*resource.Mem), stopped: ipStopped}
+		rs[2].Agent = stopsAfter{Mem: rs[2].Agent.(*resource.Mem), first: ipStopped}
+	})
 	r.lease.set(1, 300*time.Millisecond)
 	r.m.SetState(holderState("a", 1))
 	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
 	// No renewal: the worker must stop the group by itself before the end,
-	// VIP first.
+	// VIP first; the other resources stop in reverse order after.
 	waitFor(t, "stopped", func() bool { return phase(r.m) == PhaseStopped })
-	// The VIP's stop is issued first and runs beside the stop of the last
-	// resource (lifecycle's stopDown with vipFirst), so which of the two
-	// the agents record first is the scheduler's choice; the other
-	// resources stop in reverse order after.
 	got := r.orderSnapshot()[3:]
-	first := len(got) == 3 && (got[0] == "stop ip" && got[1] == "stop check" || got[0] == "stop check" && got[1] == "stop ip")
-	if !first || got[2] != "stop app" {
+	if len(got) != 3 || got[0] != "stop ip" || got[1] != "stop check" || got[2] != "stop app" {
 		t.Fatalf("fence order %v", got)
 	}
 	if left, _ := r.guard.Remaining(vip); left != 0 {
