@@ -189,6 +189,17 @@ func (ss *session) end(why error) {
 	}
 }
 
+// stopSending is the link session's end as the sender sees it: nothing
+// more is queued or sent, but the session is not closed: after a write
+// error its reader drains what the peer sent before (an async primary's
+// outdate frame, e2e TestVolumeOutdatedPromotion), and sessions closes it
+// once read has taken that.
+func (ss *session) stopSending() {
+	ss.mu.Lock()
+	ss.ended, ss.q = true, nil
+	ss.mu.Unlock()
+}
+
 // send drains the queue whenever woken, until the session ends.
 func (ss *session) send() {
 	defer ss.sender.Done()
@@ -196,7 +207,7 @@ func (ss *session) send() {
 		select {
 		case <-ss.more:
 		case <-ss.s.Done():
-			ss.end(ss.s.Err())
+			ss.stopSending()
 			return
 		}
 		ss.mu.Lock()
@@ -239,7 +250,12 @@ func (ss *session) drain(once bool) {
 				ss.mu.Lock()
 				ss.sending = false
 				ss.mu.Unlock()
-				ss.end(fmt.Errorf("send %v: %w", batch[i].Kind, err))
+				select {
+				case <-ss.s.Done(): // the link's own end: let its reader drain
+					ss.stopSending()
+				default:
+					ss.end(fmt.Errorf("send %v: %w", batch[i].Kind, err))
+				}
 				return
 			}
 		}

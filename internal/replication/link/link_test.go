@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"tandem/internal/replication"
 )
 
@@ -630,5 +632,81 @@ func TestShortSessionsBackOff(t *testing.T) {
 	// backoff 20, 40, 80, 160, 200, 200 ... ms: about 7 in a second
 	if n > 10 {
 		t.Fatalf("%d sessions in a second", n)
+	}
+}
+
+// A peer that dies leaves its last frames in this side's socket, followed
+// by its end; a write that fails on that end (the reset) must not lose
+// them: Recv returns every frame the peer sent, in order, then the end.
+// (e2e TestVolumeOutdatedPromotion lost an async primary's outdate frame
+// that way: its peer's ping hit the dead primary's reset first.)
+func TestFramesOfADeadPeerOutliveAFailedWrite(t *testing.T) {
+	a, b := nodes(t, 1, nil)
+	sa, sb := next(t, a, 3*time.Second), next(t, b, 3*time.Second)
+	// more than a reads ahead (RecvWindow): the rest wait in its socket
+	n := a.cfg.Limits.RecvWindow + 20
+	for i := range n {
+		send(t, sb, Frame{Kind: 1, Payload: []byte{byte(i)}})
+	}
+	b.l.Close()
+	// a was not running while b died (frozen): b's last frames and its
+	// end are in a's socket before a writes again
+	waitPeerEnd(t, sa.(*tcpSession).rconn)
+	giveUp := time.Now().Add(5 * time.Second)
+	for {
+		_, err := sa.Send(context.Background(), Frame{Kind: 1, Payload: []byte("x")})
+		if err != nil {
+			if errors.Is(err, ErrTimeout) {
+				t.Fatalf("a's write timed out (%v); want it to fail on b's end", err)
+			}
+			t.Logf("a's write failed: %v", err)
+			break
+		}
+		if time.Now().After(giveUp) {
+			t.Fatal("a wrote to b's closed connection for 5 s without an error")
+		}
+	}
+	for i := range n {
+		f, err := sa.Recv(context.Background())
+		if err != nil {
+			t.Fatalf("frame %d of %d: %v: the frames b sent before it closed were lost", i, n, err)
+		}
+		if len(f.Payload) != 1 || f.Payload[0] != byte(i) {
+			t.Fatalf("frame %d of %d: payload %v", i, n, f.Payload)
+		}
+	}
+	if f, err := sa.Recv(context.Background()); err == nil {
+		t.Fatalf("a frame after b's last: %v", f.Kind)
+	}
+}
+
+// waitPeerEnd waits until pc's socket has the peer's end (its FIN or
+// reset): everything the peer sent before is in this side's socket.
+func waitPeerEnd(t *testing.T, pc *pathConn) {
+	t.Helper()
+	raw, err := pc.buf.Conn.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	giveUp := time.Now().Add(5 * time.Second)
+	for {
+		var state uint8
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			var info *unix.TCPInfo
+			info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+			if info != nil {
+				state = info.State
+			}
+		}); err != nil || serr != nil {
+			t.Fatal(err, serr)
+		}
+		if state != unix.BPF_TCP_ESTABLISHED { // CLOSE_WAIT or CLOSE
+			return
+		}
+		if time.Now().After(giveUp) {
+			t.Fatal("the peer's end did not reach this side's socket within 5 s")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

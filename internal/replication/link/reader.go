@@ -14,7 +14,7 @@ func (s *tcpSession) Recv(ctx context.Context) (Frame, error) {
 		s.free <- s.cur // never blocks: it came from free
 		s.cur, s.held = nil, false
 	}
-	f, err := take(ctx, s.recvq, s.done, s.Err)
+	f, err := take(ctx, s.recvq, s.rdone, s.Err)
 	if err != nil {
 		return Frame{}, err
 	}
@@ -24,9 +24,12 @@ func (s *tcpSession) Recv(ctx context.Context) (Frame, error) {
 	return f, nil
 }
 
-// readLoop reads frames until the session ends.
+// readLoop reads frames until the session ends, or after a write error
+// until the connection's end or the drain's (see tcpSession.hard).
 func (s *tcpSession) readLoop() {
 	defer s.wg.Done()
+	defer close(s.rdone)
+	defer s.stopReader()
 	fr := NewFrameReader(s.rconn, MaxPayload)
 	timeout := s.l.cfg.Limits.Timeout
 	for {
@@ -56,7 +59,7 @@ func (s *tcpSession) readErr(what string, err error) error {
 		return &RefusedError{Code: RefuseProtocol, Msg: err.Error()}
 	}
 	select {
-	case <-s.done:
+	case <-s.hard:
 		return s.Err()
 	default:
 	}
@@ -96,7 +99,7 @@ func (s *tcpSession) readFrame(fr *FrameReader, h Header) error {
 	var buf []byte
 	select {
 	case buf = <-s.free:
-	case <-s.done:
+	case <-s.hard:
 		return s.Err()
 	}
 	if cap(buf) < int(h.Length) {
@@ -112,7 +115,7 @@ func (s *tcpSession) readFrame(fr *FrameReader, h Header) error {
 	s.framesIn.Add(1)
 	select { // never waits: a frame is read only into a free buffer
 	case s.recvq <- Frame{Kind: h.Kind, Flags: h.Flags, Volume: h.Volume, Epoch: h.Epoch, Seq: h.Seq, Payload: p}:
-	case <-s.done:
+	case <-s.hard:
 		return s.Err()
 	}
 	return nil
@@ -140,7 +143,7 @@ func (s *tcpSession) control(fr *FrameReader, h Header, p []byte) error {
 		s.l.emit(Event{Kind: EventStale, Peer: s.peer.Node, Epoch: stale.Newest, Err: stale})
 		select {
 		case s.recvq <- f:
-		case <-s.done:
+		case <-s.hard:
 			return s.Err()
 		}
 	case kindRefuse:

@@ -64,12 +64,22 @@ type tcpSession struct {
 	held  bool        // whether Recv holds cur
 	ctrl  chan Frame  // pongs and stale refusals for the control goroutine
 
-	mu    sync.Mutex // path, conns, err
+	mu    sync.Mutex // path, conns, err, hardEnd
 	path  *pathConn
 	conns []*pathConn // every connection opened for the session, closed at its end
 	err   error
 	done  chan struct{}
 	wg    sync.WaitGroup
+	// After a write error the reader drains: what the peer sent before it
+	// died is in this side's socket and still counts (a dead peer's last
+	// frames, then its reset; an async primary's outdate frame, e2e
+	// TestVolumeOutdatedPromotion), so the connections stay open for the
+	// reader until it reads their end, or for the link's Timeout. hard tells the
+	// reader to stop at once (Close, the drain's end, any other failure);
+	// rdone is closed when it has stopped, and Recv ends only then.
+	hard    chan struct{}
+	hardEnd bool
+	rdone   chan struct{}
 
 	rtt                                    atomic.Int64
 	bytesIn, bytesOut, framesIn, framesOut atomic.Uint64
@@ -93,6 +103,8 @@ func newSession(l *Link, id SessionID, peer Hello, pc *pathConn) *tcpSession {
 		free:     make(chan []byte, l.cfg.Limits.RecvWindow+1),
 		ctrl:     make(chan Frame, 8),
 		done:     make(chan struct{}),
+		hard:     make(chan struct{}),
+		rdone:    make(chan struct{}),
 	}
 	for i := 0; i < cap(s.free); i++ {
 		s.free <- nil // allocated as frames need them
@@ -151,7 +163,7 @@ func (s *tcpSession) Send(ctx context.Context, f Frame) (uint64, error) {
 	s.sendSeq = seq
 	f.Seq, f.Volume = seq, s.l.cfg.Volume
 	if err := s.write(&f); err != nil {
-		s.fail(err)
+		s.failWrite(err)
 		return 0, s.Err()
 	}
 	s.framesOut.Add(1)
@@ -225,7 +237,7 @@ func (s *tcpSession) controlLoop() {
 		err := s.write(&f)
 		s.unlock()
 		if err != nil {
-			s.fail(err)
+			s.failWrite(err)
 			return
 		}
 	}
@@ -257,7 +269,7 @@ func (s *tcpSession) switchTo(pc *pathConn) error {
 	old := s.wconn
 	err := s.write(&Frame{Kind: kindSwitch, Volume: s.l.cfg.Volume, Seq: s.sendSeq})
 	if err != nil {
-		s.fail(err)
+		s.failWrite(err)
 		return err
 	}
 	s.wconn = pc
@@ -272,11 +284,22 @@ func (s *tcpSession) switchTo(pc *pathConn) error {
 }
 
 // fail ends the session with err (the first error wins), telling the peer
-// why when that can be done without waiting.
-func (s *tcpSession) fail(err error) {
+// why when that can be done without waiting; the reader stops at once.
+func (s *tcpSession) fail(err error) { s.end(err, false) }
+
+// failWrite ends the session after a write error: the reader drains what
+// the peer sent before (see hard), unless the write timed out: a peer that
+// stopped reading for that long (frozen) is not waited for twice, and the
+// reader had the time to read what it sent.
+func (s *tcpSession) failWrite(err error) { s.end(err, !errors.Is(err, ErrTimeout)) }
+
+func (s *tcpSession) end(err error, drain bool) {
 	s.mu.Lock()
 	if s.err != nil {
 		s.mu.Unlock()
+		if !drain {
+			s.stopReader()
+		}
 		return
 	}
 	s.err = err
@@ -286,8 +309,30 @@ func (s *tcpSession) fail(err error) {
 	if errors.As(err, &r) && !r.ByPeer {
 		s.goodbye(r)
 	}
-	s.closeConns()
+	if drain {
+		// A dead peer's frames are in this side's socket already,
+		// followed by its end (a reset), so the drain takes as long as
+		// reading them and handing them to Recv; a Recv that does not
+		// come, or a peer that goes on sending, is cut off after the
+		// timeout a silent peer gets.
+		time.AfterFunc(s.l.cfg.Limits.Timeout, s.stopReader)
+	} else {
+		s.stopReader()
+	}
 	s.l.ended(s)
+}
+
+// stopReader ends the reader now: its connections are closed and its
+// waits for Recv end.
+func (s *tcpSession) stopReader() {
+	s.mu.Lock()
+	first := !s.hardEnd
+	s.hardEnd = true
+	s.mu.Unlock()
+	if first {
+		close(s.hard)
+		s.closeConns()
+	}
 }
 
 // goodbye writes a refusal as the last frame, if the write token comes
@@ -327,6 +372,8 @@ func (s *tcpSession) Close(reason error) {
 	s.wg.Wait()
 }
 
+// Done is closed at the session's end; Recv may still return frames the
+// reader drained after a write error.
 func (s *tcpSession) Done() <-chan struct{} { return s.done }
 
 func (s *tcpSession) Err() error {
