@@ -290,12 +290,17 @@ func (m *Machine) Status() Status {
 	if !m.linkUp && m.conn == connEstablished {
 		s.Connection = connWaiting.String()
 	}
-	if m.rs != nil {
+	switch {
+	case m.rs != nil:
 		s.Sync = "target"
 		if m.rs.source {
 			s.Sync = "source"
 		}
 		s.ResyncTotal, s.ResyncDone = m.rs.total, m.rs.moved
+	case m.sync == syncTargetBitmap:
+		// decided, the source's bitmap on its way: a target already (as
+		// "in sync" the agent recorded it UpToDate and placed a group here)
+		s.Sync = "target"
 	}
 	if m.vf != nil {
 		s.Verifying, s.VerifyDone, s.VerifyBad = true, m.vf.checked, m.vf.bad

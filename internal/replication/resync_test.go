@@ -299,3 +299,33 @@ func TestResyncAndVerifyFramesOutOfPlaceRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestTargetAwaitingTheBitmapSaysTarget: from the handshake's decision
+// until the source's bitmap arrives the target is a resync target already
+// and its status says so. It said "connected, in sync" (no resync yet, no
+// bits of its own), the agent recorded both replicas UpToDate from that,
+// and the cluster placed a group on the target whose promotion was then
+// refused (e2e TestStorageGroupComesBackWhenItsLastNodeIsBanned).
+func TestTargetAwaitingTheBitmapSaysTarget(t *testing.T) {
+	s := resyncPair(t, 3)
+	a, b := s.nodes[0], s.nodes[1]
+	s.deliver(0) // a's hello: b decides, before a has b's hello
+	st := b.m.Status()
+	if st.Connection != "Connected" {
+		t.Fatalf("b after a's hello: %s; want Connected (decided)", st.Connection)
+	}
+	if st.Sync != "target" {
+		t.Fatalf("b decided to be the resync target, waiting for the bitmap: sync %q, %d bytes out of sync; want target", st.Sync, st.OutOfSync)
+	}
+	s.deliver(1) // b's hello: a decides and sends the bitmap
+	if st := a.m.Status(); st.Sync != "source" {
+		t.Fatalf("a after b's hello: sync %q; want source", st.Sync)
+	}
+	if st := b.m.Status(); st.Sync != "target" {
+		t.Fatalf("b with the bitmap on the wire: sync %q; want target", st.Sync)
+	}
+	s.settle()
+	if st := b.m.Status(); st.Sync != "" || st.Disk != UpToDate {
+		t.Fatalf("b after the resync: sync %q, disk %v; want none, UpToDate", st.Sync, st.Disk)
+	}
+}
