@@ -22,10 +22,18 @@ type fenced struct {
 }
 
 func startFenced(t *testing.T) *fenced {
-	f := &fenced{bmcs: map[string]*testbed.BMC{}}
 	g := testbed.DefaultGroup()
 	g.Fence = "always"
-	f.run = newRunWith(t, testbed.Spec{Groups: []testbed.GroupSpec{g}}, func(bed *testbed.Bed, s *testbed.Spec) {
+	f := startWithBMCs(t, testbed.Spec{Groups: []testbed.GroupSpec{g}})
+	f.waitAllPreferred()
+	return f
+}
+
+// startWithBMCs starts spec's cluster with a BMC (ipmi_sim) for each data
+// node, fenced by the other through fence_ipmilan.
+func startWithBMCs(t *testing.T, spec testbed.Spec) *fenced {
+	f := &fenced{bmcs: map[string]*testbed.BMC{}}
+	f.run = newRunWith(t, spec, func(bed *testbed.Bed, s *testbed.Spec) {
 		s.Extra = "fence_devices:\n"
 		for _, n := range testbed.DataNodes {
 			m, err := bed.AddBMC(t.Context(), n)
@@ -39,7 +47,6 @@ func startFenced(t *testing.T) *fenced {
 	if err := f.c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	f.waitAllPreferred()
 	return f
 }
 

@@ -17,21 +17,7 @@ import (
 // alive and cut apart, the node running the group fences the other.
 
 func startTwoNode(t *testing.T) *fenced {
-	f := &fenced{bmcs: map[string]*testbed.BMC{}}
-	f.run = newRunWith(t, testbed.Spec{Groups: []testbed.GroupSpec{testbed.DefaultGroup()}, TwoNode: true}, func(bed *testbed.Bed, s *testbed.Spec) {
-		s.Extra = "fence_devices:\n"
-		for _, n := range testbed.DataNodes {
-			m, err := bed.AddBMC(t.Context(), n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.bmcs[n] = m
-			s.Extra += m.FenceDeviceYAML()
-		}
-	})
-	if err := f.c.Start(); err != nil {
-		t.Fatal(err)
-	}
+	f := startWithBMCs(t, testbed.Spec{Groups: []testbed.GroupSpec{testbed.DefaultGroup()}, TwoNode: true})
 	f.waitAllPreferred()
 	// node1 started web only once it had joined node2; node2 joins on its
 	// own (a node that never joined its peer waits for all).
