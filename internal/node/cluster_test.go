@@ -130,6 +130,14 @@ groups:
 
 func (c *tcluster) start(name string) {
 	c.t.Helper()
+	if err := c.startErr(name); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// startErr starts name, and returns the error if the agent refuses to.
+func (c *tcluster) startErr(name string) error {
+	c.t.Helper()
 	text := c.yaml
 	if o, ok := c.yamlFor[name]; ok {
 		text = o
@@ -191,11 +199,13 @@ func (c *tcluster) start(name string) {
 		},
 	})
 	if err != nil {
-		c.t.Fatal(err)
+		tr.Close() // a refusal before the heartbeats ran leaves it open
+		return err
 	}
 	c.mu.Lock()
 	c.nodes[name] = n
 	c.mu.Unlock()
+	return nil
 }
 
 // mdstatFile is the md status file nodes watch: c.mdstat, or one that does

@@ -746,8 +746,8 @@ func (n *Node) onApply(st *state.State, c state.Command, err error) {
 	for name, g := range st.Groups {
 		groups[name] = heartbeat.GroupState{Holder: g.Holder, Epoch: g.Epoch}
 	}
+	n.wd.applied(st) // before the engine may claim a lease
 	n.hb.SetState(groups, st.Index)
-	n.wd.applied(st)
 	if n.fence != nil {
 		n.fence.setState(st)
 	}

@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -22,7 +24,9 @@ import (
 // renews them, so a wedged lease engine or a frozen or dead agent stops
 // the feeding; given up for good once a lease this node still claimed ran
 // out or its group was taken over from it; closed only by a planned stop
-// that released everything.
+// that released everything. Its held marker keeps an agent restarted in
+// the same boot from feeding a watchdog a crash left to reset the machine
+// (watchdog_marker.go).
 type nodeWatchdog struct {
 	wd      watchdog.Watchdog
 	device  string
@@ -41,6 +45,14 @@ type nodeWatchdog struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// The held marker (watchdog_marker.go). markerMu is held across its
+	// file I/O (not mu: lease reports must not wait on a sync).
+	markerMu sync.Mutex
+	marker   string // heldMarkerFile
+	marked   bool   // the marker is on disk, durably
+	mayBe    bool   // it may be on disk (a write was tried, or it is marked)
+	closed   bool   // stop decided: the marker stays as stop left it
 }
 
 // openWatchdog opens this data node's watchdog when the configuration has
@@ -51,7 +63,11 @@ func (n *Node) openWatchdog() (*nodeWatchdog, error) {
 		return nil, nil
 	}
 	w := &nodeWatchdog{wd: n.opts.Watchdog, device: n.cfg.WatchdogDevice(n.self), self: n.self, clk: n.clk,
-		log: n.log, publish: n.publish, f: watchdog.NewFeeder(), done: make(chan struct{})}
+		log: n.log, publish: n.publish, f: watchdog.NewFeeder(), done: make(chan struct{}),
+		marker: heldMarkerFile(n.cfg.StateDir)}
+	if err := checkHeldMarker(w.marker, c.Timeout.D()); err != nil {
+		return nil, err
+	}
 	if w.wd == nil {
 		w.wd = &watchdog.Device{Path: w.device, FixedTimeout: c.FixedTimeout}
 	}
@@ -140,14 +156,19 @@ func (w *nodeWatchdog) run(a watchdog.Action) {
 			w.log.Error("cannot feed the watchdog; the machine resets unless a later feed succeeds", "device", w.device, "err", err)
 		}
 	case watchdog.Close:
-		if err := w.wd.Close(); err != nil {
-			w.log.Error("cannot close the watchdog: the machine may reset", "device", w.device, "err", err)
-			return
-		}
-		w.log.Info("watchdog disarmed", "device", w.device)
-		w.publish(events.Event{Kind: events.WatchdogDisarmed, Subject: w.device,
-			Message: fmt.Sprintf("watchdog %s disarmed (magic close): a planned stop with no lease held", w.device)})
+		w.disarm()
 	}
+}
+
+// disarm is the magic close.
+func (w *nodeWatchdog) disarm() {
+	if err := w.wd.Close(); err != nil {
+		w.log.Error("cannot close the watchdog: the machine may reset", "device", w.device, "err", err)
+		return
+	}
+	w.log.Info("watchdog disarmed", "device", w.device)
+	w.publish(events.Event{Kind: events.WatchdogDisarmed, Subject: w.device,
+		Message: fmt.Sprintf("watchdog %s disarmed (magic close): a planned stop with no lease held", w.device)})
 }
 
 // reportGiveUp says once, loudly, that the machine is about to reset.
@@ -178,12 +199,22 @@ func (w *nodeWatchdog) leaseChanged(c heartbeat.Change) {
 	w.mu.Unlock()
 }
 
-// applied takes an applied state: a watched lease whose group the state
-// moved off this node (or to another epoch) is gone; by a takeover from
-// this node, the feeder gives up.
+// applied takes an applied state, before the lease engine does: the held
+// marker is written before a lease can be held on a group the state names
+// this node the holder of; a watched lease whose group the state moved off
+// this node (or to another epoch) is gone, and by a takeover from this
+// node the feeder gives up; the marker goes once nothing is held or named,
+// unless the feeder gave up (the machine is to be reset).
 func (w *nodeWatchdog) applied(st *state.State) {
 	if w == nil {
 		return
+	}
+	named := false
+	for _, gs := range st.Groups {
+		named = named || gs.Holder == w.self
+	}
+	if named {
+		w.mark()
 	}
 	w.mu.Lock()
 	now := w.clk.Now()
@@ -198,8 +229,49 @@ func (w *nodeWatchdog) applied(st *state.State) {
 		}
 		w.f.Gone(g, epoch, tk != nil && tk.From == w.self && tk.FromEpoch == epoch, now)
 	}
+	watched := len(w.f.Watched())
+	_, _, gaveUp := w.f.GaveUp()
 	w.mu.Unlock()
 	w.reportGiveUp()
+	if !named && watched == 0 && !gaveUp {
+		w.markerMu.Lock()
+		if !w.closed {
+			w.unmarkLocked()
+		}
+		w.markerMu.Unlock()
+	}
+}
+
+// mark writes the held marker (watchdog_marker.go), unless it is there or
+// stop decided. One that cannot be written is logged, not fatal: a disk
+// error should not reset the machine; only a quick restart after a crash
+// would then escape the reset. The next state applied tries again.
+func (w *nodeWatchdog) mark() {
+	w.markerMu.Lock()
+	defer w.markerMu.Unlock()
+	if w.marked || w.closed {
+		return
+	}
+	w.mayBe = true // a failed write may have left it
+	if err := writeHeldMarker(w.marker); err != nil {
+		w.log.Error("cannot write the watchdog's held marker: an agent restarted within the timeout after a crash would not let the watchdog reset this machine", "err", err)
+		return
+	}
+	w.marked = true
+}
+
+// unmarkLocked removes the held marker if it may be there, and says whether
+// it is gone.
+func (w *nodeWatchdog) unmarkLocked() bool {
+	if !w.mayBe {
+		return true
+	}
+	if err := os.Remove(w.marker); err != nil && !errors.Is(err, os.ErrNotExist) {
+		w.log.Error("cannot remove the watchdog's held marker", "file", w.marker, "err", err)
+		return false
+	}
+	w.marked, w.mayBe = false, false
+	return true
 }
 
 // released is the manager giving a lease back (after the group stopped).
@@ -211,12 +283,19 @@ func (w *nodeWatchdog) released(group string, epoch uint64) {
 }
 
 // stop is the agent's planned stop, after its groups stopped: the magic
-// close when nothing is held, or the watchdog left armed (and unfed).
+// close when nothing is held, or the watchdog left armed (and unfed). The
+// held marker goes just before the close and only then; from here on the
+// states still applied (consensus runs until the agent's end) change it no
+// more.
 func (w *nodeWatchdog) stop() {
 	if w == nil {
 		return
 	}
 	w.halt()
+	// markerMu before mu (applied never holds both): no state applied
+	// between the feeder's decision and the marker's changes the marker.
+	w.markerMu.Lock()
+	defer w.markerMu.Unlock()
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
@@ -228,6 +307,7 @@ func (w *nodeWatchdog) stop() {
 	a := w.f.Stop(now)
 	_, _, gaveUp := w.f.GaveUp()
 	w.mu.Unlock()
+	w.closed = true
 	w.reportGiveUp()
 	if a != watchdog.Close {
 		if !gaveUp {
@@ -237,7 +317,19 @@ func (w *nodeWatchdog) stop() {
 		}
 		return
 	}
-	w.run(a)
+	// The marker first: an agent that dies between the two leaves the
+	// watchdog armed with no marker, which a quick restart feeds on, as
+	// after any stop with nowayout (nothing is held); the other order
+	// would leave a marker with the watchdog disarmed, and no agent of
+	// this boot would start.
+	if !w.unmarkLocked() {
+		w.log.Error("the held marker cannot be removed, and no agent of this boot would start with it: the watchdog stays armed, this machine resets",
+			"device", w.device, "file", w.marker, "timeout", w.timeout)
+		w.publish(events.Event{Kind: events.WatchdogExpiring, Subject: w.device,
+			Message: fmt.Sprintf("agent stopped unable to remove %s: watchdog %s stays armed, this machine resets within %v", w.marker, w.device, w.timeout)})
+		return
+	}
+	w.disarm()
 }
 
 // crash ends the feeding as a killed agent's does: no close.
