@@ -239,7 +239,13 @@ func (r *storageRun) waitConverged() string {
 	var last string
 	for {
 		v, err := r.c.GroupView(r.ctx, storageGroup)
-		if err == nil && v.Running {
+		switch {
+		case err != nil:
+			last = fmt.Sprintf("group view: %v", err)
+		case !v.Running:
+			last = fmt.Sprintf("the group does not run: %+v", v)
+		default:
+			last = fmt.Sprintf("no volume status from %s", v.Holder)
 			if rec, l, ok := r.volumeOn(v.Holder); ok {
 				last = fmt.Sprintf("%s: %s; recorded %+v", v.Holder, l, rec)
 				if l.Role == "Primary" && l.Disk == "UpToDate" && l.PeerDisk == "UpToDate" && l.Connection == "Connected" &&

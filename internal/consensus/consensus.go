@@ -55,6 +55,11 @@ type Config struct {
 	PreferLeader string
 	// PreferredUp reports whether PreferLeader looks alive (from heartbeats).
 	PreferredUp func() bool
+	// Boot is this agent's boot number (heartbeat.NextBoot): stamped on
+	// each proposal whose Node is Self, so the state refuses this node's
+	// commands of an earlier life once it has applied one of this life
+	// (state.Command.Boot). 0 stamps nothing.
+	Boot uint32
 	// Cut, for in-process partition tests only, reports that traffic from
 	// one voter to another is blocked.
 	Cut func(from, to string) bool
@@ -360,6 +365,9 @@ func (c *Consensus) Propose(ctx context.Context, cmd state.Command) error {
 	}
 	if cmd.ID == "" && cmd.Op != state.OpNoop {
 		cmd.ID = newProposalID()
+	}
+	if cmd.Boot == 0 && cmd.Node == c.cfg.Self {
+		cmd.Boot = c.cfg.Boot
 	}
 	for {
 		var err error

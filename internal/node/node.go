@@ -327,7 +327,7 @@ func Start(opts Options) (*Node, error) {
 		dir = ""
 	}
 	cons, err := consensus.Start(consensus.Config{
-		Self: opts.Self, Voters: cvoters, Key: key, Dir: dir, Timeout: t.RaftTimeout.D(),
+		Self: opts.Self, Voters: cvoters, Key: key, Dir: dir, Timeout: t.RaftTimeout.D(), Boot: boot,
 		Logger: n.log, OnApply: n.onApply, PreferLeader: prefer,
 		PreferredUp: func() bool { return preferIdx >= 0 && n.hb.Up(preferIdx) },
 		Cut:         opts.Cut,
