@@ -147,7 +147,7 @@ func runAgent(cmd *cobra.Command, f agentFlags, witness bool) error {
 		return agentStateError(err, f)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfoMetric())
+	reg.MustRegister(collectors.NewGoCollector(), newProcessCollector(), buildInfoMetric())
 	n, err := node.Start(node.Options{Config: cfg, Self: self, Logger: log, Registerer: reg})
 	if err != nil {
 		return agentStateError(err, f)
