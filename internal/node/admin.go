@@ -328,10 +328,18 @@ type GroupStatus struct {
 
 // Status returns the cluster as this node sees it.
 func (n *Node) Status() Status {
+	s := n.status()
+	s.Raft = n.cons.Stats()
+	return s
+}
+
+// status is Status without raft's statistics (a map of formatted strings
+// no metric reads): what the metrics collector asks for on every scrape.
+func (n *Node) status() Status {
 	st := n.State()
 	hs := n.hb.Status()
 	s := Status{Cluster: n.cfg.Cluster, Node: n.self, Role: n.role(n.self), Leader: n.cons.Leader(),
-		Maintenance: st.Maintenance, Uptime: time.Since(n.started).Seconds(), Drops: n.hb.Drops(), Raft: n.cons.Stats()}
+		Maintenance: st.Maintenance, Uptime: time.Since(n.started).Seconds(), Drops: n.hb.Drops()}
 	s.Quorum = s.Leader != ""
 	s.Config = st.ClusterConfig(n.voterNames())
 	s.FenceDevices = n.fenceMon.status()

@@ -74,7 +74,7 @@ func b2f(b bool) float64 {
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	s := c.n.Status()
+	s := c.n.status() // without raft's statistics: no metric reads them
 	g := prometheus.GaugeValue
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, g, v, labels...)
