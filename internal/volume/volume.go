@@ -251,9 +251,10 @@ func (v *Volume) Outdate() error {
 
 // Observe tells the volume of a newer epoch (the cluster's): frames of
 // older epochs are refused from then on, and a primary of an older epoch
-// learns it was deposed.
+// is deposed (replication.Machine.SeeEpoch).
 func (v *Volume) Observe(e replication.Epoch) {
 	v.ep.Observe(e)
+	v.post(func(now time.Time) { v.m.SeeEpoch(now, e) })
 }
 
 // Close stops the volume: open requests fail, the link closes, the
