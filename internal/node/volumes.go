@@ -29,9 +29,6 @@ type nodeVolume struct {
 	// the outdate that loss caused.
 	mu   sync.Mutex
 	poke chan struct{}
-	// deposedAt is the newest epoch of the group held elsewhere that the
-	// replica was told of (deposeVolumes).
-	deposedAt atomic.Uint64
 	// attach is how this node's filesystem resource on the volume attaches
 	// it (filesystem.ModeKernelNBD, ModeNBDFuse, "" when it cannot):
 	// status shows it.
@@ -87,23 +84,6 @@ func (n *Node) StorageGatherer() prometheus.Gatherer {
 		gs = append(gs, v.rep.Gatherer())
 	}
 	return gs
-}
-
-// deposeVolumes tells each replica whose group the state placed on
-// another node of that epoch: a primary of an older epoch here is deposed
-// at once (replication.Machine.SeeEpoch), its open writes fail, and the
-// group's stop does not wait on them until the link breaks. Off the
-// apply path: the volume's step may wait for its lock.
-func (n *Node) deposeVolumes(st *state.State) {
-	for _, v := range n.volumes {
-		g := st.Groups[v.group]
-		if g == nil || g.Holder == "" || g.Holder == n.self {
-			continue
-		}
-		if old := v.deposedAt.Load(); g.Epoch > old && v.deposedAt.CompareAndSwap(old, g.Epoch) {
-			go v.rep.Observe(g.Epoch)
-		}
-	}
 }
 
 func (v *nodeVolume) nudge() {

@@ -94,20 +94,6 @@ func (m *Machine) Demote(now time.Time) {
 	m.step(now)
 }
 
-// SeeEpoch tells the machine of a newer epoch than its own, from the
-// cluster (the group moved to the peer at e): a primary of an older epoch
-// is deposed at once, its open requests fail and it acknowledges nothing
-// more, rather than when the peer's frames show the epoch. A deposed
-// primary learnt that only from the link, and when the link was slow to
-// break (the peer's close behind TCP retransmissions after a partition)
-// its export held writes waiting for acknowledgements, and the group,
-// 220 ms past its lease (storage seed 44102).
-func (m *Machine) SeeEpoch(now time.Time, e Epoch) {
-	m.now = now
-	m.seeEpoch(e)
-	m.step(now)
-}
-
 func (m *Machine) demote(err error) {
 	m.failClients(err)
 	m.role = Secondary

@@ -918,37 +918,3 @@ func TestForcedPromotionWhileConnectedStartsTheInitialSync(t *testing.T) {
 		s.fail("no full sync started: %v", s.nodes[0].events)
 	}
 }
-
-// TestSeeEpochDeposesAPrimaryWithWritesInFlight: told by the cluster that
-// the group moved on to a newer epoch, a sync primary whose writes wait
-// for the peer's acknowledgements fails them at once and is secondary: it
-// does not wait for the link to show the epoch (a link slow to break held
-// a deposed holder's export, and its group, 220 ms past its lease: storage
-// seed 44102).
-func TestSeeEpochDeposesAPrimaryWithWritesInFlight(t *testing.T) {
-	s := pair(t, Sync)
-	a := s.nodes[0]
-	id := s.write(0, 1)
-	if _, open := s.reqs[id]; !open {
-		t.Fatal("the write was answered with the peer's acknowledgement still on the wire")
-	}
-	a.m.SeeEpoch(s.now, 1) // not newer: nothing happens
-	s.drain()
-	if _, open := s.reqs[id]; !open || a.m.Status().Role != Primary {
-		t.Fatalf("an epoch not newer deposed the primary (role %v, write open %v)", a.m.Status().Role, s.reqs[id] == 0)
-	}
-	a.m.SeeEpoch(s.now, 2)
-	s.drain()
-	if _, open := s.reqs[id]; open {
-		t.Fatal("the deposed primary's write is still open")
-	}
-	if s.writes[id].acked {
-		t.Fatal("the deposed primary acknowledged the write")
-	}
-	if st := a.m.Status(); st.Role != Secondary || st.Epoch != 2 {
-		t.Fatalf("after a newer epoch: %v at epoch %d; want Secondary at 2", st.Role, st.Epoch)
-	}
-	if err := a.m.Promote(s.now, 1, false); err == nil {
-		t.Fatal("promoted again at the superseded epoch")
-	}
-}

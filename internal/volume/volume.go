@@ -251,10 +251,9 @@ func (v *Volume) Outdate() error {
 
 // Observe tells the volume of a newer epoch (the cluster's): frames of
 // older epochs are refused from then on, and a primary of an older epoch
-// is deposed (replication.Machine.SeeEpoch).
+// learns it was deposed.
 func (v *Volume) Observe(e replication.Epoch) {
 	v.ep.Observe(e)
-	v.post(func(now time.Time) { v.m.SeeEpoch(now, e) })
 }
 
 // Close stops the volume: open requests fail, the link closes, the

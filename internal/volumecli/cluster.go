@@ -222,9 +222,6 @@ func (r *Replica) Outdate() error { return r.d.vol.Outdate() }
 // Status is the engine's status.
 func (r *Replica) Status() volume.Status { return r.d.vol.Status() }
 
-// Observe tells the replica of the cluster's newer epoch (volume.Observe).
-func (r *Replica) Observe(epoch uint64) { r.d.vol.Observe(replication.Epoch(epoch)) }
-
 // Device is the volume as a block device: I/O succeeds only while primary.
 func (r *Replica) Device() blockdev.Device { return r.d.vol }
 
