@@ -201,12 +201,19 @@ func assembleCmd(g *globals) *cobra.Command {
 					fmt.Fprintf(g.out, "%s: served (running)\n", t.rec.Name)
 					continue
 				}
+				// What is pending is read before assembling: the array
+				// starts its resync at once, and a small one was over
+				// before its status was read (CI beside stress-ng).
+				pending, perr := g.status(t)
 				a, err := g.assemble(t, g.options(log, bus))
 				if err != nil {
 					errs = append(errs, err)
 					continue
 				}
-				if st := a.Status(); st.ResyncPending > 0 {
+				if st := a.Status(); st.ResyncPending > 0 || perr == nil && pending.ResyncPending > 0 {
+					if st.ResyncPending == 0 {
+						st = pending
+					}
 					fmt.Fprintf(g.out, "%s: resync %s\n", st.Name, pendingWhat(st))
 				}
 				err = g.runJobs(cmd.Context(), a)
