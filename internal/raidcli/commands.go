@@ -210,10 +210,11 @@ func assembleCmd(g *globals) *cobra.Command {
 					errs = append(errs, err)
 					continue
 				}
-				if st := a.Status(); st.ResyncPending > 0 || perr == nil && pending.ResyncPending > 0 {
-					if st.ResyncPending == 0 {
-						st = pending
-					}
+				st := a.Status()
+				if perr == nil && pending.ResyncPending > st.ResyncPending {
+					st = pending
+				}
+				if st.ResyncPending > 0 {
 					fmt.Fprintf(g.out, "%s: resync %s\n", st.Name, pendingWhat(st))
 				}
 				err = g.runJobs(cmd.Context(), a)

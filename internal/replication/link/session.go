@@ -64,7 +64,7 @@ type tcpSession struct {
 	held  bool        // whether Recv holds cur
 	ctrl  chan Frame  // pongs and stale refusals for the control goroutine
 
-	mu    sync.Mutex // path, conns, err, hardEnd
+	mu    sync.Mutex // path, conns, err
 	path  *pathConn
 	conns []*pathConn // every connection opened for the session, closed at its end
 	err   error
@@ -77,9 +77,9 @@ type tcpSession struct {
 	// reader until it reads their end, or for the link's Timeout. hard tells the
 	// reader to stop at once (Close, the drain's end, any other failure);
 	// rdone is closed when it has stopped, and Recv ends only then.
-	hard    chan struct{}
-	hardEnd bool
-	rdone   chan struct{}
+	hard     chan struct{}
+	hardOnce sync.Once
+	rdone    chan struct{}
 
 	rtt                                    atomic.Int64
 	bytesIn, bytesOut, framesIn, framesOut atomic.Uint64
@@ -325,14 +325,10 @@ func (s *tcpSession) end(err error, drain bool) {
 // stopReader ends the reader now: its connections are closed and its
 // waits for Recv end.
 func (s *tcpSession) stopReader() {
-	s.mu.Lock()
-	first := !s.hardEnd
-	s.hardEnd = true
-	s.mu.Unlock()
-	if first {
+	s.hardOnce.Do(func() {
 		close(s.hard)
 		s.closeConns()
-	}
+	})
 }
 
 // goodbye writes a refusal as the last frame, if the write token comes
