@@ -97,8 +97,16 @@ func startControl(d *daemon) (*control, error) {
 	return c, nil
 }
 
+// close stops the control socket. The answers being written finish first
+// (within a second): `down` is answered and then closes it, and a Close
+// that cut the connection first left the caller with an EOF for a down
+// that happened (e2e TestVolumeBadInput beside stress-ng).
 func (c *control) close() {
-	c.srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if c.srv.Shutdown(ctx) != nil {
+		c.srv.Close()
+	}
 	os.Remove(c.path)
 }
 
