@@ -754,6 +754,7 @@ func (n *Node) onApply(st *state.State, c state.Command, err error) {
 	if n.mgr != nil {
 		n.mgr.SetState(st)
 	}
+	n.deposeVolumes(st)
 	if c.Op == state.OpConfig {
 		n.checkDrift(st)
 	}

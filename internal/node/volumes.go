@@ -33,6 +33,9 @@ type nodeVolume struct {
 	// it (filesystem.ModeKernelNBD, ModeNBDFuse, "" when it cannot):
 	// status shows it.
 	attach atomic.Pointer[string]
+	// deposedAt is the newest epoch at which the state placed the group
+	// on another node that the replica was told of (deposeVolumes).
+	deposedAt atomic.Uint64
 }
 
 // volumeGroup returns the group whose volume resource promotes volume.
@@ -84,6 +87,23 @@ func (n *Node) StorageGatherer() prometheus.Gatherer {
 		gs = append(gs, v.rep.Gatherer())
 	}
 	return gs
+}
+
+// deposeVolumes tells each replica whose group the state placed on the
+// other node of that epoch: a primary of an older epoch here steps down
+// at once (replication.Machine.Depose), its open writes fail, and the
+// group's stop does not wait on them until the link breaks. Off the
+// apply path: the volume's step may wait for its lock.
+func (n *Node) deposeVolumes(st *state.State) {
+	for _, v := range n.volumes {
+		g := st.Groups[v.group]
+		if g == nil || g.Holder == "" || g.Holder == n.self {
+			continue
+		}
+		if old := v.deposedAt.Load(); g.Epoch > old && v.deposedAt.CompareAndSwap(old, g.Epoch) {
+			go v.rep.Depose(g.Epoch)
+		}
+	}
 }
 
 func (v *nodeVolume) nudge() {

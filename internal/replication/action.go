@@ -160,6 +160,19 @@ var (
 	ErrIO           = errors.New("replication: I/O error")
 )
 
+// ErrResyncTarget refuses to promote a resync target until its resync
+// ends. It is an ErrNotUpToDate that passes on its own while the link
+// holds: the source is sending what the target lacks.
+var ErrResyncTarget error = resyncTargetError{}
+
+type resyncTargetError struct{}
+
+func (resyncTargetError) Error() string {
+	return "replication: a resync target is not UpToDate until its resync ends"
+}
+
+func (resyncTargetError) Is(target error) bool { return target == ErrNotUpToDate }
+
 // IsStaleEpoch reports whether err says an epoch was too old.
 func IsStaleEpoch(err error) bool { return errors.Is(err, ErrStaleEpoch) }
 

@@ -29,6 +29,8 @@ func (m *Machine) Promote(now time.Time, epoch Epoch, force bool) error {
 		return fmt.Errorf("promote: epoch 0: %w", ErrStaleEpoch)
 	case epoch < m.meta.Epoch || epoch == m.meta.Epoch && m.meta.PrimaryEpoch != epoch:
 		return fmt.Errorf("promote at epoch %d: %w (%d seen)", epoch, ErrStaleEpoch, m.meta.Epoch)
+	case epoch < m.supersededAt:
+		return fmt.Errorf("promote at epoch %d: %w (the group went to the peer at %d)", epoch, ErrStaleEpoch, m.supersededAt)
 	case m.demoting:
 		return fmt.Errorf("promote: %w: still demoting", ErrBusy)
 	case m.linkUp && m.conn == connHandshake:
@@ -36,7 +38,7 @@ func (m *Machine) Promote(now time.Time, epoch Epoch, force bool) error {
 	case m.linkUp && m.conn == connEstablished && m.peerRole == Primary:
 		return fmt.Errorf("promote: %w", ErrPeerPrimary)
 	case m.sync == syncTarget || m.sync == syncTargetBitmap:
-		return fmt.Errorf("promote: %w: resync target", ErrNotUpToDate)
+		return fmt.Errorf("promote: %w", ErrResyncTarget)
 	case !m.hasDisk():
 		if !m.peerHasData() {
 			return fmt.Errorf("promote: %w", ErrNoData)
@@ -91,6 +93,33 @@ func (m *Machine) Demote(now time.Time) {
 	}
 	m.demote(ErrNotPrimary)
 	m.event(Event{Kind: EventDemoted})
+	m.step(now)
+}
+
+// Depose tells the machine that the cluster gave its group to the peer
+// at epoch e. A primary of an older epoch steps down at once: its open
+// requests fail, it acknowledges nothing more, and the group's stop does
+// not wait on writes held for the peer's acknowledgement until the link
+// shows the epoch. A link slow to break (the peer's close behind TCP
+// retransmissions after a one-way partition) held a deposed holder's
+// export, and so its group, 220 ms into its successor's lease (storage
+// seed 44102).
+//
+// Unlike a frame of epoch e, the cluster's word records nothing: the
+// peer may not have promoted yet, and a replica that took e as seen would
+// refuse the frames the peer sends before its promotion and carry e back
+// to it, which would then refuse its own promotion at e as already seen
+// (storage seed 45021, when this went through the link's epoch). Only a
+// promotion at an epoch older than e is refused from then on.
+func (m *Machine) Depose(now time.Time, e Epoch) {
+	m.now = now
+	m.supersededAt = max(m.supersededAt, e)
+	if m.role != Primary || m.meta.PrimaryEpoch >= e {
+		return
+	}
+	m.deposed = true
+	m.event(Event{Kind: EventDeposed, Epoch: e, Reason: fmt.Sprintf("primary at epoch %d, the cluster gave the group to the peer at %d", m.meta.PrimaryEpoch, e)})
+	m.demote(ErrStaleEpoch)
 	m.step(now)
 }
 

@@ -49,6 +49,10 @@ type Machine struct {
 	disk           DiskState
 	crashedPrimary bool
 	deposed        bool
+	// supersededAt is the newest epoch the cluster gave the group to the
+	// peer at (Depose): in memory only, it refuses a promotion at an
+	// older epoch and nothing else.
+	supersededAt Epoch
 	demoting       bool
 	dirty          *Bitmap
 	al             *actLog

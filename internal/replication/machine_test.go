@@ -918,3 +918,80 @@ func TestForcedPromotionWhileConnectedStartsTheInitialSync(t *testing.T) {
 		s.fail("no full sync started: %v", s.nodes[0].events)
 	}
 }
+
+// TestDeposeStepsDownAPrimaryWithWritesInFlight: told by the cluster that
+// the group went to the peer at a newer epoch, a sync primary whose write
+// waits for the peer's acknowledgement fails it at once and steps down: it
+// does not wait for the link to show the epoch (a link slow to break held
+// a deposed holder's export, and its group, 220 ms into its successor's
+// lease: storage seed 44102). It records no epoch, and refuses a
+// promotion at an older one.
+func TestDeposeStepsDownAPrimaryWithWritesInFlight(t *testing.T) {
+	s := pair(t, Sync)
+	a := s.nodes[0]
+	id := s.write(0, 1)
+	if _, open := s.reqs[id]; !open {
+		t.Fatal("the write was answered with the peer's acknowledgement still on the wire")
+	}
+	a.m.Depose(s.now, 1) // not newer: nothing happens
+	s.drain()
+	if _, open := s.reqs[id]; !open || a.m.Status().Role != Primary {
+		t.Fatalf("an epoch not newer deposed the primary (role %v, write open %v)", a.m.Status().Role, open)
+	}
+	a.m.Depose(s.now, 2)
+	s.drain()
+	if _, open := s.reqs[id]; open {
+		t.Fatal("the deposed primary's write is still open")
+	}
+	if s.writes[id].acked {
+		t.Fatal("the deposed primary acknowledged the write")
+	}
+	if st := a.m.Status(); st.Role != Secondary || a.m.meta.Epoch != 1 {
+		t.Fatalf("deposed: %v with epoch %d recorded; want Secondary, epoch 1", st.Role, a.m.meta.Epoch)
+	}
+	if len(s.eventsOf(0, EventDeposed)) != 1 {
+		t.Fatalf("deposed events: %v", s.eventsOf(0, EventDeposed))
+	}
+	s.settle()
+	if err := a.m.Promote(s.now, 1, false); !errors.Is(err, ErrStaleEpoch) {
+		t.Fatalf("promoted again at the superseded epoch: %v", err)
+	}
+	// The successor's promotion goes through, and the pair converges.
+	s.epoch = 2
+	s.promote(1)
+	s.write(0, 1)
+	s.settle()
+	if !s.converged() {
+		t.Fatal("not converged under the successor")
+	}
+}
+
+// TestDeposeLeavesTheSuccessorsEpochToTheSuccessor: the cluster's word
+// reaches a secondary (the replica of a node the group is not on) before
+// the new holder promoted. It must record nothing: a secondary that took
+// the epoch as seen carried it to the holder in the next handshake, whose
+// promotion at that epoch was then refused as already seen, and the group
+// ran nowhere (storage seed 45021).
+func TestDeposeLeavesTheSuccessorsEpochToTheSuccessor(t *testing.T) {
+	s := pair(t, Sync)
+	a, b := s.nodes[0], s.nodes[1]
+	a.m.Demote(s.now)
+	s.settle()
+	s.linkDown("cut")
+	b.m.Depose(s.now, 2) // the group goes to a at epoch 2: b is not primary
+	if b.m.meta.Epoch != 1 || b.m.Status().Role != Secondary {
+		t.Fatalf("the secondary recorded epoch %d, role %v", b.m.meta.Epoch, b.m.Status().Role)
+	}
+	s.linkUpNow()
+	s.settle()
+	if err := a.m.Promote(s.now, 2, false); err != nil {
+		t.Fatalf("the successor's promotion at the cluster's epoch: %v", err)
+	}
+	s.epoch, s.holderEpoch = 2, 2
+	s.drain()
+	id := s.write(0, 1)
+	s.settle()
+	if !s.writes[id].acked {
+		t.Fatal("the successor's write was not acknowledged")
+	}
+}

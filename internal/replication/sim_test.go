@@ -695,7 +695,18 @@ func (s *sim) fault() {
 			n = s.nodes[i]
 		}
 		if n.m != nil && n.m.role == Primary {
-			n.m.Demote(s.now)
+			if n.m.meta.PrimaryEpoch < s.epoch && s.rng.IntN(2) == 0 {
+				// The cluster's word that the group went on reaches a
+				// deposed primary before the link shows it.
+				n.m.Depose(s.now, s.epoch)
+			} else {
+				n.m.Demote(s.now)
+			}
+			s.drain()
+		}
+		// ...and it reaches the other replicas too, primary or not.
+		if o := s.nodes[1-i].m; o != nil && s.rng.IntN(2) == 0 {
+			o.Depose(s.now, s.epoch)
 			s.drain()
 		}
 	case 8:

@@ -256,6 +256,14 @@ func (v *Volume) Observe(e replication.Epoch) {
 	v.ep.Observe(e)
 }
 
+// Depose tells the volume that the cluster gave its group to the peer at
+// epoch e: a primary of an older epoch steps down at once
+// (replication.Machine.Depose). Nothing is recorded: frames of epoch e
+// are still taken.
+func (v *Volume) Depose(e replication.Epoch) {
+	v.post(func(now time.Time) { v.m.Depose(now, e) })
+}
+
 // Close stops the volume: open requests fail, the link closes, the
 // metadata is written clean. A primary is not demoted first: found
 // Primary at the next Open, its activity log's extents are resynced.

@@ -219,6 +219,10 @@ func (r *Replica) Connect() error { return r.d.vol.Connect() }
 // Outdate marks this replica Outdated (the cluster says it is).
 func (r *Replica) Outdate() error { return r.d.vol.Outdate() }
 
+// Depose tells the replica that the cluster gave its group to the peer
+// at epoch (volume.Depose).
+func (r *Replica) Depose(epoch uint64) { r.d.vol.Depose(replication.Epoch(epoch)) }
+
 // Status is the engine's status.
 func (r *Replica) Status() volume.Status { return r.d.vol.Status() }
 

@@ -94,6 +94,7 @@ func (v *Volume) Start(ctx context.Context) error {
 		force = true
 		v.log.Warn("volume: promoted by force (tandem failover --force): writes this replica lacks are lost", "epoch", epoch, "disk", st.Disk)
 	}
+	waited := false
 	for {
 		err := v.eng.Promote(epoch, force)
 		if err == nil {
@@ -126,6 +127,17 @@ func (v *Volume) Start(ctx context.Context) error {
 			err = perr
 			if !errors.Is(err, replication.ErrBusy) {
 				return fmt.Errorf("volume %s: promote at epoch %d: %w", name, epoch, err)
+			}
+		case errors.Is(err, replication.ErrResyncTarget):
+			// Recorded UpToDate, this replica became a resync target after
+			// the placement: the crashed primary came back and sends the
+			// regions its activity log held. That ends on its own while
+			// the link holds (else the promotion fails as Inconsistent):
+			// wait, within the start's timeout, rather than ban a node
+			// whose data is a moment from whole (storage seed 45021).
+			if !waited {
+				v.log.Info("volume: a resync target: waiting for the resync to end to promote", "epoch", epoch)
+				waited = true
 			}
 		case errors.Is(err, replication.ErrNotUpToDate), errors.Is(err, replication.ErrNoData):
 			return resource.Failf(resource.Hard, "volume %s: %v", name, err)

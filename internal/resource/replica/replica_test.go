@@ -83,6 +83,8 @@ func TestVolumeStart(t *testing.T) {
 		{"a new volume whose peer has the data", volume.Status{Disk: "Inconsistent", PeerDisk: "UpToDate"}, nil, []error{replication.ErrNotUpToDate}, 1, resource.Hard, false},
 		{"outdated in the cluster", volume.Status{Disk: "UpToDate"}, map[string]string{"a": "Outdated", "b": "UpToDate"}, nil, 5, resource.Hard, false},
 		{"not up to date", volume.Status{Disk: "Outdated"}, map[string]string{"b": "UpToDate"}, []error{replication.ErrNotUpToDate}, 5, resource.Hard, false},
+		{"a resync target until its resync ends", volume.Status{Disk: "UpToDate"}, map[string]string{"a": "UpToDate", "b": "UpToDate"}, []error{replication.ErrResyncTarget, replication.ErrResyncTarget}, 5, -1, false},
+		{"a resync target whose link fails", volume.Status{Disk: "UpToDate"}, map[string]string{"a": "UpToDate", "b": "UpToDate"}, []error{replication.ErrResyncTarget, replication.ErrNotUpToDate}, 5, resource.Hard, false},
 		{"no epoch", volume.Status{Disk: "UpToDate"}, nil, nil, 0, resource.Fatal, false},
 		{"forced by an admin", volume.Status{Disk: "Outdated"}, map[string]string{"a": "UpToDate", "b": "UpToDate"}, nil, 7, -1, true},
 	}
