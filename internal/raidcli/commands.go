@@ -86,7 +86,12 @@ func createCmd(g *globals) *cobra.Command {
 			log := g.logger()
 			bus, done := g.bus(log)
 			defer done()
-			a, err := raid.Create(ms, ss, co, g.options(log, bus))
+			o := g.options(log, bus)
+			// Without --wait the initial resync waits for assemble or serve,
+			// as create says: started now, it could finish before Close, or
+			// not, depending on how long recording the array takes.
+			o.NoBackground = !wait
+			a, err := raid.Create(ms, ss, co, o)
 			if err != nil {
 				closeMembers(append(ms, ss...))
 				return err
