@@ -16,8 +16,9 @@ const mod = "tandem/"
 // says.
 var allowed = map[string][]string{
 	"internal/clock":            {},
+	"internal/durable":          {},
 	"internal/blockdev":         {},
-	"internal/events":           {},
+	"internal/events":           {"internal/durable"},
 	"internal/lease":            {},
 	"internal/lifecycle":        {},
 	"internal/fencepolicy":      {},
@@ -25,10 +26,10 @@ var allowed = map[string][]string{
 	"internal/watchdog":         {"internal/clock"},
 	"internal/seal":             {},
 	"internal/state":            {},
-	"internal/keyfile":          {},
+	"internal/keyfile":          {"internal/durable"},
 	"internal/placement":        {"internal/config", "internal/state", "internal/keyfile"},
 	"internal/config":           {"internal/keyfile", "internal/events"},
-	"internal/heartbeat":        {"internal/clock", "internal/lease", "internal/seal"},
+	"internal/heartbeat":        {"internal/clock", "internal/durable", "internal/lease", "internal/seal"},
 	"internal/consensus":        {"internal/state", "internal/peerid"},
 	"internal/peerid":           {},
 	"internal/pgwire":           {},

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"tandem/internal/durable"
 )
 
 // Log is the append-only audit log: one JSON object per line, each entry
@@ -224,11 +226,7 @@ func (l *Log) Compact() error {
 	for _, line := range lines[cut+1:] {
 		out.Write(line)
 	}
-	tmp := l.path + ".tmp"
-	if err := os.WriteFile(tmp, out.Bytes(), 0o640); err != nil {
-		return fmt.Errorf("events: %w", err)
-	}
-	if err := os.Rename(tmp, l.path); err != nil {
+	if err := durable.WriteFile(l.path, out.Bytes(), 0o640); err != nil {
 		return fmt.Errorf("events: %w", err)
 	}
 	l.end.file = nil

@@ -3,7 +3,8 @@
 // start/stop/failure, admin action, RAID health) is an Event published on a
 // Bus; the audit log, metrics, API and UI consume it. The audit log is JSON
 // lines, its entries linked by a hash chain that Verify checks (chain.go
-// says the format). It imports nothing of ours; any package may import it.
+// says the format). It imports only internal/durable, which rewrites the log
+// when it is compacted; any package may import it.
 package events
 
 import (

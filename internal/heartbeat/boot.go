@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"tandem/internal/durable"
 )
 
 // A boot number names one life of an agent. It only grows: the sealer
@@ -43,42 +45,14 @@ func NextBoot(path string) (uint32, error) {
 	}
 	boot := max(prev+1, uint32(time.Now().Unix()))
 	if path != "" {
-		if err := writeSynced(path, strconv.FormatUint(uint64(boot), 10)+"\n"); err != nil {
+		err := os.MkdirAll(filepath.Dir(path), 0o750)
+		if err == nil {
+			err = durable.WriteFile(path, []byte(strconv.FormatUint(uint64(boot), 10)+"\n"), 0o640)
+		}
+		if err != nil {
 			return 0, fmt.Errorf("heartbeat: boot number: %w", err)
 		}
 	}
 	lastBoot = boot
 	return boot, nil
-}
-
-// writeSynced replaces path with data durably (temp file, fsync, rename,
-// fsync of the directory).
-func writeSynced(path, data string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }

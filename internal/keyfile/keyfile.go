@@ -4,7 +4,7 @@
 // them, writes them owner-only without ever replacing one by accident, loads
 // them refusing files others may read, and derives purpose-bound sub-keys
 // with HKDF-SHA256 so one key file serves several protocols. It imports
-// nothing of tandem's; anything may import it.
+// only internal/durable, which writes the files; anything may import it.
 package keyfile
 
 import (
@@ -20,6 +20,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"tandem/internal/durable"
 )
 
 // KeySize is the length of a cluster key: an AES-256 key.
@@ -67,60 +69,23 @@ func WriteToken(path, token string, force bool) error {
 	return writeSecret(path, []byte(token+"\n"), force)
 }
 
-// writeSecret writes data to a temporary file in path's directory and then
-// links (no force) or renames (force) it into place, so path never holds a
-// partial secret and an existing file is never clobbered by a race.
+// writeSecret writes data durably to path with mode 0600: renamed into
+// place (force) or linked there (no force), so path never holds a partial
+// secret and an existing file is never clobbered by a race.
 func writeSecret(path string, data []byte, force bool) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("keyfile: %w", err)
 	}
-	if !force {
-		if _, err := os.Lstat(path); err == nil {
-			return fmt.Errorf("keyfile: %s: refusing to overwrite: %w", path, fs.ErrExist)
-		}
-	}
-	tmp, err := os.CreateTemp(dir, ".tandem-secret-*") // mode 0600
-	if err != nil {
-		return fmt.Errorf("keyfile: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(0o600) // whatever the umask made of it
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("keyfile: write %s: %w", path, err)
-	}
+	write := durable.WriteNew
 	if force {
-		err = os.Rename(tmp.Name(), path)
-	} else {
-		err = os.Link(tmp.Name(), path)
+		write = durable.WriteFile
 	}
+	err := write(path, data, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("keyfile: %s: refusing to overwrite: %w", path, fs.ErrExist)
 	}
 	if err != nil {
 		return fmt.Errorf("keyfile: %w", err)
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a new directory entry durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("keyfile: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("keyfile: sync %s: %w", dir, err)
 	}
 	return nil
 }

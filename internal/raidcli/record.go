@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"tandem/internal/durable"
 )
 
 // record is what the state dir remembers about an array.
@@ -58,11 +60,7 @@ func saveRecord(stateDir string, r *record) error {
 		return fmt.Errorf("raid: %w", err)
 	}
 	b, _ := json.MarshalIndent(r, "", "  ")
-	tmp := recordPath(stateDir, r.Name) + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o640); err != nil {
-		return fmt.Errorf("raid: %w", err)
-	}
-	if err := os.Rename(tmp, recordPath(stateDir, r.Name)); err != nil {
+	if err := durable.WriteFile(recordPath(stateDir, r.Name), append(b, '\n'), 0o640); err != nil {
 		return fmt.Errorf("raid: %w", err)
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"tandem/internal/durable"
 	"tandem/internal/replication"
 	"tandem/internal/replication/link"
 )
@@ -101,23 +102,7 @@ func saveJSON(path string, v any) error {
 		return fmt.Errorf("volume: %w", err)
 	}
 	b, _ := json.MarshalIndent(v, "", "  ")
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
-	if err != nil {
-		return fmt.Errorf("volume: %w", err)
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := durable.WriteFile(path, append(b, '\n'), 0o640); err != nil {
 		return fmt.Errorf("volume: %w", err)
 	}
 	return nil
