@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"tandem/internal/blockdev"
+	"tandem/internal/fusetest"
 )
 
 // packages maps each client program to the Debian package that has it.
@@ -293,10 +294,7 @@ func TestClientNbdfuseExt4(t *testing.T) {
 		if err := fuse.Start(); err != nil {
 			t.Fatal(err)
 		}
-		undo = append(undo, func() {
-			exec.Command("fusermount3", "-u", fuseDir).Run()
-			fuse.Wait()
-		})
+		undo = append(undo, func() { fusetest.Unmount(t, fuseDir, fuse) })
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 			if _, err := os.Stat(pidfile); err == nil {
 				break

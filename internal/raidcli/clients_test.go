@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"tandem/internal/fusetest"
 )
 
 // Real NBD clients from Debian against `tandem raid serve`: nbdinfo sees
@@ -160,8 +162,7 @@ func TestServeExt4OnTheArray(t *testing.T) {
 		waitFor(t, func() bool { _, err := os.Stat(pid); return err == nil })
 		out, err := exec.Command("losetup", "--find", "--show", filepath.Join(fuseDir, "disk")).CombinedOutput()
 		if err != nil {
-			exec.Command("fusermount3", "-u", fuseDir).Run()
-			fuse.Wait()
+			fusetest.Unmount(t, fuseDir, fuse)
 			t.Skipf("skipping: no loop device: %v: %s", err, out)
 		}
 		loop := strings.TrimSpace(string(out))
@@ -177,8 +178,7 @@ func TestServeExt4OnTheArray(t *testing.T) {
 			done = true
 			exec.Command("umount", mnt).Run()
 			exec.Command("losetup", "-d", loop).Run()
-			exec.Command("fusermount3", "-u", fuseDir).Run()
-			fuse.Wait()
+			fusetest.Unmount(t, fuseDir, fuse)
 			if err := stop(); err != nil {
 				t.Errorf("serve: %v", err)
 			}
