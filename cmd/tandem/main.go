@@ -38,10 +38,10 @@ func newRoot() *cobra.Command {
 		Use:   "tandem",
 		Short: "tandem: a hot-standby cluster manager (two nodes + witness, floating IP, services)",
 		Long: "tandem: a hot-standby cluster manager. Two nodes and a witness: one node runs each group\n" +
-			"(a floating IP, services, OCF resources), the other takes over when it dies, hangs or is\n" +
-			"cut off. `tandem raid` is a software RAID for one machine's own disks.\n\n" +
-			"Not built yet: replicated storage (volumes mirrored to the peer node and failed over with\n" +
-			"their group, issue 11) and fencing. See \"Not finished\" in the README.",
+			"(a floating IP, services, OCF resources, replicated volumes and their file systems), the\n" +
+			"other takes over when it dies, hangs or is cut off, fencing it first where the config says\n" +
+			"so. `tandem raid` is a software RAID for one machine's own disks.\n\n" +
+			"What is not built or not met yet: \"Not finished\" in the README.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
