@@ -254,7 +254,10 @@ func TestVolumeGroupForcedOntoAStaleReplica(t *testing.T) {
 	r.client("nbdcopy", "--flush", f, uri)
 	r.waitReplica("node1", "node2", state.DiskOutdated, "node2 recorded Outdated")
 
-	lost, err := r.c.Client("witness").ForceFailover(r.ctx, "db", "node2")
+	// Asked of a data node, not the leader: its copy of the state must
+	// have the forced record before it checks the move (a follower
+	// refused the move against its older copy and kept the record).
+	lost, err := r.c.Client("node2").ForceFailover(r.ctx, "db", "node2")
 	if err != nil {
 		t.Fatalf("forced failover: %v", err)
 	}

@@ -372,11 +372,22 @@ func (c *Consensus) Propose(ctx context.Context, cmd state.Command) error {
 	for {
 		var err error
 		if c.IsLeader() {
-			err = c.applyLocal(ctx, cmd)
+			_, err = c.applyLocal(ctx, cmd) // applied here when it returns
 		} else if leader := c.Leader(); leader == "" {
 			err = ErrNoLeader
 		} else {
-			err = c.forward(ctx, leader, cmd)
+			var idx uint64
+			idx, err = c.forward(ctx, leader, cmd)
+			if idx > 0 {
+				// The proposer reads its own write: a caller that checks
+				// the state after proposing must see it (a forced record
+				// of a replica, then a failover refused against this
+				// member's older copy, left the record forced and the
+				// failover refused).
+				if werr := c.fsm.waitApplied(ctx, idx); werr != nil {
+					return fmt.Errorf("consensus: committed at index %d, not yet applied here: %w", idx, werr)
+				}
+			}
 		}
 		if !errors.Is(err, ErrNoLeader) && !errors.Is(err, errAnswerLost) {
 			return err
@@ -405,13 +416,13 @@ func leaderChanging(err error) bool {
 	return errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress)
 }
 
-func (c *Consensus) applyLocal(ctx context.Context, cmd state.Command) error {
+func (c *Consensus) applyLocal(ctx context.Context, cmd state.Command) (uint64, error) {
 	timeout := 5 * c.cfg.Timeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
 	if timeout <= 0 { // raft would wait without end
-		return fmt.Errorf("consensus: apply: %w", context.DeadlineExceeded)
+		return 0, fmt.Errorf("consensus: apply: %w", context.DeadlineExceeded)
 	}
 	r := c.r()
 	f := r.Apply(cmd.Encode(), timeout)
@@ -421,18 +432,18 @@ func (c *Consensus) applyLocal(ctx context.Context, cmd state.Command) error {
 	}
 	if err != nil {
 		if leaderChanging(err) {
-			return fmt.Errorf("%w: %v", ErrNoLeader, err)
+			return 0, fmt.Errorf("%w: %v", ErrNoLeader, err)
 		}
-		return fmt.Errorf("consensus: apply: %w", err)
+		return 0, fmt.Errorf("consensus: apply: %w", err)
 	}
 	// Followers learn that an entry is committed with the next append;
 	// send one now rather than after CommitTimeout, so the new holder of a
 	// group hears of it within a round trip.
 	r.Apply(state.Command{Op: state.OpNoop}.Encode(), timeout)
 	if err, ok := f.Response().(error); ok && err != nil {
-		return err
+		return f.Index(), err
 	}
-	return nil
+	return f.Index(), nil
 }
 
 // steer hands leadership to the preferred voter whenever this member leads

@@ -166,3 +166,31 @@ func TestLeaderChangingErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestFollowerReadsItsOwnProposal: once Propose returns on a follower,
+// the follower's state has the command applied. A forced failover
+// recorded a replica UpToDate through a data node, then checked the move
+// against that node's copy, which had not applied the record yet: the
+// failover was refused and the forced record stayed (a new user's walk).
+func TestFollowerReadsItsOwnProposal(t *testing.T) {
+	cl := startCluster(t, bytes.Repeat([]byte{1}, 32), "")
+	leader := cl.waitLeader(t, "")
+	var follower *Consensus
+	for n, c := range cl.members {
+		if n != leader {
+			follower = c
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	holders := []string{"a", "b"}
+	for e := uint64(0); e < 40; e++ {
+		cmd := state.Command{Op: state.OpPlace, Group: "g", Holder: holders[e%2], Epoch: e}
+		if err := follower.Propose(ctx, cmd); err != nil {
+			t.Fatal(err)
+		}
+		if g := follower.State().Groups["g"]; g == nil || g.Epoch != e+1 || g.Holder != cmd.Holder {
+			t.Fatalf("proposal %d answered before the proposer applied it: the proposer's state has %+v", e, g)
+		}
+	}
+}

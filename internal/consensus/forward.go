@@ -26,6 +26,9 @@ type forwardRequest struct {
 }
 
 type forwardResponse struct {
+	// Index is the raft index at which the leader applied the command
+	// (0 when it did not): the member waits until it applied it too.
+	Index    uint64 `json:"index,omitempty"`
 	Error    string `json:"error,omitempty"`
 	Stale    bool   `json:"stale,omitempty"`
 	NoLeader bool   `json:"no_leader,omitempty"`
@@ -95,7 +98,7 @@ func (p *forwardPool) close() {
 	p.idle = nil
 }
 
-func (c *Consensus) forward(ctx context.Context, leader string, cmd state.Command) error {
+func (c *Consensus) forward(ctx context.Context, leader string, cmd state.Command) (uint64, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 5*c.cfg.Timeout)
@@ -106,10 +109,10 @@ func (c *Consensus) forward(ctx context.Context, leader string, cmd state.Comman
 		// answer until ctx ends, and Propose could not turn to the next
 		// leader: wait no longer than a new dial may take.
 		kctx, cancel := context.WithTimeout(ctx, c.mux.dialTO)
-		err := c.roundTrip(kctx, conn, leader, cmd)
+		idx, err := c.roundTrip(kctx, conn, leader, cmd)
 		cancel()
 		if !errors.Is(err, errAnswerLost) {
-			return err
+			return idx, err
 		}
 		// The kept connection broke (the leader restarted, closed it, or
 		// froze): try a new one at once. The proposal's ID makes a second
@@ -117,14 +120,14 @@ func (c *Consensus) forward(ctx context.Context, leader string, cmd state.Comman
 	}
 	conn, err := c.mux.dial(ctx, raft.ServerAddress(leader), purposeForward)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNoLeader, err)
+		return 0, fmt.Errorf("%w: %v", ErrNoLeader, err)
 	}
 	return c.roundTrip(ctx, conn, leader, cmd)
 }
 
 // roundTrip sends cmd on conn and reads the answer; conn goes back to the
 // pool after a whole exchange and is closed after any failure.
-func (c *Consensus) roundTrip(ctx context.Context, conn net.Conn, leader string, cmd state.Command) error {
+func (c *Consensus) roundTrip(ctx context.Context, conn net.Conn, leader string, cmd state.Command) (uint64, error) {
 	if d, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(d)
 	}
@@ -132,26 +135,26 @@ func (c *Consensus) roundTrip(ctx context.Context, conn net.Conn, leader string,
 	// unknown: Propose retries.
 	if err := json.NewEncoder(conn).Encode(forwardRequest{Command: cmd}); err != nil {
 		conn.Close()
-		return fmt.Errorf("%w: forward to %s: %v", errAnswerLost, leader, err)
+		return 0, fmt.Errorf("%w: forward to %s: %v", errAnswerLost, leader, err)
 	}
 	// One answer is one line; a decoder reading ahead could only take
 	// bytes of an answer that is not sent before the next request.
 	var resp forwardResponse
 	if err := json.NewDecoder(conn).Decode(&resp); err != nil {
 		conn.Close()
-		return fmt.Errorf("%w: forward to %s: %v", errAnswerLost, leader, err)
+		return 0, fmt.Errorf("%w: forward to %s: %v", errAnswerLost, leader, err)
 	}
 	conn.SetDeadline(time.Time{})
 	c.fwd.put(leader, conn)
 	switch {
 	case resp.Stale: // the text is the state's own ("state: stale epoch: …")
-		return state.Outcome{Error: resp.Error, Stale: true}.Err()
+		return resp.Index, state.Outcome{Error: resp.Error, Stale: true}.Err()
 	case resp.NoLeader:
-		return fmt.Errorf("%w: %s", ErrNoLeader, resp.Error)
+		return 0, fmt.Errorf("%w: %s", ErrNoLeader, resp.Error)
 	case resp.Error != "":
-		return errors.New(resp.Error)
+		return resp.Index, errors.New(resp.Error)
 	}
-	return nil
+	return resp.Index, nil
 }
 
 // serveForward answers the requests forwarded on conn, one at a time, until
@@ -186,10 +189,14 @@ func (c *Consensus) serveForward(conn net.Conn) {
 		var resp forwardResponse
 		if !c.IsLeader() {
 			resp.NoLeader, resp.Error = true, "not the leader"
-		} else if err := c.applyLocal(context.Background(), req.Command); err != nil {
-			resp.Error = err.Error()
-			resp.Stale = state.IsStaleEpoch(err)
-			resp.NoLeader = errors.Is(err, ErrNoLeader)
+		} else {
+			var err error
+			resp.Index, err = c.applyLocal(context.Background(), req.Command)
+			if err != nil {
+				resp.Error = err.Error()
+				resp.Stale = state.IsStaleEpoch(err)
+				resp.NoLeader = errors.Is(err, ErrNoLeader)
+			}
 		}
 		if c.cfg.dropAnswer != nil && c.cfg.dropAnswer(req.Command) {
 			return

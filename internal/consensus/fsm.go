@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -30,9 +31,53 @@ type fsm struct {
 	mu      sync.RWMutex
 	st      *state.State
 	onApply func(st *state.State, c state.Command, err error)
+
+	// done is the index of the newest entry applied and handed to
+	// onApply; doneCh, made by a waiter, is closed when it grows.
+	doneMu sync.Mutex
+	done   uint64
+	doneCh chan struct{}
+}
+
+// applied records that the entry at index and everything before it are
+// applied and handed on.
+func (f *fsm) applied(index uint64) {
+	f.doneMu.Lock()
+	defer f.doneMu.Unlock()
+	if index <= f.done {
+		return
+	}
+	f.done = index
+	if f.doneCh != nil {
+		close(f.doneCh)
+		f.doneCh = nil
+	}
+}
+
+// waitApplied waits until the entry at index is applied here and onApply
+// has returned for it, or ctx ends.
+func (f *fsm) waitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.doneMu.Lock()
+		if f.done >= index {
+			f.doneMu.Unlock()
+			return nil
+		}
+		if f.doneCh == nil {
+			f.doneCh = make(chan struct{})
+		}
+		ch := f.doneCh
+		f.doneMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func (f *fsm) Apply(l *raft.Log) any {
+	defer f.applied(l.Index)
 	if l.Type != raft.LogCommand {
 		return nil
 	}
@@ -96,6 +141,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if f.onApply != nil {
 		f.onApply(snap, state.Command{Op: state.OpNoop}, nil)
 	}
+	f.applied(st.Index)
 	return nil
 }
 
