@@ -174,13 +174,7 @@ func TestLeaderChangingErrors(t *testing.T) {
 // failover was refused and the forced record stayed (a new user's walk).
 func TestFollowerReadsItsOwnProposal(t *testing.T) {
 	cl := startCluster(t, bytes.Repeat([]byte{1}, 32), "")
-	leader := cl.waitLeader(t, "")
-	var follower *Consensus
-	for n, c := range cl.members {
-		if n != leader {
-			follower = c
-		}
-	}
+	follower := cl.follower(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	holders := []string{"a", "b"}
