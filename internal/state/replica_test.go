@@ -162,3 +162,50 @@ func TestReplicaReportedUpToDateWithNoHolder(t *testing.T) {
 		t.Fatalf("after the holderless report: %+v", r)
 	}
 }
+
+// Placed nowhere (both nodes stopping at once), the group's last holder
+// may still outdate its peer at its own epoch: it is stopping the group,
+// and its file system's last writes wait for that fence (a new user's
+// walk: SIGTERM to both nodes left the holder's unmount hung for good).
+// Nobody else may, and nothing once the group is placed again.
+func TestReplicaOutdatedByTheLastHolderWhileItStops(t *testing.T) {
+	s := New()
+	at := time.Unix(100, 0)
+	apply := func(c Command) error { c.Time = at; return s.Apply(s.Index+1, c) }
+	for _, c := range []Command{
+		{Op: OpPlace, Group: "db", Holder: "n1"},
+		{Op: OpReplica, Group: "db", Node: "n1", Epoch: 1, Volume: "pg", Replica: "n2", Disk: DiskUpToDate},
+		{Op: OpPlace, Group: "db", Holder: "", Epoch: 1},
+	} {
+		if err := apply(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outdate := func(node, replica string, epoch uint64) error {
+		return apply(Command{Op: OpReplica, Group: "db", Node: node, Epoch: epoch, Volume: "pg", Replica: replica, Disk: DiskOutdated})
+	}
+	if err := outdate("n2", "n1", 1); !IsStaleEpoch(err) {
+		t.Fatalf("a node that did not hold the group outdated its peer: %v", err)
+	}
+	if err := outdate("n1", "n1", 1); !IsStaleEpoch(err) {
+		t.Fatalf("the last holder outdated itself: %v", err)
+	}
+	if err := outdate("n1", "n2", 1); err != nil {
+		t.Fatalf("the stopping holder's fence: %v", err)
+	}
+	if r := s.ReplicaOf("pg", "n2"); r.Disk != DiskOutdated || r.By != "n1" {
+		t.Fatalf("after the stopping holder's fence: %+v", r)
+	}
+	if err := apply(Command{Op: OpPlace, Group: "db", Holder: "n2", Epoch: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(Command{Op: OpPlace, Group: "db", Holder: "", Epoch: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := outdate("n1", "n2", 1); !IsStaleEpoch(err) {
+		t.Fatalf("the holder of two placements ago outdated its peer: %v", err)
+	}
+	if g := s.Groups["db"]; g.Left != "n2" {
+		t.Fatalf("left by %q, want n2", g.Left)
+	}
+}

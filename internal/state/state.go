@@ -34,8 +34,12 @@ type State struct {
 
 // Group is the placement of one group.
 type Group struct {
-	Holder string    `json:"holder"` // "" = runs nowhere
-	Epoch  uint64    `json:"epoch"`  // grows on every change of holder (S2)
+	Holder string `json:"holder"` // "" = runs nowhere
+	Epoch  uint64 `json:"epoch"`  // grows on every change of holder (S2)
+	// Left is, while the group runs nowhere, who held it at Epoch-1: it
+	// may still be stopping the group, and may still outdate its volumes'
+	// peers (applyReplica).
+	Left   string    `json:"left,omitempty"`
 	Since  time.Time `json:"since"`
 	Reason string    `json:"reason"`
 	// Blocked is set by a fatal failure: the group runs nowhere until
@@ -438,7 +442,15 @@ func (s *State) applyReplica(c Command) error {
 	// last node is banned (storage seed 20092). Only UpToDate: nothing
 	// but the holder may outdate.
 	holderless := c.Actor == "" && c.Node != "" && c.Disk == DiskUpToDate && g != nil && g.Holder == "" && c.Epoch == g.Epoch
-	if !admin && !holderless && (g == nil || c.Epoch != g.Epoch || c.Node != g.Holder || g.Holder == "") {
+	// Placed nowhere, the group's last holder is still stopping it: a
+	// sync primary that loses its peer then (both nodes stopped at once)
+	// must outdate it to write what its file system flushes on unmount,
+	// or its I/O stays suspended and its agent never exits. Nobody has
+	// held the group since, so the peer cannot have newer data; once the
+	// group is placed again the epoch has moved on and this is refused.
+	stopping := c.Actor == "" && g != nil && g.Holder == "" && g.Left != "" && c.Node == g.Left &&
+		c.Epoch+1 == g.Epoch && c.Replica != c.Node && c.Disk != DiskUpToDate
+	if !admin && !holderless && !stopping && (g == nil || c.Epoch != g.Epoch || c.Node != g.Holder || g.Holder == "") {
 		holder, epoch := "", uint64(0)
 		if g != nil {
 			holder, epoch = g.Holder, g.Epoch
@@ -558,6 +570,10 @@ func (s *State) checkEntries() error {
 // old holder reported no longer holds, and no handover is pending.
 func (g *Group) moveTo(holder string, at time.Time, reason string) {
 	g.Epoch++
+	g.Left = ""
+	if holder == "" {
+		g.Left = g.Holder
+	}
 	g.Holder = holder
 	g.Since = at
 	g.Reason = reason
