@@ -317,3 +317,28 @@ func TestStopsWhatRunsWhereItShouldNot(t *testing.T) {
 	r.answer("app stop", OK)
 	r.phase(PhaseStopped)
 }
+
+// A probe finds a file system broken with a service still running on it
+// (the agent restarted after its nbdfuse lost its server): to start the
+// group here the service stops first, then the file system, and both
+// start again in order. Stopping the file system under the running
+// service failed as busy for a minute (a new user's walk).
+func TestDirtyResourceBeneathARunningOneStopsItFirst(t *testing.T) {
+	r := newRig(t, "data", "fs", "vip", "app")
+	r.answer("data probe", NotRunning)
+	r.answer("fs probe", Failed)
+	r.answer("vip probe", NotRunning)
+	r.answer("app probe", OK)
+	r.view(View{Known: true, Holder: me, Epoch: 2})
+	r.lease(2, 180*time.Millisecond)
+	r.answer("data start", OK)
+	r.wantPending("app stop")
+	r.answer("app stop", OK)
+	r.wantPending("fs stop")
+	r.answer("fs stop", OK)
+	for _, n := range []string{"fs", "vip", "app"} {
+		r.wantPending(n + " start")
+		r.answer(n+" start", OK)
+	}
+	r.phase(PhaseRunning)
+}

@@ -116,11 +116,14 @@ func (m *Machine) stepRun(now time.Time) {
 		}
 		if r.obs == Dirty {
 			// Failed and not yet cleaned up (found so by a probe, or
-			// its stop failed): stop it before starting it again.
+			// its stop failed): stop it before starting it again, and
+			// first what runs above it, in reverse order: a service a
+			// probe found running on a file system it found broken
+			// holds the mount, and the file system's stop under it
+			// failed for a minute (a new user's walk).
 			dirty = true
-			if !now.Before(r.stopRetry) {
-				m.stopOp(now, i)
-			}
+			m.cancelMonitors(i + 1)
+			m.stopDown(now, i, false)
 			break
 		}
 		if m.idle() {
