@@ -151,7 +151,7 @@ func buildAgent(cfg *config.Config, self, selfAddr string, g config.Group, r con
 			Source: "nbd+unix:///" + fs.Volume + "?socket=" + volumecli.NBDSocket(cfg.StateDir, fs.Volume),
 			Mount:  fs.Mount, FSType: fs.FSType, Options: fs.Options, Fsck: fs.Fsck, Mkfs: fs.Mkfs,
 			ForceUnmount: fs.ForceUnmount.D(), StateDir: filepath.Join(cfg.StateDir, "run", group, r.Name),
-		}, log)
+		}, log, filesystem.ServedByThisProcess())
 		if err == nil {
 			mode := a.Mode()
 			vols.vols[fs.Volume].attach.Store(&mode)

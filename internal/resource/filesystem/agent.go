@@ -36,6 +36,8 @@ type Agent struct {
 	op      sync.Mutex  // serialises Start and Stop
 	probing atomic.Bool // a probe of the mount root has not returned
 	adopted atomic.Bool // said once that a previous agent's mount is kept
+
+	servedHere bool // ServedByThisProcess
 }
 
 var _ resource.Agent = (*Agent)(nil)
@@ -45,6 +47,14 @@ type Option func(*Agent)
 
 // WithClock sets the clock of the agent's waits and retries.
 func WithClock(c clock.Clock) Option { return func(a *Agent) { a.clock = c } }
+
+// ServedByThisProcess says that the export is served by the calling
+// process (the agent's own volume replica), so it ends with the process:
+// an nbdfuse that a crashed agent started, found still running under the
+// mount, is connected to nothing, and every read and write on the mount
+// fails or hangs while the mount root, in the cache, still answers. Such
+// an attachment is broken (Monitor fails, Start replaces it), not kept.
+func ServedByThisProcess() Option { return func(a *Agent) { a.servedHere = true } }
 
 // withHost replaces what the mode choice and the program checks look at
 // (tests).
@@ -81,6 +91,9 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Agent, error) {
 		record: cfg.StateDir + "/nbd-device", mounts: mounts, run: a.run, clock: a.clock, log: a.log}
 	fuse := &nbdFuse{uri: cfg.Source, dir: cfg.StateDir, sys: "/sys", proc: a.procFS,
 		mounts: mounts, run: a.run, clock: a.clock, log: a.log}
+	if a.servedHere {
+		fuse.serverStart, _ = startTicks(a.procFS, "self")
+	}
 	a.attachers = []attacher{fuse, kernel}
 	if a.mode == ModeKernelNBD {
 		a.attachers = []attacher{kernel, fuse}

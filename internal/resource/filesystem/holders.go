@@ -116,3 +116,24 @@ func readComm(proc fs.FS, dir string) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// startTicks reads when process dir (a pid, or "self") started, in clock
+// ticks since boot (/proc/PID/stat, field 22); false when it cannot.
+func startTicks(proc fs.FS, dir string) (uint64, bool) {
+	b, err := fs.ReadFile(proc, path.Join(dir, "stat"))
+	if err != nil {
+		return 0, false
+	}
+	// The command name (field 2) may hold spaces and parentheses: the
+	// fields that follow start after its last ')', at field 3.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, false
+	}
+	t, err := strconv.ParseUint(f[19], 10, 64)
+	return t, err == nil
+}

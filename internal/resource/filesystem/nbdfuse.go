@@ -30,6 +30,10 @@ type nbdFuse struct {
 	run    runner
 	clock  clock.Clock
 	log    *slog.Logger
+	// serverStart, when not 0, is when the NBD server behind uri started
+	// (clock ticks since boot): an nbdfuse started before it is connected
+	// to an earlier server that is gone, and nbdfuse never reconnects.
+	serverStart uint64
 }
 
 // Waits of the nbdfuse shutdown. It exits once its FUSE mount is gone,
@@ -157,6 +161,8 @@ func (n *nbdFuse) inspect(ms []mount) attachment {
 		a.broken = "nbdfuse is not running"
 	case len(pids) > 1:
 		a.broken = fmt.Sprintf("%d nbdfuse processes serve one file", len(pids))
+	case n.olderThanServer(pids[0]):
+		a.broken = fmt.Sprintf("nbdfuse (pid %d) was started by an earlier agent: its NBD server ended with that agent", pids[0])
 	case !fuse:
 		a.broken = "nbdfuse runs, but its FUSE mount is not in this mount namespace"
 	case len(a.devs) == 0:
@@ -168,6 +174,16 @@ func (n *nbdFuse) inspect(ms []mount) attachment {
 		a.stale = true
 	}
 	return a
+}
+
+// olderThanServer reports whether nbdfuse pid started before the NBD
+// server it must be connected to (unknown: no).
+func (n *nbdFuse) olderThanServer(pid int) bool {
+	if n.serverStart == 0 {
+		return false
+	}
+	t, ok := startTicks(n.proc, strconv.Itoa(pid))
+	return ok && t < n.serverStart
 }
 
 func (n *nbdFuse) detach(ctx context.Context) error {

@@ -182,6 +182,24 @@ func TestProcessesRunning(t *testing.T) {
 	}
 }
 
+func TestStartTicks(t *testing.T) {
+	// Field 22 of /proc/PID/stat, after a command name with a space and
+	// a parenthesis in it.
+	tail := " S 1 2 3 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 18446744073709551615"
+	proc := fakeProc(map[string]map[string]string{
+		"7": {"stat": "7 (nbd fuse) x)" + tail},
+		"8": {"stat": "8 (short) S 1"},
+	})
+	if got, ok := startTicks(proc, "7"); !ok || got != 987654 {
+		t.Errorf("start of 7: %d %v, want 987654", got, ok)
+	}
+	for _, pid := range []string{"8", "9"} {
+		if got, ok := startTicks(proc, pid); ok {
+			t.Errorf("start of %s read as %d", pid, got)
+		}
+	}
+}
+
 func TestPlanForce(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	at := func(d time.Duration) time.Time { return t0.Add(d) }

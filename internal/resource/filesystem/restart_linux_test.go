@@ -125,6 +125,74 @@ func TestAgentRestartedFindsItsLeftovers(t *testing.T) {
 	assertNothingLeft(t, b)
 }
 
+// When the export is served by the agent's own process (the cluster's
+// volume replica), an nbdfuse a crashed agent left is connected to a
+// server that died with it: the next agent's monitor says so, and its
+// start replaces the attachment instead of keeping a mount on which
+// every read of data fails (a new user's walk: 50 s of I/O errors under
+// a "running" status).
+func TestAgentReplacesAnAttachmentToAServerThatDiedWithItsAgent(t *testing.T) {
+	needRoot(t, "mkfs.ext4", "e2fsck")
+	v := newVolume(t, 64<<20, "ext4")
+	cfg := testConfig(t, v, "ext4")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	a := newAgent(t, cfg)
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sums := writeFiles(t, cfg.Mount, 3)
+	if err := a.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	startInAnotherProcess(t, cfg)
+	old := a.attachers[0].(*nbdFuse).processes()
+	b, err := New(cfg, testLogger(t), ServedByThisProcess())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server here is the test's own, older than the helper process:
+	// stand for an agent started after the helper ended, as a restarted
+	// one is.
+	fuse := b.attachers[0].(*nbdFuse)
+	if self, ok := startTicks(b.procFS, "self"); !ok || fuse.serverStart != self {
+		t.Fatalf("the server's start is %d, want this process's (%d, %v)", fuse.serverStart, self, ok)
+	}
+	fuse.serverStart = uptimeTicks(t)
+	err = b.Monitor(ctx)
+	if err == nil || resource.IsNotRunning(err) || !strings.Contains(err.Error(), "started by an earlier agent") {
+		t.Fatalf("monitor of an nbdfuse older than the server's process: %v", err)
+	}
+	if err := b.Start(ctx); err != nil {
+		t.Fatalf("start over it: %v", err)
+	}
+	now := b.attachers[0].(*nbdFuse).processes()
+	if len(now) != 1 || len(old) != 1 || now[0] == old[0] {
+		t.Fatalf("nbdfuse before %v, after %v: want it replaced", old, now)
+	}
+	if err := b.Monitor(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkFiles(t, cfg.Mount, sums)
+	if err := b.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertNothingLeft(t, b)
+}
+
+// uptimeTicks is now in clock ticks since boot (USER_HZ, 100).
+func uptimeTicks(t *testing.T) uint64 {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var up float64
+	if _, err := fmt.Sscan(string(b), &up); err != nil {
+		t.Fatal(err)
+	}
+	return uint64(up*100) + 1
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
