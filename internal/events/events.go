@@ -76,7 +76,7 @@ const (
 
 // KnownKinds lists every kind tandem writes, cluster kinds first.
 func KnownKinds() []Kind {
-	return []Kind{
+	return append([]Kind{
 		NodeUp, NodeDown, LinkUp, LinkDown, LeaseAcquired, LeaseLost, Takeover, Placement,
 		GroupStarted, GroupStopped, ResStart, ResStop, ResFailure, ResRestart, ResFound,
 		Handover, GuardDrops, ConfigMismatch, AdminAction, QuorumLost, QuorumGained,
@@ -85,7 +85,22 @@ func KnownKinds() []Kind {
 		WatchdogArmed, WatchdogExpiring, WatchdogDisarmed,
 		RaidFail, RaidDegradedArray, RaidSpareActive, RaidRebuildStarted, RaidRebuildProgress,
 		RaidRebuildFinished, RaidRebuildAborted, RaidChecksumRepaired, RaidMismatchesFound,
-	}
+	}, volumeKinds...)
+}
+
+// volumeKinds are what a volume replica reports, "volume_" and the
+// replication engine's event (replication.EventKind) or "volume_link_"
+// and its link's (link.EventKind, but for the epoch, which is not
+// reported). They are written by the engine's names, not constants of
+// this package; volumecli's tests check the two lists agree.
+var volumeKinds = []Kind{
+	"volume_connected", "volume_disconnected", "volume_connect_refused", "volume_split_brain",
+	"volume_resync_started", "volume_resync_finished", "volume_verify_mismatch", "volume_verify_finished",
+	"volume_peer_outdated", "volume_fence_failed", "volume_outdated", "volume_disk_detached",
+	"volume_peer_detached", "volume_promoted", "volume_demoted", "volume_deposed", "volume_stale_frame",
+	"volume_ahead",
+	"volume_link_up", "volume_link_down", "volume_link_switched", "volume_link_refused",
+	"volume_link_dial_failed", "volume_link_stale",
 }
 
 // ParseKinds reads a comma-separated list of kinds ("takeover,node_down"),

@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"tandem/internal/config"
+	"tandem/internal/events"
 	"tandem/internal/replication"
+	"tandem/internal/replication/link"
 )
 
 // clusterConfig is a two-node cluster with one volume, its replicas on
@@ -142,5 +145,41 @@ func waitReplica(t *testing.T, r *Replica, what string, ok func(conn, sync, disk
 			t.Fatalf("%s: timed out waiting for %s: %+v", r.Name(), what, s)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Every event a replica writes to the audit log ("volume_" and the
+// engine's kind, "volume_link_" and its link's) is a kind `tandem events
+// --kind` accepts; a new user's `--kind volume_connected` was refused.
+func TestVolumeEventKindsAreKnown(t *testing.T) {
+	known := events.KnownKinds()
+	want := 0
+	for k := replication.EventKind(0); ; k++ {
+		name := k.String()
+		if strings.Contains(name, "(") || name == "" { // past the last: EventKind(n)
+			break
+		}
+		want++
+		if !slices.Contains(known, events.Kind("volume_"+name)) {
+			t.Errorf("volume_%s is not a known kind", name)
+		}
+	}
+	for k := link.EventUp; k.String() != "unknown"; k++ {
+		if k == link.EventEpoch { // not reported (volume.LinkEvent)
+			continue
+		}
+		want++
+		if !slices.Contains(known, events.Kind("volume_link_"+k.String())) {
+			t.Errorf("volume_link_%s is not a known kind", k)
+		}
+	}
+	n := 0
+	for _, k := range known {
+		if strings.HasPrefix(string(k), "volume_") {
+			n++
+		}
+	}
+	if n != want || want < 20 {
+		t.Errorf("%d volume kinds known, the engine and its link write %d", n, want)
 	}
 }
