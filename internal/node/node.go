@@ -623,10 +623,16 @@ func (n *Node) checkDrift(st *state.State) {
 	}
 	key := ref + "|" + strings.Join(drifted, ",")
 	n.mu.Lock()
-	same := key == n.driftSeen
+	prev := n.driftSeen
 	n.driftSeen = key
 	n.mu.Unlock()
-	if same || len(drifted) == 0 {
+	if key == prev {
+		return
+	}
+	if len(drifted) == 0 {
+		if _, was, _ := strings.Cut(prev, "|"); was != "" {
+			n.log.Info("every member runs the cluster's configuration again", "config", ref)
+		}
 		return
 	}
 	msg := fmt.Sprintf("configuration differs from the cluster's (%s) on %s", ref, strings.Join(drifted, ", "))
@@ -755,7 +761,10 @@ func (n *Node) onApply(st *state.State, c state.Command, err error) {
 		n.mgr.SetState(st)
 	}
 	n.deposeVolumes(st)
-	if c.Op == state.OpConfig {
+	// A command proposed before this agent started is a replay of the raft
+	// log: the drift it showed (or ended) was reported in its day, and
+	// the state at the end of the replay is the one to judge.
+	if c.Op == state.OpConfig && !c.Time.Before(n.started) {
 		n.checkDrift(st)
 	}
 	if err == nil && c.Op == state.OpReplica && !c.Time.Before(n.started) {
@@ -829,21 +838,38 @@ func (n *Node) leaderLoop(ctx context.Context) {
 }
 
 // decideLoop runs placement on the leader whenever something changes
-// (liveness, views, applied commands, leadership) and every 200 ms for the
-// time-based rules (failback delays, cold-start settle, failure expiry).
+// (liveness, views, applied commands, leadership) and, while this node
+// leads, every 200 ms for the time-based rules (failback delays, cold-start
+// settle, failure expiry). A follower only keeps its reachability record,
+// which changes with the heartbeat's transitions (each pokes), so it has
+// no timer: an idle follower's cost is its wake-ups (issue 14).
 func (n *Node) decideLoop(ctx context.Context) {
 	defer n.wg.Done()
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
+	var tick *time.Ticker
+	var tickC <-chan time.Time
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tickC:
 		case <-n.decide:
 		}
 		n.updateReach()
-		if !n.cons.IsLeader() {
+		leader := n.cons.IsLeader()
+		switch {
+		case leader && tick == nil:
+			tick = time.NewTicker(200 * time.Millisecond)
+			tickC = tick.C
+		case !leader && tick != nil:
+			tick.Stop()
+			tick, tickC = nil, nil
+		}
+		if !leader {
 			continue
 		}
 		n.nudgeLaggards()
