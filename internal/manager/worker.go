@@ -300,6 +300,9 @@ func (w *worker) runOp(a lifecycle.Run) {
 	default:
 		op = r.Agent.Monitor
 	}
+	if a.Op == lifecycle.OpProbe {
+		ctx = resource.WithProbe(ctx)
+	}
 	go func() {
 		defer cancel()
 		w.resMu[a.Res].Lock()

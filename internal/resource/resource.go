@@ -91,6 +91,21 @@ func EpochOf(ctx context.Context) uint64 {
 	return e
 }
 
+type probeKey struct{}
+
+// WithProbe marks a Monitor call as a probe: the manager asks whether the
+// resource runs at all (at agent start, before it holds any lease), not
+// how healthy it is.
+func WithProbe(ctx context.Context) context.Context {
+	return context.WithValue(ctx, probeKey{}, true)
+}
+
+// IsProbe reports whether WithProbe marked ctx.
+func IsProbe(ctx context.Context) bool {
+	p, _ := ctx.Value(probeKey{}).(bool)
+	return p
+}
+
 // ErrNotRunning is returned by Monitor for a cleanly stopped resource.
 var ErrNotRunning = errors.New("resource: not running")
 

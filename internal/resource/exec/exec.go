@@ -354,7 +354,13 @@ func (a *Agent) Monitor(ctx context.Context) error {
 		}
 		return resource.Failf(resource.Soft, "exec: %s: process %d exited unexpectedly: %s", a.name, r.pid, r.exit.Status)
 	}
-	if a.probe != nil {
+	// A probe (a restarted agent asking what runs) takes the process
+	// alive for running: its health check may go through the group's
+	// VIP, which the kernel guard silences until this node holds the
+	// lease again, and a restarted agent's probe waited out the whole
+	// monitor timeout (10 s) for a check that could not answer, holding a
+	// takeover to this node up. The first monitor checks it.
+	if a.probe != nil && !resource.IsProbe(ctx) {
 		if err := a.probe(ctx); err != nil {
 			return resource.Failf(resource.Soft, "exec: %s: %w", a.name, err)
 		}

@@ -277,6 +277,27 @@ func TestMonitorReportsFailingCheck(t *testing.T) {
 	}
 }
 
+// A probe asks whether the service runs, not how it is: a check that
+// cannot answer (it goes through the VIP the guard silences while a
+// restarted agent holds no lease) does not hold the probe for the
+// monitor timeout; the next monitor runs it.
+func TestProbeDoesNotRunTheCheck(t *testing.T) {
+	a := newAgent(t, config.Exec{
+		Command: []string{"sleep", "30"},
+		Check:   &config.Check{Command: []string{"true"}},
+	})
+	if err := a.Start(proctest.Ctx(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	a.probe = func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() } // the VIP is silent
+	if err := a.Monitor(resource.WithProbe(proctest.Ctx(t, 5*time.Second))); err != nil {
+		t.Fatalf("probe of a running service whose check cannot answer: %v", err)
+	}
+	if err := a.Monitor(proctest.Ctx(t, 200*time.Millisecond)); err == nil || resource.IsNotRunning(err) {
+		t.Fatalf("monitor with a check that cannot answer: %v", err)
+	}
+}
+
 func TestEnvironmentIsCleanAndMerged(t *testing.T) {
 	t.Setenv("TANDEM_LEAK", "secret")
 	out := filepath.Join(t.TempDir(), "env")
