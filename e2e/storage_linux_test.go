@@ -352,3 +352,46 @@ func TestFilesystemGroupFailsOverWithItsFiles(t *testing.T) {
 	}
 	t.Logf("takeover: %v", tk.Attrs)
 }
+
+// TestFilesystemGroupStopsWhenBothNodesStopAtOnce: SIGTERM to both data
+// nodes at once (systemctl stop on both). The peer's agent closes the
+// replication link as it exits and placement puts the group nowhere
+// while the holder still stops it; the holder's unmount must write, so
+// its sync volume must outdate the peer, which raft refused as a stale
+// epoch: the unmount hung and the agent never exited (a new user's walk,
+// 2 of 2). Both agents now exit, and started again the group runs on the
+// old holder with the file written before the stop.
+func TestFilesystemGroupStopsWhenBothNodesStopAtOnce(t *testing.T) {
+	for _, p := range []string{"nbdfuse", "fusermount3", "losetup", "mkfs.ext4", "e2fsck", "blkid", "unshare", "nsenter"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("%s not installed (Debian: nbdfuse, fuse3, e2fsprogs, util-linux)", p)
+		}
+	}
+	const mnt = "/mnt/tandem-e2e-stopboth"
+	spec := testbed.Spec{Groups: []testbed.GroupSpec{{Name: "db", Volume: "pg", VolumeSize: "64MiB", Mount: mnt}}}
+	r := newRun(t, spec)
+	if err := r.c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRunning("db", "node1", 60*time.Second)
+	r.waitReplica("node1", "node2", state.DiskUpToDate, "node2 recorded UpToDate")
+	// Written, not synced: the unmount writes it.
+	want := r.agentSh("node1", "head -c 2000000 /dev/urandom > "+mnt+"/f && sha256sum < "+mnt+"/f")
+	for _, h := range []string{"node2", "node1"} {
+		if _, err := r.c.Term(h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range []string{"node1", "node2"} {
+		if err := r.c.WaitExited(r.ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.c.Start("node1", "node2"); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRunning("db", "node1", 60*time.Second)
+	if got := r.agentSh("node1", "sha256sum < "+mnt+"/f"); got != want {
+		t.Fatalf("after both stopped and started: node1 reads %s, wrote %s", got, want)
+	}
+}
