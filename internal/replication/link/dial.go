@@ -26,7 +26,15 @@ func (l *Link) dialLoop() {
 		l.mu.Lock()
 		s := l.live
 		l.mu.Unlock()
-		if s != nil {
+		var err error
+		if s == nil {
+			// The session connect starts, not l.live: one the engine
+			// closed at once may be gone from l.live before this loop
+			// looks, and its backoff was skipped (a tight loop of
+			// sessions on a loaded machine, TestShortSessionsBackOff).
+			s, err = l.connect()
+		}
+		if err == nil {
 			lastErr = ""
 			if !l.failback(s) {
 				return
@@ -42,10 +50,6 @@ func (l *Link) dialLoop() {
 				return
 			}
 			backoff = min(2*backoff, l.cfg.Limits.ReconnectMax)
-			continue
-		}
-		err := l.connect()
-		if err == nil {
 			continue
 		}
 		if err.Error() != lastErr { // one event per change, not per retry
@@ -117,7 +121,7 @@ func (l *Link) sleep(d time.Duration) bool {
 // (a path that drops packets would otherwise cost a whole DialTimeout
 // before the next is tried); the answer of a better path that comes later
 // is dropped, and failback moves the session to it.
-func (l *Link) connect() error {
+func (l *Link) connect() (*tcpSession, error) {
 	var id SessionID
 	rand.Read(id[:])
 	ctx, cancel := context.WithCancel(context.Background())
@@ -172,19 +176,19 @@ func (l *Link) connect() error {
 	}
 	if won == nil {
 		if refusal != nil {
-			return refusal
+			return nil, refusal
 		}
-		return fmt.Errorf("link: no path to %s answered: %w", l.cfg.Peer, errors.Join(errs...))
+		return nil, fmt.Errorf("link: no path to %s answered: %w", l.cfg.Peer, errors.Join(errs...))
 	}
 	s := newSession(l, id, won.peer, won.pc)
 	if r := l.establish(s); r != nil {
 		won.pc.Close()
-		return r
+		return nil, r
 	}
 	s.start()
 	l.emit(Event{Kind: EventUp, Path: won.i, Remote: won.pc.remote.String()})
 	l.publish(s)
-	return nil
+	return s, nil
 }
 
 // dialPath connects on path i, proves this node's identity and checks the
