@@ -53,9 +53,9 @@ type Machine struct {
 	// peer at (Depose): in memory only, it refuses a promotion at an
 	// older epoch and nothing else.
 	supersededAt Epoch
-	demoting       bool
-	dirty          *Bitmap
-	al             *actLog
+	demoting     bool
+	dirty        *Bitmap
+	al           *actLog
 
 	conn      connState
 	sync      syncState

@@ -166,7 +166,7 @@ func (v *Volume) loop() {
 			v.post(func(time.Time) {
 				v.bmLazy, v.lazyArmed = false, false
 				if err := v.md.Bitmap().Flush(); err != nil {
-					v.log.Warn("volume: writing the dirty bitmap", "volume", v.name, "err", err)
+					v.log.Warn("volume: writing the dirty bitmap", "err", err)
 				}
 			})
 		case <-v.done:
@@ -304,7 +304,7 @@ func (v *Volume) act(now time.Time, a replication.Action, afterFailure bool) (fa
 		for _, r := range a.Ranges {
 			off := int64(r.First) * rs
 			if err := bm.Clear(off, min(int64(r.N)*rs, v.cfg.Size-off)); err != nil {
-				v.log.Warn("volume: clear dirty bits", "volume", v.name, "err", err)
+				v.log.Warn("volume: clear dirty bits", "err", err)
 			}
 		}
 		v.bmLazy = true
@@ -332,10 +332,10 @@ func (v *Volume) act(now time.Time, a replication.Action, afterFailure bool) (fa
 		v.fence(a.Epoch)
 	case replication.Suspend:
 		v.suspendWhy = a.Why
-		v.log.Warn("volume: client I/O suspended", "volume", v.name, "why", a.Why)
+		v.log.Warn("volume: client I/O suspended", "why", a.Why)
 	case replication.Resume:
 		v.suspendWhy = ""
-		v.log.Info("volume: client I/O resumed", "volume", v.name)
+		v.log.Info("volume: client I/O resumed")
 	case replication.DropLink:
 		if v.sess != nil {
 			v.sess.end(errors.New(a.Reason))
@@ -352,7 +352,7 @@ func (v *Volume) durable(what string, err error) bool {
 		return false
 	}
 	if v.metaErr == nil {
-		v.log.Error("volume: metadata write failed: detaching the disk", "volume", v.name, "what", what, "err", err)
+		v.log.Error("volume: metadata write failed: detaching the disk", "what", what, "err", err)
 	}
 	v.metaErr = fmt.Errorf("%s: %w", what, err)
 	return true
@@ -428,7 +428,7 @@ func (v *Volume) machineEvent(now time.Time, e replication.Event) {
 }
 
 func (v *Volume) emit(e Event) {
-	v.log.Info("volume: "+e.Kind, "volume", v.name, "message", e.Message)
+	v.log.Info("volume: "+e.Kind, "message", e.Message)
 	v.lastEvents = append(v.lastEvents, e)
 	if len(v.lastEvents) > keptEvents {
 		v.lastEvents = v.lastEvents[len(v.lastEvents)-keptEvents:]

@@ -59,7 +59,7 @@ func (v *Volume) sessions() {
 		s, err := v.ep.Next(v.ctx)
 		if err != nil {
 			if v.ctx.Err() == nil && !errors.Is(err, link.ErrClosed) {
-				v.log.Error("volume: link stopped", "volume", v.name, "err", err)
+				v.log.Error("volume: link stopped", "err", err)
 			}
 			return
 		}
@@ -121,7 +121,7 @@ func (ss *session) read() {
 		} else {
 			m, err = link.DecodeMessage(f)
 			if err != nil {
-				v.log.Warn("volume: bad frame from the peer: dropping the link", "volume", v.name, "err", err)
+				v.log.Warn("volume: bad frame from the peer: dropping the link", "err", err)
 				ss.s.Close(err)
 				return
 			}

@@ -39,8 +39,10 @@ type Options struct {
 	Replication replication.Config
 	// FenceTimeout bounds one call of the fencer. Default 10 s.
 	FenceTimeout time.Duration
-	Clock        clock.Clock  // nil: the wall clock
-	Logger       *slog.Logger // nil: discard
+	Clock        clock.Clock // nil: the wall clock
+	// Logger names the volume already (its caller's records do too, so
+	// the volume does not add the key again); nil: discard.
+	Logger *slog.Logger
 	// OnEvent receives every event, on the loop's goroutine: it must not
 	// block or call back into the Volume.
 	OnEvent func(Event)

@@ -60,7 +60,7 @@ func Start(cfg Config) (*Link, error) {
 	}
 	l := &Link{
 		cfg: cfg, clk: cfg.clock(), ids: ids,
-		log:      cfg.logger().With("volume", cfg.Volume.String(), "peer", cfg.Peer),
+		log:      cfg.logger().With("volume_id", cfg.Volume.String(), "peer", cfg.Peer),
 		closed:   make(chan struct{}),
 		ready:    make(chan *tcpSession, 1),
 		pending:  map[string]int{},

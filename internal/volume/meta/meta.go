@@ -96,7 +96,7 @@ func Create(dev blockdev.Device, o CreateOptions) (*Meta, error) {
 	if err := writeNew(dev, mdev, metaOff, sb, raid); err != nil {
 		return nil, fmt.Errorf("volume meta: create on %s: %w", name, err)
 	}
-	o.Logger.Info("volume meta: created", "device", name, "volume", id.String(), "data_bytes", lay.DataSize,
+	o.Logger.Info("volume meta: created", "device", name, "volume_id", id.String(), "data_bytes", lay.DataSize,
 		"meta_bytes", lay.MetaSize, "internal", sb.Internal, "region_bytes", lay.RegionSize)
 	return Open(dev, OpenOptions{Meta: o.Meta, Name: o.Name, Logger: o.Logger})
 }

@@ -39,7 +39,7 @@ func Open(dev blockdev.Device, o OpenOptions) (*Meta, error) {
 	if err := m.loadAL(o.Salvage); err != nil {
 		return nil, err
 	}
-	m.log.Info("volume meta: opened", "device", m.name, "volume", m.id.String(), "disk", m.st.Disk.String(),
+	m.log.Info("volume meta: opened", "device", m.name, "volume_id", m.id.String(), "disk", m.st.Disk.String(),
 		"flags", m.st.Flags.String(), "dirty_regions", m.bm.count(), "unclean", m.unclean)
 	return m, nil
 }
