@@ -41,14 +41,20 @@ func (n *Node) failover(ctx context.Context, group, to, actor string) (string, e
 	st := n.State()
 	gs := st.Group(group)
 	if to == "" {
+		var why []string
 		for _, c := range g.Nodes {
-			if c != gs.Holder && n.eligibleTarget(st, g, c) == nil {
+			if c == gs.Holder {
+				continue
+			}
+			err := n.eligibleTarget(st, g, c)
+			if err == nil {
 				to = c
 				break
 			}
+			why = append(why, strings.TrimPrefix(err.Error(), ErrConflict.Error()+": "))
 		}
 		if to == "" {
-			return "", fmt.Errorf("%w: no other node can run %s now", ErrConflict, group)
+			return "", fmt.Errorf("%w: no other node can run %s now: %s", ErrConflict, group, strings.Join(why, "; "))
 		}
 	}
 	if !slices.Contains(g.Nodes, to) {
@@ -168,7 +174,7 @@ func (n *Node) eligibleTarget(st *state.State, g config.Group, to string) error 
 			continue
 		}
 		if rep := st.ReplicaOf(r.Volume.Name, to); rep != nil && rep.Disk != state.DiskUpToDate {
-			return fmt.Errorf("%w: %s holds an %s replica of volume %s (reported by %s at epoch %d, %s): it lacks writes the group acknowledged; wait until it is resynced (tandem status)",
+			return fmt.Errorf("%w: %s holds an %s replica of volume %s (reported by %s at epoch %d, %s): it lacks writes the group acknowledged; wait until it is resynced (tandem status; a link disconnected by hand needs tandem volume connect), or force it with --force, losing what it lacks",
 				ErrConflict, to, rep.Disk, r.Volume.Name, rep.By, rep.Epoch, rep.At.Format(time.RFC3339))
 		}
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -805,5 +806,20 @@ func TestInProcessMDStatEventsReachTheAuditLog(t *testing.T) {
 	})
 	if w := audit("w"); strings.Contains(w, "DegradedArray") {
 		t.Fatal("the witness watched md")
+	}
+}
+
+// A failover with no target named and no node to take the group says why
+// each candidate cannot (a new user's walk got only "no other node can
+// run www now").
+func TestInProcessFailoverWithNoTargetSaysWhy(t *testing.T) {
+	c := newCluster(t, "manual")
+	c.startAll()
+	c.waitRunningOn("a")
+	c.crash("b")
+	c.waitFor("b seen down", 10*time.Second, func() bool { return !c.nodes["a"].hb.Reachable(c.nodes["a"].voterIndex("b")) })
+	_, err := c.nodes["a"].Failover(context.Background(), "web", "", "test")
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "b is unreachable") {
+		t.Fatalf("failover with no eligible node: %v", err)
 	}
 }
