@@ -203,7 +203,11 @@ func simpleCmd(g *globals, op, short string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return c.call("POST", op, controlRequest{}, nil)
+			if err := c.call("POST", op, controlRequest{}, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.out, "volume %s: %s: done (tandem volume status %s)\n", args[0], op, args[0])
+			return nil
 		},
 	}
 }

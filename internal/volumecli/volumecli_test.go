@@ -303,8 +303,8 @@ func TestDeposedPrimaryStopsItsExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStatus(t, b, "initial sync", func(s volume.Status) bool { return s.Disk == "UpToDate" && s.Sync == "" })
-	if _, err := run(t, "--state-dir", a.dir, "disconnect", "v"); err != nil {
-		t.Fatal(err)
+	if out, err := run(t, "--state-dir", a.dir, "disconnect", "v"); err != nil || !strings.Contains(out, "volume v: disconnect: done") {
+		t.Fatalf("disconnect said %q: %v", out, err)
 	}
 	waitStatus(t, b, "disconnected", func(s volume.Status) bool { return s.Connection != "Connected" })
 	if _, err := run(t, "--state-dir", b.dir, "primary", "v"); err != nil {
