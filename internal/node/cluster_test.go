@@ -614,6 +614,16 @@ func TestInProcessConfigDrift(t *testing.T) {
 	c.crash("a")
 	c.stays("the group stays off the drifted node", 2*time.Second, func() bool { return !c.running("b") })
 
+	count := func() int {
+		evs, _ := events.ReadFile(filepath.Join(c.dir, "a", "events.jsonl"), events.Filter{Kinds: []events.Kind{events.ConfigMismatch}})
+		return len(evs)
+	}
+	// A drift still going on is reported by a restarted agent, once its
+	// state has caught up.
+	before := count()
+	c.start("a")
+	c.waitFor("the restarted agent reports b's drift", 10*time.Second, func() bool { return count() > before })
+
 	// b runs the cluster's file again. A restarted agent replays the raft
 	// log, b's old announcement with it: the drift it showed was
 	// reported in its day and is over, so nothing is reported again (a
@@ -621,7 +631,6 @@ func TestInProcessConfigDrift(t *testing.T) {
 	delete(c.yamlFor, "b")
 	c.crash("b")
 	c.start("b")
-	c.start("a")
 	agrees := func() bool {
 		for _, ns := range c.nodes["a"].Status().Nodes {
 			if ns.Name == "b" && (ns.ConfigDiffers || ns.Config == "") {
@@ -631,11 +640,7 @@ func TestInProcessConfigDrift(t *testing.T) {
 		return true
 	}
 	c.waitFor("b's file agrees, as a sees it", 10*time.Second, agrees)
-	count := func() int {
-		evs, _ := events.ReadFile(filepath.Join(c.dir, "a", "events.jsonl"), events.Filter{Kinds: []events.Kind{events.ConfigMismatch}})
-		return len(evs)
-	}
-	before := count()
+	before = count()
 	c.crash("a")
 	c.start("a")
 	c.waitFor("a's state after its restart", 10*time.Second, func() bool {
