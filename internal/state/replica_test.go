@@ -196,6 +196,14 @@ func TestReplicaOutdatedByTheLastHolderWhileItStops(t *testing.T) {
 	if r := s.ReplicaOf("pg", "n2"); r.Disk != DiskOutdated || r.By != "n1" {
 		t.Fatalf("after the stopping holder's fence: %+v", r)
 	}
+	// An admin forces n2 UpToDate while the group runs nowhere (tandem
+	// failover --force): the old holder's late fence does not undo it.
+	if err := apply(Command{Op: OpReplica, Group: "db", Actor: "admin", Epoch: 2, Volume: "pg", Replica: "n2", Disk: DiskUpToDate}); err != nil {
+		t.Fatal(err)
+	}
+	if err := outdate("n1", "n2", 1); !IsStaleEpoch(err) {
+		t.Fatalf("the stopping holder's fence over a record made since: %v", err)
+	}
 	if err := apply(Command{Op: OpPlace, Group: "db", Holder: "n2", Epoch: 2}); err != nil {
 		t.Fatal(err)
 	}

@@ -450,6 +450,11 @@ func (s *State) applyReplica(c Command) error {
 	// group is placed again the epoch has moved on and this is refused.
 	stopping := c.Actor == "" && g != nil && g.Holder == "" && g.Left != "" && c.Node == g.Left &&
 		c.Epoch+1 == g.Epoch && c.Replica != c.Node && c.Disk != DiskUpToDate
+	if old := s.ReplicaOf(c.Volume, c.Replica); stopping && old != nil && old.Epoch >= g.Epoch {
+		// Recorded since the group stopped running (an admin's forced
+		// UpToDate, a holderless report): newer than the old holder's word.
+		stopping = false
+	}
 	if !admin && !holderless && !stopping && (g == nil || c.Epoch != g.Epoch || c.Node != g.Holder || g.Holder == "") {
 		holder, epoch := "", uint64(0)
 		if g != nil {
