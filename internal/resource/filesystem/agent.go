@@ -92,7 +92,10 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Agent, error) {
 	fuse := &nbdFuse{uri: cfg.Source, dir: cfg.StateDir, sys: "/sys", proc: a.procFS,
 		mounts: mounts, run: a.run, clock: a.clock, log: a.log}
 	if a.servedHere {
-		fuse.serverStart, _ = startTicks(a.procFS, "self")
+		var ok bool
+		if fuse.serverStart, ok = startTicks(a.procFS, "self"); !ok {
+			a.log.Warn("filesystem: cannot read this process's start time (/proc/self/stat): an nbdfuse left by an earlier agent will not be recognised")
+		}
 	}
 	a.attachers = []attacher{fuse, kernel}
 	if a.mode == ModeKernelNBD {

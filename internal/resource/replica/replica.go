@@ -125,7 +125,7 @@ func (v *Volume) Start(ctx context.Context) error {
 				return nil
 			}
 			err = perr
-			if !errors.Is(err, replication.ErrBusy) {
+			if !errors.Is(err, replication.ErrBusy) && !errors.Is(err, replication.ErrResyncTarget) {
 				return fmt.Errorf("volume %s: promote at epoch %d: %w", name, epoch, err)
 			}
 		case errors.Is(err, replication.ErrResyncTarget):
