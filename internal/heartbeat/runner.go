@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -41,14 +42,20 @@ type Runner struct {
 	cfg       RunnerConfig
 	deliverMu sync.Mutex
 	mu        sync.Mutex
-	eng       *Engine
-	sealer    *seal.Sealer
-	opener    *seal.Opener
-	drops     map[string]uint64
-	wake      chan struct{}
-	stop      chan struct{}
-	done      chan struct{}
-	start     time.Time
+	// sendMu serialises send's reused buffers.
+	sendMu   sync.Mutex
+	sendBuf  []byte
+	sendPkts []outPacket
+	payload  []byte
+	batch    []Packet
+	eng      *Engine
+	sealer   *seal.Sealer
+	opener   *seal.Opener
+	drops    map[string]uint64
+	wake     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+	start    time.Time
 
 	mDrops *prometheus.CounterVec
 	mSent  prometheus.Counter
@@ -112,8 +119,12 @@ func StartRunner(cfg RunnerConfig) *Runner {
 
 func (r *Runner) loop() {
 	defer close(r.done)
-	timer := r.cfg.Clock.NewTimer(0)
-	defer timer.Stop()
+	// An Alarm, not a Go timer: on the real clock it wakes one thread
+	// where a Go timer wakes two (clock.NewAlarm).
+	alarm := clock.NewAlarm(r.cfg.Clock)
+	defer alarm.Close()
+	start := r.cfg.Clock.Now()
+	alarm.Set(start, start) // the first round at once
 	recv := r.cfg.Transport.Recv()
 	for {
 		select {
@@ -125,7 +136,7 @@ func (r *Runner) loop() {
 				continue
 			}
 			r.handle(d)
-		case <-timer.C():
+		case <-alarm.C():
 			now := r.cfg.Clock.Now()
 			r.mu.Lock()
 			out := r.eng.Tick(now)
@@ -138,8 +149,7 @@ func (r *Runner) loop() {
 		r.mu.Lock()
 		next := r.eng.NextTick(now)
 		r.mu.Unlock()
-		timer.Stop()
-		timer.Reset(next.Sub(now))
+		alarm.Set(now, next)
 	}
 }
 
@@ -228,33 +238,57 @@ func (r *Runner) send(out []Outgoing) {
 	if len(out) == 0 {
 		return
 	}
-	type packet struct {
-		link int
-		to   netip.AddrPort
-		b    []byte
-	}
-	var packets []packet
+	// Sealed into one reused buffer (loop and readers both send, one at
+	// a time), then sent link by link: a round's datagrams on a link go
+	// in one call where the transport can (BatchSender).
+	r.sendMu.Lock()
+	defer r.sendMu.Unlock()
 	r.mu.Lock()
+	buf, pkts := r.sendBuf[:0], r.sendPkts[:0]
 	for _, o := range out {
-		payload, err := o.Msg.Append(nil)
+		if o.To >= len(r.cfg.Addrs) || o.Link >= len(r.cfg.Addrs[o.To]) {
+			continue
+		}
+		start := len(buf)
+		payload, err := o.Msg.Append(r.payload[:0])
 		if err != nil {
 			if r.cfg.Logger != nil {
 				r.cfg.Logger.Error("cannot encode heartbeat", "err", err)
 			}
 			continue
 		}
-		if o.To >= len(r.cfg.Addrs) || o.Link >= len(r.cfg.Addrs[o.To]) {
-			continue
-		}
-		b := r.sealer.Seal(nil, uint8(o.Link), payload)
-		packets = append(packets, packet{o.Link, r.cfg.Addrs[o.To][o.Link], b})
+		r.payload = payload
+		buf = r.sealer.Seal(buf, uint8(o.Link), payload)
+		pkts = append(pkts, outPacket{link: o.Link, to: r.cfg.Addrs[o.To][o.Link], start: start, end: len(buf)})
 	}
 	r.mu.Unlock()
-	for _, p := range packets {
-		if err := r.cfg.Transport.Send(p.link, p.to, p.b); err == nil {
-			r.mSent.Inc()
+	r.sendBuf, r.sendPkts = buf, pkts
+	slices.SortStableFunc(pkts, func(a, b outPacket) int { return a.link - b.link })
+	batch, _ := r.cfg.Transport.(BatchSender)
+	for i := 0; i < len(pkts); {
+		link := pkts[i].link
+		if batch == nil {
+			if err := r.cfg.Transport.Send(link, pkts[i].to, buf[pkts[i].start:pkts[i].end]); err == nil {
+				r.mSent.Inc()
+			}
+			i++
+			continue
 		}
+		b := r.batch[:0]
+		for ; i < len(pkts) && pkts[i].link == link; i++ {
+			b = append(b, Packet{To: pkts[i].to, Data: buf[pkts[i].start:pkts[i].end]})
+		}
+		r.batch = b
+		n, _ := batch.SendBatch(link, b)
+		r.mSent.Add(float64(n))
 	}
+}
+
+// outPacket is a sealed datagram in Runner.sendBuf.
+type outPacket struct {
+	link       int
+	to         netip.AddrPort
+	start, end int
 }
 
 func (r *Runner) poke() {
