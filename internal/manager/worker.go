@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"tandem/internal/clock"
 	"tandem/internal/events"
 	"tandem/internal/lifecycle"
 	"tandem/internal/resource"
@@ -139,17 +140,19 @@ func (w *worker) run(ctx context.Context) {
 		}
 	}
 	clk := w.m.cfg.Clock
-	timer := clk.NewTimer(time.Hour)
-	defer timer.Stop()
+	// An Alarm, not a Go timer: the lease's margin moves back with every
+	// renewal, and a Go timer moved back wakes the runtime's monitor
+	// thread at each deadline it no longer has (clock.NewAlarm).
+	alarm := clock.NewAlarm(clk)
+	defer alarm.Close()
 	for {
 		w.turn()
 		now := clk.Now()
-		d := time.Hour
-		if next := w.mach.NextDeadline(now); !next.IsZero() {
-			d = next.Sub(now)
+		next := w.mach.NextDeadline(now)
+		if next.IsZero() {
+			next = now.Add(time.Hour)
 		}
-		timer.Stop()
-		timer.Reset(d)
+		alarm.Set(now, next)
 		select {
 		case <-ctx.Done():
 			for _, cancel := range w.ops {
@@ -157,7 +160,7 @@ func (w *worker) run(ctx context.Context) {
 			}
 			return
 		case <-w.wake:
-		case <-timer.C():
+		case <-alarm.C():
 		}
 	}
 }
