@@ -30,7 +30,7 @@
 package lease
 
 import (
-	"sort"
+	"slices"
 	"time"
 )
 
@@ -196,11 +196,14 @@ func (c *Claim) Until() (time.Time, bool) {
 	if len(c.granted) < q {
 		return c.floor, !c.floor.IsZero()
 	}
-	sent := make([]time.Time, 0, len(c.granted))
+	// On the stack for any cluster size: the heartbeat asks several times
+	// a datagram, and an idle agent's garbage is mostly what it asks.
+	var buf [8]time.Time
+	sent := buf[:0]
 	for _, t := range c.granted {
 		sent = append(sent, t)
 	}
-	sort.Slice(sent, func(i, j int) bool { return sent[i].After(sent[j]) })
+	slices.SortFunc(sent, func(a, b time.Time) int { return b.Compare(a) }) // newest first
 	until := sent[q-1].Add(c.p.HolderDuration())
 	if c.floor.After(until) {
 		until = c.floor
