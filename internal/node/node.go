@@ -851,21 +851,38 @@ func (n *Node) leaderLoop(ctx context.Context) {
 }
 
 // decideLoop runs placement on the leader whenever something changes
-// (liveness, views, applied commands, leadership) and every 200 ms for the
-// time-based rules (failback delays, cold-start settle, failure expiry).
+// (liveness, views, applied commands, leadership) and, while this node
+// leads, every 200 ms for the time-based rules (failback delays, cold-start
+// settle, failure expiry). A follower only keeps its reachability record,
+// which changes with the heartbeat's transitions (each pokes), so it has
+// no timer: an idle follower's cost is its wake-ups (issue 14).
 func (n *Node) decideLoop(ctx context.Context) {
 	defer n.wg.Done()
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
+	var tick *time.Ticker
+	var tickC <-chan time.Time
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-tickC:
 		case <-n.decide:
 		}
 		n.updateReach()
-		if !n.cons.IsLeader() {
+		leader := n.cons.IsLeader()
+		switch {
+		case leader && tick == nil:
+			tick = time.NewTicker(200 * time.Millisecond)
+			tickC = tick.C
+		case !leader && tick != nil:
+			tick.Stop()
+			tick, tickC = nil, nil
+		}
+		if !leader {
 			continue
 		}
 		n.nudgeLaggards()
