@@ -130,21 +130,26 @@ func RunStorageBench(ctx context.Context, opts StorageBenchOptions) (StorageBenc
 // local directory and on ext4 on a loop device over a local file, two
 // rounds each, in turn.
 func storageTPS(ctx context.Context, bed *Bed, res *StorageBenchResult, vip string, opts StorageBenchOptions, logf func(string, ...any)) error {
-	dir, err := bed.StartLocalPostgres(ctx, "node1", localPGPort, false)
+	dir, err := bed.StartLocalPostgres(ctx, "node1", localPGPort, LocalDir)
 	if err != nil {
 		return err
 	}
 	defer dir.Stop()
-	loop, err := bed.StartLocalPostgres(ctx, "node1", localPGPort+1, true)
+	loop, err := bed.StartLocalPostgres(ctx, "node1", localPGPort+1, LocalLoop)
 	if err != nil {
 		return err
 	}
 	defer loop.Stop()
+	nbd, err := bed.StartLocalPostgres(ctx, "node1", localPGPort+2, LocalNBD)
+	if err != nil {
+		return err
+	}
+	defer nbd.Stop()
 	for round := range 2 {
 		for _, t := range []struct {
 			addr string
 			sum  *float64
-		}{{dir.Addr, &res.LocalTPS}, {loop.Addr, &res.LocalLoopTPS}, {vip, &res.ReplicatedTPS}} {
+		}{{dir.Addr, &res.LocalTPS}, {loop.Addr, &res.LocalLoopTPS}, {nbd.Addr, &res.LocalNBDTPS}, {vip, &res.ReplicatedTPS}} {
 			tps, err := bed.Pgbench(ctx, t.addr, opts.PgbenchClients, opts.PgbenchTime, round == 0)
 			if err != nil {
 				return err

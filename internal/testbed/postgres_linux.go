@@ -274,7 +274,22 @@ type LocalPostgres struct {
 	// loop is the loop device of a baseline on ext4 over a file ("" for
 	// a directory), mounted at dir/mnt.
 	loop string
+	// nbdkit and nbdfuse serve the file of a LocalNBD baseline.
+	nbdkit, nbdfuse *exec.Cmd
 }
+
+// LocalDisk is where a baseline PostgreSQL keeps its data.
+type LocalDisk int
+
+const (
+	LocalDir  LocalDisk = iota // a directory of the disk
+	LocalLoop                  // ext4 on a loop device over a file
+	// LocalNBD: ext4 on a loop device over nbdfuse's file, served by
+	// nbdkit's file plugin from a file of the disk: the volume's attach
+	// path on this kernel (no nbd module), with a third-party NBD server
+	// and no replication.
+	LocalNBD
+)
 
 // StartLocalPostgres makes a cluster in a new directory beside the bed's
 // (the disk the replicas' backing files are on) and runs it on host h at
@@ -282,15 +297,15 @@ type LocalPostgres struct {
 // connections. With onLoop the cluster is on ext4 on a loop device over a
 // file in that directory: the block-device path of the group's file
 // system without FUSE, NBD or replication.
-func (b *Bed) StartLocalPostgres(ctx context.Context, h string, port int, onLoop bool) (*LocalPostgres, error) {
+func (b *Bed) StartLocalPostgres(ctx context.Context, h string, port int, disk LocalDisk) (*LocalPostgres, error) {
 	dir, err := os.MkdirTemp(filepath.Dir(b.Dir), b.Prefix+"-pglocal-")
 	if err != nil {
 		return nil, fmt.Errorf("testbed: %w", err)
 	}
 	lp := &LocalPostgres{dir: dir, Addr: netip.AddrPortFrom(b.Host(h).Addrs[0], uint16(port)).String()}
 	root := dir
-	if onLoop {
-		if root, err = lp.mountLoop(ctx); err != nil {
+	if disk != LocalDir {
+		if root, err = lp.mountLoop(ctx, disk == LocalNBD); err != nil {
 			lp.Stop()
 			return nil, err
 		}
@@ -358,7 +373,7 @@ func initLocalCluster(ctx context.Context, dir, data string, port int) error {
 
 // mountLoop makes ext4 on a loop device over a 512 MiB file in lp.dir and
 // mounts it at lp.dir/mnt.
-func (lp *LocalPostgres) mountLoop(ctx context.Context) (string, error) {
+func (lp *LocalPostgres) mountLoop(ctx context.Context, viaNBD bool) (string, error) {
 	img, mnt := filepath.Join(lp.dir, "disk.img"), filepath.Join(lp.dir, "mnt")
 	if err := os.Chmod(lp.dir, 0o755); err != nil { // postgres goes through it to mnt
 		return "", fmt.Errorf("testbed: %w", err)
@@ -380,7 +395,13 @@ func (lp *LocalPostgres) mountLoop(ctx context.Context) (string, error) {
 	if _, err := run("mkfs.ext4", "-q", "-F", img); err != nil {
 		return "", err
 	}
-	dev, err := run("losetup", "--find", "--show", img)
+	file := img
+	if viaNBD {
+		if file, err = lp.serveNBD(ctx, img); err != nil {
+			return "", err
+		}
+	}
+	dev, err := run("losetup", "--find", "--show", file)
 	if err != nil {
 		return "", err
 	}
@@ -392,6 +413,40 @@ func (lp *LocalPostgres) mountLoop(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return mnt, nil
+}
+
+// serveNBD serves img with nbdkit's file plugin on a unix socket and
+// attaches it with nbdfuse, as the filesystem resource does a volume's
+// export; it returns nbdfuse's file.
+func (lp *LocalPostgres) serveNBD(ctx context.Context, img string) (string, error) {
+	sock, fuseDir := filepath.Join(lp.dir, "nbd.sock"), filepath.Join(lp.dir, "fuse")
+	if err := os.Mkdir(fuseDir, 0o755); err != nil {
+		return "", fmt.Errorf("testbed: %w", err)
+	}
+	lp.nbdkit = exec.Command("nbdkit", "--foreground", "--unix", sock, "file", img)
+	if err := lp.nbdkit.Start(); err != nil {
+		lp.nbdkit = nil
+		return "", fmt.Errorf("testbed: nbdkit: %w", err)
+	}
+	if err := waitFor(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, error) {
+		_, err := os.Stat(sock)
+		return err == nil, nil
+	}, "nbdkit's socket"); err != nil {
+		return "", err
+	}
+	pid := filepath.Join(lp.dir, "nbdfuse.pid")
+	lp.nbdfuse = exec.Command("nbdfuse", "-P", pid, filepath.Join(fuseDir, "disk"), "nbd+unix:///?socket="+sock)
+	if err := lp.nbdfuse.Start(); err != nil {
+		lp.nbdfuse = nil
+		return "", fmt.Errorf("testbed: nbdfuse: %w", err)
+	}
+	if err := waitFor(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, error) {
+		_, err := os.Stat(pid)
+		return err == nil, nil
+	}, "nbdfuse"); err != nil {
+		return "", err
+	}
+	return filepath.Join(fuseDir, "disk"), nil
 }
 
 // Stop stops the baseline (a fast shutdown), takes its file system down
@@ -407,6 +462,19 @@ func (lp *LocalPostgres) Stop() {
 	if lp.loop != "" {
 		exec.Command("umount", filepath.Join(lp.dir, "mnt")).Run()
 		exec.Command("losetup", "-d", lp.loop).Run()
+	}
+	if lp.nbdfuse != nil {
+		fuseDir := filepath.Join(lp.dir, "fuse")
+		// The loop device's detach may hold the file a moment.
+		for deadline := time.Now().Add(10 * time.Second); exec.Command("fusermount3", "-u", fuseDir).Run() != nil && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+		}
+		lp.nbdfuse.Process.Kill()
+		lp.nbdfuse.Wait()
+	}
+	if lp.nbdkit != nil {
+		lp.nbdkit.Process.Kill()
+		lp.nbdkit.Wait()
 	}
 	os.RemoveAll(lp.dir)
 }
