@@ -182,6 +182,29 @@ func TestStartsInOrderOnlyWithLease(t *testing.T) {
 	}
 }
 
+// The first look at each resource is a probe (resource.IsProbe), the
+// later ones monitors: an exec probe skips the health check, which may go
+// through a VIP the guard still silences.
+func TestProbesAreMarked(t *testing.T) {
+	r := newRig(t, 3)
+	r.m.SetState(holderState("a", 1))
+	r.lease.set(1, time.Hour)
+	r.m.LeaseChanged("web")
+	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
+	for i, a := range r.agents {
+		waitFor(t, "a monitor", func() bool {
+			var n int
+			a.Set(func(m *resource.Mem) { n = m.Monitors })
+			return n > 0
+		})
+		var probes int
+		a.Set(func(m *resource.Mem) { probes = m.Probes })
+		if probes != 1 {
+			t.Errorf("resource %d: %d probes, want 1", i, probes)
+		}
+	}
+}
+
 // Every start runs under the group's epoch (resource.EpochOf): a volume is
 // promoted at it.
 func TestStartsCarryTheEpoch(t *testing.T) {

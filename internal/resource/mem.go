@@ -22,6 +22,9 @@ type Mem struct {
 	Stops      int
 	// StartEpoch is the epoch (EpochOf) the last start ran under.
 	StartEpoch uint64
+	// Probes and Monitors count the Monitor calls marked WithProbe and
+	// the others.
+	Probes, Monitors int
 	// OnChange, if set, is called after every successful start or stop with
 	// the new running state (tests use it to record a timeline).
 	OnChange func(running bool)
@@ -75,6 +78,11 @@ func (m *Mem) Stop(ctx context.Context) error {
 
 func (m *Mem) Monitor(ctx context.Context) error {
 	return m.op(ctx, func() error {
+		if IsProbe(ctx) {
+			m.Probes++
+		} else {
+			m.Monitors++
+		}
 		if m.MonitorErr != nil {
 			return m.MonitorErr
 		}
