@@ -1,6 +1,7 @@
 // Package clock owns the notion of time for every adapter that waits: a Clock
 // interface with the real implementation and a fake one whose time only moves
-// when a test calls Advance. Pure logic packages take `now` as an argument
+// when a test calls Advance, and the Alarm of a loop that keeps moving its
+// deadline (on the real clock on Linux, a timerfd: alarm_linux.go). Pure logic packages take `now` as an argument
 // instead and never import this package. Any package may import it.
 package clock
 
