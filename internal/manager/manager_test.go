@@ -305,9 +305,11 @@ func TestRestartInPlaceThenGiveUp(t *testing.T) {
 	r.m.SetState(holderState("a", 1))
 	waitFor(t, "running", func() bool { return phase(r.m) == PhaseRunning })
 	r.agents[1].Set(func(m *resource.Mem) { m.MonitorErr = errors.New("app crashed") })
-	waitFor(t, "first restart", func() bool { return starts(r.agents[1]) >= 2 })
+	// Started again: app, then what follows it (check's start comes after
+	// app's: waiting for app's alone raced with it, CI beside stress-ng).
+	waitFor(t, "first restart", func() bool { return starts(r.agents[1]) >= 2 && starts(r.agents[2]) >= 2 })
 	// ip was not restarted: only app and what follows it.
-	if starts(r.agents[0]) != 1 || starts(r.agents[2]) < 2 {
+	if starts(r.agents[0]) != 1 {
 		t.Fatalf("restart scope: ip %d check %d", starts(r.agents[0]), starts(r.agents[2]))
 	}
 	waitFor(t, "give up", func() bool { return phase(r.m) == PhaseFailed })
