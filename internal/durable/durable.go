@@ -12,10 +12,12 @@
 package durable
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // WriteFile replaces path with data, with mode exactly perm whatever the
@@ -89,6 +91,12 @@ func syncDir(dir string) error {
 		return err
 	}
 	err = d.Sync()
+	if errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOTSUP) {
+		// The file system does not sync directories (some FUSE and
+		// network ones): its renames are as durable as it makes them, and
+		// refusing the write would only stop the agent from starting.
+		err = nil
+	}
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
