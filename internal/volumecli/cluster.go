@@ -167,7 +167,9 @@ func ensureMetadata(g *globals, rec *record, log *slog.Logger) error {
 		return fmt.Errorf("volume %s: %w", rec.Name, err)
 	}
 	defer dev.Close()
-	md, err := meta.Open(dev, meta.OpenOptions{Name: rec.Backing, Logger: log})
+	// A look only (its errors are returned): the replica's own open logs
+	// what it finds, and two "opened" records read as two opens.
+	md, err := meta.Open(dev, meta.OpenOptions{Name: rec.Backing, Logger: slog.New(slog.DiscardHandler)})
 	switch {
 	case err == nil:
 		defer md.Close()
