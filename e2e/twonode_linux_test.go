@@ -88,7 +88,7 @@ func TestTwoNodeFreezeActive(t *testing.T) {
 
 // Both nodes go down (a power cut). node2 comes back alone: it waits for
 // all, starts nothing and fences nobody; with node1 back web runs again,
-// on one node.
+// on one node (either).
 func TestTwoNodeRestartBothWaitsForAll(t *testing.T) {
 	f := startTwoNode(t)
 	f.bed.Kill("node1")
@@ -115,8 +115,12 @@ func TestTwoNodeRestartBothWaitsForAll(t *testing.T) {
 	if err := f.c.Start("node1"); err != nil {
 		t.Fatal(err)
 	}
-	f.waitServed("web", "node1", k.At, 30*time.Second)
-	f.watchQuiet("web", "node1", time.Now(), quiet, 300*time.Millisecond)
+	// Either node: node1 held web before the power cut, but node2, elected
+	// leader on node1's vote, may place it before node1's first heartbeat
+	// reaches it (CI: 30 ms after node1's start) and so take it over from
+	// a node1 that runs nothing. What must hold is one node, steadily.
+	s := f.waitServed("web", "", k.At, 30*time.Second)
+	f.watchQuiet("web", s.Node, time.Now(), quiet, 300*time.Millisecond)
 }
 
 // node1's BMC refuses node2's password and node1 dies: every fence fails,
