@@ -424,29 +424,28 @@ func (lp *LocalPostgres) serveNBD(ctx context.Context, img string) (string, erro
 		return "", fmt.Errorf("testbed: %w", err)
 	}
 	lp.nbdkit = exec.Command("nbdkit", "--foreground", "--unix", sock, "file", img)
-	if err := lp.nbdkit.Start(); err != nil {
-		lp.nbdkit = nil
-		return "", fmt.Errorf("testbed: nbdkit: %w", err)
-	}
-	if err := waitFor(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, error) {
-		_, err := os.Stat(sock)
-		return err == nil, nil
-	}, "nbdkit's socket"); err != nil {
+	if err := startReady(ctx, lp.nbdkit, sock, "nbdkit"); err != nil {
 		return "", err
 	}
 	pid := filepath.Join(lp.dir, "nbdfuse.pid")
 	lp.nbdfuse = exec.Command("nbdfuse", "-P", pid, filepath.Join(fuseDir, "disk"), "nbd+unix:///?socket="+sock)
-	if err := lp.nbdfuse.Start(); err != nil {
-		lp.nbdfuse = nil
-		return "", fmt.Errorf("testbed: nbdfuse: %w", err)
-	}
-	if err := waitFor(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, error) {
-		_, err := os.Stat(pid)
-		return err == nil, nil
-	}, "nbdfuse"); err != nil {
+	if err := startReady(ctx, lp.nbdfuse, pid, "nbdfuse"); err != nil {
 		return "", err
 	}
 	return filepath.Join(fuseDir, "disk"), nil
+}
+
+// startReady starts cmd and waits until the file ready exists (its
+// socket, or the pid file it writes once it serves). A cmd that did not
+// start is left with no Process, which Stop skips.
+func startReady(ctx context.Context, cmd *exec.Cmd, ready, what string) error {
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("testbed: %s: %w", what, err)
+	}
+	return waitFor(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, error) {
+		_, err := os.Stat(ready)
+		return err == nil, nil
+	}, "%s to serve", what)
 }
 
 // Stop stops the baseline (a fast shutdown), takes its file system down
@@ -463,7 +462,7 @@ func (lp *LocalPostgres) Stop() {
 		exec.Command("umount", filepath.Join(lp.dir, "mnt")).Run()
 		exec.Command("losetup", "-d", lp.loop).Run()
 	}
-	if lp.nbdfuse != nil {
+	if lp.nbdfuse != nil && lp.nbdfuse.Process != nil {
 		fuseDir := filepath.Join(lp.dir, "fuse")
 		// The loop device's detach may hold the file a moment.
 		for deadline := time.Now().Add(10 * time.Second); exec.Command("fusermount3", "-u", fuseDir).Run() != nil && time.Now().Before(deadline); {
@@ -472,7 +471,7 @@ func (lp *LocalPostgres) Stop() {
 		lp.nbdfuse.Process.Kill()
 		lp.nbdfuse.Wait()
 	}
-	if lp.nbdkit != nil {
+	if lp.nbdkit != nil && lp.nbdkit.Process != nil {
 		lp.nbdkit.Process.Kill()
 		lp.nbdkit.Wait()
 	}
